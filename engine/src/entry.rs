@@ -1,0 +1,95 @@
+//! [`FileEntry`]: what the index and the wire know about one path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{ChunkRef, ChunkerParams};
+use crate::hash::Hash;
+use crate::path::RelPath;
+use crate::peer::Attribution;
+use crate::vector::VersionVector;
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A deleted file: kept with its version vector so the deletion propagates.
+    Tombstone,
+}
+
+/// Unix permission bits that are synced: only "executable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Mode {
+    /// True if the owner-executable bit is set.
+    pub executable: bool,
+}
+
+/// One version of one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Normalized workspace-relative path.
+    pub path: RelPath,
+    /// File or tombstone.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for tombstones).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (clamped when from the future).
+    pub mtime_ns: i64,
+    /// Synced permission bits.
+    pub mode: Mode,
+    /// Content hash: the root of the chunk-list tree ([`crate::chunktree`]); [`Hash::ZERO`] for
+    /// tombstones.
+    pub content: Hash,
+    /// The chunks, in file order.
+    pub chunks: Vec<ChunkRef>,
+    /// The chunker that produced `chunks`.
+    pub chunker: ChunkerParams,
+    /// Causal history of this path.
+    pub version: VersionVector,
+    /// The content hash this version replaced (`None` for a creation): a version whose parent
+    /// equals our current content is a fast-forward.
+    pub parent: Option<Hash>,
+    /// Who made this version.
+    pub changed_by: Attribution,
+}
+
+impl FileEntry {
+    /// True for a deletion record.
+    pub fn is_tombstone(&self) -> bool {
+        self.kind == EntryKind::Tombstone
+    }
+
+    /// True if the synced content and metadata of two versions are the same (vectors and
+    /// attribution aside): such versions are never a conflict.
+    pub fn same_content(&self, other: &FileEntry) -> bool {
+        self.kind == other.kind && self.content == other.content && self.mode == other.mode
+    }
+}
+
+/// The file-system facts of the stat cache: if they are unchanged since the last scan, the file
+/// is not re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatSig {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch (as on disk, not clamped).
+    pub mtime_ns: i64,
+    /// Inode change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+}
+
+/// What the local index holds for a path: the current version plus the stat cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalEntry {
+    /// The current version of the path (a tombstone if deleted).
+    pub entry: FileEntry,
+    /// The file's stat facts when `entry` was recorded (`None` for tombstones).
+    pub stat: Option<StatSig>,
+    /// When the stat facts were taken (ns since the epoch, the start time of that scan): a file
+    /// whose mtime is not safely older than this is "racy" and re-hashed next time, as git does.
+    pub recorded_at_ns: i64,
+}

@@ -1,0 +1,39 @@
+//! botsync's engine: the pure, synchronous core of the sync.
+//!
+//! Paths, bytes, remote entries and `now` go in; manifests, plans and reports come out. The engine
+//! owns chunking ([`chunk`]), content hashes ([`chunktree`]), the workspace Merkle tree
+//! ([`merkle`]), version vectors ([`vector`]), the scanner ([`scan`]) with its selection rules
+//! ([`rules`]), the sled index ([`store`]), the chunk store of past versions ([`chunkstore`]) and
+//! atomic apply ([`apply`]). It has no network code and no async.
+//!
+//! ```
+//! use botsync_engine::chunk::Chunker;
+//! use botsync_engine::chunktree::content_hash;
+//!
+//! let chunks = Chunker::default().chunk_reader(&b"hello agents"[..]).unwrap();
+//! assert_eq!(chunks.len(), 1);
+//! let _id = content_hash(&chunks);
+//! ```
+
+pub mod apply;
+pub mod chunk;
+pub mod chunkstore;
+pub mod chunktree;
+pub mod config;
+pub mod entry;
+pub mod error;
+pub mod hash;
+pub mod merkle;
+pub mod path;
+pub mod peer;
+pub mod rules;
+pub mod scan;
+pub mod store;
+pub mod vector;
+
+pub use chunk::{ChunkRef, Chunker, ChunkerParams};
+pub use entry::{EntryKind, FileEntry, LocalEntry, Mode, StatSig};
+pub use hash::Hash;
+pub use path::RelPath;
+pub use peer::{AgentLabel, Attribution, PeerId};
+pub use vector::{Causality, VersionVector};

@@ -1,0 +1,238 @@
+//! [`RelPath`]: a normalized, validated path inside a workspace.
+//!
+//! Paths arrive from the local file system and from untrusted peers. Both are parsed here, once,
+//! into a `RelPath`: relative, `/`-separated, UTF-8 in NFC, no empty, `.` or `..` components, no
+//! NUL or control characters, bounded in length and depth, and never inside `.botsync/`. Code that
+//! holds a `RelPath` can join it to the workspace root without further checks.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use unicode_normalization::{UnicodeNormalization, is_nfc};
+
+/// Longest accepted path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Deepest accepted path, in components.
+pub const MAX_PATH_DEPTH: usize = 64;
+/// Longest accepted single component, in bytes (the common file-system limit).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// The workspace state directory, never synced.
+pub const STATE_DIR: &str = ".botsync";
+
+/// A validated workspace-relative path. The empty path is the workspace root.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RelPath(String);
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Absolute path (leading `/`) or a Windows prefix.
+    #[error("path {0:?} is absolute; only workspace-relative paths are allowed")]
+    Absolute(String),
+    /// Empty, `.` or `..` component.
+    #[error("path {0:?} has an empty, '.' or '..' component")]
+    BadComponent(String),
+    /// NUL, control character or backslash.
+    #[error("path {0:?} contains a control character or backslash")]
+    BadCharacter(String),
+    /// Not valid UTF-8.
+    #[error("path {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+    /// Too long or too deep.
+    #[error("path {0:?} exceeds the length or depth limit")]
+    TooLong(String),
+    /// Inside the `.botsync/` state directory.
+    #[error("path {0:?} is inside .botsync/, which is never synced")]
+    StateDir(String),
+}
+
+impl RelPath {
+    /// The workspace root (empty path).
+    pub fn root() -> RelPath {
+        RelPath(String::new())
+    }
+
+    /// Parse and normalize (to NFC) a `/`-separated relative path.
+    pub fn new(s: &str) -> Result<RelPath, PathError> {
+        if s.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(truncate_for_error(s)));
+        }
+        if s.starts_with('/') {
+            return Err(PathError::Absolute(s.to_owned()));
+        }
+        if s.is_empty() {
+            return Ok(RelPath::root());
+        }
+        let normalized: String = if is_nfc(s) { s.to_owned() } else { s.nfc().collect() };
+        let mut depth = 0;
+        for comp in normalized.split('/') {
+            depth += 1;
+            if comp.is_empty() || comp == "." || comp == ".." {
+                return Err(PathError::BadComponent(s.to_owned()));
+            }
+            if comp.len() > MAX_COMPONENT_BYTES {
+                return Err(PathError::TooLong(truncate_for_error(s)));
+            }
+            if comp.chars().any(|c| c.is_control() || c == '\\') {
+                return Err(PathError::BadCharacter(s.to_owned()));
+            }
+        }
+        if depth > MAX_PATH_DEPTH || normalized.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(truncate_for_error(s)));
+        }
+        if normalized == STATE_DIR || normalized.starts_with(".botsync/") {
+            return Err(PathError::StateDir(s.to_owned()));
+        }
+        Ok(RelPath(normalized))
+    }
+
+    /// Parse a path relative to `root` from the local file system.
+    pub fn from_fs(root: &Path, full: &Path) -> Result<RelPath, PathError> {
+        let rel = full
+            .strip_prefix(root)
+            .map_err(|_| PathError::Absolute(full.display().to_string()))?;
+        let mut out = String::new();
+        for comp in rel.components() {
+            let std::path::Component::Normal(c) = comp else {
+                return Err(PathError::BadComponent(rel.display().to_string()));
+            };
+            let c = c
+                .to_str()
+                .ok_or_else(|| PathError::NotUtf8(rel.display().to_string()))?;
+            if !out.is_empty() {
+                out.push('/');
+            }
+            out.push_str(c);
+        }
+        RelPath::new(&out)
+    }
+
+    /// The path as a `/`-separated string (empty for the root).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for the workspace root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The path under `root` on the local file system.
+    pub fn to_fs(&self, root: &Path) -> PathBuf {
+        let mut p = root.to_path_buf();
+        for c in self.components() {
+            p.push(c);
+        }
+        p
+    }
+
+    /// The components, outermost first.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|c| !c.is_empty())
+    }
+
+    /// The parent directory (the root for a top-level entry); `None` for the root itself.
+    pub fn parent(&self) -> Option<RelPath> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.rfind('/') {
+            Some(i) => RelPath(self.0[..i].to_owned()),
+            None => RelPath::root(),
+        })
+    }
+
+    /// The last component (empty for the root).
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or("")
+    }
+
+    /// `self/name`; `name` must be a single valid component.
+    pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
+        if self.is_root() {
+            RelPath::new(name)
+        } else {
+            RelPath::new(&format!("{}/{}", self.0, name))
+        }
+    }
+
+    /// True if `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &RelPath) -> bool {
+        other.is_root()
+            || self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// A key under which paths that differ only in letter case collide (`Memory.md`,
+    /// `memory.md`): such collisions are conflicts on case-insensitive file systems.
+    pub fn case_fold_key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+fn truncate_for_error(s: &str) -> String {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RelPath::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_root() { f.write_str(".") } else { f.write_str(&self.0) }
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelPath({:?})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_normal_paths() {
+        let p = RelPath::new("memory/2026-01-01.md").unwrap();
+        assert_eq!(p.file_name(), "2026-01-01.md");
+        assert_eq!(p.parent().unwrap().as_str(), "memory");
+        assert_eq!(p.to_fs(Path::new("/w")), PathBuf::from("/w/memory/2026-01-01.md"));
+        assert!(p.starts_with(&RelPath::new("memory").unwrap()));
+        assert!(!RelPath::new("memoryx/a").unwrap().starts_with(&RelPath::new("memory").unwrap()));
+    }
+
+    #[test]
+    fn rejects_hostile_paths() {
+        for bad in [
+            "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/.", "a\0b", "a\nb", "a\\b",
+            ".botsync", ".botsync/identity/key.pem",
+        ] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(RelPath::new(&"a/".repeat(100)).is_err());
+        assert!(RelPath::new(&"x".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn normalizes_to_nfc() {
+        let decomposed = "cafe\u{301}.md";
+        assert_eq!(RelPath::new(decomposed).unwrap().as_str(), "caf\u{e9}.md");
+    }
+
+    #[test]
+    fn deserialize_validates() {
+        let r: Result<RelPath, _> = serde_json::from_str("\"../x\"");
+        assert!(r.is_err());
+    }
+}
