@@ -85,9 +85,17 @@ const READ_BLOCK: usize = 1024 * 1024;
 impl Chunker {
     /// A chunker with the given parameters. Invalid parameters fall back to the default.
     pub fn new(params: ChunkerParams) -> Chunker {
-        let params = if params.is_valid() { params } else { ChunkerParams::DEFAULT };
+        let params = if params.is_valid() {
+            params
+        } else {
+            ChunkerParams::DEFAULT
+        };
         let (mask_s, mask_l) = v2020::select_masks(params.avg as usize, Normalization::Level1);
-        Chunker { params, mask_s, mask_l }
+        Chunker {
+            params,
+            mask_s,
+            mask_l,
+        }
     }
 
     /// The parameters in use.
@@ -140,7 +148,10 @@ impl Chunker {
     pub fn chunk_reader<R: Read>(&self, reader: R) -> io::Result<Vec<ChunkRef>> {
         let mut chunks = Vec::new();
         self.for_each_chunk(reader, |bytes| {
-            chunks.push(ChunkRef { id: Hash::of(bytes), len: bytes.len() as u32 });
+            chunks.push(ChunkRef {
+                id: Hash::of(bytes),
+                len: bytes.len() as u32,
+            });
             Ok(())
         })?;
         Ok(chunks)
@@ -206,6 +217,12 @@ mod tests {
         let c = Chunker::default();
         assert!(c.chunk_reader(&b""[..]).unwrap().is_empty());
         let small = c.chunk_reader(&b"hello"[..]).unwrap();
-        assert_eq!(small, vec![ChunkRef { id: Hash::of(b"hello"), len: 5 }]);
+        assert_eq!(
+            small,
+            vec![ChunkRef {
+                id: Hash::of(b"hello"),
+                len: 5
+            }]
+        );
     }
 }

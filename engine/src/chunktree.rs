@@ -63,7 +63,10 @@ mod tests {
 
     fn refs(n: usize) -> Vec<ChunkRef> {
         (0..n)
-            .map(|i| ChunkRef { id: Hash::of(&(i as u64).to_le_bytes()), len: 1000 + i as u32 })
+            .map(|i| ChunkRef {
+                id: Hash::of(&(i as u64).to_le_bytes()),
+                len: 1000 + i as u32,
+            })
             .collect()
     }
 

@@ -24,6 +24,10 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for Result<T, io::Error> {
     fn io_context(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T, IoError> {
-        self.map_err(|source| IoError { action, path: path.into(), source })
+        self.map_err(|source| IoError {
+            action,
+            path: path.into(),
+            source,
+        })
     }
 }

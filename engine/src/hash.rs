@@ -95,7 +95,9 @@ impl FromStr for Hash {
     type Err = ParseHashError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseHashError { input: s.to_owned() };
+        let err = || ParseHashError {
+            input: s.to_owned(),
+        };
         let bytes = data_encoding::HEXLOWER_PERMISSIVE
             .decode(s.as_bytes())
             .map_err(|_| err())?;

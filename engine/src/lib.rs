@@ -26,6 +26,7 @@ pub mod hash;
 pub mod merkle;
 pub mod path;
 pub mod peer;
+pub mod plan;
 pub mod rules;
 pub mod scan;
 pub mod store;

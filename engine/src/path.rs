@@ -64,7 +64,11 @@ impl RelPath {
         if s.is_empty() {
             return Ok(RelPath::root());
         }
-        let normalized: String = if is_nfc(s) { s.to_owned() } else { s.nfc().collect() };
+        let normalized: String = if is_nfc(s) {
+            s.to_owned()
+        } else {
+            s.nfc().collect()
+        };
         let mut depth = 0;
         for comp in normalized.split('/') {
             depth += 1;
@@ -188,7 +192,11 @@ impl<'de> Deserialize<'de> for RelPath {
 
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_root() { f.write_str(".") } else { f.write_str(&self.0) }
+        if self.is_root() {
+            f.write_str(".")
+        } else {
+            f.write_str(&self.0)
+        }
     }
 }
 
@@ -207,16 +215,32 @@ mod tests {
         let p = RelPath::new("memory/2026-01-01.md").unwrap();
         assert_eq!(p.file_name(), "2026-01-01.md");
         assert_eq!(p.parent().unwrap().as_str(), "memory");
-        assert_eq!(p.to_fs(Path::new("/w")), PathBuf::from("/w/memory/2026-01-01.md"));
+        assert_eq!(
+            p.to_fs(Path::new("/w")),
+            PathBuf::from("/w/memory/2026-01-01.md")
+        );
         assert!(p.starts_with(&RelPath::new("memory").unwrap()));
-        assert!(!RelPath::new("memoryx/a").unwrap().starts_with(&RelPath::new("memory").unwrap()));
+        assert!(
+            !RelPath::new("memoryx/a")
+                .unwrap()
+                .starts_with(&RelPath::new("memory").unwrap())
+        );
     }
 
     #[test]
     fn rejects_hostile_paths() {
         for bad in [
-            "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/.", "a\0b", "a\nb", "a\\b",
-            ".botsync", ".botsync/identity/key.pem",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\0b",
+            "a\nb",
+            "a\\b",
+            ".botsync",
+            ".botsync/identity/key.pem",
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
         }

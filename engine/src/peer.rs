@@ -72,13 +72,17 @@ fn check_char(body: &[u8]) -> u8 {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParsePeerIdError {
     /// Wrong number of characters or characters outside the base32 alphabet.
-    #[error("peer id {input:?} is malformed: expected 53 characters of A-Z and 2-7 (dashes optional); copy it again from `botsync id` on that machine")]
+    #[error(
+        "peer id {input:?} is malformed: expected 53 characters of A-Z and 2-7 (dashes optional); copy it again from `botsync id` on that machine"
+    )]
     Malformed {
         /// What was given.
         input: String,
     },
     /// The check character does not match: a typo.
-    #[error("peer id {input:?} fails its check character (a typo?); copy it again from `botsync id` on that machine")]
+    #[error(
+        "peer id {input:?} fails its check character (a typo?); copy it again from `botsync id` on that machine"
+    )]
     BadCheck {
         /// What was given.
         input: String,
@@ -94,18 +98,24 @@ impl FromStr for PeerId {
             .filter(|b| *b != b'-' && !b.is_ascii_whitespace())
             .map(|b| b.to_ascii_uppercase())
             .collect();
-        let malformed = || ParsePeerIdError::Malformed { input: input.to_owned() };
+        let malformed = || ParsePeerIdError::Malformed {
+            input: input.to_owned(),
+        };
         if cleaned.len() != BODY_CHARS + 1 || !cleaned.iter().all(|c| ALPHABET.contains(c)) {
             return Err(malformed());
         }
         let (body, check) = cleaned.split_at(BODY_CHARS);
         if check_char(body) != check[0] {
-            return Err(ParsePeerIdError::BadCheck { input: input.to_owned() });
+            return Err(ParsePeerIdError::BadCheck {
+                input: input.to_owned(),
+            });
         }
         // 52 base32 chars carry 260 bits; pad to a multiple of 8 characters to decode.
         let mut padded = body.to_vec();
         padded.extend_from_slice(b"====");
-        let bytes = data_encoding::BASE32.decode(&padded).map_err(|_| malformed())?;
+        let bytes = data_encoding::BASE32
+            .decode(&padded)
+            .map_err(|_| malformed())?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| malformed())?;
         let id = PeerId(arr);
         // Reject non-canonical encodings (the 4 spare bits must be zero).
@@ -200,13 +210,19 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        assert!(matches!("abc".parse::<PeerId>(), Err(ParsePeerIdError::Malformed { .. })));
+        assert!(matches!(
+            "abc".parse::<PeerId>(),
+            Err(ParsePeerIdError::Malformed { .. })
+        ));
         assert!("".parse::<PeerId>().is_err());
     }
 
     #[test]
     fn agent_label_is_sanitized() {
         assert_eq!(AgentLabel::new("  claude\n ").as_str(), "claude");
-        assert_eq!(AgentLabel::new(&"x".repeat(100)).as_str().len(), AgentLabel::MAX_LEN);
+        assert_eq!(
+            AgentLabel::new(&"x".repeat(100)).as_str().len(),
+            AgentLabel::MAX_LEN
+        );
     }
 }

@@ -1,0 +1,292 @@
+//! Reconciliation: what a receiver does with a remote version of a path.
+//!
+//! [`decide`] is the one rule both sides of a session apply. It is pure and symmetric: when two
+//! peers see each other's version of a path, they pick the same winner, so a session never
+//! ping-pongs. Causality comes from version vectors; content equality is never a conflict; true
+//! concurrency falls back to "modify beats delete", then the newest (clamped) mtime, then the peer
+//! id, then the content hash. The loser of a conflict is never dropped: the caller copies it to
+//! `.botsync/conflicts/` (the full merge policies of PRODUCT.md §4 come with the conflicts issue).
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::FileEntry;
+use crate::path::RelPath;
+use crate::vector::{Causality, VersionVector};
+
+/// How far in the future an mtime may be before it is clamped (PRODUCT.md §4: 10 minutes).
+pub const MAX_FUTURE_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// What the receiving side does with an incoming version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Nothing to do: we already have this version or a newer one.
+    Nothing,
+    /// Same content on both sides: only merge the version vectors in the index (no data moves).
+    MergeVersion,
+    /// We never had the path and the remote deleted it: record the tombstone (index only).
+    RecordTombstone,
+    /// Write the remote file (a creation or a fast-forward update).
+    Take,
+    /// Delete our file: the remote tombstone descends from our version.
+    Delete,
+    /// Concurrent versions: the remote one wins; our version goes to `conflicts/` first.
+    TakeConflict,
+    /// Concurrent versions: ours wins; the remote will take ours (its loser is kept there).
+    KeepConflict,
+    /// Two different paths that differ only in letter case: kept apart, reported, not synced.
+    CaseCollision {
+        /// Our path that collides with the remote one.
+        local: RelPath,
+    },
+}
+
+impl Action {
+    /// True if carrying the action out changes a file on disk.
+    pub fn writes_file(&self) -> bool {
+        matches!(self, Action::Take | Action::Delete | Action::TakeConflict)
+    }
+
+    /// True if the action reports a conflict (resolved or not).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Action::TakeConflict | Action::KeepConflict | Action::CaseCollision { .. }
+        )
+    }
+
+    /// A short stable name for output (`--json` field values).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Nothing => "nothing",
+            Action::MergeVersion => "merge-version",
+            Action::RecordTombstone => "record-tombstone",
+            Action::Take => "take",
+            Action::Delete => "delete",
+            Action::TakeConflict => "take-conflict",
+            Action::KeepConflict => "keep-conflict",
+            Action::CaseCollision { .. } => "case-collision",
+        }
+    }
+}
+
+/// Which of two concurrent versions wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Winner {
+    /// The version on the deciding side.
+    Local,
+    /// The incoming version.
+    Remote,
+}
+
+/// Decide what the receiver does with `remote`, given its own current version `local`.
+/// `now_ns` clamps mtimes from the future. Case collisions are checked by the caller (it knows
+/// the other paths) through [`case_collision`].
+pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, now_ns: i64) -> Action {
+    let Some(local) = local else {
+        return if remote.is_tombstone() {
+            Action::RecordTombstone
+        } else {
+            Action::Take
+        };
+    };
+    if local.same_content(remote) {
+        return if local.version == remote.version {
+            Action::Nothing
+        } else {
+            match local.version.compare(&remote.version) {
+                Causality::Dominates | Causality::Equal => Action::Nothing,
+                Causality::DominatedBy | Causality::Concurrent => Action::MergeVersion,
+            }
+        };
+    }
+    match remote.version.compare(&local.version) {
+        Causality::Dominates => {
+            if remote.is_tombstone() {
+                Action::Delete
+            } else {
+                Action::Take
+            }
+        }
+        Causality::DominatedBy => Action::Nothing,
+        // Equal vectors with different content only arise from a lost index; treat as concurrent.
+        Causality::Equal | Causality::Concurrent => match winner(local, remote, now_ns) {
+            Winner::Remote if remote.is_tombstone() => Action::Delete,
+            // Our side holds only a tombstone: there is no losing content to keep.
+            Winner::Remote if local.is_tombstone() => Action::Take,
+            Winner::Remote => Action::TakeConflict,
+            Winner::Local => Action::KeepConflict,
+        },
+    }
+}
+
+/// The deterministic winner between two concurrent versions: modify beats delete, then the newer
+/// clamped mtime, then the greater peer id, then the greater content hash. Swapping the arguments
+/// swaps the answer, so both sides agree.
+pub fn winner(local: &FileEntry, remote: &FileEntry, now_ns: i64) -> Winner {
+    match (local.is_tombstone(), remote.is_tombstone()) {
+        (true, false) => return Winner::Remote,
+        (false, true) => return Winner::Local,
+        _ => {}
+    }
+    let key = |e: &FileEntry| {
+        (
+            clamp_mtime(e.mtime_ns, now_ns),
+            e.changed_by.peer,
+            e.content,
+        )
+    };
+    if key(remote) > key(local) {
+        Winner::Remote
+    } else {
+        Winner::Local
+    }
+}
+
+/// Clamp an mtime more than [`MAX_FUTURE_NS`] ahead of `now_ns` to `now_ns`.
+pub fn clamp_mtime(mtime_ns: i64, now_ns: i64) -> i64 {
+    if mtime_ns > now_ns.saturating_add(MAX_FUTURE_NS) {
+        now_ns
+    } else {
+        mtime_ns
+    }
+}
+
+/// The version vector a receiver records after handling `remote` with `action`.
+pub fn merged_version(local: Option<&FileEntry>, remote: &FileEntry) -> VersionVector {
+    match local {
+        Some(l) => l.version.merge(&remote.version),
+        None => remote.version.clone(),
+    }
+}
+
+/// If `remote` names a different path that differs from one of ours only in letter case,
+/// return ours. `local_by_fold` maps [`RelPath::case_fold_key`] to our path.
+pub fn case_collision(
+    remote: &RelPath,
+    local_by_fold: &std::collections::HashMap<String, RelPath>,
+) -> Option<RelPath> {
+    local_by_fold
+        .get(&remote.case_fold_key())
+        .filter(|ours| *ours != remote)
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::ChunkerParams;
+    use crate::entry::{EntryKind, Mode};
+    use crate::hash::Hash;
+    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use proptest::prelude::*;
+
+    fn entry(content: u8, tomb: bool, mtime: i64, peer: u8, vv: &[(u8, u64)]) -> FileEntry {
+        FileEntry {
+            path: RelPath::new("memory/a.md").unwrap(),
+            kind: if tomb {
+                EntryKind::Tombstone
+            } else {
+                EntryKind::File
+            },
+            size: if tomb { 0 } else { 10 },
+            mtime_ns: mtime,
+            mode: Mode::default(),
+            content: if tomb {
+                Hash::ZERO
+            } else {
+                Hash::of(&[content])
+            },
+            chunks: Vec::new(),
+            chunker: ChunkerParams::DEFAULT,
+            version: VersionVector::from_pairs(vv.iter().map(|(p, c)| (PeerId([*p; 32]), *c))),
+            parent: None,
+            changed_by: Attribution {
+                peer: PeerId([peer; 32]),
+                agent: AgentLabel::new(""),
+            },
+        }
+    }
+
+    #[test]
+    fn fast_forward_takes_and_stale_is_ignored() {
+        let old = entry(1, false, 10, 1, &[(1, 1)]);
+        let new = entry(2, false, 5, 2, &[(1, 1), (2, 1)]);
+        assert_eq!(decide(Some(&old), &new, 100), Action::Take);
+        assert_eq!(decide(Some(&new), &old, 100), Action::Nothing);
+        assert_eq!(decide(None, &new, 100), Action::Take);
+    }
+
+    #[test]
+    fn equal_content_is_never_a_conflict() {
+        let a = entry(1, false, 10, 1, &[(1, 1)]);
+        let b = entry(1, false, 99, 2, &[(2, 1)]);
+        assert_eq!(decide(Some(&a), &b, 100), Action::MergeVersion);
+    }
+
+    #[test]
+    fn modify_beats_delete() {
+        let edit = entry(1, false, 1, 1, &[(1, 2)]);
+        let del = entry(0, true, 50, 2, &[(1, 1), (2, 1)]);
+        assert_eq!(decide(Some(&edit), &del, 100), Action::KeepConflict);
+        assert_eq!(decide(Some(&del), &edit, 100), Action::Take);
+    }
+
+    #[test]
+    fn descending_tombstone_deletes() {
+        let file = entry(1, false, 1, 1, &[(1, 1)]);
+        let del = entry(0, true, 2, 2, &[(1, 1), (2, 1)]);
+        assert_eq!(decide(Some(&file), &del, 100), Action::Delete);
+        assert_eq!(decide(None, &del, 100), Action::RecordTombstone);
+    }
+
+    #[test]
+    fn future_mtime_is_clamped() {
+        let now = 1_000_000_000_000;
+        let future = entry(1, false, now + 2 * MAX_FUTURE_NS, 1, &[(1, 1)]);
+        let recent = entry(2, false, now - 1, 2, &[(2, 1)]);
+        assert_eq!(
+            decide(Some(&future), &recent, now),
+            Action::KeepConflict.clone()
+        );
+        assert_eq!(winner(&future, &recent, now), Winner::Local);
+        let clamped = entry(1, false, now + 2 * MAX_FUTURE_NS, 3, &[(3, 1)]);
+        assert_eq!(winner(&recent, &clamped, now), Winner::Remote);
+    }
+
+    fn arb_entry() -> impl Strategy<Value = FileEntry> {
+        (
+            0u8..3,
+            any::<bool>(),
+            0i64..4,
+            0u8..3,
+            proptest::collection::vec((0u8..3, 0u64..3), 0..3),
+        )
+            .prop_map(|(c, t, m, p, vv)| entry(c, t, m, p, &vv))
+    }
+
+    proptest! {
+        /// Both sides of a session pick the same winner for concurrent versions.
+        #[test]
+        fn both_sides_agree_on_the_winner(a in arb_entry(), b in arb_entry()) {
+            let ab = winner(&a, &b, 100);
+            let ba = winner(&b, &a, 100);
+            if a.same_content(&b) && a.mtime_ns == b.mtime_ns && a.changed_by == b.changed_by {
+                return Ok(());
+            }
+            prop_assert_ne!(ab, ba);
+        }
+
+        /// After each side applies the other's version, the surviving content is the same.
+        #[test]
+        fn both_sides_converge(a in arb_entry(), b in arb_entry()) {
+            let survivor = |local: &FileEntry, remote: &FileEntry| match decide(Some(local), remote, 100) {
+                Action::Take | Action::TakeConflict | Action::Delete => remote.content,
+                _ => local.content,
+            };
+            let at_a = survivor(&a, &b);
+            let at_b = survivor(&b, &a);
+            // A side that keeps its own version makes the other side take it on the way back.
+            prop_assert_eq!(at_a, at_b);
+        }
+    }
+}
