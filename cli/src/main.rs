@@ -1,1 +1,71 @@
-fn main() {}
+//! `botsync`: the command-line front of botsync. Glue only: argument parsing, configuration
+//! files, output and progress; the logic lives in `botsync-engine` and `botsync-proto`.
+
+mod commands;
+mod context;
+mod exit;
+mod output;
+mod peers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::context::Globals;
+
+/// Content-addressed peer-to-peer sync for AI agent workspaces.
+#[derive(Debug, Parser)]
+#[command(name = "botsync", version, about, propagate_version = true)]
+struct Cli {
+    /// The workspace (default: the nearest directory upward holding .botsync/).
+    #[arg(short, long, global = true, env = "BOTSYNC_WORKSPACE", value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Print one JSON document on stdout (stable field names).
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// The agent making changes, recorded with every change.
+    #[arg(long, global = true, env = "BOTSYNC_AGENT", value_name = "NAME")]
+    agent: Option<String>,
+    #[command(subcommand)]
+    command: Option<commands::Command>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let globals = Globals::new(cli.workspace, cli.json, cli.quiet, cli.agent);
+    let command = cli.command.unwrap_or(commands::Command::Status);
+    let code = match commands::run(command, &globals) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = exit::code_for(&err);
+            output::report_error(globals.json, code, &exit::one_line(&err));
+            code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,botsync=info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOTSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
