@@ -38,6 +38,8 @@ pub enum Action {
         /// Our path that collides with the remote one.
         local: RelPath,
     },
+    /// The path is outside what this side syncs (its own selection rules): refused.
+    NotSelected,
 }
 
 impl Action {
@@ -65,8 +67,63 @@ impl Action {
             Action::TakeConflict => "take-conflict",
             Action::KeepConflict => "keep-conflict",
             Action::CaseCollision { .. } => "case-collision",
+            Action::NotSelected => "not-selected",
         }
     }
+}
+
+/// One decided path: the incoming version and what the receiver does with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// The incoming version.
+    pub remote: FileEntry,
+    /// What the receiver does with it.
+    pub action: Action,
+    /// Bytes the receiver must fetch for it (chunks found nowhere locally).
+    pub bytes_needed: u64,
+}
+
+impl PlanItem {
+    /// The path concerned.
+    pub fn path(&self) -> &RelPath {
+        &self.remote.path
+    }
+}
+
+/// What happened when a planned item was carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done as planned (for a dry run: would be done).
+    Done,
+    /// Nothing had to change on disk (index-only action, or already current).
+    Unchanged,
+    /// The local file was edited after planning: left alone, retried next sync.
+    LocalChanged,
+    /// Some chunks could not be had (the sender's file changed while being sent): skipped this
+    /// round, nothing written.
+    MissingChunks,
+    /// Failed for this path only (I/O error, bad name on this file system...).
+    Failed {
+        /// One line saying what failed.
+        reason: String,
+    },
+}
+
+/// The report for one carried-out item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemReport {
+    /// The path.
+    pub path: RelPath,
+    /// The planned action.
+    pub action: Action,
+    /// What happened.
+    pub outcome: Outcome,
+    /// File size of the new version (0 for deletions).
+    pub size: u64,
+    /// Bytes that had to be fetched for it.
+    pub bytes_fetched: u64,
+    /// Where our losing version was kept, for conflicts (workspace-relative, under `.botsync/`).
+    pub conflict_copy: Option<String>,
 }
 
 /// Which of two concurrent versions wins.
