@@ -4,8 +4,11 @@
 mod commands;
 mod context;
 mod exit;
+mod node;
 mod output;
 mod peers;
+mod progress;
+mod replica;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,59 @@
+//! `botsync init [--name N]` and `botsync id`.
+
+use anyhow::Result;
+use botsync_engine::workspace::Workspace;
+use botsync_proto::identity::Identity;
+use clap::Args;
+
+use crate::context::Globals;
+use crate::exit::OK;
+use crate::node::{identity_dir, load_identity};
+
+/// Arguments of `botsync init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A name for this instance, shown to peers.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `botsync init`: create `.botsync/`, the identity and the default config (idempotent).
+pub fn init(args: InitArgs, g: &Globals) -> Result<i32> {
+    let root = g.init_root()?;
+    std::fs::create_dir_all(&root)?;
+    let fresh = Workspace::init(&root, args.name.as_deref())?;
+    let dir = identity_dir(&root);
+    let created_identity = if dir.join("key.pem").exists() {
+        false
+    } else {
+        Identity::generate()?.save(&dir)?;
+        true
+    };
+    let id = load_identity(&root)?.peer_id();
+    let doc = serde_json::json!({
+        "ok": true,
+        "workspace": root.display().to_string(),
+        "created": fresh || created_identity,
+        "id": id.to_copy_safe(),
+    });
+    g.out.emit(&doc, || {
+        let what = if fresh { "initialized" } else { "already initialized" };
+        format!(
+            "{what} botsync workspace {}\nthis peer's id: {}\non another machine: botsync add NAME HOST --id {}",
+            root.display(),
+            id.to_copy_safe(),
+            id.to_copy_safe()
+        )
+    })?;
+    Ok(OK)
+}
+
+/// `botsync id`: print this peer's id.
+pub fn id(g: &Globals) -> Result<i32> {
+    let root = g.workspace_root()?;
+    let id = load_identity(&root)?.peer_id();
+    g.out.emit(&serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }), || {
+        id.to_copy_safe()
+    })?;
+    Ok(OK)
+}

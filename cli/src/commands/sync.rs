@@ -1,0 +1,182 @@
+//! `sync` (alias `now`), `push`, `pull` and `diff`: sessions with one peer or all of them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use botsync_engine::plan::{Action, ItemReport, Outcome};
+use botsync_proto::close::CloseCode;
+use botsync_proto::messages::SessionMode;
+use botsync_proto::session::{self, NoProgress, Progress, SessionOptions, SessionReport};
+use clap::Args;
+use serde::Serialize;
+
+use crate::context::Globals;
+use crate::exit::{ATTENTION, FAILED, OK};
+use crate::node::Node;
+use crate::output;
+use crate::peers::Peer;
+use crate::progress::Bar;
+
+/// Arguments of `sync`, `push` and `pull`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The peer (default: every configured peer).
+    pub peer: Option<String>,
+    /// Show exactly what would happen; write nothing on either side.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The peer (default: every configured peer).
+    pub peer: Option<String>,
+}
+
+/// One peer's result, as printed.
+#[derive(Debug, Serialize)]
+struct PeerResult {
+    peer: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    report: Option<SessionReport>,
+}
+
+/// Run `mode` against the selected peers.
+pub fn sync(args: SyncArgs, g: &Globals, mode: SessionMode) -> Result<i32> {
+    run(args.peer.as_deref(), args.dry_run, g, mode, false)
+}
+
+/// `diff`: a dry-run two-way session, itemized.
+pub fn diff(args: DiffArgs, g: &Globals) -> Result<i32> {
+    run(args.peer.as_deref(), true, g, SessionMode::Sync, true)
+}
+
+fn run(peer: Option<&str>, dry_run: bool, g: &Globals, mode: SessionMode, itemize: bool) -> Result<i32> {
+    let root = g.workspace_root()?;
+    let node = Node::open(&root, g.agent.clone())?;
+    let peers = node.peers()?.select(peer)?;
+    let rt = runtime()?;
+    let mut results = Vec::new();
+    for p in &peers {
+        let result = rt.block_on(session_with(&node, p, mode, dry_run, g));
+        results.push(match result {
+            Ok(report) => PeerResult { peer: p.name.clone(), ok: true, error: None, report: Some(report) },
+            Err(e) => PeerResult {
+                peer: p.name.clone(),
+                ok: false,
+                error: Some(crate::exit::one_line(&e)),
+                report: None,
+            },
+        });
+    }
+    let failed = results.iter().any(|r| !r.ok);
+    let attention = results.iter().filter_map(|r| r.report.as_ref()).any(needs_attention);
+    let code = if failed { FAILED } else if attention { ATTENTION } else { OK };
+    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
+    g.out.emit(&doc, || human(&results, mode, dry_run, itemize))?;
+    for r in results.iter().filter(|r| !r.ok) {
+        if !g.json {
+            eprintln!("botsync: error: {} failed: {}", r.peer, r.error.as_deref().unwrap_or(""));
+        }
+    }
+    Ok(code)
+}
+
+/// A runtime for one verb.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub(crate) async fn session_with(node: &Node, peer: &Peer, mode: SessionMode, dry_run: bool, g: &Globals) -> Result<SessionReport> {
+    let addr = peer.resolve()?;
+    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let endpoint = node.bind(bind)?;
+    let conn = endpoint
+        .connect(addr, peer.id)
+        .await
+        .with_context(|| format!("connecting to peer {}", peer.name))?;
+    let mut opts = SessionOptions::new(mode, &node.name);
+    opts.dry_run = dry_run;
+    opts.agent = g.agent.clone();
+    let bar = g.out.progress_allowed().then(|| Arc::new(Bar::new(&peer.name)));
+    let progress: Arc<dyn Progress> = match &bar {
+        Some(b) => b.clone(),
+        None => Arc::new(NoProgress),
+    };
+    let result = session::client::run(conn.quinn(), peer.id, Arc::clone(&node.replica), &opts, progress).await;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let code = if result.is_ok() { CloseCode::Done } else { CloseCode::Internal };
+    conn.close(code);
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    result.with_context(|| format!("session with peer {}", peer.name))
+}
+
+fn needs_attention(r: &SessionReport) -> bool {
+    r.pulled.iter().chain(&r.pushed).any(|i| {
+        i.action.is_conflict()
+            || matches!(i.outcome, Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. })
+    })
+}
+
+fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool) -> String {
+    let mut out = String::new();
+    for r in results {
+        let Some(rep) = &r.report else { continue };
+        let verb = match (dry_run, mode) {
+            (true, _) if itemize => "diff with",
+            (true, _) => "dry run with",
+            (_, SessionMode::Push) => "push to",
+            (_, SessionMode::Pull) => "pull from",
+            _ => "sync with",
+        };
+        if rep.in_sync {
+            out.push_str(&format!("{verb} {}: already in sync\n", r.peer));
+            continue;
+        }
+        let moved = |items: &[ItemReport]| items.iter().filter(|i| i.action.writes_file()).count();
+        out.push_str(&format!(
+            "{verb} {}: {} in, {} out; {} received, {} sent\n",
+            r.peer,
+            moved(&rep.pulled),
+            moved(&rep.pushed),
+            output::bytes(rep.counters.chunk_wire_bytes_received),
+            output::bytes(rep.bytes_sent),
+        ));
+        for (arrow, items) in [("<-", &rep.pulled), ("->", &rep.pushed)] {
+            for i in items.iter().filter(|i| itemize || i.action != Action::MergeVersion) {
+                out.push_str(&format!("  {arrow} {}\n", describe(i)));
+            }
+        }
+    }
+    out
+}
+
+fn describe(i: &ItemReport) -> String {
+    let mut s = format!("{} ({}", i.path, i.action.name());
+    if i.action.writes_file() && i.action != Action::Delete {
+        s.push_str(&format!(", {}, {} to move", output::bytes(i.size), output::bytes(i.bytes_fetched)));
+    }
+    s.push(')');
+    match &i.outcome {
+        Outcome::Done | Outcome::Unchanged => {}
+        Outcome::LocalChanged => s.push_str(" skipped: edited locally during the sync, retried next time"),
+        Outcome::MissingChunks => s.push_str(" skipped: changed on the sender while being sent, retried next time"),
+        Outcome::Failed { reason } => s.push_str(&format!(" FAILED: {reason}")),
+    }
+    if let Some(c) = &i.conflict_copy {
+        s.push_str(&format!("; our version kept in {c}"));
+    }
+    s
+}

@@ -1,0 +1,91 @@
+//! This machine's side of botsync: the opened workspace, its identity and peers, and a QUIC
+//! endpoint; shared by `sync`, `diff`, `serve` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use botsync_engine::workspace::Workspace;
+use botsync_engine::{AgentLabel, Attribution};
+use botsync_proto::endpoint::Endpoint;
+use botsync_proto::identity::Identity;
+use botsync_proto::tls::AllowedPeers;
+
+use crate::context::STATE_DIR;
+use crate::exit::UsageError;
+use crate::peers::Peers;
+use crate::replica::LiveReplica;
+
+/// An opened local workspace with its identity.
+#[derive(Debug)]
+pub struct Node {
+    /// The workspace root.
+    pub root: PathBuf,
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// The workspace as a session replica.
+    pub replica: Arc<LiveReplica>,
+    /// Our display name.
+    pub name: String,
+}
+
+impl Node {
+    /// Open the workspace at `root` as `agent`.
+    pub fn open(root: &Path, agent: AgentLabel) -> Result<Node> {
+        let identity = load_identity(root)?;
+        let local = Attribution { peer: identity.peer_id(), agent };
+        let (ws, outcome) = Workspace::open(root, local).map_err(|e| match e {
+            botsync_engine::workspace::WorkspaceError::Config(_) | botsync_engine::workspace::WorkspaceError::Rules(_) => {
+                anyhow::Error::new(UsageError::new(e.to_string()))
+            }
+            other => anyhow::Error::new(other),
+        })?;
+        if let botsync_engine::store::OpenOutcome::Rebuilt { reason } = outcome {
+            tracing::warn!(%reason, "index was rebuilt from a rescan");
+        }
+        let name = ws
+            .config()
+            .name
+            .clone()
+            .unwrap_or_else(|| root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        Ok(Node { root: root.to_path_buf(), identity: Arc::new(identity), replica: Arc::new(LiveReplica::new(ws)), name })
+    }
+
+    /// The configured peers.
+    pub fn peers(&self) -> Result<Peers> {
+        Peers::load(&self.root.join(STATE_DIR))
+    }
+
+    /// The set of peer ids allowed to connect, from `peers.json`.
+    pub fn allowed(&self) -> Result<AllowedPeers> {
+        let allowed = AllowedPeers::new();
+        allowed.replace(self.peers()?.peers.iter().map(|p| p.id));
+        Ok(allowed)
+    }
+
+    /// A QUIC endpoint bound to `addr`.
+    pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint> {
+        Endpoint::bind(addr, Arc::clone(&self.identity), self.allowed()?).with_context(|| {
+            format!("cannot listen on {addr}: is another botsync serve running? pick another port with --listen")
+        })
+    }
+}
+
+/// The identity directory of a workspace.
+pub fn identity_dir(root: &Path) -> PathBuf {
+    root.join(STATE_DIR).join("identity")
+}
+
+/// Load this workspace's identity.
+pub fn load_identity(root: &Path) -> Result<Identity> {
+    let dir = identity_dir(root);
+    if !dir.join("key.pem").exists() {
+        return Err(UsageError::new(format!(
+            "{} has no identity; run `botsync init` there first",
+            root.display()
+        ))
+        .into());
+    }
+    Identity::load(&dir).map_err(|e| UsageError::new(e.to_string()).into())
+}

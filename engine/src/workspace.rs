@@ -1,0 +1,403 @@
+//! [`Workspace`]: one opened workspace, tying the scanner, the index, the chunk store, the
+//! Merkle tree, the reconciliation rule and apply together.
+//!
+//! This is the engine's front door for drivers (the CLI, the session's replica). It holds no
+//! network code and reads no clock: callers pass `now_ns`. It owns the on-disk layout of
+//! `.botsync/` (PRODUCT.md §3) except the identity and `peers.json`, which the CLI and proto own.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, SourceError};
+use crate::chunk::{ChunkRef, ChunkerParams};
+use crate::chunkstore::{ChunkStore, ChunkStoreError};
+use crate::config::{ConfigError, SyncConfig};
+use crate::entry::{FileEntry, LocalEntry};
+use crate::error::{IoContext, IoError};
+use crate::hash::Hash;
+use crate::merkle::{MerkleChild, MerkleTree};
+use crate::path::{RelPath, STATE_DIR};
+use crate::peer::{Attribution, PeerId};
+use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
+use crate::rules::{Decision, RulesError, Selection};
+use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanReport};
+use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
+
+/// Why a workspace operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No `.botsync/` at the root.
+    #[error(
+        "{} is not a botsync workspace (no .botsync/ directory); run `botsync init` there or pass -w DIR",
+        .0.display()
+    )]
+    NotAWorkspace(PathBuf),
+    /// `config.json` is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A selection pattern is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The index failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chunk store failed.
+    #[error(transparent)]
+    ChunkStore(#[from] ChunkStoreError),
+    /// The scan could not run.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// Applying a version failed (the old file is intact).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// The state directories inside `.botsync/`.
+const SUBDIRS: [&str; 4] = ["db", "store", "conflicts", "tmp"];
+
+/// One opened workspace.
+#[derive(Debug)]
+pub struct Workspace {
+    root: PathBuf,
+    state: PathBuf,
+    config: SyncConfig,
+    selection: Selection,
+    store: Store,
+    chunks: ChunkStore,
+    local: Attribution,
+    tree: Mutex<MerkleTree>,
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    /// The scan's report.
+    pub scan: ScanReport,
+    /// The Merkle root afterwards.
+    pub root: Hash,
+    /// Files (not tombstones) in the index afterwards.
+    pub files: u64,
+}
+
+impl Workspace {
+    /// Create `.botsync/` under `root` with a default `config.json` (kept if present).
+    /// Returns true if the workspace was new.
+    pub fn init(root: &Path, name: Option<&str>) -> Result<bool, WorkspaceError> {
+        let state = root.join(STATE_DIR);
+        let fresh = !state.is_dir();
+        for sub in SUBDIRS {
+            let dir = state.join(sub);
+            fs::create_dir_all(&dir).io_context("creating", &dir)?;
+        }
+        let config_path = state.join("config.json");
+        if !config_path.exists() {
+            let config = SyncConfig { name: name.map(str::to_owned), ..SyncConfig::default() };
+            config.save(&config_path)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Open an existing workspace as `local` (this peer and the agent making changes).
+    pub fn open(root: &Path, local: Attribution) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
+        let state = root.join(STATE_DIR);
+        if !state.is_dir() {
+            return Err(WorkspaceError::NotAWorkspace(root.to_path_buf()));
+        }
+        let config = SyncConfig::load(&state.join("config.json"))?;
+        let selection = Selection::new(&config)?;
+        for sub in SUBDIRS {
+            let dir = state.join(sub);
+            fs::create_dir_all(&dir).io_context("creating", &dir)?;
+        }
+        let (store, outcome) = Store::open(&state.join("db"))?;
+        store.set_local_peer(local.peer)?;
+        let chunks = ChunkStore::open(&state.join("store"))?;
+        let tree = MerkleTree::build(store.local_all()?.values().map(|l| &l.entry));
+        let ws = Workspace {
+            root: root.to_path_buf(),
+            state,
+            config,
+            selection,
+            store,
+            chunks,
+            local,
+            tree: Mutex::new(tree),
+        };
+        Ok((ws, outcome))
+    }
+
+    /// The workspace root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The loaded configuration.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// The index.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Who changes made here are attributed to.
+    pub fn local(&self) -> &Attribution {
+        &self.local
+    }
+
+    /// Bring the index up to date with the files (stat-cache rescan) and rebuild the tree.
+    pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
+        let prev = self.store.local_all()?;
+        let ctx = ScanContext {
+            root: &self.root,
+            selection: &self.selection,
+            local: self.local.clone(),
+            now_ns,
+            chunker: ChunkerParams::DEFAULT,
+        };
+        let report = scan::scan(&ctx, &prev)?;
+        let mut updates: Vec<LocalUpdate> = report
+            .changes
+            .iter()
+            .map(|c| match c.kind {
+                ChangeKind::Unselected => LocalUpdate::Remove(c.entry.entry.path.clone()),
+                _ => LocalUpdate::Put(c.entry.clone()),
+            })
+            .collect();
+        updates.extend(report.refreshed.iter().cloned().map(LocalUpdate::Put));
+        if !updates.is_empty() {
+            self.store.commit_local(updates)?;
+        }
+        self.store.set_last_scan_ns(now_ns)?;
+        let (root, files) = self.rebuild_tree()?;
+        Ok(Refresh { scan: report, root, files })
+    }
+
+    /// The Merkle root and file count of the index as it is (no rescan).
+    pub fn snapshot(&self) -> (Hash, u64) {
+        let tree = self.lock_tree();
+        (tree.root(), tree.file_count())
+    }
+
+    /// Children of a directory in the Merkle tree.
+    pub fn children(&self, dir: &RelPath) -> Option<Vec<MerkleChild>> {
+        self.lock_tree().children(dir)
+    }
+
+    /// The current entries of `paths` (files and tombstones); unknown paths are skipped.
+    pub fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, WorkspaceError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            if let Some(l) = self.store.local_get(p)? {
+                out.push(l.entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decide what to do with each incoming version, under our own selection rules.
+    pub fn plan(&self, incoming: Vec<FileEntry>, now_ns: i64) -> Result<Vec<PlanItem>, WorkspaceError> {
+        let all = self.store.local_all()?;
+        let by_fold: HashMap<String, RelPath> = all
+            .iter()
+            .filter(|(_, l)| !l.entry.is_tombstone())
+            .map(|(p, _)| (p.case_fold_key(), p.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(incoming.len());
+        for remote in incoming {
+            let action = if self.selection.decide(&remote.path, false) != Decision::Synced {
+                Action::NotSelected
+            } else if let (Some(local), false) = (plan::case_collision(&remote.path, &by_fold), remote.is_tombstone()) {
+                Action::CaseCollision { local }
+            } else {
+                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote, now_ns)
+            };
+            let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
+                apply::missing_chunks(&self.store, &self.chunks, &remote)?
+                    .iter()
+                    .map(|c| u64::from(c.len))
+                    .sum()
+            } else {
+                0
+            };
+            out.push(PlanItem { remote, action, bytes_needed });
+        }
+        Ok(out)
+    }
+
+    /// The chunks `items` need that exist nowhere locally, each once.
+    pub fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, WorkspaceError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for item in items.iter().filter(|i| i.action.writes_file()) {
+            for c in apply::missing_chunks(&self.store, &self.chunks, &item.remote)? {
+                if seen.insert(c.id) {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A chunk of a file we currently advertise, read from that file and verified. `None` if no
+    /// indexed file holds it any more (it changed since the scan).
+    pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
+        for loc in self.store.locate_chunk(id)? {
+            let Some(local) = self.store.local_get(&loc.path)? else { continue };
+            if local.entry.content != loc.content || self.selection.decide(&loc.path, false) != Decision::Synced {
+                continue;
+            }
+            let fs_path = loc.path.to_fs(&self.root);
+            let Ok(mut f) = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&fs_path)
+            else {
+                continue;
+            };
+            let mut buf = vec![0u8; loc.len as usize];
+            if f.seek(SeekFrom::Start(loc.offset)).is_err() || f.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            if Hash::of(&buf) == *id {
+                return Ok(Some(buf));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keep a received chunk (verified against its id) in the chunk store.
+    pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), WorkspaceError> {
+        Ok(self.chunks.put_verified(id, bytes)?)
+    }
+
+    /// Carry out planned items received from `peer`, in order.
+    pub fn apply(&self, items: Vec<PlanItem>, now_ns: i64) -> Result<Vec<ItemReport>, WorkspaceError> {
+        let ctx = ApplyContext { root: &self.root, store: &self.store, chunks: &self.chunks, now_ns };
+        let mut reports = Vec::with_capacity(items.len());
+        for item in items {
+            reports.push(self.apply_one(&ctx, item, now_ns));
+        }
+        self.store.flush()?;
+        self.rebuild_tree()?;
+        Ok(reports)
+    }
+
+    /// Remember what `peer` had after a session.
+    pub fn record_peer(&self, peer: PeerId, entries: &[FileEntry]) -> Result<(), WorkspaceError> {
+        self.store.peer_put_many(&peer, entries.iter())?;
+        Ok(())
+    }
+
+    fn apply_one(&self, ctx: &ApplyContext<'_>, item: PlanItem, now_ns: i64) -> ItemReport {
+        let path = item.remote.path.clone();
+        let mut report = ItemReport {
+            path: path.clone(),
+            action: item.action.clone(),
+            outcome: Outcome::Unchanged,
+            size: item.remote.size,
+            bytes_fetched: item.bytes_needed,
+            conflict_copy: None,
+        };
+        match self.carry_out(ctx, &item, now_ns, &mut report) {
+            Ok(outcome) => report.outcome = outcome,
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "apply failed");
+                report.outcome = Outcome::Failed { reason: e.to_string() };
+            }
+        }
+        report
+    }
+
+    fn carry_out(
+        &self,
+        ctx: &ApplyContext<'_>,
+        item: &PlanItem,
+        _now_ns: i64,
+        report: &mut ItemReport,
+    ) -> Result<Outcome, WorkspaceError> {
+        let local = self.store.local_get(&item.remote.path)?;
+        let mut target = item.remote.clone();
+        target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
+        match &item.action {
+            Action::Nothing | Action::KeepConflict | Action::CaseCollision { .. } | Action::NotSelected => {
+                Ok(Outcome::Unchanged)
+            }
+            Action::MergeVersion | Action::RecordTombstone => {
+                let updated = match local {
+                    Some(mut l) => {
+                        l.entry.version = target.version;
+                        l
+                    }
+                    None => LocalEntry { entry: target, stat: None, recorded_at_ns: ctx.now_ns },
+                };
+                self.store.commit_local([LocalUpdate::Put(updated)])?;
+                Ok(Outcome::Unchanged)
+            }
+            Action::Take | Action::Delete | Action::TakeConflict => {
+                if item.action == Action::TakeConflict
+                    && let Some(l) = &local
+                {
+                    report.conflict_copy = self.keep_conflict_copy(&l.entry, &item.remote, ctx.now_ns)?;
+                }
+                let outcome = apply::apply_entry(ctx, &target, local.as_ref(), &mut NoSource)?;
+                Ok(match outcome {
+                    ApplyOutcome::Written { .. } | ApplyOutcome::Deleted => Outcome::Done,
+                    ApplyOutcome::AlreadyCurrent => Outcome::Unchanged,
+                    ApplyOutcome::LocalChanged { .. } => Outcome::LocalChanged,
+                    ApplyOutcome::MissingChunks { .. } => Outcome::MissingChunks,
+                })
+            }
+        }
+    }
+
+    /// Copy our losing version of a conflict to `.botsync/conflicts/`, named after the path, the
+    /// time and the winning peer. Returns the copy's path relative to the workspace.
+    fn keep_conflict_copy(
+        &self,
+        ours: &FileEntry,
+        winner: &FileEntry,
+        now_ns: i64,
+    ) -> Result<Option<String>, WorkspaceError> {
+        if ours.is_tombstone() {
+            return Ok(None);
+        }
+        let src = ours.path.to_fs(&self.root);
+        let flat = ours.path.as_str().replace('/', "__");
+        let name = format!("{flat}.{now_ns}.{}", winner.changed_by.peer.short());
+        let dst = self.state.join("conflicts").join(&name);
+        match fs::copy(&src, &dst) {
+            Ok(_) => Ok(Some(format!("{STATE_DIR}/conflicts/{name}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(IoError { action: "keeping conflict copy", path: dst, source: e }.into()),
+        }
+    }
+
+    fn rebuild_tree(&self) -> Result<(Hash, u64), WorkspaceError> {
+        let all: BTreeMap<RelPath, LocalEntry> = self.store.local_all()?;
+        let tree = MerkleTree::build(all.values().map(|l| &l.entry));
+        let out = (tree.root(), tree.file_count());
+        *self.lock_tree() = tree;
+        Ok(out)
+    }
+
+    fn lock_tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {
+        // A panic while holding the lock leaves a tree that is still a valid (older) tree.
+        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The chunk source of apply during a sync: every needed chunk was staged in the chunk store
+/// first, so there is nothing more to give.
+struct NoSource;
+
+impl ChunkSource for NoSource {
+    fn fetch(&mut self, _id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,245 @@
+//! [`MemoryReplica`]: a [`Replica`] that keeps a workspace in memory, for proto's own tests
+//! (sessions between two replicas over real QUIC without touching a file system).
+//!
+//! It follows the engine's rules (chunking, version vectors, [`plan::decide`], the Merkle tree)
+//! but has no selection rules, no stat cache and no crash safety: it is a test double.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use botsync_engine::chunktree::content_hash;
+use botsync_engine::merkle::{ChildKind as TreeChildKind, MerkleTree};
+use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
+use botsync_engine::{
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId, RelPath,
+};
+
+use crate::messages::{ChildKind, NodeChild};
+use crate::replica::{Replica, ReplicaError, Snapshot};
+
+/// An in-memory workspace.
+#[derive(Debug)]
+pub struct MemoryReplica {
+    local: Attribution,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<RelPath, FileEntry>,
+    /// Bytes of every chunk of every current file, plus staged (received) chunks.
+    chunks: HashMap<Hash, Vec<u8>>,
+    /// Chunks received through `put_chunk`.
+    received: u64,
+    clock: i64,
+}
+
+impl MemoryReplica {
+    /// An empty replica for peer `peer`.
+    pub fn new(peer: PeerId) -> MemoryReplica {
+        MemoryReplica {
+            local: Attribution { peer, agent: AgentLabel::new("memory") },
+            state: Mutex::new(State { clock: 1_000_000_000, ..State::default() }),
+        }
+    }
+
+    /// A local edit: write `bytes` at `path` (bumps our counter, records the parent).
+    pub fn write(&self, path: &str, bytes: &[u8]) {
+        let Ok(path) = RelPath::new(path) else { return };
+        let mut st = self.lock();
+        st.clock += 1_000;
+        let chunks = Chunker::new(ChunkerParams::DEFAULT).chunk_reader(bytes).unwrap_or_default();
+        let mut offset = 0usize;
+        for c in &chunks {
+            st.chunks.insert(c.id, bytes[offset..offset + c.len as usize].to_vec());
+            offset += c.len as usize;
+        }
+        let prev = st.entries.get(&path).cloned();
+        let mut version = prev.as_ref().map(|p| p.version.clone()).unwrap_or_default();
+        version.increment(self.local.peer);
+        let entry = FileEntry {
+            path: path.clone(),
+            kind: EntryKind::File,
+            size: bytes.len() as u64,
+            mtime_ns: st.clock,
+            mode: Mode::default(),
+            content: content_hash(&chunks),
+            chunks,
+            chunker: ChunkerParams::DEFAULT,
+            version,
+            parent: prev.filter(|p| !p.is_tombstone()).map(|p| p.content),
+            changed_by: self.local.clone(),
+        };
+        st.entries.insert(path, entry);
+    }
+
+    /// A local deletion: the path becomes a tombstone.
+    pub fn delete(&self, path: &str) {
+        let Ok(path) = RelPath::new(path) else { return };
+        let mut st = self.lock();
+        st.clock += 1_000;
+        let clock = st.clock;
+        if let Some(e) = st.entries.get_mut(&path) {
+            e.version.increment(self.local.peer);
+            e.parent = Some(e.content);
+            e.kind = EntryKind::Tombstone;
+            e.content = Hash::ZERO;
+            e.chunks.clear();
+            e.size = 0;
+            e.mtime_ns = clock;
+            e.changed_by = self.local.clone();
+        }
+    }
+
+    /// The bytes of a file (`None` if absent or deleted).
+    pub fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let e = st.entries.get(&RelPath::new(path).ok()?)?;
+        if e.is_tombstone() {
+            return None;
+        }
+        assemble(&st.chunks, &e.chunks)
+    }
+
+    /// Paths of the current (non-deleted) files.
+    pub fn files(&self) -> Vec<String> {
+        self.lock().entries.values().filter(|e| !e.is_tombstone()).map(|e| e.path.to_string()).collect()
+    }
+
+    /// Chunks received through [`Replica::put_chunk`] so far.
+    pub fn chunks_received(&self) -> u64 {
+        self.lock().received
+    }
+
+    /// The Merkle root.
+    pub fn root(&self) -> Hash {
+        self.tree().root()
+    }
+
+    fn tree(&self) -> MerkleTree {
+        MerkleTree::build(self.lock().entries.values())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn assemble(chunks: &HashMap<Hash, Vec<u8>>, list: &[ChunkRef]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in list {
+        out.extend_from_slice(chunks.get(&c.id)?);
+    }
+    Some(out)
+}
+
+impl Replica for MemoryReplica {
+    fn refresh(&self) -> Result<Snapshot, ReplicaError> {
+        let files = self.lock().entries.values().filter(|e| !e.is_tombstone()).count() as u64;
+        Ok(Snapshot { root: self.root(), files })
+    }
+
+    fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
+        Ok(self.tree().children(dir).map(|cs| {
+            cs.into_iter()
+                .map(|c| NodeChild {
+                    name: c.name,
+                    kind: match c.kind {
+                        TreeChildKind::Dir => ChildKind::Dir,
+                        TreeChildKind::File => ChildKind::File,
+                    },
+                    hash: c.hash,
+                })
+                .collect()
+        }))
+    }
+
+    fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
+        let st = self.lock();
+        Ok(paths.iter().filter_map(|p| st.entries.get(p).cloned()).collect())
+    }
+
+    fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError> {
+        let st = self.lock();
+        Ok(incoming
+            .into_iter()
+            .map(|remote| {
+                let action = plan::decide(st.entries.get(&remote.path), &remote, st.clock);
+                let bytes_needed = if action.writes_file() {
+                    remote.chunks.iter().filter(|c| !st.chunks.contains_key(&c.id)).map(|c| u64::from(c.len)).sum()
+                } else {
+                    0
+                };
+                PlanItem { remote, action, bytes_needed }
+            })
+            .collect())
+    }
+
+    fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {
+        let st = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        Ok(items
+            .iter()
+            .filter(|i| i.action.writes_file())
+            .flat_map(|i| i.remote.chunks.iter().copied())
+            .filter(|c| !st.chunks.contains_key(&c.id) && seen.insert(c.id))
+            .collect())
+    }
+
+    fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
+        let st = self.lock();
+        let advertised = st.entries.values().any(|e| e.chunks.iter().any(|c| c.id == *id));
+        Ok(advertised.then(|| st.chunks.get(id).cloned()).flatten())
+    }
+
+    fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {
+        if Hash::of(bytes) != *id {
+            return Err(ReplicaError(format!("chunk {id} does not match its bytes")));
+        }
+        let mut st = self.lock();
+        st.chunks.insert(*id, bytes.to_vec());
+        st.received += 1;
+        Ok(())
+    }
+
+    fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        for item in items {
+            let local = st.entries.get(&item.remote.path).cloned();
+            let mut target = item.remote.clone();
+            target.version = plan::merged_version(local.as_ref(), &item.remote);
+            let outcome = match item.action {
+                Action::Take | Action::TakeConflict | Action::Delete => {
+                    if target.is_tombstone() || assemble(&st.chunks, &target.chunks).is_some() {
+                        st.entries.insert(target.path.clone(), target);
+                        Outcome::Done
+                    } else {
+                        Outcome::MissingChunks
+                    }
+                }
+                Action::MergeVersion | Action::RecordTombstone => {
+                    let mut e = local.unwrap_or(target.clone());
+                    e.version = target.version;
+                    st.entries.insert(e.path.clone(), e);
+                    Outcome::Unchanged
+                }
+                _ => Outcome::Unchanged,
+            };
+            out.push(ItemReport {
+                path: item.remote.path.clone(),
+                action: item.action,
+                outcome,
+                size: item.remote.size,
+                bytes_fetched: item.bytes_needed,
+                conflict_copy: None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn record_peer(&self, _peer: PeerId, _root: Hash, _entries: &[FileEntry]) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+}
+

@@ -1,0 +1,66 @@
+//! The seam between a session and a workspace: [`Replica`].
+//!
+//! A session never touches files. It drives a replica through this narrow trait: bring the
+//! index up to date, show Merkle nodes and entries, decide on incoming versions, say which chunks
+//! are needed, read and keep chunks, and carry out a plan. `botsync`'s CLI implements it over the
+//! engine's workspace; [`crate::memory::MemoryReplica`] implements it in memory for tests.
+
+use botsync_engine::plan::{ItemReport, PlanItem};
+use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
+
+use crate::messages::NodeChild;
+
+/// The state of a replica after a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Merkle root over the synced selection.
+    pub root: Hash,
+    /// Number of files (not tombstones).
+    pub files: u64,
+}
+
+/// A failure inside the replica (disk, index); the session reports it and ends.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReplicaError(pub String);
+
+impl ReplicaError {
+    /// Wrap any error as its one-line text.
+    pub fn from_display(e: impl std::fmt::Display) -> ReplicaError {
+        ReplicaError(e.to_string())
+    }
+}
+
+/// What a session needs from a workspace. Calls are synchronous and may block on disk: the
+/// session runs them on a blocking thread.
+pub trait Replica: Send + Sync + 'static {
+    /// Bring the index up to date with the files (a stat-cache rescan) and return the root.
+    fn refresh(&self) -> Result<Snapshot, ReplicaError>;
+
+    /// The children of a directory of the current Merkle tree (`None`: no such directory).
+    fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError>;
+
+    /// The current entries (files and tombstones) of these paths; unknown paths are skipped.
+    fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError>;
+
+    /// Decide, as the receiver, what to do with each incoming version (own selection rules,
+    /// reconciliation rule, chunks needed).
+    fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError>;
+
+    /// The chunks these items need that exist nowhere locally, each once.
+    fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError>;
+
+    /// A chunk of a file this replica currently advertises, verified (`None` if unavailable, for
+    /// instance because the file changed since it was scanned).
+    fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError>;
+
+    /// Keep a received chunk whose bytes were verified against `id`; a re-run of an interrupted
+    /// session finds it here and does not fetch it again.
+    fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError>;
+
+    /// Carry out planned items received from `peer`, in order; report each.
+    fn apply(&self, items: Vec<PlanItem>, peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError>;
+
+    /// Remember what `peer` had after a session (its entries seen and its root).
+    fn record_peer(&self, peer: PeerId, root: Hash, entries: &[FileEntry]) -> Result<(), ReplicaError>;
+}

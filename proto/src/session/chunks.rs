@@ -1,0 +1,130 @@
+//! Fetching chunks from the peer: batches of ids over parallel request streams, every chunk
+//! verified against its id and kept by the replica before anything is applied. A chunk the
+//! peer cannot provide (its file changed while being sent) is reported missing, not fatal.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use botsync_engine::{ChunkRef, Hash};
+use tokio::task::JoinSet;
+
+use super::{Counters, Progress, ProgressEvent, SessionError, blocking};
+use crate::frame::{read_frame, write_frame};
+use crate::limits::MAX_IDS_PER_REQUEST;
+use crate::messages::{ErrorCode, Message};
+use crate::replica::Replica;
+
+/// Target raw bytes per request batch: large enough to fill the pipe, small enough to keep
+/// memory bounded (each stream holds at most one batch).
+const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+
+/// What a fetch brought.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    pub counters: Counters,
+    /// Chunks the peer could not provide.
+    pub missing: HashSet<Hash>,
+}
+
+/// Fetch `needed` from the peer over `streams` parallel streams.
+pub(crate) async fn fetch<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    needed: Vec<ChunkRef>,
+    streams: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<Fetched, SessionError> {
+    let queue: Arc<Mutex<VecDeque<Vec<ChunkRef>>>> = Arc::new(Mutex::new(batches(needed).into()));
+    let mut tasks = JoinSet::new();
+    for _ in 0..streams.max(1) {
+        let (conn, replica, queue, progress) =
+            (conn.clone(), Arc::clone(replica), Arc::clone(&queue), Arc::clone(&progress));
+        tasks.spawn(async move {
+            let mut got = Fetched::default();
+            loop {
+                let batch = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(batch) = batch else { break };
+                fetch_batch(&conn, &replica, batch, &mut got, progress.as_ref()).await?;
+            }
+            Ok::<_, SessionError>(got)
+        });
+    }
+    let mut total = Fetched::default();
+    while let Some(joined) = tasks.join_next().await {
+        let got = joined.map_err(|e| SessionError::Task(e.to_string()))??;
+        total.counters.chunks_received += got.counters.chunks_received;
+        total.counters.chunk_bytes_received += got.counters.chunk_bytes_received;
+        total.counters.chunk_wire_bytes_received += got.counters.chunk_wire_bytes_received;
+        total.missing.extend(got.missing);
+    }
+    Ok(total)
+}
+
+fn batches(needed: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0u64;
+    for c in needed {
+        if !cur.is_empty() && (bytes + u64::from(c.len) > BATCH_BYTES || cur.len() >= MAX_IDS_PER_REQUEST) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += u64::from(c.len);
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+async fn fetch_batch<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    batch: Vec<ChunkRef>,
+    got: &mut Fetched,
+    progress: &dyn Progress,
+) -> Result<(), SessionError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let ids: Vec<Hash> = batch.iter().map(|c| c.id).collect();
+    write_frame(&mut send, &Message::GetChunks { ids: ids.clone() }).await?;
+    let _ = send.finish();
+    let mut verified = Vec::with_capacity(ids.len());
+    for want in &batch {
+        match read_frame(&mut recv).await? {
+            Some(Message::ChunkData(data)) => {
+                if data.id != want.id {
+                    return Err(SessionError::Protocol(format!(
+                        "asked for chunk {} but got {}",
+                        want.id, data.id
+                    )));
+                }
+                let wire = data.data.len() as u64;
+                let bytes = data.into_verified_bytes().map_err(crate::frame::FrameError::from)?;
+                if bytes.len() != want.len as usize {
+                    return Err(SessionError::Protocol(format!("chunk {} has the wrong length", want.id)));
+                }
+                got.counters.chunks_received += 1;
+                got.counters.chunk_bytes_received += bytes.len() as u64;
+                got.counters.chunk_wire_bytes_received += wire;
+                progress.event(ProgressEvent::Received { bytes: bytes.len() as u64 });
+                verified.push((want.id, bytes));
+            }
+            Some(Message::Error { code: ErrorCode::NotFound, .. }) => {
+                got.missing.insert(want.id);
+            }
+            Some(Message::Error { code, message }) => return Err(SessionError::Remote { code, message }),
+            Some(other) => {
+                return Err(SessionError::Protocol(format!("unexpected {} on a chunk stream", other.kind())));
+            }
+            None => return Err(SessionError::Protocol("chunk stream ended early".into())),
+        }
+    }
+    blocking(replica, move |r| {
+        for (id, bytes) in &verified {
+            r.put_chunk(id, bytes)?;
+        }
+        Ok(())
+    })
+    .await
+}

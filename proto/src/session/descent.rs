@@ -1,0 +1,121 @@
+//! Merkle descent: find the paths whose entries differ, visiting only directories whose hashes
+//! differ, one round trip per tree level.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use botsync_engine::RelPath;
+
+use super::{Control, SessionError, blocking};
+use crate::limits::MAX_PATHS_PER_REQUEST;
+use crate::messages::{ChildKind, Message, NodeChild};
+use crate::replica::Replica;
+
+/// Walk both Merkle trees from the root and return every file path (ours or theirs) whose
+/// leaf differs. The caller knows the roots differ.
+pub(crate) async fn differing_paths<R: Replica + ?Sized>(
+    ctl: &mut Control,
+    replica: &Arc<R>,
+) -> Result<BTreeSet<RelPath>, SessionError> {
+    let mut out = BTreeSet::new();
+    let mut frontier = vec![RelPath::root()];
+    while !frontier.is_empty() {
+        let remote = remote_children(ctl, &frontier).await?;
+        let dirs = frontier.clone();
+        let local = blocking(replica, move |r| {
+            dirs.iter().map(|d| r.children(d).map(Option::unwrap_or_default)).collect()
+        })
+        .await?;
+        let mut next = Vec::new();
+        let mut local_only_dirs = Vec::new();
+        for ((dir, ours), theirs) in frontier.iter().zip(local).zip(remote) {
+            compare_dir(dir, &ours, &theirs, &mut out, &mut next, &mut local_only_dirs)?;
+        }
+        if !local_only_dirs.is_empty() {
+            let found = blocking(replica, move |r| local_files_under(r, local_only_dirs)).await?;
+            out.extend(found);
+        }
+        frontier = next;
+    }
+    Ok(out)
+}
+
+/// Ask for the children of `dirs` (pipelined batches) and read the replies: one round trip.
+async fn remote_children(
+    ctl: &mut Control,
+    dirs: &[RelPath],
+) -> Result<Vec<Vec<NodeChild>>, SessionError> {
+    for batch in dirs.chunks(MAX_PATHS_PER_REQUEST) {
+        ctl.send(&Message::GetNodes { paths: batch.to_vec() }).await?;
+    }
+    ctl.counters.round_trips += 1;
+    let mut out = Vec::with_capacity(dirs.len());
+    for batch in dirs.chunks(MAX_PATHS_PER_REQUEST) {
+        let Message::Nodes { nodes } = ctl.recv().await? else {
+            return Err(SessionError::Protocol("expected nodes".into()));
+        };
+        if nodes.len() != batch.len() || nodes.iter().zip(batch).any(|(n, p)| &n.path != p) {
+            return Err(SessionError::Protocol("nodes reply does not match the request".into()));
+        }
+        out.extend(nodes.into_iter().map(|n| n.children));
+    }
+    Ok(out)
+}
+
+fn compare_dir(
+    dir: &RelPath,
+    ours: &[NodeChild],
+    theirs: &[NodeChild],
+    out: &mut BTreeSet<RelPath>,
+    next: &mut Vec<RelPath>,
+    local_only_dirs: &mut Vec<RelPath>,
+) -> Result<(), SessionError> {
+    let ours: BTreeMap<&str, &NodeChild> = ours.iter().map(|c| (c.name.as_str(), c)).collect();
+    let theirs: BTreeMap<&str, &NodeChild> = theirs.iter().map(|c| (c.name.as_str(), c)).collect();
+    let names: BTreeSet<&str> = ours.keys().chain(theirs.keys()).copied().collect();
+    for name in names {
+        let path = dir
+            .join(name)
+            .map_err(|e| SessionError::Protocol(format!("peer sent a bad name: {e}")))?;
+        let (o, t) = (ours.get(name), theirs.get(name));
+        if let (Some(o), Some(t)) = (o, t)
+            && o.kind == t.kind
+            && o.hash == t.hash
+        {
+            continue;
+        }
+        let o_kind = o.map(|c| c.kind);
+        let t_kind = t.map(|c| c.kind);
+        if t_kind == Some(ChildKind::Dir) {
+            next.push(path.clone());
+        } else if t_kind == Some(ChildKind::File) {
+            out.insert(path.clone());
+        }
+        match o_kind {
+            Some(ChildKind::Dir) if t_kind != Some(ChildKind::Dir) => local_only_dirs.push(path),
+            Some(ChildKind::File) => {
+                out.insert(path);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every file path at or below `dirs` in our own tree.
+fn local_files_under<R: Replica + ?Sized>(
+    r: &R,
+    mut dirs: Vec<RelPath>,
+) -> Result<Vec<RelPath>, crate::replica::ReplicaError> {
+    let mut out = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for child in r.children(&dir)?.unwrap_or_default() {
+            let Ok(path) = dir.join(&child.name) else { continue };
+            match child.kind {
+                ChildKind::Dir => dirs.push(path),
+                ChildKind::File => out.push(path),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,155 @@
+//! Entry exchange: asking for and answering `GetEntries`, and completing entries whose chunk
+//! list was elided by walking the peer's chunk tree (only the nodes we do not already have).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use botsync_engine::{FileEntry, RelPath};
+
+use super::tree::{NodeTable, Rebuild};
+use super::{Advertised, Control, SessionError, blocking};
+use crate::frame::{read_frame, write_frame};
+use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST};
+use crate::messages::{ChunkListing, Message, WireEntry};
+use crate::replica::Replica;
+
+/// Ask the peer for its entries of `paths` (pipelined: one round trip) and complete elided
+/// chunk lists.
+pub(crate) async fn request<R: Replica + ?Sized>(
+    ctl: &mut Control,
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    paths: &[RelPath],
+) -> Result<Vec<FileEntry>, SessionError> {
+    for batch in paths.chunks(MAX_PATHS_PER_REQUEST) {
+        ctl.send(&Message::GetEntries { paths: batch.to_vec() }).await?;
+    }
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    ctl.counters.round_trips += 1;
+    let mut wire = Vec::new();
+    for _ in paths.chunks(MAX_PATHS_PER_REQUEST) {
+        loop {
+            let Message::Entries { entries, last } = ctl.recv().await? else {
+                return Err(SessionError::Protocol("expected entries".into()));
+            };
+            wire.extend(entries);
+            if last {
+                break;
+            }
+        }
+    }
+    complete(conn, replica, wire).await
+}
+
+/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones.
+pub(crate) async fn complete<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    wire: Vec<WireEntry>,
+) -> Result<Vec<FileEntry>, SessionError> {
+    let mut out = Vec::with_capacity(wire.len());
+    for w in wire {
+        match w.listing {
+            ChunkListing::Inline => out.push(w.entry),
+            ChunkListing::Elided { chunk_count } => {
+                let mut entry = w.entry;
+                let path = entry.path.clone();
+                let ours = blocking(replica, move |r| r.entries(&[path])).await?;
+                let local = ours
+                    .first()
+                    .filter(|e| !e.chunks.is_empty())
+                    .map(|e| NodeTable::build(&e.chunks).by_hash())
+                    .unwrap_or_default();
+                entry.chunks = rebuild(conn, Rebuild::new(entry.content, chunk_count, local)).await?;
+                out.push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn rebuild(conn: &quinn::Connection, mut r: Rebuild) -> Result<Vec<botsync_engine::ChunkRef>, SessionError> {
+    loop {
+        if let Some(list) = r.finish() {
+            return Ok(list);
+        }
+        let wanted = r.wanted();
+        for batch in wanted.chunks(MAX_TREE_NODES_PER_REQUEST) {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_frame(&mut send, &Message::GetTreeNodes { content: r.content(), nodes: batch.to_vec() }).await?;
+            let _ = send.finish();
+            match read_frame(&mut recv).await? {
+                Some(Message::TreeNodes { nodes, .. }) => {
+                    for node in nodes {
+                        r.accept(node).map_err(SessionError::Protocol)?;
+                    }
+                }
+                Some(Message::Error { code, message }) => return Err(SessionError::Remote { code, message }),
+                _ => return Err(SessionError::Protocol("expected tree nodes".into())),
+            }
+        }
+    }
+}
+
+/// Answer a `GetEntries`: our entries of `paths` in batches, chunk lists of large files elided
+/// and remembered for the tree-node service.
+pub(crate) async fn answer<R: Replica + ?Sized>(
+    ctl: &mut Control,
+    replica: &Arc<R>,
+    advertised: &Advertised,
+    paths: Vec<RelPath>,
+) -> Result<(), SessionError> {
+    let entries = blocking(replica, move |r| r.entries(&paths)).await?;
+    send_batches(ctl, advertised, entries, |entries, last| Message::Entries { entries, last }).await
+}
+
+/// Send entries as wire batches built by `make`; the last batch has `last = true`.
+pub(crate) async fn send_batches(
+    ctl: &mut Control,
+    advertised: &Advertised,
+    entries: Vec<FileEntry>,
+    make: impl Fn(Vec<WireEntry>, bool) -> Message,
+) -> Result<(), SessionError> {
+    let wire: Vec<WireEntry> = entries
+        .into_iter()
+        .map(|e| {
+            if e.chunks.len() > MAX_INLINE_CHUNKS {
+                advertised.add(e.content, &e.chunks);
+            }
+            WireEntry::new(e, MAX_INLINE_CHUNKS)
+        })
+        .collect();
+    if wire.is_empty() {
+        return ctl.send(&make(Vec::new(), true)).await;
+    }
+    // Batches bounded by count and by estimated encoded size (the frame cap is MAX_FRAME).
+    let mut batches: Vec<Vec<WireEntry>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for w in wire {
+        let size = 256 + w.entry.path.as_str().len() + 40 * w.entry.chunks.len() + 40 * w.entry.version.len();
+        let full = batches.last().is_some_and(|b| b.len() >= MAX_ENTRIES_PER_BATCH || (bytes + size > BATCH_BYTES && !b.is_empty()));
+        if full {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(b) = batches.last_mut() {
+            b.push(w);
+        }
+    }
+    let n = batches.len();
+    for (i, batch) in batches.into_iter().enumerate() {
+        ctl.send(&make(batch, i + 1 == n)).await?;
+    }
+    Ok(())
+}
+
+/// Target encoded size of one entry batch, well under the frame cap.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// Entries by path, for planning.
+pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {
+    entries.into_iter().map(|e| (e.path.clone(), e)).collect()
+}

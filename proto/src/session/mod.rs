@@ -1,0 +1,245 @@
+//! Sync sessions: the order of messages between two peers over one QUIC connection.
+//!
+//! The initiator ([`client::run`]) and the answering side ([`server::serve`]) drive a
+//! [`Replica`] each. A session: `Hello` and `Summary` both ways in one round trip (equal roots:
+//! done); a walk down the Merkle directories whose hashes differ, one round trip per level
+//! ([`descent`]); the differing entries ([`entries`]); the initiator's pull plan, its chunk fetches
+//! over parallel streams ([`chunks`]) and apply; then an `Offer` of the initiator's versions, which
+//! the answering side plans under its own rules, fetches and applies the same way. Chunk and
+//! chunk-tree requests travel on their own bi-directional streams, served on both sides
+//! ([`service`]). This module holds what both roles share.
+
+pub mod chunks;
+pub mod client;
+pub mod descent;
+pub mod entries;
+pub mod server;
+pub mod service;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use botsync_engine::plan::ItemReport;
+use botsync_engine::{ChunkRef, Hash, PeerId};
+use quinn::{RecvStream, SendStream};
+use serde::Serialize;
+
+use crate::frame::{FrameError, read_frame, write_frame};
+use crate::messages::{ErrorCode, Message, SessionMode};
+use crate::replica::{Replica, ReplicaError};
+
+/// How the initiator wants a session to run.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Which way changes may flow.
+    pub mode: SessionMode,
+    /// Plan only: fetch nothing, write nothing, on either side.
+    pub dry_run: bool,
+    /// Our name, sent in `Hello`.
+    pub name: String,
+    /// The agent label sent in `Hello`.
+    pub agent: botsync_engine::AgentLabel,
+    /// Parallel streams for chunk transfer.
+    pub streams: usize,
+}
+
+impl SessionOptions {
+    /// Options for `mode` with the defaults (8 parallel streams).
+    pub fn new(mode: SessionMode, name: &str) -> SessionOptions {
+        SessionOptions {
+            mode,
+            dry_run: false,
+            name: name.to_owned(),
+            agent: botsync_engine::AgentLabel::default(),
+            streams: 8,
+        }
+    }
+}
+
+/// Counters of one session, as seen from one side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Times the initiator sent requests and waited for their answers on the control stream.
+    pub round_trips: u32,
+    /// Messages sent on the control stream.
+    pub messages_sent: u64,
+    /// Messages received on the control stream.
+    pub messages_received: u64,
+    /// Chunk payload bytes received (after decompression).
+    pub chunk_bytes_received: u64,
+    /// Chunk payload bytes received as they were on the wire.
+    pub chunk_wire_bytes_received: u64,
+    /// Chunks received.
+    pub chunks_received: u64,
+}
+
+/// What a session did, from the initiator's side.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionReport {
+    /// The peer's id.
+    #[serde(serialize_with = "ser_peer")]
+    pub peer: Option<PeerId>,
+    /// True if the roots were equal: nothing to do.
+    pub in_sync: bool,
+    /// True for a dry run: the reports say what would happen.
+    pub dry_run: bool,
+    /// Items the initiator took (or would take) from the peer.
+    pub pulled: Vec<ItemReport>,
+    /// Items the peer took (or would take) from the initiator.
+    pub pushed: Vec<ItemReport>,
+    /// Counters.
+    pub counters: Counters,
+    /// Chunk bytes the peer fetched from us.
+    pub bytes_sent: u64,
+}
+
+fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.to_copy_safe()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Progress events for a progress bar.
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    /// The plan is known: this many files and chunk bytes will move to this side.
+    Planned {
+        /// Files to write or delete.
+        files: u64,
+        /// Chunk bytes to fetch.
+        bytes: u64,
+    },
+    /// Chunk bytes arrived.
+    Received {
+        /// Raw bytes of the chunk(s).
+        bytes: u64,
+    },
+    /// A file was applied.
+    Applied {
+        /// Its path.
+        path: String,
+    },
+}
+
+/// Receives progress events (the CLI draws a bar from them).
+pub trait Progress: Send + Sync {
+    /// One event.
+    fn event(&self, event: ProgressEvent);
+}
+
+/// A progress sink that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: ProgressEvent) {}
+}
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The connection failed or was closed.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A stream could not be written.
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// A frame was malformed, too large or truncated.
+    #[error("bad frame from peer: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer broke the message order.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The peer speaks no protocol version we do.
+    #[error("{0}; upgrade botsync on the older side")]
+    Version(String),
+    /// The peer reported an error.
+    #[error("peer reported {code}: {message}")]
+    Remote {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// Our replica failed (disk, index).
+    #[error("local workspace: {0}")]
+    Replica(#[from] ReplicaError),
+    /// A blocking task died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl SessionError {
+    /// The close code name this error ends the connection with.
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            SessionError::Frame(e) => e.close_reason(),
+            SessionError::Protocol(_) => "protocol-error",
+            SessionError::Version(_) => "version-mismatch",
+            _ => "internal",
+        }
+    }
+}
+
+/// The control stream of a session, with message counters.
+pub(crate) struct Control {
+    pub send: SendStream,
+    pub recv: RecvStream,
+    pub counters: Counters,
+}
+
+impl Control {
+    pub(crate) async fn send(&mut self, m: &Message) -> Result<(), SessionError> {
+        write_frame(&mut self.send, m).await?;
+        self.counters.messages_sent += 1;
+        Ok(())
+    }
+
+    /// The next message; a clean end of stream is a protocol error here.
+    pub(crate) async fn recv(&mut self) -> Result<Message, SessionError> {
+        match read_frame(&mut self.recv).await? {
+            Some(Message::Error { code, message }) => {
+                self.counters.messages_received += 1;
+                Err(SessionError::Remote { code, message })
+            }
+            Some(m) => {
+                self.counters.messages_received += 1;
+                Ok(m)
+            }
+            None => Err(SessionError::Protocol("control stream ended unexpectedly".into())),
+        }
+    }
+}
+
+/// Chunk lists of the entries this side advertised in the session, by content hash: the
+/// chunk-tree service answers from here.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Advertised(Arc<Mutex<HashMap<Hash, Arc<Vec<ChunkRef>>>>>);
+
+impl Advertised {
+    pub(crate) fn add(&self, content: Hash, chunks: &[ChunkRef]) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(content).or_insert_with(|| Arc::new(chunks.to_vec()));
+        }
+    }
+
+    pub(crate) fn get(&self, content: &Hash) -> Option<Arc<Vec<ChunkRef>>> {
+        self.0.lock().ok().and_then(|m| m.get(content).cloned())
+    }
+}
+
+/// Run a replica call on a blocking thread.
+pub(crate) async fn blocking<R, T, F>(replica: &Arc<R>, f: F) -> Result<T, SessionError>
+where
+    R: Replica + ?Sized,
+    T: Send + 'static,
+    F: FnOnce(&R) -> Result<T, ReplicaError> + Send + 'static,
+{
+    let r = Arc::clone(replica);
+    tokio::task::spawn_blocking(move || f(&r))
+        .await
+        .map_err(|e| SessionError::Task(e.to_string()))?
+        .map_err(SessionError::from)
+}
