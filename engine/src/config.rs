@@ -245,6 +245,7 @@ fn message_without_position(e: &serde_json::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 

@@ -346,6 +346,7 @@ fn may_match_below(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 
