@@ -6,7 +6,7 @@
 //! or mtime moved while it was read, the digest is thrown away. It does not decide what is a
 //! change (that is [`super`]).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -55,7 +55,7 @@ pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, Read
     if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
         return Err(ReadFailure::Replaced);
     }
-    let (size, chunks, content) = digest_reader(chunker, &file).map_err(ReadFailure::Io)?;
+    let (size, chunks, content) = digest_file(chunker, &file, sig.size).map_err(ReadFailure::Io)?;
     let after = stat_sig(&file.metadata().map_err(ReadFailure::Io)?);
     if size != sig.size || after.size != sig.size || after.mtime_ns != sig.mtime_ns {
         return Err(ReadFailure::Changed);
@@ -69,8 +69,39 @@ pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, Read
     })
 }
 
-/// Chunk and hash a reader: (bytes read, chunks, content hash). The one place the scanner
-/// hashes content, so a faster pipelined digest can be swapped in here.
+/// Chunk and hash an open file expected to hold `expected` bytes: (bytes read, chunks, content
+/// hash). The one place the scanner hashes content, so a faster pipelined digest can be swapped
+/// in here.
+fn digest_file(
+    chunker: &Chunker,
+    mut file: &File,
+    expected: u64,
+) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
+    let min = u64::from(chunker.params().min);
+    if expected >= min {
+        return digest_reader(chunker, file);
+    }
+    // Most agent files are smaller than one minimum chunk, and such a file is exactly one chunk:
+    // read it whole with one small buffer instead of the chunker's 1.25 MiB streaming buffer.
+    let mut head = Vec::with_capacity(expected as usize + 1);
+    (&mut file).take(min).read_to_end(&mut head)?;
+    if (head.len() as u64) < min {
+        let chunks = if head.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChunkRef {
+                id: Hash::of(&head),
+                len: head.len() as u32,
+            }]
+        };
+        let content = chunktree::content_hash(&chunks);
+        return Ok((head.len() as u64, chunks, content));
+    }
+    // It grew past one chunk while we looked: chunk what was read followed by the rest.
+    digest_reader(chunker, head.as_slice().chain(file))
+}
+
+/// Chunk and hash a reader through the streaming chunker.
 fn digest_reader(chunker: &Chunker, reader: impl Read) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
     let chunks = chunker.chunk_reader(reader)?;
     let size = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -109,6 +140,36 @@ mod tests {
         assert_eq!(d.size, 18);
         assert_eq!(d.content, chunktree::content_hash(&chunks));
         assert_eq!(d.chunks, chunks);
+    }
+
+    #[test]
+    fn small_file_shortcut_agrees_with_the_streaming_chunker() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunker = Chunker::default();
+        let min = chunker.params().min as usize;
+        for len in [0, 1, 1000, min - 1, min, min + 1, 3 * min] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &data).unwrap();
+            let d = read_file(&chunker, &found(&p)).unwrap();
+            let chunks = chunker.chunk_reader(&data[..]).unwrap();
+            assert_eq!((d.size, &d.chunks), (len as u64, &chunks), "length {len}");
+            assert_eq!(d.content, chunktree::content_hash(&chunks), "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_grew_past_one_chunk_is_chunked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunker = Chunker::default();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let p = dir.path().join("grown");
+        fs::write(&p, &data).unwrap();
+        let file = File::open(&p).unwrap();
+        let (size, chunks, content) = digest_file(&chunker, &file, 10).unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(chunks, chunker.chunk_reader(&data[..]).unwrap());
+        assert_eq!(content, chunktree::content_hash(&chunks));
     }
 
     #[test]

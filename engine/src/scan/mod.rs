@@ -189,27 +189,34 @@ fn compare(
     walked: walk::Walk,
 ) -> ScanReport {
     // Paths whose previous entries stand because the scan could not see them (with what is
-    // below them): skipped entries, unreadable directories, files that failed to read.
-    let mut blind: HashSet<RelPath> = walked.blind.into_iter().collect();
+    // below them): skipped entries, unreadable directories.
+    let blind: HashSet<RelPath> = walked.blind.into_iter().collect();
     let mut report = ScanReport {
         skipped: walked.skipped,
         ..ScanReport::default()
     };
 
-    // Stat cache: split the files found into trusted and to-be-hashed.
-    let mut seen: HashSet<&RelPath> = HashSet::with_capacity(walked.files.len());
+    // Merge-join the sorted walk with the sorted index: each file meets its previous entry,
+    // and previous entries met by no file are collected as missing.
+    let mut missing: Vec<(&RelPath, &LocalEntry)> = Vec::new();
     let mut to_hash: Vec<(&Found, Option<&LocalEntry>)> = Vec::new();
+    let mut prev_iter = prev.iter().peekable();
     for found in &walked.files {
-        if blind.contains(&found.rel) {
-            continue;
+        while let Some((path, old)) = prev_iter.next_if(|(path, _)| **path < found.rel) {
+            missing.push((path, old));
         }
-        seen.insert(&found.rel);
-        let old = prev.get(&found.rel);
+        let old = prev_iter
+            .next_if(|(path, _)| **path == found.rel)
+            .map(|(_, old)| old);
+        if blind.contains(&found.rel) {
+            continue; // a name collision: the previous entry stands
+        }
         match old {
             Some(old) if is_trusted(old, found) => report.unchanged += 1,
             _ => to_hash.push((found, old)),
         }
     }
+    missing.extend(prev_iter);
 
     // Hash on all cores; each file is independent.
     let chunker = Chunker::new(ctx.chunker);
@@ -224,26 +231,20 @@ fn compare(
                 report.hashed_bytes += d.size;
                 classify(ctx, &found.rel, *old, d, &mut report);
             }
+            // Not read: reported, and the previous entry (if any) stands.
             Err(failure) => {
                 let reason = match failure {
                     ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
                     ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
                 };
-                report.skipped.push(Skipped {
-                    path: found.rel.as_str().to_owned(),
-                    reason,
-                });
-                seen.remove(&found.rel);
-                blind.insert(found.rel.clone());
+                let path = found.rel.as_str().to_owned();
+                report.skipped.push(Skipped { path, reason });
             }
         }
     }
 
-    // Previous entries not found: deleted, no longer selected, or not seen.
-    for (path, old) in prev {
-        if seen.contains(path) {
-            continue;
-        }
+    // Previous entries without a file: no longer selected, not seen, or deleted.
+    for (path, old) in missing {
         if ctx.selection.decide(path, false) != Decision::Synced {
             report.changes.push(Change {
                 kind: ChangeKind::Unselected,
@@ -271,6 +272,7 @@ fn compare(
     report
         .refreshed
         .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     report
 }
 

@@ -10,8 +10,10 @@ use std::fs::{self, FileType, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::entry::StatSig;
-use crate::path::{RelPath, STATE_DIR};
+use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::rules::{Decision, DirScope, Selection};
 
 use super::{SkipReason, Skipped};
@@ -32,31 +34,46 @@ pub(crate) struct Found {
 /// What the walk saw.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
-    /// Selected regular files, in path order.
+    /// Selected regular files, sorted by path.
     pub files: Vec<Found>,
-    /// Entries that were not scanned, with the reason.
+    /// Entries that were not scanned, with the reason, sorted by path.
     pub skipped: Vec<Skipped>,
     /// Workspace paths whose previous entries must be kept as they are: skipped entries and
     /// directories that could not be read (what is below them was not seen, not deleted).
     pub blind: Vec<RelPath>,
 }
 
-/// Walk the workspace at `root` with `selection`. Errors reading the root itself are returned;
-/// errors below it are recorded in [`Walk::skipped`].
-pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> {
-    let mut out = Walk::default();
-    let entries = fs::read_dir(root)?;
-    let mut walker = Walker {
-        selection,
-        out: &mut out,
-    };
-    walker.visit_entries(entries, &RelPath::root(), &selection.root_scope(), true);
-    Ok(out)
+impl Walk {
+    fn merge(mut self, other: Walk) -> Walk {
+        self.files.extend(other.files);
+        self.skipped.extend(other.skipped);
+        self.blind.extend(other.blind);
+        self
+    }
+
+    fn skip(&mut self, rel: RelPath, reason: SkipReason) {
+        self.skipped.push(Skipped {
+            path: rel.as_str().to_owned(),
+            reason,
+        });
+        self.blind.push(rel);
+    }
 }
 
-struct Walker<'a> {
-    selection: &'a Selection,
-    out: &'a mut Walk,
+/// Walk the workspace at `root` with `selection`, directories in parallel. Errors reading the
+/// root itself are returned; errors below it are recorded in [`Walk::skipped`].
+pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> {
+    let entries = fs::read_dir(root)?;
+    let mut out = visit_entries(
+        selection,
+        entries,
+        &RelPath::root(),
+        &selection.root_scope(),
+        false,
+    );
+    out.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }
 
 /// One directory entry, named and typed, before it is decided.
@@ -67,128 +84,141 @@ struct Child {
     entry: fs::DirEntry,
 }
 
-impl Walker<'_> {
-    fn visit_dir(&mut self, fs_dir: &Path, rel_dir: &RelPath, scope: &DirScope, synced: bool) {
-        match fs::read_dir(fs_dir) {
-            Ok(entries) => self.visit_entries(entries, rel_dir, scope, synced),
-            Err(e) => self.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string())),
+fn visit_dir(
+    selection: &Selection,
+    fs_dir: &Path,
+    rel_dir: &RelPath,
+    scope: &DirScope,
+    synced: bool,
+) -> Walk {
+    match fs::read_dir(fs_dir) {
+        Ok(entries) => visit_entries(selection, entries, rel_dir, scope, synced),
+        Err(e) => {
+            let mut out = Walk::default();
+            out.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string()));
+            out
         }
     }
+}
 
-    /// Visit the entries of one directory. `dir_synced` says whether the directory itself is
-    /// selected: only then are odd names inside it worth reporting.
-    fn visit_entries(
-        &mut self,
-        entries: fs::ReadDir,
-        rel_dir: &RelPath,
-        scope: &DirScope,
-        dir_synced: bool,
-    ) {
-        let mut children = Vec::new();
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    // The listing broke off: what was not listed must not look deleted.
-                    self.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string()));
-                    break;
+/// Visit the entries of one directory. `dir_synced` says whether the directory itself is
+/// selected: only then are undecodable names inside it worth reporting.
+fn visit_entries(
+    selection: &Selection,
+    entries: fs::ReadDir,
+    rel_dir: &RelPath,
+    scope: &DirScope,
+    dir_synced: bool,
+) -> Walk {
+    let mut out = Walk::default();
+    let mut children = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // The listing broke off: what was not listed must not look deleted.
+                out.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string()));
+                break;
+            }
+        };
+        let name = entry.file_name();
+        if rel_dir.is_root() && name == STATE_DIR {
+            continue;
+        }
+        let rel = match name.to_str() {
+            Some(n) => rel_dir.join(n),
+            None => Err(PathError::NotUtf8(
+                entry.path().to_string_lossy().into_owned(),
+            )),
+        };
+        let rel = match rel {
+            Ok(r) => r,
+            Err(e) => {
+                if dir_synced {
+                    let shown = entry.path().to_string_lossy().into_owned();
+                    out.skipped.push(Skipped {
+                        path: shown,
+                        reason: SkipReason::BadName(e),
+                    });
                 }
-            };
-            let name = entry.file_name();
-            if rel_dir.is_root() && name == STATE_DIR {
                 continue;
             }
-            let rel = match name.to_str() {
-                Some(n) => rel_dir.join(n),
-                None => Err(crate::path::PathError::NotUtf8(
-                    entry.path().to_string_lossy().into_owned(),
-                )),
-            };
-            let rel = match rel {
-                Ok(r) => r,
-                Err(e) => {
-                    if dir_synced {
-                        let shown = entry.path().to_string_lossy().into_owned();
-                        self.out.skipped.push(Skipped {
-                            path: shown,
-                            reason: SkipReason::BadName(e),
-                        });
-                    }
-                    continue;
-                }
-            };
-            match entry.file_type() {
-                Ok(file_type) => children.push(Child {
-                    rel,
-                    fs_path: entry.path(),
-                    file_type,
-                    entry,
-                }),
-                Err(e) => self.skip(rel, SkipReason::Unreadable(e.to_string())),
-            }
-        }
-        // Path order makes the walk deterministic and puts NFC-equal names next to each other.
-        children.sort_by(|a, b| a.rel.cmp(&b.rel));
-        let mut previous: Option<RelPath> = None;
-        for child in children {
-            if previous.as_ref() == Some(&child.rel) {
-                self.skip(child.rel, SkipReason::NameCollision);
-                continue;
-            }
-            previous = Some(child.rel.clone());
-            self.visit_child(child, scope);
+        };
+        match entry.file_type() {
+            Ok(file_type) => children.push(Child {
+                rel,
+                fs_path: entry.path(),
+                file_type,
+                entry,
+            }),
+            Err(e) => out.skip(rel, SkipReason::Unreadable(e.to_string())),
         }
     }
-
-    fn visit_child(&mut self, child: Child, scope: &DirScope) {
-        let Child {
-            rel,
-            fs_path,
-            file_type,
-            entry,
-        } = child;
-        let selection = self.selection;
-        if file_type.is_dir() {
-            let inner = selection.enter(scope, &rel);
-            if selection.may_descend_scope(&inner, &rel) {
-                let synced = selection.decide_in(scope, &rel, true) == Decision::Synced;
-                self.visit_dir(&fs_path, &rel, &inner, synced);
-            }
-            return;
-        }
-        let decision = selection.decide_in(scope, &rel, false);
-        if file_type.is_file() {
-            if decision != Decision::Synced {
-                return;
-            }
-            // DirEntry::metadata does not follow symlinks (fstatat with AT_SYMLINK_NOFOLLOW).
-            match entry.metadata() {
-                Ok(meta) if meta.is_file() => self.out.files.push(Found {
-                    rel,
-                    fs_path,
-                    sig: stat_sig(&meta),
-                    executable: is_executable(&meta),
-                }),
-                // Replaced by something else since the listing: report what it is now.
-                Ok(meta) => self.skip(rel, special_reason(meta.file_type())),
-                Err(e) => self.skip(rel, SkipReason::Unreadable(e.to_string())),
-            }
-            return;
-        }
-        let selected = decision == Decision::Synced
-            || (file_type.is_symlink()
-                && selection.decide_in(scope, &rel, true) == Decision::Synced);
-        if selected {
-            self.skip(rel, special_reason(file_type));
+    // Sorting puts NFC-equal spellings of one name next to each other.
+    children.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    let mut unique = Vec::with_capacity(children.len());
+    for child in children {
+        if unique
+            .last()
+            .is_some_and(|last: &Child| last.rel == child.rel)
+        {
+            out.skip(child.rel, SkipReason::NameCollision);
+        } else {
+            unique.push(child);
         }
     }
+    // The stat calls dominate a warm scan: spread them, and the subdirectories, over all cores.
+    let found = unique
+        .into_par_iter()
+        .fold(Walk::default, |mut acc, child| {
+            visit_child(selection, child, scope, &mut acc);
+            acc
+        })
+        .reduce(Walk::default, Walk::merge);
+    out.merge(found)
+}
 
-    fn skip(&mut self, rel: RelPath, reason: SkipReason) {
-        self.out.skipped.push(Skipped {
-            path: rel.as_str().to_owned(),
-            reason,
-        });
-        self.out.blind.push(rel);
+fn visit_child(selection: &Selection, child: Child, scope: &DirScope, out: &mut Walk) {
+    let Child {
+        rel,
+        fs_path,
+        file_type,
+        entry,
+    } = child;
+    if file_type.is_dir() {
+        let inner = selection.enter(scope, &rel);
+        if selection.may_descend_scope(&inner, &rel) {
+            let synced = selection.decide_in(scope, &rel, true) == Decision::Synced;
+            let below = visit_dir(selection, &fs_path, &rel, &inner, synced);
+            let taken = std::mem::take(out);
+            *out = taken.merge(below);
+        }
+        return;
+    }
+    let decision = selection.decide_in(scope, &rel, false);
+    if file_type.is_file() {
+        if decision != Decision::Synced {
+            return;
+        }
+        // DirEntry::metadata does not follow symlinks (statx relative to the directory, with
+        // AT_SYMLINK_NOFOLLOW).
+        match entry.metadata() {
+            Ok(meta) if meta.is_file() => out.files.push(Found {
+                rel,
+                fs_path,
+                sig: stat_sig(&meta),
+                executable: is_executable(&meta),
+            }),
+            // Replaced by something else since the listing: report what it is now.
+            Ok(meta) => out.skip(rel, special_reason(meta.file_type())),
+            Err(e) => out.skip(rel, SkipReason::Unreadable(e.to_string())),
+        }
+        return;
+    }
+    let selected = decision == Decision::Synced
+        || (file_type.is_symlink() && selection.decide_in(scope, &rel, true) == Decision::Synced);
+    if selected {
+        out.skip(rel, special_reason(file_type));
     }
 }
 
@@ -259,8 +289,7 @@ mod tests {
         fs::create_dir(dir.path().join(".botsync")).unwrap();
         write(dir.path(), ".botsync/config.json");
         let w = walk(dir.path(), &selection()).unwrap();
-        let mut got: Vec<&str> = w.files.iter().map(|f| f.rel.as_str()).collect();
-        got.sort();
+        let got: Vec<&str> = w.files.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(got, ["MEMORY.md", "memory/a/x.md", "memory/b.md"]);
         assert!(w.skipped.is_empty(), "{:?}", w.skipped);
     }
