@@ -55,7 +55,13 @@ pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, Read
     if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
         return Err(ReadFailure::Replaced);
     }
-    let (size, chunks, content) = digest_file(chunker, &file, sig.size).map_err(ReadFailure::Io)?;
+    let (size, chunks, content) = digest_file(chunker, &file, sig.size).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            ReadFailure::Changed
+        } else {
+            ReadFailure::Io(e)
+        }
+    })?;
     let after = stat_sig(&file.metadata().map_err(ReadFailure::Io)?);
     if size != sig.size || after.size != sig.size || after.mtime_ns != sig.mtime_ns {
         return Err(ReadFailure::Changed);
@@ -74,7 +80,7 @@ pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, Read
 /// in here.
 fn digest_file(
     chunker: &Chunker,
-    mut file: &File,
+    file: &File,
     expected: u64,
 ) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
     let min = u64::from(chunker.params().min);
@@ -83,22 +89,21 @@ fn digest_file(
     }
     // Most agent files are smaller than one minimum chunk, and such a file is exactly one chunk:
     // read it whole with one small buffer instead of the chunker's 1.25 MiB streaming buffer.
-    let mut head = Vec::with_capacity(expected as usize + 1);
-    (&mut file).take(min).read_to_end(&mut head)?;
-    if (head.len() as u64) < min {
-        let chunks = if head.is_empty() {
-            Vec::new()
-        } else {
-            vec![ChunkRef {
-                id: Hash::of(&head),
-                len: head.len() as u32,
-            }]
-        };
-        let content = chunktree::content_hash(&chunks);
-        return Ok((head.len() as u64, chunks, content));
-    }
-    // It grew past one chunk while we looked: chunk what was read followed by the rest.
-    digest_reader(chunker, head.as_slice().chain(file))
+    // No end-of-file probe: `read_file`'s fstat after reading proves the size did not change,
+    // and a file that shrank fails here with `UnexpectedEof`.
+    let mut bytes = vec![0u8; expected as usize];
+    let mut reader = file;
+    reader.read_exact(&mut bytes)?;
+    let chunks = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        vec![ChunkRef {
+            id: Hash::of(&bytes),
+            len: bytes.len() as u32,
+        }]
+    };
+    let content = chunktree::content_hash(&chunks);
+    Ok((expected, chunks, content))
 }
 
 /// Chunk and hash a reader through the streaming chunker.
@@ -159,17 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_grew_past_one_chunk_is_chunked_whole() {
+    fn a_small_file_that_shrank_before_the_read_is_not_digested() {
         let dir = tempfile::tempdir().unwrap();
-        let chunker = Chunker::default();
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
-        let p = dir.path().join("grown");
-        fs::write(&p, &data).unwrap();
+        let p = dir.path().join("shrunk");
+        fs::write(&p, b"short").unwrap();
         let file = File::open(&p).unwrap();
-        let (size, chunks, content) = digest_file(&chunker, &file, 10).unwrap();
-        assert_eq!(size, data.len() as u64);
-        assert_eq!(chunks, chunker.chunk_reader(&data[..]).unwrap());
-        assert_eq!(content, chunktree::content_hash(&chunks));
+        let err = digest_file(&Chunker::default(), &file, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
