@@ -348,6 +348,8 @@ fn may_match_below(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn sel(include: &[&str], exclude: &[&str], skills: bool) -> Selection {
@@ -547,6 +549,64 @@ mod tests {
             let err = Selection::new(&config).unwrap_err();
             let pattern = include.first().or(exclude.first()).unwrap();
             assert!(err.to_string().contains(&format!("{pattern:?}")), "{err}");
+        }
+    }
+
+    const COMPONENTS: &[&str] = &[
+        "memory",
+        "config",
+        "skills",
+        "a",
+        "b.md",
+        "MEMORY.md",
+        ".env",
+        "x.pem",
+        "id_rsa.pub",
+    ];
+    const PATTERNS: &[&str] = &[
+        "memory/",
+        "config/b.md",
+        "*.md",
+        "a/",
+        "!a/b.md",
+        "config/**/b.md",
+        "/a",
+        "**/b.md",
+        "config/*",
+        "!memory/a/",
+        "skills/a/",
+        "*.pem",
+        ".env",
+        "a/**",
+    ];
+
+    fn arb_path() -> impl Strategy<Value = RelPath> {
+        proptest::collection::vec(proptest::sample::select(COMPONENTS), 1..5)
+            .prop_map(|parts| RelPath::new(&parts.join("/")).unwrap())
+    }
+
+    fn arb_selection() -> impl Strategy<Value = Selection> {
+        let list = || proptest::collection::vec(proptest::sample::select(PATTERNS), 0..5);
+        (list(), list(), any::<bool>()).prop_map(|(inc, exc, skills)| sel(&inc, &exc, skills))
+    }
+
+    proptest! {
+        #[test]
+        fn pruning_never_hides_a_synced_path(s in arb_selection(), path in arb_path()) {
+            if s.decide(&path, false) == Decision::Synced {
+                let mut dir = path.parent();
+                while let Some(d) = dir {
+                    prop_assert!(s.may_descend(&d), "{:?} pruned above synced {:?}", d, path);
+                    dir = d.parent();
+                }
+            }
+        }
+
+        #[test]
+        fn secrets_are_never_synced_whatever_the_rules(s in arb_selection(), path in arb_path()) {
+            let secret = path.components().any(is_never_name);
+            prop_assert_eq!(s.decide(&path, false) == Decision::Never, secret);
+            prop_assert_eq!(s.decide(&path, true) == Decision::Never, secret);
         }
     }
 

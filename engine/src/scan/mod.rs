@@ -1,7 +1,7 @@
 //! The scanner: what changed in the workspace since the last scan.
 //!
-//! [`scan`] walks the selected files ([`walk`]), trusts the stat cache for files whose stat facts
-//! are unchanged and not racy, hashes the others on all cores ([`hashing`]) and compares the result
+//! [`scan`] walks the selected files (`walk`), trusts the stat cache for files whose stat facts
+//! are unchanged and not racy, hashes the others on all cores (`hashing`) and compares the result
 //! with the previous index entries to produce versioned [`Change`]s: new and modified files,
 //! exec-bit changes, tombstones for deletions, and paths that left the selection. It does not
 //! write the index, store chunks or talk to peers; the caller applies the report.
