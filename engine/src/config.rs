@@ -1,1 +1,363 @@
-//! (being written)
+//! [`SyncConfig`]: the workspace's `.botsync/config.json`, what is synced and how.
+//!
+//! This module owns the file format (serde JSON, unknown fields refused), its defaults, loading
+//! with one clear error line, and saving atomically. It does not interpret the patterns (that is
+//! [`crate::rules`]) nor read the peer list (`peers.json` belongs to the CLI).
+//!
+//! ```
+//! use botsync_engine::config::SyncConfig;
+//!
+//! let config: SyncConfig = serde_json::from_str(r#"{ "sync_skills": true }"#).unwrap();
+//! assert!(config.sync_skills);
+//! assert_eq!(config.retention_days, 30);
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The config format version this build reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The default QUIC listen address (UDP port 7474 on every interface).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7474";
+
+/// The contents of `.botsync/config.json`. Every field is optional in the file; missing fields
+/// take their default, unknown fields are an error (a typo must not silently sync a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Format version, [`CONFIG_VERSION`].
+    pub version: u32,
+    /// Extra gitignore-style patterns of paths to sync, on top of the default selection.
+    pub include: Vec<String>,
+    /// gitignore-style patterns of paths not to sync; evaluated after `include`.
+    pub exclude: Vec<String>,
+    /// Sync `skills/` (off by default: skills are opt-in).
+    pub sync_skills: bool,
+    /// How long replaced and deleted versions stay in the local store, in days.
+    pub retention_days: u32,
+    /// A sync that would delete more than this stops and asks for `--force`.
+    pub delete_threshold: DeleteThreshold,
+    /// Address the daemon listens on (`host:port`), kept as written.
+    pub listen: String,
+    /// A human name for this instance (shown to peers); `None` until `init --name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The mass-delete guard: a sync stops when it would delete more than `files` files or more
+/// than `percent` percent of the workspace's synced files, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeleteThreshold {
+    /// Most files one sync may delete without `--force`.
+    pub files: u64,
+    /// Largest share of synced files one sync may delete without `--force`, 0 to 100.
+    pub percent: u8,
+}
+
+/// Why a config file could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("reading", "writing", ...).
+        action: &'static str,
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid JSON or does not fit the format.
+    #[error(
+        "{path} line {line}: {message}; run `botsync config template` for a valid example",
+        path = path.display()
+    )]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the error (0 if unknown).
+        line: usize,
+        /// What is wrong, without the position.
+        message: String,
+    },
+    /// The file parses but a value is out of range.
+    #[error(
+        "{path}: {problem}; run `botsync config template` for a valid example",
+        path = path.display()
+    )]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl SyncConfig {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<SyncConfig, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            action: "reading config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SyncConfig::parse(path, &text)
+    }
+
+    /// Parse and validate config text; `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<SyncConfig, ConfigError> {
+        let config: SyncConfig = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            message: message_without_position(&e),
+        })?;
+        config.validate().map_err(|problem| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        Ok(config)
+    }
+
+    /// Write the config atomically: a temporary file in the same directory, fsync, rename,
+    /// fsync of the directory. A crash leaves either the old or the new file, never a mix.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io_err = |action: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ConfigError::Io {
+                action,
+                path: p,
+                source,
+            }
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}",
+            file_name.as_deref().unwrap_or("config.json"),
+            std::process::id()
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err("creating", &tmp))?;
+            f.write_all(self.to_json().as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io_err("writing", &tmp))?;
+            fs::rename(&tmp, path).map_err(io_err("replacing", path))?;
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("syncing directory", &dir))
+        })();
+        if result.is_err() {
+            // Best effort: do not leave a stray temporary file behind; the original error matters.
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// The config as pretty JSON with a trailing newline (the saved form).
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, numbers and booleans to a String cannot fail.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// A complete example config (the defaults, every field written out), for
+    /// `botsync config template`.
+    pub fn template() -> String {
+        let example = SyncConfig {
+            name: Some("my-agent".to_owned()),
+            ..SyncConfig::default()
+        };
+        example.to_json()
+    }
+
+    /// Check values that parse but make no sense; the problem is described for the user.
+    fn validate(&self) -> Result<(), String> {
+        if self.version != CONFIG_VERSION {
+            return Err(format!(
+                "version {} is not supported (this botsync reads version {CONFIG_VERSION})",
+                self.version
+            ));
+        }
+        if self.delete_threshold.percent > 100 {
+            return Err(format!(
+                "delete_threshold.percent is {}, it must be between 0 and 100",
+                self.delete_threshold.percent
+            ));
+        }
+        if self
+            .listen
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "listen {:?} is not of the form host:port",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            version: CONFIG_VERSION,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            sync_skills: false,
+            retention_days: 30,
+            delete_threshold: DeleteThreshold::default(),
+            listen: DEFAULT_LISTEN.to_owned(),
+            name: None,
+        }
+    }
+}
+
+impl Default for DeleteThreshold {
+    fn default() -> Self {
+        DeleteThreshold {
+            files: 50,
+            percent: 25,
+        }
+    }
+}
+
+/// serde_json's message without its " at line L column C" suffix (the line is reported apart).
+fn message_without_position(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_owned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_product_brief() {
+        let c = SyncConfig::default();
+        assert_eq!(c.version, 1);
+        assert!(!c.sync_skills);
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(
+            c.delete_threshold,
+            DeleteThreshold {
+                files: 50,
+                percent: 25
+            }
+        );
+        assert_eq!(c.listen, "0.0.0.0:7474");
+        assert!(c.include.is_empty() && c.exclude.is_empty() && c.name.is_none());
+    }
+
+    #[test]
+    fn empty_object_is_the_default() {
+        let c = SyncConfig::parse(Path::new("config.json"), "{}").unwrap();
+        assert_eq!(c, SyncConfig::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let text = r#"{ "exclude": ["memory/private/"], "delete_threshold": { "files": 10 } }"#;
+        let c = SyncConfig::parse(Path::new("config.json"), text).unwrap();
+        assert_eq!(c.exclude, vec!["memory/private/".to_owned()]);
+        assert_eq!(
+            c.delete_threshold,
+            DeleteThreshold {
+                files: 10,
+                percent: 25
+            }
+        );
+        assert_eq!(c.retention_days, 30);
+    }
+
+    #[test]
+    fn unknown_field_is_one_clear_line() {
+        let text = "{\n  \"version\": 1,\n  \"foo\": true\n}\n";
+        let err = SyncConfig::parse(Path::new("config.json"), text).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err:?}");
+        assert!(
+            msg.starts_with("config.json line 3: unknown field `foo`"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("run `botsync config template` for a valid example"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let text = "{\n  \"sync_skills\": \"yes\"\n}";
+        let err = SyncConfig::parse(Path::new("c.json"), text).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for text in [
+            r#"{ "version": 2 }"#,
+            r#"{ "delete_threshold": { "percent": 101 } }"#,
+            r#"{ "listen": "7474" }"#,
+            r#"{ "listen": "0.0.0.0:99999" }"#,
+        ] {
+            let err = SyncConfig::parse(Path::new("config.json"), text).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }),
+                "{text}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let config = SyncConfig {
+            include: vec!["config/shared.json".to_owned()],
+            sync_skills: true,
+            name: Some("box-1".to_owned()),
+            ..SyncConfig::default()
+        };
+        config.save(&path).unwrap();
+        assert_eq!(SyncConfig::load(&path).unwrap(), config);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("config.json")]);
+    }
+
+    #[test]
+    fn template_is_a_valid_config() {
+        let parsed = SyncConfig::parse(Path::new("t.json"), &SyncConfig::template()).unwrap();
+        assert_eq!(parsed.name.as_deref(), Some("my-agent"));
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let err = SyncConfig::load(Path::new("/nonexistent/botsync/config.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/botsync/config.json"),
+            "{err}"
+        );
+    }
+}

@@ -1,1 +1,618 @@
-//! (being written)
+//! [`Selection`]: which workspace paths are synced (PRODUCT.md §3).
+//!
+//! This module owns the selection rules: the built-in defaults, the user's gitignore-style
+//! `include`/`exclude` patterns and the never-synced secrets. It answers one question per path,
+//! [`Selection::decide`], used by the scanner on local files and by the receiver on incoming
+//! paths, and [`Selection::may_descend`] so a walker skips directories that cannot hold anything
+//! selected. It does not walk the file system (that is [`crate::scan`]).
+//!
+//! # Evaluation
+//! 1. **Never**: a path with any component named `.botsync` or `.secrets`, starting with `.env`,
+//!    `id_rsa` or `id_ed25519`, or ending in `.pem` or `.key` (ASCII case-insensitive, so `KEY.PEM`
+//!    on a case-insensitive disk is caught too) is never synced. No rule can re-include it.
+//! 2. **Rules**, in order: the defaults (`memory/`, `MEMORY.md`, `USER.md`, `skills/` if
+//!    `sync_skills`; `IDENTITY.md` and `config/` excluded), then each `include` pattern, then each
+//!    `exclude` pattern. A `!` prefix flips a pattern's sense. A rule applies to a path if its
+//!    pattern matches the path or one of its parent directories; the **last** applying rule wins.
+//!    So `exclude: ["memory/private/"]` removes a subtree, and `include: ["config/shared.json"]`
+//!    picks one file out of an excluded directory (unlike git, a parent's exclusion does not hide
+//!    its children from later rules).
+//! 3. No applying rule: not selected.
+//!
+//! Pattern syntax is gitignore's: a pattern without an inner `/` matches at any depth, one with a
+//! `/` (or a leading `/`) is anchored at the workspace root, a trailing `/` matches directories
+//! only, `*` and `?` stay within a component, `**` spans components, `\` escapes. Surrounding
+//! whitespace is ignored and `#` starts a comment (an entry that is only a comment is ignored).
+
+use std::fmt;
+
+use globset::{Candidate, Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use crate::config::SyncConfig;
+use crate::path::RelPath;
+
+/// What the selection says about one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// The path is synced.
+    Synced,
+    /// The path is not synced by the current rules (a rule change may select it).
+    NotSelected,
+    /// The path is a secret or state and is never synced, whatever the rules say.
+    Never,
+}
+
+/// A bad `include` or `exclude` pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// The pattern cannot be compiled.
+    #[error("{list} pattern {pattern:?} is invalid: {reason}; fix it in .botsync/config.json")]
+    BadPattern {
+        /// `"include"` or `"exclude"`.
+        list: &'static str,
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The compiled selection rules of one config. Cheap to query: one glob-set match per path
+/// component at most; cloneable and shareable between threads.
+#[derive(Clone)]
+pub struct Selection {
+    rules: Vec<Rule>,
+    set: GlobSet,
+    /// Indices into `rules` of the rules that select, for [`Selection::may_descend`].
+    selecting: Vec<usize>,
+}
+
+/// What the rules above a directory decided, so paths below it are decided by matching only
+/// their own name. Obtained from [`Selection::root_scope`] and [`Selection::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirScope {
+    /// The directory is never synced (nothing below can be).
+    never: bool,
+    /// The last rule that applies to the directory or one of its parents.
+    last_rule: Option<usize>,
+}
+
+/// One compiled pattern.
+#[derive(Debug, Clone)]
+struct Rule {
+    /// True if a match selects the path, false if it deselects it.
+    selects: bool,
+    /// Only directories match (trailing `/`).
+    dir_only: bool,
+    /// For anchored patterns, one matcher per component (`None` for a `**` component), used
+    /// to tell whether the pattern can match below a directory; `None` for unanchored patterns.
+    components: Option<Vec<Option<GlobMatcher>>>,
+}
+
+/// Where a pattern came from, for error messages and its default sense.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Include,
+    Exclude,
+}
+
+impl Selection {
+    /// Compile the selection of `config`: defaults, then `include`, then `exclude`.
+    pub fn new(config: &SyncConfig) -> Result<Selection, RulesError> {
+        let mut defaults: Vec<(&str, Source)> = vec![
+            ("/memory/", Source::Include),
+            ("/MEMORY.md", Source::Include),
+            ("/USER.md", Source::Include),
+        ];
+        if config.sync_skills {
+            defaults.push(("/skills/", Source::Include));
+        }
+        defaults.push(("/IDENTITY.md", Source::Exclude));
+        defaults.push(("/config/", Source::Exclude));
+
+        let user = config
+            .include
+            .iter()
+            .map(|p| (p.as_str(), Source::Include))
+            .chain(config.exclude.iter().map(|p| (p.as_str(), Source::Exclude)));
+
+        let mut rules = Vec::new();
+        let mut builder = GlobSetBuilder::new();
+        for (pattern, source) in defaults.into_iter().chain(user) {
+            if let Some((rule, glob)) = compile(pattern, source)? {
+                rules.push(rule);
+                builder.add(glob);
+            }
+        }
+        let set = builder.build().map_err(|e| RulesError::BadPattern {
+            list: "include/exclude",
+            pattern: String::new(),
+            reason: e.to_string(),
+        })?;
+        let selecting = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.selects)
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Selection {
+            rules,
+            set,
+            selecting,
+        })
+    }
+
+    /// Decide whether `path` (a directory if `is_dir`) is synced. The workspace root itself is
+    /// never a synced entry ([`Decision::NotSelected`]).
+    pub fn decide(&self, path: &RelPath, is_dir: bool) -> Decision {
+        let Some(parent) = path.parent() else {
+            return Decision::NotSelected;
+        };
+        let scope = self.scope_of(&parent);
+        self.decide_in(&scope, path, is_dir)
+    }
+
+    /// False if no path below directory `dir` can be synced, so a walker need not enter it.
+    /// May answer true for a directory that turns out to hold nothing selected (patterns with
+    /// wildcards are not solved exactly), never false for one that does.
+    pub fn may_descend(&self, dir: &RelPath) -> bool {
+        let scope = self.scope_of(dir);
+        self.may_descend_scope(&scope, dir)
+    }
+
+    /// The scope of the workspace root.
+    pub fn root_scope(&self) -> DirScope {
+        DirScope {
+            never: false,
+            last_rule: None,
+        }
+    }
+
+    /// The scope of directory `dir`, a direct child of the directory whose scope is `parent`.
+    pub fn enter(&self, parent: &DirScope, dir: &RelPath) -> DirScope {
+        DirScope {
+            never: parent.never || is_never_name(dir.file_name()),
+            last_rule: self.last_match(dir, true).max(parent.last_rule),
+        }
+    }
+
+    /// [`Selection::decide`] for a direct child `path` of the directory whose scope is `parent`:
+    /// matches only the child's own name and path, for walkers.
+    pub fn decide_in(&self, parent: &DirScope, path: &RelPath, is_dir: bool) -> Decision {
+        if parent.never || is_never_name(path.file_name()) {
+            return Decision::Never;
+        }
+        let last = self.last_match(path, is_dir).max(parent.last_rule);
+        match last {
+            Some(i) if self.rules[i].selects => Decision::Synced,
+            _ => Decision::NotSelected,
+        }
+    }
+
+    /// [`Selection::may_descend`] for a directory whose own scope is `scope`.
+    pub fn may_descend_scope(&self, scope: &DirScope, dir: &RelPath) -> bool {
+        if scope.never {
+            return false;
+        }
+        if scope.last_rule.is_some_and(|i| self.rules[i].selects) {
+            return true;
+        }
+        // Something below is selected only if a selecting rule can match strictly below `dir`.
+        let depth = dir.components().count();
+        self.selecting
+            .iter()
+            .any(|&i| match &self.rules[i].components {
+                None => true,
+                Some(parts) => may_match_below(parts, dir, depth),
+            })
+    }
+
+    /// The scope of `dir`, computed from the root down.
+    fn scope_of(&self, dir: &RelPath) -> DirScope {
+        let mut scope = self.root_scope();
+        let mut prefix = String::new();
+        for comp in dir.components() {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            let (never, last) = (is_never_name(comp), self.last_match_str(&prefix, true));
+            scope = DirScope {
+                never: scope.never || never,
+                last_rule: last.max(scope.last_rule),
+            };
+        }
+        scope
+    }
+
+    /// Index of the last rule whose pattern matches `path` itself.
+    fn last_match(&self, path: &RelPath, is_dir: bool) -> Option<usize> {
+        self.last_match_str(path.as_str(), is_dir)
+    }
+
+    fn last_match_str(&self, path: &str, is_dir: bool) -> Option<usize> {
+        let candidate = Candidate::new(path);
+        let mut hits = Vec::new();
+        self.set.matches_candidate_into(&candidate, &mut hits);
+        hits.into_iter()
+            .filter(|&i| is_dir || !self.rules[i].dir_only)
+            .max()
+    }
+}
+
+impl fmt::Debug for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The compiled glob set's own Debug output is pages of automaton tables.
+        f.debug_struct("Selection")
+            .field("rules", &self.rules.len())
+            .field("selecting", &self.selecting.len())
+            .finish()
+    }
+}
+
+/// True if a single path component marks a secret or state that is never synced.
+pub fn is_never_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == ".botsync"
+        || lower == ".secrets"
+        || lower.starts_with(".env")
+        || lower.ends_with(".pem")
+        || lower.ends_with(".key")
+        || lower.starts_with("id_rsa")
+        || lower.starts_with("id_ed25519")
+}
+
+/// Compile one gitignore-style pattern; `None` for a comment.
+fn compile(raw: &str, source: Source) -> Result<Option<(Rule, Glob)>, RulesError> {
+    let list = match source {
+        Source::Include => "include",
+        Source::Exclude => "exclude",
+    };
+    let bad = |reason: &str| RulesError::BadPattern {
+        list,
+        pattern: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut p = raw.trim();
+    if p.starts_with('#') {
+        return Ok(None);
+    }
+    let mut selects = matches!(source, Source::Include);
+    if let Some(rest) = p.strip_prefix('!') {
+        selects = !selects;
+        p = rest;
+    }
+    let dir_only = p.ends_with('/') && !p.ends_with("\\/");
+    let p = p.strip_suffix('/').filter(|_| dir_only).unwrap_or(p);
+    let anchored = p.contains('/');
+    let p = p.strip_prefix('/').unwrap_or(p);
+    if p.is_empty() {
+        return Err(bad("it matches no path"));
+    }
+    if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(bad("it has an empty, '.' or '..' component"));
+    }
+    let glob_text = if anchored {
+        p.to_owned()
+    } else {
+        format!("**/{p}")
+    };
+    let glob = build_glob(&glob_text).map_err(|e| bad(&e))?;
+    let components = if anchored {
+        let parts = p
+            .split('/')
+            .map(|c| {
+                if c.contains("**") {
+                    Ok(None)
+                } else {
+                    build_glob(c).map(|g| Some(g.compile_matcher()))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        Some(parts)
+    } else {
+        None
+    };
+    Ok(Some((
+        Rule {
+            selects,
+            dir_only,
+            components,
+        },
+        glob,
+    )))
+}
+
+fn build_glob(text: &str) -> Result<Glob, String> {
+    GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| e.kind().to_string())
+}
+
+/// True if an anchored pattern with these components can match a path strictly below `dir`.
+fn may_match_below(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -> bool {
+    for (i, comp) in dir.components().enumerate() {
+        match parts.get(i) {
+            None => return false,
+            Some(None) => return true,
+            Some(Some(m)) if !m.is_match(comp) => return false,
+            Some(Some(_)) => {}
+        }
+    }
+    parts.len() > depth
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sel(include: &[&str], exclude: &[&str], skills: bool) -> Selection {
+        let config = SyncConfig {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            sync_skills: skills,
+            ..SyncConfig::default()
+        };
+        Selection::new(&config).unwrap()
+    }
+
+    fn file(s: &Selection, p: &str) -> Decision {
+        s.decide(&RelPath::new(p).unwrap(), false)
+    }
+
+    fn descend(s: &Selection, p: &str) -> bool {
+        s.may_descend(&RelPath::new(p).unwrap())
+    }
+
+    #[test]
+    fn default_selection_syncs_memory_and_the_two_notes() {
+        let s = sel(&[], &[], false);
+        assert_eq!(file(&s, "MEMORY.md"), Decision::Synced);
+        assert_eq!(file(&s, "USER.md"), Decision::Synced);
+        assert_eq!(file(&s, "memory/2026-01-01.md"), Decision::Synced);
+        assert_eq!(file(&s, "memory/logs/agent.jsonl"), Decision::Synced);
+        assert_eq!(
+            s.decide(&RelPath::new("memory").unwrap(), true),
+            Decision::Synced
+        );
+    }
+
+    #[test]
+    fn default_selection_leaves_out_identity_config_and_the_rest() {
+        let s = sel(&[], &[], false);
+        assert_eq!(file(&s, "IDENTITY.md"), Decision::NotSelected);
+        assert_eq!(file(&s, "config/mesh.json"), Decision::NotSelected);
+        assert_eq!(file(&s, "notes.txt"), Decision::NotSelected);
+        assert_eq!(
+            file(&s, "sub/MEMORY.md"),
+            Decision::NotSelected,
+            "MEMORY.md is anchored"
+        );
+        assert_eq!(
+            file(&s, "memory"),
+            Decision::NotSelected,
+            "memory/ is a directory rule"
+        );
+    }
+
+    #[test]
+    fn skills_are_opt_in() {
+        assert_eq!(
+            file(&sel(&[], &[], false), "skills/x/SKILL.md"),
+            Decision::NotSelected
+        );
+        assert!(!descend(&sel(&[], &[], false), "skills"));
+        assert_eq!(
+            file(&sel(&[], &[], true), "skills/x/SKILL.md"),
+            Decision::Synced
+        );
+        assert!(descend(&sel(&[], &[], true), "skills/x"));
+    }
+
+    #[test]
+    fn secrets_are_never_synced_at_any_depth() {
+        let s = sel(&["**", "*"], &[], true);
+        for p in [
+            ".env",
+            "memory/.env.local",
+            "memory/certs/server.pem",
+            "skills/x/api.key",
+            "memory/id_rsa",
+            "memory/ssh/id_rsa.pub",
+            "memory/id_ed25519",
+            ".secrets/token",
+            "memory/.secrets/token",
+            "memory/.botsync/db",
+            "memory/KEY.PEM",
+        ] {
+            assert_eq!(file(&s, p), Decision::Never, "{p}");
+        }
+        assert!(!descend(&s, "memory/.secrets"));
+        assert!(!descend(&s, ".secrets"));
+    }
+
+    #[test]
+    fn never_cannot_be_re_included() {
+        let s = sel(
+            &["memory/.env", "!*.pem", "config/shared.json"],
+            &["!.secrets/"],
+            false,
+        );
+        assert_eq!(file(&s, "memory/.env"), Decision::Never);
+        assert_eq!(file(&s, "memory/a.pem"), Decision::Never);
+        assert_eq!(file(&s, ".secrets/x"), Decision::Never);
+    }
+
+    #[test]
+    fn include_picks_one_file_out_of_an_excluded_directory() {
+        let s = sel(&["config/shared.json"], &[], false);
+        assert_eq!(file(&s, "config/shared.json"), Decision::Synced);
+        assert_eq!(file(&s, "config/local.json"), Decision::NotSelected);
+        assert!(descend(&s, "config"));
+        assert!(!descend(&s, "config/sub"));
+        assert!(!descend(&s, "other"));
+    }
+
+    #[test]
+    fn exclude_beats_include_and_negation_re_includes() {
+        let s = sel(
+            &["*.txt"],
+            &["memory/private/", "*.tmp", "!memory/private/keep.md"],
+            false,
+        );
+        assert_eq!(file(&s, "memory/private/secret.md"), Decision::NotSelected);
+        assert_eq!(file(&s, "memory/private/keep.md"), Decision::Synced);
+        assert!(descend(&s, "memory/private"));
+        assert_eq!(file(&s, "memory/scratch.tmp"), Decision::NotSelected);
+        assert_eq!(file(&s, "anywhere/deep/notes.txt"), Decision::Synced);
+        assert!(descend(&s, "anywhere/deep"));
+    }
+
+    #[test]
+    fn excluded_subtree_is_pruned() {
+        let s = sel(&[], &["memory/cache/"], false);
+        assert!(!descend(&s, "memory/cache"));
+        assert!(!descend(&s, "memory/cache/x"));
+        assert!(descend(&s, "memory/other"));
+        assert!(!descend(&s, "config"));
+        assert!(descend(&s, ""), "the root is always entered");
+    }
+
+    #[test]
+    fn include_with_negation_means_not_included() {
+        let s = sel(&["!memory/draft.md"], &[], false);
+        assert_eq!(file(&s, "memory/draft.md"), Decision::NotSelected);
+        assert_eq!(file(&s, "memory/final.md"), Decision::Synced);
+    }
+
+    #[test]
+    fn star_stays_within_a_component() {
+        let s = sel(&["config/*.json"], &[], false);
+        assert_eq!(file(&s, "config/a.json"), Decision::Synced);
+        assert_eq!(file(&s, "config/sub/a.json"), Decision::NotSelected);
+        let s = sel(&["config/**/*.json"], &[], false);
+        assert_eq!(file(&s, "config/sub/deep/a.json"), Decision::Synced);
+        assert!(descend(&s, "config/sub/deep"));
+    }
+
+    #[test]
+    fn scoped_decisions_agree_with_decide() {
+        let s = sel(
+            &["config/shared.json", "*.txt"],
+            &["memory/private/", "!memory/private/k.md"],
+            true,
+        );
+        let paths = [
+            "memory/private/k.md",
+            "memory/private/x.md",
+            "memory/a/b/c.txt",
+            "config/shared.json",
+            "config/x.json",
+            "skills/s/.env",
+            "IDENTITY.md",
+        ];
+        for p in paths {
+            let rel = RelPath::new(p).unwrap();
+            let mut scope = s.root_scope();
+            let comps: Vec<&str> = rel.components().collect();
+            let mut prefix = RelPath::root();
+            for c in &comps[..comps.len() - 1] {
+                prefix = prefix.join(c).unwrap();
+                scope = s.enter(&scope, &prefix);
+            }
+            assert_eq!(
+                s.decide_in(&scope, &rel, false),
+                s.decide(&rel, false),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_patterns_are_named_in_the_error() {
+        for (include, exclude) in [
+            (vec!["memory/[ab"], vec![]),
+            (vec![], vec!["/"]),
+            (vec!["a//b"], vec![]),
+        ] {
+            let config = SyncConfig {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+                ..SyncConfig::default()
+            };
+            let err = Selection::new(&config).unwrap_err();
+            let pattern = include.first().or(exclude.first()).unwrap();
+            assert!(err.to_string().contains(&format!("{pattern:?}")), "{err}");
+        }
+    }
+
+    const COMPONENTS: &[&str] = &[
+        "memory",
+        "config",
+        "skills",
+        "a",
+        "b.md",
+        "MEMORY.md",
+        ".env",
+        "x.pem",
+        "id_rsa.pub",
+    ];
+    const PATTERNS: &[&str] = &[
+        "memory/",
+        "config/b.md",
+        "*.md",
+        "a/",
+        "!a/b.md",
+        "config/**/b.md",
+        "/a",
+        "**/b.md",
+        "config/*",
+        "!memory/a/",
+        "skills/a/",
+        "*.pem",
+        ".env",
+        "a/**",
+    ];
+
+    fn arb_path() -> impl Strategy<Value = RelPath> {
+        proptest::collection::vec(proptest::sample::select(COMPONENTS), 1..5)
+            .prop_map(|parts| RelPath::new(&parts.join("/")).unwrap())
+    }
+
+    fn arb_selection() -> impl Strategy<Value = Selection> {
+        let list = || proptest::collection::vec(proptest::sample::select(PATTERNS), 0..5);
+        (list(), list(), any::<bool>()).prop_map(|(inc, exc, skills)| sel(&inc, &exc, skills))
+    }
+
+    proptest! {
+        #[test]
+        fn pruning_never_hides_a_synced_path(s in arb_selection(), path in arb_path()) {
+            if s.decide(&path, false) == Decision::Synced {
+                let mut dir = path.parent();
+                while let Some(d) = dir {
+                    prop_assert!(s.may_descend(&d), "{:?} pruned above synced {:?}", d, path);
+                    dir = d.parent();
+                }
+            }
+        }
+
+        #[test]
+        fn secrets_are_never_synced_whatever_the_rules(s in arb_selection(), path in arb_path()) {
+            let secret = path.components().any(is_never_name);
+            prop_assert_eq!(s.decide(&path, false) == Decision::Never, secret);
+            prop_assert_eq!(s.decide(&path, true) == Decision::Never, secret);
+        }
+    }
+
+    #[test]
+    fn comments_are_ignored() {
+        let s = sel(&["# nothing here"], &[], false);
+        assert_eq!(file(&s, "# nothing here"), Decision::NotSelected);
+    }
+}

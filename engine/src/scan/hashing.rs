@@ -1,0 +1,205 @@
+//! Reading one file for a scan: open safely, chunk and hash, check it held still.
+//!
+//! This module owns the file-level I/O of a scan. A file is opened with `O_NOFOLLOW` (a symlink
+//! swapped in since the walk is refused) and `O_NONBLOCK` (a FIFO swapped in cannot hang the
+//! scan), checked to be the same regular file the walk saw, hashed, and checked again: if its size
+//! or mtime moved while it was read, the digest is thrown away. It does not decide what is a
+//! change (that is [`super`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::chunk::{ChunkRef, Chunker};
+use crate::chunktree;
+use crate::entry::StatSig;
+use crate::hash::Hash;
+
+use super::walk::{Found, is_executable, stat_sig};
+
+/// The content of one file as read by a scan.
+#[derive(Debug, Clone)]
+pub(crate) struct Digest {
+    /// Bytes read.
+    pub size: u64,
+    /// The chunk list.
+    pub chunks: Vec<ChunkRef>,
+    /// The content hash (root of the chunk tree).
+    pub content: Hash,
+    /// The stat facts of the open file, taken before reading and unchanged after.
+    pub sig: StatSig,
+    /// Owner-executable bit of the open file.
+    pub executable: bool,
+}
+
+/// Why a file could not be hashed.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// Opening or reading failed (permissions, vanished, replaced by a symlink).
+    Io(io::Error),
+    /// The file is no longer the regular file the walk saw.
+    Replaced,
+    /// Its size or mtime changed while it was being read.
+    Changed,
+}
+
+/// Open, hash and re-check the file the walk found.
+pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, ReadFailure> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&found.fs_path)
+        .map_err(ReadFailure::Io)?;
+    let before = file.metadata().map_err(ReadFailure::Io)?;
+    let sig = stat_sig(&before);
+    if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
+        return Err(ReadFailure::Replaced);
+    }
+    let (size, chunks, content) = digest_file(chunker, &file, sig.size).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            ReadFailure::Changed
+        } else {
+            ReadFailure::Io(e)
+        }
+    })?;
+    let after = stat_sig(&file.metadata().map_err(ReadFailure::Io)?);
+    if size != sig.size || after.size != sig.size || after.mtime_ns != sig.mtime_ns {
+        return Err(ReadFailure::Changed);
+    }
+    Ok(Digest {
+        size,
+        chunks,
+        content,
+        sig,
+        executable: is_executable(&before),
+    })
+}
+
+/// Chunk and hash an open file expected to hold `expected` bytes: (bytes read, chunks, content
+/// hash). The one place the scanner hashes content, so a faster pipelined digest can be swapped
+/// in here.
+fn digest_file(
+    chunker: &Chunker,
+    file: &File,
+    expected: u64,
+) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
+    let min = u64::from(chunker.params().min);
+    if expected >= min {
+        return digest_reader(chunker, file);
+    }
+    // Most agent files are smaller than one minimum chunk, and such a file is exactly one chunk:
+    // read it whole with one small buffer instead of the chunker's 1.25 MiB streaming buffer.
+    // No end-of-file probe: `read_file`'s fstat after reading proves the size did not change,
+    // and a file that shrank fails here with `UnexpectedEof`.
+    let mut bytes = vec![0u8; expected as usize];
+    let mut reader = file;
+    reader.read_exact(&mut bytes)?;
+    let chunks = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        vec![ChunkRef {
+            id: Hash::of(&bytes),
+            len: bytes.len() as u32,
+        }]
+    };
+    let content = chunktree::content_hash(&chunks);
+    Ok((expected, chunks, content))
+}
+
+/// Chunk and hash a reader through the streaming chunker.
+fn digest_reader(chunker: &Chunker, reader: impl Read) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
+    let chunks = chunker.chunk_reader(reader)?;
+    let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+    let content = chunktree::content_hash(&chunks);
+    Ok((size, chunks, content))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::path::RelPath;
+
+    fn found(path: &std::path::Path) -> Found {
+        let meta = fs::symlink_metadata(path).unwrap();
+        Found {
+            rel: RelPath::new("memory/x.md").unwrap(),
+            fs_path: path.to_path_buf(),
+            sig: stat_sig(&meta),
+            executable: is_executable(&meta),
+        }
+    }
+
+    #[test]
+    fn digest_matches_the_chunker() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.md");
+        fs::write(&p, b"remember the milk\n").unwrap();
+        let d = read_file(&Chunker::default(), &found(&p)).unwrap();
+        let chunks = Chunker::default()
+            .chunk_reader(&b"remember the milk\n"[..])
+            .unwrap();
+        assert_eq!(d.size, 18);
+        assert_eq!(d.content, chunktree::content_hash(&chunks));
+        assert_eq!(d.chunks, chunks);
+    }
+
+    #[test]
+    fn small_file_shortcut_agrees_with_the_streaming_chunker() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunker = Chunker::default();
+        let min = chunker.params().min as usize;
+        for len in [0, 1, 1000, min - 1, min, min + 1, 3 * min] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &data).unwrap();
+            let d = read_file(&chunker, &found(&p)).unwrap();
+            let chunks = chunker.chunk_reader(&data[..]).unwrap();
+            assert_eq!((d.size, &d.chunks), (len as u64, &chunks), "length {len}");
+            assert_eq!(d.content, chunktree::content_hash(&chunks), "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_small_file_that_shrank_before_the_read_is_not_digested() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("shrunk");
+        fs::write(&p, b"short").unwrap();
+        let file = File::open(&p).unwrap();
+        let err = digest_file(&Chunker::default(), &file, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.md");
+        fs::write(&p, b"a").unwrap();
+        let f = found(&p);
+        fs::remove_file(&p).unwrap();
+        fs::write(dir.path().join("target"), b"secret").unwrap();
+        symlink(dir.path().join("target"), &p).unwrap();
+        assert!(matches!(
+            read_file(&Chunker::default(), &f),
+            Err(ReadFailure::Io(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_replaced_since_the_walk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.md");
+        fs::write(&p, b"a").unwrap();
+        let f = found(&p);
+        // Keep the old inode alive so the new file cannot reuse its number.
+        fs::rename(&p, dir.path().join("old")).unwrap();
+        fs::write(&p, b"b").unwrap();
+        assert!(matches!(
+            read_file(&Chunker::default(), &f),
+            Err(ReadFailure::Replaced)
+        ));
+    }
+}

@@ -1,0 +1,534 @@
+//! The scanner: what changed in the workspace since the last scan.
+//!
+//! [`scan`] walks the selected files (`walk`), trusts the stat cache for files whose stat facts
+//! are unchanged and not racy, hashes the others on all cores (`hashing`) and compares the result
+//! with the previous index entries to produce versioned [`Change`]s: new and modified files,
+//! exec-bit changes, tombstones for deletions, and paths that left the selection. It does not
+//! write the index, store chunks or talk to peers; the caller applies the report.
+//!
+//! Safety rules: a workspace without its `.botsync/` marker is refused outright (an unmounted
+//! disk must never turn into a tree of tombstones), and anything the scan could not see (an
+//! unreadable directory, a file that changed while read, a symlink) keeps its previous entry.
+//!
+//! # Racy files
+//! A stat signature says nothing about writes in the same timestamp tick as the scan that
+//! recorded it (git's "racy clean" problem). File systems differ in timestamp granularity (ext4
+//! and APFS: ns, HFS+: 1 s, FAT: 2 s), so a file whose mtime is not at least [`RACY_WINDOW_NS`]
+//! older than the scan that recorded it is hashed again, once, by the next scan; that scan
+//! records a later time and the file becomes trusted.
+
+mod hashing;
+mod walk;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::chunk::{Chunker, ChunkerParams};
+use crate::entry::{EntryKind, FileEntry, LocalEntry, Mode};
+use crate::error::IoError;
+use crate::hash::Hash;
+use crate::path::{PathError, RelPath, STATE_DIR};
+use crate::peer::Attribution;
+use crate::rules::{Decision, Selection};
+
+use self::hashing::{Digest, ReadFailure};
+use self::walk::Found;
+
+/// A file modified less than this long before the scan that recorded it is re-hashed by the next
+/// scan: 2 s, the coarsest common timestamp granularity (FAT), so coarse clocks are covered too.
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// A modification time more than this far after `now` (10 minutes) is clamped to `now`, so a
+/// machine with a wrong clock cannot make its versions win every tie forever.
+pub const FUTURE_MTIME_LIMIT_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// What a scan needs: where, what is selected, who is scanning, when, and how to chunk.
+#[derive(Debug, Clone)]
+pub struct ScanContext<'a> {
+    /// The workspace root (the directory holding `.botsync/`).
+    pub root: &'a Path,
+    /// The selection rules.
+    pub selection: &'a Selection,
+    /// This peer and agent: recorded as the author of every change found.
+    pub local: Attribution,
+    /// The scan's start time, ns since the epoch (the engine reads no clock).
+    pub now_ns: i64,
+    /// The chunker for new versions.
+    pub chunker: ChunkerParams,
+}
+
+/// The result of one scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Versioned changes, in path order.
+    pub changes: Vec<Change>,
+    /// Files whose content and mode are unchanged but whose stat facts moved (a `touch`, a racy
+    /// file re-checked): not changes, but the caller stores these entries so the next scan
+    /// trusts the new stat facts. In path order.
+    pub refreshed: Vec<LocalEntry>,
+    /// Files trusted from the stat cache without being opened.
+    pub unchanged: u64,
+    /// Files read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Entries that were not scanned, with the reason; their previous entries stand.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One change found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The new index entry (for [`ChangeKind::Unselected`], the old one, to be dropped).
+    pub entry: LocalEntry,
+}
+
+/// What happened to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A new file (or a file re-created after a deletion).
+    Added,
+    /// A file whose content changed.
+    Modified,
+    /// A file deleted: the entry is a tombstone.
+    Deleted,
+    /// Same content, but the executable bit changed.
+    MetadataOnly,
+    /// The path is no longer selected (the config changed): drop it from the index, and do not
+    /// delete it on peers.
+    Unselected,
+}
+
+/// An entry the scan did not scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The workspace path (for an undecodable name, the lossy on-disk path).
+    pub path: String,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// Why an entry was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A symbolic link: never followed.
+    Symlink,
+    /// A named pipe: never opened.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A block or character device.
+    Device,
+    /// The file or directory could not be read (the I/O error's message).
+    Unreadable(String),
+    /// The name is not a valid workspace path.
+    BadName(PathError),
+    /// Two names in one directory normalize to the same path (NFC and NFD spellings).
+    NameCollision,
+    /// The file was modified or replaced while it was being read; the next scan retries.
+    ChangedWhileReading,
+}
+
+/// Why a scan could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The root is missing or has no `.botsync/` marker directory.
+    #[error(
+        "{} is not a botsync workspace (no .botsync/ directory): check the path and that its disk is mounted, or run `botsync init` there",
+        root.display()
+    )]
+    NotAWorkspace {
+        /// The root given.
+        root: PathBuf,
+    },
+    /// The workspace root could not be listed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Scan the workspace and compare it with `prev`, the index's entries (files and tombstones).
+pub fn scan(
+    ctx: &ScanContext<'_>,
+    prev: &BTreeMap<RelPath, LocalEntry>,
+) -> Result<ScanReport, ScanError> {
+    let span = tracing::info_span!("scan", root = %ctx.root.display(), peer = %ctx.local.peer);
+    let _entered = span.enter();
+
+    if !ctx.root.join(STATE_DIR).is_dir() {
+        return Err(ScanError::NotAWorkspace {
+            root: ctx.root.to_path_buf(),
+        });
+    }
+    let walked = walk::walk(ctx.root, ctx.selection).map_err(|source| IoError {
+        action: "listing workspace",
+        path: ctx.root.to_path_buf(),
+        source,
+    })?;
+    let report = compare(ctx, prev, walked);
+    tracing::debug!(
+        changes = report.changes.len(),
+        refreshed = report.refreshed.len(),
+        unchanged = report.unchanged,
+        hashed_files = report.hashed_files,
+        hashed_bytes = report.hashed_bytes,
+        skipped = report.skipped.len(),
+        "scan finished"
+    );
+    Ok(report)
+}
+
+/// The scan after the walk: stat cache, hashing, and comparison with `prev`.
+fn compare(
+    ctx: &ScanContext<'_>,
+    prev: &BTreeMap<RelPath, LocalEntry>,
+    walked: walk::Walk,
+) -> ScanReport {
+    // Paths whose previous entries stand because the scan could not see them (with what is
+    // below them): skipped entries, unreadable directories.
+    let blind: HashSet<RelPath> = walked.blind.into_iter().collect();
+    let mut report = ScanReport {
+        skipped: walked.skipped,
+        ..ScanReport::default()
+    };
+
+    // Merge-join the sorted walk with the sorted index: each file meets its previous entry,
+    // and previous entries met by no file are collected as missing.
+    let mut missing: Vec<(&RelPath, &LocalEntry)> = Vec::new();
+    let mut to_hash: Vec<(&Found, Option<&LocalEntry>)> = Vec::new();
+    let mut prev_iter = prev.iter().peekable();
+    for found in &walked.files {
+        while let Some((path, old)) = prev_iter.next_if(|(path, _)| **path < found.rel) {
+            missing.push((path, old));
+        }
+        let old = prev_iter
+            .next_if(|(path, _)| **path == found.rel)
+            .map(|(_, old)| old);
+        if blind.contains(&found.rel) {
+            continue; // a name collision: the previous entry stands
+        }
+        match old {
+            Some(old) if is_trusted(old, found) => report.unchanged += 1,
+            _ => to_hash.push((found, old)),
+        }
+    }
+    missing.extend(prev_iter);
+
+    // Hash on all cores; each file is independent.
+    let chunker = Chunker::new(ctx.chunker);
+    let digests: Vec<Result<Digest, ReadFailure>> = to_hash
+        .par_iter()
+        .map(|(found, _)| hashing::read_file(&chunker, found))
+        .collect();
+    for ((found, old), digest) in to_hash.iter().zip(digests) {
+        match digest {
+            Ok(d) => {
+                report.hashed_files += 1;
+                report.hashed_bytes += d.size;
+                classify(ctx, &found.rel, *old, d, &mut report);
+            }
+            // Not read: reported, and the previous entry (if any) stands.
+            Err(failure) => {
+                let reason = match failure {
+                    ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+                    ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
+                };
+                let path = found.rel.as_str().to_owned();
+                report.skipped.push(Skipped { path, reason });
+            }
+        }
+    }
+
+    // Previous entries without a file: no longer selected, not seen, or deleted.
+    for (path, old) in missing {
+        if ctx.selection.decide(path, false) != Decision::Synced {
+            report.changes.push(Change {
+                kind: ChangeKind::Unselected,
+                entry: old.clone(),
+            });
+            continue;
+        }
+        if old.entry.is_tombstone() || is_hidden(path, &blind) {
+            continue;
+        }
+        let entry = tombstone(ctx, &old.entry);
+        report.changes.push(Change {
+            kind: ChangeKind::Deleted,
+            entry: LocalEntry {
+                entry,
+                stat: None,
+                recorded_at_ns: ctx.now_ns,
+            },
+        });
+    }
+
+    report
+        .changes
+        .sort_by(|a, b| a.entry.entry.path.cmp(&b.entry.entry.path));
+    report
+        .refreshed
+        .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    report
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Symlink => f.write_str("symbolic link (never followed)"),
+            SkipReason::Fifo => f.write_str("named pipe"),
+            SkipReason::Socket => f.write_str("socket"),
+            SkipReason::Device => f.write_str("device file"),
+            SkipReason::Unreadable(msg) => write!(f, "unreadable: {msg}"),
+            SkipReason::BadName(e) => write!(f, "bad name: {e}"),
+            SkipReason::NameCollision => {
+                f.write_str("another name in this directory normalizes to the same path")
+            }
+            SkipReason::ChangedWhileReading => {
+                f.write_str("changed while reading; retried next scan")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// True if `path` or one of its parent directories was not seen by this scan.
+fn is_hidden(path: &RelPath, blind: &HashSet<RelPath>) -> bool {
+    if blind.is_empty() {
+        return false;
+    }
+    let mut cur = Some(path.clone());
+    while let Some(p) = cur {
+        if blind.contains(&p) {
+            return true;
+        }
+        cur = p.parent();
+    }
+    false
+}
+
+/// True if the stat cache may vouch for `found` without reading it.
+fn is_trusted(old: &LocalEntry, found: &Found) -> bool {
+    old.entry.kind == EntryKind::File
+        && old.stat == Some(found.sig)
+        && old.entry.mode.executable == found.executable
+        && found.sig.mtime_ns < old.recorded_at_ns.saturating_sub(RACY_WINDOW_NS)
+}
+
+/// Turn a fresh digest into a change, a refreshed stat entry, or nothing.
+fn classify(
+    ctx: &ScanContext<'_>,
+    rel: &RelPath,
+    old: Option<&LocalEntry>,
+    d: Digest,
+    report: &mut ScanReport,
+) {
+    let mode = Mode {
+        executable: d.executable,
+    };
+    let mtime_ns = clamp_mtime(d.sig.mtime_ns, ctx.now_ns);
+    let stat = Some(d.sig);
+    let local_entry = |entry| LocalEntry {
+        entry,
+        stat,
+        recorded_at_ns: ctx.now_ns,
+    };
+    let (kind, mut version, parent) = match old.map(|o| &o.entry) {
+        None => (ChangeKind::Added, Default::default(), None),
+        Some(o) if o.is_tombstone() => (ChangeKind::Added, o.version.clone(), None),
+        Some(o) if o.content == d.content && o.mode == mode => {
+            report.refreshed.push(local_entry(o.clone()));
+            return;
+        }
+        Some(o) if o.content == d.content => {
+            (ChangeKind::MetadataOnly, o.version.clone(), Some(o.content))
+        }
+        Some(o) => (ChangeKind::Modified, o.version.clone(), Some(o.content)),
+    };
+    version.increment(ctx.local.peer);
+    let entry = FileEntry {
+        path: rel.clone(),
+        kind: EntryKind::File,
+        size: d.size,
+        mtime_ns,
+        mode,
+        content: d.content,
+        chunks: d.chunks,
+        chunker: ctx.chunker,
+        version,
+        parent,
+        changed_by: ctx.local.clone(),
+    };
+    report.changes.push(Change {
+        kind,
+        entry: local_entry(entry),
+    });
+}
+
+/// The tombstone recording that `old` (a file) was deleted by this peer at `now`.
+fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
+    let mut version = old.version.clone();
+    version.increment(ctx.local.peer);
+    FileEntry {
+        path: old.path.clone(),
+        kind: EntryKind::Tombstone,
+        size: 0,
+        mtime_ns: ctx.now_ns,
+        mode: Mode::default(),
+        content: Hash::ZERO,
+        chunks: Vec::new(),
+        chunker: old.chunker,
+        version,
+        parent: Some(old.content),
+        changed_by: ctx.local.clone(),
+    }
+}
+
+/// An mtime more than [`FUTURE_MTIME_LIMIT_NS`] after `now` becomes `now`.
+fn clamp_mtime(mtime_ns: i64, now_ns: i64) -> i64 {
+    if mtime_ns > now_ns.saturating_add(FUTURE_MTIME_LIMIT_NS) {
+        now_ns
+    } else {
+        mtime_ns
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::config::SyncConfig;
+    use crate::entry::StatSig;
+    use crate::peer::{AgentLabel, PeerId};
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn ctx<'a>(root: &'a Path, selection: &'a Selection, now_ns: i64) -> ScanContext<'a> {
+        ScanContext {
+            root,
+            selection,
+            local: Attribution {
+                peer: PeerId([7; 32]),
+                agent: AgentLabel::new("unit"),
+            },
+            now_ns,
+            chunker: ChunkerParams::DEFAULT,
+        }
+    }
+
+    fn workspace() -> (tempfile::TempDir, Selection) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".botsync")).unwrap();
+        fs::create_dir_all(dir.path().join("memory")).unwrap();
+        (dir, Selection::new(&SyncConfig::default()).unwrap())
+    }
+
+    fn index(report: &ScanReport) -> BTreeMap<RelPath, LocalEntry> {
+        report
+            .changes
+            .iter()
+            .map(|c| (c.entry.entry.path.clone(), c.entry.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_file_that_vanishes_before_it_is_read_keeps_its_entry() {
+        let (dir, selection) = workspace();
+        fs::write(dir.path().join("memory/a.md"), b"one").unwrap();
+        let c = ctx(dir.path(), &selection, NOW);
+        let first = scan(&c, &BTreeMap::new()).unwrap();
+        let prev = index(&first);
+
+        fs::write(dir.path().join("memory/a.md"), b"two!").unwrap();
+        let walked = walk::walk(dir.path(), &selection).unwrap();
+        fs::remove_file(dir.path().join("memory/a.md")).unwrap();
+        let report = compare(&ctx(dir.path(), &selection, NOW + 1), &prev, walked);
+
+        assert!(report.changes.is_empty(), "{:?}", report.changes);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].path, "memory/a.md");
+        assert!(matches!(
+            report.skipped[0].reason,
+            SkipReason::Unreadable(_)
+        ));
+        // The next scan sees the deletion for what it is.
+        let later = scan(&ctx(dir.path(), &selection, NOW + 2), &prev).unwrap();
+        assert_eq!(later.changes[0].kind, ChangeKind::Deleted);
+    }
+
+    #[test]
+    fn stat_cache_trusts_only_files_older_than_the_racy_window() {
+        let (dir, selection) = workspace();
+        fs::write(dir.path().join("memory/a.md"), b"one").unwrap();
+        let walked = walk::walk(dir.path(), &selection).unwrap();
+        let found = &walked.files[0];
+        let first = compare(
+            &ctx(dir.path(), &selection, NOW),
+            &BTreeMap::new(),
+            walk::walk(dir.path(), &selection).unwrap(),
+        );
+        let mut entry = first.changes[0].entry.clone();
+
+        entry.recorded_at_ns = found.sig.mtime_ns;
+        assert!(!is_trusted(&entry, found), "written in the recording tick");
+        entry.recorded_at_ns = found.sig.mtime_ns + RACY_WINDOW_NS;
+        assert!(!is_trusted(&entry, found), "inside the window");
+        entry.recorded_at_ns = found.sig.mtime_ns + RACY_WINDOW_NS + 1;
+        assert!(is_trusted(&entry, found));
+        let mut other = entry.clone();
+        other.stat = Some(StatSig {
+            size: 99,
+            ..entry.stat.unwrap()
+        });
+        assert!(
+            !is_trusted(&other, found),
+            "a different size is never trusted"
+        );
+    }
+
+    #[test]
+    fn future_mtimes_are_clamped_to_now() {
+        assert_eq!(
+            clamp_mtime(NOW + FUTURE_MTIME_LIMIT_NS, NOW),
+            NOW + FUTURE_MTIME_LIMIT_NS
+        );
+        assert_eq!(clamp_mtime(NOW + FUTURE_MTIME_LIMIT_NS + 1, NOW), NOW);
+        assert_eq!(clamp_mtime(NOW - 5, NOW), NOW - 5);
+        assert_eq!(clamp_mtime(i64::MAX, NOW), NOW);
+    }
+
+    #[test]
+    fn a_file_from_the_future_is_recorded_at_now() {
+        let (dir, selection) = workspace();
+        let p = dir.path().join("memory/future.md");
+        fs::write(&p, b"from tomorrow").unwrap();
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+        f.set_modified(tomorrow).unwrap();
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        )
+        .unwrap();
+        let report = scan(&ctx(dir.path(), &selection, now), &BTreeMap::new()).unwrap();
+        let entry = &report.changes[0].entry;
+        assert_eq!(entry.entry.mtime_ns, now);
+        assert!(
+            entry.stat.unwrap().mtime_ns > now,
+            "the stat cache keeps the real mtime"
+        );
+    }
+}
