@@ -14,20 +14,30 @@
 //! This module does not decide *what* to apply (the plan does) or fetch anything over the network
 //! (the caller's [`ChunkSource`] does).
 
-use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod assemble;
+mod disk;
 
-use crate::chunk::{ChunkRef, Chunker};
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::chunk::ChunkRef;
 use crate::chunkstore::{ChunkStore, ChunkStoreError, create_temp};
 use crate::chunktree::content_hash;
 use crate::entry::{FileEntry, LocalEntry, StatSig};
 use crate::hash::Hash;
 use crate::path::RelPath;
 use crate::store::{HistoryAction, HistoryRecord, LocalUpdate, Store, StoreError};
+
+pub use assemble::{ChunkSource, NoSource, SourceError};
+
+use assemble::{assemble, stage_source_chunks};
+use disk::{
+    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, sync_dir, temp_mode,
+    time_from_ns,
+};
 
 /// Prefix of the temporary files apply creates next to their targets; the scanner ignores them.
 pub const TEMP_PREFIX: &str = ".botsync-tmp-";
@@ -47,33 +57,6 @@ pub struct ApplyContext<'a> {
     pub chunks: &'a ChunkStore,
     /// The current time (ns since the epoch), recorded in the index and history.
     pub now_ns: i64,
-}
-
-/// An error from a [`ChunkSource`].
-pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Where chunks that are not available locally come from (bytes received from a peer).
-pub trait ChunkSource {
-    /// The bytes of chunk `id` (of length `len`), or `None` if this source does not have it.
-    /// The bytes are verified by the caller.
-    fn fetch(&mut self, id: &Hash, len: u32) -> Result<Option<Vec<u8>>, SourceError>;
-}
-
-/// A source that has no chunks: apply uses only what is already local (renames, restores).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoSource;
-
-impl ChunkSource for NoSource {
-    fn fetch(&mut self, _id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
-        Ok(None)
-    }
-}
-
-/// Chunks held in memory, by id.
-impl ChunkSource for HashMap<Hash, Vec<u8>> {
-    fn fetch(&mut self, id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
-        Ok(self.get(id).cloned())
-    }
 }
 
 /// What [`apply_entry`] did.
@@ -235,15 +218,6 @@ pub fn missing_chunks(
         }
     }
     Ok(out)
-}
-
-/// Whether the path on disk is what the plan expected.
-#[derive(Debug)]
-enum LocalState {
-    /// As expected; the metadata of the file there, if any.
-    Same(Option<Metadata>),
-    /// Edited, created or deleted since the plan.
-    Changed,
 }
 
 /// Assemble, verify and rename a file version into place.
@@ -444,214 +418,6 @@ fn keep_version(
     Ok(())
 }
 
-/// Where an assembled file's bytes came from, and which chunks were found nowhere.
-#[derive(Default)]
-struct Assembled {
-    from_local: u64,
-    from_store: u64,
-    /// (id, offset in the temp file, len) of chunks written from the source.
-    from_source: Vec<(Hash, u64, u32)>,
-    missing: Vec<Hash>,
-}
-
-/// Write the target's chunks into the temp file, each verified. After the first missing chunk
-/// nothing more is written; the remaining chunks are only looked up (and source chunks staged in
-/// the chunk store) so that the report lists every missing chunk.
-fn assemble(
-    ctx: &ApplyContext<'_>,
-    target: &FileEntry,
-    source: &mut dyn ChunkSource,
-    temp: &mut TempFile,
-) -> Result<Assembled, ApplyError> {
-    let path = &target.path;
-    let mut out = Assembled::default();
-    let mut written: HashMap<Hash, u64> = HashMap::new();
-    let mut missing_seen = HashSet::new();
-    let mut reader = LocalReader::new(ctx.root);
-    let mut offset = 0u64;
-    for c in &target.chunks {
-        let writing = out.missing.is_empty();
-        // Once a chunk is missing nothing more is written: skip what needs no lookup.
-        if !writing
-            && (missing_seen.contains(&c.id)
-                || written.contains_key(&c.id)
-                || ctx.chunks.has(&c.id))
-        {
-            continue;
-        }
-        let (bytes, origin) = if let Some(&at) = written.get(&c.id) {
-            (
-                read_at(&temp.file, at, c.len)
-                    .map_err(|e| io_err(path, "re-reading", &temp.path, e))?,
-                Origin::Local,
-            )
-        } else if let Some(b) = reader
-            .find(ctx.store, c)
-            .map_err(|source| ApplyError::Store {
-                path: path.clone(),
-                source,
-            })?
-        {
-            (b, Origin::Local)
-        } else if let Some(b) = ctx
-            .chunks
-            .get(&c.id)
-            .map_err(|source| ApplyError::ChunkStore {
-                path: path.clone(),
-                source,
-            })?
-        {
-            (b, Origin::Store)
-        } else {
-            match fetch_verified(path, source, c)? {
-                Some(b) => (b, Origin::Source),
-                None => {
-                    if missing_seen.insert(c.id) {
-                        out.missing.push(c.id);
-                    }
-                    continue;
-                }
-            }
-        };
-        if !writing {
-            if origin == Origin::Source {
-                ctx.chunks.put_verified(&c.id, &bytes).map_err(|source| {
-                    ApplyError::ChunkStore {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-            }
-            continue;
-        }
-        temp.file
-            .write_all(&bytes)
-            .map_err(|e| io_err(path, "writing", &temp.path, e))?;
-        written.entry(c.id).or_insert(offset);
-        match origin {
-            Origin::Local => out.from_local += u64::from(c.len),
-            Origin::Store => out.from_store += u64::from(c.len),
-            Origin::Source => out.from_source.push((c.id, offset, c.len)),
-        }
-        offset += u64::from(c.len);
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Local,
-    Store,
-    Source,
-}
-
-fn fetch_verified(
-    path: &RelPath,
-    source: &mut dyn ChunkSource,
-    c: &ChunkRef,
-) -> Result<Option<Vec<u8>>, ApplyError> {
-    let fetched = source.fetch(&c.id, c.len).map_err(|e| ApplyError::Source {
-        path: path.clone(),
-        id: c.id,
-        source: e,
-    })?;
-    let Some(bytes) = fetched else {
-        return Ok(None);
-    };
-    let actual = Hash::of(&bytes);
-    if actual != c.id || bytes.len() != c.len as usize {
-        return Err(ApplyError::ChunkMismatch {
-            path: path.clone(),
-            id: c.id,
-            actual,
-        });
-    }
-    Ok(Some(bytes))
-}
-
-/// A missing chunk aborts the apply; keep what the source already sent so a retry does not
-/// fetch it again.
-fn stage_source_chunks(
-    ctx: &ApplyContext<'_>,
-    path: &RelPath,
-    temp: &TempFile,
-    from_source: &[(Hash, u64, u32)],
-) -> Result<(), ApplyError> {
-    for (id, at, len) in from_source {
-        let bytes = read_at(&temp.file, *at, *len)
-            .map_err(|e| io_err(path, "re-reading", &temp.path, e))?;
-        ctx.chunks
-            .put_verified(id, &bytes)
-            .map_err(|source| ApplyError::ChunkStore {
-                path: path.clone(),
-                source,
-            })?;
-    }
-    Ok(())
-}
-
-/// Reads chunks from workspace files at the offsets the index records, verifying each; keeps the
-/// last file open (a renamed file's chunks all come from one file).
-struct LocalReader<'a> {
-    root: &'a Path,
-    open: Option<(RelPath, File)>,
-}
-
-impl<'a> LocalReader<'a> {
-    fn new(root: &'a Path) -> Self {
-        LocalReader { root, open: None }
-    }
-
-    /// The verified bytes of `c` from some local file, if any location still holds them.
-    fn find(&mut self, store: &Store, c: &ChunkRef) -> Result<Option<Vec<u8>>, StoreError> {
-        for loc in store.locate_chunk(&c.id)? {
-            if loc.len != c.len {
-                continue;
-            }
-            if self.open.as_ref().is_none_or(|(p, _)| *p != loc.path) {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(loc.path.to_fs(self.root));
-                // A location whose file is gone or unreadable is stale: try the next one.
-                let Ok(file) = file else { continue };
-                self.open = Some((loc.path.clone(), file));
-            }
-            let Some((_, file)) = &self.open else {
-                continue;
-            };
-            if let Ok(bytes) = read_at(file, loc.offset, c.len)
-                && Hash::of(&bytes) == c.id
-            {
-                return Ok(Some(bytes));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// A temporary file that is removed when dropped unless `keep` is set (after the rename).
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            // Best effort: a leftover `.botsync-tmp-*` is ignored by the scanner.
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn read_at(file: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
-}
-
 /// Refuse entries whose chunk list, size and content hash disagree, or whose chunks are absurd.
 fn check_entry(target: &FileEntry) -> Result<(), ApplyError> {
     let path = &target.path;
@@ -687,140 +453,6 @@ fn check_entry(target: &FileEntry) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Check (and with `create`, make) the target's parent directories, component by component:
-/// each must be a real directory, never a symlink. Returns the parent directory, or `None` if a
-/// component is missing and `create` is false.
-fn prepare_parent(
-    root: &Path,
-    path: &RelPath,
-    create: bool,
-) -> Result<Option<PathBuf>, ApplyError> {
-    let mut dir = root.to_path_buf();
-    let parent = path.parent().unwrap_or_else(RelPath::root);
-    for comp in parent.components() {
-        dir.push(comp);
-        let unsafe_path = || ApplyError::UnsafePath {
-            path: path.clone(),
-            component: dir.clone(),
-        };
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_dir() => continue,
-            Ok(_) => return Err(unsafe_path()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                match fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err(path, "creating directory", &dir, e)),
-                }
-                // Re-check: something may have raced us into place.
-                let m =
-                    fs::symlink_metadata(&dir).map_err(|e| io_err(path, "checking", &dir, e))?;
-                if !m.file_type().is_dir() {
-                    return Err(unsafe_path());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(path, "checking", &dir, e)),
-        }
-    }
-    Ok(Some(dir))
-}
-
-/// Compare what is at `fs_path` with the plan's `expected` entry: same stat facts, or else the
-/// same content hash.
-fn local_state(
-    path: &RelPath,
-    fs_path: &Path,
-    expected: Option<&LocalEntry>,
-) -> Result<LocalState, ApplyError> {
-    let expected_file = expected.filter(|e| !e.entry.is_tombstone());
-    let meta = match fs::symlink_metadata(fs_path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(if expected_file.is_none() {
-                LocalState::Same(None)
-            } else {
-                LocalState::Changed
-            });
-        }
-        Err(e) => return Err(io_err(path, "checking", fs_path, e)),
-    };
-    let Some(exp) = expected_file else {
-        return Ok(LocalState::Changed);
-    };
-    if !meta.file_type().is_file() {
-        return Ok(LocalState::Changed);
-    }
-    if exp.stat == Some(stat_sig(&meta)) {
-        return Ok(LocalState::Same(Some(meta)));
-    }
-    if meta.len() != exp.entry.size {
-        return Ok(LocalState::Changed);
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(fs_path)
-        .map_err(|e| io_err(path, "opening", fs_path, e))?;
-    let chunks = Chunker::new(exp.entry.chunker)
-        .chunk_reader(file)
-        .map_err(|e| io_err(path, "reading", fs_path, e))?;
-    if content_hash(&chunks) == exp.entry.content {
-        Ok(LocalState::Same(Some(meta)))
-    } else {
-        Ok(LocalState::Changed)
-    }
-}
-
-/// The stat-cache facts of a file.
-fn stat_sig(m: &Metadata) -> StatSig {
-    StatSig {
-        size: m.len(),
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
-        ctime_ns: m
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.ctime_nsec()),
-        ino: m.ino(),
-        dev: m.dev(),
-    }
-}
-
-/// Permission bits for the new file: the old file's (or the umask default's) with the
-/// executable bits set where reading is allowed, or cleared.
-fn file_mode(base: u32, executable: bool) -> u32 {
-    let base = base & 0o777;
-    if executable {
-        base | ((base & 0o444) >> 2)
-    } else {
-        base & !0o111
-    }
-}
-
-fn temp_mode(file: &File) -> u32 {
-    file.metadata()
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0o644)
-}
-
-fn time_from_ns(ns: i64) -> SystemTime {
-    let magnitude = Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 {
-        UNIX_EPOCH.checked_add(magnitude).unwrap_or(UNIX_EPOCH)
-    } else {
-        UNIX_EPOCH.checked_sub(magnitude).unwrap_or(UNIX_EPOCH)
-    }
-}
-
-fn sync_dir(path: &RelPath, dir: &Path) -> Result<(), ApplyError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(path, "syncing directory", dir, e))
-}
-
 fn io_err(
     path: &RelPath,
     action: &'static str,
@@ -844,8 +476,10 @@ fn invalid(path: &RelPath, reason: String) -> ApplyError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-    use crate::chunk::ChunkerParams;
+    use crate::chunk::{Chunker, ChunkerParams};
     use crate::chunkstore::system_time_ns;
     use crate::entry::{EntryKind, Mode};
     use crate::peer::{AgentLabel, Attribution, PeerId};
@@ -1005,20 +639,5 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(".botsync")]);
-    }
-
-    #[test]
-    fn file_modes() {
-        assert_eq!(file_mode(0o644, true), 0o755);
-        assert_eq!(file_mode(0o600, true), 0o700);
-        assert_eq!(file_mode(0o755, false), 0o644);
-        assert_eq!(file_mode(0o100_644, false), 0o644);
-    }
-
-    #[test]
-    fn times_convert_both_ways() {
-        for ns in [0, 1, -1_500_000_000, 1_700_000_000_123_456_789] {
-            assert_eq!(system_time_ns(time_from_ns(ns)), ns);
-        }
     }
 }
