@@ -24,6 +24,7 @@ mod kv;
 mod local;
 mod peers;
 
+use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -273,6 +274,10 @@ impl Store {
     }
 
     fn try_open(dir: &Path) -> Result<(Store, SchemaState), OpenFailure> {
+        // sled treats an unreadable data file as an empty log; remember whether there was one so
+        // that an index which lost everything is reported rather than silently recreated.
+        let had_files =
+            dir.join("conf").exists() || fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_CAPACITY_BYTES);
@@ -307,7 +312,12 @@ impl Store {
                 ));
             }
         };
-        let state = store.schema_state();
+        let state = match store.schema_state() {
+            SchemaState::Fresh if had_files => SchemaState::Unusable(
+                "its files hold no readable data (sled found nothing valid in them)".into(),
+            ),
+            state => state,
+        };
         Ok((store, state))
     }
 
@@ -367,7 +377,7 @@ impl Store {
     /// Move `dir` aside to the first free `<dir>.corrupt-<n>` and create a fresh index.
     fn rebuild(dir: &Path, why: String) -> Result<(Store, OpenOutcome), StoreError> {
         let aside = free_aside_name(dir);
-        std::fs::rename(dir, &aside).io_context("moving aside the broken index", dir)?;
+        fs::rename(dir, &aside).io_context("moving aside the broken index", dir)?;
         tracing::warn!(index = %dir.display(), moved_to = %aside.display(), reason = %why, "rebuilding the index");
         let reason = format!("{why}; the old index was moved to {}", aside.display());
         match Store::try_open(dir) {
