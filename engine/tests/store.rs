@@ -1,5 +1,8 @@
 //! The index and the chunk store as a workspace lives with them: restarts, corruption, renames.
 
+// Test helpers unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
