@@ -1,1 +1,692 @@
-//! (being written)
+//! [`ChunkStore`]: content-addressed chunk files under `.botsync/store/`.
+//!
+//! A chunk with id `abcdef…` lives in `ab/cdef…` (256 fan-out directories keep directories
+//! small). Files are written to a temporary name and renamed into place, so a chunk file is
+//! either absent or complete; every read is verified against the id, and a file that fails is
+//! deleted and reported as missing. Next to the chunks, `manifests/ab/cdef…` holds the chunk
+//! list of each kept file version, named by the version's content hash (and verified against it),
+//! so a past version can be rebuilt from its content hash alone.
+//!
+//! The store keeps every version that a remote change replaces or deletes (for `botsync history`
+//! and `restore`, and as 3-way merge ancestors) and stages chunks received during a sync, so an
+//! interrupted sync does not fetch them again. [`ChunkStore::gc`] removes what is older than the
+//! retention period and not kept by the caller. A chunk's age is its file's modification time,
+//! refreshed whenever the chunk is stored again.
+//!
+//! This module does not know which versions exist (the index does) and never touches workspace
+//! files other than reading the version being kept.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::chunk::{ChunkRef, Chunker};
+use crate::chunktree::content_hash;
+use crate::entry::FileEntry;
+use crate::error::{IoContext, IoError};
+use crate::hash::Hash;
+
+/// The default retention period of kept versions and staged chunks: 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Temporary files left by an interrupted write are removed by [`ChunkStore::gc`] after this.
+const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
+
+/// Threads that fsync kept chunks concurrently.
+const SYNC_THREADS: usize = 16;
+
+const TEMP_PREFIX: &str = "tmp-";
+const MANIFESTS: &str = "manifests";
+/// Bytes per chunk in a manifest file: id and little-endian length.
+const MANIFEST_ROW: usize = Hash::LEN + 4;
+
+/// The content-addressed chunk store of one workspace.
+#[derive(Debug)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    corrupt_removed: AtomicU64,
+}
+
+/// What [`ChunkStore::put_file_version`] kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// Content hash of the bytes actually read (equal to the entry's unless the file changed).
+    pub content: Hash,
+    /// Their chunks, in order; the version can be rebuilt from these.
+    pub chunks: Vec<ChunkRef>,
+    /// Size of the version in bytes.
+    pub size: u64,
+    /// Bytes newly written to the store (chunks already present are only refreshed).
+    pub new_bytes: u64,
+    /// True if the bytes read are the version `entry` describes.
+    pub matches_entry: bool,
+}
+
+/// What [`ChunkStore::gc`] did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Chunk and manifest files looked at.
+    pub examined: u64,
+    /// Files removed (older than the retention period and not kept).
+    pub removed: u64,
+    /// Bytes freed.
+    pub bytes_removed: u64,
+    /// Files that could not be examined or removed; the collection went on without them.
+    pub failures: Vec<IoError>,
+}
+
+/// A chunk store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkStoreError {
+    /// A file operation failed.
+    #[error("chunk store: {0}")]
+    Io(#[from] IoError),
+    /// Bytes offered for an id do not hash to it.
+    #[error("chunk {expected} rejected: its bytes hash to {actual} (corrupt or forged data)")]
+    Mismatch {
+        /// The id the bytes were offered for.
+        expected: Hash,
+        /// The hash of the bytes.
+        actual: Hash,
+    },
+}
+
+impl ChunkStore {
+    /// Open (creating if needed) the chunk store in `dir`, usually `.botsync/store`.
+    pub fn open(dir: &Path) -> Result<ChunkStore, ChunkStoreError> {
+        fs::create_dir_all(dir).io_context("creating the chunk store", dir)?;
+        Ok(ChunkStore {
+            dir: dir.to_path_buf(),
+            corrupt_removed: AtomicU64::new(0),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True if a file for chunk `id` exists (its bytes are verified only when read).
+    pub fn has(&self, id: &Hash) -> bool {
+        self.chunk_path(id).is_file()
+    }
+
+    /// Store `bytes`; returns their id. Storing a chunk that is present refreshes its age.
+    pub fn put(&self, bytes: &[u8]) -> Result<Hash, ChunkStoreError> {
+        let id = Hash::of(bytes);
+        self.write_object(&self.chunk_path(&id), bytes)?;
+        Ok(id)
+    }
+
+    /// Store `bytes` as chunk `id`, refusing bytes that do not hash to `id` (e.g. received from
+    /// a peer).
+    pub fn put_verified(&self, id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
+        let actual = Hash::of(bytes);
+        if actual != *id {
+            return Err(ChunkStoreError::Mismatch {
+                expected: *id,
+                actual,
+            });
+        }
+        self.write_object(&self.chunk_path(id), bytes)?;
+        Ok(())
+    }
+
+    /// The bytes of chunk `id`, verified. A chunk file whose bytes do not match is deleted,
+    /// logged and counted ([`ChunkStore::corrupt_removed`]), and reads as missing.
+    pub fn get(&self, id: &Hash) -> Result<Option<Vec<u8>>, ChunkStoreError> {
+        let path = self.chunk_path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(IoError {
+                    action: "reading chunk",
+                    path,
+                    source: e,
+                }
+                .into());
+            }
+        };
+        if Hash::of(&bytes) == *id {
+            return Ok(Some(bytes));
+        }
+        self.discard_corrupt(&path, id);
+        Ok(None)
+    }
+
+    /// How many corrupt chunk or manifest files reads have found and deleted.
+    pub fn corrupt_removed(&self) -> u64 {
+        self.corrupt_removed.load(Ordering::Relaxed)
+    }
+
+    /// Keep the file version at `path` (described by `entry`) before it is replaced or deleted:
+    /// read the file once, store each chunk and the version's manifest, and make them durable.
+    ///
+    /// The file is re-chunked with `entry`'s chunker, so if it no longer matches `entry` the
+    /// bytes actually on disk are kept (`matches_entry` is then false): nothing on disk is lost.
+    pub fn put_file_version(
+        &self,
+        path: &Path,
+        entry: &FileEntry,
+    ) -> Result<KeptVersion, ChunkStoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .io_context("opening the version to keep", path)?;
+        let mut written = Vec::new();
+        let mut chunks = Vec::with_capacity(entry.chunks.len());
+        let mut new_bytes = 0u64;
+        let mut failure: Option<ChunkStoreError> = None;
+        let size = Chunker::new(entry.chunker)
+            .for_each_chunk(file, |bytes| {
+                let id = Hash::of(bytes);
+                let target = self.chunk_path(&id);
+                match self.write_object(&target, bytes) {
+                    Ok(true) => {
+                        new_bytes += bytes.len() as u64;
+                        written.push(target);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return Err(io::Error::other("storing a chunk failed"));
+                    }
+                }
+                chunks.push(ChunkRef {
+                    id,
+                    len: bytes.len() as u32,
+                });
+                Ok(())
+            })
+            .map_err(|e| match failure.take() {
+                Some(f) => f,
+                None => IoError {
+                    action: "reading the version to keep",
+                    path: path.into(),
+                    source: e,
+                }
+                .into(),
+            })?;
+        let content = content_hash(&chunks);
+        let manifest = self.manifest_path(&content);
+        if self.write_object(&manifest, &encode_manifest(&chunks))? {
+            written.push(manifest);
+        }
+        sync_files(&written)?;
+        let matches_entry = content == entry.content && size == entry.size;
+        Ok(KeptVersion {
+            content,
+            chunks,
+            size,
+            new_bytes,
+            matches_entry,
+        })
+    }
+
+    /// The chunk list of a kept version, by content hash; verified (a manifest that does not
+    /// hash to its name is deleted and reads as missing).
+    pub fn manifest(&self, content: &Hash) -> Result<Option<Vec<ChunkRef>>, ChunkStoreError> {
+        let path = self.manifest_path(content);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(IoError {
+                    action: "reading manifest",
+                    path,
+                    source: e,
+                }
+                .into());
+            }
+        };
+        match decode_manifest(&bytes) {
+            Some(chunks) if content_hash(&chunks) == *content => Ok(Some(chunks)),
+            _ => {
+                self.discard_corrupt(&path, content);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Remove chunk and manifest files older than `retention` at `now_ns` for which `keep`
+    /// (asked with the chunk id or the manifest's content hash) returns false, and temporary
+    /// files left by interrupted writes. Failures are collected in the report, not fatal.
+    pub fn gc(
+        &self,
+        retention: Duration,
+        now_ns: i64,
+        keep: impl Fn(&Hash) -> bool,
+    ) -> Result<GcReport, ChunkStoreError> {
+        let mut report = GcReport::default();
+        let horizon = now_ns.saturating_sub(duration_ns(retention));
+        let temp_horizon = now_ns.saturating_sub(duration_ns(STALE_TEMP));
+        let entries = fs::read_dir(&self.dir).io_context("listing the chunk store", &self.dir)?;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    report.failures.push(IoError {
+                        action: "listing the chunk store",
+                        path: self.dir.clone(),
+                        source: e,
+                    });
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if name.starts_with(TEMP_PREFIX) {
+                collect_if_old(&path, temp_horizon, &mut report);
+            } else if name == MANIFESTS {
+                self.gc_fanout(&path, horizon, &keep, &mut report);
+            } else if is_fanout_name(&name) {
+                gc_bucket(&path, &name, horizon, &keep, &mut report);
+            }
+        }
+        Ok(report)
+    }
+
+    fn gc_fanout(
+        &self,
+        root: &Path,
+        horizon: i64,
+        keep: &dyn Fn(&Hash) -> bool,
+        report: &mut GcReport,
+    ) {
+        let Ok(buckets) = fs::read_dir(root) else {
+            return;
+        };
+        for bucket in buckets.flatten() {
+            let name = bucket.file_name();
+            let name = name.to_string_lossy();
+            if is_fanout_name(&name) {
+                gc_bucket(&bucket.path(), &name, horizon, keep, report);
+            }
+        }
+    }
+
+    fn chunk_path(&self, id: &Hash) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn manifest_path(&self, content: &Hash) -> PathBuf {
+        let hex = content.to_hex();
+        self.dir.join(MANIFESTS).join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Write `bytes` to `target` via a temporary file and a rename. If the target exists with
+    /// the right size it is only refreshed (its age reset). Returns true if a file was written.
+    fn write_object(&self, target: &Path, bytes: &[u8]) -> Result<bool, ChunkStoreError> {
+        if let Ok(meta) = fs::metadata(target)
+            && meta.len() == bytes.len() as u64
+        {
+            refresh_age(target);
+            return Ok(false);
+        }
+        let parent = target.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).io_context("creating a chunk directory", parent)?;
+        let (tmp_path, mut tmp) = create_temp(&self.dir, TEMP_PREFIX)?;
+        let written = tmp
+            .write_all(bytes)
+            .io_context("writing chunk", &tmp_path)
+            .and_then(|()| fs::rename(&tmp_path, target).io_context("storing chunk", target));
+        if let Err(e) = written {
+            // Best effort: the temporary file is also collected by `gc`.
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
+    fn discard_corrupt(&self, path: &Path, id: &Hash) {
+        tracing::warn!(chunk = %id, path = %path.display(), "deleting a corrupt chunk store file");
+        // If removal fails, the next read finds it corrupt again and retries.
+        let _ = fs::remove_file(path);
+        self.corrupt_removed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Create a new file named `<prefix><random>` in `dir`, exclusively and without following a
+/// symlink. Used for chunk files and by apply for workspace temp files.
+pub(crate) fn create_temp(dir: &Path, prefix: &str) -> Result<(PathBuf, File), IoError> {
+    let mut last = None;
+    for _ in 0..16 {
+        let path = dir.join(format!("{prefix}{:016x}", random_u64()));
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match opened {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((path, e)),
+            Err(e) => {
+                return Err(IoError {
+                    action: "creating temporary file",
+                    path,
+                    source: e,
+                });
+            }
+        }
+    }
+    let (path, source) = last.unwrap_or_else(|| (dir.to_path_buf(), io::Error::other("no name")));
+    Err(IoError {
+        action: "creating temporary file",
+        path,
+        source,
+    })
+}
+
+/// A random number from the standard library's per-process random hash keys; enough to make
+/// temporary names unguessable and collision-free together with `create_new`.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Reset a stored object's age. Its age is measured on the file system's clock, the same clock
+/// that stamped it when it was written.
+fn refresh_age(path: &Path) {
+    if let Ok(f) = OpenOptions::new().write(true).open(path) {
+        // Best effort: a stale age only makes the object eligible for collection sooner.
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Make newly written objects and their directories durable. fsync waits on the disk, not the
+/// CPU, and on a journaled file system concurrent fsyncs share journal commits, so a few threads
+/// keep a large version several times faster than syncing its chunks one by one.
+fn sync_files(paths: &[PathBuf]) -> Result<(), ChunkStoreError> {
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    sync_parallel(paths, "syncing chunk")?;
+    sync_parallel(&dirs, "syncing chunk directory")?;
+    Ok(())
+}
+
+fn sync_parallel(paths: &[PathBuf], action: &'static str) -> Result<(), IoError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let per_thread = paths.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|group| {
+                scope.spawn(move || {
+                    group.iter().try_for_each(|p| {
+                        File::open(p)
+                            .and_then(|f| f.sync_all())
+                            .io_context(action, p)
+                    })
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join().unwrap_or_else(|_| {
+                Err(IoError {
+                    action,
+                    path: PathBuf::new(),
+                    source: io::Error::other("sync thread panicked"),
+                })
+            })
+        })
+    })
+}
+
+fn gc_bucket(
+    dir: &Path,
+    bucket: &str,
+    horizon: i64,
+    keep: &dyn Fn(&Hash) -> bool,
+    report: &mut GcReport,
+) {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            report.failures.push(IoError {
+                action: "listing chunks",
+                path: dir.into(),
+                source: e,
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Ok(id) = format!("{bucket}{}", name.to_string_lossy()).parse::<Hash>() else {
+            continue;
+        };
+        report.examined += 1;
+        if !keep(&id) {
+            collect_if_old(&entry.path(), horizon, report);
+        }
+    }
+}
+
+/// Remove `path` if it was last modified before `horizon` (ns since the epoch).
+fn collect_if_old(path: &Path, horizon: i64, report: &mut GcReport) {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            report.failures.push(IoError {
+                action: "examining",
+                path: path.into(),
+                source: e,
+            });
+            return;
+        }
+    };
+    let modified = meta.modified().map(system_time_ns).unwrap_or(i64::MAX);
+    if modified >= horizon {
+        return;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {
+            report.removed += 1;
+            report.bytes_removed += meta.len();
+        }
+        Err(e) => report.failures.push(IoError {
+            action: "removing",
+            path: path.into(),
+            source: e,
+        }),
+    }
+}
+
+fn is_fanout_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn encode_manifest(chunks: &[ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * MANIFEST_ROW);
+    for c in chunks {
+        out.extend_from_slice(c.id.as_bytes());
+        out.extend_from_slice(&c.len.to_le_bytes());
+    }
+    out
+}
+
+fn decode_manifest(bytes: &[u8]) -> Option<Vec<ChunkRef>> {
+    if !bytes.len().is_multiple_of(MANIFEST_ROW) {
+        return None;
+    }
+    bytes
+        .chunks_exact(MANIFEST_ROW)
+        .map(|row| {
+            let (id, len) = row.split_at(Hash::LEN);
+            Some(ChunkRef {
+                id: Hash(id.try_into().ok()?),
+                len: u32::from_le_bytes(len.try_into().ok()?),
+            })
+        })
+        .collect()
+}
+
+/// Nanoseconds since the epoch of a file time (negative before 1970, saturating).
+pub(crate) fn system_time_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos())
+            .map(|n| -n)
+            .unwrap_or(i64::MIN),
+    }
+}
+
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{EntryKind, Mode};
+    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::{ChunkerParams, VersionVector};
+
+    fn store() -> (tempfile::TempDir, ChunkStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
+        (tmp, cs)
+    }
+
+    fn now_ns() -> i64 {
+        system_time_ns(SystemTime::now())
+    }
+
+    #[test]
+    fn put_get_round_trip_and_layout() {
+        let (_tmp, cs) = store();
+        let id = cs.put(b"chunk bytes").unwrap();
+        assert_eq!(id, Hash::of(b"chunk bytes"));
+        assert!(cs.has(&id));
+        assert_eq!(cs.get(&id).unwrap(), Some(b"chunk bytes".to_vec()));
+        let hex = id.to_hex();
+        assert!(cs.dir().join(&hex[..2]).join(&hex[2..]).is_file());
+        assert_eq!(cs.get(&Hash::of(b"absent")).unwrap(), None);
+        // No temporary file is left behind.
+        let temps = fs::read_dir(cs.dir()).unwrap().flatten();
+        assert!(
+            temps
+                .into_iter()
+                .all(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+        );
+    }
+
+    #[test]
+    fn put_verified_rejects_forged_bytes() {
+        let (_tmp, cs) = store();
+        let id = Hash::of(b"real");
+        let err = cs.put_verified(&id, b"forged").unwrap_err();
+        assert!(matches!(err, ChunkStoreError::Mismatch { expected, .. } if expected == id));
+        assert!(!cs.has(&id));
+        cs.put_verified(&id, b"real").unwrap();
+        assert!(cs.has(&id));
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_deleted_and_reads_as_missing() {
+        let (_tmp, cs) = store();
+        let id = cs.put(b"good bytes").unwrap();
+        fs::write(cs.chunk_path(&id), b"bad bytes!").unwrap();
+        assert_eq!(cs.get(&id).unwrap(), None);
+        assert!(!cs.has(&id));
+        assert_eq!(cs.corrupt_removed(), 1);
+        // Storing the chunk again heals it.
+        cs.put(b"good bytes").unwrap();
+        assert_eq!(cs.get(&id).unwrap(), Some(b"good bytes".to_vec()));
+    }
+
+    #[test]
+    fn a_kept_version_is_rebuilt_from_its_manifest() {
+        let (tmp, cs) = store();
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        let file = tmp.path().join("big.bin");
+        fs::write(&file, &data).unwrap();
+        let chunks = Chunker::default().chunk_reader(&data[..]).unwrap();
+        let entry = FileEntry {
+            path: crate::RelPath::new("big.bin").unwrap(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime_ns: 0,
+            mode: Mode::default(),
+            content: content_hash(&chunks),
+            chunks: chunks.clone(),
+            chunker: ChunkerParams::DEFAULT,
+            version: VersionVector::new(),
+            parent: None,
+            changed_by: Attribution {
+                peer: PeerId([0; 32]),
+                agent: AgentLabel::default(),
+            },
+        };
+        let kept = cs.put_file_version(&file, &entry).unwrap();
+        assert!(kept.matches_entry);
+        assert_eq!(kept.chunks, chunks);
+        assert_eq!(kept.new_bytes, data.len() as u64);
+        let manifest = cs.manifest(&entry.content).unwrap().unwrap();
+        let rebuilt: Vec<u8> = manifest
+            .iter()
+            .flat_map(|c| cs.get(&c.id).unwrap().unwrap())
+            .collect();
+        assert_eq!(rebuilt, data);
+        // Keeping the same version again writes nothing new.
+        assert_eq!(cs.put_file_version(&file, &entry).unwrap().new_bytes, 0);
+    }
+
+    #[test]
+    fn gc_removes_only_old_unkept_objects() {
+        let (_tmp, cs) = store();
+        let old = cs.put(b"old").unwrap();
+        let kept = cs.put(b"kept").unwrap();
+        let stray = cs.dir().join(format!("{TEMP_PREFIX}0000000000000000"));
+        fs::write(&stray, b"partial").unwrap();
+        // Nothing is old yet.
+        let report = cs.gc(DEFAULT_RETENTION, now_ns(), |_| false).unwrap();
+        assert_eq!((report.examined, report.removed), (2, 0));
+        // Forty days later, only the kept chunk survives; the stray temp file is collected.
+        let later = now_ns() + duration_ns(Duration::from_secs(40 * 24 * 3600));
+        let report = cs.gc(DEFAULT_RETENTION, later, |id| *id == kept).unwrap();
+        assert_eq!(report.removed, 2);
+        assert_eq!(report.bytes_removed, 3 + 7);
+        assert!(report.failures.is_empty());
+        assert!(!cs.has(&old) && cs.has(&kept) && !stray.exists());
+    }
+
+    #[test]
+    fn manifests_round_trip_and_reject_garbage() {
+        let chunks = vec![
+            ChunkRef {
+                id: Hash::of(b"a"),
+                len: 1,
+            },
+            ChunkRef {
+                id: Hash::of(b"b"),
+                len: 2,
+            },
+        ];
+        assert_eq!(decode_manifest(&encode_manifest(&chunks)), Some(chunks));
+        assert_eq!(decode_manifest(&[1, 2, 3]), None);
+    }
+}

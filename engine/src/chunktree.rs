@@ -18,7 +18,7 @@ pub fn content_hash(chunks: &[ChunkRef]) -> Hash {
     }
     let mut level: Vec<(Hash, u64)> = chunks
         .chunks(FANOUT)
-        .map(|group| leaf_node(group))
+        .map(leaf_node)
         .collect();
     let mut depth = 1u8;
     while level.len() > 1 {

@@ -1,1 +1,495 @@
-//! (being written)
+//! [`Store`]: the sled index, a rebuildable cache of what the workspace, the chunk store and the
+//! peers already know.
+//!
+//! This module owns every line of sled code in botsync. It holds:
+//! - `local`: [`RelPath`] → [`LocalEntry`], the current version of each path plus its stat cache;
+//! - `chunks`: the chunk-location index, chunk id → [`ChunkLocation`]s (where on disk a chunk's
+//!   bytes can be read), kept consistent with `local` in the same transaction;
+//! - `peers` / `peer_meta`: what we last knew each peer had, and per-peer facts ([`PeerMeta`]);
+//! - `history` / `history_by_path`: append-only [`HistoryRecord`]s;
+//! - `kv`: namespaced key-value pairs for later features (locks, generator state);
+//! - `meta`: the schema version, the local peer id and the last scan time.
+//!
+//! The index is a cache: if sled cannot open it, a record of the schema is missing or wrong, the
+//! directory is moved aside (never deleted) and a fresh index is created; [`Store::open`] reports
+//! [`OpenOutcome::Rebuilt`] and the caller rescans. A record that fails to decode is skipped and
+//! reported through [`Store::take_corruption`], never a panic.
+//!
+//! It does not read or write workspace files, chunk files ([`crate::chunkstore`]) or decide
+//! anything about sync: callers give it values and read them back.
+
+mod codec;
+mod history;
+mod kv;
+mod local;
+mod peers;
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::{IoContext, IoError};
+use crate::peer::PeerId;
+
+pub use history::{HistoryAction, HistoryRecord};
+pub use local::{ChunkLocation, LocalUpdate};
+pub use peers::PeerMeta;
+
+/// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
+/// index with another version is moved aside and rebuilt from the files.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The sled page cache bound; botsync's whole process targets at most 64 MiB.
+const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_LOCAL_PEER: &[u8] = b"local_peer";
+const META_LAST_SCAN: &[u8] = b"last_scan_ns";
+
+/// The sled index of one workspace.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    local: sled::Tree,
+    chunks: sled::Tree,
+    peers: sled::Tree,
+    peer_meta: sled::Tree,
+    history: sled::Tree,
+    history_by_path: sled::Tree,
+    kv: sled::Tree,
+    meta: sled::Tree,
+    corruption: Mutex<Vec<Corruption>>,
+}
+
+/// What [`Store::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// There was no index: a fresh one was created.
+    Created,
+    /// The existing index was opened.
+    Opened,
+    /// The existing index was unusable; it was moved aside and a fresh one created. The caller
+    /// must rescan the workspace.
+    Rebuilt {
+        /// Why the old index was unusable, and where it was moved.
+        reason: String,
+    },
+}
+
+/// A record that failed to decode and was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The sled tree holding the record.
+    pub tree: &'static str,
+    /// The record's key, printable (lossy UTF-8 or hex).
+    pub key: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// An index failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another botsync process holds the index.
+    #[error(
+        "index {path} is locked by another botsync process; stop it (or `botsync auto off`) and retry"
+    )]
+    Locked {
+        /// The index directory.
+        path: PathBuf,
+    },
+    /// A sled operation failed.
+    #[error("index {path}: {action} failed: {source}")]
+    Db {
+        /// The index directory.
+        path: PathBuf,
+        /// What was being done ("reading local entry", ...).
+        action: String,
+        /// The sled error.
+        #[source]
+        source: sled::Error,
+    },
+    /// Moving a broken index aside or creating the directory failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// A value could not be encoded (a bug, not bad data).
+    #[error("index: encoding {what} failed: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
+    /// A caller-supplied key is not acceptable.
+    #[error("index: invalid {what} {value:?}: {reason}")]
+    InvalidKey {
+        /// Which kind of key.
+        what: &'static str,
+        /// The key as given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+}
+
+impl Store {
+    /// Open the index in `dir` (usually `.botsync/db`), creating it if missing and rebuilding it
+    /// if it is unusable. The old directory of a rebuilt index is kept as `<dir>.corrupt-<n>`.
+    pub fn open(dir: &Path) -> Result<(Store, OpenOutcome), StoreError> {
+        let existed = dir.exists();
+        match Store::try_open(dir) {
+            Ok((store, state)) => match state {
+                SchemaState::Current => {
+                    let outcome = if existed {
+                        OpenOutcome::Opened
+                    } else {
+                        OpenOutcome::Created
+                    };
+                    Ok((store, outcome))
+                }
+                SchemaState::Fresh => {
+                    store.write_schema()?;
+                    Ok((store, OpenOutcome::Created))
+                }
+                SchemaState::Unusable(why) => {
+                    drop(store);
+                    Store::rebuild(dir, why)
+                }
+            },
+            Err(OpenFailure::Locked) => Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+            }),
+            Err(OpenFailure::Unusable(why)) => Store::rebuild(dir, why),
+        }
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This workspace's peer id, if recorded.
+    pub fn local_peer(&self) -> Result<Option<PeerId>, StoreError> {
+        let raw = self
+            .meta
+            .get(META_LOCAL_PEER)
+            .map_err(|e| self.db_err("reading local peer", e))?;
+        Ok(raw.and_then(|v| {
+            let bytes: Result<[u8; 32], _> = v.as_ref().try_into();
+            match bytes {
+                Ok(b) => Some(PeerId(b)),
+                Err(_) => {
+                    self.report("meta", META_LOCAL_PEER, "local peer id is not 32 bytes");
+                    None
+                }
+            }
+        }))
+    }
+
+    /// Record this workspace's peer id.
+    pub fn set_local_peer(&self, peer: PeerId) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_LOCAL_PEER, &peer.0[..])
+            .map_err(|e| self.db_err("writing local peer", e))?;
+        Ok(())
+    }
+
+    /// When the last complete scan started (ns since the epoch), if any.
+    pub fn last_scan_ns(&self) -> Result<Option<i64>, StoreError> {
+        let raw = self
+            .meta
+            .get(META_LAST_SCAN)
+            .map_err(|e| self.db_err("reading last scan", e))?;
+        Ok(raw.and_then(|v| match <[u8; 8]>::try_from(v.as_ref()) {
+            Ok(b) => Some(i64::from_be_bytes(b)),
+            Err(_) => {
+                self.report("meta", META_LAST_SCAN, "last scan time is not 8 bytes");
+                None
+            }
+        }))
+    }
+
+    /// Record when the last complete scan started.
+    pub fn set_last_scan_ns(&self, at_ns: i64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_LAST_SCAN, &at_ns.to_be_bytes()[..])
+            .map_err(|e| self.db_err("writing last scan", e))?;
+        Ok(())
+    }
+
+    /// Write everything to disk. sled also flushes in the background every half second; call this
+    /// before reporting a sync as complete.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.db_err("flushing", e))?;
+        Ok(())
+    }
+
+    /// The records skipped as undecodable since the last call (each is also logged).
+    pub fn take_corruption(&self) -> Vec<Corruption> {
+        let mut guard = self
+            .corruption
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *guard)
+    }
+
+    /// Note an undecodable record: logged and kept for [`Store::take_corruption`].
+    fn report(&self, tree: &'static str, key: &[u8], reason: impl Into<String>) {
+        let c = Corruption {
+            tree,
+            key: codec::printable_key(key),
+            reason: reason.into(),
+        };
+        tracing::warn!(tree = c.tree, key = %c.key, reason = %c.reason, "skipping corrupt index record");
+        self.corruption
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(c);
+    }
+
+    /// Decode a value, reporting (and dropping) it if it is corrupt.
+    fn decode_or_report<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Option<T> {
+        match codec::decode(value) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.report(tree, key, reason);
+                None
+            }
+        }
+    }
+
+    fn db_err(&self, action: impl Into<String>, source: sled::Error) -> StoreError {
+        StoreError::Db {
+            path: self.dir.clone(),
+            action: action.into(),
+            source,
+        }
+    }
+
+    fn try_open(dir: &Path) -> Result<(Store, SchemaState), OpenFailure> {
+        // sled treats an unreadable data file as an empty log; remember whether there was one so
+        // that an index which lost everything is reported rather than silently recreated.
+        let had_files =
+            dir.join("conf").exists() || fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY_BYTES);
+        // sled may panic instead of returning an error on some corrupt files; the index is a
+        // cache, so any failure to open it means "rebuild", never a crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) if is_lock_error(&e) => return Err(OpenFailure::Locked),
+            Ok(Err(e)) => {
+                return Err(OpenFailure::Unusable(format!(
+                    "sled could not open it: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(OpenFailure::Unusable(
+                    "sled panicked while opening it".into(),
+                ));
+            }
+        };
+        let trees = catch_unwind(AssertUnwindSafe(|| Store::from_db(dir, db)));
+        let store = match trees {
+            Ok(Ok(store)) => store,
+            Ok(Err(e)) => {
+                return Err(OpenFailure::Unusable(format!(
+                    "sled could not open a tree: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(OpenFailure::Unusable(
+                    "sled panicked while opening a tree".into(),
+                ));
+            }
+        };
+        let state = match store.schema_state() {
+            SchemaState::Fresh if had_files => SchemaState::Unusable(
+                "its files hold no readable data (sled found nothing valid in them)".into(),
+            ),
+            state => state,
+        };
+        Ok((store, state))
+    }
+
+    fn from_db(dir: &Path, db: sled::Db) -> sled::Result<Store> {
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            local: db.open_tree("local")?,
+            chunks: db.open_tree("chunks")?,
+            peers: db.open_tree("peers")?,
+            peer_meta: db.open_tree("peer_meta")?,
+            history: db.open_tree("history")?,
+            history_by_path: db.open_tree("history_by_path")?,
+            kv: db.open_tree("kv")?,
+            meta: db.open_tree("meta")?,
+            db,
+            corruption: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn schema_state(&self) -> SchemaState {
+        match self.meta.get(META_SCHEMA) {
+            Ok(Some(v)) => match <[u8; 4]>::try_from(v.as_ref()) {
+                Ok(b) if u32::from_be_bytes(b) == SCHEMA_VERSION => SchemaState::Current,
+                Ok(b) => SchemaState::Unusable(format!(
+                    "schema version {} found, {SCHEMA_VERSION} expected",
+                    u32::from_be_bytes(b)
+                )),
+                Err(_) => SchemaState::Unusable("schema version record is malformed".into()),
+            },
+            Ok(None) if self.is_empty() => SchemaState::Fresh,
+            Ok(None) => SchemaState::Unusable("schema version record is missing".into()),
+            Err(e) => SchemaState::Unusable(format!("reading the schema version failed: {e}")),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.local,
+            &self.chunks,
+            &self.peers,
+            &self.peer_meta,
+            &self.history,
+            &self.kv,
+            &self.meta,
+        ]
+        .iter()
+        .all(|t| t.is_empty())
+    }
+
+    fn write_schema(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])
+            .map_err(|e| self.db_err("writing schema version", e))?;
+        self.flush()
+    }
+
+    /// Move `dir` aside to the first free `<dir>.corrupt-<n>` and create a fresh index.
+    fn rebuild(dir: &Path, why: String) -> Result<(Store, OpenOutcome), StoreError> {
+        let aside = free_aside_name(dir);
+        fs::rename(dir, &aside).io_context("moving aside the broken index", dir)?;
+        tracing::warn!(index = %dir.display(), moved_to = %aside.display(), reason = %why, "rebuilding the index");
+        let reason = format!("{why}; the old index was moved to {}", aside.display());
+        match Store::try_open(dir) {
+            Ok((store, SchemaState::Fresh)) => {
+                store.write_schema()?;
+                Ok((store, OpenOutcome::Rebuilt { reason }))
+            }
+            Ok((_, SchemaState::Current | SchemaState::Unusable(_)))
+            | Err(OpenFailure::Unusable(_)) => Err(StoreError::Io(IoError {
+                action: "creating a fresh index",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    "the new index directory was not empty or could not be opened",
+                ),
+            })),
+            Err(OpenFailure::Locked) => Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+            }),
+        }
+    }
+}
+
+/// Why an existing index cannot be opened as is.
+enum OpenFailure {
+    Locked,
+    Unusable(String),
+}
+
+/// What the `meta` tree says about the schema.
+enum SchemaState {
+    Current,
+    Fresh,
+    Unusable(String),
+}
+
+/// sled 0.34 reports a held file lock as an `Other` I/O error with this message; it must not be
+/// mistaken for corruption (the daemon holds the index while it runs).
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+fn free_aside_name(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "db".into());
+    let mut n = 1u32;
+    loop {
+        let candidate = dir.with_file_name(format!("{name}.corrupt-{n}"));
+        if !candidate.exists() {
+            return candidate;
+        }
+        n = n.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_then_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (store, outcome) = Store::open(&dir).unwrap();
+        assert_eq!(outcome, OpenOutcome::Created);
+        store.set_local_peer(PeerId([7; 32])).unwrap();
+        store.set_last_scan_ns(42).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let (store, outcome) = Store::open(&dir).unwrap();
+        assert_eq!(outcome, OpenOutcome::Opened);
+        assert_eq!(store.local_peer().unwrap(), Some(PeerId([7; 32])));
+        assert_eq!(store.last_scan_ns().unwrap(), Some(42));
+        assert!(store.take_corruption().is_empty());
+    }
+
+    #[test]
+    fn second_open_is_locked_not_rebuilt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (_store, _) = Store::open(&dir).unwrap();
+        let err = Store::open(&dir).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(!tmp.path().join("db.corrupt-1").exists());
+    }
+
+    #[test]
+    fn wrong_schema_is_rebuilt_and_kept_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .meta
+            .insert(META_SCHEMA, &999u32.to_be_bytes()[..])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let (store, outcome) = Store::open(&dir).unwrap();
+        let OpenOutcome::Rebuilt { reason } = outcome else {
+            panic!("expected a rebuild")
+        };
+        assert!(reason.contains("schema version 999"), "{reason}");
+        assert!(tmp.path().join("db.corrupt-1").is_dir());
+        assert_eq!(store.local_peer().unwrap(), None);
+    }
+
+    #[test]
+    fn aside_names_do_not_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        std::fs::create_dir(tmp.path().join("db.corrupt-1")).unwrap();
+        assert_eq!(free_aside_name(&dir), tmp.path().join("db.corrupt-2"));
+    }
+}

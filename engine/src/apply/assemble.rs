@@ -1,0 +1,239 @@
+//! Assembling a file version from verified chunks: local files first (via the index's chunk
+//! locations), then the chunk store, then the caller's [`ChunkSource`].
+//!
+//! Every chunk is checked against its id before a byte of it is written. This module writes only
+//! into apply's temporary file and, when chunks are missing, stages what the source sent in the
+//! chunk store; it never touches the target.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::disk::TempFile;
+use super::{ApplyContext, ApplyError, io_err};
+use crate::chunk::ChunkRef;
+use crate::entry::FileEntry;
+use crate::hash::Hash;
+use crate::path::RelPath;
+use crate::store::{Store, StoreError};
+
+/// An error from a [`ChunkSource`].
+pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Where chunks that are not available locally come from (bytes received from a peer).
+pub trait ChunkSource {
+    /// The bytes of chunk `id` (of length `len`), or `None` if this source does not have it.
+    /// The bytes are verified by the caller.
+    fn fetch(&mut self, id: &Hash, len: u32) -> Result<Option<Vec<u8>>, SourceError>;
+}
+
+/// A source that has no chunks: apply uses only what is already local (renames, restores).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSource;
+
+impl ChunkSource for NoSource {
+    fn fetch(&mut self, _id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// Chunks held in memory, by id.
+impl ChunkSource for HashMap<Hash, Vec<u8>> {
+    fn fetch(&mut self, id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+        Ok(self.get(id).cloned())
+    }
+}
+
+/// Where an assembled file's bytes came from, and which chunks were found nowhere.
+#[derive(Default)]
+pub(super) struct Assembled {
+    pub(super) from_local: u64,
+    pub(super) from_store: u64,
+    /// (id, offset in the temp file, len) of chunks written from the source.
+    pub(super) from_source: Vec<(Hash, u64, u32)>,
+    pub(super) missing: Vec<Hash>,
+}
+
+/// Write the target's chunks into the temp file, each verified. After the first missing chunk
+/// nothing more is written; the remaining chunks are only looked up (and source chunks staged in
+/// the chunk store) so that the report lists every missing chunk.
+pub(super) fn assemble(
+    ctx: &ApplyContext<'_>,
+    target: &FileEntry,
+    source: &mut dyn ChunkSource,
+    temp: &mut TempFile,
+) -> Result<Assembled, ApplyError> {
+    let path = &target.path;
+    let mut out = Assembled::default();
+    let mut written: HashMap<Hash, u64> = HashMap::new();
+    let mut missing_seen = HashSet::new();
+    let mut reader = LocalReader::new(ctx.root);
+    let mut offset = 0u64;
+    for c in &target.chunks {
+        let writing = out.missing.is_empty();
+        // Once a chunk is missing nothing more is written: skip what needs no lookup.
+        if !writing
+            && (missing_seen.contains(&c.id)
+                || written.contains_key(&c.id)
+                || ctx.chunks.has(&c.id))
+        {
+            continue;
+        }
+        let (bytes, origin) = if let Some(&at) = written.get(&c.id) {
+            (
+                read_at(&temp.file, at, c.len)
+                    .map_err(|e| io_err(path, "re-reading", &temp.path, e))?,
+                Origin::Local,
+            )
+        } else if let Some(b) = reader
+            .find(ctx.store, c)
+            .map_err(|source| ApplyError::Store {
+                path: path.clone(),
+                source,
+            })?
+        {
+            (b, Origin::Local)
+        } else if let Some(b) = ctx
+            .chunks
+            .get(&c.id)
+            .map_err(|source| ApplyError::ChunkStore {
+                path: path.clone(),
+                source,
+            })?
+        {
+            (b, Origin::Store)
+        } else {
+            match fetch_verified(path, source, c)? {
+                Some(b) => (b, Origin::Source),
+                None => {
+                    if missing_seen.insert(c.id) {
+                        out.missing.push(c.id);
+                    }
+                    continue;
+                }
+            }
+        };
+        if !writing {
+            if origin == Origin::Source {
+                ctx.chunks.put_verified(&c.id, &bytes).map_err(|source| {
+                    ApplyError::ChunkStore {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+            }
+            continue;
+        }
+        temp.file
+            .write_all(&bytes)
+            .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+        written.entry(c.id).or_insert(offset);
+        match origin {
+            Origin::Local => out.from_local += u64::from(c.len),
+            Origin::Store => out.from_store += u64::from(c.len),
+            Origin::Source => out.from_source.push((c.id, offset, c.len)),
+        }
+        offset += u64::from(c.len);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Store,
+    Source,
+}
+
+fn fetch_verified(
+    path: &RelPath,
+    source: &mut dyn ChunkSource,
+    c: &ChunkRef,
+) -> Result<Option<Vec<u8>>, ApplyError> {
+    let fetched = source.fetch(&c.id, c.len).map_err(|e| ApplyError::Source {
+        path: path.clone(),
+        id: c.id,
+        source: e,
+    })?;
+    let Some(bytes) = fetched else {
+        return Ok(None);
+    };
+    let actual = Hash::of(&bytes);
+    if actual != c.id || bytes.len() != c.len as usize {
+        return Err(ApplyError::ChunkMismatch {
+            path: path.clone(),
+            id: c.id,
+            actual,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// A missing chunk aborts the apply; keep what the source already sent so a retry does not
+/// fetch it again.
+pub(super) fn stage_source_chunks(
+    ctx: &ApplyContext<'_>,
+    path: &RelPath,
+    temp: &TempFile,
+    from_source: &[(Hash, u64, u32)],
+) -> Result<(), ApplyError> {
+    for (id, at, len) in from_source {
+        let bytes = read_at(&temp.file, *at, *len)
+            .map_err(|e| io_err(path, "re-reading", &temp.path, e))?;
+        ctx.chunks
+            .put_verified(id, &bytes)
+            .map_err(|source| ApplyError::ChunkStore {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Reads chunks from workspace files at the offsets the index records, verifying each; keeps the
+/// last file open (a renamed file's chunks all come from one file).
+struct LocalReader<'a> {
+    root: &'a Path,
+    open: Option<(RelPath, File)>,
+}
+
+impl<'a> LocalReader<'a> {
+    fn new(root: &'a Path) -> Self {
+        LocalReader { root, open: None }
+    }
+
+    /// The verified bytes of `c` from some local file, if any location still holds them.
+    fn find(&mut self, store: &Store, c: &ChunkRef) -> Result<Option<Vec<u8>>, StoreError> {
+        for loc in store.locate_chunk(&c.id)? {
+            if loc.len != c.len {
+                continue;
+            }
+            if self.open.as_ref().is_none_or(|(p, _)| *p != loc.path) {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(loc.path.to_fs(self.root));
+                // A location whose file is gone or unreadable is stale: try the next one.
+                let Ok(file) = file else { continue };
+                self.open = Some((loc.path.clone(), file));
+            }
+            let Some((_, file)) = &self.open else {
+                continue;
+            };
+            if let Ok(bytes) = read_at(file, loc.offset, c.len)
+                && Hash::of(&bytes) == c.id
+            {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn read_at(file: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}

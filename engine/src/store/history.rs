@@ -1,0 +1,216 @@
+//! The `history` and `history_by_path` trees: an append-only log of changes made to the workspace
+//! by sync (and later by restore and merges), for `botsync history`.
+//!
+//! `history` maps a sequence number (big-endian, from sled's monotonic id generator, so newer
+//! records sort later) to a [`HistoryRecord`]; `history_by_path` maps `path NUL seq` to nothing,
+//! so a path's history is one prefix scan. Both rows are written in one transaction.
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::codec::{self, encode, history_path_key, history_path_prefix};
+use super::{Store, StoreError};
+use crate::hash::Hash;
+use crate::path::RelPath;
+use crate::peer::{AgentLabel, PeerId};
+
+/// What happened to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryAction {
+    /// A path that did not exist locally was written.
+    Created,
+    /// An existing file was replaced by another version.
+    Modified,
+    /// A file was deleted (its last version is kept in the chunk store).
+    Deleted,
+    /// A past version was restored from the chunk store.
+    Restored,
+    /// Two versions were merged into the file now in place.
+    Merged,
+}
+
+/// One change to one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// When the change was applied (ns since the epoch).
+    pub at_ns: i64,
+    /// The path changed.
+    pub path: RelPath,
+    /// What happened.
+    pub action: HistoryAction,
+    /// The peer that made the version now in place (our own id for local actions).
+    pub from_peer: PeerId,
+    /// The agent label recorded with that version.
+    pub agent: AgentLabel,
+    /// Content hash of the version replaced or deleted (`None` if there was none); its chunks
+    /// are in the chunk store for the retention period.
+    pub old_content: Option<Hash>,
+    /// Content hash of the version now in place (`None` after a deletion).
+    pub new_content: Option<Hash>,
+    /// Size in bytes of the version now in place (0 after a deletion).
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Append a record; returns its sequence number.
+    pub fn history_append(&self, record: &HistoryRecord) -> Result<u64, StoreError> {
+        let seq = self
+            .db
+            .generate_id()
+            .map_err(|e| self.db_err("numbering a history record", e))?;
+        let value = encode("history record", record)?;
+        let by_path = history_path_key(&record.path, seq);
+        let result = (&self.history, &self.history_by_path).transaction(|(history, index)| {
+            history.insert(&seq.to_be_bytes()[..], value.as_slice())?;
+            index.insert(by_path.as_slice(), &[][..])?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        match result {
+            Ok(()) => Ok(seq),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => {
+                Err(self.db_err(format!("appending history of {}", record.path), e))
+            }
+        }
+    }
+
+    /// The newest `limit` records of `path`, newest first.
+    pub fn history_for(
+        &self,
+        path: &RelPath,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let prefix = history_path_prefix(path);
+        let mut out = Vec::new();
+        for item in self.history_by_path.scan_prefix(&prefix).keys().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let k = item.map_err(|e| self.db_err(format!("listing history of {path}"), e))?;
+            let Some(seq) = k.get(prefix.len()..) else {
+                continue;
+            };
+            let raw = self
+                .history
+                .get(seq)
+                .map_err(|e| self.db_err(format!("reading history of {path}"), e))?;
+            match raw {
+                Some(v) => out.extend(self.decode_or_report::<HistoryRecord>("history", seq, &v)),
+                None => self.report("history_by_path", &k, "indexed record is missing"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` records overall, newest first.
+    pub fn history_recent(&self, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.history.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.db_err("listing recent history", e))?;
+            out.extend(self.decode_or_report::<HistoryRecord>("history", &k, &v));
+        }
+        Ok(out)
+    }
+
+    /// Remove records applied before `before_ns` (the chunk store's retention horizon); returns
+    /// how many were removed. Records are scanned oldest first and the scan stops at the first
+    /// newer one.
+    pub fn history_prune(&self, before_ns: i64) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.history.iter() {
+            let (k, v) = item.map_err(|e| self.db_err("pruning history", e))?;
+            let record: Option<HistoryRecord> = codec::decode(&v).ok();
+            if let Some(r) = &record
+                && r.at_ns >= before_ns
+            {
+                break;
+            }
+            if let (Some(r), Ok(seq)) = (&record, <[u8; 8]>::try_from(k.as_ref())) {
+                let key = history_path_key(&r.path, u64::from_be_bytes(seq));
+                self.history_by_path
+                    .remove(key)
+                    .map_err(|e| self.db_err("pruning history index", e))?;
+            }
+            self.history
+                .remove(&k)
+                .map_err(|e| self.db_err("pruning history", e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, at_ns: i64, action: HistoryAction) -> HistoryRecord {
+        HistoryRecord {
+            at_ns,
+            path: RelPath::new(path).unwrap(),
+            action,
+            from_peer: PeerId([3; 32]),
+            agent: AgentLabel::new("claude"),
+            old_content: None,
+            new_content: Some(Hash::of(path.as_bytes())),
+            bytes: 10,
+        }
+    }
+
+    #[test]
+    fn per_path_and_recent_history_are_newest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        store
+            .history_append(&record("a.md", 1, HistoryAction::Created))
+            .unwrap();
+        store
+            .history_append(&record("ab.md", 2, HistoryAction::Created))
+            .unwrap();
+        store
+            .history_append(&record("a.md", 3, HistoryAction::Modified))
+            .unwrap();
+        store
+            .history_append(&record("a.md", 4, HistoryAction::Deleted))
+            .unwrap();
+
+        let a = RelPath::new("a.md").unwrap();
+        let times: Vec<i64> = store
+            .history_for(&a, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ns)
+            .collect();
+        assert_eq!(
+            times,
+            vec![4, 3, 1],
+            "a.md's history must not include ab.md"
+        );
+        assert_eq!(
+            store.history_for(&a, 1).unwrap()[0].action,
+            HistoryAction::Deleted
+        );
+        let recent: Vec<i64> = store
+            .history_recent(2)
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ns)
+            .collect();
+        assert_eq!(recent, vec![4, 3]);
+
+        assert_eq!(store.history_prune(3).unwrap(), 2);
+        let times: Vec<i64> = store
+            .history_for(&a, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ns)
+            .collect();
+        assert_eq!(times, vec![4, 3]);
+        assert_eq!(store.history_recent(10).unwrap().len(), 2);
+        assert!(store.take_corruption().is_empty());
+    }
+}

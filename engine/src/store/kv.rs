@@ -1,0 +1,143 @@
+//! The `kv` tree: namespaced key-value pairs for features built on the index (TTL locks,
+//! generator state, coordination).
+//!
+//! A row's key is `namespace NUL key`; the value is opaque bytes chosen by the caller. A namespace
+//! is a non-empty string without NUL, so one namespace's prefix never matches another's. Writes
+//! are single-key atomic; [`Store::kv_compare_and_swap`] gives the compare-and-set a lock needs.
+
+use super::codec::SEP;
+use super::{Store, StoreError};
+
+impl Store {
+    /// The value of `key` in namespace `ns`.
+    pub fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = kv_key(ns, key)?;
+        let v = self
+            .kv
+            .get(k)
+            .map_err(|e| self.db_err(format!("reading {ns}/{key}"), e))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    /// Set `key` in namespace `ns` to `value`.
+    pub fn kv_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = kv_key(ns, key)?;
+        self.kv
+            .insert(k, value)
+            .map_err(|e| self.db_err(format!("writing {ns}/{key}"), e))?;
+        Ok(())
+    }
+
+    /// Remove `key` from namespace `ns`; returns true if it was present.
+    pub fn kv_del(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        let k = kv_key(ns, key)?;
+        let old = self
+            .kv
+            .remove(k)
+            .map_err(|e| self.db_err(format!("removing {ns}/{key}"), e))?;
+        Ok(old.is_some())
+    }
+
+    /// Every (key, value) of namespace `ns`, in key order. Keys that are not UTF-8 (never
+    /// written by this API) are reported as corruption and skipped.
+    pub fn kv_list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = kv_key(ns, "")?;
+        let mut out = Vec::new();
+        for item in self.kv.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| self.db_err(format!("listing namespace {ns}"), e))?;
+            match std::str::from_utf8(&k[prefix.len()..]) {
+                Ok(key) => out.push((key.to_owned(), v.to_vec())),
+                Err(_) => self.report("kv", &k, "key is not UTF-8"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Atomically replace the value of `key` if it currently equals `expected` (`None`: absent).
+    /// `new = None` removes the key. On mismatch returns `Ok(Err(current))` and changes nothing.
+    pub fn kv_compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let k = kv_key(ns, key)?;
+        let r = self
+            .kv
+            .compare_and_swap(k, expected, new)
+            .map_err(|e| self.db_err(format!("compare-and-swap {ns}/{key}"), e))?;
+        Ok(r.map_err(|e| e.current.map(|c| c.to_vec())))
+    }
+}
+
+fn kv_key(ns: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+    if ns.is_empty() || ns.as_bytes().contains(&SEP) {
+        return Err(StoreError::InvalidKey {
+            what: "namespace",
+            value: ns.to_owned(),
+            reason: "a namespace must be non-empty and contain no NUL byte",
+        });
+    }
+    let mut k = Vec::with_capacity(ns.len() + 1 + key.len());
+    k.extend_from_slice(ns.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(key.as_bytes());
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_isolated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        store.kv_put("locks", "memory/a.md", b"peer1").unwrap();
+        store.kv_put("locks2", "x", b"other").unwrap();
+        store.kv_put("state", "k", b"v").unwrap();
+        assert_eq!(
+            store.kv_get("locks", "memory/a.md").unwrap(),
+            Some(b"peer1".to_vec())
+        );
+        assert_eq!(
+            store.kv_list("locks").unwrap(),
+            vec![("memory/a.md".to_owned(), b"peer1".to_vec())]
+        );
+        assert!(store.kv_del("locks", "memory/a.md").unwrap());
+        assert!(!store.kv_del("locks", "memory/a.md").unwrap());
+        assert!(store.kv_list("locks").unwrap().is_empty());
+        assert_eq!(store.kv_list("locks2").unwrap().len(), 1);
+        assert!(matches!(
+            store.kv_put("", "k", b""),
+            Err(StoreError::InvalidKey { .. })
+        ));
+        assert!(store.kv_get("a\0b", "k").is_err());
+    }
+
+    #[test]
+    fn compare_and_swap_acts_like_a_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        assert_eq!(
+            store
+                .kv_compare_and_swap("locks", "l", None, Some(b"me"))
+                .unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store
+                .kv_compare_and_swap("locks", "l", None, Some(b"you"))
+                .unwrap(),
+            Err(Some(b"me".to_vec()))
+        );
+        assert_eq!(
+            store
+                .kv_compare_and_swap("locks", "l", Some(b"me"), None)
+                .unwrap(),
+            Ok(())
+        );
+        assert_eq!(store.kv_get("locks", "l").unwrap(), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! The `peers` and `peer_meta` trees: what we last knew each peer had.
+//!
+//! `peers` maps (peer id, path) to the [`FileEntry`] the peer last advertised, so a later sync
+//! knows what changed on either side since. `peer_meta` holds one [`PeerMeta`] per peer. Both are
+//! caches: losing them costs one full comparison with the peer, never data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, encode, peer_key};
+use super::{Store, StoreError};
+use crate::entry::FileEntry;
+use crate::hash::Hash;
+use crate::path::RelPath;
+use crate::peer::PeerId;
+
+/// Per-peer facts kept between syncs. New fields must have defaults so old records decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerMeta {
+    /// When the last complete sync with the peer finished (ns since the epoch).
+    pub last_sync_ns: Option<i64>,
+    /// The peer's workspace Merkle root as seen at that sync.
+    pub merkle_root: Option<Hash>,
+    /// Our own Merkle root at that sync.
+    pub local_root: Option<Hash>,
+}
+
+impl Store {
+    /// Record what `peer` has at `entry.path`.
+    pub fn peer_put(&self, peer: &PeerId, entry: &FileEntry) -> Result<(), StoreError> {
+        self.peer_put_many(peer, std::slice::from_ref(entry))
+    }
+
+    /// Record several entries of `peer` in one atomic batch.
+    pub fn peer_put_many<'a>(
+        &self,
+        peer: &PeerId,
+        entries: impl IntoIterator<Item = &'a FileEntry>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(peer_key(&peer.0, &e.path), encode("peer entry", e)?);
+        }
+        self.peers
+            .apply_batch(batch)
+            .map_err(|e| self.db_err(format!("recording entries of peer {peer}"), e))
+    }
+
+    /// What `peer` had at `path`, if known.
+    pub fn peer_get(&self, peer: &PeerId, path: &RelPath) -> Result<Option<FileEntry>, StoreError> {
+        let key = peer_key(&peer.0, path);
+        let raw = self
+            .peers
+            .get(&key)
+            .map_err(|e| self.db_err(format!("reading {path} of peer {peer}"), e))?;
+        Ok(raw.and_then(|v| self.decode_or_report("peers", &key, &v)))
+    }
+
+    /// Everything known about `peer`, by path. Undecodable records are skipped and reported.
+    pub fn peer_all(&self, peer: &PeerId) -> Result<BTreeMap<RelPath, FileEntry>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.peers.scan_prefix(peer.0) {
+            let (k, v) = item.map_err(|e| self.db_err(format!("listing peer {peer}"), e))?;
+            let Some(entry) = self.decode_or_report::<FileEntry>("peers", &k, &v) else {
+                continue;
+            };
+            match codec::parse_path(&k[32..]) {
+                Ok(path) if path == entry.path => {
+                    out.insert(path, entry);
+                }
+                _ => self.report("peers", &k, "entry path does not match its key"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forget one path of `peer`.
+    pub fn peer_remove(&self, peer: &PeerId, path: &RelPath) -> Result<(), StoreError> {
+        self.peers
+            .remove(peer_key(&peer.0, path))
+            .map_err(|e| self.db_err(format!("forgetting {path} of peer {peer}"), e))?;
+        Ok(())
+    }
+
+    /// Forget everything about `peer` (entries and metadata), e.g. when it is removed.
+    pub fn peer_forget(&self, peer: &PeerId) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.peers.scan_prefix(peer.0).keys() {
+            batch.remove(item.map_err(|e| self.db_err(format!("listing peer {peer}"), e))?);
+        }
+        self.peers
+            .apply_batch(batch)
+            .map_err(|e| self.db_err(format!("forgetting peer {peer}"), e))?;
+        self.peer_meta
+            .remove(peer.0)
+            .map_err(|e| self.db_err(format!("forgetting metadata of peer {peer}"), e))?;
+        Ok(())
+    }
+
+    /// The recorded facts about `peer` (defaults if none, or if the record is corrupt).
+    pub fn peer_meta_get(&self, peer: &PeerId) -> Result<PeerMeta, StoreError> {
+        let raw = self
+            .peer_meta
+            .get(peer.0)
+            .map_err(|e| self.db_err(format!("reading metadata of peer {peer}"), e))?;
+        Ok(raw
+            .and_then(|v| self.decode_or_report("peer_meta", &peer.0, &v))
+            .unwrap_or_default())
+    }
+
+    /// Record facts about `peer`.
+    pub fn peer_meta_put(&self, peer: &PeerId, meta: &PeerMeta) -> Result<(), StoreError> {
+        self.peer_meta
+            .insert(peer.0, encode("peer metadata", meta)?)
+            .map_err(|e| self.db_err(format!("writing metadata of peer {peer}"), e))?;
+        Ok(())
+    }
+
+    /// Every peer with recorded metadata.
+    pub fn peer_meta_all(&self) -> Result<BTreeMap<PeerId, PeerMeta>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.peer_meta.iter() {
+            let (k, v) = item.map_err(|e| self.db_err("listing peer metadata", e))?;
+            let Ok(id) = <[u8; 32]>::try_from(k.as_ref()) else {
+                self.report("peer_meta", &k, "key is not a peer id");
+                continue;
+            };
+            if let Some(meta) = self.decode_or_report("peer_meta", &k, &v) {
+                out.insert(PeerId(id), meta);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{EntryKind, Mode};
+    use crate::peer::{AgentLabel, Attribution};
+    use crate::{ChunkerParams, VersionVector};
+
+    fn tombstone(path: &str, by: PeerId) -> FileEntry {
+        let mut version = VersionVector::new();
+        version.increment(by);
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::Tombstone,
+            size: 0,
+            mtime_ns: 0,
+            mode: Mode::default(),
+            content: Hash::ZERO,
+            chunks: Vec::new(),
+            chunker: ChunkerParams::DEFAULT,
+            version,
+            parent: None,
+            changed_by: Attribution {
+                peer: by,
+                agent: AgentLabel::new("x"),
+            },
+        }
+    }
+
+    #[test]
+    fn peers_are_kept_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        let (p, q) = (PeerId([1; 32]), PeerId([2; 32]));
+        let a = tombstone("a.md", p);
+        store
+            .peer_put_many(&p, [&a, &tombstone("b/c.md", p)])
+            .unwrap();
+        store.peer_put(&q, &tombstone("a.md", q)).unwrap();
+        assert_eq!(store.peer_get(&p, &a.path).unwrap(), Some(a.clone()));
+        assert_eq!(store.peer_all(&p).unwrap().len(), 2);
+        assert_eq!(store.peer_all(&q).unwrap().len(), 1);
+
+        let meta = PeerMeta {
+            last_sync_ns: Some(5),
+            merkle_root: Some(Hash::of(b"r")),
+            local_root: None,
+        };
+        store.peer_meta_put(&p, &meta).unwrap();
+        assert_eq!(store.peer_meta_get(&p).unwrap(), meta);
+        assert_eq!(store.peer_meta_get(&q).unwrap(), PeerMeta::default());
+
+        store.peer_remove(&p, &a.path).unwrap();
+        assert_eq!(store.peer_get(&p, &a.path).unwrap(), None);
+        store.peer_forget(&p).unwrap();
+        assert!(store.peer_all(&p).unwrap().is_empty());
+        assert!(store.peer_meta_all().unwrap().is_empty());
+        assert_eq!(store.peer_all(&q).unwrap().len(), 1);
+    }
+}

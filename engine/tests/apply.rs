@@ -1,0 +1,514 @@
+//! Applying a peer's versions to a real workspace on disk, as a sync does.
+
+// Test helpers unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use botsync_engine::apply::{
+    ApplyContext, ApplyError, ApplyOutcome, ChunkSource, NoSource, SourceError, TEMP_PREFIX,
+    apply_entry, missing_chunks,
+};
+use botsync_engine::chunk::ChunkerKind;
+use botsync_engine::chunkstore::ChunkStore;
+use botsync_engine::chunktree::content_hash;
+use botsync_engine::store::{HistoryAction, LocalUpdate, Store};
+use botsync_engine::{
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
+    LocalEntry, Mode, PeerId, RelPath, StatSig, VersionVector,
+};
+
+const ME: PeerId = PeerId([1; 32]);
+const LAPTOP: PeerId = PeerId([2; 32]);
+/// Small chunks, so that notes of a few kilobytes have many.
+const SMALL: ChunkerParams = ChunkerParams {
+    kind: ChunkerKind::FastCdc2020,
+    min: 64,
+    avg: 256,
+    max: 1024,
+};
+const NOW: i64 = 1_800_000_000_000_000_000;
+
+/// An agent workspace with its index and chunk store.
+struct Workspace {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    store: Store,
+    chunks: ChunkStore,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("agent");
+        fs::create_dir_all(root.join(".botsync")).unwrap();
+        let (store, _) = Store::open(&root.join(".botsync/db")).unwrap();
+        let chunks = ChunkStore::open(&root.join(".botsync/store")).unwrap();
+        Workspace {
+            _tmp: tmp,
+            root,
+            store,
+            chunks,
+        }
+    }
+
+    /// The agent writes a file, and the scanner records it.
+    fn write_and_scan(&self, path: &str, bytes: &[u8]) -> LocalEntry {
+        let on_disk = self.root.join(path);
+        fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
+        fs::write(&on_disk, bytes).unwrap();
+        let meta = fs::metadata(&on_disk).unwrap();
+        let (mut entry, _) = version(path, bytes, ME);
+        entry.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let local = LocalEntry {
+            entry,
+            stat: Some(StatSig {
+                size: meta.len(),
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+                ino: meta.ino(),
+                dev: meta.dev(),
+            }),
+            recorded_at_ns: NOW - 1,
+        };
+        self.store
+            .commit_local([LocalUpdate::Put(local.clone())])
+            .unwrap();
+        local
+    }
+
+    fn apply(
+        &self,
+        target: &FileEntry,
+        expected: Option<&LocalEntry>,
+        source: &mut dyn ChunkSource,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let ctx = ApplyContext {
+            root: &self.root,
+            store: &self.store,
+            chunks: &self.chunks,
+            now_ns: NOW,
+        };
+        apply_entry(&ctx, target, expected, source)
+    }
+
+    fn read(&self, path: &str) -> Vec<u8> {
+        fs::read(self.root.join(path)).unwrap()
+    }
+
+    /// Every apply temp file left anywhere in the workspace.
+    fn temp_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    out.push(p.clone());
+                }
+                if e.file_type().unwrap().is_dir() {
+                    walk(&p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+}
+
+/// A version of `path` with content `bytes` made by `by`, and a source holding its chunks (what
+/// the peer would send).
+fn version(path: &str, bytes: &[u8], by: PeerId) -> (FileEntry, HashMap<Hash, Vec<u8>>) {
+    let mut source = HashMap::new();
+    let mut chunks = Vec::new();
+    Chunker::new(SMALL)
+        .for_each_chunk(bytes, |b| {
+            source.insert(Hash::of(b), b.to_vec());
+            chunks.push(ChunkRef {
+                id: Hash::of(b),
+                len: b.len() as u32,
+            });
+            Ok(())
+        })
+        .unwrap();
+    let mut vector = VersionVector::new();
+    vector.increment(by);
+    let entry = FileEntry {
+        path: RelPath::new(path).unwrap(),
+        kind: EntryKind::File,
+        size: bytes.len() as u64,
+        mtime_ns: 1_700_000_000_000_000_000,
+        mode: Mode::default(),
+        content: content_hash(&chunks),
+        chunks,
+        chunker: SMALL,
+        version: vector,
+        parent: None,
+        changed_by: Attribution {
+            peer: by,
+            agent: AgentLabel::new("laptop-agent"),
+        },
+    };
+    (entry, source)
+}
+
+/// Notes of `lines` numbered lines: text that chunks into many pieces.
+fn notes(lines: usize, tag: &str) -> Vec<u8> {
+    (0..lines)
+        .map(|i| {
+            format!(
+                "- {tag} observation {i}: the user prefers short answers ({})\n",
+                i * 7919
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn a_new_note_from_a_peer_appears_whole() {
+    let ws = Workspace::new();
+    let text = notes(200, "new");
+    let (entry, mut laptop) = version("memory/2026-11-21.md", &text, LAPTOP);
+
+    let outcome = ws.apply(&entry, None, &mut laptop).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Written {
+            bytes_from_local: 0,
+            bytes_from_store: 0,
+            bytes_from_source: text.len() as u64
+        }
+    );
+    assert_eq!(ws.read("memory/2026-11-21.md"), text);
+    let recorded = ws.store.local_get(&entry.path).unwrap().unwrap();
+    assert_eq!(recorded.entry, entry);
+    assert_eq!(recorded.recorded_at_ns, NOW);
+    let history = ws.store.history_for(&entry.path, 10).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].action, history[0].from_peer),
+        (HistoryAction::Created, LAPTOP)
+    );
+    assert!(ws.temp_files().is_empty());
+}
+
+#[test]
+fn a_modified_note_replaces_the_old_which_stays_restorable() {
+    let ws = Workspace::new();
+    let old_text = notes(200, "v1");
+    let local = ws.write_and_scan("MEMORY.md", &old_text);
+    let mut new_text = old_text.clone();
+    new_text.extend_from_slice(b"- the laptop learned something new\n");
+    let (entry, mut laptop) = version("MEMORY.md", &new_text, LAPTOP);
+
+    let outcome = ws.apply(&entry, Some(&local), &mut laptop).unwrap();
+
+    // Unchanged chunks came from the old file on disk; only the tail came from the peer.
+    let ApplyOutcome::Written {
+        bytes_from_local,
+        bytes_from_source,
+        ..
+    } = outcome
+    else {
+        panic!("expected a write, got {outcome:?}");
+    };
+    assert!(bytes_from_local > bytes_from_source, "{outcome:?}");
+    assert_eq!(ws.read("MEMORY.md"), new_text);
+
+    // The old version is in the chunk store and can be rebuilt from its content hash.
+    let history = ws.store.history_for(&entry.path, 1).unwrap();
+    assert_eq!(history[0].action, HistoryAction::Modified);
+    let old_content = history[0].old_content.unwrap();
+    assert_eq!(old_content, local.entry.content);
+    let manifest = ws.chunks.manifest(&old_content).unwrap().unwrap();
+    let restored: Vec<u8> = manifest
+        .iter()
+        .flat_map(|c| ws.chunks.get(&c.id).unwrap().unwrap())
+        .collect();
+    assert_eq!(restored, old_text);
+}
+
+#[test]
+fn a_renamed_file_is_rebuilt_from_local_bytes_without_fetching() {
+    let ws = Workspace::new();
+    let text = notes(300, "topic");
+    ws.write_and_scan("memory/topics/draft.md", &text);
+    let (renamed, _) = version("memory/topics/rust.md", &text, LAPTOP);
+
+    assert!(
+        missing_chunks(&ws.store, &ws.chunks, &renamed)
+            .unwrap()
+            .is_empty(),
+        "nothing to fetch"
+    );
+    let outcome = ws.apply(&renamed, None, &mut NoSource).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Written {
+            bytes_from_local: text.len() as u64,
+            bytes_from_store: 0,
+            bytes_from_source: 0
+        }
+    );
+    assert_eq!(ws.read("memory/topics/rust.md"), text);
+}
+
+#[test]
+fn a_file_edited_after_planning_is_never_clobbered() {
+    let ws = Workspace::new();
+    let planned_from = ws.write_and_scan("USER.md", b"name: Ada\n");
+    let (entry, mut laptop) = version("USER.md", b"name: Ada Lovelace\n", LAPTOP);
+
+    // The local agent edits USER.md after the sync planned but before it applies.
+    fs::write(ws.root.join("USER.md"), b"name: Ada\ntimezone: UTC\n").unwrap();
+    let outcome = ws.apply(&entry, Some(&planned_from), &mut laptop).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::LocalChanged {
+            path: entry.path.clone()
+        }
+    );
+    assert_eq!(ws.read("USER.md"), b"name: Ada\ntimezone: UTC\n");
+    assert_eq!(ws.store.local_get(&entry.path).unwrap(), Some(planned_from));
+    assert!(ws.store.history_recent(10).unwrap().is_empty());
+    assert!(ws.temp_files().is_empty());
+}
+
+#[test]
+fn an_edit_during_the_apply_is_noticed_before_the_rename() {
+    /// A peer that is slow: while its chunk is in flight, the local agent edits the file.
+    struct EditWhileFetching<'a> {
+        file: PathBuf,
+        chunks: &'a mut HashMap<Hash, Vec<u8>>,
+    }
+    impl ChunkSource for EditWhileFetching<'_> {
+        fn fetch(&mut self, id: &Hash, len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+            fs::write(&self.file, b"- edited by the local agent meanwhile\n")?;
+            self.chunks.fetch(id, len)
+        }
+    }
+    let ws = Workspace::new();
+    let planned_from = ws.write_and_scan("memory/log.md", b"- first\n");
+    let (entry, mut laptop) = version("memory/log.md", b"- first\n- from the laptop\n", LAPTOP);
+    let mut source = EditWhileFetching {
+        file: ws.root.join("memory/log.md"),
+        chunks: &mut laptop,
+    };
+
+    let outcome = ws.apply(&entry, Some(&planned_from), &mut source).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::LocalChanged {
+            path: entry.path.clone()
+        }
+    );
+    assert_eq!(
+        ws.read("memory/log.md"),
+        b"- edited by the local agent meanwhile\n"
+    );
+    assert!(ws.temp_files().is_empty());
+}
+
+#[test]
+fn a_symlinked_directory_is_never_written_through() {
+    let ws = Workspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), ws.root.join("memory")).unwrap();
+    let (entry, mut laptop) = version("memory/inject.md", b"payload\n", LAPTOP);
+
+    let err = ws.apply(&entry, None, &mut laptop).unwrap_err();
+
+    assert!(
+        matches!(&err, ApplyError::UnsafePath { component, .. } if component.ends_with("memory")),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing appears outside"
+    );
+
+    // A symlink deeper in the path is refused as well, and so is a file where a directory
+    // should be.
+    fs::create_dir_all(ws.root.join("skills")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), ws.root.join("skills/evil")).unwrap();
+    let (deep, mut laptop) = version("skills/evil/new/SKILL.md", b"payload\n", LAPTOP);
+    assert!(matches!(
+        ws.apply(&deep, None, &mut laptop),
+        Err(ApplyError::UnsafePath { .. })
+    ));
+    fs::write(ws.root.join("config"), b"a file").unwrap();
+    let (under_file, mut laptop) = version("config/x.json", b"{}", LAPTOP);
+    assert!(matches!(
+        ws.apply(&under_file, None, &mut laptop),
+        Err(ApplyError::UnsafePath { .. })
+    ));
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_forged_chunk_is_rejected() {
+    let ws = Workspace::new();
+    let text = notes(50, "forged");
+    let (entry, mut laptop) = version("memory/facts.md", &text, LAPTOP);
+    let victim = entry.chunks[1].id;
+    let forged = laptop.get_mut(&victim).unwrap();
+    forged[0] ^= 0xFF;
+
+    let err = ws.apply(&entry, None, &mut laptop).unwrap_err();
+
+    assert!(
+        matches!(err, ApplyError::ChunkMismatch { id, .. } if id == victim),
+        "{err}"
+    );
+    assert!(!ws.root.join("memory/facts.md").exists());
+    assert!(ws.temp_files().is_empty());
+}
+
+#[test]
+fn missing_chunks_leave_no_temp_file_and_a_retry_fetches_only_those() {
+    let ws = Workspace::new();
+    let text = notes(200, "partial");
+    let (entry, mut laptop) = version("memory/big.md", &text, LAPTOP);
+    // The connection dropped: the peer's chunks 3 and 5 never arrived.
+    let lost: Vec<Hash> = vec![entry.chunks[3].id, entry.chunks[5].id];
+    let mut partial = laptop.clone();
+    for id in &lost {
+        partial.remove(id);
+    }
+    assert_eq!(
+        missing_chunks(&ws.store, &ws.chunks, &entry).unwrap().len(),
+        entry.chunks.len()
+    );
+
+    let outcome = ws.apply(&entry, None, &mut partial).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::MissingChunks { ids: lost.clone() });
+    assert!(!ws.root.join("memory/big.md").exists());
+    assert!(ws.temp_files().is_empty());
+    // What did arrive was staged in the chunk store: only the lost chunks are still missing.
+    let still: Vec<Hash> = missing_chunks(&ws.store, &ws.chunks, &entry)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(still, lost);
+
+    let mut retry: HashMap<Hash, Vec<u8>> = lost
+        .iter()
+        .map(|id| (*id, laptop.remove(id).unwrap()))
+        .collect();
+    let outcome = ws.apply(&entry, None, &mut retry).unwrap();
+    let ApplyOutcome::Written {
+        bytes_from_source,
+        bytes_from_store,
+        ..
+    } = outcome
+    else {
+        panic!("expected a write, got {outcome:?}");
+    };
+    let lost_bytes: u64 = entry
+        .chunks
+        .iter()
+        .filter(|c| lost.contains(&c.id))
+        .map(|c| u64::from(c.len))
+        .sum();
+    assert_eq!(bytes_from_source, lost_bytes);
+    assert_eq!(bytes_from_store, text.len() as u64 - lost_bytes);
+    assert_eq!(ws.read("memory/big.md"), text);
+}
+
+#[test]
+fn a_remote_deletion_keeps_the_last_version() {
+    let ws = Workspace::new();
+    let text = notes(40, "obsolete");
+    let local = ws.write_and_scan("memory/old-topic.md", &text);
+    let mut tombstone = local.entry.clone();
+    tombstone.kind = EntryKind::Tombstone;
+    tombstone.size = 0;
+    tombstone.chunks.clear();
+    tombstone.content = Hash::ZERO;
+    tombstone.version.increment(LAPTOP);
+    tombstone.changed_by.peer = LAPTOP;
+
+    let outcome = ws.apply(&tombstone, Some(&local), &mut NoSource).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::Deleted);
+    assert!(!ws.root.join("memory/old-topic.md").exists());
+    let recorded = ws.store.local_get(&tombstone.path).unwrap().unwrap();
+    assert!(recorded.entry.is_tombstone());
+    assert!(
+        ws.store
+            .locate_chunk(&local.entry.chunks[0].id)
+            .unwrap()
+            .is_empty()
+    );
+    let history = ws.store.history_for(&tombstone.path, 1).unwrap();
+    assert_eq!(
+        (history[0].action, history[0].old_content),
+        (HistoryAction::Deleted, Some(local.entry.content))
+    );
+    let manifest = ws.chunks.manifest(&local.entry.content).unwrap().unwrap();
+    let restored: Vec<u8> = manifest
+        .iter()
+        .flat_map(|c| ws.chunks.get(&c.id).unwrap().unwrap())
+        .collect();
+    assert_eq!(restored, text);
+
+    // Applying the same deletion again changes nothing on disk.
+    assert_eq!(
+        ws.apply(&tombstone, Some(&recorded), &mut NoSource)
+            .unwrap(),
+        ApplyOutcome::AlreadyCurrent
+    );
+}
+
+#[test]
+fn a_deletion_of_a_locally_edited_file_is_refused() {
+    let ws = Workspace::new();
+    let local = ws.write_and_scan("memory/keep.md", b"v1\n");
+    let mut tombstone = local.entry.clone();
+    tombstone.kind = EntryKind::Tombstone;
+    tombstone.size = 0;
+    tombstone.chunks.clear();
+    tombstone.content = Hash::ZERO;
+    fs::write(ws.root.join("memory/keep.md"), b"v1\nedited\n").unwrap();
+
+    let outcome = ws.apply(&tombstone, Some(&local), &mut NoSource).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::LocalChanged {
+            path: tombstone.path.clone()
+        }
+    );
+    assert_eq!(ws.read("memory/keep.md"), b"v1\nedited\n");
+}
+
+#[test]
+fn identical_content_only_updates_the_index() {
+    let ws = Workspace::new();
+    let local = ws.write_and_scan("IDENTITY.md", b"I am the server agent\n");
+    let (mut same, _) = version("IDENTITY.md", b"I am the server agent\n", LAPTOP);
+    same.version = local.entry.version.merge(&same.version);
+    let inode_before = fs::metadata(ws.root.join("IDENTITY.md")).unwrap().ino();
+
+    let outcome = ws.apply(&same, Some(&local), &mut NoSource).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::AlreadyCurrent);
+    assert_eq!(
+        fs::metadata(ws.root.join("IDENTITY.md")).unwrap().ino(),
+        inode_before,
+        "file untouched"
+    );
+    let recorded = ws.store.local_get(&same.path).unwrap().unwrap();
+    assert_eq!(recorded.entry.version, same.version);
+    assert_eq!(recorded.stat, local.stat);
+}
