@@ -1,1 +1,3 @@
-
+pub mod close;
+pub mod identity;
+pub mod tls;
