@@ -143,6 +143,7 @@ impl fmt::Display for CloseCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 

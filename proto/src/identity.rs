@@ -342,6 +342,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -383,6 +383,7 @@ fn verify_signature(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
