@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use botsync_engine::PeerId;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{ConnectionError, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use quinn::{
+    ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt,
+};
 
 use crate::close::CloseCode;
 use crate::identity::{CERT_SUBJECT, Identity};
@@ -55,6 +57,11 @@ pub struct EndpointOptions {
     pub send_window: u32,
     /// Concurrent bidirectional (and, separately, unidirectional) streams a peer may open.
     pub max_streams: u32,
+    /// Kernel receive and send buffer asked for the UDP socket. Linux's default (208 KiB) is
+    /// smaller than one window, so a burst overflows it and the drop reads as congestion. The
+    /// kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped request is not an
+    /// error.
+    pub socket_buffer: usize,
 }
 
 impl Default for EndpointOptions {
@@ -69,6 +76,7 @@ impl Default for EndpointOptions {
             stream_window: 1 << 20,
             send_window: 4 << 20,
             max_streams: 256,
+            socket_buffer: 4 << 20,
         }
     }
 }
@@ -129,8 +137,12 @@ impl Endpoint {
         let identity = identity.into();
         let transport = Arc::new(options.transport_config());
         let (server, _slot) = quic_server_config(&identity, &allowed, &transport)?;
-        let quinn = quinn::Endpoint::server(server, addr)
-            .map_err(|source| EndpointError::Bind { addr, source })?;
+        let bind_err = |source| EndpointError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        size_socket_buffers(&socket, options.socket_buffer);
+        let runtime = quinn::default_runtime().ok_or(EndpointError::NoRuntime)?;
+        let quinn = quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
+            .map_err(bind_err)?;
         Ok(Endpoint {
             quinn,
             identity,
@@ -383,6 +395,9 @@ pub enum EndpointError {
         /// What quinn said.
         reason: String,
     },
+    /// `bind` was called outside a tokio runtime.
+    #[error("the quic endpoint needs a tokio runtime; bind it from inside one")]
+    NoRuntime,
     /// The socket's address could not be read.
     #[error("cannot read the endpoint's local address: {0}")]
     LocalAddr(#[source] io::Error),
@@ -531,6 +546,20 @@ fn quic_server_config(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport.clone());
     Ok((config, slot))
+}
+
+/// Ask for larger kernel socket buffers; best effort (the kernel may cap or refuse the size, and
+/// the endpoint still works with its default buffers, only with more drops under bursts).
+fn size_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let Ok(state) = quinn::udp::UdpSocketState::new(socket.into()) else {
+        return;
+    };
+    if let Err(e) = state.set_recv_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "cannot enlarge the udp receive buffer");
+    }
+    if let Err(e) = state.set_send_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "cannot enlarge the udp send buffer");
+    }
 }
 
 fn handshake_failure(addr: SocketAddr, slot: &VerdictSlot, source: ConnectionError) -> AcceptError {
