@@ -344,6 +344,8 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -459,6 +461,36 @@ mod tests {
             b"not a certificate at all",
         ] {
             assert!(peer_id_of_cert(&CertificateDer::from(bytes.to_vec())).is_err());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_cert_parser(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = peer_id_of_cert(&CertificateDer::from(bytes));
+        }
+
+        #[test]
+        fn a_corrupted_certificate_never_panics_and_never_keeps_its_id(
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let id = Identity::generate().unwrap();
+            let mut der = id.cert_der().to_vec();
+            let i = at.index(der.len());
+            der[i] ^= flip;
+            // Either the certificate no longer parses, or it names a key; if the flipped byte was
+            // inside the public key, the id must change.
+            if let Ok(other) = peer_id_of_cert(&CertificateDer::from(der)) {
+                let spki = rcgen::PublicKeyData::subject_public_key_info(&id.key);
+                let cert = id.cert_der().as_ref();
+                let start = cert.windows(spki.len()).position(|w| w == spki.as_slice()).unwrap();
+                if (start..start + spki.len()).contains(&i) {
+                    prop_assert_ne!(other, id.peer_id());
+                }
+            }
         }
     }
 }
