@@ -1,1 +1,4 @@
-
+pub mod close;
+pub mod endpoint;
+pub mod identity;
+pub mod tls;

@@ -1,0 +1,650 @@
+//! [`Endpoint`]: one QUIC endpoint (one UDP socket) that both listens for and dials botsync peers.
+//!
+//! This module owns the QUIC transport parameters ([`EndpointOptions`]) and turns handshake
+//! outcomes into errors a user can act on ([`ConnectError`], [`AcceptError`]): which id a peer
+//! presented, which one was expected, whether a peer refused us. It hands out authenticated
+//! [`Connection`]s whose [`PeerId`] comes from the peer's certificate. It does not know what is
+//! sent over a connection (that is the session) nor where peer addresses come from (peers.json,
+//! read by the CLI).
+//!
+//! A dialer's QUIC handshake completes before the listener has checked the dialer's certificate;
+//! [`Endpoint::connect`] therefore also waits for the listener's `HANDSHAKE_DONE` (the handshake
+//! is *confirmed*, RFC 9001 §4.1.2), so a listener that refuses us fails `connect` itself instead
+//! of the first stream operation.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use botsync_engine::PeerId;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{
+    ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt,
+};
+
+use crate::close::CloseCode;
+use crate::identity::{CERT_SUBJECT, Identity};
+use crate::tls::{self, AllowedPeers, RemoteIdError, TlsError, Verdict, VerdictSlot};
+
+/// The UDP port botsync listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7474;
+
+/// QUIC and handshake parameters. [`Default`] is tuned for peers joined by Tailscale (1280-byte
+/// tunnel MTU) on links up to about 100 Mbit/s × 100 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointOptions {
+    /// Give up dialing (or accepting) a handshake after this long.
+    pub connect_timeout: Duration,
+    /// UDP payload size used from the first packet: 1200, the QUIC minimum.
+    pub initial_mtu: u16,
+    /// Largest UDP payload MTU discovery may probe: 1232 = 1280 (Tailscale's tunnel MTU, also the
+    /// IPv6 minimum) − 40 (IPv6 header) − 8 (UDP header).
+    pub max_mtu: u16,
+    /// Send a keep-alive after this much silence (well below `idle_timeout`, so NAT and Tailscale
+    /// mappings stay open).
+    pub keep_alive: Duration,
+    /// Close a connection after this much silence from the peer.
+    pub idle_timeout: Duration,
+    /// Bytes the peer may have in flight to us across all streams. A 100 Mbit/s × 100 ms path has
+    /// a bandwidth-delay product of about 1.25 MB; twice and a bit more leaves room for loss
+    /// recovery.
+    pub connection_window: u32,
+    /// Bytes the peer may have in flight to us on one stream.
+    pub stream_window: u32,
+    /// Bytes we keep in flight to the peer across all streams.
+    pub send_window: u32,
+    /// Concurrent bidirectional (and, separately, unidirectional) streams a peer may open.
+    pub max_streams: u32,
+    /// Kernel receive and send buffer asked for the UDP socket. Linux's default (208 KiB) is
+    /// smaller than one window, so a burst overflows it and the drop reads as congestion. The
+    /// kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped request is not an
+    /// error.
+    pub socket_buffer: usize,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> EndpointOptions {
+        EndpointOptions {
+            connect_timeout: Duration::from_secs(10),
+            initial_mtu: 1200,
+            max_mtu: 1232,
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            connection_window: 4 << 20,
+            stream_window: 1 << 20,
+            send_window: 4 << 20,
+            max_streams: 256,
+            socket_buffer: 4 << 20,
+        }
+    }
+}
+
+impl EndpointOptions {
+    /// The quinn transport configuration these options describe.
+    pub fn transport_config(&self) -> TransportConfig {
+        let mut t = TransportConfig::default();
+        t.initial_mtu(self.initial_mtu);
+        if self.max_mtu > self.initial_mtu {
+            let mut discovery = MtuDiscoveryConfig::default();
+            discovery.upper_bound(self.max_mtu);
+            t.mtu_discovery_config(Some(discovery));
+        } else {
+            t.mtu_discovery_config(None);
+        }
+        t.keep_alive_interval(Some(self.keep_alive));
+        // Saturate: an idle timeout beyond 2^32 ms (49 days) is indistinguishable from forever.
+        let idle_ms = u32::try_from(self.idle_timeout.as_millis()).unwrap_or(u32::MAX);
+        t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(idle_ms))));
+        t.receive_window(VarInt::from_u32(self.connection_window));
+        t.stream_receive_window(VarInt::from_u32(self.stream_window));
+        t.send_window(u64::from(self.send_window));
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams));
+        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_streams));
+        t
+    }
+}
+
+/// A bound QUIC endpoint: listens on its UDP socket and dials from the same socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    quinn: quinn::Endpoint,
+    identity: Arc<Identity>,
+    allowed: AllowedPeers,
+    transport: Arc<TransportConfig>,
+    options: EndpointOptions,
+}
+
+impl Endpoint {
+    /// Bind `addr` with the default [`EndpointOptions`]; peers in `allowed` may connect.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: impl Into<Arc<Identity>>,
+        allowed: AllowedPeers,
+    ) -> Result<Endpoint, EndpointError> {
+        Endpoint::bind_with(addr, identity, allowed, EndpointOptions::default())
+    }
+
+    /// Bind `addr` with explicit options.
+    pub fn bind_with(
+        addr: SocketAddr,
+        identity: impl Into<Arc<Identity>>,
+        allowed: AllowedPeers,
+        options: EndpointOptions,
+    ) -> Result<Endpoint, EndpointError> {
+        let identity = identity.into();
+        let transport = Arc::new(options.transport_config());
+        let (server, _slot) = quic_server_config(&identity, &allowed, &transport)?;
+        let bind_err = |source| EndpointError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        size_socket_buffers(&socket, options.socket_buffer);
+        let runtime = quinn::default_runtime().ok_or(EndpointError::NoRuntime)?;
+        let quinn = quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
+            .map_err(bind_err)?;
+        Ok(Endpoint {
+            quinn,
+            identity,
+            allowed,
+            transport,
+            options,
+        })
+    }
+
+    /// Dial the peer at `addr`, which must prove it is `expected`. Returns once the handshake is
+    /// confirmed by both sides, or fails after [`EndpointOptions::connect_timeout`].
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: PeerId,
+    ) -> Result<Connection, ConnectError> {
+        let (tls, slot) = tls::client_config(&self.identity, expected)?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| EndpointError::QuicTls {
+            reason: e.to_string(),
+        })?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(self.transport.clone());
+        let connecting = self
+            .quinn
+            .connect_with(config, addr, CERT_SUBJECT)
+            .map_err(|source| ConnectError::Start { addr, source })?;
+        let after = self.options.connect_timeout;
+        let handshake = async {
+            let conn = connecting.await?;
+            wait_confirmed(&conn).await?;
+            Ok::<_, ConnectionError>(conn)
+        };
+        let conn = match tokio::time::timeout(after, handshake).await {
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    addr,
+                    peer: expected,
+                    after,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(self.connect_failure(addr, expected, slot.get(), source));
+            }
+            Ok(Ok(conn)) => conn,
+        };
+        let peer = tls::remote_peer_id(&conn)
+            .map_err(|source| ConnectError::NoIdentity { addr, source })?;
+        if peer != expected {
+            // Unreachable while the verifier works; checked again because it is the whole point.
+            CloseCode::UnknownPeer.close(&conn);
+            return Err(ConnectError::UnexpectedPeer {
+                addr,
+                expected,
+                presented: peer,
+            });
+        }
+        Ok(Connection { inner: conn, peer })
+    }
+
+    /// Wait for the next incoming connection attempt; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Incoming> {
+        let inner = self.quinn.accept().await?;
+        Some(Incoming {
+            inner,
+            identity: self.identity.clone(),
+            allowed: self.allowed.clone(),
+            transport: self.transport.clone(),
+            timeout: self.options.connect_timeout,
+        })
+    }
+
+    /// The address the UDP socket is bound to (with the real port if 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr, EndpointError> {
+        self.quinn.local_addr().map_err(EndpointError::LocalAddr)
+    }
+
+    /// This endpoint's own peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// This endpoint's identity.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// The shared set of peers allowed to connect; updates apply to the next handshake.
+    pub fn allowed(&self) -> &AllowedPeers {
+        &self.allowed
+    }
+
+    /// The options this endpoint was bound with.
+    pub fn options(&self) -> &EndpointOptions {
+        &self.options
+    }
+
+    /// Close every connection with `code` and stop accepting.
+    pub fn close(&self, code: CloseCode) {
+        self.quinn.close(code.to_varint(), code.reason().as_bytes());
+    }
+
+    /// Wait until every connection has finished closing (so close frames reach the peers).
+    pub async fn wait_idle(&self) {
+        self.quinn.wait_idle().await;
+    }
+
+    fn connect_failure(
+        &self,
+        addr: SocketAddr,
+        expected: PeerId,
+        verdict: Option<Verdict>,
+        source: ConnectionError,
+    ) -> ConnectError {
+        match verdict {
+            Some(Verdict::Refused(presented)) => ConnectError::UnexpectedPeer {
+                addr,
+                expected,
+                presented,
+            },
+            Some(Verdict::BadSignature(claimed)) => ConnectError::Impersonation { addr, claimed },
+            Some(Verdict::Accepted(_)) if closed_by_tls_alert(&source) => {
+                ConnectError::RefusedByPeer {
+                    addr,
+                    peer: expected,
+                    ours: self.peer_id(),
+                }
+            }
+            _ => ConnectError::Handshake {
+                addr,
+                peer: expected,
+                source,
+            },
+        }
+    }
+}
+
+/// A connection attempt from a peer, not yet authenticated.
+#[derive(Debug)]
+pub struct Incoming {
+    inner: quinn::Incoming,
+    identity: Arc<Identity>,
+    allowed: AllowedPeers,
+    transport: Arc<TransportConfig>,
+    timeout: Duration,
+}
+
+impl Incoming {
+    /// The address the attempt comes from (not yet authenticated).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    /// Run the handshake: succeeds only if the peer presents a certificate whose id is allowed
+    /// and proves it holds the matching key.
+    pub async fn accept(self) -> Result<Connection, AcceptError> {
+        let addr = self.inner.remote_address();
+        // One TLS configuration per attempt, so its verdict slot belongs to this handshake alone.
+        let (config, slot) = quic_server_config(&self.identity, &self.allowed, &self.transport)
+            .map_err(AcceptError::Config)?;
+        let connecting = self
+            .inner
+            .accept_with(Arc::new(config))
+            .map_err(|source| handshake_failure(addr, &slot, source))?;
+        let conn = match tokio::time::timeout(self.timeout, connecting).await {
+            Err(_) => {
+                return Err(AcceptError::Timeout {
+                    addr,
+                    after: self.timeout,
+                });
+            }
+            Ok(Err(source)) => return Err(handshake_failure(addr, &slot, source)),
+            Ok(Ok(conn)) => conn,
+        };
+        let peer = tls::remote_peer_id(&conn)
+            .map_err(|source| AcceptError::NoIdentity { addr, source })?;
+        if !self.allowed.contains(&peer) {
+            // Removed from peers.json during the handshake.
+            CloseCode::UnknownPeer.close(&conn);
+            return Err(AcceptError::UnknownPeer {
+                addr,
+                presented: peer,
+            });
+        }
+        Ok(Connection { inner: conn, peer })
+    }
+
+    /// Turn the attempt away without a handshake (the daemon is at its connection limit).
+    pub fn refuse(self) {
+        self.inner.refuse();
+    }
+}
+
+/// An authenticated connection: the QUIC connection and the peer id its certificate proves.
+///
+/// Derefs to [`quinn::Connection`] for streams.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    inner: quinn::Connection,
+    peer: PeerId,
+}
+
+impl Connection {
+    /// The remote peer's id, proven by its certificate.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The underlying QUIC connection.
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.inner
+    }
+
+    /// Split into the QUIC connection and the peer id.
+    pub fn into_parts(self) -> (quinn::Connection, PeerId) {
+        (self.inner, self.peer)
+    }
+
+    /// Close the connection with a named code.
+    pub fn close(&self, code: CloseCode) {
+        code.close(&self.inner);
+    }
+}
+
+impl Deref for Connection {
+    type Target = quinn::Connection;
+
+    fn deref(&self) -> &quinn::Connection {
+        &self.inner
+    }
+}
+
+/// Errors binding or configuring an [`Endpoint`].
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind udp {addr}: {source}; is another botsync serve already using that port?")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The identity could not be turned into a TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The TLS configuration lacks what QUIC requires (a bug: our configurations always qualify).
+    #[error("tls configuration unusable for quic: {reason}")]
+    QuicTls {
+        /// What quinn said.
+        reason: String,
+    },
+    /// `bind` was called outside a tokio runtime.
+    #[error("the quic endpoint needs a tokio runtime; bind it from inside one")]
+    NoRuntime,
+    /// The socket's address could not be read.
+    #[error("cannot read the endpoint's local address: {0}")]
+    LocalAddr(#[source] io::Error),
+}
+
+/// Why dialing a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The dial could not be configured.
+    #[error(transparent)]
+    Config(#[from] EndpointError),
+    /// quinn refused to start the dial (for example an unusable address).
+    #[error("cannot dial {addr}: {source}")]
+    Start {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// quinn's reason.
+        #[source]
+        source: quinn::ConnectError,
+    },
+    /// Nothing answered in time.
+    #[error("no answer from peer {peer} at {addr} within {} s: is botsync serve running there and udp {} open?", .after.as_secs(), .addr.port())]
+    Timeout {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The peer expected there.
+        peer: PeerId,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// Someone answered, but with another id.
+    #[error("peer at {addr} presented id {}, which is not the expected {}: check the id in peers.json, or whether another machine now answers at that address", .presented.to_copy_safe(), .expected.to_copy_safe())]
+    UnexpectedPeer {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The id peers.json names for that address.
+        expected: PeerId,
+        /// The id its certificate proves.
+        presented: PeerId,
+    },
+    /// The peer presented the expected certificate but could not sign with its key.
+    #[error("peer at {addr} presented the certificate of {} but could not prove it holds its key: someone may be impersonating that peer", .claimed.to_copy_safe())]
+    Impersonation {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The id of the certificate presented.
+        claimed: PeerId,
+    },
+    /// The peer proved its id, then refused ours.
+    #[error("peer {peer} at {addr} refused our id {}: on that machine run `botsync add NAME HOST --id {}`", .ours.to_copy_safe(), .ours.to_copy_safe())]
+    RefusedByPeer {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The peer (its id was verified).
+        peer: PeerId,
+        /// Our own id, which the peer does not allow.
+        ours: PeerId,
+    },
+    /// The handshake failed for another reason.
+    #[error("handshake with peer {peer} at {addr} failed: {source}")]
+    Handshake {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The peer expected there.
+        peer: PeerId,
+        /// quinn's reason.
+        #[source]
+        source: ConnectionError,
+    },
+    /// The finished connection carries no readable certificate.
+    #[error("connection to {addr} carries no usable peer identity: {source}")]
+    NoIdentity {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What is missing.
+        #[source]
+        source: RemoteIdError,
+    },
+}
+
+impl From<TlsError> for ConnectError {
+    fn from(e: TlsError) -> ConnectError {
+        ConnectError::Config(EndpointError::Tls(e))
+    }
+}
+
+/// Why an incoming connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The listener's TLS configuration could not be built.
+    #[error(transparent)]
+    Config(EndpointError),
+    /// The peer's id is not in the allowed set.
+    #[error("peer at {addr} presented id {}, which is not in peers.json: if you trust it, run `botsync add NAME {} --id {}`", .presented.to_copy_safe(), .addr.ip(), .presented.to_copy_safe())]
+    UnknownPeer {
+        /// Where the attempt came from.
+        addr: SocketAddr,
+        /// The id its certificate proves.
+        presented: PeerId,
+    },
+    /// The peer presented an allowed certificate but could not sign with its key.
+    #[error("peer at {addr} presented the certificate of {} but could not prove it holds its key: someone may be impersonating that peer", .claimed.to_copy_safe())]
+    Impersonation {
+        /// Where the attempt came from.
+        addr: SocketAddr,
+        /// The id of the certificate presented.
+        claimed: PeerId,
+    },
+    /// The handshake did not finish in time.
+    #[error("handshake with {addr} did not finish within {} s", .after.as_secs())]
+    Timeout {
+        /// Where the attempt came from.
+        addr: SocketAddr,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The handshake failed for another reason.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// Where the attempt came from.
+        addr: SocketAddr,
+        /// quinn's reason.
+        #[source]
+        source: ConnectionError,
+    },
+    /// The finished connection carries no readable certificate.
+    #[error("connection from {addr} carries no usable peer identity: {source}")]
+    NoIdentity {
+        /// Where the attempt came from.
+        addr: SocketAddr,
+        /// What is missing.
+        #[source]
+        source: RemoteIdError,
+    },
+}
+
+fn quic_server_config(
+    identity: &Identity,
+    allowed: &AllowedPeers,
+    transport: &Arc<TransportConfig>,
+) -> Result<(quinn::ServerConfig, VerdictSlot), EndpointError> {
+    let (tls, slot) = tls::server_config(identity, allowed.clone())?;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::QuicTls {
+        reason: e.to_string(),
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport.clone());
+    Ok((config, slot))
+}
+
+/// Ask for larger kernel socket buffers; best effort (the kernel may cap or refuse the size, and
+/// the endpoint still works with its default buffers, only with more drops under bursts).
+fn size_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let Ok(state) = quinn::udp::UdpSocketState::new(socket.into()) else {
+        return;
+    };
+    if let Err(e) = state.set_recv_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "cannot enlarge the udp receive buffer");
+    }
+    if let Err(e) = state.set_send_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "cannot enlarge the udp send buffer");
+    }
+}
+
+fn handshake_failure(addr: SocketAddr, slot: &VerdictSlot, source: ConnectionError) -> AcceptError {
+    match slot.get() {
+        Some(Verdict::Refused(presented)) => AcceptError::UnknownPeer { addr, presented },
+        Some(Verdict::BadSignature(claimed)) => AcceptError::Impersonation { addr, claimed },
+        _ => AcceptError::Handshake { addr, source },
+    }
+}
+
+/// Whether the peer ended the connection with a TLS alert (QUIC crypto error 0x100-0x1ff).
+fn closed_by_tls_alert(err: &ConnectionError) -> bool {
+    match err {
+        ConnectionError::ConnectionClosed(close) => u64::from(close.error_code) & !0xff == 0x100,
+        _ => false,
+    }
+}
+
+/// Wait until the listener confirms the handshake (its `HANDSHAKE_DONE` frame arrived), or the
+/// connection closes. quinn surfaces no event for confirmation, so the dialer watches the frame
+/// counter; on a live link this takes at most one round trip after the handshake.
+async fn wait_confirmed(conn: &quinn::Connection) -> Result<(), ConnectionError> {
+    const POLL: Duration = Duration::from_millis(1);
+    loop {
+        if let Some(reason) = conn.close_reason() {
+            return Err(reason);
+        }
+        if conn.stats().frame_rx.handshake_done > 0 {
+            return Ok(());
+        }
+        tokio::select! {
+            reason = conn.closed() => return Err(reason),
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_transport_fits_a_tailscale_tunnel() {
+        let o = EndpointOptions::default();
+        assert_eq!(o.initial_mtu, 1200);
+        assert!(o.max_mtu <= 1280 - 40 - 8);
+        assert!(o.keep_alive < o.idle_timeout);
+        // 100 Mbit/s × 100 ms = 1.25 MB must fit in the connection window.
+        assert!(u64::from(o.connection_window) >= 100_000_000 / 8 / 10);
+        assert!(o.max_streams >= 128);
+    }
+
+    #[test]
+    fn alert_closes_are_recognised() {
+        let alert = quinn::TransportErrorCode::crypto(42);
+        let close = quinn::ConnectionClose {
+            error_code: alert,
+            frame_type: None,
+            reason: Default::default(),
+        };
+        assert!(closed_by_tls_alert(&ConnectionError::ConnectionClosed(
+            close
+        )));
+        assert!(!closed_by_tls_alert(&ConnectionError::TimedOut));
+    }
+
+    #[tokio::test]
+    async fn binding_port_zero_reports_the_real_port() {
+        let id = Identity::generate().unwrap();
+        let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), id, AllowedPeers::new()).unwrap();
+        assert_ne!(ep.local_addr().unwrap().port(), 0);
+    }
+
+    #[tokio::test]
+    async fn binding_a_used_port_names_the_address() {
+        let a = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Identity::generate().unwrap(),
+            AllowedPeers::new(),
+        )
+        .unwrap();
+        let addr = a.local_addr().unwrap();
+        let err =
+            Endpoint::bind(addr, Identity::generate().unwrap(), AllowedPeers::new()).unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
