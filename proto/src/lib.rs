@@ -1,1 +1,4 @@
-
+pub mod codec;
+pub mod frame;
+pub mod limits;
+pub mod messages;
