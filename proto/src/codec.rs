@@ -193,6 +193,15 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
     Ok(message)
 }
 
+/// The number of bytes `value` takes in a payload, without allocating it: used to pack batches
+/// under [`MAX_FRAME`].
+pub fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut counter, config())
+        .map_err(|e| CodecError::Malformed(format!("cannot measure a value: {e}")))?;
+    Ok(counter.bytes_written)
+}
+
 /// Read the leading varint (the enum tag) without decoding the rest.
 fn read_tag(bytes: &[u8]) -> Result<u64, CodecError> {
     let (&first, rest) = bytes.split_first().ok_or(CodecError::Truncated)?;

@@ -8,10 +8,12 @@
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
 //! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes) and [`chunk`] (chunk payloads
-//! and their compression). Post-decode checks are in [`validate`]. What this module does not own:
+//! and their compression). Post-decode checks are in [`validate`]; [`batch`] splits long lists
+//! into messages that fit. What this module does not own:
 //! bytes (that is [`crate::codec`]) and the order in which messages may be sent (the session).
 //! `docs/PROTOCOL.md` describes every message; change both in the same commit.
 
+pub mod batch;
 pub mod chunk;
 pub mod hello;
 pub mod tree;
@@ -22,6 +24,7 @@ use std::fmt;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
+pub use batch::{entry_batches, path_requests};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
 pub use tree::{
@@ -199,7 +202,8 @@ pub enum ErrorCode {
     NotFound,
     /// The request is outside what this peer shares with the requester; the session continues.
     Refused,
-    /// The peer is overloaded or already syncing with the requester; retry later.
+    /// The peer is overloaded or already syncing with the requester; the session ends, retry
+    /// later.
     Busy,
     /// The peer hit an internal error (disk, index); the session ends.
     Internal,
@@ -210,7 +214,10 @@ impl ErrorCode {
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
-            ErrorCode::VersionMismatch | ErrorCode::UnexpectedMessage | ErrorCode::Internal
+            ErrorCode::VersionMismatch
+                | ErrorCode::UnexpectedMessage
+                | ErrorCode::Busy
+                | ErrorCode::Internal
         )
     }
 
@@ -295,7 +302,8 @@ mod tests {
     fn only_structural_failures_are_fatal() {
         assert!(ErrorCode::VersionMismatch.is_fatal());
         assert!(!ErrorCode::NotFound.is_fatal());
-        assert!(!ErrorCode::Busy.is_fatal());
+        assert!(ErrorCode::Busy.is_fatal());
+        assert!(!ErrorCode::Refused.is_fatal());
         assert_eq!(ErrorCode::NotFound.to_string(), "not-found");
     }
 

@@ -6,6 +6,8 @@
 //! changes on purpose, update its dump and the spec in the same commit; `BOTSYNC_BLESS=1 cargo
 //! test -p botsync-proto --test codec` rewrites the fuzz seed corpus from these samples.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
 use botsync_engine::chunk::ChunkerKind;
@@ -34,11 +36,17 @@ fn sample_entry() -> FileEntry {
         mtime_ns: 1_700_000_000_000_000_000,
         mode: Mode { executable: false },
         content: Hash([0x44; 32]),
-        chunks: vec![ChunkRef { id: Hash([0x55; 32]), len: 5 }],
+        chunks: vec![ChunkRef {
+            id: Hash([0x55; 32]),
+            len: 5,
+        }],
         chunker: ChunkerParams::DEFAULT,
         version: VersionVector::from_pairs([(PeerId([0x66; 32]), 3)]),
         parent: None,
-        changed_by: Attribution { peer: PeerId([0x66; 32]), agent: AgentLabel::new("claude") },
+        changed_by: Attribution {
+            peer: PeerId([0x66; 32]),
+            agent: AgentLabel::new("claude"),
+        },
     }
 }
 
@@ -68,27 +76,58 @@ fn samples() -> Vec<(&'static str, Message)> {
                 agent: AgentLabel::new("claude"),
             }),
         ),
-        ("summary", Message::Summary { root: Hash([0x11; 32]), files: 300, mode: SessionMode::Push }),
-        ("get-nodes", Message::GetNodes { paths: vec![RelPath::root(), path("memory")] }),
+        (
+            "summary",
+            Message::Summary {
+                root: Hash([0x11; 32]),
+                files: 300,
+                mode: SessionMode::Push,
+            },
+        ),
+        (
+            "get-nodes",
+            Message::GetNodes {
+                paths: vec![RelPath::root(), path("memory")],
+            },
+        ),
         (
             "nodes",
             Message::Nodes {
                 nodes: vec![NodeReply {
                     path: path("memory"),
                     children: vec![
-                        NodeChild { name: "a.md".into(), kind: ChildKind::File, hash: Hash([0x22; 32]) },
-                        NodeChild { name: "logs".into(), kind: ChildKind::Dir, hash: Hash([0x33; 32]) },
+                        NodeChild {
+                            name: "a.md".into(),
+                            kind: ChildKind::File,
+                            hash: Hash([0x22; 32]),
+                        },
+                        NodeChild {
+                            name: "logs".into(),
+                            kind: ChildKind::Dir,
+                            hash: Hash([0x33; 32]),
+                        },
                     ],
                 }],
             },
         ),
-        ("get-entries", Message::GetEntries { paths: vec![path("MEMORY.md")] }),
+        (
+            "get-entries",
+            Message::GetEntries {
+                paths: vec![path("MEMORY.md")],
+            },
+        ),
         (
             "entries",
             Message::Entries {
                 entries: vec![
-                    WireEntry { entry: sample_entry(), listing: ChunkListing::Inline },
-                    WireEntry { entry: big_entry(), listing: ChunkListing::Elided { chunk_count: 8192 } },
+                    WireEntry {
+                        entry: sample_entry(),
+                        listing: ChunkListing::Inline,
+                    },
+                    WireEntry {
+                        entry: big_entry(),
+                        listing: ChunkListing::Elided { chunk_count: 8192 },
+                    },
                 ],
                 last: true,
             },
@@ -97,7 +136,13 @@ fn samples() -> Vec<(&'static str, Message)> {
             "get-tree-nodes",
             Message::GetTreeNodes {
                 content: Hash([0x77; 32]),
-                nodes: vec![TreeAddr { level: 1, index: 0 }, TreeAddr { level: 0, index: 300 }],
+                nodes: vec![
+                    TreeAddr { level: 1, index: 0 },
+                    TreeAddr {
+                        level: 0,
+                        index: 300,
+                    },
+                ],
             },
         ),
         (
@@ -107,16 +152,30 @@ fn samples() -> Vec<(&'static str, Message)> {
                 nodes: vec![
                     TreeNodeReply {
                         addr: TreeAddr { level: 1, index: 0 },
-                        body: TreeNodeBody::Inner(vec![SubtreeRef { hash: Hash([0x88; 32]), span: 4_194_304 }]),
+                        body: TreeNodeBody::Inner(vec![SubtreeRef {
+                            hash: Hash([0x88; 32]),
+                            span: 4_194_304,
+                        }]),
                     },
                     TreeNodeReply {
-                        addr: TreeAddr { level: 0, index: 300 },
-                        body: TreeNodeBody::Leaf(vec![ChunkRef { id: Hash([0x99; 32]), len: 65_536 }]),
+                        addr: TreeAddr {
+                            level: 0,
+                            index: 300,
+                        },
+                        body: TreeNodeBody::Leaf(vec![ChunkRef {
+                            id: Hash([0x99; 32]),
+                            len: 65_536,
+                        }]),
                     },
                 ],
             },
         ),
-        ("get-chunks", Message::GetChunks { ids: vec![Hash::of(b"hello")] }),
+        (
+            "get-chunks",
+            Message::GetChunks {
+                ids: vec![Hash::of(b"hello")],
+            },
+        ),
         (
             "chunk-data",
             Message::ChunkData(ChunkData {
@@ -125,8 +184,19 @@ fn samples() -> Vec<(&'static str, Message)> {
                 data: b"hello".to_vec(),
             }),
         ),
-        ("changed", Message::Changed { root: Hash([0x11; 32]) }),
-        ("error", Message::Error { code: ErrorCode::NotFound, message: "no such chunk".into() }),
+        (
+            "changed",
+            Message::Changed {
+                root: Hash([0x11; 32]),
+            },
+        ),
+        (
+            "error",
+            Message::Error {
+                code: ErrorCode::NotFound,
+                message: "no such chunk".into(),
+            },
+        ),
         ("goodbye", Message::Goodbye),
     ]
 }
@@ -297,7 +367,16 @@ fn parse_dump(dump: &str) -> Vec<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.chunks(16).map(|l| l.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+    bytes
+        .chunks(16)
+        .map(|l| {
+            l.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The golden set covers every implemented tag; adding a variant breaks this match until a
@@ -337,13 +416,20 @@ fn every_message_matches_its_golden_frame() {
         let frame = encode_frame(message).unwrap();
         let expected = parse_dump(dump);
         assert_eq!(hex(&frame), hex(&expected), "{name}: encoding changed");
-        assert_eq!(&decode(&frame[4..]).unwrap(), message, "{name}: golden bytes decode differently");
+        assert_eq!(
+            &decode(&frame[4..]).unwrap(),
+            message,
+            "{name}: golden bytes decode differently"
+        );
     }
 }
 
 #[test]
 fn goldens_cover_every_implemented_tag() {
-    let mut tags: Vec<u32> = samples().iter().filter_map(|(_, m)| covered_tag(m)).collect();
+    let mut tags: Vec<u32> = samples()
+        .iter()
+        .filter_map(|(_, m)| covered_tag(m))
+        .collect();
     tags.sort_unstable();
     assert_eq!(tags, (0..=12).collect::<Vec<_>>());
 }
@@ -352,10 +438,16 @@ fn goldens_cover_every_implemented_tag() {
 fn reserved_tags_are_unsupported_and_later_tags_unknown() {
     for tag in 13u8..21 {
         let err = decode(&[tag]).unwrap_err();
-        assert!(matches!(err, CodecError::Unsupported { tag: t, .. } if t == u32::from(tag)), "{err}");
+        assert!(
+            matches!(err, CodecError::Unsupported { tag: t, .. } if t == u32::from(tag)),
+            "{err}"
+        );
         assert!(err.to_string().contains("unsupported message"));
         // A future message carrying a body is refused the same way, not as trailing bytes.
-        assert!(matches!(decode(&[tag, 1, 2, 3]), Err(CodecError::Unsupported { .. })));
+        assert!(matches!(
+            decode(&[tag, 1, 2, 3]),
+            Err(CodecError::Unsupported { .. })
+        ));
     }
     assert_eq!(decode(&[21]), Err(CodecError::UnknownTag { tag: 21 }));
     assert!(encode(&Message::ReservedHandoff).is_err());
@@ -370,7 +462,10 @@ fn hostile_fields_are_refused() {
     let err = decode(&[0x08, 0xfc, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
     assert_eq!(err, CodecError::Truncated);
     // A boolean that is neither 0 nor 1 (Entries.last).
-    assert!(matches!(decode(&[0x05, 0x00, 0x02]), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&[0x05, 0x00, 0x02]),
+        Err(CodecError::Malformed(_))
+    ));
     // Summary with mode 7.
     let mut summary = vec![0x01];
     summary.extend([0u8; 32]);
@@ -382,7 +477,10 @@ fn hostile_fields_are_refused() {
 fn zero_counter_in_a_version_vector_is_refused() {
     let mut frame = encode_frame(&samples()[5].1).unwrap();
     // The first entry's vector counter: find "66*32 03" and zero the counter.
-    let at = frame.windows(33).position(|w| w[..32] == [0x66; 32] && w[32] == 0x03).unwrap();
+    let at = frame
+        .windows(33)
+        .position(|w| w[..32] == [0x66; 32] && w[32] == 0x03)
+        .unwrap();
     frame[at + 32] = 0x00;
     let err = decode(&frame[4..]).unwrap_err();
     assert!(err.to_string().contains("zero counter"), "{err}");
@@ -407,7 +505,8 @@ mod laws {
     }
 
     fn rel_path() -> impl Strategy<Value = RelPath> {
-        vec(name(), 0..4).prop_filter_map("a valid path", |parts| RelPath::new(&parts.join("/")).ok())
+        vec(name(), 0..4)
+            .prop_filter_map("a valid path", |parts| RelPath::new(&parts.join("/")).ok())
     }
 
     fn label() -> impl Strategy<Value = AgentLabel> {
@@ -420,30 +519,59 @@ mod laws {
 
     fn entry() -> impl Strategy<Value = WireEntry> {
         (
-            (rel_path(), any::<bool>(), any::<u64>(), any::<i64>(), any::<bool>(), hash()),
-            (vec(chunk_ref(), 0..5), vec((any::<[u8; 32]>(), 1u64..), 0..4), proptest::option::of(hash())),
+            (
+                rel_path(),
+                any::<bool>(),
+                any::<u64>(),
+                any::<i64>(),
+                any::<bool>(),
+                hash(),
+            ),
+            (
+                vec(chunk_ref(), 0..5),
+                vec((any::<[u8; 32]>(), 1u64..), 0..4),
+                proptest::option::of(hash()),
+            ),
             (any::<[u8; 32]>(), label(), proptest::option::of(1u32..)),
         )
-            .prop_map(|((path, tomb, size, mtime_ns, exec, content), (chunks, vv, parent), (peer, agent, elided))| {
-                let entry = FileEntry {
-                    path,
-                    kind: if tomb { EntryKind::Tombstone } else { EntryKind::File },
-                    size,
-                    mtime_ns,
-                    mode: Mode { executable: exec },
-                    content,
-                    chunks: if elided.is_some() { Vec::new() } else { chunks },
-                    chunker: ChunkerParams { kind: ChunkerKind::FastCdc2020, ..ChunkerParams::DEFAULT },
-                    version: VersionVector::from_pairs(vv.into_iter().map(|(p, c)| (PeerId(p), c))),
-                    parent,
-                    changed_by: Attribution { peer: PeerId(peer), agent },
-                };
-                let listing = match elided {
-                    Some(chunk_count) => ChunkListing::Elided { chunk_count },
-                    None => ChunkListing::Inline,
-                };
-                WireEntry { entry, listing }
-            })
+            .prop_map(
+                |(
+                    (path, tomb, size, mtime_ns, exec, content),
+                    (chunks, vv, parent),
+                    (peer, agent, elided),
+                )| {
+                    let entry = FileEntry {
+                        path,
+                        kind: if tomb {
+                            EntryKind::Tombstone
+                        } else {
+                            EntryKind::File
+                        },
+                        size,
+                        mtime_ns,
+                        mode: Mode { executable: exec },
+                        content,
+                        chunks: if elided.is_some() { Vec::new() } else { chunks },
+                        chunker: ChunkerParams {
+                            kind: ChunkerKind::FastCdc2020,
+                            ..ChunkerParams::DEFAULT
+                        },
+                        version: VersionVector::from_pairs(
+                            vv.into_iter().map(|(p, c)| (PeerId(p), c)),
+                        ),
+                        parent,
+                        changed_by: Attribution {
+                            peer: PeerId(peer),
+                            agent,
+                        },
+                    };
+                    let listing = match elided {
+                        Some(chunk_count) => ChunkListing::Elided { chunk_count },
+                        None => ChunkListing::Inline,
+                    };
+                    WireEntry { entry, listing }
+                },
+            )
     }
 
     fn tree_node() -> impl Strategy<Value = TreeNodeReply> {
@@ -452,12 +580,18 @@ mod laws {
                 addr: TreeAddr { level: 0, index },
                 body: TreeNodeBody::Leaf(chunks),
             }),
-            (1u8.., any::<u32>(), vec((hash(), any::<u64>()), 1..5)).prop_map(|(level, index, kids)| {
-                TreeNodeReply {
-                    addr: TreeAddr { level, index },
-                    body: TreeNodeBody::Inner(kids.into_iter().map(|(hash, span)| SubtreeRef { hash, span }).collect()),
+            (1u8.., any::<u32>(), vec((hash(), any::<u64>()), 1..5)).prop_map(
+                |(level, index, kids)| {
+                    TreeNodeReply {
+                        addr: TreeAddr { level, index },
+                        body: TreeNodeBody::Inner(
+                            kids.into_iter()
+                                .map(|(hash, span)| SubtreeRef { hash, span })
+                                .collect(),
+                        ),
+                    }
                 }
-            }),
+            ),
         ]
     }
 
@@ -470,7 +604,12 @@ mod laws {
     }
 
     fn mode() -> impl Strategy<Value = SessionMode> {
-        prop_oneof![Just(SessionMode::Sync), Just(SessionMode::Push), Just(SessionMode::Pull), Just(SessionMode::DryRun)]
+        prop_oneof![
+            Just(SessionMode::Sync),
+            Just(SessionMode::Push),
+            Just(SessionMode::Pull),
+            Just(SessionMode::DryRun)
+        ]
     }
 
     fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -487,34 +626,58 @@ mod laws {
     /// Any valid message of any implemented kind.
     pub(super) fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), any::<u16>(), any::<u64>(), "\\PC{0,20}", label()).prop_map(|(a, b, f, n, agent)| {
-                Message::Hello(Hello {
-                    protocol_min: a.min(b),
-                    protocol_max: a.max(b),
-                    features: Features::from_bits(f),
-                    peer_name: botsync_proto::messages::hello::sanitize_name(&n),
-                    agent,
-                })
+            (
+                any::<u16>(),
+                any::<u16>(),
+                any::<u64>(),
+                "\\PC{0,20}",
+                label()
+            )
+                .prop_map(|(a, b, f, n, agent)| {
+                    Message::Hello(Hello {
+                        protocol_min: a.min(b),
+                        protocol_max: a.max(b),
+                        features: Features::from_bits(f),
+                        peer_name: botsync_proto::messages::hello::sanitize_name(&n),
+                        agent,
+                    })
+                }),
+            (hash(), any::<u64>(), mode()).prop_map(|(root, files, mode)| Message::Summary {
+                root,
+                files,
+                mode
             }),
-            (hash(), any::<u64>(), mode()).prop_map(|(root, files, mode)| Message::Summary { root, files, mode }),
             vec(rel_path(), 0..6).prop_map(|paths| Message::GetNodes { paths }),
             vec((rel_path(), vec(child(), 0..6)), 0..4).prop_map(|nodes| Message::Nodes {
-                nodes: nodes.into_iter().map(|(path, children)| NodeReply { path, children }).collect()
+                nodes: nodes
+                    .into_iter()
+                    .map(|(path, children)| NodeReply { path, children })
+                    .collect()
             }),
             vec(rel_path(), 0..6).prop_map(|paths| Message::GetEntries { paths }),
-            (vec(entry(), 0..4), any::<bool>()).prop_map(|(entries, last)| Message::Entries { entries, last }),
-            (hash(), vec((any::<u8>(), any::<u32>()), 0..6)).prop_map(|(content, addrs)| Message::GetTreeNodes {
-                content,
-                nodes: addrs.into_iter().map(|(level, index)| TreeAddr { level, index }).collect(),
+            (vec(entry(), 0..4), any::<bool>())
+                .prop_map(|(entries, last)| Message::Entries { entries, last }),
+            (hash(), vec((any::<u8>(), any::<u32>()), 0..6)).prop_map(|(content, addrs)| {
+                Message::GetTreeNodes {
+                    content,
+                    nodes: addrs
+                        .into_iter()
+                        .map(|(level, index)| TreeAddr { level, index })
+                        .collect(),
+                }
             }),
-            (hash(), vec(tree_node(), 0..4)).prop_map(|(content, nodes)| Message::TreeNodes { content, nodes }),
+            (hash(), vec(tree_node(), 0..4))
+                .prop_map(|(content, nodes)| Message::TreeNodes { content, nodes }),
             vec(hash(), 0..8).prop_map(|ids| Message::GetChunks { ids }),
-            (vec(any::<u8>(), 0..600), any::<bool>(), any::<bool>()).prop_map(|(raw, zstd, repeat)| {
-                let raw = if repeat { raw.repeat(8) } else { raw };
-                Message::ChunkData(ChunkData::compress(Hash::of(&raw), raw, zstd))
-            }),
+            (vec(any::<u8>(), 0..600), any::<bool>(), any::<bool>()).prop_map(
+                |(raw, zstd, repeat)| {
+                    let raw = if repeat { raw.repeat(8) } else { raw };
+                    Message::ChunkData(ChunkData::compress(Hash::of(&raw), raw, zstd))
+                }
+            ),
             hash().prop_map(|root| Message::Changed { root }),
-            (error_code(), "\\PC{0,40}").prop_map(|(code, message)| Message::Error { code, message }),
+            (error_code(), "\\PC{0,40}")
+                .prop_map(|(code, message)| Message::Error { code, message }),
             Just(Message::Goodbye),
         ]
     }
@@ -587,7 +750,9 @@ mod corpus {
     const TARGETS: [&str; 2] = ["message_decode", "frame_decoder"];
 
     fn corpus_dir(target: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target)
     }
 
     /// The seeds of each target, by file name.
@@ -596,21 +761,41 @@ mod corpus {
         let mut all_frames = Vec::new();
         for (name, message) in samples() {
             let frame = encode_frame(&message).unwrap();
-            out.push(("message_decode", format!("seed-{name}"), frame[4..].to_vec()));
+            out.push((
+                "message_decode",
+                format!("seed-{name}"),
+                frame[4..].to_vec(),
+            ));
             out.push(("frame_decoder", format!("seed-{name}"), frame.clone()));
             all_frames.extend(frame);
         }
         out.push(("message_decode", "boundary-empty".into(), Vec::new()));
         out.push(("message_decode", "boundary-reserved-tag".into(), vec![13]));
         out.push(("message_decode", "boundary-unknown-tag".into(), vec![21]));
-        out.push(("message_decode", "boundary-trailing-byte".into(), vec![12, 0]));
+        out.push((
+            "message_decode",
+            "boundary-trailing-byte".into(),
+            vec![12, 0],
+        ));
         let mut max_len = (MAX_FRAME as u32).to_be_bytes().to_vec();
         max_len.extend([0x0c; 16]);
         out.push(("frame_decoder", "boundary-max-length".into(), max_len));
-        out.push(("frame_decoder", "boundary-too-large".into(), (MAX_FRAME as u32 + 1).to_be_bytes().to_vec()));
-        out.push(("frame_decoder", "boundary-zero-length".into(), vec![0, 0, 0, 0]));
+        out.push((
+            "frame_decoder",
+            "boundary-too-large".into(),
+            (MAX_FRAME as u32 + 1).to_be_bytes().to_vec(),
+        ));
+        out.push((
+            "frame_decoder",
+            "boundary-zero-length".into(),
+            vec![0, 0, 0, 0],
+        ));
         let hello = encode_frame(&samples()[0].1).unwrap();
-        out.push(("frame_decoder", "boundary-truncated".into(), hello[..hello.len() - 1].to_vec()));
+        out.push((
+            "frame_decoder",
+            "boundary-truncated".into(),
+            hello[..hello.len() - 1].to_vec(),
+        ));
         out.push(("frame_decoder", "boundary-all-messages".into(), all_frames));
         out
     }
@@ -624,9 +809,16 @@ mod corpus {
                 std::fs::create_dir_all(corpus_dir(target)).unwrap();
                 std::fs::write(&file, &bytes).unwrap();
             }
-            let committed = std::fs::read(&file)
-                .unwrap_or_else(|e| panic!("{}: {e}; run with BOTSYNC_BLESS=1 to regenerate", file.display()));
-            assert_eq!(committed, bytes, "{target}/{name} is stale; run with BOTSYNC_BLESS=1");
+            let committed = std::fs::read(&file).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; run with BOTSYNC_BLESS=1 to regenerate",
+                    file.display()
+                )
+            });
+            assert_eq!(
+                committed, bytes,
+                "{target}/{name} is stale; run with BOTSYNC_BLESS=1"
+            );
         }
     }
 
@@ -647,7 +839,10 @@ mod corpus {
                 replayed += 1;
             }
         }
-        assert!(replayed >= seeds().len(), "only {replayed} corpus files found");
+        assert!(
+            replayed >= seeds().len(),
+            "only {replayed} corpus files found"
+        );
     }
 
     #[test]
