@@ -31,6 +31,7 @@ pub mod rules;
 pub mod scan;
 pub mod store;
 pub mod vector;
+pub mod workspace;
 
 pub use chunk::{ChunkRef, Chunker, ChunkerParams};
 pub use entry::{EntryKind, FileEntry, LocalEntry, Mode, StatSig};

@@ -1,4 +1,25 @@
+//! botsync's wire: identities, pinned mutual TLS, the QUIC endpoint, framed messages and the
+//! session state machine.
+//!
+//! No file-system code lives here: a session drives a workspace through the [`replica::Replica`]
+//! trait, and [`memory::MemoryReplica`] implements it in memory for tests.
+//!
+//! ```
+//! use botsync_proto::codec::{decode, encode};
+//! use botsync_proto::messages::Message;
+//!
+//! let bytes = encode(&Message::Goodbye).unwrap();
+//! assert_eq!(decode(&bytes).unwrap(), Message::Goodbye);
+//! ```
+
 pub mod close;
+pub mod codec;
 pub mod endpoint;
+pub mod frame;
 pub mod identity;
+pub mod limits;
+pub mod memory;
+pub mod messages;
+pub mod replica;
+pub mod session;
 pub mod tls;

@@ -1,0 +1,134 @@
+//! Hard caps on everything a peer can make us decode or allocate.
+//!
+//! This module owns the numbers; [`crate::codec`] applies [`MAX_FRAME`] before allocating a frame
+//! and as bincode's byte limit, and `Message::validate` (in [`crate::messages`]) enforces the rest
+//! after decoding. Every cap is part of the protocol (`docs/PROTOCOL.md`, "Limits"): a sender must
+//! stay within them, a receiver closes the connection with `bad-message` when one is exceeded.
+//! Sizes are chosen so that one frame never holds more than a few MiB and a whole session's
+//! working set stays far below the 64 MiB memory target.
+//!
+//! What this module does not own: the path rules themselves (they live in
+//! [`botsync_engine::path`], re-exported here so the wire and the engine can never disagree).
+
+use botsync_engine::ChunkerParams;
+use botsync_engine::chunktree::FANOUT;
+use botsync_engine::peer::AgentLabel;
+
+pub use botsync_engine::path::{MAX_COMPONENT_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH};
+
+/// Largest frame payload in bytes (4 MiB), checked on the length prefix before any allocation.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// Largest chunk in bytes, raw or decompressed: the chunker's maximum (256 KiB).
+pub const MAX_CHUNK_LEN: usize = ChunkerParams::DEFAULT.max as usize;
+
+/// Most paths in one `GetNodes` or `GetEntries` request.
+pub const MAX_PATHS_PER_REQUEST: usize = 1024;
+
+/// Most directory nodes in one `Nodes` reply.
+pub const MAX_NODES_PER_REPLY: usize = MAX_PATHS_PER_REQUEST;
+
+/// Most children of one directory node in a `Nodes` reply.
+pub const MAX_NODE_CHILDREN: usize = 65_536;
+
+/// Most file entries in one `Entries` batch.
+pub const MAX_ENTRIES_PER_BATCH: usize = 1024;
+
+/// Most chunk references carried inline in one entry; longer lists travel elided and are
+/// fetched as chunk-tree nodes.
+pub const MAX_INLINE_CHUNKS: usize = 1024;
+
+/// Most chunk ids in one `GetChunks` request.
+pub const MAX_IDS_PER_REQUEST: usize = 1024;
+
+/// Most chunk-tree nodes asked for (or returned) in one `GetTreeNodes` / `TreeNodes`.
+pub const MAX_TREE_NODES_PER_REQUEST: usize = 256;
+
+/// Most children of one chunk-tree node: the engine's fan-out.
+pub const MAX_TREE_NODE_CHILDREN: usize = FANOUT;
+
+/// Most peers in one version vector.
+pub const MAX_VECTOR_PEERS: usize = 1024;
+
+/// Longest peer name in `Hello`, in bytes.
+pub const MAX_PEER_NAME: usize = 64;
+
+/// Longest agent label, in bytes (the engine's own cap).
+pub const MAX_AGENT_LABEL: usize = AgentLabel::MAX_LEN;
+
+/// Longest human-readable text in an `Error` message, in bytes.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// Length of the frame's length prefix in bytes.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+// The frame must hold the largest chunk with room for its header fields.
+const _: () = assert!(MAX_CHUNK_LEN + 1024 < MAX_FRAME);
+// The length prefix is a u32.
+const _: () = assert!(MAX_FRAME <= u32::MAX as usize);
+
+// A full inline chunk list (32-byte id + at most 5-byte varint length each) is a small part of
+// a frame, so an entry batch can always hold many entries.
+const _: () = assert!(MAX_INLINE_CHUNKS * 37 < MAX_FRAME / 16);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use botsync_engine::{ChunkRef, Hash};
+
+    use super::*;
+    use crate::codec::encode;
+    use crate::messages::{Message, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply};
+
+    /// The largest request and reply of each fixed-size kind encodes within one frame, so a
+    /// sender that respects the count caps never needs to split by bytes for them.
+    #[test]
+    fn requests_at_their_count_caps_fit_a_frame() {
+        let ids = Message::GetChunks {
+            ids: vec![Hash::of(b"id"); MAX_IDS_PER_REQUEST],
+        };
+        assert!(encode(&ids).unwrap().len() < MAX_FRAME);
+        let addrs = vec![
+            TreeAddr {
+                level: 5,
+                index: u32::MAX
+            };
+            MAX_TREE_NODES_PER_REQUEST
+        ];
+        let get = Message::GetTreeNodes {
+            content: Hash::ZERO,
+            nodes: addrs.clone(),
+        };
+        assert!(encode(&get).unwrap().len() < MAX_FRAME);
+        let inner = vec![
+            SubtreeRef {
+                hash: Hash::ZERO,
+                span: u64::MAX
+            };
+            MAX_TREE_NODE_CHILDREN
+        ];
+        let leaf = vec![
+            ChunkRef {
+                id: Hash::ZERO,
+                len: MAX_CHUNK_LEN as u32
+            };
+            MAX_TREE_NODE_CHILDREN
+        ];
+        let mut nodes: Vec<TreeNodeReply> = addrs
+            .iter()
+            .map(|&addr| TreeNodeReply {
+                addr,
+                body: TreeNodeBody::Inner(inner.clone()),
+            })
+            .collect();
+        nodes[0] = TreeNodeReply {
+            addr: TreeAddr { level: 0, index: 0 },
+            body: TreeNodeBody::Leaf(leaf),
+        };
+        let reply = Message::TreeNodes {
+            content: Hash::ZERO,
+            nodes,
+        };
+        assert!(encode(&reply).unwrap().len() < MAX_FRAME);
+    }
+}

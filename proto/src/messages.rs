@@ -1,0 +1,318 @@
+//! The message catalog: every value a botsync peer can send.
+//!
+//! [`Message`] is the one type on the wire. Its variant order **is** the protocol: bincode
+//! encodes the variant index as the message tag, so variants are append-only: a message is
+//! never removed or moved, only replaced by a `Reserved*` slot. The last eight tags are reserved
+//! for the coordination messages of seed 004 (locks, chat, handoff); decoding one is the error
+//! "unsupported message" until a later protocol version defines it.
+//!
+//! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
+//! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes) and [`chunk`] (chunk payloads
+//! and their compression). Post-decode checks are in [`validate`]; [`batch`] splits long lists
+//! into messages that fit. What this module does not own:
+//! bytes (that is [`crate::codec`]) and the order in which messages may be sent (the session).
+//! `docs/PROTOCOL.md` describes every message; change both in the same commit.
+
+pub mod batch;
+pub mod chunk;
+pub mod hello;
+pub mod tree;
+pub mod validate;
+
+use std::fmt;
+
+use botsync_engine::{Hash, RelPath};
+use serde::{Deserialize, Serialize};
+
+pub use batch::{entry_batches, path_requests};
+pub use chunk::{ChunkData, Compression};
+pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
+pub use tree::{
+    ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
+    TreeNodeReply, WireEntry,
+};
+
+/// One protocol message. The variant index is the tag on the wire: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Tag 0. First message on the control stream, both directions: versions and features.
+    Hello(Hello),
+    /// Tag 1. The sender's workspace Merkle root; equal roots mean the peers are in sync.
+    Summary {
+        /// Root hash of the sender's workspace Merkle tree (over its synced selection).
+        root: Hash,
+        /// Number of files (not tombstones) under that root, for progress display.
+        files: u64,
+        /// What the initiator wants this session to do.
+        mode: SessionMode,
+    },
+    /// Tag 2. Ask for the children of these directories (the root is the empty path).
+    GetNodes {
+        /// Directories whose hashes differ between the peers.
+        paths: Vec<RelPath>,
+    },
+    /// Tag 3. Children of the asked directories, in the order asked.
+    Nodes {
+        /// One reply per asked path.
+        nodes: Vec<NodeReply>,
+    },
+    /// Tag 4. Ask for the current entries of these files (and tombstones).
+    GetEntries {
+        /// File paths whose leaf hashes differ.
+        paths: Vec<RelPath>,
+    },
+    /// Tag 5. One batch of entries; the last batch of a reply has `last` set.
+    Entries {
+        /// The entries of this batch.
+        entries: Vec<WireEntry>,
+        /// True on the final batch answering a `GetEntries`.
+        last: bool,
+    },
+    /// Tag 6. Ask for nodes of a file's chunk tree (for entries whose chunk list was elided).
+    GetTreeNodes {
+        /// The file's content hash: the root of its chunk tree.
+        content: Hash,
+        /// The nodes wanted.
+        nodes: Vec<TreeAddr>,
+    },
+    /// Tag 7. Chunk-tree nodes, in the order asked.
+    TreeNodes {
+        /// The content hash they belong to.
+        content: Hash,
+        /// One reply per asked node.
+        nodes: Vec<TreeNodeReply>,
+    },
+    /// Tag 8. Ask for chunk payloads; answered by one `ChunkData` per id, in order.
+    GetChunks {
+        /// The chunk ids wanted.
+        ids: Vec<Hash>,
+    },
+    /// Tag 9. One chunk's payload.
+    ChunkData(ChunkData),
+    /// Tag 10. The sender's workspace changed; its new root.
+    Changed {
+        /// The new Merkle root.
+        root: Hash,
+    },
+    /// Tag 11. A request failed (or the session is being refused).
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Human-readable detail (≤ [`crate::limits::MAX_ERROR_MESSAGE`] bytes).
+        message: String,
+    },
+    /// Tag 12. The sender is done; the receiver finishes and closes.
+    Goodbye,
+    /// Tag 13, reserved: TTL lock acquire (seed 004).
+    ReservedLockAcquire,
+    /// Tag 14, reserved: lock release.
+    ReservedLockRelease,
+    /// Tag 15, reserved: lock status.
+    ReservedLockStatus,
+    /// Tag 16, reserved: chat room message.
+    ReservedChatSay,
+    /// Tag 17, reserved: chat feed request.
+    ReservedChatFeed,
+    /// Tag 18, reserved: task handoff.
+    ReservedHandoff,
+    /// Tag 19, reserved: spare coordination slot.
+    ReservedCoordination1,
+    /// Tag 20, reserved: spare coordination slot.
+    ReservedCoordination2,
+}
+
+impl Message {
+    /// Number of tags defined (including reserved ones); tags at or above are unknown.
+    pub const TAG_COUNT: u32 = 21;
+
+    /// The wire tag (the variant index).
+    pub fn tag(&self) -> u32 {
+        match self {
+            Message::Hello(_) => 0,
+            Message::Summary { .. } => 1,
+            Message::GetNodes { .. } => 2,
+            Message::Nodes { .. } => 3,
+            Message::GetEntries { .. } => 4,
+            Message::Entries { .. } => 5,
+            Message::GetTreeNodes { .. } => 6,
+            Message::TreeNodes { .. } => 7,
+            Message::GetChunks { .. } => 8,
+            Message::ChunkData(_) => 9,
+            Message::Changed { .. } => 10,
+            Message::Error { .. } => 11,
+            Message::Goodbye => 12,
+            Message::ReservedLockAcquire => 13,
+            Message::ReservedLockRelease => 14,
+            Message::ReservedLockStatus => 15,
+            Message::ReservedChatSay => 16,
+            Message::ReservedChatFeed => 17,
+            Message::ReservedHandoff => 18,
+            Message::ReservedCoordination1 => 19,
+            Message::ReservedCoordination2 => 20,
+        }
+    }
+
+    /// A stable kebab-case name for logs and errors ("get-chunks", "chunk-data", …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Summary { .. } => "summary",
+            Message::GetNodes { .. } => "get-nodes",
+            Message::Nodes { .. } => "nodes",
+            Message::GetEntries { .. } => "get-entries",
+            Message::Entries { .. } => "entries",
+            Message::GetTreeNodes { .. } => "get-tree-nodes",
+            Message::TreeNodes { .. } => "tree-nodes",
+            Message::GetChunks { .. } => "get-chunks",
+            Message::ChunkData(_) => "chunk-data",
+            Message::Changed { .. } => "changed",
+            Message::Error { .. } => "error",
+            Message::Goodbye => "goodbye",
+            other => other.reserved_name().unwrap_or("reserved"),
+        }
+    }
+
+    /// For a reserved slot, its name; `None` for a message this version implements.
+    pub fn reserved_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Message::ReservedLockAcquire => "reserved-lock-acquire",
+            Message::ReservedLockRelease => "reserved-lock-release",
+            Message::ReservedLockStatus => "reserved-lock-status",
+            Message::ReservedChatSay => "reserved-chat-say",
+            Message::ReservedChatFeed => "reserved-chat-feed",
+            Message::ReservedHandoff => "reserved-handoff",
+            Message::ReservedCoordination1 => "reserved-coordination-1",
+            Message::ReservedCoordination2 => "reserved-coordination-2",
+            _ => return None,
+        })
+    }
+}
+
+/// Why a request or session failed, carried by [`Message::Error`].
+///
+/// Append-only like [`Message`]: the variant index is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// No protocol version in common; the session ends.
+    VersionMismatch,
+    /// A message was valid but not expected in this state; the session ends.
+    UnexpectedMessage,
+    /// Something asked for (a path, content hash or chunk) is not available (any more); the
+    /// session continues and the requester retries later or elsewhere.
+    NotFound,
+    /// The request is outside what this peer shares with the requester; the session continues.
+    Refused,
+    /// The peer is overloaded or already syncing with the requester; the session ends, retry
+    /// later.
+    Busy,
+    /// The peer hit an internal error (disk, index); the session ends.
+    Internal,
+}
+
+impl ErrorCode {
+    /// True if the session cannot continue after this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::VersionMismatch
+                | ErrorCode::UnexpectedMessage
+                | ErrorCode::Busy
+                | ErrorCode::Internal
+        )
+    }
+
+    /// Stable kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::VersionMismatch => "version-mismatch",
+            ErrorCode::UnexpectedMessage => "unexpected-message",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Refused => "refused",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Message {
+    /// The kind and the main counts, for logs: `get-chunks (12 ids)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::GetNodes { paths } | Message::GetEntries { paths } => {
+                write!(f, "{} ({} paths)", self.kind(), paths.len())
+            }
+            Message::Nodes { nodes } => write!(f, "nodes ({} directories)", nodes.len()),
+            Message::Entries { entries, last } => {
+                write!(f, "entries ({} entries, last={last})", entries.len())
+            }
+            Message::GetTreeNodes { content, nodes } => {
+                write!(f, "get-tree-nodes ({content}, {} nodes)", nodes.len())
+            }
+            Message::TreeNodes { content, nodes } => {
+                write!(f, "tree-nodes ({content}, {} nodes)", nodes.len())
+            }
+            Message::GetChunks { ids } => write!(f, "get-chunks ({} ids)", ids.len()),
+            Message::ChunkData(c) => write!(f, "chunk-data ({}, {} bytes)", c.id, c.data.len()),
+            Message::Summary { root, .. } | Message::Changed { root } => {
+                write!(f, "{} ({root})", self.kind())
+            }
+            Message::Error { code, .. } => write!(f, "error ({code})"),
+            _ => f.write_str(self.kind()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn reserved() -> Vec<Message> {
+        vec![
+            Message::ReservedLockAcquire,
+            Message::ReservedLockRelease,
+            Message::ReservedLockStatus,
+            Message::ReservedChatSay,
+            Message::ReservedChatFeed,
+            Message::ReservedHandoff,
+            Message::ReservedCoordination1,
+            Message::ReservedCoordination2,
+        ]
+    }
+
+    #[test]
+    fn reserved_slots_are_the_last_eight_tags() {
+        let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
+        assert_eq!(tags, (13..Message::TAG_COUNT).collect::<Vec<_>>());
+        assert!(
+            reserved()
+                .iter()
+                .all(|m| m.reserved_name() == Some(m.kind()))
+        );
+        assert_eq!(Message::Goodbye.reserved_name(), None);
+    }
+
+    #[test]
+    fn only_structural_failures_are_fatal() {
+        assert!(ErrorCode::VersionMismatch.is_fatal());
+        assert!(!ErrorCode::NotFound.is_fatal());
+        assert!(ErrorCode::Busy.is_fatal());
+        assert!(!ErrorCode::Refused.is_fatal());
+        assert_eq!(ErrorCode::NotFound.to_string(), "not-found");
+    }
+
+    #[test]
+    fn display_names_the_kind_and_size() {
+        let m = Message::GetChunks {
+            ids: vec![Hash::ZERO; 3],
+        };
+        assert_eq!(m.to_string(), "get-chunks (3 ids)");
+        assert_eq!(Message::Goodbye.to_string(), "goodbye");
+    }
+}

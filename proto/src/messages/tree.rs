@@ -1,0 +1,239 @@
+//! Wire forms of the two trees a session walks: the workspace Merkle tree (directory nodes and
+//! file entries) and a large file's chunk tree.
+//!
+//! The engine owns the trees and their hashing (`botsync_engine::merkle`,
+//! `botsync_engine::chunktree`); this module owns only how their pieces travel. [`NodeChild`]
+//! mirrors the engine's `MerkleChild` field for field (the session converts). A chunk-tree node
+//! reply can be checked against the hash its parent (or the file's content hash) promised with
+//! [`TreeNodeReply::node_hash`], so a peer cannot make us accept a chunk list that does not belong
+//! to the content it announced.
+
+use botsync_engine::chunktree::{FANOUT, inner_node, leaf_node};
+use botsync_engine::{ChunkRef, FileEntry, Hash, RelPath};
+use serde::{Deserialize, Serialize};
+
+/// Whether a directory child is a directory or a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChildKind {
+    /// A directory: descend with `GetNodes`.
+    Dir,
+    /// A file (or tombstone): fetch with `GetEntries`.
+    File,
+}
+
+/// One child of a directory node in the workspace Merkle tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChild {
+    /// The child's name: one path component (no `/`, not `.`/`..`, NFC, ≤ 255 bytes).
+    pub name: String,
+    /// Directory or file.
+    pub kind: ChildKind,
+    /// The child's Merkle hash.
+    pub hash: Hash,
+}
+
+/// The children of one directory, answering one path of a `GetNodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReply {
+    /// The directory (the empty path is the workspace root).
+    pub path: RelPath,
+    /// Its children sorted by name (byte order), as the engine hashes them. A path that is not
+    /// a directory on the replying side has no children.
+    pub children: Vec<NodeChild>,
+}
+
+/// How an entry's chunk list travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkListing {
+    /// `entry.chunks` is the complete list (≤ [`crate::limits::MAX_INLINE_CHUNKS`]).
+    Inline,
+    /// `entry.chunks` is empty; the file has `chunk_count` chunks whose tree has root
+    /// `entry.content`. Fetch the nodes that differ from the local version with `GetTreeNodes`.
+    Elided {
+        /// How many chunks the file has (≥ 1).
+        chunk_count: u32,
+    },
+}
+
+/// A file entry as sent in an `Entries` batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// The entry (with `chunks` empty when elided).
+    pub entry: FileEntry,
+    /// Whether `entry.chunks` is complete.
+    pub listing: ChunkListing,
+}
+
+impl WireEntry {
+    /// Wrap an entry for the wire, eliding its chunk list when it has more than `max_inline`
+    /// chunks (never more than [`crate::limits::MAX_INLINE_CHUNKS`], so the result always
+    /// encodes). Only elide when the peer negotiated `Features::CHUNK_TREE`.
+    pub fn new(mut entry: FileEntry, max_inline: usize) -> WireEntry {
+        let count = entry.chunks.len();
+        match u32::try_from(count) {
+            Ok(chunk_count) if count > max_inline.min(crate::limits::MAX_INLINE_CHUNKS) => {
+                entry.chunks = Vec::new();
+                WireEntry {
+                    entry,
+                    listing: ChunkListing::Elided { chunk_count },
+                }
+            }
+            _ => WireEntry {
+                entry,
+                listing: ChunkListing::Inline,
+            },
+        }
+    }
+}
+
+/// The address of a node in a file's chunk tree: `level` 0 holds the leaf nodes (each over up
+/// to [`FANOUT`] chunk refs), level `n` nodes group up to `FANOUT` nodes of level `n - 1`;
+/// `index` counts nodes from the left within a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TreeAddr {
+    /// Height above the leaves (0 = leaf node).
+    pub level: u8,
+    /// Position within the level, from 0.
+    pub index: u32,
+}
+
+impl TreeAddr {
+    /// The root of the tree over `chunk_count` chunks (≥ 1): the one node of the top level.
+    pub fn root(chunk_count: u32) -> TreeAddr {
+        let mut nodes = u64::from(chunk_count.max(1)).div_ceil(FANOUT as u64);
+        let mut level = 0u8;
+        while nodes > 1 {
+            nodes = nodes.div_ceil(FANOUT as u64);
+            level += 1;
+        }
+        TreeAddr { level, index: 0 }
+    }
+
+    /// The addresses of this node's children, given how many nodes exist one level down
+    /// (for a leaf node, this is not meaningful: its children are chunk refs).
+    pub fn children(self, nodes_below: u64) -> impl Iterator<Item = TreeAddr> {
+        let first = u64::from(self.index) * FANOUT as u64;
+        let end = (first + FANOUT as u64).min(nodes_below);
+        let level = self.level.saturating_sub(1);
+        (first..end)
+            .filter_map(move |i| u32::try_from(i).ok().map(|index| TreeAddr { level, index }))
+    }
+}
+
+/// A reference to a subtree from an inner chunk-tree node: its hash and the bytes it spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SubtreeRef {
+    /// The child node's hash.
+    pub hash: Hash,
+    /// Bytes of file content below it.
+    pub span: u64,
+}
+
+/// A chunk-tree node's children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeNodeBody {
+    /// A level-0 node: up to [`FANOUT`] chunk refs in file order.
+    Leaf(Vec<ChunkRef>),
+    /// A level ≥ 1 node: up to [`FANOUT`] child nodes in order.
+    Inner(Vec<SubtreeRef>),
+}
+
+/// One chunk-tree node, answering one address of a `GetTreeNodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeNodeReply {
+    /// Which node.
+    pub addr: TreeAddr,
+    /// Its children (`Leaf` exactly when `addr.level == 0`).
+    pub body: TreeNodeBody,
+}
+
+impl TreeNodeReply {
+    /// The node's hash and byte span, computed as the engine does: compare it with the hash the
+    /// parent node (or, for the root, the entry's content hash) promised before trusting the
+    /// children.
+    pub fn node_hash(&self) -> (Hash, u64) {
+        match &self.body {
+            TreeNodeBody::Leaf(chunks) => leaf_node(chunks),
+            TreeNodeBody::Inner(children) => {
+                let pairs: Vec<(Hash, u64)> = children.iter().map(|c| (c.hash, c.span)).collect();
+                inner_node(self.addr.level, &pairs)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use botsync_engine::chunktree::content_hash;
+
+    fn refs(n: usize) -> Vec<ChunkRef> {
+        (0..n)
+            .map(|i| ChunkRef {
+                id: Hash::of(&(i as u64).to_le_bytes()),
+                len: 4096,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn root_address_matches_tree_height() {
+        assert_eq!(TreeAddr::root(1), TreeAddr { level: 0, index: 0 });
+        assert_eq!(TreeAddr::root(64), TreeAddr { level: 0, index: 0 });
+        assert_eq!(TreeAddr::root(65), TreeAddr { level: 1, index: 0 });
+        assert_eq!(TreeAddr::root(64 * 64), TreeAddr { level: 1, index: 0 });
+        assert_eq!(TreeAddr::root(64 * 64 + 1), TreeAddr { level: 2, index: 0 });
+        assert_eq!(TreeAddr::root(u32::MAX).level, 5);
+    }
+
+    /// Rebuilding a two-level tree from replies reproduces the engine's content hash: the
+    /// receiver can verify every node it fetches.
+    #[test]
+    fn replies_verify_against_the_content_hash() {
+        let chunks = refs(100);
+        let leaves: Vec<TreeNodeReply> = chunks
+            .chunks(FANOUT)
+            .enumerate()
+            .map(|(i, group)| TreeNodeReply {
+                addr: TreeAddr {
+                    level: 0,
+                    index: i as u32,
+                },
+                body: TreeNodeBody::Leaf(group.to_vec()),
+            })
+            .collect();
+        let root = TreeNodeReply {
+            addr: TreeAddr::root(100),
+            body: TreeNodeBody::Inner(
+                leaves
+                    .iter()
+                    .map(|l| {
+                        let (hash, span) = l.node_hash();
+                        SubtreeRef { hash, span }
+                    })
+                    .collect(),
+            ),
+        };
+        assert_eq!(root.node_hash().0, content_hash(&chunks));
+        assert_eq!(root.node_hash().1, 100 * 4096);
+        let kids: Vec<TreeAddr> = root.addr.children(leaves.len() as u64).collect();
+        assert_eq!(
+            kids,
+            vec![
+                TreeAddr { level: 0, index: 0 },
+                TreeAddr { level: 0, index: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn single_leaf_tree_root_is_the_content_hash() {
+        let chunks = refs(3);
+        let reply = TreeNodeReply {
+            addr: TreeAddr::root(3),
+            body: TreeNodeBody::Leaf(chunks.clone()),
+        };
+        assert_eq!(reply.node_hash().0, content_hash(&chunks));
+    }
+}

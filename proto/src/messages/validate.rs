@@ -1,0 +1,365 @@
+//! `Message::validate`: the caps of [`crate::limits`] and the field rules serde cannot express,
+//! checked after every decode and before every encode.
+//!
+//! Paths are already validated by `RelPath`'s deserializer; what remains is counting (list
+//! lengths, string lengths, vector sizes) and a few structural rules: a leaf tree node exactly at
+//! level 0, an elided chunk list really empty, version vectors without zero counters, labels and
+//! names in their canonical (sanitized) form. This module does not check session order or
+//! whether a hash is right: those need state ([`crate::messages::ChunkData::into_verified_bytes`]
+//! checks chunk hashes; the session checks tree nodes).
+
+use botsync_engine::path::MAX_COMPONENT_BYTES;
+use botsync_engine::{AgentLabel, FileEntry, VersionVector};
+
+use super::hello::sanitize_name;
+use super::tree::{ChunkListing, NodeChild, TreeNodeBody, TreeNodeReply, WireEntry};
+use super::{Hello, Message};
+use crate::codec::CodecError;
+use crate::limits::*;
+
+impl Message {
+    /// Check every protocol limit and field rule. [`crate::codec::decode`] calls this; a sender
+    /// may call it to catch an oversized batch before encoding.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        match self {
+            Message::Hello(hello) => validate_hello(hello),
+            Message::GetNodes { paths } | Message::GetEntries { paths } => {
+                CodecError::check_limit("paths in a request", paths.len(), MAX_PATHS_PER_REQUEST)
+            }
+            Message::Nodes { nodes } => {
+                CodecError::check_limit(
+                    "directories in a nodes reply",
+                    nodes.len(),
+                    MAX_NODES_PER_REPLY,
+                )?;
+                for node in nodes {
+                    CodecError::check_limit(
+                        "children of a directory",
+                        node.children.len(),
+                        MAX_NODE_CHILDREN,
+                    )?;
+                    node.children.iter().try_for_each(validate_child)?;
+                }
+                Ok(())
+            }
+            Message::Entries { entries, .. } => {
+                CodecError::check_limit(
+                    "entries in a batch",
+                    entries.len(),
+                    MAX_ENTRIES_PER_BATCH,
+                )?;
+                entries.iter().try_for_each(validate_entry)
+            }
+            Message::GetTreeNodes { nodes, .. } => CodecError::check_limit(
+                "tree nodes in a request",
+                nodes.len(),
+                MAX_TREE_NODES_PER_REQUEST,
+            ),
+            Message::TreeNodes { nodes, .. } => {
+                CodecError::check_limit(
+                    "tree nodes in a reply",
+                    nodes.len(),
+                    MAX_TREE_NODES_PER_REQUEST,
+                )?;
+                nodes.iter().try_for_each(validate_tree_node)
+            }
+            Message::GetChunks { ids } => {
+                CodecError::check_limit("chunk ids in a request", ids.len(), MAX_IDS_PER_REQUEST)
+            }
+            Message::ChunkData(chunk) => {
+                CodecError::check_limit("chunk payload bytes", chunk.data.len(), MAX_CHUNK_LEN)
+            }
+            Message::Error { message, .. } => {
+                CodecError::check_limit("error message bytes", message.len(), MAX_ERROR_MESSAGE)
+            }
+            Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
+            Message::ReservedLockAcquire
+            | Message::ReservedLockRelease
+            | Message::ReservedLockStatus
+            | Message::ReservedChatSay
+            | Message::ReservedChatFeed
+            | Message::ReservedHandoff
+            | Message::ReservedCoordination1
+            | Message::ReservedCoordination2 => Err(CodecError::Unsupported {
+                tag: self.tag(),
+                name: self.kind(),
+            }),
+        }
+    }
+}
+
+fn validate_hello(hello: &Hello) -> Result<(), CodecError> {
+    CodecError::check_limit("peer name bytes", hello.peer_name.len(), MAX_PEER_NAME)?;
+    if sanitize_name(&hello.peer_name) != hello.peer_name {
+        return Err(CodecError::Malformed(format!(
+            "peer name {:?} has control characters or surrounding spaces",
+            hello.peer_name
+        )));
+    }
+    validate_agent(&hello.agent)
+}
+
+fn validate_agent(agent: &AgentLabel) -> Result<(), CodecError> {
+    CodecError::check_limit("agent label bytes", agent.as_str().len(), MAX_AGENT_LABEL)?;
+    if AgentLabel::new(agent.as_str()) != *agent {
+        return Err(CodecError::Malformed(format!(
+            "agent label {:?} has control characters or surrounding spaces",
+            agent.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_child(child: &NodeChild) -> Result<(), CodecError> {
+    let name = child.name.as_str();
+    CodecError::check_limit("file name bytes", name.len(), MAX_COMPONENT_BYTES)?;
+    // A valid name is exactly one valid path component, already in NFC and not the state dir.
+    let single = botsync_engine::RelPath::new(name)
+        .map(|p| p.as_str() == name && !name.contains('/') && !p.is_root())
+        .unwrap_or(false);
+    if !single {
+        return Err(CodecError::Malformed(format!(
+            "directory child name {name:?} is not a valid file name"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
+    let entry: &FileEntry = &wire.entry;
+    match wire.listing {
+        ChunkListing::Inline => {
+            CodecError::check_limit(
+                "inline chunks of an entry",
+                entry.chunks.len(),
+                MAX_INLINE_CHUNKS,
+            )?;
+        }
+        ChunkListing::Elided { chunk_count } => {
+            if !entry.chunks.is_empty() || chunk_count == 0 {
+                return Err(CodecError::Malformed(format!(
+                    "entry {} is marked elided but carries {} chunks and a count of {chunk_count}",
+                    entry.path,
+                    entry.chunks.len()
+                )));
+            }
+        }
+    }
+    for chunk in &entry.chunks {
+        validate_chunk_len(chunk.len)?;
+    }
+    if !entry.chunker.is_valid() {
+        return Err(CodecError::Malformed(format!(
+            "entry {} has invalid chunker parameters",
+            entry.path
+        )));
+    }
+    validate_vector(&entry.version)?;
+    validate_agent(&entry.changed_by.agent)
+}
+
+fn validate_chunk_len(len: u32) -> Result<(), CodecError> {
+    if len == 0 {
+        return Err(CodecError::Malformed(
+            "chunk reference with length 0".to_owned(),
+        ));
+    }
+    CodecError::check_limit("chunk length", len as usize, MAX_CHUNK_LEN)
+}
+
+fn validate_vector(version: &VersionVector) -> Result<(), CodecError> {
+    CodecError::check_limit("peers in a version vector", version.len(), MAX_VECTOR_PEERS)?;
+    if version.iter().any(|(_, &counter)| counter == 0) {
+        return Err(CodecError::Malformed(
+            "version vector with a zero counter".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_tree_node(node: &TreeNodeReply) -> Result<(), CodecError> {
+    let children = match (&node.body, node.addr.level) {
+        (TreeNodeBody::Leaf(chunks), 0) => {
+            for chunk in chunks {
+                validate_chunk_len(chunk.len)?;
+            }
+            chunks.len()
+        }
+        (TreeNodeBody::Inner(children), 1..) => children.len(),
+        (_, level) => {
+            return Err(CodecError::Malformed(format!(
+                "chunk-tree node at level {level} has the wrong kind of children"
+            )));
+        }
+    };
+    if children == 0 {
+        return Err(CodecError::Malformed("empty chunk-tree node".to_owned()));
+    }
+    CodecError::check_limit(
+        "children of a chunk-tree node",
+        children,
+        MAX_TREE_NODE_CHILDREN,
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::messages::{ChunkData, Compression, TreeAddr};
+    use botsync_engine::{
+        Attribution, ChunkRef, ChunkerParams, EntryKind, Hash, Mode, PeerId, RelPath,
+    };
+
+    fn entry(chunks: usize) -> FileEntry {
+        FileEntry {
+            path: RelPath::new("memory/log.jsonl").unwrap(),
+            kind: EntryKind::File,
+            size: chunks as u64 * 1000,
+            mtime_ns: 0,
+            mode: Mode::default(),
+            content: Hash::of(b"content"),
+            chunks: vec![
+                ChunkRef {
+                    id: Hash::of(b"c"),
+                    len: 1000
+                };
+                chunks
+            ],
+            chunker: ChunkerParams::DEFAULT,
+            version: VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
+            parent: None,
+            changed_by: Attribution {
+                peer: PeerId([1; 32]),
+                agent: AgentLabel::new("claude"),
+            },
+        }
+    }
+
+    fn entries(e: Vec<WireEntry>) -> Message {
+        Message::Entries {
+            entries: e,
+            last: true,
+        }
+    }
+
+    #[test]
+    fn long_chunk_lists_are_elided_and_valid() {
+        let wire = WireEntry::new(entry(MAX_INLINE_CHUNKS + 1), MAX_INLINE_CHUNKS);
+        assert!(wire.entry.chunks.is_empty());
+        assert_eq!(
+            wire.listing,
+            ChunkListing::Elided {
+                chunk_count: MAX_INLINE_CHUNKS as u32 + 1
+            }
+        );
+        assert_eq!(entries(vec![wire]).validate(), Ok(()));
+        let short = WireEntry::new(entry(3), MAX_INLINE_CHUNKS);
+        assert_eq!(short.listing, ChunkListing::Inline);
+    }
+
+    #[test]
+    fn too_many_inline_chunks_are_refused() {
+        let wire = WireEntry {
+            entry: entry(MAX_INLINE_CHUNKS + 1),
+            listing: ChunkListing::Inline,
+        };
+        assert_eq!(
+            WireEntry::new(wire.entry.clone(), usize::MAX)
+                .entry
+                .chunks
+                .len(),
+            0
+        );
+        assert!(matches!(
+            entries(vec![wire]).validate(),
+            Err(CodecError::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn elided_entry_with_chunks_is_malformed() {
+        let wire = WireEntry {
+            entry: entry(2),
+            listing: ChunkListing::Elided { chunk_count: 2 },
+        };
+        assert!(matches!(
+            entries(vec![wire]).validate(),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_chunk_refs_are_refused() {
+        let mut e = entry(1);
+        e.chunks[0].len = MAX_CHUNK_LEN as u32 + 1;
+        let wire = WireEntry {
+            entry: e,
+            listing: ChunkListing::Inline,
+        };
+        assert!(entries(vec![wire]).validate().is_err());
+    }
+
+    #[test]
+    fn child_names_must_be_single_components() {
+        for bad in ["", ".", "..", "a/b", ".botsync", "x\u{0}y", "cafe\u{301}"] {
+            let child = NodeChild {
+                name: bad.into(),
+                kind: super::super::ChildKind::File,
+                hash: Hash::ZERO,
+            };
+            assert!(validate_child(&child).is_err(), "{bad:?} accepted");
+        }
+        let ok = NodeChild {
+            name: "MEMORY.md".into(),
+            kind: super::super::ChildKind::File,
+            hash: Hash::ZERO,
+        };
+        assert_eq!(validate_child(&ok), Ok(()));
+    }
+
+    #[test]
+    fn tree_nodes_must_match_their_level() {
+        let leaf_high = TreeNodeReply {
+            addr: TreeAddr { level: 1, index: 0 },
+            body: TreeNodeBody::Leaf(vec![ChunkRef {
+                id: Hash::ZERO,
+                len: 1,
+            }]),
+        };
+        assert!(validate_tree_node(&leaf_high).is_err());
+        let empty = TreeNodeReply {
+            addr: TreeAddr { level: 0, index: 0 },
+            body: TreeNodeBody::Leaf(vec![]),
+        };
+        assert!(validate_tree_node(&empty).is_err());
+    }
+
+    #[test]
+    fn hello_names_must_be_sanitized() {
+        let mut hello = Hello::current("box", AgentLabel::new("claude"));
+        assert_eq!(Message::Hello(hello.clone()).validate(), Ok(()));
+        hello.peer_name = "evil\nname".into();
+        assert!(Message::Hello(hello).validate().is_err());
+    }
+
+    #[test]
+    fn oversized_requests_are_refused() {
+        let ids = vec![Hash::ZERO; MAX_IDS_PER_REQUEST + 1];
+        let err = Message::GetChunks { ids }.validate().unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::LimitExceeded {
+                what: "chunk ids in a request",
+                value: MAX_IDS_PER_REQUEST as u64 + 1,
+                max: MAX_IDS_PER_REQUEST as u64
+            }
+        );
+        let chunk = ChunkData {
+            id: Hash::ZERO,
+            compression: Compression::None,
+            data: vec![0; MAX_CHUNK_LEN + 1],
+        };
+        assert!(Message::ChunkData(chunk).validate().is_err());
+    }
+}
