@@ -26,7 +26,12 @@ pub struct Globals {
 
 impl Globals {
     /// Collect the global options.
-    pub fn new(workspace: Option<PathBuf>, json: bool, quiet: bool, agent: Option<String>) -> Globals {
+    pub fn new(
+        workspace: Option<PathBuf>,
+        json: bool,
+        quiet: bool,
+        agent: Option<String>,
+    ) -> Globals {
         Globals {
             workspace,
             json,
@@ -73,7 +78,10 @@ impl Globals {
 }
 
 fn find_upward(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|d| d.join(STATE_DIR).is_dir()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|d| d.join(STATE_DIR).is_dir())
+        .map(Path::to_path_buf)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -32,7 +32,14 @@ impl std::error::Error for UsageError {}
 
 /// The exit code for an error: 2 if any cause in its chain is a [`UsageError`], else 1.
 pub fn code_for(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) { USAGE } else { FAILED }
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<UsageError>().is_some())
+    {
+        USAGE
+    } else {
+        FAILED
+    }
 }
 
 /// The error as one line: the whole cause chain joined by ": ".

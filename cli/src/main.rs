@@ -22,7 +22,13 @@ use crate::context::Globals;
 #[command(name = "botsync", version, about, propagate_version = true)]
 struct Cli {
     /// The workspace (default: the nearest directory upward holding .botsync/).
-    #[arg(short, long, global = true, env = "BOTSYNC_WORKSPACE", value_name = "DIR")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "BOTSYNC_WORKSPACE",
+        value_name = "DIR"
+    )]
     workspace: Option<PathBuf>,
     /// Print one JSON document on stdout (stable field names).
     #[arg(long, global = true)]

@@ -34,9 +34,13 @@ impl Node {
     /// Open the workspace at `root` as `agent`.
     pub fn open(root: &Path, agent: AgentLabel) -> Result<Node> {
         let identity = load_identity(root)?;
-        let local = Attribution { peer: identity.peer_id(), agent };
+        let local = Attribution {
+            peer: identity.peer_id(),
+            agent,
+        };
         let (ws, outcome) = Workspace::open(root, local).map_err(|e| match e {
-            botsync_engine::workspace::WorkspaceError::Config(_) | botsync_engine::workspace::WorkspaceError::Rules(_) => {
+            botsync_engine::workspace::WorkspaceError::Config(_)
+            | botsync_engine::workspace::WorkspaceError::Rules(_) => {
                 anyhow::Error::new(UsageError::new(e.to_string()))
             }
             other => anyhow::Error::new(other),
@@ -44,12 +48,17 @@ impl Node {
         if let botsync_engine::store::OpenOutcome::Rebuilt { reason } = outcome {
             tracing::warn!(%reason, "index was rebuilt from a rescan");
         }
-        let name = ws
-            .config()
-            .name
-            .clone()
-            .unwrap_or_else(|| root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(Node { root: root.to_path_buf(), identity: Arc::new(identity), replica: Arc::new(LiveReplica::new(ws)), name })
+        let name = ws.config().name.clone().unwrap_or_else(|| {
+            root.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        Ok(Node {
+            root: root.to_path_buf(),
+            identity: Arc::new(identity),
+            replica: Arc::new(LiveReplica::new(ws)),
+            name,
+        })
     }
 
     /// The configured peers.

@@ -32,12 +32,20 @@ pub struct Peer {
 impl Peer {
     /// Resolve `host:port` to a socket address.
     pub fn resolve(&self) -> Result<SocketAddr> {
-        let mut addrs = (self.host.as_str(), self.port).to_socket_addrs().with_context(|| {
-            format!("cannot resolve peer {} host {:?}; check `botsync peers`", self.name, self.host)
-        })?;
-        addrs
-            .next()
-            .with_context(|| format!("peer {} host {:?} resolves to no address", self.name, self.host))
+        let mut addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .with_context(|| {
+                format!(
+                    "cannot resolve peer {} host {:?}; check `botsync peers`",
+                    self.name, self.host
+                )
+            })?;
+        addrs.next().with_context(|| {
+            format!(
+                "peer {} host {:?} resolves to no address",
+                self.name, self.host
+            )
+        })
     }
 }
 
@@ -133,7 +141,9 @@ impl Peers {
     /// Remove a peer by name.
     pub fn remove(&mut self, name: &str) -> Result<Peer> {
         let Some(i) = self.peers.iter().position(|p| p.name == name) else {
-            bail!(UsageError::new(format!("no peer named {name:?}; `botsync peers` lists them")));
+            bail!(UsageError::new(format!(
+                "no peer named {name:?}; `botsync peers` lists them"
+            )));
         };
         Ok(self.peers.remove(i))
     }
@@ -141,7 +151,11 @@ impl Peers {
 
 /// Split `HOST[:PORT]` (IPv6 in brackets: `[::1]:7474`).
 pub fn parse_host_port(s: &str) -> Result<(String, u16)> {
-    let bad = || UsageError::new(format!("{s:?} is not HOST[:PORT] (for IPv6 use [ADDR]:PORT)"));
+    let bad = || {
+        UsageError::new(format!(
+            "{s:?} is not HOST[:PORT] (for IPv6 use [ADDR]:PORT)"
+        ))
+    };
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after.strip_prefix(':') {
@@ -179,10 +193,19 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(parse_host_port("a.b").unwrap(), ("a.b".into(), DEFAULT_PORT));
-        assert_eq!(parse_host_port("1.2.3.4:99").unwrap(), ("1.2.3.4".into(), 99));
+        assert_eq!(
+            parse_host_port("a.b").unwrap(),
+            ("a.b".into(), DEFAULT_PORT)
+        );
+        assert_eq!(
+            parse_host_port("1.2.3.4:99").unwrap(),
+            ("1.2.3.4".into(), 99)
+        );
         assert_eq!(parse_host_port("[::1]:5").unwrap(), ("::1".into(), 5));
-        assert_eq!(parse_host_port("::1").unwrap(), ("::1".into(), DEFAULT_PORT));
+        assert_eq!(
+            parse_host_port("::1").unwrap(),
+            ("::1".into(), DEFAULT_PORT)
+        );
         assert!(parse_host_port("h:x").is_err());
         assert!(parse_host_port("").is_err());
     }
@@ -190,11 +213,23 @@ mod tests {
     #[test]
     fn names_and_ids_are_unique() {
         let id = PeerId([7; 32]);
-        let p = Peer { name: "a".into(), host: "h".into(), port: 1, id };
+        let p = Peer {
+            name: "a".into(),
+            host: "h".into(),
+            port: 1,
+            id,
+        };
         let mut peers = Peers::default();
         peers.add(p.clone()).unwrap();
         assert!(peers.add(p.clone()).is_err());
-        assert!(peers.add(Peer { name: "b".into(), ..p }).is_err());
+        assert!(
+            peers
+                .add(Peer {
+                    name: "b".into(),
+                    ..p
+                })
+                .is_err()
+        );
         assert!(peers.select(Some("zz")).is_err());
         assert_eq!(peers.remove("a").unwrap().id, id);
     }

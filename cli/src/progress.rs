@@ -14,9 +14,11 @@ impl Bar {
     /// A hidden-until-planned bar labelled with the peer's name.
     pub fn new(peer: &str) -> Bar {
         let bar = ProgressBar::new(0);
-        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(peer.to_owned());
         Bar { bar }

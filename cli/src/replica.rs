@@ -26,8 +26,14 @@ pub struct LiveReplica {
 impl LiveReplica {
     /// Wrap an opened workspace.
     pub fn new(ws: Workspace) -> LiveReplica {
-        let abort_after = std::env::var(ABORT_AFTER_CHUNKS_ENV).ok().and_then(|v| v.parse().ok());
-        LiveReplica { ws, abort_after, received: AtomicU64::new(0) }
+        let abort_after = std::env::var(ABORT_AFTER_CHUNKS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        LiveReplica {
+            ws,
+            abort_after,
+            received: AtomicU64::new(0),
+        }
     }
 
     /// The workspace.
@@ -51,7 +57,10 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
 impl Replica for LiveReplica {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let r = self.ws.refresh(now_ns()).map_err(err)?;
-        Ok(Snapshot { root: r.root, files: r.files })
+        Ok(Snapshot {
+            root: r.root,
+            files: r.files,
+        })
     }
 
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
@@ -100,7 +109,12 @@ impl Replica for LiveReplica {
         self.ws.apply(items, now_ns()).map_err(err)
     }
 
-    fn record_peer(&self, peer: PeerId, _root: Hash, entries: &[FileEntry]) -> Result<(), ReplicaError> {
+    fn record_peer(
+        &self,
+        peer: PeerId,
+        _root: Hash,
+        entries: &[FileEntry],
+    ) -> Result<(), ReplicaError> {
         self.ws.record_peer(peer, entries).map_err(err)
     }
 }

@@ -16,10 +16,7 @@ pub fn content_hash(chunks: &[ChunkRef]) -> Hash {
     if chunks.is_empty() {
         return Hash::tagged(Domain::ChunkTree, &[b"empty"]);
     }
-    let mut level: Vec<(Hash, u64)> = chunks
-        .chunks(FANOUT)
-        .map(leaf_node)
-        .collect();
+    let mut level: Vec<(Hash, u64)> = chunks.chunks(FANOUT).map(leaf_node).collect();
     let mut depth = 1u8;
     while level.len() > 1 {
         level = level

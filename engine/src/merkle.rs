@@ -56,15 +56,21 @@ impl MerkleTree {
             if !e.is_tombstone() {
                 files += 1;
             }
-            let Some(parent) = e.path.parent() else { continue };
-            dirs.entry(parent.clone())
-                .or_default()
-                .insert(e.path.file_name().to_owned(), (ChildKind::File, leaf_hash(e)));
+            let Some(parent) = e.path.parent() else {
+                continue;
+            };
+            dirs.entry(parent.clone()).or_default().insert(
+                e.path.file_name().to_owned(),
+                (ChildKind::File, leaf_hash(e)),
+            );
             // Make sure every ancestor directory exists.
             let mut dir = parent;
             while let Some(up) = dir.parent() {
                 let name = dir.file_name().to_owned();
-                dirs.entry(up.clone()).or_default().entry(name).or_insert((ChildKind::Dir, Hash::ZERO));
+                dirs.entry(up.clone())
+                    .or_default()
+                    .entry(name)
+                    .or_insert((ChildKind::Dir, Hash::ZERO));
                 dir = up;
             }
         }
@@ -77,15 +83,24 @@ impl MerkleTree {
             let h = dir_hash(&children);
             hashes.insert(dir.clone(), h);
             if let Some(up) = dir.parent() {
-                dirs.entry(up).or_default().insert(dir.file_name().to_owned(), (ChildKind::Dir, h));
+                dirs.entry(up)
+                    .or_default()
+                    .insert(dir.file_name().to_owned(), (ChildKind::Dir, h));
             }
         }
-        MerkleTree { dirs, hashes, files }
+        MerkleTree {
+            dirs,
+            hashes,
+            files,
+        }
     }
 
     /// The root hash.
     pub fn root(&self) -> Hash {
-        self.hashes.get(&RelPath::root()).copied().unwrap_or_else(|| dir_hash(&BTreeMap::new()))
+        self.hashes
+            .get(&RelPath::root())
+            .copied()
+            .unwrap_or_else(|| dir_hash(&BTreeMap::new()))
     }
 
     /// The hash of the subtree at `dir` (`None` if no such directory).
@@ -96,7 +111,13 @@ impl MerkleTree {
     /// The children of `dir`, sorted by name (`None` if no such directory).
     pub fn children(&self, dir: &RelPath) -> Option<Vec<MerkleChild>> {
         self.dirs.get(dir).map(|c| {
-            c.iter().map(|(name, (kind, hash))| MerkleChild { name: name.clone(), kind: *kind, hash: *hash }).collect()
+            c.iter()
+                .map(|(name, (kind, hash))| MerkleChild {
+                    name: name.clone(),
+                    kind: *kind,
+                    hash: *hash,
+                })
+                .collect()
         })
     }
 
@@ -160,22 +181,36 @@ mod tests {
             chunker: ChunkerParams::DEFAULT,
             version: VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
             parent: None,
-            changed_by: Attribution { peer: PeerId([1; 32]), agent: AgentLabel::new("") },
+            changed_by: Attribution {
+                peer: PeerId([1; 32]),
+                agent: AgentLabel::new(""),
+            },
         }
     }
 
     fn sample() -> Vec<FileEntry> {
-        ["MEMORY.md", "memory/a.md", "memory/b.md", "memory/x/y/z.md", "USER.md"]
-            .iter()
-            .enumerate()
-            .map(|(i, p)| entry(p, i as u8, 7))
-            .collect()
+        [
+            "MEMORY.md",
+            "memory/a.md",
+            "memory/b.md",
+            "memory/x/y/z.md",
+            "USER.md",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| entry(p, i as u8, 7))
+        .collect()
     }
 
     #[test]
     fn children_and_subtrees() {
         let t = MerkleTree::build(&sample());
-        let root: Vec<String> = t.children(&RelPath::root()).unwrap().into_iter().map(|c| c.name).collect();
+        let root: Vec<String> = t
+            .children(&RelPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(root, ["MEMORY.md", "USER.md", "memory"]);
         assert!(t.subtree(&RelPath::new("memory/x/y").unwrap()).is_some());
         assert!(t.children(&RelPath::new("nope").unwrap()).is_none());
@@ -193,7 +228,11 @@ mod tests {
         let b = MerkleTree::build(&changed);
         assert_ne!(b.root(), a.root());
         // Exactly the ancestors of the changed file change.
-        for (dir, same) in [("memory", false), ("memory/x", false), ("memory/x/y", false)] {
+        for (dir, same) in [
+            ("memory", false),
+            ("memory/x", false),
+            ("memory/x/y", false),
+        ] {
             let d = RelPath::new(dir).unwrap();
             assert_eq!(a.subtree(&d) == b.subtree(&d), same, "{dir}");
         }

@@ -98,14 +98,20 @@ impl Workspace {
         }
         let config_path = state.join("config.json");
         if !config_path.exists() {
-            let config = SyncConfig { name: name.map(str::to_owned), ..SyncConfig::default() };
+            let config = SyncConfig {
+                name: name.map(str::to_owned),
+                ..SyncConfig::default()
+            };
             config.save(&config_path)?;
         }
         Ok(fresh)
     }
 
     /// Open an existing workspace as `local` (this peer and the agent making changes).
-    pub fn open(root: &Path, local: Attribution) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
+    pub fn open(
+        root: &Path,
+        local: Attribution,
+    ) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
         let state = root.join(STATE_DIR);
         if !state.is_dir() {
             return Err(WorkspaceError::NotAWorkspace(root.to_path_buf()));
@@ -178,7 +184,11 @@ impl Workspace {
         }
         self.store.set_last_scan_ns(now_ns)?;
         let (root, files) = self.rebuild_tree()?;
-        Ok(Refresh { scan: report, root, files })
+        Ok(Refresh {
+            scan: report,
+            root,
+            files,
+        })
     }
 
     /// The Merkle root and file count of the index as it is (no rescan).
@@ -204,7 +214,11 @@ impl Workspace {
     }
 
     /// Decide what to do with each incoming version, under our own selection rules.
-    pub fn plan(&self, incoming: Vec<FileEntry>, now_ns: i64) -> Result<Vec<PlanItem>, WorkspaceError> {
+    pub fn plan(
+        &self,
+        incoming: Vec<FileEntry>,
+        now_ns: i64,
+    ) -> Result<Vec<PlanItem>, WorkspaceError> {
         let all = self.store.local_all()?;
         let by_fold: HashMap<String, RelPath> = all
             .iter()
@@ -215,7 +229,10 @@ impl Workspace {
         for remote in incoming {
             let action = if self.selection.decide(&remote.path, false) != Decision::Synced {
                 Action::NotSelected
-            } else if let (Some(local), false) = (plan::case_collision(&remote.path, &by_fold), remote.is_tombstone()) {
+            } else if let (Some(local), false) = (
+                plan::case_collision(&remote.path, &by_fold),
+                remote.is_tombstone(),
+            ) {
                 Action::CaseCollision { local }
             } else {
                 plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote, now_ns)
@@ -228,7 +245,11 @@ impl Workspace {
             } else {
                 0
             };
-            out.push(PlanItem { remote, action, bytes_needed });
+            out.push(PlanItem {
+                remote,
+                action,
+                bytes_needed,
+            });
         }
         Ok(out)
     }
@@ -251,12 +272,19 @@ impl Workspace {
     /// indexed file holds it any more (it changed since the scan).
     pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
         for loc in self.store.locate_chunk(id)? {
-            let Some(local) = self.store.local_get(&loc.path)? else { continue };
-            if local.entry.content != loc.content || self.selection.decide(&loc.path, false) != Decision::Synced {
+            let Some(local) = self.store.local_get(&loc.path)? else {
+                continue;
+            };
+            if local.entry.content != loc.content
+                || self.selection.decide(&loc.path, false) != Decision::Synced
+            {
                 continue;
             }
             let fs_path = loc.path.to_fs(&self.root);
-            let Ok(mut f) = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&fs_path)
+            let Ok(mut f) = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&fs_path)
             else {
                 continue;
             };
@@ -277,8 +305,17 @@ impl Workspace {
     }
 
     /// Carry out planned items received from `peer`, in order.
-    pub fn apply(&self, items: Vec<PlanItem>, now_ns: i64) -> Result<Vec<ItemReport>, WorkspaceError> {
-        let ctx = ApplyContext { root: &self.root, store: &self.store, chunks: &self.chunks, now_ns };
+    pub fn apply(
+        &self,
+        items: Vec<PlanItem>,
+        now_ns: i64,
+    ) -> Result<Vec<ItemReport>, WorkspaceError> {
+        let ctx = ApplyContext {
+            root: &self.root,
+            store: &self.store,
+            chunks: &self.chunks,
+            now_ns,
+        };
         let mut reports = Vec::with_capacity(items.len());
         for item in items {
             reports.push(self.apply_one(&ctx, item, now_ns));
@@ -308,7 +345,9 @@ impl Workspace {
             Ok(outcome) => report.outcome = outcome,
             Err(e) => {
                 tracing::warn!(path = %path, error = %e, "apply failed");
-                report.outcome = Outcome::Failed { reason: e.to_string() };
+                report.outcome = Outcome::Failed {
+                    reason: e.to_string(),
+                };
             }
         }
         report
@@ -325,16 +364,21 @@ impl Workspace {
         let mut target = item.remote.clone();
         target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
         match &item.action {
-            Action::Nothing | Action::KeepConflict | Action::CaseCollision { .. } | Action::NotSelected => {
-                Ok(Outcome::Unchanged)
-            }
+            Action::Nothing
+            | Action::KeepConflict
+            | Action::CaseCollision { .. }
+            | Action::NotSelected => Ok(Outcome::Unchanged),
             Action::MergeVersion | Action::RecordTombstone => {
                 let updated = match local {
                     Some(mut l) => {
                         l.entry.version = target.version;
                         l
                     }
-                    None => LocalEntry { entry: target, stat: None, recorded_at_ns: ctx.now_ns },
+                    None => LocalEntry {
+                        entry: target,
+                        stat: None,
+                        recorded_at_ns: ctx.now_ns,
+                    },
                 };
                 self.store.commit_local([LocalUpdate::Put(updated)])?;
                 Ok(Outcome::Unchanged)
@@ -343,7 +387,8 @@ impl Workspace {
                 if item.action == Action::TakeConflict
                     && let Some(l) = &local
                 {
-                    report.conflict_copy = self.keep_conflict_copy(&l.entry, &item.remote, ctx.now_ns)?;
+                    report.conflict_copy =
+                        self.keep_conflict_copy(&l.entry, &item.remote, ctx.now_ns)?;
                 }
                 let outcome = apply::apply_entry(ctx, &target, local.as_ref(), &mut NoSource)?;
                 Ok(match outcome {
@@ -374,7 +419,12 @@ impl Workspace {
         match fs::copy(&src, &dst) {
             Ok(_) => Ok(Some(format!("{STATE_DIR}/conflicts/{name}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IoError { action: "keeping conflict copy", path: dst, source: e }.into()),
+            Err(e) => Err(IoError {
+                action: "keeping conflict copy",
+                path: dst,
+                source: e,
+            }
+            .into()),
         }
     }
 

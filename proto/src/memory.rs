@@ -11,7 +11,8 @@ use botsync_engine::chunktree::content_hash;
 use botsync_engine::merkle::{ChildKind as TreeChildKind, MerkleTree};
 use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId, RelPath,
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode,
+    PeerId, RelPath,
 };
 
 use crate::messages::{ChildKind, NodeChild};
@@ -38,8 +39,14 @@ impl MemoryReplica {
     /// An empty replica for peer `peer`.
     pub fn new(peer: PeerId) -> MemoryReplica {
         MemoryReplica {
-            local: Attribution { peer, agent: AgentLabel::new("memory") },
-            state: Mutex::new(State { clock: 1_000_000_000, ..State::default() }),
+            local: Attribution {
+                peer,
+                agent: AgentLabel::new("memory"),
+            },
+            state: Mutex::new(State {
+                clock: 1_000_000_000,
+                ..State::default()
+            }),
         }
     }
 
@@ -48,10 +55,13 @@ impl MemoryReplica {
         let Ok(path) = RelPath::new(path) else { return };
         let mut st = self.lock();
         st.clock += 1_000;
-        let chunks = Chunker::new(ChunkerParams::DEFAULT).chunk_reader(bytes).unwrap_or_default();
+        let chunks = Chunker::new(ChunkerParams::DEFAULT)
+            .chunk_reader(bytes)
+            .unwrap_or_default();
         let mut offset = 0usize;
         for c in &chunks {
-            st.chunks.insert(c.id, bytes[offset..offset + c.len as usize].to_vec());
+            st.chunks
+                .insert(c.id, bytes[offset..offset + c.len as usize].to_vec());
             offset += c.len as usize;
         }
         let prev = st.entries.get(&path).cloned();
@@ -103,7 +113,12 @@ impl MemoryReplica {
 
     /// Paths of the current (non-deleted) files.
     pub fn files(&self) -> Vec<String> {
-        self.lock().entries.values().filter(|e| !e.is_tombstone()).map(|e| e.path.to_string()).collect()
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| !e.is_tombstone())
+            .map(|e| e.path.to_string())
+            .collect()
     }
 
     /// Chunks received through [`Replica::put_chunk`] so far.
@@ -135,8 +150,16 @@ fn assemble(chunks: &HashMap<Hash, Vec<u8>>, list: &[ChunkRef]) -> Option<Vec<u8
 
 impl Replica for MemoryReplica {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
-        let files = self.lock().entries.values().filter(|e| !e.is_tombstone()).count() as u64;
-        Ok(Snapshot { root: self.root(), files })
+        let files = self
+            .lock()
+            .entries
+            .values()
+            .filter(|e| !e.is_tombstone())
+            .count() as u64;
+        Ok(Snapshot {
+            root: self.root(),
+            files,
+        })
     }
 
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
@@ -156,7 +179,10 @@ impl Replica for MemoryReplica {
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
         let st = self.lock();
-        Ok(paths.iter().filter_map(|p| st.entries.get(p).cloned()).collect())
+        Ok(paths
+            .iter()
+            .filter_map(|p| st.entries.get(p).cloned())
+            .collect())
     }
 
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError> {
@@ -166,11 +192,20 @@ impl Replica for MemoryReplica {
             .map(|remote| {
                 let action = plan::decide(st.entries.get(&remote.path), &remote, st.clock);
                 let bytes_needed = if action.writes_file() {
-                    remote.chunks.iter().filter(|c| !st.chunks.contains_key(&c.id)).map(|c| u64::from(c.len)).sum()
+                    remote
+                        .chunks
+                        .iter()
+                        .filter(|c| !st.chunks.contains_key(&c.id))
+                        .map(|c| u64::from(c.len))
+                        .sum()
                 } else {
                     0
                 };
-                PlanItem { remote, action, bytes_needed }
+                PlanItem {
+                    remote,
+                    action,
+                    bytes_needed,
+                }
             })
             .collect())
     }
@@ -188,7 +223,10 @@ impl Replica for MemoryReplica {
 
     fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
         let st = self.lock();
-        let advertised = st.entries.values().any(|e| e.chunks.iter().any(|c| c.id == *id));
+        let advertised = st
+            .entries
+            .values()
+            .any(|e| e.chunks.iter().any(|c| c.id == *id));
         Ok(advertised.then(|| st.chunks.get(id).cloned()).flatten())
     }
 
@@ -238,8 +276,12 @@ impl Replica for MemoryReplica {
         Ok(out)
     }
 
-    fn record_peer(&self, _peer: PeerId, _root: Hash, _entries: &[FileEntry]) -> Result<(), ReplicaError> {
+    fn record_peer(
+        &self,
+        _peer: PeerId,
+        _root: Hash,
+        _entries: &[FileEntry],
+    ) -> Result<(), ReplicaError> {
         Ok(())
     }
 }
-

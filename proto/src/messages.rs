@@ -21,6 +21,7 @@ pub mod validate;
 
 use std::fmt;
 
+use botsync_engine::plan::ItemReport;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
@@ -119,11 +120,29 @@ pub enum Message {
     ReservedCoordination1,
     /// Tag 20, reserved: spare coordination slot.
     ReservedCoordination2,
+    /// Tag 21. The initiator offers its versions of differing paths (push direction); the
+    /// receiver plans them under its own rules, fetches the chunks it lacks from the initiator
+    /// on request streams and applies them (or only plans them when `dry_run`).
+    Offer {
+        /// One batch of offered entries.
+        entries: Vec<WireEntry>,
+        /// Plan only: fetch nothing, write nothing.
+        dry_run: bool,
+        /// True on the final batch of the offer.
+        last: bool,
+    },
+    /// Tag 22. What the receiver did (or would do) with each offered entry that needed action.
+    OfferResult {
+        /// One batch of per-path reports.
+        items: Vec<ItemReport>,
+        /// True on the final batch.
+        last: bool,
+    },
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 21;
+    pub const TAG_COUNT: u32 = 23;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -149,6 +168,8 @@ impl Message {
             Message::ReservedHandoff => 18,
             Message::ReservedCoordination1 => 19,
             Message::ReservedCoordination2 => 20,
+            Message::Offer { .. } => 21,
+            Message::OfferResult { .. } => 22,
         }
     }
 
@@ -168,6 +189,8 @@ impl Message {
             Message::Changed { .. } => "changed",
             Message::Error { .. } => "error",
             Message::Goodbye => "goodbye",
+            Message::Offer { .. } => "offer",
+            Message::OfferResult { .. } => "offer-result",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -263,6 +286,20 @@ impl fmt::Display for Message {
                 write!(f, "{} ({root})", self.kind())
             }
             Message::Error { code, .. } => write!(f, "error ({code})"),
+            Message::Offer {
+                entries,
+                dry_run,
+                last,
+            } => {
+                write!(
+                    f,
+                    "offer ({} entries, dry_run={dry_run}, last={last})",
+                    entries.len()
+                )
+            }
+            Message::OfferResult { items, last } => {
+                write!(f, "offer-result ({} items, last={last})", items.len())
+            }
             _ => f.write_str(self.kind()),
         }
     }
@@ -289,7 +326,7 @@ mod tests {
     #[test]
     fn reserved_slots_are_the_last_eight_tags() {
         let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
-        assert_eq!(tags, (13..Message::TAG_COUNT).collect::<Vec<_>>());
+        assert_eq!(tags, (13..=20).collect::<Vec<_>>());
         assert!(
             reserved()
                 .iter()

@@ -62,5 +62,10 @@ pub trait Replica: Send + Sync + 'static {
     fn apply(&self, items: Vec<PlanItem>, peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError>;
 
     /// Remember what `peer` had after a session (its entries seen and its root).
-    fn record_peer(&self, peer: PeerId, root: Hash, entries: &[FileEntry]) -> Result<(), ReplicaError>;
+    fn record_peer(
+        &self,
+        peer: PeerId,
+        root: Hash,
+        entries: &[FileEntry],
+    ) -> Result<(), ReplicaError>;
 }

@@ -29,7 +29,10 @@ struct Step {
 
 /// `botsync demo`.
 pub fn demo(g: &Globals) -> Result<i32> {
-    let tmp = tempfile::Builder::new().prefix("botsync-demo-").tempdir().context("creating a temp dir")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("botsync-demo-")
+        .tempdir()
+        .context("creating a temp dir")?;
     let (a_root, b_root) = (tmp.path().join("alpha"), tmp.path().join("beta"));
     let a = setup(&a_root, "alpha")?;
     let b = setup(&b_root, "beta")?;
@@ -41,7 +44,11 @@ pub fn demo(g: &Globals) -> Result<i32> {
     let steps = rt.block_on(async {
         let (b_addr, server) = super::serve::spawn(Arc::clone(&b), "127.0.0.1:0".parse()?).await?;
         set_port(&a_root, "beta", b_addr.port())?;
-        let peer = a.peers()?.find("beta").cloned().context("peer beta missing")?;
+        let peer = a
+            .peers()?
+            .find("beta")
+            .cloned()
+            .context("peer beta missing")?;
         let mut steps = Vec::new();
 
         let first = session_with(&a, &peer, SessionMode::Sync, false, g).await?;
@@ -100,13 +107,21 @@ fn setup(root: &Path, name: &str) -> Result<Arc<Node>> {
     fs::create_dir_all(root)?;
     botsync_engine::workspace::Workspace::init(root, Some(name))?;
     botsync_proto::identity::Identity::generate()?.save(&crate::node::identity_dir(root))?;
-    Ok(Arc::new(Node::open(root, AgentLabel::new(&format!("demo-{name}")))?))
+    Ok(Arc::new(Node::open(
+        root,
+        AgentLabel::new(&format!("demo-{name}")),
+    )?))
 }
 
 fn introduce(me: &Node, other: &Node, other_name: &str) -> Result<()> {
     let state = me.root.join(STATE_DIR);
     let mut peers = Peers::load(&state)?;
-    peers.add(Peer { name: other_name.into(), host: "127.0.0.1".into(), port: 7474, id: other.identity.peer_id() })?;
+    peers.add(Peer {
+        name: other_name.into(),
+        host: "127.0.0.1".into(),
+        port: 7474,
+        id: other.identity.peer_id(),
+    })?;
     peers.save(&state)
 }
 
@@ -120,7 +135,9 @@ fn set_port(root: &Path, name: &str, port: u16) -> Result<()> {
 }
 
 fn step(name: &str, r: &botsync_proto::session::SessionReport) -> Step {
-    let moved = |items: &[botsync_engine::plan::ItemReport]| items.iter().filter(|i| i.action.writes_file()).count();
+    let moved = |items: &[botsync_engine::plan::ItemReport]| {
+        items.iter().filter(|i| i.action.writes_file()).count()
+    };
     Step {
         step: name.into(),
         files_in: moved(&r.pulled),
@@ -140,29 +157,67 @@ fn write(root: &Path, rel: &str, text: &str) -> Result<()> {
 }
 
 fn fill_sample(root: &Path) -> Result<()> {
-    write(root, "MEMORY.md", "# Memory\n\n- The user prefers short answers.\n- Project botsync ships on Fridays.\n")?;
-    write(root, "USER.md", "# User\n\nName: Sam\nTimezone: Europe/Paris\n")?;
-    write(root, "IDENTITY.md", "# Identity\n\nI am alpha, running on the home server.\n")?;
+    write(
+        root,
+        "MEMORY.md",
+        "# Memory\n\n- The user prefers short answers.\n- Project botsync ships on Fridays.\n",
+    )?;
+    write(
+        root,
+        "USER.md",
+        "# User\n\nName: Sam\nTimezone: Europe/Paris\n",
+    )?;
+    write(
+        root,
+        "IDENTITY.md",
+        "# Identity\n\nI am alpha, running on the home server.\n",
+    )?;
     write(root, ".env", "API_TOKEN=never-leaves-this-machine\n")?;
     write(root, "config/local.json", "{\"gpu\": false}\n")?;
     for day in 1..=7 {
-        write(root, &format!("memory/2026-11-{day:02}.md"), &format!("# 2026-11-{day:02}\n\n{}", "- met the user, took notes\n".repeat(40)))?;
+        write(
+            root,
+            &format!("memory/2026-11-{day:02}.md"),
+            &format!(
+                "# 2026-11-{day:02}\n\n{}",
+                "- met the user, took notes\n".repeat(40)
+            ),
+        )?;
     }
     for topic in ["rust", "quic", "cooking", "travel"] {
-        write(root, &format!("memory/topics/{topic}.md"), &format!("# {topic}\n\n{}", format!("notes about {topic}\n").repeat(200)))?;
+        write(
+            root,
+            &format!("memory/topics/{topic}.md"),
+            &format!(
+                "# {topic}\n\n{}",
+                format!("notes about {topic}\n").repeat(200)
+            ),
+        )?;
     }
-    let log: String = (0..2000).map(|i| format!("{{\"seq\":{i},\"event\":\"tool_call\",\"ok\":true}}\n")).collect();
+    let log: String = (0..2000)
+        .map(|i| format!("{{\"seq\":{i},\"event\":\"tool_call\",\"ok\":true}}\n"))
+        .collect();
     write(root, "memory/events.jsonl", &log)
 }
 
 fn edit_both(a: &Path, b: &Path) -> Result<()> {
     use std::io::Write;
-    let mut log = fs::OpenOptions::new().append(true).open(a.join("memory/events.jsonl"))?;
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("memory/events.jsonl"))?;
     for i in 2000..2100 {
         writeln!(log, "{{\"seq\":{i},\"event\":\"tool_call\",\"ok\":true}}")?;
     }
-    write(a, "MEMORY.md", "# Memory\n\n- The user prefers short answers.\n- Project botsync ships on Fridays.\n- alpha learned: demos must be fast.\n")?;
-    write(b, "memory/from-beta.md", "# Note from beta\n\nbeta found a bug in the parser.\n")?;
+    write(
+        a,
+        "MEMORY.md",
+        "# Memory\n\n- The user prefers short answers.\n- Project botsync ships on Fridays.\n- alpha learned: demos must be fast.\n",
+    )?;
+    write(
+        b,
+        "memory/from-beta.md",
+        "# Note from beta\n\nbeta found a bug in the parser.\n",
+    )?;
     fs::remove_file(b.join("memory/topics/travel.md"))?;
     Ok(())
 }

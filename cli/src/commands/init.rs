@@ -52,8 +52,9 @@ pub fn init(args: InitArgs, g: &Globals) -> Result<i32> {
 pub fn id(g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     let id = load_identity(&root)?.peer_id();
-    g.out.emit(&serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }), || {
-        id.to_copy_safe()
-    })?;
+    g.out.emit(
+        &serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }),
+        || id.to_copy_safe(),
+    )?;
     Ok(OK)
 }

@@ -37,7 +37,12 @@ struct PeerView {
 
 impl From<&Peer> for PeerView {
     fn from(p: &Peer) -> Self {
-        PeerView { name: p.name.clone(), host: p.host.clone(), port: p.port, id: p.id.to_copy_safe() }
+        PeerView {
+            name: p.name.clone(),
+            host: p.host.clone(),
+            port: p.port,
+            id: p.id.to_copy_safe(),
+        }
     }
 }
 
@@ -46,16 +51,28 @@ pub fn add(args: AddArgs, g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     let state = root.join(STATE_DIR);
     validate_name(&args.name)?;
-    let id = args.id.parse().map_err(|e| UsageError::new(format!("{e}")))?;
+    let id = args
+        .id
+        .parse()
+        .map_err(|e| UsageError::new(format!("{e}")))?;
     let (host, port) = parse_host_port(&args.host)?;
     let mut peers = Peers::load(&state)?;
-    let peer = Peer { name: args.name, host, port, id };
+    let peer = Peer {
+        name: args.name,
+        host,
+        port,
+        id,
+    };
     peers.add(peer.clone())?;
     peers.save(&state)?;
     let view = PeerView::from(&peer);
-    g.out.emit(&serde_json::json!({ "ok": true, "added": view }), || {
-        format!("added peer {} at {}:{} ({})", peer.name, peer.host, peer.port, peer.id)
-    })?;
+    g.out
+        .emit(&serde_json::json!({ "ok": true, "added": view }), || {
+            format!(
+                "added peer {} at {}:{} ({})",
+                peer.name, peer.host, peer.port, peer.id
+            )
+        })?;
     Ok(OK)
 }
 
@@ -65,9 +82,10 @@ pub fn remove(args: RemoveArgs, g: &Globals) -> Result<i32> {
     let mut peers = Peers::load(&state)?;
     let gone = peers.remove(&args.name)?;
     peers.save(&state)?;
-    g.out.emit(&serde_json::json!({ "ok": true, "removed": PeerView::from(&gone) }), || {
-        format!("removed peer {}", gone.name)
-    })?;
+    g.out.emit(
+        &serde_json::json!({ "ok": true, "removed": PeerView::from(&gone) }),
+        || format!("removed peer {}", gone.name),
+    )?;
     Ok(OK)
 }
 
@@ -76,23 +94,26 @@ pub fn list(g: &Globals) -> Result<i32> {
     let state = g.workspace_root()?.join(STATE_DIR);
     let peers = Peers::load(&state)?;
     let views: Vec<PeerView> = peers.peers.iter().map(PeerView::from).collect();
-    g.out.emit(&serde_json::json!({ "ok": true, "peers": views }), || {
-        if views.is_empty() {
-            return "no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`".into();
-        }
-        views
-            .iter()
-            .map(|p| format!("{:<16} {}:{}  {}", p.name, p.host, p.port, p.id))
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    g.out
+        .emit(&serde_json::json!({ "ok": true, "peers": views }), || {
+            if views.is_empty() {
+                return "no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`".into();
+            }
+            views
+                .iter()
+                .map(|p| format!("{:<16} {}:{}  {}", p.name, p.host, p.port, p.id))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
     Ok(OK)
 }
 
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {

@@ -52,7 +52,10 @@ pub fn scan(g: &Globals) -> Result<i32> {
             .scan
             .skipped
             .iter()
-            .map(|s| SkippedView { path: s.path.clone(), reason: format!("{:?}", s.reason) })
+            .map(|s| SkippedView {
+                path: s.path.clone(),
+                reason: format!("{:?}", s.reason),
+            })
             .collect(),
     };
     g.out.emit(&view, || {
@@ -105,7 +108,13 @@ pub fn status(g: &Globals) -> Result<i32> {
             s.push_str("no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`\n");
         }
         for p in &peers.peers {
-            s.push_str(&format!("peer {:<16} {}:{}  {}\n", p.name, p.host, p.port, p.id.short()));
+            s.push_str(&format!(
+                "peer {:<16} {}:{}  {}\n",
+                p.name,
+                p.host,
+                p.port,
+                p.id.short()
+            ));
         }
         s
     })?;

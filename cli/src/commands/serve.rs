@@ -27,9 +27,13 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     let node = Arc::new(Node::open(&root, g.agent.clone())?);
-    let listen = args.listen.unwrap_or_else(|| node.replica.workspace().config().listen.clone());
+    let listen = args
+        .listen
+        .unwrap_or_else(|| node.replica.workspace().config().listen.clone());
     let addr: SocketAddr = listen.parse().map_err(|_| {
-        UsageError::new(format!("--listen {listen:?} is not ADDR:PORT (for example 0.0.0.0:7474)"))
+        UsageError::new(format!(
+            "--listen {listen:?} is not ADDR:PORT (for example 0.0.0.0:7474)"
+        ))
     })?;
     let rt = super::sync::runtime()?;
     rt.block_on(async move {
@@ -60,7 +64,9 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
                 return Ok(());
             }
         };
-        let Some(incoming) = incoming else { return Ok(()) };
+        let Some(incoming) = incoming else {
+            return Ok(());
+        };
         // peers.json may have changed since we started: the next handshake sees the new set.
         match node.peers() {
             Ok(p) => endpoint.allowed().replace(p.peers.iter().map(|p| p.id)),
@@ -77,7 +83,10 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
             };
             let _guard = busy.lock().await;
             let peer = conn.peer_id();
-            let opts = ServeOptions { name: node.name.clone(), streams: 8 };
+            let opts = ServeOptions {
+                name: node.name.clone(),
+                streams: 8,
+            };
             match serve_session(conn.quinn().clone(), peer, Arc::clone(&node.replica), opts).await {
                 Ok(report) => info!(peer = %peer, applied = report.applied.len(), "session done"),
                 Err(e) => {
@@ -90,7 +99,10 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
 }
 
 /// Start serving `node` on `addr` in the background (used by `demo`); returns the bound address.
-pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
+pub async fn spawn(
+    node: Arc<Node>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
     let endpoint = node.bind(addr)?;
     let local = endpoint.local_addr().context("reading the bound address")?;
     Ok((local, tokio::spawn(run(endpoint, node))))

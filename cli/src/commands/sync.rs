@@ -57,7 +57,13 @@ pub fn diff(args: DiffArgs, g: &Globals) -> Result<i32> {
     run(args.peer.as_deref(), true, g, SessionMode::Sync, true)
 }
 
-fn run(peer: Option<&str>, dry_run: bool, g: &Globals, mode: SessionMode, itemize: bool) -> Result<i32> {
+fn run(
+    peer: Option<&str>,
+    dry_run: bool,
+    g: &Globals,
+    mode: SessionMode,
+    itemize: bool,
+) -> Result<i32> {
     let root = g.workspace_root()?;
     let node = Node::open(&root, g.agent.clone())?;
     let peers = node.peers()?.select(peer)?;
@@ -66,7 +72,12 @@ fn run(peer: Option<&str>, dry_run: bool, g: &Globals, mode: SessionMode, itemiz
     for p in &peers {
         let result = rt.block_on(session_with(&node, p, mode, dry_run, g));
         results.push(match result {
-            Ok(report) => PeerResult { peer: p.name.clone(), ok: true, error: None, report: Some(report) },
+            Ok(report) => PeerResult {
+                peer: p.name.clone(),
+                ok: true,
+                error: None,
+                report: Some(report),
+            },
             Err(e) => PeerResult {
                 peer: p.name.clone(),
                 ok: false,
@@ -76,13 +87,27 @@ fn run(peer: Option<&str>, dry_run: bool, g: &Globals, mode: SessionMode, itemiz
         });
     }
     let failed = results.iter().any(|r| !r.ok);
-    let attention = results.iter().filter_map(|r| r.report.as_ref()).any(needs_attention);
-    let code = if failed { FAILED } else if attention { ATTENTION } else { OK };
+    let attention = results
+        .iter()
+        .filter_map(|r| r.report.as_ref())
+        .any(needs_attention);
+    let code = if failed {
+        FAILED
+    } else if attention {
+        ATTENTION
+    } else {
+        OK
+    };
     let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
-    g.out.emit(&doc, || human(&results, mode, dry_run, itemize))?;
+    g.out
+        .emit(&doc, || human(&results, mode, dry_run, itemize))?;
     for r in results.iter().filter(|r| !r.ok) {
         if !g.json {
-            eprintln!("botsync: error: {} failed: {}", r.peer, r.error.as_deref().unwrap_or(""));
+            eprintln!(
+                "botsync: error: {} failed: {}",
+                r.peer,
+                r.error.as_deref().unwrap_or("")
+            );
         }
     }
     Ok(code)
@@ -97,9 +122,19 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub(crate) async fn session_with(node: &Node, peer: &Peer, mode: SessionMode, dry_run: bool, g: &Globals) -> Result<SessionReport> {
+pub(crate) async fn session_with(
+    node: &Node,
+    peer: &Peer,
+    mode: SessionMode,
+    dry_run: bool,
+    g: &Globals,
+) -> Result<SessionReport> {
     let addr = peer.resolve()?;
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
     let endpoint = node.bind(bind)?;
     let conn = endpoint
         .connect(addr, peer.id)
@@ -108,16 +143,30 @@ pub(crate) async fn session_with(node: &Node, peer: &Peer, mode: SessionMode, dr
     let mut opts = SessionOptions::new(mode, &node.name);
     opts.dry_run = dry_run;
     opts.agent = g.agent.clone();
-    let bar = g.out.progress_allowed().then(|| Arc::new(Bar::new(&peer.name)));
+    let bar = g
+        .out
+        .progress_allowed()
+        .then(|| Arc::new(Bar::new(&peer.name)));
     let progress: Arc<dyn Progress> = match &bar {
         Some(b) => b.clone(),
         None => Arc::new(NoProgress),
     };
-    let result = session::client::run(conn.quinn(), peer.id, Arc::clone(&node.replica), &opts, progress).await;
+    let result = session::client::run(
+        conn.quinn(),
+        peer.id,
+        Arc::clone(&node.replica),
+        &opts,
+        progress,
+    )
+    .await;
     if let Some(b) = bar {
         b.finish();
     }
-    let code = if result.is_ok() { CloseCode::Done } else { CloseCode::Internal };
+    let code = if result.is_ok() {
+        CloseCode::Done
+    } else {
+        CloseCode::Internal
+    };
     conn.close(code);
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     result.with_context(|| format!("session with peer {}", peer.name))
@@ -126,7 +175,10 @@ pub(crate) async fn session_with(node: &Node, peer: &Peer, mode: SessionMode, dr
 fn needs_attention(r: &SessionReport) -> bool {
     r.pulled.iter().chain(&r.pushed).any(|i| {
         i.action.is_conflict()
-            || matches!(i.outcome, Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. })
+            || matches!(
+                i.outcome,
+                Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
+            )
     })
 }
 
@@ -155,7 +207,10 @@ fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool
             output::bytes(rep.bytes_sent),
         ));
         for (arrow, items) in [("<-", &rep.pulled), ("->", &rep.pushed)] {
-            for i in items.iter().filter(|i| itemize || i.action != Action::MergeVersion) {
+            for i in items
+                .iter()
+                .filter(|i| itemize || i.action != Action::MergeVersion)
+            {
                 out.push_str(&format!("  {arrow} {}\n", describe(i)));
             }
         }
@@ -166,13 +221,21 @@ fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool
 fn describe(i: &ItemReport) -> String {
     let mut s = format!("{} ({}", i.path, i.action.name());
     if i.action.writes_file() && i.action != Action::Delete {
-        s.push_str(&format!(", {}, {} to move", output::bytes(i.size), output::bytes(i.bytes_fetched)));
+        s.push_str(&format!(
+            ", {}, {} to move",
+            output::bytes(i.size),
+            output::bytes(i.bytes_fetched)
+        ));
     }
     s.push(')');
     match &i.outcome {
         Outcome::Done | Outcome::Unchanged => {}
-        Outcome::LocalChanged => s.push_str(" skipped: edited locally during the sync, retried next time"),
-        Outcome::MissingChunks => s.push_str(" skipped: changed on the sender while being sent, retried next time"),
+        Outcome::LocalChanged => {
+            s.push_str(" skipped: edited locally during the sync, retried next time")
+        }
+        Outcome::MissingChunks => {
+            s.push_str(" skipped: changed on the sender while being sent, retried next time")
+        }
         Outcome::Failed { reason } => s.push_str(&format!(" FAILED: {reason}")),
     }
     if let Some(c) = &i.conflict_copy {

@@ -17,6 +17,21 @@ use super::{Hello, Message};
 use crate::codec::CodecError;
 use crate::limits::*;
 
+/// An item report carries two free-form strings: bound them like error messages.
+fn validate_item(item: &botsync_engine::plan::ItemReport) -> Result<(), CodecError> {
+    if let botsync_engine::plan::Outcome::Failed { reason } = &item.outcome {
+        CodecError::check_limit("bytes of a failure reason", reason.len(), MAX_ERROR_MESSAGE)?;
+    }
+    if let Some(copy) = &item.conflict_copy {
+        CodecError::check_limit(
+            "bytes of a conflict copy path",
+            copy.len(),
+            MAX_ERROR_MESSAGE,
+        )?;
+    }
+    Ok(())
+}
+
 impl Message {
     /// Check every protocol limit and field rule. [`crate::codec::decode`] calls this; a sender
     /// may call it to catch an oversized batch before encoding.
@@ -71,6 +86,22 @@ impl Message {
             }
             Message::Error { message, .. } => {
                 CodecError::check_limit("error message bytes", message.len(), MAX_ERROR_MESSAGE)
+            }
+            Message::Offer { entries, .. } => {
+                CodecError::check_limit(
+                    "entries in an offer batch",
+                    entries.len(),
+                    MAX_ENTRIES_PER_BATCH,
+                )?;
+                entries.iter().try_for_each(validate_entry)
+            }
+            Message::OfferResult { items, .. } => {
+                CodecError::check_limit(
+                    "items in an offer result",
+                    items.len(),
+                    MAX_ENTRIES_PER_BATCH,
+                )?;
+                items.iter().try_for_each(validate_item)
             }
             Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
             Message::ReservedLockAcquire

@@ -37,8 +37,12 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
     let queue: Arc<Mutex<VecDeque<Vec<ChunkRef>>>> = Arc::new(Mutex::new(batches(needed).into()));
     let mut tasks = JoinSet::new();
     for _ in 0..streams.max(1) {
-        let (conn, replica, queue, progress) =
-            (conn.clone(), Arc::clone(replica), Arc::clone(&queue), Arc::clone(&progress));
+        let (conn, replica, queue, progress) = (
+            conn.clone(),
+            Arc::clone(replica),
+            Arc::clone(&queue),
+            Arc::clone(&progress),
+        );
         tasks.spawn(async move {
             let mut got = Fetched::default();
             loop {
@@ -65,7 +69,9 @@ fn batches(needed: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {
     let mut cur = Vec::new();
     let mut bytes = 0u64;
     for c in needed {
-        if !cur.is_empty() && (bytes + u64::from(c.len) > BATCH_BYTES || cur.len() >= MAX_IDS_PER_REQUEST) {
+        if !cur.is_empty()
+            && (bytes + u64::from(c.len) > BATCH_BYTES || cur.len() >= MAX_IDS_PER_REQUEST)
+        {
             out.push(std::mem::take(&mut cur));
             bytes = 0;
         }
@@ -100,22 +106,37 @@ async fn fetch_batch<R: Replica + ?Sized>(
                     )));
                 }
                 let wire = data.data.len() as u64;
-                let bytes = data.into_verified_bytes().map_err(crate::frame::FrameError::from)?;
+                let bytes = data
+                    .into_verified_bytes()
+                    .map_err(crate::frame::FrameError::from)?;
                 if bytes.len() != want.len as usize {
-                    return Err(SessionError::Protocol(format!("chunk {} has the wrong length", want.id)));
+                    return Err(SessionError::Protocol(format!(
+                        "chunk {} has the wrong length",
+                        want.id
+                    )));
                 }
                 got.counters.chunks_received += 1;
                 got.counters.chunk_bytes_received += bytes.len() as u64;
                 got.counters.chunk_wire_bytes_received += wire;
-                progress.event(ProgressEvent::Received { bytes: bytes.len() as u64 });
+                progress.event(ProgressEvent::Received {
+                    bytes: bytes.len() as u64,
+                });
                 verified.push((want.id, bytes));
             }
-            Some(Message::Error { code: ErrorCode::NotFound, .. }) => {
+            Some(Message::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
                 got.missing.insert(want.id);
             }
-            Some(Message::Error { code, message }) => return Err(SessionError::Remote { code, message }),
+            Some(Message::Error { code, message }) => {
+                return Err(SessionError::Remote { code, message });
+            }
             Some(other) => {
-                return Err(SessionError::Protocol(format!("unexpected {} on a chunk stream", other.kind())));
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {} on a chunk stream",
+                    other.kind()
+                )));
             }
             None => return Err(SessionError::Protocol("chunk stream ended early".into())),
         }

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::{FileEntry, PeerId};
-use tracing::{debug, info_span, Instrument};
+use tracing::{Instrument, debug, info_span};
 
 use super::service::{self, Service};
 use super::{
-    Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions, SessionReport, blocking, chunks,
-    descent, entries,
+    Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions, SessionReport,
+    blocking, chunks, descent, entries,
 };
 use crate::messages::{Features, Hello, Message, SessionMode};
 use crate::replica::Replica;
@@ -24,7 +24,9 @@ pub async fn run<R: Replica + ?Sized>(
     progress: Arc<dyn Progress>,
 ) -> Result<SessionReport, SessionError> {
     let span = info_span!("session", peer = %peer, mode = ?opts.mode, dry_run = opts.dry_run);
-    run_inner(conn, peer, replica, opts, progress).instrument(span).await
+    run_inner(conn, peer, replica, opts, progress)
+        .instrument(span)
+        .await
 }
 
 async fn run_inner<R: Replica + ?Sized>(
@@ -34,21 +36,39 @@ async fn run_inner<R: Replica + ?Sized>(
     opts: &SessionOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<SessionReport, SessionError> {
-    let mut report = SessionReport { peer: Some(peer), dry_run: opts.dry_run, ..Default::default() };
+    let mut report = SessionReport {
+        peer: Some(peer),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
     let snap = blocking(&replica, |r| r.refresh()).await?;
     let (send, recv) = conn.open_bi().await?;
-    let mut ctl = Control { send, recv, counters: Default::default() };
+    let mut ctl = Control {
+        send,
+        recv,
+        counters: Default::default(),
+    };
 
     // Hello and Summary go together: a workspace already in sync costs one round trip.
     let hello = Hello::current(&opts.name, opts.agent.clone());
     ctl.send(&Message::Hello(hello.clone())).await?;
-    ctl.send(&Message::Summary { root: snap.root, files: snap.files, mode: opts.mode }).await?;
+    ctl.send(&Message::Summary {
+        root: snap.root,
+        files: snap.files,
+        mode: opts.mode,
+    })
+    .await?;
     ctl.counters.round_trips += 1;
     let Message::Hello(theirs) = ctl.recv().await? else {
         return Err(SessionError::Protocol("expected hello".into()));
     };
-    let negotiated = hello.negotiate(&theirs).map_err(|e| SessionError::Version(e.to_string()))?;
-    let Message::Summary { root: their_root, .. } = ctl.recv().await? else {
+    let negotiated = hello
+        .negotiate(&theirs)
+        .map_err(|e| SessionError::Version(e.to_string()))?;
+    let Message::Summary {
+        root: their_root, ..
+    } = ctl.recv().await?
+    else {
         return Err(SessionError::Protocol("expected summary".into()));
     };
 
@@ -65,14 +85,34 @@ async fn run_inner<R: Replica + ?Sized>(
     if their_root == snap.root {
         report.in_sync = true;
     } else {
-        let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica).await?.into_iter().collect();
+        let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica)
+            .await?
+            .into_iter()
+            .collect();
         debug!(paths = paths.len(), "differing paths");
         let remote = entries::request(&mut ctl, conn, &replica, &paths).await?;
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Pull) {
-            report.pulled = pull(conn, &replica, peer, remote.clone(), opts, &progress, &mut ctl).await?;
+            report.pulled = pull(
+                conn,
+                &replica,
+                peer,
+                remote.clone(),
+                opts,
+                &progress,
+                &mut ctl,
+            )
+            .await?;
         }
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Push) {
-            report.pushed = push(&mut ctl, &replica, &advertised, &paths, &remote, opts.dry_run).await?;
+            report.pushed = push(
+                &mut ctl,
+                &replica,
+                &advertised,
+                &paths,
+                &remote,
+                opts.dry_run,
+            )
+            .await?;
         }
         if !opts.dry_run {
             blocking(&replica, move |r| r.record_peer(peer, their_root, &remote)).await?;
@@ -96,7 +136,10 @@ async fn pull<R: Replica + ?Sized>(
     ctl: &mut Control,
 ) -> Result<Vec<ItemReport>, SessionError> {
     let items: Vec<PlanItem> = blocking(replica, move |r| r.plan(remote)).await?;
-    let items: Vec<PlanItem> = items.into_iter().filter(|i| !matches!(i.action, botsync_engine::plan::Action::Nothing)).collect();
+    let items: Vec<PlanItem> = items
+        .into_iter()
+        .filter(|i| !matches!(i.action, botsync_engine::plan::Action::Nothing))
+        .collect();
     if opts.dry_run {
         return Ok(items.iter().map(dry_report).collect());
     }
@@ -112,7 +155,9 @@ async fn pull<R: Replica + ?Sized>(
     ctl.counters.chunk_wire_bytes_received += fetched.counters.chunk_wire_bytes_received;
     let reports = blocking(replica, move |r| r.apply(items, peer)).await?;
     for r in &reports {
-        progress.event(ProgressEvent::Applied { path: r.path.to_string() });
+        progress.event(ProgressEvent::Applied {
+            path: r.path.to_string(),
+        });
     }
     Ok(reports)
 }
@@ -131,12 +176,21 @@ async fn push<R: Replica + ?Sized>(
     // Offer only versions the peer does not already have exactly.
     let offer: Vec<FileEntry> = ours
         .into_iter()
-        .filter(|e| theirs.get(&e.path).is_none_or(|t| !(t.same_content(e) && t.version == e.version)))
+        .filter(|e| {
+            theirs
+                .get(&e.path)
+                .is_none_or(|t| !(t.same_content(e) && t.version == e.version))
+        })
         .collect();
     if offer.is_empty() {
         return Ok(Vec::new());
     }
-    entries::send_batches(ctl, advertised, offer, |entries, last| Message::Offer { entries, dry_run, last }).await?;
+    entries::send_batches(ctl, advertised, offer, |entries, last| Message::Offer {
+        entries,
+        dry_run,
+        last,
+    })
+    .await?;
     ctl.counters.round_trips += 1;
     let mut out = Vec::new();
     loop {
@@ -155,7 +209,11 @@ pub(crate) fn dry_report(i: &PlanItem) -> ItemReport {
     ItemReport {
         path: i.remote.path.clone(),
         action: i.action.clone(),
-        outcome: if i.action.writes_file() { Outcome::Done } else { Outcome::Unchanged },
+        outcome: if i.action.writes_file() {
+            Outcome::Done
+        } else {
+            Outcome::Unchanged
+        },
         size: i.remote.size,
         bytes_fetched: i.bytes_needed,
         conflict_copy: None,

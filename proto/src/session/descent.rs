@@ -22,14 +22,23 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
     while !frontier.is_empty() {
         let remote = remote_children(ctl, &frontier).await?;
         let dirs = frontier.clone();
-        let local = blocking(replica, move |r| {
-            dirs.iter().map(|d| r.children(d).map(Option::unwrap_or_default)).collect()
+        let local: Vec<Vec<NodeChild>> = blocking(replica, move |r| {
+            dirs.iter()
+                .map(|d| r.children(d).map(Option::unwrap_or_default))
+                .collect()
         })
         .await?;
         let mut next = Vec::new();
         let mut local_only_dirs = Vec::new();
         for ((dir, ours), theirs) in frontier.iter().zip(local).zip(remote) {
-            compare_dir(dir, &ours, &theirs, &mut out, &mut next, &mut local_only_dirs)?;
+            compare_dir(
+                dir,
+                &ours,
+                &theirs,
+                &mut out,
+                &mut next,
+                &mut local_only_dirs,
+            )?;
         }
         if !local_only_dirs.is_empty() {
             let found = blocking(replica, move |r| local_files_under(r, local_only_dirs)).await?;
@@ -46,7 +55,10 @@ async fn remote_children(
     dirs: &[RelPath],
 ) -> Result<Vec<Vec<NodeChild>>, SessionError> {
     for batch in dirs.chunks(MAX_PATHS_PER_REQUEST) {
-        ctl.send(&Message::GetNodes { paths: batch.to_vec() }).await?;
+        ctl.send(&Message::GetNodes {
+            paths: batch.to_vec(),
+        })
+        .await?;
     }
     ctl.counters.round_trips += 1;
     let mut out = Vec::with_capacity(dirs.len());
@@ -55,7 +67,9 @@ async fn remote_children(
             return Err(SessionError::Protocol("expected nodes".into()));
         };
         if nodes.len() != batch.len() || nodes.iter().zip(batch).any(|(n, p)| &n.path != p) {
-            return Err(SessionError::Protocol("nodes reply does not match the request".into()));
+            return Err(SessionError::Protocol(
+                "nodes reply does not match the request".into(),
+            ));
         }
         out.extend(nodes.into_iter().map(|n| n.children));
     }
@@ -110,7 +124,9 @@ fn local_files_under<R: Replica + ?Sized>(
     let mut out = Vec::new();
     while let Some(dir) = dirs.pop() {
         for child in r.children(&dir)?.unwrap_or_default() {
-            let Ok(path) = dir.join(&child.name) else { continue };
+            let Ok(path) = dir.join(&child.name) else {
+                continue;
+            };
             match child.kind {
                 ChildKind::Dir => dirs.push(path),
                 ChildKind::File => out.push(path),

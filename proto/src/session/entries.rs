@@ -9,7 +9,9 @@ use botsync_engine::{FileEntry, RelPath};
 use super::tree::{NodeTable, Rebuild};
 use super::{Advertised, Control, SessionError, blocking};
 use crate::frame::{read_frame, write_frame};
-use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST};
+use crate::limits::{
+    MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
+};
 use crate::messages::{ChunkListing, Message, WireEntry};
 use crate::replica::Replica;
 
@@ -22,7 +24,10 @@ pub(crate) async fn request<R: Replica + ?Sized>(
     paths: &[RelPath],
 ) -> Result<Vec<FileEntry>, SessionError> {
     for batch in paths.chunks(MAX_PATHS_PER_REQUEST) {
-        ctl.send(&Message::GetEntries { paths: batch.to_vec() }).await?;
+        ctl.send(&Message::GetEntries {
+            paths: batch.to_vec(),
+        })
+        .await?;
     }
     if paths.is_empty() {
         return Ok(Vec::new());
@@ -62,7 +67,8 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
                     .filter(|e| !e.chunks.is_empty())
                     .map(|e| NodeTable::build(&e.chunks).by_hash())
                     .unwrap_or_default();
-                entry.chunks = rebuild(conn, Rebuild::new(entry.content, chunk_count, local)).await?;
+                entry.chunks =
+                    rebuild(conn, Rebuild::new(entry.content, chunk_count, local)).await?;
                 out.push(entry);
             }
         }
@@ -70,7 +76,10 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
     Ok(out)
 }
 
-async fn rebuild(conn: &quinn::Connection, mut r: Rebuild) -> Result<Vec<botsync_engine::ChunkRef>, SessionError> {
+async fn rebuild(
+    conn: &quinn::Connection,
+    mut r: Rebuild,
+) -> Result<Vec<botsync_engine::ChunkRef>, SessionError> {
     loop {
         if let Some(list) = r.finish() {
             return Ok(list);
@@ -78,7 +87,14 @@ async fn rebuild(conn: &quinn::Connection, mut r: Rebuild) -> Result<Vec<botsync
         let wanted = r.wanted();
         for batch in wanted.chunks(MAX_TREE_NODES_PER_REQUEST) {
             let (mut send, mut recv) = conn.open_bi().await?;
-            write_frame(&mut send, &Message::GetTreeNodes { content: r.content(), nodes: batch.to_vec() }).await?;
+            write_frame(
+                &mut send,
+                &Message::GetTreeNodes {
+                    content: r.content(),
+                    nodes: batch.to_vec(),
+                },
+            )
+            .await?;
             let _ = send.finish();
             match read_frame(&mut recv).await? {
                 Some(Message::TreeNodes { nodes, .. }) => {
@@ -86,7 +102,9 @@ async fn rebuild(conn: &quinn::Connection, mut r: Rebuild) -> Result<Vec<botsync
                         r.accept(node).map_err(SessionError::Protocol)?;
                     }
                 }
-                Some(Message::Error { code, message }) => return Err(SessionError::Remote { code, message }),
+                Some(Message::Error { code, message }) => {
+                    return Err(SessionError::Remote { code, message });
+                }
                 _ => return Err(SessionError::Protocol("expected tree nodes".into())),
             }
         }
@@ -102,7 +120,11 @@ pub(crate) async fn answer<R: Replica + ?Sized>(
     paths: Vec<RelPath>,
 ) -> Result<(), SessionError> {
     let entries = blocking(replica, move |r| r.entries(&paths)).await?;
-    send_batches(ctl, advertised, entries, |entries, last| Message::Entries { entries, last }).await
+    send_batches(ctl, advertised, entries, |entries, last| Message::Entries {
+        entries,
+        last,
+    })
+    .await
 }
 
 /// Send entries as wire batches built by `make`; the last batch has `last = true`.
@@ -128,8 +150,13 @@ pub(crate) async fn send_batches(
     let mut batches: Vec<Vec<WireEntry>> = vec![Vec::new()];
     let mut bytes = 0usize;
     for w in wire {
-        let size = 256 + w.entry.path.as_str().len() + 40 * w.entry.chunks.len() + 40 * w.entry.version.len();
-        let full = batches.last().is_some_and(|b| b.len() >= MAX_ENTRIES_PER_BATCH || (bytes + size > BATCH_BYTES && !b.is_empty()));
+        let size = 256
+            + w.entry.path.as_str().len()
+            + 40 * w.entry.chunks.len()
+            + 40 * w.entry.version.len();
+        let full = batches.last().is_some_and(|b| {
+            b.len() >= MAX_ENTRIES_PER_BATCH || (bytes + size > BATCH_BYTES && !b.is_empty())
+        });
         if full {
             batches.push(Vec::new());
             bytes = 0;

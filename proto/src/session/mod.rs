@@ -208,7 +208,9 @@ impl Control {
                 self.counters.messages_received += 1;
                 Ok(m)
             }
-            None => Err(SessionError::Protocol("control stream ended unexpectedly".into())),
+            None => Err(SessionError::Protocol(
+                "control stream ended unexpectedly".into(),
+            )),
         }
     }
 }
@@ -221,7 +223,8 @@ pub(crate) struct Advertised(Arc<Mutex<HashMap<Hash, Arc<Vec<ChunkRef>>>>>);
 impl Advertised {
     pub(crate) fn add(&self, content: Hash, chunks: &[ChunkRef]) {
         if let Ok(mut m) = self.0.lock() {
-            m.entry(content).or_insert_with(|| Arc::new(chunks.to_vec()));
+            m.entry(content)
+                .or_insert_with(|| Arc::new(chunks.to_vec()));
         }
     }
 

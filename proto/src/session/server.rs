@@ -45,10 +45,18 @@ pub async fn serve<R: Replica + ?Sized>(
     async move {
         let (send, mut recv) = conn.accept_bi().await?;
         let first = read_frame(&mut recv).await?;
-        let mut ctl = Control { send, recv, counters: Default::default() };
+        let mut ctl = Control {
+            send,
+            recv,
+            counters: Default::default(),
+        };
         let Some(Message::Hello(theirs)) = first else {
-            let _ = ctl.send(&protocol_error("a session starts with hello")).await;
-            return Err(SessionError::Protocol("session did not start with hello".into()));
+            let _ = ctl
+                .send(&protocol_error("a session starts with hello"))
+                .await;
+            return Err(SessionError::Protocol(
+                "session did not start with hello".into(),
+            ));
         };
         let hello = Hello::current(&opts.name, botsync_engine::AgentLabel::default());
         ctl.send(&Message::Hello(hello.clone())).await?;
@@ -56,7 +64,10 @@ pub async fn serve<R: Replica + ?Sized>(
             Ok(n) => n,
             Err(e) => {
                 let _ = ctl
-                    .send(&Message::Error { code: ErrorCode::VersionMismatch, message: e.to_string() })
+                    .send(&Message::Error {
+                        code: ErrorCode::VersionMismatch,
+                        message: e.to_string(),
+                    })
                     .await;
                 let _ = ctl.send.finish();
                 return Err(SessionError::Version(e.to_string()));
@@ -104,14 +115,23 @@ async fn control_loop<R: Replica + ?Sized>(
                 // Fresh state: rescan (stat cache) before answering.
                 let snap = blocking(replica, |r| r.refresh()).await?;
                 report.in_sync = snap.root == root;
-                ctl.send(&Message::Summary { root: snap.root, files: snap.files, mode: crate::messages::SessionMode::Sync })
-                    .await?;
+                ctl.send(&Message::Summary {
+                    root: snap.root,
+                    files: snap.files,
+                    mode: crate::messages::SessionMode::Sync,
+                })
+                .await?;
             }
             Message::GetNodes { paths } if summarized => {
                 let nodes = blocking(replica, move |r| {
                     paths
                         .into_iter()
-                        .map(|p| Ok(NodeReply { children: r.children(&p)?.unwrap_or_default(), path: p }))
+                        .map(|p| {
+                            Ok(NodeReply {
+                                children: r.children(&p)?.unwrap_or_default(),
+                                path: p,
+                            })
+                        })
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .await?;
@@ -120,7 +140,11 @@ async fn control_loop<R: Replica + ?Sized>(
             Message::GetEntries { paths } if summarized => {
                 entries::answer(ctl, replica, advertised, paths).await?;
             }
-            Message::Offer { entries: batch, dry_run, last } if summarized => {
+            Message::Offer {
+                entries: batch,
+                dry_run,
+                last,
+            } if summarized => {
                 offered.extend(batch);
                 if last {
                     let wire = std::mem::take(&mut offered);
@@ -133,8 +157,16 @@ async fn control_loop<R: Replica + ?Sized>(
             }
             Message::Goodbye => return Ok(report),
             other => {
-                let _ = ctl.send(&protocol_error(&format!("unexpected {} here", other.kind()))).await;
-                return Err(SessionError::Protocol(format!("unexpected {}", other.kind())));
+                let _ = ctl
+                    .send(&protocol_error(&format!(
+                        "unexpected {} here",
+                        other.kind()
+                    )))
+                    .await;
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {}",
+                    other.kind()
+                )));
             }
         }
     }
@@ -150,14 +182,21 @@ async fn take_offer<R: Replica + ?Sized>(
 ) -> Result<Vec<ItemReport>, SessionError> {
     let incoming = entries::complete(conn, replica, wire).await?;
     let items = blocking(replica, move |r| r.plan(incoming)).await?;
-    let items: Vec<_> = items.into_iter().filter(|i| i.action != Action::Nothing).collect();
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|i| i.action != Action::Nothing)
+        .collect();
     if dry_run {
         return Ok(items.iter().map(dry_report).collect());
     }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
     let fetched = chunks::fetch(conn, replica, needed, opts.streams, Arc::new(NoProgress)).await?;
-    debug!(chunks = fetched.counters.chunks_received, missing = fetched.missing.len(), "pushed chunks fetched");
+    debug!(
+        chunks = fetched.counters.chunks_received,
+        missing = fetched.missing.len(),
+        "pushed chunks fetched"
+    );
     blocking(replica, move |r| r.apply(items, peer)).await
 }
 
@@ -169,13 +208,20 @@ async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), S
     let mut it = items.into_iter();
     for i in 0..n {
         let batch: Vec<_> = it.by_ref().take(MAX_ENTRIES_PER_BATCH).collect();
-        ctl.send(&Message::OfferResult { items: batch, last: i + 1 == n }).await?;
+        ctl.send(&Message::OfferResult {
+            items: batch,
+            last: i + 1 == n,
+        })
+        .await?;
     }
     Ok(())
 }
 
 fn protocol_error(message: &str) -> Message {
-    Message::Error { code: ErrorCode::UnexpectedMessage, message: message.to_owned() }
+    Message::Error {
+        code: ErrorCode::UnexpectedMessage,
+        message: message.to_owned(),
+    }
 }
 
 fn is_closed(e: &crate::frame::FrameError) -> bool {

@@ -20,13 +20,23 @@ use crate::replica::Replica;
 const READ_GROUP: usize = 16;
 
 /// Shared state of a session's request service.
-#[derive(Clone)]
 pub(crate) struct Service<R: Replica + ?Sized> {
     pub replica: Arc<R>,
     pub advertised: Advertised,
     pub zstd: bool,
     /// Raw chunk bytes served.
     pub bytes_served: Arc<AtomicU64>,
+}
+
+impl<R: Replica + ?Sized> Clone for Service<R> {
+    fn clone(&self) -> Self {
+        Service {
+            replica: Arc::clone(&self.replica),
+            advertised: self.advertised.clone(),
+            zstd: self.zstd,
+            bytes_served: Arc::clone(&self.bytes_served),
+        }
+    }
 }
 
 impl<R: Replica + ?Sized> Service<R> {
@@ -77,12 +87,18 @@ impl<R: Replica + ?Sized> Service<R> {
                     .into_iter()
                     .map(|id| {
                         Ok(match r.read_chunk(&id)? {
-                            Some(raw) => (raw.len() as u64, Message::ChunkData(ChunkData::compress(id, raw, zstd))),
+                            Some(raw) => (
+                                raw.len() as u64,
+                                Message::ChunkData(ChunkData::compress(id, raw, zstd)),
+                            ),
                             None => (
                                 0,
                                 Message::Error {
                                     code: ErrorCode::NotFound,
-                                    message: format!("chunk {} is not available (file changed?)", id.to_hex()),
+                                    message: format!(
+                                        "chunk {} is not available (file changed?)",
+                                        id.to_hex()
+                                    ),
                                 },
                             ),
                         })

@@ -34,7 +34,10 @@ impl NodeTable {
                 .map(|g| {
                     let pairs: Vec<(Hash, u64)> = g.iter().map(|(h, s, _)| (*h, *s)).collect();
                     let (h, s) = inner_node(depth, &pairs);
-                    let refs = g.iter().map(|(h, s, _)| SubtreeRef { hash: *h, span: *s }).collect();
+                    let refs = g
+                        .iter()
+                        .map(|(h, s, _)| SubtreeRef { hash: *h, span: *s })
+                        .collect();
                     (h, s, TreeNodeBody::Inner(refs))
                 })
                 .collect();
@@ -46,14 +49,20 @@ impl NodeTable {
 
     /// The root's hash (the file's content hash).
     pub fn root(&self) -> Option<Hash> {
-        self.levels.last().and_then(|l| l.first()).map(|(h, _, _)| *h)
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .map(|(h, _, _)| *h)
     }
 
     /// The node at `addr`, as a reply.
     pub fn reply(&self, addr: TreeAddr) -> Option<TreeNodeReply> {
         let level = self.levels.get(usize::from(addr.level))?;
         let (_, _, body) = level.get(addr.index as usize)?;
-        Some(TreeNodeReply { addr, body: body.clone() })
+        Some(TreeNodeReply {
+            addr,
+            body: body.clone(),
+        })
     }
 
     /// Every node body by its hash (to reuse the nodes we have when rebuilding a peer's list).
@@ -85,7 +94,13 @@ impl Rebuild {
         let root = TreeAddr::root(chunk_count);
         let mut expected = HashMap::new();
         expected.insert(root, content);
-        let mut r = Rebuild { content, local, known: HashMap::new(), expected, root };
+        let mut r = Rebuild {
+            content,
+            local,
+            known: HashMap::new(),
+            expected,
+            root,
+        };
         r.resolve_local();
         r
     }
@@ -107,7 +122,10 @@ impl Rebuild {
             return Err(format!("tree node {:?} has the wrong kind", reply.addr));
         }
         if reply.node_hash().0 != want {
-            return Err(format!("tree node {:?} does not match its hash", reply.addr));
+            return Err(format!(
+                "tree node {:?} does not match its hash",
+                reply.addr
+            ));
         }
         self.expected.remove(&reply.addr);
         self.insert(reply.addr, reply.body);
@@ -140,7 +158,10 @@ impl Rebuild {
                 else {
                     continue;
                 };
-                let caddr = TreeAddr { level: addr.level.saturating_sub(1), index };
+                let caddr = TreeAddr {
+                    level: addr.level.saturating_sub(1),
+                    index,
+                };
                 self.expected.insert(caddr, child.hash);
             }
         }
@@ -157,7 +178,8 @@ impl Rebuild {
             let leaf = matches!(body, TreeNodeBody::Leaf(_));
             if leaf != (addr.level == 0) {
                 // Same hash at another height cannot happen (the level is hashed); be safe.
-                self.local.retain(|_, b| !matches!((b, leaf), (TreeNodeBody::Leaf(_), true)));
+                self.local
+                    .retain(|_, b| !matches!((b, leaf), (TreeNodeBody::Leaf(_), true)));
                 continue;
             }
             self.expected.remove(&addr);
@@ -171,7 +193,13 @@ impl Rebuild {
             TreeNodeBody::Inner(children) => {
                 for i in 0..children.len() {
                     let index = u32::try_from(addr.index as usize * FANOUT + i).ok()?;
-                    self.collect(TreeAddr { level: addr.level - 1, index }, out)?;
+                    self.collect(
+                        TreeAddr {
+                            level: addr.level - 1,
+                            index,
+                        },
+                        out,
+                    )?;
                 }
             }
         }
@@ -186,7 +214,10 @@ mod tests {
 
     fn refs(n: usize, salt: u8) -> Vec<ChunkRef> {
         (0..n)
-            .map(|i| ChunkRef { id: Hash::of(&[(i % 251) as u8, (i / 251) as u8, salt]), len: 100 })
+            .map(|i| ChunkRef {
+                id: Hash::of(&[(i % 251) as u8, (i / 251) as u8, salt]),
+                len: 100,
+            })
             .collect()
     }
 
@@ -209,7 +240,10 @@ mod tests {
     fn rebuilds_a_large_list_asking_only_changed_nodes() {
         let old = refs(8192, 0);
         let mut new = old.clone();
-        new[5000] = ChunkRef { id: Hash::of(b"changed"), len: 101 };
+        new[5000] = ChunkRef {
+            id: Hash::of(b"changed"),
+            len: 101,
+        };
         let (list, asked) = rebuild_against(&new, &old);
         assert_eq!(list, new);
         assert_eq!(asked, 3, "root, one inner node, one leaf node");
@@ -222,7 +256,9 @@ mod tests {
     fn a_forged_node_is_refused() {
         let theirs = refs(200, 1);
         let mut r = Rebuild::new(content_hash(&theirs), 200, HashMap::new());
-        let forged = NodeTable::build(&refs(200, 2)).reply(TreeAddr::root(200)).unwrap();
+        let forged = NodeTable::build(&refs(200, 2))
+            .reply(TreeAddr::root(200))
+            .unwrap();
         assert!(r.accept(forged).is_err());
     }
 }
