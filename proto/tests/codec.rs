@@ -198,6 +198,28 @@ fn samples() -> Vec<(&'static str, Message)> {
             },
         ),
         ("goodbye", Message::Goodbye),
+        (
+            "offer",
+            Message::Offer {
+                entries: vec![],
+                dry_run: true,
+                last: true,
+            },
+        ),
+        (
+            "offer-result",
+            Message::OfferResult {
+                items: vec![botsync_engine::plan::ItemReport {
+                    path: path("memory/a.md"),
+                    action: botsync_engine::plan::Action::Take,
+                    outcome: botsync_engine::plan::Outcome::Done,
+                    size: 5,
+                    bytes_fetched: 5,
+                    conflict_copy: None,
+                }],
+                last: true,
+            },
+        ),
     ]
 }
 
@@ -347,6 +369,27 @@ const GOLDEN: &[(&str, &str)] = &[
         "00 00 00 01             // frame length 1
          0c                      // tag 12 Goodbye",
     ),
+    (
+        "offer",
+        "00 00 00 04             // frame length 4
+         15                      // tag 21 Offer
+         00                      // entries: 0
+         01                      // dry_run true
+         01                      // last true",
+    ),
+    (
+        "offer-result",
+        "00 00 00 14             // frame length 20
+         16                      // tag 22 OfferResult
+         01                      // items: 1
+         0b 6d 65 6d 6f 72 79 2f 61 2e 6d 64 // path \"memory/a.md\" (length 11)
+         03                      // action: variant 3 Take
+         00                      // outcome: variant 0 Done
+         05                      // size 5
+         05                      // bytes_fetched 5
+         00                      // conflict_copy: None
+         01                      // last true",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -395,7 +438,9 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::ChunkData(_)
         | Message::Changed { .. }
         | Message::Error { .. }
-        | Message::Goodbye => Some(m.tag()),
+        | Message::Goodbye
+        | Message::Offer { .. }
+        | Message::OfferResult { .. } => Some(m.tag()),
         Message::ReservedLockAcquire
         | Message::ReservedLockRelease
         | Message::ReservedLockStatus
@@ -431,7 +476,8 @@ fn goldens_cover_every_implemented_tag() {
         .filter_map(|(_, m)| covered_tag(m))
         .collect();
     tags.sort_unstable();
-    assert_eq!(tags, (0..=12).collect::<Vec<_>>());
+    let implemented: Vec<u32> = (0..=12).chain(21..=22).collect();
+    assert_eq!(tags, implemented);
 }
 
 #[test]
@@ -449,7 +495,12 @@ fn reserved_tags_are_unsupported_and_later_tags_unknown() {
             Err(CodecError::Unsupported { .. })
         ));
     }
-    assert_eq!(decode(&[21]), Err(CodecError::UnknownTag { tag: 21 }));
+    assert_eq!(
+        decode(&[Message::TAG_COUNT as u8]),
+        Err(CodecError::UnknownTag {
+            tag: u64::from(Message::TAG_COUNT)
+        })
+    );
     assert!(encode(&Message::ReservedHandoff).is_err());
 }
 
