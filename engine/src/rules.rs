@@ -23,6 +23,20 @@
 //! `/` (or a leading `/`) is anchored at the workspace root, a trailing `/` matches directories
 //! only, `*` and `?` stay within a component, `**` spans components, `\` escapes. Surrounding
 //! whitespace is ignored and `#` starts a comment (an entry that is only a comment is ignored).
+//!
+//! ```
+//! use botsync_engine::RelPath;
+//! use botsync_engine::config::SyncConfig;
+//! use botsync_engine::rules::{Decision, Selection};
+//!
+//! let config = SyncConfig { include: vec!["config/shared.json".into()], ..SyncConfig::default() };
+//! let selection = Selection::new(&config).unwrap();
+//! let decide = |p: &str| selection.decide(&RelPath::new(p).unwrap(), false);
+//! assert_eq!(decide("memory/2026-11-21.md"), Decision::Synced);
+//! assert_eq!(decide("config/shared.json"), Decision::Synced);
+//! assert_eq!(decide("config/local.json"), Decision::NotSelected);
+//! assert_eq!(decide("memory/deploy.pem"), Decision::Never);
+//! ```
 
 use std::cell::RefCell;
 use std::fmt;
