@@ -57,6 +57,40 @@ fn bench_scan(c: &mut Criterion) {
     group.bench_function("cold", |b| b.iter(|| black_box(scan(&ctx, &empty))));
     group.bench_function("warm", |b| b.iter(|| black_box(scan(&ctx, &index))));
     group.finish();
+
+    // Wall time on a shared, loaded machine swings; CPU time (all threads) is steadier.
+    let cold_cpu = cpu_ns_per_scan(&ctx, &empty);
+    let warm_cpu = cpu_ns_per_scan(&ctx, &index);
+    if let (Some(cold), Some(warm)) = (cold_cpu, warm_cpu) {
+        println!(
+            "scan_20k_x_1KiB cpu time per scan: cold {:.1} ms, warm {:.1} ms, warm/cold {:.1} %",
+            cold as f64 / 1e6,
+            warm as f64 / 1e6,
+            100.0 * warm as f64 / cold as f64
+        );
+    }
+}
+
+/// Average CPU time of one scan over a few runs, from the kernel's per-thread accounting
+/// (`/proc/self/task/*/schedstat`, Linux only); `None` where that is not available.
+fn cpu_ns_per_scan(ctx: &ScanContext<'_>, prev: &BTreeMap<RelPath, LocalEntry>) -> Option<u64> {
+    const RUNS: u64 = 5;
+    let before = process_cpu_ns()?;
+    for _ in 0..RUNS {
+        black_box(scan(ctx, prev).expect("scan"));
+    }
+    Some((process_cpu_ns()? - before) / RUNS)
+}
+
+/// CPU nanoseconds used so far by all live threads of this process (rayon's pool threads live
+/// as long as the process, so differences are exact).
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for task in fs::read_dir("/proc/self/task").ok()? {
+        let stat = fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Write the workspace: `.botsync/` and the notes, each with distinct content.

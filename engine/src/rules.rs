@@ -23,7 +23,22 @@
 //! `/` (or a leading `/`) is anchored at the workspace root, a trailing `/` matches directories
 //! only, `*` and `?` stay within a component, `**` spans components, `\` escapes. Surrounding
 //! whitespace is ignored and `#` starts a comment (an entry that is only a comment is ignored).
+//!
+//! ```
+//! use botsync_engine::RelPath;
+//! use botsync_engine::config::SyncConfig;
+//! use botsync_engine::rules::{Decision, Selection};
+//!
+//! let config = SyncConfig { include: vec!["config/shared.json".into()], ..SyncConfig::default() };
+//! let selection = Selection::new(&config).unwrap();
+//! let decide = |p: &str| selection.decide(&RelPath::new(p).unwrap(), false);
+//! assert_eq!(decide("memory/2026-11-21.md"), Decision::Synced);
+//! assert_eq!(decide("config/shared.json"), Decision::Synced);
+//! assert_eq!(decide("config/local.json"), Decision::NotSelected);
+//! assert_eq!(decide("memory/deploy.pem"), Decision::Never);
+//! ```
 
+use std::cell::RefCell;
 use std::fmt;
 
 use globset::{Candidate, Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
@@ -231,12 +246,18 @@ impl Selection {
     }
 
     fn last_match_str(&self, path: &str, is_dir: bool) -> Option<usize> {
+        thread_local! {
+            // One match buffer per thread: decide runs for every file of every scan.
+            static HITS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+        }
         let candidate = Candidate::new(path);
-        let mut hits = Vec::new();
-        self.set.matches_candidate_into(&candidate, &mut hits);
-        hits.into_iter()
-            .filter(|&i| is_dir || !self.rules[i].dir_only)
-            .max()
+        HITS.with_borrow_mut(|hits| {
+            self.set.matches_candidate_into(&candidate, hits);
+            hits.iter()
+                .copied()
+                .filter(|&i| is_dir || !self.rules[i].dir_only)
+                .max()
+        })
     }
 }
 
@@ -252,14 +273,18 @@ impl fmt::Debug for Selection {
 
 /// True if a single path component marks a secret or state that is never synced.
 pub fn is_never_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower == ".botsync"
-        || lower == ".secrets"
-        || lower.starts_with(".env")
-        || lower.ends_with(".pem")
-        || lower.ends_with(".key")
-        || lower.starts_with("id_rsa")
-        || lower.starts_with("id_ed25519")
+    // Called for every path component of every scan: compare in place, no lowercase copy.
+    let n = name.as_bytes();
+    let starts = |p: &str| n.len() >= p.len() && n[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    let ends =
+        |p: &str| n.len() >= p.len() && n[n.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes());
+    name.eq_ignore_ascii_case(".botsync")
+        || name.eq_ignore_ascii_case(".secrets")
+        || starts(".env")
+        || ends(".pem")
+        || ends(".key")
+        || starts("id_rsa")
+        || starts("id_ed25519")
 }
 
 /// Compile one gitignore-style pattern; `None` for a comment.

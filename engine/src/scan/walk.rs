@@ -79,7 +79,6 @@ pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> 
 /// One directory entry, named and typed, before it is decided.
 struct Child {
     rel: RelPath,
-    fs_path: PathBuf,
     file_type: FileType,
     entry: fs::DirEntry,
 }
@@ -147,7 +146,6 @@ fn visit_entries(
         match entry.file_type() {
             Ok(file_type) => children.push(Child {
                 rel,
-                fs_path: entry.path(),
                 file_type,
                 entry,
             }),
@@ -181,7 +179,6 @@ fn visit_entries(
 fn visit_child(selection: &Selection, child: Child, scope: &DirScope, out: &mut Walk) {
     let Child {
         rel,
-        fs_path,
         file_type,
         entry,
     } = child;
@@ -189,7 +186,7 @@ fn visit_child(selection: &Selection, child: Child, scope: &DirScope, out: &mut 
         let inner = selection.enter(scope, &rel);
         if selection.may_descend_scope(&inner, &rel) {
             let synced = selection.decide_in(scope, &rel, true) == Decision::Synced;
-            let below = visit_dir(selection, &fs_path, &rel, &inner, synced);
+            let below = visit_dir(selection, &entry.path(), &rel, &inner, synced);
             let taken = std::mem::take(out);
             *out = taken.merge(below);
         }
@@ -205,7 +202,7 @@ fn visit_child(selection: &Selection, child: Child, scope: &DirScope, out: &mut 
         match entry.metadata() {
             Ok(meta) if meta.is_file() => out.files.push(Found {
                 rel,
-                fs_path,
+                fs_path: entry.path(),
                 sig: stat_sig(&meta),
                 executable: is_executable(&meta),
             }),
