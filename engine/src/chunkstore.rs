@@ -40,9 +40,6 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Temporary files left by an interrupted write are removed by [`ChunkStore::gc`] after this.
 const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 
-/// Threads that fsync kept chunks concurrently.
-const SYNC_THREADS: usize = 16;
-
 const TEMP_PREFIX: &str = "tmp-";
 const MANIFESTS: &str = "manifests";
 /// Bytes per chunk in a manifest file: id and little-endian length.
@@ -348,38 +345,50 @@ fn sync_files(paths: &[PathBuf]) -> Result<(), ChunkStoreError> {
         .collect();
     dirs.sort();
     dirs.dedup();
-    sync_parallel(paths, "syncing chunk")?;
-    sync_parallel(&dirs, "syncing chunk directory")?;
+    let sync = |p: &PathBuf| File::open(p).and_then(|f| f.sync_all());
+    for (p, r) in paths.iter().zip(parallel_sync(paths, sync)) {
+        r.io_context("syncing chunk", p)?;
+    }
+    for (d, r) in dirs.iter().zip(parallel_sync(&dirs, sync)) {
+        r.io_context("syncing chunk directory", d)?;
+    }
     Ok(())
 }
 
-fn sync_parallel(paths: &[PathBuf], action: &'static str) -> Result<(), IoError> {
-    if paths.is_empty() {
-        return Ok(());
+/// Threads that fsync concurrently: fsync waits on the disk, not the CPU, and concurrent fsyncs
+/// on a journaled file system share journal commits.
+const SYNC_THREADS: usize = 16;
+
+/// Run `sync` on every item, from up to [`SYNC_THREADS`] threads; results in item order.
+pub(crate) fn parallel_sync<T: Sync>(
+    items: &[T],
+    sync: impl Fn(&T) -> io::Result<()> + Sync,
+) -> Vec<io::Result<()>> {
+    if items.len() <= 1 {
+        return items.iter().map(&sync).collect();
     }
-    let per_thread = paths.len().div_ceil(SYNC_THREADS);
+    let per_thread = items.len().div_ceil(SYNC_THREADS);
+    let sync = &sync;
     std::thread::scope(|scope| {
-        let workers: Vec<_> = paths
+        let workers: Vec<_> = items
             .chunks(per_thread)
             .map(|group| {
-                scope.spawn(move || {
-                    group.iter().try_for_each(|p| {
-                        File::open(p)
-                            .and_then(|f| f.sync_all())
-                            .io_context(action, p)
-                    })
-                })
+                (
+                    group.len(),
+                    scope.spawn(move || group.iter().map(sync).collect::<Vec<_>>()),
+                )
             })
             .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join().unwrap_or_else(|_| {
-                Err(IoError {
-                    action,
-                    path: PathBuf::new(),
-                    source: io::Error::other("sync thread panicked"),
+        workers
+            .into_iter()
+            .flat_map(|(n, worker)| {
+                worker.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(io::Error::other("fsync thread panicked")))
+                        .collect()
                 })
             })
-        })
+            .collect()
     })
 }
 

@@ -17,14 +17,13 @@ use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
 use super::disk::{
-    LocalState, TempFile, file_mode, local_state, parallel_sync, prepare_parent, stat_sig,
-    temp_mode, time_from_ns,
+    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, temp_mode, time_from_ns,
 };
 use super::{
     ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, TEMP_PREFIX, check_entry,
     invalid, io_err,
 };
-use crate::chunkstore::create_temp;
+use crate::chunkstore::{create_temp, parallel_sync};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::path::RelPath;
 use crate::store::{HistoryAction, HistoryRecord, LocalUpdate};

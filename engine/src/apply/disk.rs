@@ -169,43 +169,6 @@ pub(super) fn time_from_ns(ns: i64) -> SystemTime {
     }
 }
 
-/// Threads that fsync concurrently: fsync waits on the disk, not the CPU, and concurrent fsyncs
-/// on a journaled file system share journal commits.
-const SYNC_THREADS: usize = 16;
-
-/// Run `sync` on every item, from up to [`SYNC_THREADS`] threads; results in item order.
-pub(super) fn parallel_sync<T: Sync>(
-    items: &[T],
-    sync: impl Fn(&T) -> io::Result<()> + Sync,
-) -> Vec<io::Result<()>> {
-    if items.len() <= 1 {
-        return items.iter().map(&sync).collect();
-    }
-    let per_thread = items.len().div_ceil(SYNC_THREADS);
-    let sync = &sync;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(per_thread)
-            .map(|group| {
-                (
-                    group.len(),
-                    scope.spawn(move || group.iter().map(sync).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|(n, worker)| {
-                worker.join().unwrap_or_else(|_| {
-                    (0..n)
-                        .map(|_| Err(io::Error::other("fsync thread panicked")))
-                        .collect()
-                })
-            })
-            .collect()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
