@@ -437,6 +437,7 @@ mod tests {
     use crate::entry::{EntryKind, Mode};
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use crate::{ChunkerParams, VersionVector};
+    use proptest::prelude::*;
 
     fn store() -> (tempfile::TempDir, ChunkStore) {
         let tmp = tempfile::tempdir().unwrap();
@@ -461,6 +462,20 @@ mod tests {
                 .into_iter()
                 .all(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn get_returns_what_put_stored(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6)) {
+            let (_tmp, cs) = store();
+            let ids: Vec<Hash> = chunks.iter().map(|c| cs.put(c).unwrap()).collect();
+            for (id, bytes) in ids.iter().zip(&chunks) {
+                prop_assert_eq!(*id, Hash::of(bytes));
+                prop_assert_eq!(cs.get(id).unwrap(), Some(bytes.clone()));
+            }
+        }
     }
 
     #[test]
