@@ -593,3 +593,31 @@ fn a_batch_applies_each_entry_independently() {
     );
     assert_eq!(ws.store.history_recent(1000).unwrap().len(), 300);
 }
+
+#[test]
+fn a_symlink_at_the_target_is_replaced_never_followed() {
+    let ws = Workspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("passwd");
+    fs::write(&outside, b"root:x:0:0\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ws.root.join("USER.md")).unwrap();
+    let (entry, mut laptop) = version("USER.md", b"name: Ada\n", LAPTOP);
+
+    // The plan did not know of USER.md, yet something is there: it is left alone.
+    let outcome = ws.apply(&entry, None, &mut laptop).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::LocalChanged {
+            path: entry.path.clone()
+        }
+    );
+    assert_eq!(fs::read(&outside).unwrap(), b"root:x:0:0\n");
+    assert!(
+        fs::symlink_metadata(ws.root.join("USER.md"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(ws.temp_files().is_empty());
+}
