@@ -621,3 +621,25 @@ fn a_symlink_at_the_target_is_replaced_never_followed() {
     );
     assert!(ws.temp_files().is_empty());
 }
+
+#[test]
+fn a_deletion_of_a_file_already_deleted_here_converges() {
+    let ws = Workspace::new();
+    let local = ws.write_and_scan("memory/scratch.md", b"temporary\n");
+    let mut tombstone = local.entry.clone();
+    tombstone.kind = EntryKind::Tombstone;
+    tombstone.size = 0;
+    tombstone.chunks.clear();
+    tombstone.content = Hash::ZERO;
+    tombstone.version.increment(LAPTOP);
+    // Both sides deleted it; the scanner here has not run yet.
+    fs::remove_file(ws.root.join("memory/scratch.md")).unwrap();
+
+    let outcome = ws.apply(&tombstone, Some(&local), &mut NoSource).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::AlreadyCurrent);
+    assert_eq!(
+        ws.store.local_get(&tombstone.path).unwrap().unwrap().entry,
+        tombstone
+    );
+}

@@ -98,6 +98,10 @@ fn prepare<'a>(
         // A parent directory is missing, so the file is already absent: as deleted as can be.
         return Ok(Step::Record(current(ctx, target, None)));
     };
+    if target.is_tombstone() && !exists(path, &fs_path)? {
+        // Already absent (deleted here too, or never there): only the index changes.
+        return Ok(Step::Record(current(ctx, target, None)));
+    }
     let before = local_state(path, &fs_path, item.expected)?;
     let LocalState::Same(meta) = before else {
         return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
@@ -105,13 +109,14 @@ fn prepare<'a>(
         })));
     };
     if target.is_tombstone() {
-        return Ok(
-            match (meta, item.expected.filter(|e| !e.entry.is_tombstone())) {
-                (Some(_), Some(old)) => Step::Delete { fs_path, dir, old },
-                // Already absent, as expected: only the index learns of the deletion.
-                _ => Step::Record(current(ctx, target, None)),
-            },
-        );
+        let old = item
+            .expected
+            .filter(|e| !e.entry.is_tombstone() && meta.is_some());
+        return Ok(match old {
+            Some(old) => Step::Delete { fs_path, dir, old },
+            // Not reached: a file the plan did not expect reads as changed above.
+            None => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
+        });
     }
     if let (Some(meta), Some(exp)) = (&meta, item.expected)
         && exp.entry.same_content(target)
@@ -369,6 +374,15 @@ fn record_all(
         }
     }
     results
+}
+
+/// True if something (file, directory or symlink) is at `fs_path`.
+fn exists(path: &RelPath, fs_path: &Path) -> Result<bool, ApplyError> {
+    match fs::symlink_metadata(fs_path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(path, "checking", fs_path, e)),
+    }
 }
 
 /// The workspace already holds `target` (or its absence): only the index changes.
