@@ -15,29 +15,22 @@
 //! (the caller's [`ChunkSource`] does).
 
 mod assemble;
+mod batch;
 mod disk;
 
 use std::collections::HashSet;
-use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::chunk::ChunkRef;
-use crate::chunkstore::{ChunkStore, ChunkStoreError, create_temp};
+use crate::chunkstore::{ChunkStore, ChunkStoreError};
 use crate::chunktree::content_hash;
-use crate::entry::{FileEntry, LocalEntry, StatSig};
+use crate::entry::{FileEntry, LocalEntry};
 use crate::hash::Hash;
 use crate::path::RelPath;
-use crate::store::{HistoryAction, HistoryRecord, LocalUpdate, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub use assemble::{ChunkSource, NoSource, SourceError};
-
-use assemble::{assemble, stage_source_chunks};
-use disk::{
-    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, sync_dir, temp_mode,
-    time_from_ns,
-};
 
 /// Prefix of the temporary files apply creates next to their targets; the scanner ignores them.
 pub const TEMP_PREFIX: &str = ".botsync-tmp-";
@@ -45,6 +38,9 @@ pub const TEMP_PREFIX: &str = ".botsync-tmp-";
 /// The largest chunk accepted from an entry (FastCDC's own maximum): bounds what one chunk can
 /// make us allocate.
 pub const MAX_CHUNK_LEN: u32 = 16 * 1024 * 1024;
+
+/// Entries of a batch processed together (each holds an open temp file until it is renamed).
+const MAX_OPEN_TEMP_FILES: usize = 256;
 
 /// Where apply works and what it updates.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +161,16 @@ pub enum ApplyError {
     },
 }
 
+/// One entry of a batch: the version to apply and the local entry the plan was made from
+/// (`None` if the path was unknown locally).
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyItem<'a> {
+    /// The version to materialize.
+    pub target: &'a FileEntry,
+    /// What the path held when the sync was planned.
+    pub expected: Option<&'a LocalEntry>,
+}
+
 /// Make the workspace hold `target` at `target.path`, provided the path still is as `expected`
 /// (the local entry the plan was made from; `None` if the path was unknown locally).
 pub fn apply_entry(
@@ -173,27 +179,28 @@ pub fn apply_entry(
     expected: Option<&LocalEntry>,
     source: &mut dyn ChunkSource,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let path = &target.path;
-    check_entry(target)?;
-    let fs_path = path.to_fs(ctx.root);
-    let create_dirs = !target.is_tombstone();
-    let Some(dir) = prepare_parent(ctx.root, path, create_dirs)? else {
-        // A parent directory is missing, so the file is already absent: as deleted as can be.
-        return record_current(ctx, target, None);
-    };
-    let before = local_state(path, &fs_path, expected)?;
-    if matches!(before, LocalState::Changed) {
-        return Ok(ApplyOutcome::LocalChanged { path: path.clone() });
+    let mut results = apply_batch(ctx, &[ApplyItem { target, expected }], source);
+    match results.pop() {
+        Some(result) => result,
+        // `apply_batch` returns exactly one result per item.
+        None => Err(invalid(&target.path, "apply returned no result".into())),
     }
-    if target.is_tombstone() {
-        return delete(ctx, target, expected, &fs_path, &dir, before);
-    }
-    if let (LocalState::Same(Some(meta)), Some(exp)) = (&before, expected)
-        && exp.entry.same_content(target)
-    {
-        return record_current(ctx, target, Some(meta));
-    }
-    write(ctx, target, expected, source, &fs_path, &dir)
+}
+
+/// Apply several entries with exactly the guarantees of [`apply_entry`] for each, but step by
+/// step across the batch, so that their fsyncs run concurrently and each directory is synced
+/// once. Entries fail independently; one result per item, in item order. Give each path at most
+/// once: a second item for the same path would find it changed (`LocalChanged`).
+pub fn apply_batch(
+    ctx: &ApplyContext<'_>,
+    items: &[ApplyItem<'_>],
+    source: &mut dyn ChunkSource,
+) -> Vec<Result<ApplyOutcome, ApplyError>> {
+    // Each staged entry holds an open temp file: bound how many are open at once.
+    items
+        .chunks(MAX_OPEN_TEMP_FILES)
+        .flat_map(|group| batch::run(ctx, group, source))
+        .collect()
 }
 
 /// The chunks of `entry` found nowhere locally (neither in an indexed file nor in the chunk
@@ -218,204 +225,6 @@ pub fn missing_chunks(
         }
     }
     Ok(out)
-}
-
-/// Assemble, verify and rename a file version into place.
-fn write(
-    ctx: &ApplyContext<'_>,
-    target: &FileEntry,
-    expected: Option<&LocalEntry>,
-    source: &mut dyn ChunkSource,
-    fs_path: &Path,
-    dir: &Path,
-) -> Result<ApplyOutcome, ApplyError> {
-    let path = &target.path;
-    let (tmp_path, file) =
-        create_temp(dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
-    let mut temp = TempFile {
-        path: tmp_path,
-        file,
-        keep: false,
-    };
-    let assembled = assemble(ctx, target, source, &mut temp)?;
-    if !assembled.missing.is_empty() {
-        stage_source_chunks(ctx, path, &temp, &assembled.from_source)?;
-        return Ok(ApplyOutcome::MissingChunks {
-            ids: assembled.missing,
-        });
-    }
-    let t = &temp.path;
-    let len = temp
-        .file
-        .metadata()
-        .map_err(|e| io_err(path, "checking", t, e))?
-        .len();
-    if len != target.size {
-        return Err(invalid(
-            path,
-            format!("assembled {len} bytes, entry says {}", target.size),
-        ));
-    }
-    let old_mode = fs::symlink_metadata(fs_path)
-        .ok()
-        .map(|m| m.permissions().mode());
-    let mode = file_mode(
-        old_mode.unwrap_or(temp_mode(&temp.file)),
-        target.mode.executable,
-    );
-    temp.file
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| io_err(path, "setting permissions of", t, e))?;
-    temp.file
-        .set_modified(time_from_ns(target.mtime_ns))
-        .map_err(|e| io_err(path, "setting mtime of", t, e))?;
-    temp.file
-        .sync_all()
-        .map_err(|e| io_err(path, "syncing", t, e))?;
-
-    // Last moment to notice a local edit made while we were assembling.
-    if matches!(local_state(path, fs_path, expected)?, LocalState::Changed) {
-        return Ok(ApplyOutcome::LocalChanged { path: path.clone() });
-    }
-    let old = expected.filter(|e| !e.entry.is_tombstone() && old_mode.is_some());
-    if let Some(old) = old
-        && old.entry.content != target.content
-    {
-        keep_version(ctx, path, fs_path, &old.entry)?;
-    }
-    fs::rename(&temp.path, fs_path).map_err(|e| io_err(path, "renaming into place", fs_path, e))?;
-    temp.keep = true;
-    sync_dir(path, dir)?;
-    let meta = temp
-        .file
-        .metadata()
-        .map_err(|e| io_err(path, "checking", fs_path, e))?;
-    let action = if old.is_some() {
-        HistoryAction::Modified
-    } else {
-        HistoryAction::Created
-    };
-    record(
-        ctx,
-        target,
-        Some(stat_sig(&meta)),
-        old.map(|o| o.entry.content),
-        action,
-    )?;
-    Ok(ApplyOutcome::Written {
-        bytes_from_local: assembled.from_local,
-        bytes_from_store: assembled.from_store,
-        bytes_from_source: assembled
-            .from_source
-            .iter()
-            .map(|(_, _, len)| u64::from(*len))
-            .sum(),
-    })
-}
-
-/// Keep, unlink and record the deletion of a file.
-fn delete(
-    ctx: &ApplyContext<'_>,
-    target: &FileEntry,
-    expected: Option<&LocalEntry>,
-    fs_path: &Path,
-    dir: &Path,
-    before: LocalState,
-) -> Result<ApplyOutcome, ApplyError> {
-    let path = &target.path;
-    let LocalState::Same(Some(_)) = before else {
-        // Nothing on disk (as expected): only the index learns of the deletion.
-        return record_current(ctx, target, None);
-    };
-    let Some(old) = expected.filter(|e| !e.entry.is_tombstone()) else {
-        return Ok(ApplyOutcome::LocalChanged { path: path.clone() });
-    };
-    keep_version(ctx, path, fs_path, &old.entry)?;
-    if matches!(local_state(path, fs_path, expected)?, LocalState::Changed) {
-        return Ok(ApplyOutcome::LocalChanged { path: path.clone() });
-    }
-    fs::remove_file(fs_path).map_err(|e| io_err(path, "deleting", fs_path, e))?;
-    sync_dir(path, dir)?;
-    record(
-        ctx,
-        target,
-        None,
-        Some(old.entry.content),
-        HistoryAction::Deleted,
-    )?;
-    Ok(ApplyOutcome::Deleted)
-}
-
-/// The workspace already holds `target`: record it in the index (its version vector is news).
-fn record_current(
-    ctx: &ApplyContext<'_>,
-    target: &FileEntry,
-    meta: Option<&Metadata>,
-) -> Result<ApplyOutcome, ApplyError> {
-    let local = LocalEntry {
-        entry: target.clone(),
-        stat: meta.map(stat_sig),
-        recorded_at_ns: ctx.now_ns,
-    };
-    ctx.store
-        .commit_local([LocalUpdate::Put(local)])
-        .map_err(|source| ApplyError::Store {
-            path: target.path.clone(),
-            source,
-        })?;
-    Ok(ApplyOutcome::AlreadyCurrent)
-}
-
-/// Update the index and append history after the workspace changed.
-fn record(
-    ctx: &ApplyContext<'_>,
-    target: &FileEntry,
-    stat: Option<StatSig>,
-    old_content: Option<Hash>,
-    action: HistoryAction,
-) -> Result<(), ApplyError> {
-    let store_err = |source| ApplyError::Store {
-        path: target.path.clone(),
-        source,
-    };
-    let local = LocalEntry {
-        entry: target.clone(),
-        stat,
-        recorded_at_ns: ctx.now_ns,
-    };
-    ctx.store
-        .commit_local([LocalUpdate::Put(local)])
-        .map_err(store_err)?;
-    let live = !target.is_tombstone();
-    let history = HistoryRecord {
-        at_ns: ctx.now_ns,
-        path: target.path.clone(),
-        action,
-        from_peer: target.changed_by.peer,
-        agent: target.changed_by.agent.clone(),
-        old_content,
-        new_content: live.then_some(target.content),
-        bytes: if live { target.size } else { 0 },
-    };
-    ctx.store.history_append(&history).map_err(store_err)?;
-    Ok(())
-}
-
-fn keep_version(
-    ctx: &ApplyContext<'_>,
-    path: &RelPath,
-    fs_path: &Path,
-    old: &FileEntry,
-) -> Result<(), ApplyError> {
-    let kept = ctx
-        .chunks
-        .put_file_version(fs_path, old)
-        .map_err(|source| ApplyError::ChunkStore {
-            path: path.clone(),
-            source,
-        })?;
-    tracing::debug!(%path, content = %kept.content, new_bytes = kept.new_bytes, "kept the replaced version");
-    Ok(())
 }
 
 /// Refuse entries whose chunk list, size and content hash disagree, or whose chunks are absurd.
@@ -477,7 +286,10 @@ fn invalid(path: &RelPath, reason: String) -> ApplyError {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
+    use super::disk::stat_sig;
     use super::*;
     use crate::chunk::{Chunker, ChunkerParams};
     use crate::chunkstore::system_time_ns;

@@ -16,6 +16,8 @@
 //! This module does not know which versions exist (the index does) and never touches workspace
 //! files other than reading the version being kept.
 
+mod gc;
+
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
@@ -30,14 +32,13 @@ use crate::entry::FileEntry;
 use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
 
+pub use gc::GcReport;
+
 /// The default retention period of kept versions and staged chunks: 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Temporary files left by an interrupted write are removed by [`ChunkStore::gc`] after this.
 const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
-
-/// Threads that fsync kept chunks concurrently.
-const SYNC_THREADS: usize = 16;
 
 const TEMP_PREFIX: &str = "tmp-";
 const MANIFESTS: &str = "manifests";
@@ -64,19 +65,6 @@ pub struct KeptVersion {
     pub new_bytes: u64,
     /// True if the bytes read are the version `entry` describes.
     pub matches_entry: bool,
-}
-
-/// What [`ChunkStore::gc`] did.
-#[derive(Debug, Default)]
-pub struct GcReport {
-    /// Chunk and manifest files looked at.
-    pub examined: u64,
-    /// Files removed (older than the retention period and not kept).
-    pub removed: u64,
-    /// Bytes freed.
-    pub bytes_removed: u64,
-    /// Files that could not be examined or removed; the collection went on without them.
-    pub failures: Vec<IoError>,
 }
 
 /// A chunk store failure.
@@ -254,64 +242,6 @@ impl ChunkStore {
         }
     }
 
-    /// Remove chunk and manifest files older than `retention` at `now_ns` for which `keep`
-    /// (asked with the chunk id or the manifest's content hash) returns false, and temporary
-    /// files left by interrupted writes. Failures are collected in the report, not fatal.
-    pub fn gc(
-        &self,
-        retention: Duration,
-        now_ns: i64,
-        keep: impl Fn(&Hash) -> bool,
-    ) -> Result<GcReport, ChunkStoreError> {
-        let mut report = GcReport::default();
-        let horizon = now_ns.saturating_sub(duration_ns(retention));
-        let temp_horizon = now_ns.saturating_sub(duration_ns(STALE_TEMP));
-        let entries = fs::read_dir(&self.dir).io_context("listing the chunk store", &self.dir)?;
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    report.failures.push(IoError {
-                        action: "listing the chunk store",
-                        path: self.dir.clone(),
-                        source: e,
-                    });
-                    continue;
-                }
-            };
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let path = entry.path();
-            if name.starts_with(TEMP_PREFIX) {
-                collect_if_old(&path, temp_horizon, &mut report);
-            } else if name == MANIFESTS {
-                self.gc_fanout(&path, horizon, &keep, &mut report);
-            } else if is_fanout_name(&name) {
-                gc_bucket(&path, &name, horizon, &keep, &mut report);
-            }
-        }
-        Ok(report)
-    }
-
-    fn gc_fanout(
-        &self,
-        root: &Path,
-        horizon: i64,
-        keep: &dyn Fn(&Hash) -> bool,
-        report: &mut GcReport,
-    ) {
-        let Ok(buckets) = fs::read_dir(root) else {
-            return;
-        };
-        for bucket in buckets.flatten() {
-            let name = bucket.file_name();
-            let name = name.to_string_lossy();
-            if is_fanout_name(&name) {
-                gc_bucket(&bucket.path(), &name, horizon, keep, report);
-            }
-        }
-    }
-
     fn chunk_path(&self, id: &Hash) -> PathBuf {
         let hex = id.to_hex();
         self.dir.join(&hex[..2]).join(&hex[2..])
@@ -415,106 +345,51 @@ fn sync_files(paths: &[PathBuf]) -> Result<(), ChunkStoreError> {
         .collect();
     dirs.sort();
     dirs.dedup();
-    sync_parallel(paths, "syncing chunk")?;
-    sync_parallel(&dirs, "syncing chunk directory")?;
+    let sync = |p: &PathBuf| File::open(p).and_then(|f| f.sync_all());
+    for (p, r) in paths.iter().zip(parallel_sync(paths, sync)) {
+        r.io_context("syncing chunk", p)?;
+    }
+    for (d, r) in dirs.iter().zip(parallel_sync(&dirs, sync)) {
+        r.io_context("syncing chunk directory", d)?;
+    }
     Ok(())
 }
 
-fn sync_parallel(paths: &[PathBuf], action: &'static str) -> Result<(), IoError> {
-    if paths.is_empty() {
-        return Ok(());
+/// Threads that fsync concurrently: fsync waits on the disk, not the CPU, and concurrent fsyncs
+/// on a journaled file system share journal commits.
+const SYNC_THREADS: usize = 16;
+
+/// Run `sync` on every item, from up to [`SYNC_THREADS`] threads; results in item order.
+pub(crate) fn parallel_sync<T: Sync>(
+    items: &[T],
+    sync: impl Fn(&T) -> io::Result<()> + Sync,
+) -> Vec<io::Result<()>> {
+    if items.len() <= 1 {
+        return items.iter().map(&sync).collect();
     }
-    let per_thread = paths.len().div_ceil(SYNC_THREADS);
+    let per_thread = items.len().div_ceil(SYNC_THREADS);
+    let sync = &sync;
     std::thread::scope(|scope| {
-        let workers: Vec<_> = paths
+        let workers: Vec<_> = items
             .chunks(per_thread)
             .map(|group| {
-                scope.spawn(move || {
-                    group.iter().try_for_each(|p| {
-                        File::open(p)
-                            .and_then(|f| f.sync_all())
-                            .io_context(action, p)
-                    })
-                })
+                (
+                    group.len(),
+                    scope.spawn(move || group.iter().map(sync).collect::<Vec<_>>()),
+                )
             })
             .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join().unwrap_or_else(|_| {
-                Err(IoError {
-                    action,
-                    path: PathBuf::new(),
-                    source: io::Error::other("sync thread panicked"),
+        workers
+            .into_iter()
+            .flat_map(|(n, worker)| {
+                worker.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(io::Error::other("fsync thread panicked")))
+                        .collect()
                 })
             })
-        })
+            .collect()
     })
-}
-
-fn gc_bucket(
-    dir: &Path,
-    bucket: &str,
-    horizon: i64,
-    keep: &dyn Fn(&Hash) -> bool,
-    report: &mut GcReport,
-) {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            report.failures.push(IoError {
-                action: "listing chunks",
-                path: dir.into(),
-                source: e,
-            });
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Ok(id) = format!("{bucket}{}", name.to_string_lossy()).parse::<Hash>() else {
-            continue;
-        };
-        report.examined += 1;
-        if !keep(&id) {
-            collect_if_old(&entry.path(), horizon, report);
-        }
-    }
-}
-
-/// Remove `path` if it was last modified before `horizon` (ns since the epoch).
-fn collect_if_old(path: &Path, horizon: i64, report: &mut GcReport) {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            report.failures.push(IoError {
-                action: "examining",
-                path: path.into(),
-                source: e,
-            });
-            return;
-        }
-    };
-    let modified = meta.modified().map(system_time_ns).unwrap_or(i64::MAX);
-    if modified >= horizon {
-        return;
-    }
-    match fs::remove_file(path) {
-        Ok(()) => {
-            report.removed += 1;
-            report.bytes_removed += meta.len();
-        }
-        Err(e) => report.failures.push(IoError {
-            action: "removing",
-            path: path.into(),
-            source: e,
-        }),
-    }
-}
-
-fn is_fanout_name(name: &str) -> bool {
-    name.len() == 2
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn encode_manifest(chunks: &[ChunkRef]) -> Vec<u8> {
@@ -562,15 +437,12 @@ mod tests {
     use crate::entry::{EntryKind, Mode};
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use crate::{ChunkerParams, VersionVector};
+    use proptest::prelude::*;
 
     fn store() -> (tempfile::TempDir, ChunkStore) {
         let tmp = tempfile::tempdir().unwrap();
         let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
         (tmp, cs)
-    }
-
-    fn now_ns() -> i64 {
-        system_time_ns(SystemTime::now())
     }
 
     #[test]
@@ -590,6 +462,20 @@ mod tests {
                 .into_iter()
                 .all(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn get_returns_what_put_stored(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6)) {
+            let (_tmp, cs) = store();
+            let ids: Vec<Hash> = chunks.iter().map(|c| cs.put(c).unwrap()).collect();
+            for (id, bytes) in ids.iter().zip(&chunks) {
+                prop_assert_eq!(*id, Hash::of(bytes));
+                prop_assert_eq!(cs.get(id).unwrap(), Some(bytes.clone()));
+            }
+        }
     }
 
     #[test]
@@ -653,25 +539,6 @@ mod tests {
         assert_eq!(rebuilt, data);
         // Keeping the same version again writes nothing new.
         assert_eq!(cs.put_file_version(&file, &entry).unwrap().new_bytes, 0);
-    }
-
-    #[test]
-    fn gc_removes_only_old_unkept_objects() {
-        let (_tmp, cs) = store();
-        let old = cs.put(b"old").unwrap();
-        let kept = cs.put(b"kept").unwrap();
-        let stray = cs.dir().join(format!("{TEMP_PREFIX}0000000000000000"));
-        fs::write(&stray, b"partial").unwrap();
-        // Nothing is old yet.
-        let report = cs.gc(DEFAULT_RETENTION, now_ns(), |_| false).unwrap();
-        assert_eq!((report.examined, report.removed), (2, 0));
-        // Forty days later, only the kept chunk survives; the stray temp file is collected.
-        let later = now_ns() + duration_ns(Duration::from_secs(40 * 24 * 3600));
-        let report = cs.gc(DEFAULT_RETENTION, later, |id| *id == kept).unwrap();
-        assert_eq!(report.removed, 2);
-        assert_eq!(report.bytes_removed, 3 + 7);
-        assert!(report.failures.is_empty());
-        assert!(!cs.has(&old) && cs.has(&kept) && !stray.exists());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! peers already know.
 //!
 //! This module owns every line of sled code in botsync. It holds:
-//! - `local`: [`RelPath`] → [`LocalEntry`], the current version of each path plus its stat cache;
+//! - `local`: [`RelPath`](crate::RelPath) → [`LocalEntry`](crate::LocalEntry), the current version of each path plus its stat cache;
 //! - `chunks`: the chunk-location index, chunk id → [`ChunkLocation`]s (where on disk a chunk's
 //!   bytes can be read), kept consistent with `local` in the same transaction;
 //! - `peers` / `peer_meta`: what we last knew each peer had, and per-peer facts ([`PeerMeta`]);

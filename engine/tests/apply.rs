@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use botsync_engine::apply::{
-    ApplyContext, ApplyError, ApplyOutcome, ChunkSource, NoSource, SourceError, TEMP_PREFIX,
-    apply_entry, missing_chunks,
+    ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, NoSource, SourceError,
+    TEMP_PREFIX, apply_batch, apply_entry, missing_chunks,
 };
 use botsync_engine::chunk::ChunkerKind;
 use botsync_engine::chunkstore::ChunkStore;
@@ -511,4 +511,135 @@ fn identical_content_only_updates_the_index() {
     let recorded = ws.store.local_get(&same.path).unwrap().unwrap();
     assert_eq!(recorded.entry.version, same.version);
     assert_eq!(recorded.stat, local.stat);
+}
+
+#[test]
+fn a_batch_applies_each_entry_independently() {
+    let ws = Workspace::new();
+    let edited_locally = ws.write_and_scan("USER.md", b"name: Ada\n");
+    let mut versions: Vec<(FileEntry, Option<LocalEntry>)> = (0..300)
+        .map(|i| {
+            (
+                version(
+                    &format!("memory/day-{i:03}.md"),
+                    &notes(3, &format!("day {i}")),
+                    LAPTOP,
+                )
+                .0,
+                None,
+            )
+        })
+        .collect();
+    versions.push((
+        version("USER.md", b"name: Ada Lovelace\n", LAPTOP).0,
+        Some(edited_locally),
+    ));
+    let lost = version("memory/lost.md", &notes(20, "lost"), LAPTOP).0;
+    versions.push((lost.clone(), None));
+    let mut laptop: HashMap<Hash, Vec<u8>> = HashMap::new();
+    for i in 0..300 {
+        laptop.extend(
+            version(
+                &format!("memory/day-{i:03}.md"),
+                &notes(3, &format!("day {i}")),
+                LAPTOP,
+            )
+            .1,
+        );
+    }
+    laptop.extend(version("USER.md", b"name: Ada Lovelace\n", LAPTOP).1);
+    // The local agent edits USER.md after planning.
+    fs::write(ws.root.join("USER.md"), b"name: Ada\nlanguage: en\n").unwrap();
+
+    let items: Vec<ApplyItem<'_>> = versions
+        .iter()
+        .map(|(target, expected)| ApplyItem {
+            target,
+            expected: expected.as_ref(),
+        })
+        .collect();
+    let ctx = ApplyContext {
+        root: &ws.root,
+        store: &ws.store,
+        chunks: &ws.chunks,
+        now_ns: NOW,
+    };
+    let results = apply_batch(&ctx, &items, &mut laptop);
+
+    assert_eq!(results.len(), items.len());
+    for (i, result) in results[..300].iter().enumerate() {
+        assert!(
+            matches!(result, Ok(ApplyOutcome::Written { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            ws.read(&format!("memory/day-{i:03}.md")),
+            notes(3, &format!("day {i}"))
+        );
+    }
+    assert!(matches!(
+        results[300],
+        Ok(ApplyOutcome::LocalChanged { .. })
+    ));
+    assert_eq!(ws.read("USER.md"), b"name: Ada\nlanguage: en\n");
+    assert!(
+        matches!(&results[301], Ok(ApplyOutcome::MissingChunks { ids }) if ids.len() == lost.chunks.len())
+    );
+    assert!(ws.temp_files().is_empty());
+    assert_eq!(
+        ws.store.local_all().unwrap().len(),
+        301,
+        "300 new notes and USER.md as it was"
+    );
+    assert_eq!(ws.store.history_recent(1000).unwrap().len(), 300);
+}
+
+#[test]
+fn a_symlink_at_the_target_is_replaced_never_followed() {
+    let ws = Workspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("passwd");
+    fs::write(&outside, b"root:x:0:0\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ws.root.join("USER.md")).unwrap();
+    let (entry, mut laptop) = version("USER.md", b"name: Ada\n", LAPTOP);
+
+    // The plan did not know of USER.md, yet something is there: it is left alone.
+    let outcome = ws.apply(&entry, None, &mut laptop).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::LocalChanged {
+            path: entry.path.clone()
+        }
+    );
+    assert_eq!(fs::read(&outside).unwrap(), b"root:x:0:0\n");
+    assert!(
+        fs::symlink_metadata(ws.root.join("USER.md"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(ws.temp_files().is_empty());
+}
+
+#[test]
+fn a_deletion_of_a_file_already_deleted_here_converges() {
+    let ws = Workspace::new();
+    let local = ws.write_and_scan("memory/scratch.md", b"temporary\n");
+    let mut tombstone = local.entry.clone();
+    tombstone.kind = EntryKind::Tombstone;
+    tombstone.size = 0;
+    tombstone.chunks.clear();
+    tombstone.content = Hash::ZERO;
+    tombstone.version.increment(LAPTOP);
+    // Both sides deleted it; the scanner here has not run yet.
+    fs::remove_file(ws.root.join("memory/scratch.md")).unwrap();
+
+    let outcome = ws.apply(&tombstone, Some(&local), &mut NoSource).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::AlreadyCurrent);
+    assert_eq!(
+        ws.store.local_get(&tombstone.path).unwrap().unwrap().entry,
+        tombstone
+    );
 }

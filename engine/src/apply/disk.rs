@@ -169,12 +169,6 @@ pub(super) fn time_from_ns(ns: i64) -> SystemTime {
     }
 }
 
-pub(super) fn sync_dir(path: &RelPath, dir: &Path) -> Result<(), ApplyError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(path, "syncing directory", dir, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

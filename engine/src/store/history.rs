@@ -53,25 +53,39 @@ pub struct HistoryRecord {
 }
 
 impl Store {
-    /// Append a record; returns its sequence number.
-    pub fn history_append(&self, record: &HistoryRecord) -> Result<u64, StoreError> {
-        let seq = self
-            .db
-            .generate_id()
-            .map_err(|e| self.db_err("numbering a history record", e))?;
-        let value = encode("history record", record)?;
-        let by_path = history_path_key(&record.path, seq);
+    /// Append one record.
+    pub fn history_append(&self, record: &HistoryRecord) -> Result<(), StoreError> {
+        self.history_append_many(std::slice::from_ref(record))
+    }
+
+    /// Append several records in one transaction.
+    pub fn history_append_many(&self, records: &[HistoryRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let seq = self
+                .db
+                .generate_id()
+                .map_err(|e| self.db_err("numbering a history record", e))?;
+            rows.push((
+                seq.to_be_bytes(),
+                encode("history record", r)?,
+                history_path_key(&r.path, seq),
+            ));
+        }
         let result = (&self.history, &self.history_by_path).transaction(|(history, index)| {
-            history.insert(&seq.to_be_bytes()[..], value.as_slice())?;
-            index.insert(by_path.as_slice(), &[][..])?;
+            for (seq, value, by_path) in &rows {
+                history.insert(&seq[..], value.as_slice())?;
+                index.insert(by_path.as_slice(), &[][..])?;
+            }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         });
         match result {
-            Ok(()) => Ok(seq),
+            Ok(()) => Ok(()),
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => {
-                Err(self.db_err(format!("appending history of {}", record.path), e))
-            }
+            Err(TransactionError::Storage(e)) => Err(self.db_err("appending history", e)),
         }
     }
 

@@ -220,6 +220,7 @@ mod tests {
     use crate::entry::{EntryKind, Mode, StatSig};
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use crate::{ChunkRef, ChunkerParams, VersionVector};
+    use proptest::prelude::*;
 
     fn entry(path: &str, chunks: &[&[u8]]) -> LocalEntry {
         let chunks: Vec<ChunkRef> = chunks
@@ -261,6 +262,47 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
         (tmp, store)
+    }
+
+    /// A random change to one of a few paths, built from a few chunk contents.
+    fn update() -> impl Strategy<Value = LocalUpdate> {
+        let path = prop::sample::select(vec!["a.md", "b.md", "m/c.md"]);
+        let parts = proptest::collection::vec(prop::sample::select(vec!["x", "y", "zz"]), 0..4);
+        (path, parts, 0u8..4).prop_map(|(path, parts, kind)| {
+            let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut e = entry(path, &bytes);
+            match kind {
+                0 => LocalUpdate::Remove(e.entry.path),
+                1 => {
+                    e.entry.kind = EntryKind::Tombstone;
+                    LocalUpdate::Put(e)
+                }
+                _ => LocalUpdate::Put(e),
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Whatever the sequence of commits, the chunk-location index holds exactly the
+        /// locations of the recorded live files.
+        #[test]
+        fn locations_always_match_local_entries(
+            commits in proptest::collection::vec(proptest::collection::vec(update(), 1..4), 1..8),
+        ) {
+            let (_tmp, store) = open();
+            for commit in commits {
+                store.commit_local(commit).unwrap();
+            }
+            let mut expected = BTreeSet::new();
+            for e in store.local_all().unwrap().values() {
+                expected.extend(location_keys(&e.entry));
+            }
+            let actual: BTreeSet<Vec<u8>> =
+                store.chunks.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+            prop_assert_eq!(actual, expected);
+        }
     }
 
     #[test]

@@ -1,0 +1,436 @@
+//! The steps of apply, run over a batch of entries so that their fsyncs overlap.
+//!
+//! Each entry goes through the same steps as a single apply, in the same order: assemble a
+//! verified temp file; fsync it; re-check the target; keep the old version; rename (or unlink);
+//! fsync the directory; record in the index. A batch runs each step for all entries before the
+//! next step, so the fsyncs of many files (and of their shared directories, once each) run
+//! concurrently instead of one after another. Entries fail independently.
+//!
+//! This module owns the order of the steps; the file-system checks live in [`super::disk`] and
+//! chunk assembly in [`super::assemble`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::assemble::{assemble, stage_source_chunks};
+use super::disk::{
+    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, temp_mode, time_from_ns,
+};
+use super::{
+    ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, TEMP_PREFIX, check_entry,
+    invalid, io_err,
+};
+use crate::chunkstore::{create_temp, parallel_sync};
+use crate::entry::{FileEntry, LocalEntry};
+use crate::path::RelPath;
+use crate::store::{HistoryAction, HistoryRecord, LocalUpdate};
+
+/// Where one entry of the batch stands.
+enum Step<'a> {
+    /// Finished (written nothing, or failed).
+    Done(Result<ApplyOutcome, ApplyError>),
+    /// Nothing to change on disk; the index learns of the version.
+    Record(Pending),
+    /// A verified temp file waits to be made durable and renamed over the target.
+    Staged(Staged),
+    /// The file is to be deleted.
+    Delete {
+        fs_path: PathBuf,
+        dir: PathBuf,
+        old: &'a LocalEntry,
+    },
+    /// Changed on disk; waits for its directory's fsync, then the index.
+    Placed { pending: Pending, dir: PathBuf },
+}
+
+/// An assembled, verified temp file.
+struct Staged {
+    temp: TempFile,
+    fs_path: PathBuf,
+    dir: PathBuf,
+    /// True if a file was at the target when the temp file was made.
+    old_present: bool,
+    from_local: u64,
+    from_store: u64,
+    from_source: u64,
+}
+
+/// What to record once the change is durable.
+struct Pending {
+    outcome: ApplyOutcome,
+    local: LocalEntry,
+    history: Option<HistoryRecord>,
+}
+
+/// Apply `items` in order of steps; one result per item, in item order.
+pub(super) fn run(
+    ctx: &ApplyContext<'_>,
+    items: &[ApplyItem<'_>],
+    source: &mut dyn ChunkSource,
+) -> Vec<Result<ApplyOutcome, ApplyError>> {
+    let mut steps: Vec<Step<'_>> = items
+        .iter()
+        .map(|item| prepare(ctx, *item, source).unwrap_or_else(|e| Step::Done(Err(e))))
+        .collect();
+    sync_staged(&mut steps, items);
+    for (step, item) in steps.iter_mut().zip(items) {
+        let taken = std::mem::replace(step, Step::Done(Ok(ApplyOutcome::AlreadyCurrent)));
+        *step = place(ctx, *item, taken).unwrap_or_else(|e| Step::Done(Err(e)));
+    }
+    sync_dirs(&mut steps, items);
+    record_all(ctx, steps, items)
+}
+
+/// Check the entry and the target, and assemble the new version in a temp file.
+fn prepare<'a>(
+    ctx: &ApplyContext<'_>,
+    item: ApplyItem<'a>,
+    source: &mut dyn ChunkSource,
+) -> Result<Step<'a>, ApplyError> {
+    let target = item.target;
+    let path = &target.path;
+    check_entry(target)?;
+    let fs_path = path.to_fs(ctx.root);
+    let Some(dir) = prepare_parent(ctx.root, path, !target.is_tombstone())? else {
+        // A parent directory is missing, so the file is already absent: as deleted as can be.
+        return Ok(Step::Record(current(ctx, target, None)));
+    };
+    if target.is_tombstone() && !exists(path, &fs_path)? {
+        // Already absent (deleted here too, or never there): only the index changes.
+        return Ok(Step::Record(current(ctx, target, None)));
+    }
+    let before = local_state(path, &fs_path, item.expected)?;
+    let LocalState::Same(meta) = before else {
+        return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+            path: path.clone(),
+        })));
+    };
+    if target.is_tombstone() {
+        let old = item
+            .expected
+            .filter(|e| !e.entry.is_tombstone() && meta.is_some());
+        return Ok(match old {
+            Some(old) => Step::Delete { fs_path, dir, old },
+            // Not reached: a file the plan did not expect reads as changed above.
+            None => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
+        });
+    }
+    if let (Some(meta), Some(exp)) = (&meta, item.expected)
+        && exp.entry.same_content(target)
+    {
+        return Ok(Step::Record(current(ctx, target, Some(meta))));
+    }
+    stage(ctx, target, source, fs_path, dir, meta.as_ref())
+}
+
+/// Assemble `target` into a temp file next to it, with its size, mode and mtime checked and set.
+fn stage<'a>(
+    ctx: &ApplyContext<'_>,
+    target: &FileEntry,
+    source: &mut dyn ChunkSource,
+    fs_path: PathBuf,
+    dir: PathBuf,
+    old: Option<&fs::Metadata>,
+) -> Result<Step<'a>, ApplyError> {
+    let path = &target.path;
+    let (tmp_path, file) =
+        create_temp(&dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
+    let mut temp = TempFile {
+        path: tmp_path,
+        file,
+        keep: false,
+    };
+    let assembled = assemble(ctx, target, source, &mut temp)?;
+    if !assembled.missing.is_empty() {
+        stage_source_chunks(ctx, path, &temp, &assembled.from_source)?;
+        return Ok(Step::Done(Ok(ApplyOutcome::MissingChunks {
+            ids: assembled.missing,
+        })));
+    }
+    let t = &temp.path;
+    let len = temp
+        .file
+        .metadata()
+        .map_err(|e| io_err(path, "checking", t, e))?
+        .len();
+    if len != target.size {
+        return Err(invalid(
+            path,
+            format!("assembled {len} bytes, entry says {}", target.size),
+        ));
+    }
+    let base = old
+        .map(|m| m.permissions().mode())
+        .unwrap_or_else(|| temp_mode(&temp.file));
+    let mode = file_mode(base, target.mode.executable);
+    temp.file
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err(path, "setting permissions of", t, e))?;
+    temp.file
+        .set_modified(time_from_ns(target.mtime_ns))
+        .map_err(|e| io_err(path, "setting mtime of", t, e))?;
+    Ok(Step::Staged(Staged {
+        temp,
+        fs_path,
+        dir,
+        old_present: old.is_some(),
+        from_local: assembled.from_local,
+        from_store: assembled.from_store,
+        from_source: assembled
+            .from_source
+            .iter()
+            .map(|(_, _, len)| u64::from(*len))
+            .sum(),
+    }))
+}
+
+/// fsync every staged temp file, concurrently; a failure drops (and removes) that temp file.
+fn sync_staged(steps: &mut [Step<'_>], items: &[ApplyItem<'_>]) {
+    let staged: Vec<usize> = (0..steps.len())
+        .filter(|&i| matches!(steps[i], Step::Staged(_)))
+        .collect();
+    let results = {
+        let files: Vec<&fs::File> = staged
+            .iter()
+            .filter_map(|&i| match &steps[i] {
+                Step::Staged(s) => Some(&s.temp.file),
+                _ => None,
+            })
+            .collect();
+        parallel_sync(&files, |f| f.sync_all())
+    };
+    for (&i, result) in staged.iter().zip(results) {
+        if let Err(e) = result {
+            let tmp = match &steps[i] {
+                Step::Staged(s) => s.temp.path.clone(),
+                _ => PathBuf::new(),
+            };
+            steps[i] = Step::Done(Err(io_err(&items[i].target.path, "syncing", tmp, e)));
+        }
+    }
+}
+
+/// Re-check the target, keep the version it holds, and rename or unlink.
+fn place<'a>(
+    ctx: &ApplyContext<'_>,
+    item: ApplyItem<'a>,
+    step: Step<'a>,
+) -> Result<Step<'a>, ApplyError> {
+    let target = item.target;
+    let path = &target.path;
+    match step {
+        Step::Staged(mut s) => {
+            // Last moment to notice a local edit made while we were assembling.
+            if let LocalState::Changed = local_state(path, &s.fs_path, item.expected)? {
+                return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+                    path: path.clone(),
+                })));
+            }
+            let old = item
+                .expected
+                .filter(|e| !e.entry.is_tombstone() && s.old_present);
+            if let Some(old) = old
+                && old.entry.content != target.content
+            {
+                keep_version(ctx, path, &s.fs_path, &old.entry)?;
+            }
+            fs::rename(&s.temp.path, &s.fs_path)
+                .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
+            s.temp.keep = true;
+            let meta = s
+                .temp
+                .file
+                .metadata()
+                .map_err(|e| io_err(path, "checking", &s.fs_path, e))?;
+            let action = if old.is_some() {
+                HistoryAction::Modified
+            } else {
+                HistoryAction::Created
+            };
+            let outcome = ApplyOutcome::Written {
+                bytes_from_local: s.from_local,
+                bytes_from_store: s.from_store,
+                bytes_from_source: s.from_source,
+            };
+            let history = history(ctx, target, action, old.map(|o| o.entry.content));
+            let local = LocalEntry {
+                entry: target.clone(),
+                stat: Some(stat_sig(&meta)),
+                recorded_at_ns: ctx.now_ns,
+            };
+            Ok(Step::Placed {
+                pending: Pending {
+                    outcome,
+                    local,
+                    history: Some(history),
+                },
+                dir: s.dir,
+            })
+        }
+        Step::Delete { fs_path, dir, old } => {
+            keep_version(ctx, path, &fs_path, &old.entry)?;
+            if let LocalState::Changed = local_state(path, &fs_path, item.expected)? {
+                return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+                    path: path.clone(),
+                })));
+            }
+            fs::remove_file(&fs_path).map_err(|e| io_err(path, "deleting", &fs_path, e))?;
+            let history = history(ctx, target, HistoryAction::Deleted, Some(old.entry.content));
+            let local = LocalEntry {
+                entry: target.clone(),
+                stat: None,
+                recorded_at_ns: ctx.now_ns,
+            };
+            let pending = Pending {
+                outcome: ApplyOutcome::Deleted,
+                local,
+                history: Some(history),
+            };
+            Ok(Step::Placed { pending, dir })
+        }
+        other => Ok(other),
+    }
+}
+
+/// fsync each directory that had an entry renamed into or unlinked from it, once.
+fn sync_dirs(steps: &mut [Step<'_>], items: &[ApplyItem<'_>]) {
+    let mut by_dir: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        if let Step::Placed { dir, .. } = step {
+            by_dir.entry(dir.clone()).or_default().push(i);
+        }
+    }
+    let dirs: Vec<&PathBuf> = by_dir.keys().collect();
+    let results = parallel_sync(&dirs, |d| fs::File::open(d).and_then(|f| f.sync_all()));
+    for ((dir, members), result) in by_dir.iter().zip(results) {
+        let Err(e) = result else { continue };
+        for &i in members {
+            let copy = io::Error::new(e.kind(), e.to_string());
+            steps[i] = Step::Done(Err(io_err(
+                &items[i].target.path,
+                "syncing directory",
+                dir,
+                copy,
+            )));
+        }
+    }
+}
+
+/// Record every change in the index in one commit, then in history. If the joint commit fails,
+/// each entry is committed alone so that each gets its own result.
+fn record_all(
+    ctx: &ApplyContext<'_>,
+    steps: Vec<Step<'_>>,
+    items: &[ApplyItem<'_>],
+) -> Vec<Result<ApplyOutcome, ApplyError>> {
+    let pending = |s: &Step<'_>| match s {
+        Step::Record(p) | Step::Placed { pending: p, .. } => Some(p.local.clone()),
+        _ => None,
+    };
+    let joint: Vec<LocalUpdate> = steps
+        .iter()
+        .filter_map(pending)
+        .map(LocalUpdate::Put)
+        .collect();
+    let joint_ok = joint.is_empty() || ctx.store.commit_local(joint).is_ok();
+    let mut history = Vec::new();
+    let mut results: Vec<Result<ApplyOutcome, ApplyError>> = steps
+        .into_iter()
+        .zip(items)
+        .map(|(step, item)| {
+            let p = match step {
+                Step::Done(result) => return result,
+                Step::Record(p) | Step::Placed { pending: p, .. } => p,
+                // `place` turns every staged or deleting step into `Placed` or `Done`; reaching
+                // this would be a bug in the step order, reported rather than panicking.
+                Step::Staged(_) | Step::Delete { .. } => {
+                    return Err(invalid(&item.target.path, "apply step skipped".into()));
+                }
+            };
+            if !joint_ok {
+                ctx.store
+                    .commit_local([LocalUpdate::Put(p.local)])
+                    .map_err(|source| ApplyError::Store {
+                        path: item.target.path.clone(),
+                        source,
+                    })?;
+            }
+            history.extend(p.history);
+            Ok(p.outcome)
+        })
+        .collect();
+    if let Err(e) = ctx.store.history_append_many(&history) {
+        // The files and the index are right; only the log lacks these records. Report it once,
+        // on the first entry that succeeded.
+        tracing::warn!(error = %e, records = history.len(), "could not append sync history");
+        if let Some(i) = results.iter().position(Result::is_ok) {
+            results[i] = Err(ApplyError::Store {
+                path: items[i].target.path.clone(),
+                source: e,
+            });
+        }
+    }
+    results
+}
+
+/// True if something (file, directory or symlink) is at `fs_path`.
+fn exists(path: &RelPath, fs_path: &Path) -> Result<bool, ApplyError> {
+    match fs::symlink_metadata(fs_path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(path, "checking", fs_path, e)),
+    }
+}
+
+/// The workspace already holds `target` (or its absence): only the index changes.
+fn current(ctx: &ApplyContext<'_>, target: &FileEntry, meta: Option<&fs::Metadata>) -> Pending {
+    let local = LocalEntry {
+        entry: target.clone(),
+        stat: meta.map(stat_sig),
+        recorded_at_ns: ctx.now_ns,
+    };
+    Pending {
+        outcome: ApplyOutcome::AlreadyCurrent,
+        local,
+        history: None,
+    }
+}
+
+fn history(
+    ctx: &ApplyContext<'_>,
+    target: &FileEntry,
+    action: HistoryAction,
+    old_content: Option<crate::hash::Hash>,
+) -> HistoryRecord {
+    let live = !target.is_tombstone();
+    HistoryRecord {
+        at_ns: ctx.now_ns,
+        path: target.path.clone(),
+        action,
+        from_peer: target.changed_by.peer,
+        agent: target.changed_by.agent.clone(),
+        old_content,
+        new_content: live.then_some(target.content),
+        bytes: if live { target.size } else { 0 },
+    }
+}
+
+fn keep_version(
+    ctx: &ApplyContext<'_>,
+    path: &RelPath,
+    fs_path: &Path,
+    old: &FileEntry,
+) -> Result<(), ApplyError> {
+    let kept = ctx
+        .chunks
+        .put_file_version(fs_path, old)
+        .map_err(|source| ApplyError::ChunkStore {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::debug!(%path, content = %kept.content, new_bytes = kept.new_bytes, "kept the replaced version");
+    Ok(())
+}
