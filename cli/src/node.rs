@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{AgentLabel, Attribution};
-use botsync_proto::endpoint::Endpoint;
+use botsync_proto::endpoint::{Endpoint, EndpointOptions};
 use botsync_proto::identity::Identity;
 use botsync_proto::tls::AllowedPeers;
 
@@ -16,6 +16,9 @@ use crate::context::STATE_DIR;
 use crate::exit::UsageError;
 use crate::peers::Peers;
 use crate::replica::LiveReplica;
+
+/// Environment variable: seconds a dial waits for the peer's answer.
+pub const CONNECT_TIMEOUT_ENV: &str = "BOTSYNC_CONNECT_TIMEOUT_SECS";
 
 /// An opened local workspace with its identity.
 #[derive(Debug)]
@@ -73,9 +76,17 @@ impl Node {
         Ok(allowed)
     }
 
-    /// A QUIC endpoint bound to `addr`.
+    /// A QUIC endpoint bound to `addr`. `BOTSYNC_CONNECT_TIMEOUT_SECS` overrides how long a dial
+    /// waits for an answer (default 10 s).
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint> {
-        Endpoint::bind(addr, Arc::clone(&self.identity), self.allowed()?).with_context(|| {
+        let mut options = EndpointOptions::default();
+        if let Some(secs) = std::env::var(CONNECT_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            options.connect_timeout = std::time::Duration::from_secs(secs.max(1));
+        }
+        Endpoint::bind_with(addr, Arc::clone(&self.identity), self.allowed()?, options).with_context(|| {
             format!("cannot listen on {addr}: is another botsync serve running? pick another port with --listen")
         })
     }

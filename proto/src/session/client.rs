@@ -199,9 +199,41 @@ async fn push<R: Replica + ?Sized>(
         };
         out.extend(items);
         if last {
-            return Ok(out);
+            break;
         }
     }
+    if !dry_run {
+        settle_conflicts(replica, &out, &theirs).await?;
+    }
+    Ok(out)
+}
+
+/// The peer took our version of a conflict: its vector is now the merge of both histories.
+/// Record the same merge here, so both sides hold equal versions and the next sync is a no-op.
+async fn settle_conflicts<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    results: &[ItemReport],
+    theirs: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
+) -> Result<(), SessionError> {
+    let merges: Vec<PlanItem> = results
+        .iter()
+        .filter(|r| {
+            r.action == botsync_engine::plan::Action::TakeConflict && r.outcome == Outcome::Done
+        })
+        .filter_map(|r| theirs.get(&r.path))
+        .map(|t| PlanItem {
+            remote: t.clone(),
+            action: botsync_engine::plan::Action::MergeVersion,
+            bytes_needed: 0,
+        })
+        .collect();
+    if merges.is_empty() {
+        return Ok(());
+    }
+    let peer = merges[0].remote.changed_by.peer;
+    blocking(replica, move |r| r.apply(merges, peer))
+        .await
+        .map(|_| ())
 }
 
 /// What a dry run reports for a planned item.

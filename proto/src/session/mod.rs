@@ -25,6 +25,8 @@ use botsync_engine::{ChunkRef, Hash, PeerId};
 use quinn::{RecvStream, SendStream};
 use serde::Serialize;
 
+use crate::close::CloseCode;
+use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::messages::{ErrorCode, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError};
@@ -172,13 +174,24 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The close code name this error ends the connection with.
-    pub fn close_reason(&self) -> &'static str {
+    /// The close code this error ends the connection with.
+    pub fn close_code(&self) -> CloseCode {
         match self {
-            SessionError::Frame(e) => e.close_reason(),
-            SessionError::Protocol(_) => "protocol-error",
-            SessionError::Version(_) => "version-mismatch",
-            _ => "internal",
+            SessionError::Frame(FrameError::Codec(e)) => match e {
+                CodecError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
+                CodecError::BadChunk { .. } => CloseCode::BadChunk,
+                _ => CloseCode::BadMessage,
+            },
+            SessionError::Frame(FrameError::Io { .. }) | SessionError::Protocol(_) => {
+                CloseCode::ProtocolError
+            }
+            SessionError::Version(_) => CloseCode::VersionMismatch,
+            SessionError::Remote {
+                code: ErrorCode::VersionMismatch,
+                ..
+            } => CloseCode::VersionMismatch,
+            SessionError::Connection(e) => CloseCode::of_error(e).unwrap_or(CloseCode::Internal),
+            _ => CloseCode::Internal,
         }
     }
 }

@@ -11,6 +11,7 @@ use tracing::{Instrument, debug, info_span};
 use super::client::dry_report;
 use super::service::{self, Service};
 use super::{Advertised, Control, NoProgress, SessionError, blocking, chunks, entries};
+use crate::close::CloseCode;
 use crate::frame::read_frame;
 use crate::limits::MAX_ENTRIES_PER_BATCH;
 use crate::messages::{ErrorCode, Features, Hello, Message, NodeReply};
@@ -44,7 +45,14 @@ pub async fn serve<R: Replica + ?Sized>(
     let span = info_span!("serve-session", peer = %peer);
     async move {
         let (send, mut recv) = conn.accept_bi().await?;
-        let first = read_frame(&mut recv).await?;
+        let first = match read_frame(&mut recv).await {
+            Ok(m) => m,
+            Err(e) => {
+                let e = SessionError::from(e);
+                e.close_code().close(&conn);
+                return Err(e);
+            }
+        };
         let mut ctl = Control {
             send,
             recv,
@@ -54,6 +62,7 @@ pub async fn serve<R: Replica + ?Sized>(
             let _ = ctl
                 .send(&protocol_error("a session starts with hello"))
                 .await;
+            CloseCode::ProtocolError.close(&conn);
             return Err(SessionError::Protocol(
                 "session did not start with hello".into(),
             ));
@@ -70,6 +79,10 @@ pub async fn serve<R: Replica + ?Sized>(
                     })
                     .await;
                 let _ = ctl.send.finish();
+                // Let the error message reach the peer before closing.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ctl.send.stopped())
+                    .await;
+                CloseCode::VersionMismatch.close(&conn);
                 return Err(SessionError::Version(e.to_string()));
             }
         };
@@ -83,6 +96,9 @@ pub async fn serve<R: Replica + ?Sized>(
         let service_task = tokio::spawn(service::run(conn.clone(), svc));
         let result = control_loop(&conn, peer, &replica, &opts, &advertised, &mut ctl).await;
         service_task.abort();
+        if let Err(e) = &result {
+            e.close_code().close(&conn);
+        }
         result
     }
     .instrument(span)

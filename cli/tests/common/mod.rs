@@ -1,0 +1,204 @@
+//! Test helpers: a botsync workspace in a temp dir driven through the real binary, and a
+//! `botsync serve` process that is stopped when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// One peer: a workspace with an identity.
+pub struct Peer {
+    pub dir: TempDir,
+    pub name: String,
+}
+
+impl Peer {
+    /// `botsync init --name NAME` in a fresh temp dir.
+    pub fn new(name: &str) -> Peer {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("botsync-{name}-"))
+            .tempdir()
+            .unwrap();
+        let p = Peer {
+            dir,
+            name: name.to_owned(),
+        };
+        p.ok(&["init", "--name", name]);
+        p
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The binary with `-w` pointing here.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("botsync").unwrap();
+        c.arg("-w").arg(self.root());
+        c.env_remove("BOTSYNC_WORKSPACE")
+            .env("BOTSYNC_CONNECT_TIMEOUT_SECS", "3");
+        c
+    }
+
+    /// Run with `--json`, return (exit code, stdout JSON).
+    pub fn run(&self, args: &[&str]) -> (i32, Value, String) {
+        let out = self.cmd().arg("--json").args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: bad JSON ({e}): {}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code().unwrap_or(-1), json, stderr)
+    }
+
+    /// Run and require exit code 0.
+    pub fn ok(&self, args: &[&str]) -> Value {
+        let (code, json, stderr) = self.run(args);
+        assert_eq!(code, 0, "{args:?} failed: {json}\n{stderr}");
+        json
+    }
+
+    pub fn id(&self) -> String {
+        self.ok(&["id"])["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Configure `other`, serving at `port`, as a peer.
+    pub fn add(&self, other: &Peer, port: u16) {
+        self.ok(&[
+            "add",
+            &other.name,
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            &other.id(),
+        ]);
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(rel)).ok()
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel)).unwrap();
+    }
+
+    pub fn rename(&self, from: &str, to: &str) {
+        let dst = self.path(to);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::rename(self.path(from), dst).unwrap();
+    }
+
+    /// Start `botsync serve` on a free loopback port.
+    pub fn serve(&self) -> Server {
+        let mut child = self
+            .cmd()
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
+        let port = v["listening"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Server { child, port }
+    }
+
+    /// Every synced file under `memory/`, `MEMORY.md` and `USER.md` with its bytes.
+    pub fn tree(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                let rel = e
+                    .path()
+                    .strip_prefix(self.root())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if rel == ".botsync" {
+                    continue;
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push((rel, std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A running `botsync serve`; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two peers that know each other; `b` serves.
+pub fn pair() -> (Peer, Peer, Server) {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let server = b.serve();
+    b.add(&a, 7474);
+    a.add(&b, server.port);
+    (a, b, server)
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Sum of a counter over the peers of a sync's JSON.
+pub fn counter(json: &Value, name: &str) -> u64 {
+    json["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["counters"][name].as_u64().unwrap_or(0))
+        .sum()
+}

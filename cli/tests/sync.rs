@@ -1,0 +1,265 @@
+//! The user's story of two machines syncing: real `botsync serve` and client processes on
+//! 127.0.0.1 with temporary workspaces.
+
+mod common;
+
+use common::{Peer, counter, noise, pair};
+
+#[test]
+fn first_sync_copies_the_selected_files_and_nothing_else() {
+    let (a, b, _server) = pair();
+    a.write("MEMORY.md", "# memory\n- likes tea\n");
+    a.write("memory/2026-11-21.md", "today\n");
+    a.write("memory/deep/topic/rust.md", "ownership\n");
+    a.write("IDENTITY.md", "alpha only\n");
+    a.write("config/local.json", "{}\n");
+    a.write("memory/.env", "SECRET=1\n");
+    a.write("memory/keys/server.pem", "-----BEGIN\n");
+    let json = a.ok(&["sync", "beta"]);
+    assert_eq!(json["ok"], true);
+    assert_eq!(b.read("MEMORY.md").unwrap(), b"# memory\n- likes tea\n");
+    assert_eq!(b.read("memory/deep/topic/rust.md").unwrap(), b"ownership\n");
+    for private in [
+        "IDENTITY.md",
+        "config/local.json",
+        "memory/.env",
+        "memory/keys/server.pem",
+    ] {
+        assert!(b.read(private).is_none(), "{private} left alpha");
+    }
+}
+
+#[test]
+fn changes_on_either_side_flow_both_ways() {
+    let (a, b, _server) = pair();
+    for i in 0..10 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    a.ok(&["sync"]);
+    // alpha edits, adds, deletes and renames; beta does the same to other files.
+    a.write("memory/n0.md", "edited on alpha\n");
+    a.write("memory/new-a.md", "new on alpha\n");
+    a.remove("memory/n1.md");
+    a.rename("memory/n2.md", "memory/archive/n2.md");
+    b.write("memory/n3.md", "edited on beta\n");
+    b.write("memory/new-b.md", "new on beta\n");
+    b.remove("memory/n4.md");
+    b.rename("memory/n5.md", "memory/n5-renamed.md");
+    a.ok(&["sync", "beta"]);
+    assert_eq!(a.tree(), b.tree());
+    assert_eq!(b.read("memory/n0.md").unwrap(), b"edited on alpha\n");
+    assert_eq!(a.read("memory/n3.md").unwrap(), b"edited on beta\n");
+    assert!(a.read("memory/n4.md").is_none() && b.read("memory/n1.md").is_none());
+    assert!(b.read("memory/archive/n2.md").is_some() && a.read("memory/n5-renamed.md").is_some());
+    // And the next sync has nothing to do.
+    let json = a.ok(&["sync"]);
+    assert_eq!(json["peers"][0]["in_sync"], true);
+}
+
+#[test]
+fn push_only_sends_and_pull_only_receives() {
+    let (a, b, _server) = pair();
+    a.write("memory/from-a.md", "a\n");
+    b.write("memory/from-b.md", "b\n");
+    a.ok(&["push", "beta"]);
+    assert!(b.read("memory/from-a.md").is_some());
+    assert!(a.read("memory/from-b.md").is_none(), "push must not pull");
+    a.ok(&["pull"]);
+    assert!(a.read("memory/from-b.md").is_some());
+}
+
+#[test]
+fn a_sync_with_nothing_to_do_costs_one_round_trip() {
+    let (a, _b, _server) = pair();
+    for i in 0..50 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    a.ok(&["sync"]);
+    let json = a.ok(&["sync"]);
+    assert_eq!(json["peers"][0]["in_sync"], true);
+    assert_eq!(counter(&json, "round_trips"), 1);
+    assert_eq!(
+        counter(&json, "messages_sent"),
+        3,
+        "hello, summary, goodbye"
+    );
+}
+
+#[test]
+fn dry_run_and_diff_show_the_plan_and_write_nothing() {
+    let (a, b, _server) = pair();
+    a.write("memory/a.md", "from a\n");
+    a.ok(&["sync"]);
+    a.write("memory/a.md", "edited on a\n");
+    a.write("memory/only-a.md", "new\n");
+    b.write("memory/only-b.md", "new on b\n");
+    let (before_a, before_b) = (a.tree(), b.tree());
+    let dry = a.ok(&["sync", "--dry-run"]);
+    let diff = a.ok(&["diff", "beta"]);
+    assert_eq!(
+        (a.tree(), b.tree()),
+        (before_a, before_b),
+        "a dry run wrote something"
+    );
+    for json in [&dry, &diff] {
+        let peer = &json["peers"][0];
+        let pulled: Vec<&str> = peer["pulled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap())
+            .collect();
+        let pushed: Vec<&str> = peer["pushed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(pulled, ["memory/only-b.md"]);
+        assert_eq!(pushed, ["memory/a.md", "memory/only-a.md"]);
+    }
+    // The real run does exactly what the plan said.
+    let real = a.ok(&["sync"]);
+    let paths = |j: &serde_json::Value, dir: &str| -> Vec<String> {
+        j["peers"][0][dir]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(paths(&real, "pulled"), paths(&diff, "pulled"));
+    assert_eq!(paths(&real, "pushed"), paths(&diff, "pushed"));
+    assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn an_interrupted_transfer_resumes_without_resending_received_chunks() {
+    let (a, b, _server) = pair();
+    for i in 0..12 {
+        b.write(&format!("memory/blob{i}.bin"), noise(200_000, i));
+    }
+    // The first run dies after 5 chunks have arrived and been kept.
+    let out = a
+        .cmd()
+        .env("BOTSYNC_TEST_ABORT_AFTER_CHUNKS", "5")
+        .args(["--json", "pull"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..12 {
+        // Every file is either absent or complete: never torn.
+        if let Some(bytes) = a.read(&format!("memory/blob{i}.bin")) {
+            assert_eq!(bytes, noise(200_000, i));
+        }
+    }
+    let json = a.ok(&["pull"]);
+    let total_chunks = b
+        .tree()
+        .iter()
+        .map(|(_, bytes)| bytes.len().div_ceil(256 * 1024).max(1) as u64)
+        .sum::<u64>();
+    let received = counter(&json, "chunks_received");
+    assert!(
+        received + 5 <= total_chunks + 1,
+        "re-fetched kept chunks: {received} of {total_chunks}"
+    );
+    assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn a_rename_moves_no_chunk_data() {
+    let (a, b, _server) = pair();
+    b.write("memory/big.bin", noise(3_000_000, 9));
+    a.ok(&["sync"]);
+    b.rename("memory/big.bin", "memory/moved/big.bin");
+    let json = a.ok(&["sync"]);
+    assert_eq!(counter(&json, "chunk_bytes_received"), 0);
+    assert_eq!(a.read("memory/moved/big.bin").unwrap(), noise(3_000_000, 9));
+    assert!(a.read("memory/big.bin").is_none());
+}
+
+#[test]
+fn concurrent_edits_keep_the_loser_in_conflicts() {
+    let (a, b, _server) = pair();
+    a.write("MEMORY.md", "base\n");
+    a.ok(&["sync"]);
+    a.write("MEMORY.md", "alpha's edit\n");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.write("MEMORY.md", "beta's later edit\n");
+    let (code, json, _) = a.run(&["sync"]);
+    assert_eq!(code, 3, "conflicts need attention: {json}");
+    assert_eq!(a.read("MEMORY.md").unwrap(), b"beta's later edit\n");
+    assert_eq!(b.read("MEMORY.md").unwrap(), b"beta's later edit\n");
+    let kept: Vec<_> = std::fs::read_dir(a.path(".botsync/conflicts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"alpha's edit\n");
+}
+
+#[test]
+fn the_receiver_applies_pushes_only_under_its_own_rules() {
+    let (a, b, _server) = pair();
+    // alpha chose to sync config/shared.json; beta did not.
+    let cfg = a.path(".botsync/config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["include"] = serde_json::json!(["config/shared.json"]);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    a.write("config/shared.json", "{\"x\":1}\n");
+    a.write("memory/ok.md", "fine\n");
+    let (_code, json, _) = a.run(&["push"]);
+    assert!(
+        b.read("config/shared.json").is_none(),
+        "beta wrote outside its selection"
+    );
+    assert!(b.read("memory/ok.md").is_some());
+    let refused = json["peers"][0]["pushed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == "config/shared.json" && i["action"] == "NotSelected");
+    assert!(refused, "{json}");
+}
+
+#[test]
+fn an_unknown_or_unreachable_peer_is_one_clear_error() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let server = b.serve();
+    // beta does not know alpha.
+    a.add(&b, server.port);
+    let (code, json, stderr) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{json}");
+    let err = json["peers"][0]["error"].as_str().unwrap().to_owned();
+    assert!(err.contains("botsync add"), "{err}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{stderr}"
+    );
+    // A peer nobody answers for.
+    drop(server);
+    let (code, json, _) = a.run(&["sync"]);
+    assert_eq!(code, 1);
+    let err = json["peers"][0]["error"].as_str().unwrap();
+    assert!(err.contains("no answer"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let a = Peer::new("alpha");
+    let (code, json, _) = a.run(&["add", "x", "127.0.0.1", "--id", "not-an-id"]);
+    assert_eq!(code, 2, "{json}");
+    let (code, _, _) = a.run(&["sync", "nobody"]);
+    assert_eq!(code, 2);
+    std::fs::write(a.path(".botsync/config.json"), "{\"bogus\": 1}").unwrap();
+    let (code, json, _) = a.run(&["scan"]);
+    assert_eq!(code, 2, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("bogus"));
+}

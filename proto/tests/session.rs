@@ -1,0 +1,476 @@
+//! Sessions between two in-memory replicas over real QUIC on 127.0.0.1: the message order of
+//! docs/PROTOCOL.md, and every hostile or broken input refused while the listener keeps serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use botsync_engine::PeerId;
+use botsync_proto::close::CloseCode;
+use botsync_proto::endpoint::Endpoint;
+use botsync_proto::frame::{read_frame, write_frame};
+use botsync_proto::identity::Identity;
+use botsync_proto::memory::MemoryReplica;
+use botsync_proto::messages::{ErrorCode, Features, Hello, Message, SessionMode};
+use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
+use botsync_proto::session::server::{ServeOptions, serve};
+use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
+use botsync_proto::tls::AllowedPeers;
+use tokio::io::AsyncWriteExt;
+
+/// A listening peer ("server") and a dialing peer ("client"), each with a replica.
+struct Pair {
+    server_addr: SocketAddr,
+    server_id: PeerId,
+    client: Endpoint,
+    client_replica: Arc<MemoryReplica>,
+    server_replica: Arc<dyn ReplicaDyn>,
+    served: tokio::sync::mpsc::UnboundedReceiver<Result<usize, String>>,
+}
+
+/// Object-safe view of the server's replica for assertions.
+trait ReplicaDyn: Send + Sync {
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+    fn write(&self, path: &str, bytes: &[u8]);
+    fn delete(&self, path: &str);
+    fn root(&self) -> botsync_engine::Hash;
+}
+
+impl ReplicaDyn for MemoryReplica {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        MemoryReplica::read(self, path)
+    }
+    fn write(&self, path: &str, bytes: &[u8]) {
+        MemoryReplica::write(self, path, bytes)
+    }
+    fn delete(&self, path: &str) {
+        MemoryReplica::delete(self, path)
+    }
+    fn root(&self) -> botsync_engine::Hash {
+        MemoryReplica::root(self)
+    }
+}
+
+impl ReplicaDyn for Corrupting {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.0.read(path)
+    }
+    fn write(&self, path: &str, bytes: &[u8]) {
+        self.0.write(path, bytes)
+    }
+    fn delete(&self, path: &str) {
+        self.0.delete(path)
+    }
+    fn root(&self) -> botsync_engine::Hash {
+        self.0.root()
+    }
+}
+
+async fn pair_with<R: Replica + ReplicaDyn>(server_replica: Arc<R>) -> Pair {
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let (server_id, client_id) = (server_identity.peer_id(), client_identity.peer_id());
+    let server = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        server_identity,
+        [client_id].into_iter().collect::<AllowedPeers>(),
+    )
+    .unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let client = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        client_identity,
+        AllowedPeers::new(),
+    )
+    .unwrap();
+    let (tx, served) = tokio::sync::mpsc::unbounded_channel();
+    let replica = Arc::clone(&server_replica);
+    tokio::spawn(async move {
+        // The listener: one session per connection, errors reported, never stops serving.
+        while let Some(incoming) = server.accept().await {
+            let Ok(conn) = incoming.accept().await else {
+                continue;
+            };
+            let (quinn, peer) = conn.into_parts();
+            let opts = ServeOptions {
+                name: "server".into(),
+                streams: 4,
+            };
+            let result = serve(quinn, peer, Arc::clone(&replica), opts).await;
+            let _ = tx.send(result.map(|r| r.applied.len()).map_err(|e| e.to_string()));
+        }
+    });
+    Pair {
+        server_addr,
+        server_id,
+        client,
+        client_replica: Arc::new(MemoryReplica::new(client_id)),
+        server_replica,
+        served,
+    }
+}
+
+async fn pair() -> Pair {
+    pair_with(Arc::new(MemoryReplica::new(PeerId([0xee; 32])))).await
+}
+
+impl Pair {
+    async fn session(
+        &self,
+        mode: SessionMode,
+        dry_run: bool,
+    ) -> Result<SessionReport, SessionError> {
+        let conn = self
+            .client
+            .connect(self.server_addr, self.server_id)
+            .await
+            .unwrap();
+        let mut opts = SessionOptions::new(mode, "client");
+        opts.dry_run = dry_run;
+        let result = client::run(
+            &conn,
+            self.server_id,
+            Arc::clone(&self.client_replica),
+            &opts,
+            Arc::new(NoProgress),
+        )
+        .await;
+        conn.close(match &result {
+            Ok(_) => CloseCode::Done,
+            Err(e) => e.close_code(),
+        });
+        result
+    }
+
+    async fn sync(&self) -> SessionReport {
+        self.session(SessionMode::Sync, false).await.unwrap()
+    }
+
+    /// A raw control stream to the server, for hostile inputs.
+    async fn raw(&self) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+        let conn = self
+            .client
+            .connect(self.server_addr, self.server_id)
+            .await
+            .unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        (conn.quinn().clone(), send, recv)
+    }
+
+    /// The next session outcome on the server side.
+    async fn served(&mut self) -> Result<usize, String> {
+        self.served.recv().await.unwrap()
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn first_sync_copies_everything_and_roots_match() {
+    let p = pair().await;
+    p.client_replica.write("MEMORY.md", b"remember the milk\n");
+    p.client_replica.write("memory/2026-11-21.md", b"# today\n");
+    p.server_replica.write("USER.md", b"name: sam\n");
+    let report = p.sync().await;
+    assert!(!report.in_sync);
+    assert_eq!(
+        p.server_replica.read("MEMORY.md").unwrap(),
+        b"remember the milk\n"
+    );
+    assert_eq!(p.client_replica.read("USER.md").unwrap(), b"name: sam\n");
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
+#[tokio::test]
+async fn a_workspace_in_sync_costs_one_round_trip() {
+    let p = pair().await;
+    p.client_replica.write("MEMORY.md", b"x");
+    p.sync().await;
+    let report = p.sync().await;
+    assert!(report.in_sync);
+    assert_eq!(report.counters.round_trips, 1);
+    // Hello and Summary out, Hello and Summary back, Goodbye.
+    assert_eq!(report.counters.messages_sent, 3);
+    assert_eq!(report.counters.messages_received, 2);
+}
+
+#[tokio::test]
+async fn edits_deletes_and_conflicts_converge() {
+    let p = pair().await;
+    for i in 0..20 {
+        p.client_replica
+            .write(&format!("memory/n{i}.md"), format!("note {i}\n").as_bytes());
+    }
+    p.sync().await;
+    p.client_replica
+        .write("memory/n1.md", b"edited on the client\n");
+    p.server_replica.delete("memory/n2.md");
+    p.server_replica
+        .write("memory/new.md", b"from the server\n");
+    // A true conflict: both sides edit n3; the same version wins on both sides.
+    p.client_replica.write("memory/n3.md", b"client version\n");
+    p.server_replica.write("memory/n3.md", b"server version\n");
+    let report = p.sync().await;
+    assert!(
+        report
+            .pulled
+            .iter()
+            .chain(&report.pushed)
+            .any(|i| i.action.is_conflict())
+    );
+    assert_eq!(
+        p.server_replica.read("memory/n1.md").unwrap(),
+        b"edited on the client\n"
+    );
+    assert_eq!(p.client_replica.read("memory/n2.md"), None);
+    assert_eq!(
+        p.client_replica.read("memory/new.md").unwrap(),
+        b"from the server\n"
+    );
+    let n3 = p.client_replica.read("memory/n3.md").unwrap();
+    assert_eq!(p.server_replica.read("memory/n3.md").unwrap(), n3);
+    // Once converged, the next sync is a no-op.
+    let report = p.sync().await;
+    assert!(report.in_sync, "{report:?}");
+}
+
+#[tokio::test]
+async fn push_only_and_pull_only_move_one_way() {
+    let p = pair().await;
+    p.client_replica.write("mine.md", b"client");
+    p.server_replica.write("theirs.md", b"server");
+    p.session(SessionMode::Push, false).await.unwrap();
+    assert!(p.server_replica.read("mine.md").is_some());
+    assert!(p.client_replica.read("theirs.md").is_none());
+    p.session(SessionMode::Pull, false).await.unwrap();
+    assert!(p.client_replica.read("theirs.md").is_some());
+}
+
+#[tokio::test]
+async fn dry_run_plans_both_ways_and_changes_nothing() {
+    let p = pair().await;
+    p.client_replica.write("mine.md", b"client");
+    p.server_replica.write("theirs.md", b"server");
+    let (before_c, before_s) = (p.client_replica.root(), p.server_replica.root());
+    let report = p.session(SessionMode::Sync, true).await.unwrap();
+    assert_eq!(report.pulled.len(), 1);
+    assert_eq!(report.pushed.len(), 1);
+    assert_eq!(report.counters.chunks_received, 0);
+    assert_eq!(
+        (p.client_replica.root(), p.server_replica.root()),
+        (before_c, before_s)
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_mib_file_crosses_verified_and_its_edit_moves_one_chunk() {
+    let p = pair().await;
+    let mut big = pseudo_random(100 * 1024 * 1024, 42);
+    p.server_replica.write("memory/big.bin", &big);
+    let report = p.sync().await;
+    assert_eq!(p.client_replica.read("memory/big.bin").unwrap(), big);
+    let first = report.counters.chunk_bytes_received;
+    assert_eq!(first, big.len() as u64);
+    // Edit one byte in the middle: its chunk list travels elided (> 1024 chunks) and only the
+    // changed chunk-tree nodes and chunks are fetched.
+    big[50 * 1024 * 1024] ^= 0xff;
+    p.server_replica.write("memory/big.bin", &big);
+    let report = p.sync().await;
+    assert_eq!(p.client_replica.read("memory/big.bin").unwrap(), big);
+    assert!(
+        report.counters.chunks_received <= 2,
+        "{:?}",
+        report.counters
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_resumes_without_refetching() {
+    let p = pair().await;
+    for i in 0..40 {
+        p.server_replica
+            .write(&format!("memory/f{i}.bin"), &pseudo_random(100_000, i));
+    }
+    p.sync().await;
+    let received = p.client_replica.chunks_received();
+    // Pretend the client had kept the chunks of half of a new batch from an interrupted run.
+    let fresh: Vec<Vec<u8>> = (100..110).map(|i| pseudo_random(100_000, i)).collect();
+    let chunker = botsync_engine::Chunker::default();
+    let mut remaining = 0;
+    for (i, bytes) in fresh.iter().enumerate() {
+        p.server_replica.write(&format!("memory/g{i}.bin"), bytes);
+        let mut offset = 0;
+        for c in chunker.chunk_reader(&bytes[..]).unwrap() {
+            let chunk = &bytes[offset..offset + c.len as usize];
+            offset += c.len as usize;
+            if i < 5 {
+                p.client_replica.put_chunk(&c.id, chunk).unwrap();
+            } else {
+                remaining += 1;
+            }
+        }
+    }
+    let kept = p.client_replica.chunks_received();
+    let report = p.sync().await;
+    assert_eq!(
+        report.counters.chunks_received, remaining,
+        "only the chunks not already kept"
+    );
+    assert_eq!(p.client_replica.chunks_received(), kept + remaining);
+    assert!(received < kept);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
+/// A replica whose `read_chunk` returns bytes that do not match the id: a hostile peer.
+struct Corrupting(MemoryReplica);
+
+impl Replica for Corrupting {
+    fn refresh(&self) -> Result<Snapshot, ReplicaError> {
+        self.0.refresh()
+    }
+    fn children(
+        &self,
+        d: &botsync_engine::RelPath,
+    ) -> Result<Option<Vec<botsync_proto::messages::NodeChild>>, ReplicaError> {
+        self.0.children(d)
+    }
+    fn entries(
+        &self,
+        p: &[botsync_engine::RelPath],
+    ) -> Result<Vec<botsync_engine::FileEntry>, ReplicaError> {
+        self.0.entries(p)
+    }
+    fn plan(
+        &self,
+        i: Vec<botsync_engine::FileEntry>,
+    ) -> Result<Vec<botsync_engine::plan::PlanItem>, ReplicaError> {
+        self.0.plan(i)
+    }
+    fn chunks_needed(
+        &self,
+        i: &[botsync_engine::plan::PlanItem],
+    ) -> Result<Vec<botsync_engine::ChunkRef>, ReplicaError> {
+        self.0.chunks_needed(i)
+    }
+    fn read_chunk(&self, id: &botsync_engine::Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.0.read_chunk(id)?.map(|mut b| {
+            b[0] ^= 1;
+            b
+        }))
+    }
+    fn put_chunk(&self, id: &botsync_engine::Hash, b: &[u8]) -> Result<(), ReplicaError> {
+        self.0.put_chunk(id, b)
+    }
+    fn apply(
+        &self,
+        i: Vec<botsync_engine::plan::PlanItem>,
+        p: PeerId,
+    ) -> Result<Vec<botsync_engine::plan::ItemReport>, ReplicaError> {
+        self.0.apply(i, p)
+    }
+    fn record_peer(
+        &self,
+        p: PeerId,
+        r: botsync_engine::Hash,
+        e: &[botsync_engine::FileEntry],
+    ) -> Result<(), ReplicaError> {
+        self.0.record_peer(p, r, e)
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_that_does_not_match_its_id_is_refused_and_nothing_is_written() {
+    let p = pair_with(Arc::new(Corrupting(MemoryReplica::new(PeerId([0xdd; 32]))))).await;
+    p.server_replica.write("memory/a.md", b"the real content");
+    let err = p.session(SessionMode::Pull, false).await.unwrap_err();
+    assert_eq!(err.close_code(), CloseCode::BadChunk, "{err}");
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert_eq!(p.client_replica.read("memory/a.md"), None);
+    assert_eq!(p.client_replica.chunks_received(), 0);
+}
+
+async fn expect_closed_with(conn: &quinn::Connection, code: CloseCode) {
+    let reason = conn.closed().await;
+    assert_eq!(CloseCode::of_error(&reason), Some(code), "{reason}");
+}
+
+#[tokio::test]
+async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() {
+    let mut p = pair().await;
+    p.server_replica.write("USER.md", b"still served");
+
+    // Protocol version mismatch: an error message, then the version-mismatch close code.
+    let (conn, mut send, mut recv) = p.raw().await;
+    let mut hello = Hello::current("future", Default::default());
+    (hello.protocol_min, hello.protocol_max) = (7, 9);
+    hello.features = Features::NONE;
+    write_frame(&mut send, &Message::Hello(hello))
+        .await
+        .unwrap();
+    let reply = read_frame(&mut recv).await.unwrap();
+    assert!(matches!(reply, Some(Message::Hello(_))));
+    let reply = read_frame(&mut recv).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            Some(Message::Error {
+                code: ErrorCode::VersionMismatch,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    expect_closed_with(&conn, CloseCode::VersionMismatch).await;
+    assert!(
+        p.served()
+            .await
+            .unwrap_err()
+            .contains("no common protocol version")
+    );
+
+    // An oversized frame: refused on its length prefix.
+    let (conn, mut send, _recv) = p.raw().await;
+    send.write_all(&(64u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
+    expect_closed_with(&conn, CloseCode::FrameTooLarge).await;
+    assert!(p.served().await.is_err());
+
+    // A truncated frame: the stream ends inside it.
+    let (conn, mut send, _recv) = p.raw().await;
+    send.write_all(&[0, 0, 0, 10, 0, 1]).await.unwrap();
+    send.finish().unwrap();
+    expect_closed_with(&conn, CloseCode::BadMessage).await;
+    assert!(p.served().await.is_err());
+
+    // An unknown tag.
+    let (conn, mut send, _recv) = p.raw().await;
+    send.write_all(&[0, 0, 0, 1, 200]).await.unwrap();
+    expect_closed_with(&conn, CloseCode::BadMessage).await;
+    assert!(p.served().await.is_err());
+
+    // A message out of order: Summary before Hello.
+    let (conn, mut send, _recv) = p.raw().await;
+    let summary = Message::Summary {
+        root: botsync_engine::Hash::ZERO,
+        files: 0,
+        mode: SessionMode::Sync,
+    };
+    write_frame(&mut send, &summary).await.unwrap();
+    expect_closed_with(&conn, CloseCode::ProtocolError).await;
+    assert!(p.served().await.is_err());
+
+    // After all that, a real peer still syncs.
+    p.sync().await;
+    assert_eq!(p.client_replica.read("USER.md").unwrap(), b"still served");
+    assert!(p.served().await.is_ok());
+}
