@@ -7,7 +7,7 @@
 //! `docs/STORAGE.md` explains the chosen sizes.
 //!
 //! [`Chunker::digest_reader`] is what the scanner calls per file: chunk ids, size and content hash
-//! in one pass. Inputs larger than one segment (1 MiB) are cut and hashed on two threads
+//! in one pass. Inputs larger than one segment (2 MiB) are cut and hashed on two threads
 //! (`pipeline`), smaller ones inline, so small files never pay for a thread. Both paths produce
 //! exactly the chunks of the plain sequential loop in [`Chunker::for_each_chunk`].
 
@@ -184,8 +184,8 @@ impl Chunker {
 
     /// Chunk and hash `reader` to its end: size, chunk list and content hash.
     ///
-    /// Inputs up to one segment plus one maximum chunk (1.25 MiB) are done inline on the calling
-    /// thread; larger ones on the calling thread plus one helper, with about 5 MiB of buffers.
+    /// Inputs up to one segment plus one maximum chunk (2.25 MiB) are done inline on the calling
+    /// thread; larger ones on the calling thread plus one helper, with under 7 MiB of buffers.
     /// The reader is only ever used on the calling thread.
     pub fn digest_reader<R: Read>(&self, reader: R) -> io::Result<FileDigest> {
         let mut source = ReaderSource::new(reader);

@@ -16,13 +16,14 @@
 //! *speculatively* from its own first byte, in parallel. The driver then stitches: from the true
 //! cut that ends the previous segment it follows true cuts until it meets one of the segment's
 //! speculative cuts, after which every later speculative cut is true. In practice that costs
-//! about 1.4 extra chunks per 1 MiB segment. Confirmed chunks are hashed as tasks too, and both
+//! about 1.2 extra chunks per 2 MiB segment (measured on random data). Confirmed chunks are hashed as tasks too, and both
 //! threads take whichever task is next, so neither the cut nor the hash stage idles a core.
 //!
 //! Each segment buffer also holds the first [`crate::chunk::ChunkerParams::max`] bytes of the next
 //! segment, so every chunk that starts in a segment lies entirely in its buffer and a cut there
 //! sees exactly the bytes the sequential chunker sees. At most [`MAX_SEGMENTS`] buffers are alive
-//! at a time: about 5 MiB whatever the input size.
+//! at a time: under 7 MiB whatever the input size. Segments of 2 MiB rather than 1 MiB halve the
+//! stitching and lookahead-copy overhead (measured: about 15 % more throughput from a reader).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -33,10 +34,10 @@ use super::{ChunkRef, Chunker};
 use crate::hash::Hash;
 
 /// Bytes of input per segment (each buffer holds this plus one maximum chunk of lookahead).
-pub(super) const SEGMENT: usize = 1 << 20;
+pub(super) const SEGMENT: usize = 2 << 20;
 
-/// Segment buffers alive at once: one being read, one being cut, two being hashed.
-const MAX_SEGMENTS: usize = 4;
+/// Segment buffers alive at once: one being read, one being cut, one being hashed.
+const MAX_SEGMENTS: usize = 3;
 
 /// Where segment bytes come from: a borrowed slice (no copy) or a reader (owned buffers).
 pub(super) trait SegmentSource<'a> {
