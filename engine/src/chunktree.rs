@@ -8,11 +8,11 @@
 //!
 //! # Shape
 //!
-//! Level 0 is the chunk list itself (a chunk's "hash" is its id, its span its length). Level 1
-//! groups chunks, level 2 groups level-1 nodes, and so on until one root remains. A node hash
-//! covers its level and its children (hash and byte span), under the `ChunkTree` domain
-//! ([`leaf_node`] for level 1, [`inner_node`] above), so a tree cannot be passed off as a
-//! different level or a different file.
+//! Levels are numbered as on the wire: level 0 holds the leaf nodes, each over up to [`FANOUT`]
+//! chunks; level 1 groups level-0 nodes, and so on until one root remains at `height - 1`. A
+//! node hash covers its level and its children (chunk id and length, or node hash and byte
+//! span), under the `ChunkTree` domain ([`leaf_node`] at level 0, [`inner_node`] above), so a
+//! tree cannot be passed off as a different level or a different file.
 //!
 //! # Groups are fixed; the diff is set-based
 //!
@@ -58,7 +58,7 @@ pub fn content_hash(chunks: &[ChunkRef]) -> Hash {
     level[0].0
 }
 
-/// Hash of a level-1 node over up to [`FANOUT`] chunks, with the bytes it spans.
+/// Hash of a level-0 (leaf) node over up to [`FANOUT`] chunks, with the bytes it spans.
 pub fn leaf_node(chunks: &[ChunkRef]) -> (Hash, u64) {
     let mut buf = Vec::with_capacity(1 + chunks.len() * 36);
     buf.push(0u8);
@@ -71,7 +71,7 @@ pub fn leaf_node(chunks: &[ChunkRef]) -> (Hash, u64) {
     (Hash::tagged(Domain::ChunkTree, &[&buf]), span)
 }
 
-/// Hash of a node at level `depth + 1` (`depth` ≥ 1) over child (hash, span) pairs.
+/// Hash of an inner node at level `depth` (≥ 1) over child (hash, span) pairs.
 pub fn inner_node(depth: u8, children: &[(Hash, u64)]) -> (Hash, u64) {
     let mut buf = Vec::with_capacity(1 + children.len() * 40);
     buf.push(depth);
@@ -84,11 +84,11 @@ pub fn inner_node(depth: u8, children: &[(Hash, u64)]) -> (Hash, u64) {
     (Hash::tagged(Domain::ChunkTree, &[&buf]), span)
 }
 
-/// One node of a chunk tree as seen from its parent: its hash and the bytes it covers. At
-/// level 0 this is a chunk (id and length).
+/// One node of a chunk tree as seen from its parent: its hash and the bytes it covers. As a
+/// child of a level-0 node it is a chunk (id and length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TreeNode {
-    /// Node hash (chunk id at level 0).
+    /// Node hash (chunk id for a chunk).
     pub hash: Hash,
     /// Bytes of the file under this node.
     pub span: u64,
@@ -107,7 +107,7 @@ pub struct NodeChildren {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChunkTree {
     chunks: Vec<ChunkRef>,
-    /// `levels[l - 1]` is level `l` (≥ 1); the last level holds the root alone.
+    /// `levels[l]` is wire level `l`; the last level holds the root alone.
     levels: Vec<Level>,
 }
 
@@ -205,57 +205,42 @@ impl ChunkTree {
             .map_or_else(empty_root, |n| n.hash)
     }
 
-    /// Number of levels above the chunks (0 for an empty file); the root is at this level.
+    /// Number of node levels (0 for an empty file). Levels are numbered as on the wire: level 0
+    /// holds the leaf nodes (each over up to [`FANOUT`] chunks), the root is at `height() - 1`.
     pub fn height(&self) -> usize {
         self.levels.len()
     }
 
-    /// The chunks (level 0), in file order.
+    /// The chunks, in file order (the children of the level-0 nodes).
     pub fn chunks(&self) -> &[ChunkRef] {
         &self.chunks
     }
 
-    /// Number of nodes at `level` (chunks at level 0).
+    /// Number of nodes at `level`.
     pub fn level_len(&self, level: usize) -> usize {
-        match level {
-            0 => self.chunks.len(),
-            l => self.levels.get(l - 1).map_or(0, |lv| lv.nodes.len()),
-        }
+        self.len_at(level + 1)
     }
 
-    /// Node `index` of `level`; at level 0, chunk `index`.
+    /// Node `index` of `level`.
     pub fn node(&self, level: usize, index: u64) -> Option<TreeNode> {
-        let i = usize::try_from(index).ok()?;
-        match level {
-            0 => self.chunks.get(i).map(|c| TreeNode {
-                hash: c.id,
-                span: u64::from(c.len),
-            }),
-            l => self.levels.get(l - 1)?.nodes.get(i).copied(),
-        }
+        self.node_at(level + 1, index)
     }
 
-    /// The children of node `index` of `level` (≥ 1), with the index of the first one.
+    /// The children of node `index` of `level` (chunks, as `TreeNode { id, len }`, at level 0),
+    /// with the index of the first one within its level.
     pub fn children(&self, level: usize, index: u64) -> Option<NodeChildren> {
-        let i = usize::try_from(index).ok()?;
-        let lv = self.levels.get(level.checked_sub(1)?)?;
-        let (from, to) = (*lv.ends.get(i)?, *lv.ends.get(i + 1)?);
-        let nodes = (from..to)
-            .filter_map(|j| self.node(level - 1, j as u64))
-            .collect();
-        Some(NodeChildren {
-            first: from as u64,
-            nodes,
-        })
+        self.children_at(level + 1, index)
     }
 
     /// Find the chunks of another version of this file that this tree does not have.
     ///
-    /// The other tree is known by its root hash and height and read only through `lookup`,
-    /// which returns the children of node (level, index), as a peer would over the network.
+    /// The other tree is known by its root hash and height (number of node levels; its root is
+    /// at level `other_height - 1`) and read only through `lookup`, which returns the children
+    /// of node (level, index), as a peer would over the network.
     /// The walk starts at the root and descends only into nodes whose hash appears nowhere in
     /// this tree: a subtree with a known hash holds only chunks we have, wherever it sits. So a
-    /// small edit costs a few lookups per level, even if it shifted every chunk index after it.
+    /// replaced chunk costs one lookup per level; an edit that shifts chunk indexes is still
+    /// found exactly, at the cost of reading every leaf node after it (see the module docs).
     /// Every lookup result is checked against the hash it must produce before it is trusted.
     /// Returns the missing chunks of the other version as runs of consecutive indexes.
     pub fn diff<E, F>(
@@ -277,7 +262,7 @@ impl ChunkTree {
         }
         let mut missing: Vec<(u64, ChunkRef)> = Vec::new();
         // Depth-first, left to right, so chunks come out in file order.
-        let mut stack = vec![(other_height, 0u64, other_root)];
+        let mut stack = vec![(other_height - 1, 0u64, other_root)];
         while let Some((level, index, expected)) = stack.pop() {
             let children = lookup(level, index).map_err(|source| TreeDiffError::Lookup {
                 level,
@@ -299,7 +284,7 @@ impl ChunkTree {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| !known.contains(&n.hash));
-            if level == 1 {
+            if level == 0 {
                 for (k, n) in unknown {
                     let len = u32::try_from(n.span)
                         .map_err(|_| TreeDiffError::Malformed { root: other_root })?;
@@ -313,6 +298,40 @@ impl ChunkTree {
             }
         }
         Ok(runs(missing))
+    }
+
+    /// Number of entries at internal `depth` (0 = chunks, `d` ≥ 1 = wire level `d - 1`).
+    fn len_at(&self, depth: usize) -> usize {
+        match depth {
+            0 => self.chunks.len(),
+            d => self.levels.get(d - 1).map_or(0, |lv| lv.nodes.len()),
+        }
+    }
+
+    /// Entry `index` at internal `depth` (a chunk at depth 0).
+    fn node_at(&self, depth: usize, index: u64) -> Option<TreeNode> {
+        let i = usize::try_from(index).ok()?;
+        match depth {
+            0 => self.chunks.get(i).map(|c| TreeNode {
+                hash: c.id,
+                span: u64::from(c.len),
+            }),
+            d => self.levels.get(d - 1)?.nodes.get(i).copied(),
+        }
+    }
+
+    /// The children of entry `index` at internal `depth` (≥ 1).
+    fn children_at(&self, depth: usize, index: u64) -> Option<NodeChildren> {
+        let i = usize::try_from(index).ok()?;
+        let lv = self.levels.get(depth.checked_sub(1)?)?;
+        let (from, to) = (*lv.ends.get(i)?, *lv.ends.get(i + 1)?);
+        let nodes = (from..to)
+            .filter_map(|j| self.node_at(depth - 1, j as u64))
+            .collect();
+        Some(NodeChildren {
+            first: from as u64,
+            nodes,
+        })
     }
 
     /// Every node hash and chunk id of this tree. Domains keep them apart: a chunk id is a plain
@@ -343,9 +362,9 @@ fn empty_root() -> Hash {
     Hash::tagged(Domain::ChunkTree, &[b"empty"])
 }
 
-/// The hash of a node at `level` (≥ 1) with these children.
+/// The hash of a node at wire `level` with these children (chunks at level 0).
 fn node_hash(level: usize, children: &[TreeNode]) -> Hash {
-    if level == 1 {
+    if level == 0 {
         let chunks: Vec<ChunkRef> = children
             .iter()
             .map(|n| ChunkRef {
@@ -356,7 +375,7 @@ fn node_hash(level: usize, children: &[TreeNode]) -> Hash {
         leaf_node(&chunks).0
     } else {
         let pairs: Vec<(Hash, u64)> = children.iter().map(|n| (n.hash, n.span)).collect();
-        inner_node(u8::try_from(level - 1).unwrap_or(u8::MAX), &pairs).0
+        inner_node(u8::try_from(level).unwrap_or(u8::MAX), &pairs).0
     }
 }
 
@@ -434,11 +453,11 @@ mod tests {
             assert_eq!(tree.root(), content_hash(&chunks), "{n} chunks");
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
             if n > 0 {
-                let top = tree.node(tree.height(), 0).unwrap();
+                let top = tree.node(tree.height() - 1, 0).unwrap();
                 assert_eq!((top.hash, top.span), (tree.root(), total));
-                assert_eq!(tree.level_len(tree.height()), 1);
+                assert_eq!(tree.level_len(tree.height() - 1), 1);
             }
-            for level in 1..=tree.height() {
+            for level in 0..tree.height() {
                 let mut next_child = 0;
                 for i in 0..tree.level_len(level) as u64 {
                     let children = tree.children(level, i).unwrap();
@@ -453,7 +472,12 @@ mod tests {
                         tree.node(level, i).unwrap().hash
                     );
                 }
-                assert_eq!(next_child as usize, tree.level_len(level - 1));
+                let below = if level == 0 {
+                    chunks.len()
+                } else {
+                    tree.level_len(level - 1)
+                };
+                assert_eq!(next_child as usize, below);
             }
         }
     }
@@ -481,7 +505,7 @@ mod tests {
             }]
         );
         assert!(lookups <= new_tree.height(), "{lookups} lookups");
-        // One node per level: the root's children, one level-2 node's, one level-1 node's.
+        // One node per level: the root's children, one level-1 node's, one leaf node's.
         assert!(entries <= 4 * FANOUT, "{entries} entries read");
     }
 
@@ -501,10 +525,10 @@ mod tests {
                 chunks: inserted.to_vec()
             }]
         );
-        // Fixed groups: every level-1 node from the edit on differs and is read, nothing before.
-        let from_edit = new_tree.level_len(1) - 3000 / FANOUT;
+        // Fixed groups: every leaf node from the edit on differs and is read, nothing before.
+        let from_edit = new_tree.level_len(0) - 3000 / FANOUT;
         assert!(
-            lookups <= from_edit + new_tree.level_len(2) + 1,
+            lookups <= from_edit + new_tree.level_len(1) + 1,
             "{lookups} lookups"
         );
     }
