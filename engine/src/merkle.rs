@@ -29,12 +29,14 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use serde::{Deserialize, Serialize};
+
 use crate::entry::{EntryKind, FileEntry};
 use crate::hash::{Domain, Hash};
 use crate::path::RelPath;
 
 /// What a child of a directory is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ChildKind {
     /// A directory (sorts before a file of the same name).
     Dir,
@@ -43,7 +45,7 @@ pub enum ChildKind {
 }
 
 /// One child of a directory, as sent on the wire when descending a differing subtree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerkleChild {
     /// The child's name (one path component).
     pub name: String,
@@ -54,22 +56,26 @@ pub struct MerkleChild {
 }
 
 /// The Merkle tree over a replica's entries.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
     root: Dir,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Dir {
     children: BTreeMap<(String, ChildKind), Node>,
     /// Cached hash; cleared when anything below changes.
     hash: OnceLock<Hash>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Node {
     Dir(Dir),
-    File { path: RelPath, hash: Hash },
+    File {
+        path: RelPath,
+        hash: Hash,
+        tombstone: bool,
+    },
 }
 
 impl MerkleTree {
@@ -118,6 +124,7 @@ impl MerkleTree {
             Node::File {
                 path: entry.path.clone(),
                 hash,
+                tombstone: entry.is_tombstone(),
             },
         );
     }
@@ -205,6 +212,11 @@ impl MerkleTree {
         self.root.count()
     }
 
+    /// Number of files in the tree, tombstones not counted.
+    pub fn file_count(&self) -> u64 {
+        self.root.files()
+    }
+
     /// True if the tree holds no entry.
     pub fn is_empty(&self) -> bool {
         self.root.children.is_empty()
@@ -263,6 +275,16 @@ impl Dir {
             }
             Hash::tagged(Domain::DirNode, &[&buf])
         })
+    }
+
+    fn files(&self) -> u64 {
+        self.children
+            .values()
+            .map(|n| match n {
+                Node::Dir(d) => d.files(),
+                Node::File { tombstone, .. } => u64::from(!tombstone),
+            })
+            .sum()
     }
 
     fn count(&self) -> usize {
@@ -459,6 +481,8 @@ mod tests {
         assert_eq!(kinds, vec![ChildKind::Dir, ChildKind::File]);
         let notes = RelPath::new("notes").unwrap();
         assert_eq!(tree.entry_paths_under(&notes).len(), 2);
+        assert_eq!(tree.file_count(), 1);
+        assert_eq!(tree.len(), 2);
         let mut smaller = MerkleTree::build(&entries);
         assert!(smaller.remove(&RelPath::new("notes/a.md").unwrap()));
         assert_eq!(smaller.root(), MerkleTree::build(&entries[..1]).root());
