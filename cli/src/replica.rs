@@ -1,6 +1,7 @@
 //! The session seam over a real workspace: `botsync_proto::Replica` for the engine's
 //! [`Workspace`], with the clock read here (the engine reads none).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,8 @@ pub const ABORT_AFTER_CHUNKS_ENV: &str = "BOTSYNC_TEST_ABORT_AFTER_CHUNKS";
 #[derive(Debug)]
 pub struct LiveReplica {
     ws: Workspace,
+    /// Held while the workspace changes (rescan, apply): concurrent sessions take turns there.
+    writer: Mutex<()>,
     abort_after: Option<u64>,
     received: AtomicU64,
 }
@@ -33,12 +36,18 @@ impl LiveReplica {
             ws,
             abort_after,
             received: AtomicU64::new(0),
+            writer: Mutex::new(()),
         }
     }
 
     /// The workspace.
     pub fn workspace(&self) -> &Workspace {
         &self.ws
+    }
+
+    fn turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a poisoned lock carries no broken state.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -56,6 +65,7 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
 
 impl Replica for LiveReplica {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
+        let _turn = self.turn();
         let r = self.ws.refresh(now_ns()).map_err(err)?;
         Ok(Snapshot {
             root: r.root,
@@ -106,6 +116,7 @@ impl Replica for LiveReplica {
     }
 
     fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
+        let _turn = self.turn();
         self.ws.apply(items, now_ns()).map_err(err)
     }
 

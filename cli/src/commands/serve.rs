@@ -8,7 +8,6 @@ use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::session::server::{ServeOptions, serve as serve_session};
 use clap::Args;
-use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::context::Globals;
@@ -51,10 +50,11 @@ pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     Ok(OK)
 }
 
-/// Accept connections until interrupted; one session at a time touches the workspace.
+/// Accept connections until interrupted. Sessions run concurrently; the replica serializes the
+/// calls that change the workspace (rescan, apply), so a peer that vanished mid-session (its
+/// connection lingers until the idle timeout) never blocks the others.
 pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
     let endpoint = Arc::new(endpoint);
-    let busy = Arc::new(Mutex::new(()));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
@@ -72,7 +72,7 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
             Ok(p) => endpoint.allowed().replace(p.peers.iter().map(|p| p.id)),
             Err(e) => warn!(error = %e, "cannot reload peers.json; keeping the previous peer set"),
         }
-        let (node, busy) = (Arc::clone(&node), Arc::clone(&busy));
+        let node = Arc::clone(&node);
         tokio::spawn(async move {
             let conn = match incoming.accept().await {
                 Ok(c) => c,
@@ -81,7 +81,6 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
                     return;
                 }
             };
-            let _guard = busy.lock().await;
             let peer = conn.peer_id();
             let opts = ServeOptions {
                 name: node.name.clone(),

@@ -101,14 +101,12 @@ fn run(
     let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
     g.out
         .emit(&doc, || human(&results, mode, dry_run, itemize))?;
+    // One line per failed peer on stderr, also with --json (where it is in the document too).
     for r in results.iter().filter(|r| !r.ok) {
-        if !g.json {
-            eprintln!(
-                "botsync: error: {} failed: {}",
-                r.peer,
-                r.error.as_deref().unwrap_or("")
-            );
-        }
+        eprintln!(
+            "botsync: error: {}",
+            r.error.as_deref().unwrap_or("unknown failure")
+        );
     }
     Ok(code)
 }
