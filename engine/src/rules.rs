@@ -279,6 +279,8 @@ pub fn is_never_name(name: &str) -> bool {
     let ends =
         |p: &str| n.len() >= p.len() && n[n.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes());
     name.eq_ignore_ascii_case(".botsync")
+        // Apply's temporary files (`apply::TEMP_PREFIX`): half-written, never synced.
+        || starts(".botsync-tmp-")
         || name.eq_ignore_ascii_case(".secrets")
         || starts(".env")
         || ends(".pem")

@@ -72,7 +72,34 @@ pub struct Workspace {
     store: Store,
     chunks: ChunkStore,
     local: Attribution,
-    tree: Mutex<MerkleTree>,
+    /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
+    /// every commit this workspace makes.
+    mirror: Mutex<Mirror>,
+}
+
+/// The in-memory copy of the local index and the tree over it.
+#[derive(Debug, Default)]
+struct Mirror {
+    index: BTreeMap<RelPath, LocalEntry>,
+    tree: MerkleTree,
+}
+
+impl Mirror {
+    fn load(store: &Store) -> Result<Mirror, WorkspaceError> {
+        let index = store.local_all()?;
+        let tree = MerkleTree::build(index.values().map(|l| &l.entry));
+        Ok(Mirror { index, tree })
+    }
+
+    fn put(&mut self, entry: LocalEntry) {
+        self.tree.insert(&entry.entry);
+        self.index.insert(entry.entry.path.clone(), entry);
+    }
+
+    fn remove(&mut self, path: &RelPath) {
+        self.tree.remove(path);
+        self.index.remove(path);
+    }
 }
 
 /// What a refresh found.
@@ -125,7 +152,7 @@ impl Workspace {
         let (store, outcome) = Store::open(&state.join("db"))?;
         store.set_local_peer(local.peer)?;
         let chunks = ChunkStore::open(&state.join("store"))?;
-        let tree = MerkleTree::build(store.local_all()?.values().map(|l| &l.entry));
+        let mirror = Mirror::load(&store)?;
         let ws = Workspace {
             root: root.to_path_buf(),
             state,
@@ -134,7 +161,7 @@ impl Workspace {
             store,
             chunks,
             local,
-            tree: Mutex::new(tree),
+            mirror: Mutex::new(mirror),
         };
         Ok((ws, outcome))
     }
@@ -161,7 +188,8 @@ impl Workspace {
 
     /// Bring the index up to date with the files (stat-cache rescan) and rebuild the tree.
     pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
-        let prev = self.store.local_all()?;
+        // A copy, so other sessions can read the mirror while the scan hashes.
+        let prev = self.lock().index.clone();
         let ctx = ScanContext {
             root: &self.root,
             selection: &self.selection,
@@ -180,10 +208,19 @@ impl Workspace {
             .collect();
         updates.extend(report.refreshed.iter().cloned().map(LocalUpdate::Put));
         if !updates.is_empty() {
-            self.store.commit_local(updates)?;
+            self.store.commit_local(updates.clone())?;
         }
         self.store.set_last_scan_ns(now_ns)?;
-        let (root, files) = self.rebuild_tree()?;
+        let (root, files) = {
+            let mut m = self.lock();
+            for u in updates {
+                match u {
+                    LocalUpdate::Put(e) => m.put(e),
+                    LocalUpdate::Remove(p) => m.remove(&p),
+                }
+            }
+            (m.tree.root(), m.tree.file_count())
+        };
         Ok(Refresh {
             scan: report,
             root,
@@ -193,24 +230,22 @@ impl Workspace {
 
     /// The Merkle root and file count of the index as it is (no rescan).
     pub fn snapshot(&self) -> (Hash, u64) {
-        let tree = self.lock_tree();
-        (tree.root(), tree.file_count())
+        let m = self.lock();
+        (m.tree.root(), m.tree.file_count())
     }
 
     /// Children of a directory in the Merkle tree.
     pub fn children(&self, dir: &RelPath) -> Option<Vec<MerkleChild>> {
-        self.lock_tree().children(dir)
+        self.lock().tree.children(dir)
     }
 
     /// The current entries of `paths` (files and tombstones); unknown paths are skipped.
     pub fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, WorkspaceError> {
-        let mut out = Vec::with_capacity(paths.len());
-        for p in paths {
-            if let Some(l) = self.store.local_get(p)? {
-                out.push(l.entry);
-            }
-        }
-        Ok(out)
+        let m = self.lock();
+        Ok(paths
+            .iter()
+            .filter_map(|p| m.index.get(p).map(|l| l.entry.clone()))
+            .collect())
     }
 
     /// Decide what to do with each incoming version, under our own selection rules.
@@ -219,7 +254,8 @@ impl Workspace {
         incoming: Vec<FileEntry>,
         now_ns: i64,
     ) -> Result<Vec<PlanItem>, WorkspaceError> {
-        let all = self.store.local_all()?;
+        let m = self.lock();
+        let all = &m.index;
         let by_fold: HashMap<String, RelPath> = all
             .iter()
             .filter(|(_, l)| !l.entry.is_tombstone())
@@ -272,10 +308,8 @@ impl Workspace {
     /// indexed file holds it any more (it changed since the scan).
     pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
         for loc in self.store.locate_chunk(id)? {
-            let Some(local) = self.store.local_get(&loc.path)? else {
-                continue;
-            };
-            if local.entry.content != loc.content
+            let current = self.lock().index.get(&loc.path).map(|l| l.entry.content);
+            if current != Some(loc.content)
                 || self.selection.decide(&loc.path, false) != Decision::Synced
             {
                 continue;
@@ -316,12 +350,13 @@ impl Workspace {
             chunks: &self.chunks,
             now_ns,
         };
+        let paths: Vec<RelPath> = items.iter().map(|i| i.remote.path.clone()).collect();
         let mut reports = Vec::with_capacity(items.len());
         for item in items {
             reports.push(self.apply_one(&ctx, item, now_ns));
         }
         self.store.flush()?;
-        self.rebuild_tree()?;
+        self.reload(&paths)?;
         Ok(reports)
     }
 
@@ -428,17 +463,26 @@ impl Workspace {
         }
     }
 
-    fn rebuild_tree(&self) -> Result<(Hash, u64), WorkspaceError> {
-        let all: BTreeMap<RelPath, LocalEntry> = self.store.local_all()?;
-        let tree = MerkleTree::build(all.values().map(|l| &l.entry));
-        let out = (tree.root(), tree.file_count());
-        *self.lock_tree() = tree;
-        Ok(out)
+    /// Re-read `paths` from the index into the mirror after apply committed them.
+    fn reload(&self, paths: &[RelPath]) -> Result<(), WorkspaceError> {
+        let fresh: Vec<(RelPath, Option<LocalEntry>)> = paths
+            .iter()
+            .map(|p| Ok((p.clone(), self.store.local_get(p)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let mut m = self.lock();
+        for (path, entry) in fresh {
+            match entry {
+                Some(e) => m.put(e),
+                None => m.remove(&path),
+            }
+        }
+        Ok(())
     }
 
-    fn lock_tree(&self) -> std::sync::MutexGuard<'_, MerkleTree> {
-        // A panic while holding the lock leaves a tree that is still a valid (older) tree.
-        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        // A panic while holding the lock leaves the mirror at worst stale, never torn: each
+        // update is one map insert and one tree insert.
+        self.mirror.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

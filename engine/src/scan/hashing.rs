@@ -106,12 +106,10 @@ fn digest_file(
     Ok((expected, chunks, content))
 }
 
-/// Chunk and hash a reader through the streaming chunker.
+/// Chunk and hash a reader through the chunker's two-thread pipeline.
 fn digest_reader(chunker: &Chunker, reader: impl Read) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
-    let chunks = chunker.chunk_reader(reader)?;
-    let size = chunks.iter().map(|c| u64::from(c.len)).sum();
-    let content = chunktree::content_hash(&chunks);
-    Ok((size, chunks, content))
+    let d = chunker.digest_reader(reader)?;
+    Ok((d.size, d.chunks, d.content))
 }
 
 #[cfg(test)]
