@@ -461,6 +461,11 @@ fn hostile_fields_are_refused() {
     // GetChunks announcing 2^32 ids in a few bytes: fails on the missing bytes, allocates nothing.
     let err = decode(&[0x08, 0xfc, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
     assert_eq!(err, CodecError::Truncated);
+    // A path claiming 5 MiB: refused on the claim, before allocating or reading.
+    let mut huge = vec![0x02, 0x01, 0xfc];
+    huge.extend((5u32 << 20).to_le_bytes());
+    let err = decode(&huge).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
     // A boolean that is neither 0 nor 1 (Entries.last).
     assert!(matches!(
         decode(&[0x05, 0x00, 0x02]),
