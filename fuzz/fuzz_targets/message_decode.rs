@@ -10,7 +10,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = decode(data) {
         let again = encode(&message).expect("a decoded message re-encodes");
-        assert_eq!(decode(&again).expect("a re-encoded message decodes"), message);
+        assert_eq!(
+            decode(&again).expect("a re-encoded message decodes"),
+            message
+        );
         match message {
             Message::ChunkData(chunk) => {
                 let _ = chunk.into_verified_bytes();
