@@ -227,11 +227,10 @@ fn map_decode_error(e: bincode::error::DecodeError) -> CodecError {
     use bincode::error::DecodeError as D;
     match e {
         D::UnexpectedEnd { .. } => CodecError::Truncated,
-        D::LimitExceeded => CodecError::LimitExceeded {
-            what: "decoded size",
-            value: MAX_FRAME as u64 + 1,
-            max: MAX_FRAME as u64,
-        },
+        // A length field inside the message claims more than a whole frame can hold.
+        D::LimitExceeded => CodecError::Malformed(format!(
+            "a length inside the message exceeds the {MAX_FRAME}-byte frame limit"
+        )),
         other => CodecError::Malformed(other.to_string()),
     }
 }

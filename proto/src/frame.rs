@@ -16,6 +16,9 @@ use crate::codec::{self, CodecError};
 use crate::limits::{FRAME_HEADER_LEN, MAX_FRAME};
 use crate::messages::Message;
 
+/// Payload buffer reserved up front when reading a frame; larger payloads grow it as they arrive.
+const INITIAL_PAYLOAD_CAPACITY: usize = 64 * 1024;
+
 /// Failure reading or writing a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -88,16 +91,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Messag
         filled += n;
     }
     let len = payload_len(header)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)
+    // Grow the buffer as bytes arrive instead of trusting the prefix: a peer that announces
+    // 4 MiB on many streams and then stalls holds only what it actually sent.
+    let mut payload = Vec::with_capacity(len.min(INITIAL_PAYLOAD_CAPACITY));
+    r.take(len as u64)
+        .read_to_end(&mut payload)
         .await
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::UnexpectedEof => FrameError::Codec(CodecError::Truncated),
-            _ => FrameError::Io {
-                action: "reading",
-                source,
-            },
+        .map_err(|source| FrameError::Io {
+            action: "reading",
+            source,
         })?;
+    if payload.len() < len {
+        return Err(CodecError::Truncated.into());
+    }
     Ok(Some(codec::decode(&payload)?))
 }
 

@@ -103,7 +103,7 @@ mod tests {
         let inner = vec![
             SubtreeRef {
                 hash: Hash::ZERO,
-                span: u64::MAX
+                span: u64::MAX >> 6, // the largest span 64 children can each have
             };
             MAX_TREE_NODE_CHILDREN
         ];

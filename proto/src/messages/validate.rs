@@ -216,7 +216,20 @@ fn validate_tree_node(node: &TreeNodeReply) -> Result<(), CodecError> {
             }
             chunks.len()
         }
-        (TreeNodeBody::Inner(children), 1..) => children.len(),
+        (TreeNodeBody::Inner(children), 1..) => {
+            // The node's span is the sum of its children's: it must fit a u64 so that hashing
+            // the node (`TreeNodeReply::node_hash`) cannot overflow on hostile spans.
+            let total = children
+                .iter()
+                .try_fold(0u64, |sum, c| sum.checked_add(c.span));
+            if total.is_none() {
+                return Err(CodecError::Malformed(format!(
+                    "chunk-tree node at level {} spans more than 2^64 bytes",
+                    node.addr.level
+                )));
+            }
+            children.len()
+        }
         (_, level) => {
             return Err(CodecError::Malformed(format!(
                 "chunk-tree node at level {level} has the wrong kind of children"
@@ -237,7 +250,7 @@ fn validate_tree_node(node: &TreeNodeReply) -> Result<(), CodecError> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::messages::{ChunkData, Compression, TreeAddr};
+    use crate::messages::{ChunkData, Compression, SubtreeRef, TreeAddr};
     use botsync_engine::{
         Attribution, ChunkRef, ChunkerParams, EntryKind, Hash, Mode, PeerId, RelPath,
     };
@@ -359,6 +372,20 @@ mod tests {
             }]),
         };
         assert!(validate_tree_node(&leaf_high).is_err());
+        let overflowing = TreeNodeReply {
+            addr: TreeAddr { level: 1, index: 0 },
+            body: TreeNodeBody::Inner(vec![
+                SubtreeRef {
+                    hash: Hash::ZERO,
+                    span: u64::MAX
+                };
+                2
+            ]),
+        };
+        assert!(matches!(
+            validate_tree_node(&overflowing),
+            Err(CodecError::Malformed(_))
+        ));
         let empty = TreeNodeReply {
             addr: TreeAddr { level: 0, index: 0 },
             body: TreeNodeBody::Leaf(vec![]),
