@@ -1,6 +1,8 @@
 //! Sessions between two in-memory replicas over real QUIC on 127.0.0.1: the message order of
 //! docs/PROTOCOL.md, and every hostile or broken input refused while the listener keeps serving.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,7 +17,6 @@ use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
 use botsync_proto::tls::AllowedPeers;
-use tokio::io::AsyncWriteExt;
 
 /// A listening peer ("server") and a dialing peer ("client"), each with a replica.
 struct Pair {

@@ -2,6 +2,7 @@
 //! `botsync serve` process that is stopped when dropped.
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
