@@ -30,6 +30,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from measure import Daemon, environ, reset_hwm, run, timed, vm_hwm_kib
 from results import Run
@@ -56,7 +57,7 @@ class BotsyncConfig:
     config_set: dict
 
     @staticmethod
-    def load(path: Path, repo_root: Path, binary: str | None = None) -> "BotsyncConfig":
+    def load(path: Path, repo_root: Path, binary: str | None = None) -> BotsyncConfig:
         """Read ``path``; a relative binary is relative to ``repo_root``."""
         raw = json.loads(path.read_text())
         exe = Path(binary or raw["binary"])
@@ -96,7 +97,7 @@ def enable_skills(ws: Path, config_file: str = ".botsync/config.json", settings:
     path = ws / config_file
     current = json.loads(path.read_text()) if path.exists() else {}
     if not isinstance(current, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(current).__name__}")
+        raise TypeError(f"{path}: expected a JSON object, found {type(current).__name__}")
     current.update(settings if settings is not None else {"sync_skills": True})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -109,7 +110,7 @@ class BotsyncTool:
     """A botsync source/destination pair per dataset, measured in two variants."""
 
     name = "botsync"
-    variants = ["botsync-cold", "botsync-daemon"]
+    variants: ClassVar[list[str]] = ["botsync-cold", "botsync-daemon"]
 
     def __init__(self, cfg: BotsyncConfig, bench_root: Path, src_root: Path, dst_root: Path, counter: WireCounter) -> None:
         self.cfg = cfg

@@ -116,7 +116,7 @@ def mirror(src: Path, dst: Path) -> None:
             except FileNotFoundError:
                 pass
             shutil.copy2(a, b)
-    for root, dirs, files in os.walk(dst, topdown=False):
+    for root, _dirs, files in os.walk(dst, topdown=False):
         rel = Path(root).relative_to(dst)
         if rel.parts[:1] == (STATE,):
             continue

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sys
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KIB = 1024
@@ -69,7 +68,7 @@ class Scale:
     large_bytes: int
 
     @staticmethod
-    def full() -> "Scale":
+    def full() -> Scale:
         """The sizes from the benchmark issue."""
         return Scale(
             notes=3000,
@@ -85,7 +84,7 @@ class Scale:
         )
 
     @staticmethod
-    def quick() -> "Scale":
+    def quick() -> Scale:
         """About a tenth of the full sizes: the whole pipeline in under a minute."""
         return Scale(
             notes=300,
@@ -183,7 +182,10 @@ class Prose:
     def markdown(self, title: str, size: int) -> bytes:
         """A markdown document of exactly ``size`` bytes (ASCII, ends with a newline)."""
         day = self.rng.randint(1, 28)
-        parts = [f"# {title}", f"created: 2026-{self.rng.randint(1, 11):02d}-{day:02d}  tags: #{self.rng.choice(_WORDS)} #{self.rng.choice(_WORDS)}"]
+        parts = [
+            f"# {title}",
+            f"created: 2026-{self.rng.randint(1, 11):02d}-{day:02d}  tags: #{self.rng.choice(_WORDS)} #{self.rng.choice(_WORDS)}",
+        ]
         length = sum(len(p) + 2 for p in parts)
         while length < size:
             block = self.block()
@@ -389,7 +391,9 @@ def edit_session(ws: Path, seed: int = DEFAULT_SEED, edits: int = 20, appends: i
         report.edited.append(str(note.relative_to(ws)))
         report.bytes_written += len(text)
     for log in prose.rng.sample(_logs(ws), appends):
-        data = b"".join((json.dumps(prose.log_line(9_000_000 + seed * 100 + k), separators=(",", ":")) + "\n").encode("ascii") for k in range(20))
+        data = b"".join(
+            (json.dumps(prose.log_line(9_000_000 + seed * 100 + k), separators=(",", ":")) + "\n").encode("ascii") for k in range(20)
+        )
         with open(log, "ab") as out:
             out.write(data)
         report.appended.append(str(log.relative_to(ws)))

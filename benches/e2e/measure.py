@@ -37,7 +37,7 @@ class Timed:
     stdout: str
     stderr: str
 
-    def check(self, what: str) -> "Timed":
+    def check(self, what: str) -> Timed:
         """Raise ``CommandFailed`` unless the command exited 0."""
         if self.returncode != 0:
             raise CommandFailed(what, self)
@@ -58,7 +58,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     with tempfile.NamedTemporaryFile("r", prefix="botsync-bench-rss-", suffix=".txt") as rss:
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd]
         start = time.perf_counter()
-        done = subprocess.run(full, capture_output=True, text=True, env=env, cwd=cwd)
+        done = subprocess.run(full, check=False, capture_output=True, text=True, env=env, cwd=cwd)
         wall = time.perf_counter() - start
         return Timed(cmd, wall, read_rss_file(Path(rss.name)), done.returncode, done.stdout, done.stderr)
 
@@ -66,7 +66,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
 def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
     """Run a preparatory (unmeasured) command; same result type, no RSS."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=cwd)
     return Timed(cmd, time.perf_counter() - start, None, done.returncode, done.stdout, done.stderr)
 
 
@@ -146,14 +146,15 @@ class Daemon:
         """Start and wait until ``ready`` = (proto, port) is bound."""
         self.stop()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        log.close()
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.pid_file.write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout_s
         while not port_bound(*ready):
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited (code {self.proc.returncode}) before binding {ready[0]} port {ready[1]}: see {self.log_file}")
+                raise RuntimeError(
+                    f"{self.name} exited (code {self.proc.returncode}) before binding {ready[0]} port {ready[1]}: see {self.log_file}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not bind {ready[0]} port {ready[1]} within {timeout_s:.0f} s: see {self.log_file}")

@@ -135,8 +135,10 @@ def fmt_bytes(n: float | None) -> str:
 
 def fmt_rss(client: int | None, server: int | None) -> str:
     """``7.1 / 9.8 MiB`` (client / server peak)."""
+
     def mib(k: int | None) -> str:
         return "-" if k is None else f"{k / 1024:.1f}"
+
     return f"{mib(client)} / {mib(server)} MiB"
 
 

@@ -25,6 +25,7 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from measure import GNU_TIME, Timed, read_rss_file, run, timed
 from results import Run
@@ -38,7 +39,7 @@ class RsyncTool:
     """Pushes a dataset with ``rsync -a --delete`` over SSH and measures it."""
 
     name = "rsync"
-    variants = ["rsync"]
+    variants: ClassVar[list[str]] = ["rsync"]
 
     def __init__(self, bench_root: Path, src_root: Path, dst_root: Path, counter: WireCounter, ssh_port: int = 2222) -> None:
         self.bench_root = bench_root

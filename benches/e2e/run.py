@@ -63,7 +63,7 @@ CASES = {
 
 #: Mutations applied to the source before each round of a case.
 MUTATIONS = {
-    "edit": lambda ws, seed: gen.edit_session(ws, seed),
+    "edit": gen.edit_session,
     "append": lambda ws, seed: gen.append_log(ws, gen.MIB, seed),
     "insert": lambda ws, seed: gen.insert_byte_middle(ws / "memory" / "big.bin"),
 }
@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             for tool in tools:
                 tool.close()
             if not args.keep:
-                for path in [src_root / dataset] + [t.dst(dataset) for t in tools]:
+                for path in [src_root / dataset, *[t.dst(dataset) for t in tools]]:
                     shutil.rmtree(path, ignore_errors=True)
     finally:
         for tool in tools:
             tool.close()
         counter.remove()
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
         out = Path(args.out) / f"{stamp}{'-quick' if args.quick else ''}.json"
         write_json(out, meta, results)
         table = markdown_table(results, variants)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print(f"\nraw results: {out}", file=sys.stderr)
         if args.teardown:
-            subprocess.run([str(HERE / "teardown.sh")], env={**os.environ, "BENCH_ROOT": str(bench_root)})
+            subprocess.run([str(HERE / "teardown.sh")], check=False, env={**os.environ, "BENCH_ROOT": str(bench_root)})
     return 0
 
 
@@ -172,7 +172,9 @@ def run_case(dataset: str, case: str, tools: list, skipped: dict[str, str], src_
 
 def same_tree(a: Path, b: Path) -> bool:
     """Whether two trees hold the same files and bytes, ignoring ``.botsync/``."""
-    done = subprocess.run(["diff", "-rq", "--no-dereference", "-x", ".botsync", str(a), str(b)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["diff", "-rq", "--no-dereference", "-x", ".botsync", str(a), str(b)], check=False, capture_output=True, text=True
+    )
     if done.returncode != 0:
         print(f"run: {b} differs from {a}: {done.stdout.strip().splitlines()[:3]}", file=sys.stderr)
     return done.returncode == 0
@@ -190,13 +192,14 @@ def ssh_baseline(tools: list, reps: int) -> float | None:
     rsync = next((t for t in tools if t.name == "rsync"), None)
     if rsync is None:
         return None
-    cmd = rsync.ssh_command() + [f"{rsync.user}@127.0.0.1", "true"]
+    cmd = [*rsync.ssh_command(), f"{rsync.user}@127.0.0.1", "true"]
     walls = [timed(cmd).check("ssh baseline").wall_s for _ in range(reps)]
     return median(walls)
 
 
 def machine(args: argparse.Namespace, scale: gen.Scale, reps: int, counter: str, cfg: BotsyncConfig, mnt: Path) -> dict:
     """Everything needed to reproduce or compare a run."""
+
     def out(cmd: list[str]) -> str:
         try:
             done = run(cmd)
@@ -207,7 +210,7 @@ def machine(args: argparse.Namespace, scale: gen.Scale, reps: int, counter: str,
     lscpu = dict(line.split(":", 1) for line in out(["lscpu"]).splitlines() if ":" in line)
     source = out(["findmnt", "-n", "-o", "SOURCE", str(mnt)])
     return {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "quick": args.quick,
         "reps": reps,

@@ -55,7 +55,7 @@ class WireCounter:
         self.ports = ports
 
     @staticmethod
-    def open(ports: list[Port], prefer: str = "auto") -> "WireCounter":
+    def open(ports: list[Port], prefer: str = "auto") -> WireCounter:
         """Install the first backend that works (or exactly ``prefer``)."""
         backends = {"nftables": NftCounter, "iptables": IptablesCounter, "lo": LoopbackCounter}
         order = list(backends) if prefer == "auto" else [prefer]
@@ -109,9 +109,7 @@ class NftCounter(WireCounter):
         counters = "\n".join(f"  counter {n} {{ }}" for n in self.names())
         script = (
             f"table inet {TABLE} {{\n{counters}\n"
-            "  chain out {\n    type filter hook output priority -150; policy accept;\n    "
-            + "\n    ".join(rules)
-            + "\n  }\n}\n"
+            "  chain out {\n    type filter hook output priority -150; policy accept;\n    " + "\n    ".join(rules) + "\n  }\n}\n"
         )
         self.remove()
         _run(["nft", "-f", "-"], script)
@@ -130,7 +128,7 @@ class NftCounter(WireCounter):
 
     def remove(self) -> None:
         if shutil.which("nft"):
-            subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+            subprocess.run(["nft", "delete", "table", "inet", TABLE], check=False, capture_output=True)
 
 
 class IptablesCounter(WireCounter):
@@ -153,13 +151,13 @@ class IptablesCounter(WireCounter):
         rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
         if len(rows) != len(self.names()):
             raise CounterError(f"iptables chain {CHAIN} has {len(rows)} rules, expected {len(self.names())}")
-        return {name: int(row[1]) for name, row in zip(self.names(), rows)}
+        return {name: int(row[1]) for name, row in zip(self.names(), rows, strict=True)}
 
     def remove(self) -> None:
         if shutil.which("iptables"):
-            subprocess.run(["iptables", "-D", "OUTPUT", "-j", CHAIN], capture_output=True)
-            subprocess.run(["iptables", "-F", CHAIN], capture_output=True)
-            subprocess.run(["iptables", "-X", CHAIN], capture_output=True)
+            subprocess.run(["iptables", "-D", "OUTPUT", "-j", CHAIN], check=False, capture_output=True)
+            subprocess.run(["iptables", "-F", CHAIN], check=False, capture_output=True)
+            subprocess.run(["iptables", "-X", CHAIN], check=False, capture_output=True)
 
 
 class LoopbackCounter(WireCounter):
@@ -178,7 +176,7 @@ class LoopbackCounter(WireCounter):
 
 
 def _run(cmd: list[str], stdin: str | None = None) -> str:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, input=stdin, capture_output=True, text=True)
     if done.returncode != 0:
         detail = re.sub(r"\s+", " ", done.stderr).strip()
         raise CounterError(f"{' '.join(cmd)} failed: {detail}")
