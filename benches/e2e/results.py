@@ -122,6 +122,18 @@ def fmt_time(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f} s" if seconds < 100 else f"{seconds:.0f} s"
 
 
+def fmt_wall(summary: dict) -> str:
+    """Median wall time and, in brackets, the fastest run: ``0.53 s (0.49)``.
+
+    On a shared machine the minimum is the run least disturbed by others.
+    """
+    if summary["wall_s_median"] is None:
+        return "-"
+    if summary["runs"] < 2:
+        return fmt_time(summary["wall_s_median"])
+    return f"{fmt_time(summary['wall_s_median'])} ({summary['wall_s_min']:.2f})"
+
+
 def fmt_bytes(n: float | None) -> str:
     """Decimal units as in PRODUCT.md: ``435 kB``, ``1.17 MB``."""
     if n is None:
@@ -155,9 +167,9 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
     for res in results:
         by_key.setdefault((res.dataset, res.case), {})[res.variant] = res
     others = [v for v in variants if v != "rsync"]
-    head = ["case", "rsync time", "rsync bytes (payload)", "rsync RSS c/s"]
+    head = ["case", "rsync time (min)", "rsync bytes (payload)", "rsync RSS c/s"]
     for v in others:
-        head += [f"{v} time", f"{v} bytes", f"{v} RSS c/s"]
+        head += [f"{v} time (min)", f"{v} bytes", f"{v} RSS c/s"]
     head += [f"{v} / rsync (time, bytes)" for v in others]
     head += ["PRODUCT.md anchor / target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -168,7 +180,7 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
         bsum = base.summary() if base else {}
         if base and base.runs:
             row += [
-                _flag(base, fmt_time(bsum["wall_s_median"])),
+                _flag(base, fmt_wall(bsum)),
                 f"{fmt_bytes(bsum['wire_bytes_median'])} ({fmt_bytes(bsum['payload_bytes_median'])})",
                 fmt_rss(bsum["rss_client_kib_peak"], bsum["rss_server_kib_peak"]),
             ]
@@ -185,7 +197,7 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
                 continue
             s = res.summary()
             row += [
-                _flag(res, fmt_time(s["wall_s_median"])),
+                _flag(res, fmt_wall(s)),
                 fmt_bytes(s["wire_bytes_median"]),
                 fmt_rss(s["rss_client_kib_peak"], s["rss_server_kib_peak"]),
             ]
@@ -217,3 +229,24 @@ def write_json(path: Path, meta: dict, results: list[CaseResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"meta": meta, "results": [r.to_json() for r in results]}
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load_json(path: Path) -> tuple[dict, list[CaseResult]]:
+    """Read back what ``write_json`` wrote (to re-render or compare runs)."""
+    doc = json.loads(path.read_text())
+    results = []
+    for item in doc["results"]:
+        fields = Run.__dataclass_fields__
+        runs = [Run(**{k: v for k, v in r.items() if k in fields}) for r in item["runs"]]
+        results.append(CaseResult(item["dataset"], item["case"], item["variant"], runs, item.get("skipped")))
+    return doc["meta"], results
+
+
+if __name__ == "__main__":
+    import sys
+
+    # Re-render the table of a saved run: python3 results.py results/<date>.json
+    for arg in sys.argv[1:]:
+        _, saved = load_json(Path(arg))
+        names = list(dict.fromkeys(r.variant for r in saved))
+        print(markdown_table(saved, ["rsync", *[n for n in names if n != "rsync"]]))

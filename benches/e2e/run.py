@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for tool in tools:
             tool.close()
         counter.remove()
+        meta["loadavg_end"] = os.getloadavg()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
         out = Path(args.out) / f"{stamp}{'-quick' if args.quick else ''}.json"
         write_json(out, meta, results)
@@ -228,6 +229,7 @@ def machine(args: argparse.Namespace, scale: gen.Scale, reps: int, counter: str,
         "botsync_binary": str(cfg.binary),
         "botsync_version": out([str(cfg.binary), "--version"]) if cfg.binary.is_file() else None,
         "git_commit": out(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
+        "loadavg_start": os.getloadavg(),
     }
 
 
@@ -237,7 +239,8 @@ def header(meta: dict) -> str:
         f"Run {meta['date_utc']} ({'quick' if meta['quick'] else 'full'}, median of {meta['reps']}), "
         f"{meta['cpu']} x{meta['cpus']}, Linux {meta['kernel']}, {meta['rsync']}, fs {meta['fs']} "
         f"(journal: {meta['fs_journal']}), bytes via {meta['wire_counter']}; "
-        f"`ssh true` alone: {fmt_time(meta.get('ssh_true_s_median'))}.\n"
+        f"`ssh true` alone: {fmt_time(meta.get('ssh_true_s_median'))}; "
+        f"load average {meta['loadavg_start'][0]:.1f} at start, {meta.get('loadavg_end', (0,))[0]:.1f} at end.\n"
     )
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import gen_dataset as gen
 from botsync_tool import BotsyncConfig, BotsyncTool, enable_skills
-from results import CaseResult, Run, fmt_bytes, markdown_table
+from results import CaseResult, Run, fmt_bytes, load_json, markdown_table, write_json
 from rsync_tool import parse_stats
 from wire import LoopbackCounter, Port
 
@@ -167,6 +167,18 @@ class ReportTest(unittest.TestCase):
         self.assertIn("NOT VERIFIED", row)
         self.assertIn("0.10x, 0.10x", row)
         self.assertIn("Skipped botsync-daemon: botsync: not built.", table)
+
+    def test_saved_json_reads_back_to_the_same_table(self) -> None:
+        runs = [Run(0.5 + i / 10, 100, 50, 90, 40, 8000, 7000, ok=True, verified=True, round=i) for i in range(3)]
+        results = [CaseResult("large", "insert", "rsync", runs), CaseResult("large", "insert", "botsync-cold", skipped="not built")]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "run.json"
+            write_json(path, {"quick": True}, results)
+            meta, loaded = load_json(path)
+        self.assertEqual(meta, {"quick": True})
+        variants = ["rsync", "botsync-cold"]
+        self.assertEqual(markdown_table(loaded, variants), markdown_table(results, variants))
+        self.assertIn("0.60 s (0.50)", markdown_table(loaded, variants))
 
 
 def free_udp_port() -> int:
