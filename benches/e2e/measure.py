@@ -25,6 +25,9 @@ from pathlib import Path
 
 GNU_TIME = "/usr/bin/time"
 
+#: A command that runs longer than this is killed and counted as failed.
+TIMEOUT_S = 900.0
+
 
 @dataclass
 class Timed:
@@ -53,21 +56,36 @@ class CommandFailed(RuntimeError):
         self.timed = timed
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = TIMEOUT_S) -> Timed:
     """Run ``cmd`` under GNU time; the wall clock covers only the child process."""
     with tempfile.NamedTemporaryFile("r", prefix="botsync-bench-rss-", suffix=".txt") as rss:
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd]
         start = time.perf_counter()
-        done = subprocess.run(full, check=False, capture_output=True, text=True, env=env, cwd=cwd)
+        code, out, err = _bounded(full, env, cwd, timeout_s)
         wall = time.perf_counter() - start
-        return Timed(cmd, wall, read_rss_file(Path(rss.name)), done.returncode, done.stdout, done.stderr)
+        return Timed(cmd, wall, read_rss_file(Path(rss.name)), code, out, err)
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
+def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = TIMEOUT_S) -> Timed:
     """Run a preparatory (unmeasured) command; same result type, no RSS."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=cwd)
-    return Timed(cmd, time.perf_counter() - start, None, done.returncode, done.stdout, done.stderr)
+    code, out, err = _bounded(cmd, env, cwd, timeout_s)
+    return Timed(cmd, time.perf_counter() - start, None, code, out, err)
+
+
+def _bounded(cmd: list[str], env: dict[str, str] | None, cwd: Path | None, timeout_s: float) -> tuple[int, str, str]:
+    """Run ``cmd`` in its own process group; kill that group if it outlives ``timeout_s``.
+
+    The group matters: killing only GNU time would leave the tool it wraps running.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return -signal.SIGKILL, out, err + f"\ntimed out after {timeout_s:.0f} s and was killed"
 
 
 def read_rss_file(path: Path) -> int | None:

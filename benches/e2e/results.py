@@ -243,10 +243,14 @@ def load_json(path: Path) -> tuple[dict, list[CaseResult]]:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    # Re-render the table of a saved run: python3 results.py results/<date>.json
-    for arg in sys.argv[1:]:
-        _, saved = load_json(Path(arg))
-        names = list(dict.fromkeys(r.variant for r in saved))
-        print(markdown_table(saved, ["rsync", *[n for n in names if n != "rsync"]]))
+    cli = argparse.ArgumentParser(description="re-render the table of saved runs")
+    cli.add_argument("files", nargs="+", type=Path, help="results/<date>.json")
+    cli.add_argument("--only", help="comma list of variants to show (default: all that ran or were skipped)")
+    opts = cli.parse_args()
+    for file in opts.files:
+        _, saved = load_json(file)
+        names = opts.only.split(",") if opts.only else list(dict.fromkeys(r.variant for r in saved))
+        shown = [r for r in saved if r.variant in names]
+        print(markdown_table(shown, ["rsync", *[n for n in names if n != "rsync"]]))

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             tool.close()
         counter.remove()
         meta["loadavg_end"] = os.getloadavg()
+        meta["cpu_pressure_end"] = cpu_pressure()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
         out = Path(args.out) / f"{stamp}{'-quick' if args.quick else ''}.json"
         write_json(out, meta, results)
@@ -230,7 +231,16 @@ def machine(args: argparse.Namespace, scale: gen.Scale, reps: int, counter: str,
         "botsync_version": out([str(cfg.binary), "--version"]) if cfg.binary.is_file() else None,
         "git_commit": out(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
         "loadavg_start": os.getloadavg(),
+        "cpu_pressure_start": cpu_pressure(),
     }
+
+
+def cpu_pressure() -> str | None:
+    """The "some" line of /proc/pressure/cpu: the share of time tasks waited for a CPU."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def header(meta: dict) -> str:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import gen_dataset as gen
 from botsync_tool import BotsyncConfig, BotsyncTool, enable_skills
+from measure import timed
 from results import CaseResult, Run, fmt_bytes, load_json, markdown_table, write_json
 from rsync_tool import parse_stats
 from wire import LoopbackCounter, Port
@@ -229,6 +230,19 @@ class BotsyncSectionTest(unittest.TestCase):
         (ws / ".botsync" / "config.json").write_text('{"name": "x", "sync_skills": false}')
         enable_skills(ws)
         self.assertEqual(json.loads((ws / ".botsync" / "config.json").read_text()), {"name": "x", "sync_skills": True})
+
+
+class MeasureTest(unittest.TestCase):
+    def test_timed_reports_peak_memory_of_the_child(self) -> None:
+        # The child touches 64 MiB: its peak RSS must be at least that.
+        res = timed([sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096])"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertGreaterEqual(res.rss_kib, 64 * 1024)
+
+    def test_a_hanging_command_is_killed_with_its_children_and_reported(self) -> None:
+        res = timed(["sh", "-c", "sleep 30 & wait"], timeout_s=0.5)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("timed out", res.stderr)
 
 
 class CounterTest(unittest.TestCase):
