@@ -191,11 +191,14 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
             res = group.get(v)
             if res is None or not res.runs:
                 if res and res.skipped:
-                    notes[v] = res.skipped
+                    notes[v] = f"skipped: {res.skipped}"
                 row += ["skipped" if v in notes else "not run", "-", "-"]
                 ratios.append("-")
                 continue
             s = res.summary()
+            errors = [r.error for r in res.runs if r.error]
+            if errors and v not in notes:
+                notes[v] = f"failed in {dataset}/{case}: {errors[0].strip().splitlines()[-1][:300]}"
             row += [
                 _flag(res, fmt_wall(s)),
                 fmt_bytes(s["wire_bytes_median"]),
@@ -210,13 +213,15 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     if notes:
         lines.append("")
-        lines += [f"Skipped {v}: {reason}." for v, reason in notes.items()]
+        lines += [f"{v}: {reason}." for v, reason in notes.items()]
     return "\n".join(lines)
 
 
 def _flag(res: CaseResult, text: str) -> str:
     """Mark failed or unverified runs so a wrong-but-fast result cannot pass unnoticed."""
     s = res.summary()
+    if s["ok_runs"] == 0:
+        return "FAILED"
     if s["ok_runs"] < s["runs"]:
         text += f" ({s['runs'] - s['ok_runs']} failed)"
     if not s["all_verified"]:

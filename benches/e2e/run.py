@@ -142,34 +142,60 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_case(dataset: str, case: str, tools: list, skipped: dict[str, str], src_root: Path, mnt: Path, reps: int) -> list[CaseResult]:
-    """All rounds of one case for every tool; returns one result per variant."""
+    """All rounds of one case for every tool; returns one result per variant.
+
+    A tool that raises (a botsync template that no longer matches the CLI,
+    a daemon that does not start) is recorded as a failed run and left out
+    of the rest of the case; the other tools carry on.
+    """
     results = {v: CaseResult(dataset, case, v, skipped=reason) for v, reason in skipped.items()}
     for tool in tools:
         for v in tool.variants:
             results[v] = CaseResult(dataset, case, v)
     src = src_root / dataset
     mutation = MUTATIONS.get(case)
+    live = list(tools)
     if case != "initial":
         for tool in tools:
-            tool.prepare(dataset)
+            if not _guard(tool, results, dataset, case, -1, lambda t=tool: t.prepare(dataset)):
+                live.remove(tool)
     turns = max((len(t.variants) for t in tools), default=1)
     rounds = reps * turns if mutation else reps
     for r in range(rounds):
         if mutation:
             mutation(src, 1000 + r)
-        order = tools if (r // turns) % 2 == 0 else list(reversed(tools))
+        order = live if (r // turns) % 2 == 0 else list(reversed(live))
         for tool in order:
             mine = [tool.variants[r % len(tool.variants)]] if mutation else tool.variants
             for variant in mine:
-                if case == "initial":
-                    tool.reset(dataset)
-                flush(mnt)
-                result: Run = tool.sync(dataset, variant)
-                result.round = r
-                result.verified = result.ok and same_tree(src, tool.dst(dataset))
-                results[variant].runs.append(result)
-                print(progress(dataset, case, variant, r, result), file=sys.stderr)
-    return [results[v] for v in results]
+
+                def measure(tool=tool, variant=variant, r=r) -> None:
+                    if case == "initial":
+                        tool.reset(dataset)
+                    flush(mnt)
+                    result: Run = tool.sync(dataset, variant)
+                    result.round = r
+                    result.verified = result.ok and same_tree(src, tool.dst(dataset))
+                    results[variant].runs.append(result)
+                    print(progress(dataset, case, variant, r, result), file=sys.stderr)
+
+                if not _guard(tool, results, dataset, case, r, measure, variant):
+                    live.remove(tool)
+                    break
+    return list(results.values())
+
+
+def _guard(tool, results: dict[str, CaseResult], dataset: str, case: str, r: int, step, variant: str | None = None) -> bool:
+    """Run ``step``; on an exception record a failed run for the tool and return False."""
+    try:
+        step()
+        return True
+    except Exception as err:  # noqa: BLE001 - any failure of one tool must not stop the others
+        message = f"{type(err).__name__}: {err}"
+        print(f"  {dataset}/{case} {tool.name} round {r}: FAILED: {message}", file=sys.stderr)
+        for v in [variant] if variant else tool.variants:
+            results[v].runs.append(Run(0.0, None, None, None, None, None, None, ok=False, error=message, verified=False, round=r))
+        return False
 
 
 def same_tree(a: Path, b: Path) -> bool:

@@ -167,7 +167,14 @@ class ReportTest(unittest.TestCase):
         row = table.splitlines()[2]
         self.assertIn("NOT VERIFIED", row)
         self.assertIn("0.10x, 0.10x", row)
-        self.assertIn("Skipped botsync-daemon: botsync: not built.", table)
+        self.assertIn("botsync-daemon: skipped: botsync: not built.", table)
+
+    def test_table_says_failed_and_quotes_the_error(self) -> None:
+        failed = Run(0.0, None, None, None, None, None, None, ok=False, error="CommandFailed: botsync init failed", verified=False)
+        results = [CaseResult("agent", "initial", "rsync", []), CaseResult("agent", "initial", "botsync-cold", [failed])]
+        table = markdown_table(results, ["rsync", "botsync-cold"])
+        self.assertIn("| FAILED |", table)
+        self.assertIn("botsync-cold: failed in agent/initial: CommandFailed: botsync init failed.", table)
 
     def test_saved_json_reads_back_to_the_same_table(self) -> None:
         runs = [Run(0.5 + i / 10, 100, 50, 90, 40, 8000, 7000, ok=True, verified=True, round=i) for i in range(3)]
