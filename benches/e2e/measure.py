@@ -163,6 +163,8 @@ class Daemon:
     def start(self, ready: tuple[str, int], timeout_s: float = 30.0) -> None:
         """Start and wait until ``ready`` = (proto, port) is bound."""
         self.stop()
+        if port_bound(*ready):
+            raise RuntimeError(f"cannot start {self.name}: {ready[0]} port {ready[1]} is already in use; pick another in botsync.json")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)

@@ -171,7 +171,7 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
     for v in others:
         head += [f"{v} time (min)", f"{v} bytes", f"{v} RSS c/s"]
     head += [f"{v} / rsync (time, bytes)" for v in others]
-    head += ["PRODUCT.md anchor / target"]
+    head += ["PRODUCT.md anchor (full datasets) / target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: dict[str, str] = {}
     for (dataset, case), group in by_key.items():
