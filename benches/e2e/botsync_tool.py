@@ -14,8 +14,9 @@ in two variants:
   is done); otherwise the measured command is the same ``push``.
 
 Peak memory: the client from GNU time; a daemon from its ``VmHWM`` (reset
-before each run in the daemon variant). Bytes: the UDP counter on the
-destination daemon's port.
+before each run in the daemon variant). CPU: the client from GNU time, a
+daemon from its ``/proc/PID/stat`` before and after the run. Bytes: the UDP
+counter on the destination daemon's port.
 
 It does not own the commands themselves: the CLI does not exist yet, so
 every command is a template the lead adapts in ``botsync.json`` without
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from measure import Daemon, environ, reset_hwm, run, timed, vm_hwm_kib
+from measure import Daemon, cpu_seconds, environ, reset_hwm, run, timed, vm_hwm_kib
 from results import Run
 from wire import Port, WireCounter
 
@@ -219,14 +220,19 @@ class BotsyncTool:
                 if daemon.pid:
                     reset_hwm(daemon.pid)
         assert cmd is not None, "push is a required template (checked in BotsyncConfig.load)"
+        daemons = {"dst": self.dst_daemon.pid, "src": self.src_daemon.pid if variant == "botsync-daemon" else None}
+        cpu_before = {side: cpu_seconds(pid) for side, pid in daemons.items() if pid}
         before = self.counter.snapshot()
         result = timed(cmd, env=self.env)
         up, down = self.counter.delta(before, LABEL)
-        server = vm_hwm_kib(self.dst_daemon.pid) if self.dst_daemon.pid else None
+        cpu_used = {side: _minus(cpu_seconds(pid), cpu_before.get(side)) for side, pid in daemons.items() if pid}
+        server = vm_hwm_kib(daemons["dst"]) if daemons["dst"] else None
         client = result.rss_kib
-        if variant == "botsync-daemon" and self.src_daemon.pid:
-            peaks = [k for k in (client, vm_hwm_kib(self.src_daemon.pid)) if k is not None]
+        client_cpu = result.cpu_s
+        if daemons["src"]:
+            peaks = [k for k in (client, vm_hwm_kib(daemons["src"])) if k is not None]
             client = max(peaks) if peaks else None
+            client_cpu = _plus(client_cpu, cpu_used.get("src"))
         if result.returncode == 0:
             self.synced.add(dataset)
         return Run(
@@ -237,6 +243,8 @@ class BotsyncTool:
             payload_down=None,
             rss_client_kib=client,
             rss_server_kib=server,
+            cpu_client_s=client_cpu,
+            cpu_server_s=cpu_used.get("dst"),
             ok=result.returncode == 0,
             error=None if result.returncode == 0 else result.stderr.strip()[-500:],
         )
@@ -259,3 +267,11 @@ class BotsyncTool:
         if cmd is None:
             raise RuntimeError(f"botsync.json: command {key!r} is not set")
         return run(cmd, env=self.env).check(f"botsync {key} ({side}, {dataset})")
+
+
+def _minus(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else round(after - before, 3)
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    return a if b is None else b if a is None else round(a + b, 3)

@@ -32,7 +32,8 @@ STATE = ".botsync"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fake_botsync")
-    p.add_argument("-w", "--workspace", type=Path, required=True)
+    p.add_argument("--version", action="version", version="fake_botsync: harness test double, its numbers mean nothing")
+    p.add_argument("-w", "--workspace", type=Path)
     sub = p.add_subparsers(dest="verb", required=True)
     init = sub.add_parser("init")
     init.add_argument("--name", default="fake")
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     push = sub.add_parser("push")
     push.add_argument("peer")
     args = p.parse_args(argv)
+    if args.workspace is None:
+        p.error("-w WORKSPACE is required")
     ws: Path = args.workspace
     state = ws / STATE
 

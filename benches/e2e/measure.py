@@ -1,10 +1,14 @@
 """Wall time and peak memory of processes, and the statistics over runs.
 
 This module owns *how a command is timed*: a monotonic clock around the
-process, its peak resident set from GNU time (``/usr/bin/time -f %M``, the
-maximum over the process and the children it waited for, not their sum), and
-the peak of a long-running daemon from ``VmHWM`` in ``/proc/PID/status``
-(reset before a run by writing ``5`` to ``/proc/PID/clear_refs``). It also
+process; its peak resident set and CPU time from GNU time
+(``/usr/bin/time -f "%M %U %S"``: the peak is the maximum over the process and
+the children it waited for, not their sum; CPU is user + system, children
+included); the peak of a long-running daemon from ``VmHWM`` in
+``/proc/PID/status`` (reset before a run by writing ``5`` to
+``/proc/PID/clear_refs``) and its CPU time from ``/proc/PID/stat``. CPU
+seconds matter on a shared machine: unlike wall time they hardly grow when
+other processes compete for the cores. It also
 owns the readiness probe for daemons (a bound UDP/TCP port in ``/proc/net``).
 
 It does not own what is run (see ``rsync_tool.py``, ``botsync_tool.py``) or
@@ -25,13 +29,16 @@ from pathlib import Path
 
 GNU_TIME = "/usr/bin/time"
 
+#: GNU time's output format: peak RSS (KiB), user and system CPU seconds.
+TIME_FORMAT = "%M %U %S"
+
 #: A command that runs longer than this is killed and counted as failed.
 TIMEOUT_S = 900.0
 
 
 @dataclass
 class Timed:
-    """One finished command: wall seconds, peak RSS (KiB) and its output."""
+    """One finished command: wall seconds, peak RSS (KiB), CPU seconds and its output."""
 
     cmd: list[str]
     wall_s: float
@@ -39,6 +46,7 @@ class Timed:
     returncode: int
     stdout: str
     stderr: str
+    cpu_s: float | None = None
 
     def check(self, what: str) -> Timed:
         """Raise ``CommandFailed`` unless the command exited 0."""
@@ -59,11 +67,12 @@ class CommandFailed(RuntimeError):
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = TIMEOUT_S) -> Timed:
     """Run ``cmd`` under GNU time; the wall clock covers only the child process."""
     with tempfile.NamedTemporaryFile("r", prefix="botsync-bench-rss-", suffix=".txt") as rss:
-        full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd]
+        full = [GNU_TIME, "-f", TIME_FORMAT, "-o", rss.name, *cmd]
         start = time.perf_counter()
         code, out, err = _bounded(full, env, cwd, timeout_s)
         wall = time.perf_counter() - start
-        return Timed(cmd, wall, read_rss_file(Path(rss.name)), code, out, err)
+        rss_kib, cpu_s = read_time_file(Path(rss.name))
+        return Timed(cmd, wall, rss_kib, code, out, err, cpu_s)
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = TIMEOUT_S) -> Timed:
@@ -88,14 +97,34 @@ def _bounded(cmd: list[str], env: dict[str, str] | None, cwd: Path | None, timeo
         return -signal.SIGKILL, out, err + f"\ntimed out after {timeout_s:.0f} s and was killed"
 
 
-def read_rss_file(path: Path) -> int | None:
-    """The KiB figure GNU time wrote (the last numeric line), or None."""
+def read_time_file(path: Path) -> tuple[int | None, float | None]:
+    """(peak RSS KiB, user + system CPU seconds) from a file GNU time wrote with ``TIME_FORMAT``.
+
+    GNU time puts "Command exited with non-zero status N" before its figures
+    when the command fails, so only the last line is read.
+    """
     try:
-        lines = path.read_text().split()
+        lines = path.read_text().strip().splitlines()
+    except OSError:
+        return None, None
+    fields = lines[-1].split() if lines else []
+    try:
+        rss = int(fields[0])
+        cpu = float(fields[1]) + float(fields[2])
+    except (IndexError, ValueError):
+        return None, None
+    return rss, round(cpu, 3)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a live process has used so far (``/proc/PID/stat``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    numbers = [int(x) for x in lines if x.isdigit()]
-    return numbers[-1] if numbers else None
+    # The command name (field 2) may hold spaces: split after its closing bracket.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_hwm_kib(pid: int) -> int | None:

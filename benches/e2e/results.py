@@ -33,6 +33,8 @@ class Run:
     error: str | None = None
     verified: bool | None = None
     round: int = 0
+    cpu_client_s: float | None = None
+    cpu_server_s: float | None = None
 
     @property
     def wire_total(self) -> int | None:
@@ -71,6 +73,8 @@ class CaseResult:
             "wall_s_max": max(walls) if walls else None,
             "wire_bytes_median": median([r.wire_total for r in good]),
             "payload_bytes_median": median([r.payload_total for r in good]),
+            "cpu_client_s_median": median([r.cpu_client_s for r in good]),
+            "cpu_server_s_median": median([r.cpu_server_s for r in good]),
             "rss_client_kib_peak": peak([r.rss_client_kib for r in good]),
             "rss_server_kib_peak": peak([r.rss_server_kib for r in good]),
             "all_verified": all(r.verified for r in self.runs) if self.runs else False,
@@ -154,6 +158,15 @@ def fmt_rss(client: int | None, server: int | None) -> str:
     return f"{mib(client)} / {mib(server)} MiB"
 
 
+def fmt_cpu(client: float | None, server: float | None) -> str:
+    """``0.12 / 0.30 s`` (client / server CPU seconds, user + system, median)."""
+
+    def sec(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    return f"{sec(client)} / {sec(server)} s"
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     """``a / b`` as ``0.42x``, or ``-``."""
     if a is None or not b:
@@ -167,9 +180,9 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
     for res in results:
         by_key.setdefault((res.dataset, res.case), {})[res.variant] = res
     others = [v for v in variants if v != "rsync"]
-    head = ["case", "rsync time (min)", "rsync bytes (payload)", "rsync RSS c/s"]
+    head = ["case", "rsync time (min)", "rsync bytes (payload)", "rsync CPU c/s", "rsync RSS c/s"]
     for v in others:
-        head += [f"{v} time (min)", f"{v} bytes", f"{v} RSS c/s"]
+        head += [f"{v} time (min)", f"{v} bytes", f"{v} CPU c/s", f"{v} RSS c/s"]
     head += [f"{v} / rsync (time, bytes)" for v in others]
     head += ["PRODUCT.md anchor (full datasets) / target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -182,17 +195,18 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
             row += [
                 _flag(base, fmt_wall(bsum)),
                 f"{fmt_bytes(bsum['wire_bytes_median'])} ({fmt_bytes(bsum['payload_bytes_median'])})",
+                fmt_cpu(bsum["cpu_client_s_median"], bsum["cpu_server_s_median"]),
                 fmt_rss(bsum["rss_client_kib_peak"], bsum["rss_server_kib_peak"]),
             ]
         else:
-            row += ["-", "-", "-"]
+            row += ["-", "-", "-", "-"]
         ratios = []
         for v in others:
             res = group.get(v)
             if res is None or not res.runs:
                 if res and res.skipped:
                     notes[v] = f"skipped: {res.skipped}"
-                row += ["skipped" if v in notes else "not run", "-", "-"]
+                row += ["skipped" if v in notes else "not run", "-", "-", "-"]
                 ratios.append("-")
                 continue
             s = res.summary()
@@ -202,6 +216,7 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
             row += [
                 _flag(res, fmt_wall(s)),
                 fmt_bytes(s["wire_bytes_median"]),
+                fmt_cpu(s["cpu_client_s_median"], s["cpu_server_s_median"]),
                 fmt_rss(s["rss_client_kib_peak"], s["rss_server_kib_peak"]),
             ]
             ratios.append(

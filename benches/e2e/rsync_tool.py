@@ -10,7 +10,7 @@ The command measured is, with the paths of one dataset::
     rsync -a --delete --stats --exclude=/.botsync/ \\
       -e 'ssh -p 2222 -i KEY -o IdentitiesOnly=yes -o UserKnownHostsFile=... \\
           -o StrictHostKeyChecking=no -o BatchMode=yes -o LogLevel=ERROR' \\
-      --rsync-path='/usr/bin/time -f %M -o RSSFILE rsync' \\
+      --rsync-path='/usr/bin/time -f "%M %U %S" -o TIMEFILE rsync' \\
       SRC/ root@127.0.0.1:DST/
 
 ``--exclude=/.botsync/`` keeps botsync's private state (present in the shared
@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
-from measure import GNU_TIME, Timed, read_rss_file, run, timed
+from measure import GNU_TIME, TIME_FORMAT, Timed, read_time_file, run, timed
 from results import Run
 from wire import Port, WireCounter
 
@@ -49,7 +49,7 @@ class RsyncTool:
         self.ssh_port = ssh_port
         self.key = bench_root / "ssh" / "client_ed25519"
         self.known_hosts = bench_root / "ssh" / "known_hosts"
-        self.server_rss = bench_root / "run" / "rsync-server-rss.txt"
+        self.server_time = bench_root / "run" / "rsync-server-time.txt"
         self.user = getpass.getuser()
 
     @staticmethod
@@ -84,7 +84,7 @@ class RsyncTool:
         return [
             "rsync", "-a", "--delete", "--stats", "--exclude=/.botsync/",
             "-e", shlex.join(self.ssh_command()),
-            f"--rsync-path={GNU_TIME} -f %M -o {self.server_rss} rsync",
+            f"--rsync-path={GNU_TIME} -f {shlex.quote(TIME_FORMAT)} -o {self.server_time} rsync",
             f"{src}/", f"{self.user}@127.0.0.1:{dst}/",
         ]  # fmt: skip
 
@@ -106,12 +106,13 @@ class RsyncTool:
 
     def sync(self, dataset: str, variant: str) -> Run:
         """One measured push of ``dataset``."""
-        self.server_rss.parent.mkdir(parents=True, exist_ok=True)
-        self.server_rss.unlink(missing_ok=True)
+        self.server_time.parent.mkdir(parents=True, exist_ok=True)
+        self.server_time.unlink(missing_ok=True)
         before = self.counter.snapshot()
         result: Timed = timed(self.command(dataset))
         up, down = self.counter.delta(before, LABEL)
         sent, received = parse_stats(result.stdout)
+        server_rss, server_cpu = read_time_file(self.server_time)
         return Run(
             wall_s=result.wall_s,
             wire_up=up,
@@ -119,7 +120,9 @@ class RsyncTool:
             payload_up=sent,
             payload_down=received,
             rss_client_kib=result.rss_kib,
-            rss_server_kib=read_rss_file(self.server_rss),
+            rss_server_kib=server_rss,
+            cpu_client_s=result.cpu_s,
+            cpu_server_s=server_cpu,
             ok=result.returncode == 0,
             error=None if result.returncode == 0 else result.stderr.strip()[-500:],
         )

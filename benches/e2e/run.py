@@ -275,6 +275,7 @@ def header(meta: dict) -> str:
         f"Run {meta['date_utc']} ({'quick' if meta['quick'] else 'full'}, median of {meta['reps']}), "
         f"{meta['cpu']} x{meta['cpus']}, Linux {meta['kernel']}, {meta['rsync']}, fs {meta['fs']} "
         f"(journal: {meta['fs_journal']}), bytes via {meta['wire_counter']}; "
+        f"botsync: {meta['botsync_version'] or 'not built'}; "
         f"`ssh true` alone: {fmt_time(meta.get('ssh_true_s_median'))}; "
         f"load average {meta['loadavg_start'][0]:.1f} at start, {meta.get('loadavg_end', (0,))[0]:.1f} at end.\n"
     )

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import gen_dataset as gen
 from botsync_tool import BotsyncConfig, BotsyncTool, enable_skills
-from measure import timed
+from measure import cpu_seconds, read_time_file, timed
 from results import CaseResult, Run, fmt_bytes, load_json, markdown_table, write_json
 from rsync_tool import parse_stats
 from wire import LoopbackCounter, Port
@@ -245,6 +245,20 @@ class MeasureTest(unittest.TestCase):
         res = timed([sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096])"])
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertGreaterEqual(res.rss_kib, 64 * 1024)
+
+    def test_timed_reports_cpu_seconds_of_a_busy_child(self) -> None:
+        res = timed([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertGreater(res.cpu_s, 0.0)
+        self.assertGreater(cpu_seconds(os.getpid()), 0.0)
+
+    def test_time_file_of_a_failed_command_is_read_from_its_last_line(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "time.txt"
+            path.write_text("Command exited with non-zero status 3\n7312 0.25 0.06\n")
+            self.assertEqual(read_time_file(path), (7312, 0.31))
+            path.write_text("")
+            self.assertEqual(read_time_file(path), (None, None))
 
     def test_a_hanging_command_is_killed_with_its_children_and_reported(self) -> None:
         res = timed(["sh", "-c", "sleep 30 & wait"], timeout_s=0.5)
