@@ -38,7 +38,7 @@ pub use peers::PeerMeta;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
 /// index with another version is moved aside and rebuilt from the files.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The sled page cache bound; botsync's whole process targets at most 64 MiB.
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
