@@ -331,8 +331,15 @@ async fn an_interrupted_pull_resumes_without_refetching() {
     assert_eq!(p.client_replica.root(), p.server_replica.root());
 }
 
-/// A replica whose `read_chunk` returns bytes that do not match the id: a hostile peer.
-struct Corrupting(MemoryReplica);
+/// A replica that misbehaves when asked for chunks: it corrupts them (a hostile peer), or no
+/// longer has some (their file changed on disk while being sent).
+struct Corrupting(MemoryReplica, Misbehaviour);
+
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    Corrupt,
+    Vanish(botsync_engine::Hash),
+}
 
 impl Replica for Corrupting {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
@@ -363,10 +370,14 @@ impl Replica for Corrupting {
         self.0.chunks_needed(i)
     }
     fn read_chunk(&self, id: &botsync_engine::Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
-        Ok(self.0.read_chunk(id)?.map(|mut b| {
-            b[0] ^= 1;
-            b
-        }))
+        Ok(match self.1 {
+            Misbehaviour::Vanish(gone) if gone == *id => None,
+            Misbehaviour::Vanish(_) => self.0.read_chunk(id)?,
+            Misbehaviour::Corrupt => self.0.read_chunk(id)?.map(|mut b| {
+                b[0] ^= 1;
+                b
+            }),
+        })
     }
     fn put_chunk(&self, id: &botsync_engine::Hash, b: &[u8]) -> Result<(), ReplicaError> {
         self.0.put_chunk(id, b)
@@ -390,7 +401,11 @@ impl Replica for Corrupting {
 
 #[tokio::test]
 async fn a_chunk_that_does_not_match_its_id_is_refused_and_nothing_is_written() {
-    let p = pair_with(Arc::new(Corrupting(MemoryReplica::new(PeerId([0xdd; 32]))))).await;
+    let p = pair_with(Arc::new(Corrupting(
+        MemoryReplica::new(PeerId([0xdd; 32])),
+        Misbehaviour::Corrupt,
+    )))
+    .await;
     p.server_replica.write("memory/a.md", b"the real content");
     let err = p.session(SessionMode::Pull, false).await.unwrap_err();
     assert_eq!(err.close_code(), CloseCode::BadChunk, "{err}");
@@ -474,4 +489,44 @@ async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() 
     p.sync().await;
     assert_eq!(p.client_replica.read("USER.md").unwrap(), b"still served");
     assert!(p.served().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_file_that_changed_on_the_sender_is_skipped_and_reported_not_torn() {
+    let changing = b"being rewritten while sent".to_vec();
+    let gone = botsync_engine::Hash::of(&changing);
+    let p = pair_with(Arc::new(Corrupting(
+        MemoryReplica::new(PeerId([0xcc; 32])),
+        Misbehaviour::Vanish(gone),
+    )))
+    .await;
+    p.server_replica.write("memory/steady.md", b"steady");
+    p.server_replica.write("memory/changing.md", &changing);
+    let report = p.session(SessionMode::Pull, false).await.unwrap();
+    let outcome = |path: &str| {
+        report
+            .pulled
+            .iter()
+            .find(|i| i.path.as_str() == path)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert_eq!(
+        outcome("memory/steady.md"),
+        botsync_engine::plan::Outcome::Done
+    );
+    assert_eq!(
+        outcome("memory/changing.md"),
+        botsync_engine::plan::Outcome::MissingChunks
+    );
+    assert_eq!(
+        p.client_replica.read("memory/steady.md").unwrap(),
+        b"steady"
+    );
+    assert_eq!(
+        p.client_replica.read("memory/changing.md"),
+        None,
+        "never written torn"
+    );
 }

@@ -1,0 +1,82 @@
+//! The workspace as a sync session sees it: chunks are served only from files it advertises and
+//! only while they still hold what was scanned; incoming versions are planned under its own rules.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+
+use botsync_engine::plan::Action;
+use botsync_engine::workspace::Workspace;
+use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
+
+fn open(dir: &std::path::Path) -> Workspace {
+    Workspace::init(dir, Some("test")).unwrap();
+    let local = Attribution {
+        peer: PeerId([1; 32]),
+        agent: AgentLabel::new("t"),
+    };
+    Workspace::open(dir, local).unwrap().0
+}
+
+#[test]
+fn a_chunk_is_served_only_while_its_file_still_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open(dir.path());
+    fs::create_dir_all(dir.path().join("memory")).unwrap();
+    fs::write(dir.path().join("memory/a.md"), b"original text").unwrap();
+    fs::write(dir.path().join("IDENTITY.md"), b"not synced").unwrap();
+    ws.refresh(1_000).unwrap();
+    let entry = ws
+        .entries(&[RelPath::new("memory/a.md").unwrap()])
+        .unwrap()
+        .remove(0);
+    let id = entry.chunks[0].id;
+    assert_eq!(ws.read_chunk(&id).unwrap().unwrap(), b"original text");
+    // A file the selection does not sync is never advertised, so its bytes are never served.
+    assert!(
+        ws.read_chunk(&botsync_engine::Hash::of(b"not synced"))
+            .unwrap()
+            .is_none()
+    );
+    // The file changes on disk after the scan (same size): the chunk no longer verifies, so it
+    // is refused rather than sent torn; the receiver reports it and retries next sync.
+    fs::write(dir.path().join("memory/a.md"), b"ORIGINAL text").unwrap();
+    assert!(ws.read_chunk(&id).unwrap().is_none());
+}
+
+#[test]
+fn incoming_versions_are_planned_under_our_own_rules() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    fs::create_dir_all(a_dir.path().join("config")).unwrap();
+    fs::write(a_dir.path().join("config/x.json"), b"{}").unwrap();
+    fs::write(a_dir.path().join("MEMORY.md"), b"m").unwrap();
+    // Pretend alpha syncs config/ (its own rules) by building its entry through a scan of a
+    // workspace that includes it.
+    let cfg = a_dir.path().join(".botsync/config.json");
+    fs::write(&cfg, r#"{"include": ["config/"]}"#).unwrap();
+    let local = Attribution {
+        peer: PeerId([2; 32]),
+        agent: AgentLabel::new("a"),
+    };
+    drop(a);
+    let a = Workspace::open(a_dir.path(), local).unwrap().0;
+    a.refresh(1_000).unwrap();
+    let offered = a
+        .entries(&[
+            RelPath::new("config/x.json").unwrap(),
+            RelPath::new("MEMORY.md").unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(offered.len(), 2);
+    let plan = b.plan(offered, 2_000).unwrap();
+    let action = |p: &str| {
+        plan.iter()
+            .find(|i| i.path().as_str() == p)
+            .unwrap()
+            .action
+            .clone()
+    };
+    assert_eq!(action("config/x.json"), Action::NotSelected);
+    assert_eq!(action("MEMORY.md"), Action::Take);
+}
