@@ -84,7 +84,7 @@ pub async fn run(endpoint: Endpoint, node: Arc<Node>) -> Result<()> {
             let peer = conn.peer_id();
             let opts = ServeOptions {
                 name: node.name.clone(),
-                streams: 8,
+                streams: 6,
             };
             match serve_session(conn.quinn().clone(), peer, Arc::clone(&node.replica), opts).await {
                 Ok(report) => info!(peer = %peer, applied = report.applied.len(), "session done"),

@@ -16,7 +16,7 @@ use crate::replica::Replica;
 
 /// Target raw bytes per request batch: large enough to fill the pipe, small enough to keep
 /// memory bounded (each stream holds at most one batch).
-const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+const BATCH_BYTES: u64 = 1024 * 1024;
 
 /// What a fetch brought.
 #[derive(Debug, Default)]

@@ -16,8 +16,8 @@ use crate::frame::{read_frame, write_frame};
 use crate::messages::{ChunkData, ErrorCode, Message};
 use crate::replica::Replica;
 
-/// Chunks read from disk per blocking call: bounds memory per stream (≤ 16 × 256 KiB).
-const READ_GROUP: usize = 16;
+/// Chunks read from disk per blocking call: bounds memory per stream (≤ 4 × 256 KiB).
+const READ_GROUP: usize = 4;
 
 /// Shared state of a session's request service.
 pub(crate) struct Service<R: Replica + ?Sized> {
