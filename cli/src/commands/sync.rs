@@ -134,6 +134,8 @@ pub(crate) async fn session_with(
         "0.0.0.0:0".parse()?
     };
     let endpoint = node.bind(bind)?;
+    // Rescan while the connection is being set up.
+    let pending = session::client::start_refresh(&node.replica);
     let conn = endpoint
         .connect(addr, peer.id)
         .await
@@ -149,12 +151,13 @@ pub(crate) async fn session_with(
         Some(b) => b.clone(),
         None => Arc::new(NoProgress),
     };
-    let result = session::client::run(
+    let result = session::client::run_with(
         conn.quinn(),
         peer.id,
         Arc::clone(&node.replica),
         &opts,
         progress,
+        pending,
     )
     .await;
     if let Some(b) = bar {

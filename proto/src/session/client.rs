@@ -13,7 +13,7 @@ use super::{
     blocking, chunks, descent, entries,
 };
 use crate::messages::{Features, Hello, Message, SessionMode};
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaError, Snapshot};
 
 /// Run one session as the initiator over `conn` with the peer `peer`.
 pub async fn run<R: Replica + ?Sized>(
@@ -23,8 +23,32 @@ pub async fn run<R: Replica + ?Sized>(
     opts: &SessionOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<SessionReport, SessionError> {
+    let pending = start_refresh(&replica);
+    run_with(conn, peer, replica, opts, progress, pending).await
+}
+
+/// A rescan running on a blocking thread, started before the connection is up so the two
+/// overlap (see [`run_with`]).
+pub type PendingRefresh = tokio::task::JoinHandle<Result<Snapshot, ReplicaError>>;
+
+/// Start bringing `replica` up to date on a blocking thread.
+pub fn start_refresh<R: Replica + ?Sized>(replica: &Arc<R>) -> PendingRefresh {
+    let r = Arc::clone(replica);
+    tokio::task::spawn_blocking(move || r.refresh())
+}
+
+/// Run one session as the initiator, with our rescan already under way. `Hello` goes out at
+/// once, so the responder rescans while we do; `Summary` follows when our rescan is done.
+pub async fn run_with<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    peer: PeerId,
+    replica: Arc<R>,
+    opts: &SessionOptions,
+    progress: Arc<dyn Progress>,
+    pending: PendingRefresh,
+) -> Result<SessionReport, SessionError> {
     let span = info_span!("session", peer = %peer, mode = ?opts.mode, dry_run = opts.dry_run);
-    run_inner(conn, peer, replica, opts, progress)
+    run_inner(conn, peer, replica, opts, progress, pending)
         .instrument(span)
         .await
 }
@@ -35,13 +59,13 @@ async fn run_inner<R: Replica + ?Sized>(
     replica: Arc<R>,
     opts: &SessionOptions,
     progress: Arc<dyn Progress>,
+    pending: PendingRefresh,
 ) -> Result<SessionReport, SessionError> {
     let mut report = SessionReport {
         peer: Some(peer),
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let snap = blocking(&replica, |r| r.refresh()).await?;
     let (send, recv) = conn.open_bi().await?;
     let mut ctl = Control {
         send,
@@ -52,6 +76,9 @@ async fn run_inner<R: Replica + ?Sized>(
     // Hello and Summary go together: a workspace already in sync costs one round trip.
     let hello = Hello::current(&opts.name, opts.agent.clone());
     ctl.send(&Message::Hello(hello.clone())).await?;
+    let snap = pending
+        .await
+        .map_err(|e| SessionError::Task(e.to_string()))??;
     ctl.send(&Message::Summary {
         root: snap.root,
         files: snap.files,

@@ -8,7 +8,7 @@ use botsync_engine::PeerId;
 use botsync_engine::plan::{Action, ItemReport};
 use tracing::{Instrument, debug, info_span};
 
-use super::client::dry_report;
+use super::client::{PendingRefresh, dry_report};
 use super::service::{self, Service};
 use super::{Advertised, Control, NoProgress, SessionError, blocking, chunks, entries};
 use crate::close::CloseCode;
@@ -67,6 +67,8 @@ pub async fn serve<R: Replica + ?Sized>(
                 "session did not start with hello".into(),
             ));
         };
+        // Rescan while the initiator rescans; the answer to its Summary waits for it.
+        let pending = super::client::start_refresh(&replica);
         let hello = Hello::current(&opts.name, botsync_engine::AgentLabel::default());
         ctl.send(&Message::Hello(hello.clone())).await?;
         let negotiated = match hello.negotiate(&theirs) {
@@ -94,7 +96,16 @@ pub async fn serve<R: Replica + ?Sized>(
             bytes_served: Arc::new(AtomicU64::new(0)),
         };
         let service_task = tokio::spawn(service::run(conn.clone(), svc));
-        let result = control_loop(&conn, peer, &replica, &opts, &advertised, &mut ctl).await;
+        let result = control_loop(
+            &conn,
+            peer,
+            &replica,
+            &opts,
+            &advertised,
+            &mut ctl,
+            Some(pending),
+        )
+        .await;
         service_task.abort();
         if let Err(e) = &result {
             e.close_code().close(&conn);
@@ -112,6 +123,7 @@ async fn control_loop<R: Replica + ?Sized>(
     opts: &ServeOptions,
     advertised: &Advertised,
     ctl: &mut Control,
+    mut pending: Option<PendingRefresh>,
 ) -> Result<ServeReport, SessionError> {
     let mut report = ServeReport::default();
     let mut offered = Vec::new();
@@ -128,8 +140,11 @@ async fn control_loop<R: Replica + ?Sized>(
         match msg {
             Message::Summary { root, .. } if !summarized => {
                 summarized = true;
-                // Fresh state: rescan (stat cache) before answering.
-                let snap = blocking(replica, |r| r.refresh()).await?;
+                // Fresh state: the rescan (stat cache) started at Hello must finish first.
+                let snap = match pending.take() {
+                    Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
+                    None => blocking(replica, |r| r.refresh()).await?,
+                };
                 report.in_sync = snap.root == root;
                 ctl.send(&Message::Summary {
                     root: snap.root,
