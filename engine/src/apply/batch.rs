@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
 use super::disk::{
-    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, temp_mode, time_from_ns,
+    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, time_from_ns,
 };
 use super::durable::{Durable, barrier};
 use super::{
@@ -178,9 +178,7 @@ fn stage<'a>(
             format!("assembled {len} bytes, entry says {}", target.size),
         ));
     }
-    let base = old
-        .map(|m| m.permissions().mode())
-        .unwrap_or_else(|| temp_mode(&temp.file));
+    let base = old.unwrap_or(&written).permissions().mode();
     let mode = file_mode(base, target.mode.executable);
     temp.file
         .set_permissions(fs::Permissions::from_mode(mode))

@@ -23,6 +23,11 @@
 //! - and the call succeeds. On failure (an I/O error anywhere on that file system, perhaps in a
 //!   file that is not ours) the members are fsynced one by one, so that each gets its own result.
 //!
+//! `syncfs` also writes back whatever else is dirty on that file system (the chunk store's newly
+//! received chunks, other programs' files), so it only pays off when it replaces many `fsync`s:
+//! a group of fewer than [`SYNCFS_MIN_TARGETS`] targets is fsynced one by one (a single 64 MiB
+//! file is quicker to fsync than the whole file system).
+//!
 //! Files are grouped by the device they are on (`st_dev`), so a workspace spanning mounts gets
 //! one `syncfs` per file system. This module only syncs; it does not decide when.
 
@@ -67,6 +72,10 @@ pub(super) fn barrier(
     let mut counts = SyncCounts::default();
     let mut one_by_one = Vec::new();
     for members in by_dev.values() {
+        if members.len() < SYNCFS_MIN_TARGETS {
+            one_by_one.extend_from_slice(members);
+            continue;
+        }
         // Any member stands for its file system.
         match members.first().map(|&i| sync_file_system(targets[i])) {
             Some(Ok(())) => counts.syncfs += 1,
@@ -138,6 +147,9 @@ fn release_at_least(release: &str, min: (u32, u32)) -> Option<bool> {
     Some((major, minor) >= min)
 }
 
+/// The fewest targets on one file system for which one `syncfs` replaces their `fsync`s.
+pub(super) const SYNCFS_MIN_TARGETS: usize = 8;
+
 /// `statfs` magic numbers of file systems whose `syncfs` writes back and commits everything:
 /// ext2/3/4, XFS, Btrfs, F2FS, tmpfs (nothing to write back).
 const SYNCFS_FILE_SYSTEMS: [i64; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
@@ -161,7 +173,9 @@ mod tests {
     #[test]
     fn every_target_gets_a_result_and_is_synced_once_per_device() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths: Vec<_> = (0..5).map(|i| tmp.path().join(format!("f{i}"))).collect();
+        let paths: Vec<_> = (0..SYNCFS_MIN_TARGETS)
+            .map(|i| tmp.path().join(format!("f{i}")))
+            .collect();
         let files: Vec<File> = paths
             .iter()
             .map(|p| {
@@ -188,6 +202,21 @@ mod tests {
                         fsync: targets.len()
                     },
             "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_few_targets_are_fsynced_one_by_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let targets = [Durable::Dir(tmp.path()); SYNCFS_MIN_TARGETS - 1];
+        let (results, counts) = barrier(&targets, |_| 7);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            counts,
+            SyncCounts {
+                syncfs: 0,
+                fsync: targets.len()
+            }
         );
     }
 
