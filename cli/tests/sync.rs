@@ -158,6 +158,11 @@ fn an_interrupted_transfer_resumes_without_resending_received_chunks() {
             assert_eq!(bytes, noise(200_000, i));
         }
     }
+    let kept = count_files(&a.path(".botsync/store"));
+    assert!(
+        kept >= 5,
+        "the chunks received before the abort were kept: {kept}"
+    );
     let json = a.ok(&["pull"]);
     // A third peer pulling everything from scratch tells how many chunks the data has.
     let c = Peer::new("gamma");
@@ -262,4 +267,17 @@ fn bad_input_is_a_usage_error() {
     let (code, json, _) = a.run(&["scan"]);
     assert_eq!(code, 2, "{json}");
     assert!(json["error"].as_str().unwrap().contains("bogus"));
+}
+
+fn count_files(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += count_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
 }

@@ -338,7 +338,12 @@ impl Workspace {
         Ok(self.chunks.put_verified(id, bytes)?)
     }
 
-    /// Carry out planned items received from `peer`, in order.
+    /// Carry out planned items received from a peer; one report per item, in item order.
+    ///
+    /// Index-only actions and conflict copies happen item by item; files to write or delete
+    /// are gathered and applied [`apply::BATCH_FILES`] at a time through [`apply::apply_batch`],
+    /// so a batch costs two file-system syncs and one index commit. An item whose path is
+    /// already waiting in the batch first flushes it, so it sees the earlier item's result.
     pub fn apply(
         &self,
         items: Vec<PlanItem>,
@@ -351,9 +356,55 @@ impl Workspace {
             now_ns,
         };
         let paths: Vec<RelPath> = items.iter().map(|i| i.remote.path.clone()).collect();
-        let mut reports = Vec::with_capacity(items.len());
+        let mut reports: Vec<ItemReport> = Vec::with_capacity(items.len());
+        // (report index, version to apply, local entry it replaces) waiting for the batch.
+        let mut batch: Vec<(usize, FileEntry, Option<LocalEntry>)> = Vec::new();
+        let mut waiting: HashSet<RelPath> = HashSet::new();
+        let flush = |batch: &mut Vec<(usize, FileEntry, Option<LocalEntry>)>,
+                     waiting: &mut HashSet<RelPath>,
+                     reports: &mut [ItemReport]| {
+            let apply_items: Vec<apply::ApplyItem<'_>> = batch
+                .iter()
+                .map(|(_, target, local)| apply::ApplyItem {
+                    target,
+                    expected: local.as_ref(),
+                })
+                .collect();
+            let results = apply::apply_batch(&ctx, &apply_items, &mut NoSource);
+            for ((at, _, _), result) in batch.iter().zip(results) {
+                let report = &mut reports[*at];
+                report.outcome = match result {
+                    Ok(ApplyOutcome::Written { .. } | ApplyOutcome::Deleted) => Outcome::Done,
+                    Ok(ApplyOutcome::AlreadyCurrent) => Outcome::Unchanged,
+                    Ok(ApplyOutcome::LocalChanged { .. }) => Outcome::LocalChanged,
+                    Ok(ApplyOutcome::MissingChunks { .. }) => Outcome::MissingChunks,
+                    Err(e) => {
+                        tracing::warn!(path = %report.path, error = %e, "apply failed");
+                        Outcome::Failed {
+                            reason: e.to_string(),
+                        }
+                    }
+                };
+            }
+            batch.clear();
+            waiting.clear();
+        };
         for item in items {
-            reports.push(self.apply_one(&ctx, item, now_ns));
+            if waiting.contains(item.path()) {
+                flush(&mut batch, &mut waiting, &mut reports);
+            }
+            let (report, file) = self.apply_one(&ctx, item, now_ns);
+            if let Some((target, local)) = file {
+                waiting.insert(target.path.clone());
+                batch.push((reports.len(), target, local));
+            }
+            reports.push(report);
+            if batch.len() >= apply::BATCH_FILES {
+                flush(&mut batch, &mut waiting, &mut reports);
+            }
+        }
+        if !batch.is_empty() {
+            flush(&mut batch, &mut waiting, &mut reports);
         }
         self.store.flush()?;
         self.reload(&paths)?;
@@ -366,7 +417,14 @@ impl Workspace {
         Ok(())
     }
 
-    fn apply_one(&self, ctx: &ApplyContext<'_>, item: PlanItem, now_ns: i64) -> ItemReport {
+    /// Start carrying out one item: its report, and the file to write or delete if any (the
+    /// report's outcome is then filled in by the batch).
+    fn apply_one(
+        &self,
+        ctx: &ApplyContext<'_>,
+        item: PlanItem,
+        now_ns: i64,
+    ) -> (ItemReport, Option<(FileEntry, Option<LocalEntry>)>) {
         let path = item.remote.path.clone();
         let mut report = ItemReport {
             path: path.clone(),
@@ -377,24 +435,27 @@ impl Workspace {
             conflict_copy: None,
         };
         match self.carry_out(ctx, &item, now_ns, &mut report) {
-            Ok(outcome) => report.outcome = outcome,
+            Ok(file) => (report, file),
             Err(e) => {
                 tracing::warn!(path = %path, error = %e, "apply failed");
                 report.outcome = Outcome::Failed {
                     reason: e.to_string(),
                 };
+                (report, None)
             }
         }
-        report
     }
 
+    /// Do the index-only part of an item (and keep the conflict copy of a file about to be
+    /// replaced); returns the version to apply and the local entry it replaces, if the item
+    /// writes or deletes a file.
     fn carry_out(
         &self,
         ctx: &ApplyContext<'_>,
         item: &PlanItem,
         _now_ns: i64,
         report: &mut ItemReport,
-    ) -> Result<Outcome, WorkspaceError> {
+    ) -> Result<Option<(FileEntry, Option<LocalEntry>)>, WorkspaceError> {
         let local = self.store.local_get(&item.remote.path)?;
         let mut target = item.remote.clone();
         target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
@@ -402,7 +463,7 @@ impl Workspace {
             Action::Nothing
             | Action::KeepConflict
             | Action::CaseCollision { .. }
-            | Action::NotSelected => Ok(Outcome::Unchanged),
+            | Action::NotSelected => Ok(None),
             Action::MergeVersion | Action::RecordTombstone => {
                 let updated = match local {
                     Some(mut l) => {
@@ -416,7 +477,7 @@ impl Workspace {
                     },
                 };
                 self.store.commit_local([LocalUpdate::Put(updated)])?;
-                Ok(Outcome::Unchanged)
+                Ok(None)
             }
             Action::Take | Action::Delete | Action::TakeConflict => {
                 if item.action == Action::TakeConflict
@@ -425,13 +486,7 @@ impl Workspace {
                     report.conflict_copy =
                         self.keep_conflict_copy(&l.entry, &item.remote, ctx.now_ns)?;
                 }
-                let outcome = apply::apply_entry(ctx, &target, local.as_ref(), &mut NoSource)?;
-                Ok(match outcome {
-                    ApplyOutcome::Written { .. } | ApplyOutcome::Deleted => Outcome::Done,
-                    ApplyOutcome::AlreadyCurrent => Outcome::Unchanged,
-                    ApplyOutcome::LocalChanged { .. } => Outcome::LocalChanged,
-                    ApplyOutcome::MissingChunks { .. } => Outcome::MissingChunks,
-                })
+                Ok(Some((target, local)))
             }
         }
     }

@@ -9,13 +9,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use botsync_engine::apply::{
-    ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, NoSource, SourceError,
-    TEMP_PREFIX, apply_batch, apply_entry, missing_chunks,
+    ApplyContext, ApplyError, ApplyItem, ApplyOutcome, BATCH_FILES, ChunkSource, NoSource,
+    SourceError, TEMP_PREFIX, apply_batch, apply_entry, missing_chunks,
 };
 use botsync_engine::chunk::ChunkerKind;
 use botsync_engine::chunkstore::ChunkStore;
 use botsync_engine::chunktree::content_hash;
+use botsync_engine::plan::{Action, Outcome};
 use botsync_engine::store::{HistoryAction, LocalUpdate, Store};
+use botsync_engine::workspace::Workspace as Replica;
 use botsync_engine::{
     AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
     LocalEntry, Mode, PeerId, RelPath, StatSig, VersionVector,
@@ -642,4 +644,151 @@ fn a_deletion_of_a_file_already_deleted_here_converges() {
         ws.store.local_get(&tombstone.path).unwrap().unwrap().entry,
         tombstone
     );
+}
+
+/// A real replica (index, chunk store, selection) that received `files` from the laptop: every
+/// chunk staged in its chunk store, as a sync does before applying. Returns the incoming versions.
+fn receive(
+    replica: &Replica,
+    files: &[(String, Vec<u8>)],
+    parents: &[Option<&FileEntry>],
+) -> Vec<FileEntry> {
+    files
+        .iter()
+        .zip(parents)
+        .map(|((path, bytes), parent)| {
+            let (mut entry, chunks) = version(path, bytes, LAPTOP);
+            for (id, b) in &chunks {
+                replica.put_chunk(id, b).unwrap();
+            }
+            if let Some(parent) = parent {
+                entry.version = parent.version.clone();
+                entry.version.increment(LAPTOP);
+                entry.parent = Some(parent.content);
+            }
+            entry
+        })
+        .collect()
+}
+
+fn open_replica(root: &Path) -> Replica {
+    Replica::init(root, None).unwrap();
+    let me = Attribution {
+        peer: ME,
+        agent: AgentLabel::new("desk-agent"),
+    };
+    Replica::open(root, me).unwrap().0
+}
+
+#[test]
+fn more_than_a_batch_of_new_notes_lands_whole_with_one_index_entry_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let replica = open_replica(tmp.path());
+    let count = BATCH_FILES + 88;
+    let files: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            (
+                format!("memory/d{:02}/note-{i:04}.md", i % 7),
+                notes(2 + i % 5, &format!("note {i}")),
+            )
+        })
+        .collect();
+    let incoming = receive(&replica, &files, &vec![None; count]);
+    let plan = replica.plan(incoming.clone(), NOW).unwrap();
+
+    let reports = replica.apply(plan, NOW).unwrap();
+
+    assert_eq!(reports.len(), count);
+    for (report, ((path, bytes), entry)) in reports.iter().zip(files.iter().zip(&incoming)) {
+        assert_eq!(report.path.as_str(), path);
+        assert_eq!(report.outcome, Outcome::Done, "{path}");
+        let on_disk = tmp.path().join(path);
+        assert_eq!(fs::read(&on_disk).unwrap(), *bytes, "{path}");
+        let recorded = replica.store().local_get(&entry.path).unwrap().unwrap();
+        assert_eq!(recorded.entry.content, entry.content, "{path}");
+        assert_eq!(recorded.entry.chunks, entry.chunks, "{path}");
+        assert_eq!(recorded.recorded_at_ns, NOW);
+        let meta = fs::metadata(&on_disk).unwrap();
+        let stat = recorded.stat.unwrap();
+        assert_eq!((stat.ino, stat.size), (meta.ino(), meta.len()), "{path}");
+    }
+    assert_eq!(replica.store().local_all().unwrap().len(), count);
+    assert_eq!(replica.store().history_recent(10_000).unwrap().len(), count);
+    assert_eq!(
+        replica.snapshot().1,
+        count as u64,
+        "the Merkle tree has every file"
+    );
+    let mut leftovers = Vec::new();
+    for dir in fs::read_dir(tmp.path().join("memory")).unwrap().flatten() {
+        for f in fs::read_dir(dir.path()).unwrap().flatten() {
+            if f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                leftovers.push(f.path());
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_note_edited_during_a_batched_sync_is_kept_and_the_rest_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let replica = open_replica(tmp.path());
+    let count = 60;
+    let paths: Vec<String> = (0..count)
+        .map(|i| format!("memory/day-{i:02}.md"))
+        .collect();
+    fs::create_dir_all(tmp.path().join("memory")).unwrap();
+    for (i, p) in paths.iter().enumerate() {
+        fs::write(tmp.path().join(p), notes(3, &format!("desk {i}"))).unwrap();
+    }
+    // Scanned a minute later, so the stat cache trusts every file.
+    let scanned_at = wall_clock_ns() + 60_000_000_000;
+    replica.refresh(scanned_at).unwrap();
+    let ours: Vec<FileEntry> = paths
+        .iter()
+        .map(|p| {
+            let path = RelPath::new(p).unwrap();
+            replica.store().local_get(&path).unwrap().unwrap().entry
+        })
+        .collect();
+    let theirs: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.clone(), notes(4, &format!("laptop {i}"))))
+        .collect();
+    let parents: Vec<Option<&FileEntry>> = ours.iter().map(Some).collect();
+    let incoming = receive(&replica, &theirs, &parents);
+    let plan = replica.plan(incoming, scanned_at).unwrap();
+    assert!(plan.iter().all(|i| i.action == Action::Take), "{plan:?}");
+    // The desk agent appends to one note after the sync was planned.
+    let edited = 17;
+    let mut mine = notes(3, &format!("desk {edited}"));
+    mine.extend_from_slice(b"- one more thing\n");
+    fs::write(tmp.path().join(&paths[edited]), &mine).unwrap();
+
+    let reports = replica.apply(plan, scanned_at).unwrap();
+
+    for (i, report) in reports.iter().enumerate() {
+        let on_disk = fs::read(tmp.path().join(&paths[i])).unwrap();
+        if i == edited {
+            assert_eq!(report.outcome, Outcome::LocalChanged);
+            assert_eq!(on_disk, mine, "the local edit is never clobbered");
+            let recorded = replica.store().local_get(&report.path).unwrap().unwrap();
+            assert_eq!(
+                recorded.entry.content, ours[i].content,
+                "the index still has ours"
+            );
+        } else {
+            assert_eq!(report.outcome, Outcome::Done, "{}", paths[i]);
+            assert_eq!(on_disk, theirs[i].1);
+        }
+    }
+}
+
+fn wall_clock_ns() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_nanos()).unwrap()
 }

@@ -1,29 +1,31 @@
-//! The steps of apply, run over a batch of entries so that their fsyncs overlap.
+//! The steps of apply, run over a batch of entries so that one sync covers them all.
 //!
 //! Each entry goes through the same steps as a single apply, in the same order: assemble a
-//! verified temp file; fsync it; re-check the target; keep the old version; rename (or unlink);
-//! fsync the directory; record in the index. A batch runs each step for all entries before the
-//! next step, so the fsyncs of many files (and of their shared directories, once each) run
-//! concurrently instead of one after another. Entries fail independently.
+//! verified temp file; make it durable; re-check the target; keep the old version; rename (or
+//! unlink); make the directory entry durable; record in the index. A batch runs each step for
+//! all entries before the next step, so the two durability barriers are taken once per batch (one
+//! `syncfs` each, see [`super::durable`]) instead of once per file, and the index and history
+//! are written in one commit each. Entries fail independently.
 //!
-//! This module owns the order of the steps; the file-system checks live in [`super::disk`] and
-//! chunk assembly in [`super::assemble`].
+//! This module owns the order of the steps; the file-system checks live in [`super::disk`],
+//! chunk assembly in [`super::assemble`] and the barriers in [`super::durable`].
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
 use super::disk::{
-    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, temp_mode, time_from_ns,
+    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, time_from_ns,
 };
+use super::durable::{Durable, barrier};
 use super::{
     ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, TEMP_PREFIX, check_entry,
     invalid, io_err,
 };
-use crate::chunkstore::{create_temp, parallel_sync};
+use crate::chunkstore::create_temp;
 use crate::entry::{FileEntry, LocalEntry};
 use crate::path::RelPath;
 use crate::store::{HistoryAction, HistoryRecord, LocalUpdate};
@@ -40,10 +42,17 @@ enum Step<'a> {
     Delete {
         fs_path: PathBuf,
         dir: PathBuf,
+        /// The device the file is on.
+        dev: u64,
         old: &'a LocalEntry,
     },
-    /// Changed on disk; waits for its directory's fsync, then the index.
-    Placed { pending: Pending, dir: PathBuf },
+    /// Changed on disk; waits for its directory entry to be durable, then the index.
+    Placed {
+        pending: Pending,
+        dir: PathBuf,
+        /// The device the directory is on.
+        dev: u64,
+    },
 }
 
 /// An assembled, verified temp file.
@@ -51,6 +60,8 @@ struct Staged {
     temp: TempFile,
     fs_path: PathBuf,
     dir: PathBuf,
+    /// The device the temp file (and so its directory) is on.
+    dev: u64,
     /// True if a file was at the target when the temp file was made.
     old_present: bool,
     from_local: u64,
@@ -112,10 +123,15 @@ fn prepare<'a>(
         let old = item
             .expected
             .filter(|e| !e.entry.is_tombstone() && meta.is_some());
-        return Ok(match old {
-            Some(old) => Step::Delete { fs_path, dir, old },
+        return Ok(match (old, meta) {
+            (Some(old), Some(meta)) => Step::Delete {
+                fs_path,
+                dir,
+                dev: meta.dev(),
+                old,
+            },
             // Not reached: a file the plan did not expect reads as changed above.
-            None => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
+            _ => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
         });
     }
     if let (Some(meta), Some(exp)) = (&meta, item.expected)
@@ -151,20 +167,18 @@ fn stage<'a>(
         })));
     }
     let t = &temp.path;
-    let len = temp
+    let written = temp
         .file
         .metadata()
-        .map_err(|e| io_err(path, "checking", t, e))?
-        .len();
+        .map_err(|e| io_err(path, "checking", t, e))?;
+    let len = written.len();
     if len != target.size {
         return Err(invalid(
             path,
             format!("assembled {len} bytes, entry says {}", target.size),
         ));
     }
-    let base = old
-        .map(|m| m.permissions().mode())
-        .unwrap_or_else(|| temp_mode(&temp.file));
+    let base = old.unwrap_or(&written).permissions().mode();
     let mode = file_mode(base, target.mode.executable);
     temp.file
         .set_permissions(fs::Permissions::from_mode(mode))
@@ -176,6 +190,7 @@ fn stage<'a>(
         temp,
         fs_path,
         dir,
+        dev: written.dev(),
         old_present: old.is_some(),
         from_local: assembled.from_local,
         from_store: assembled.from_store,
@@ -187,29 +202,35 @@ fn stage<'a>(
     }))
 }
 
-/// fsync every staged temp file, concurrently; a failure drops (and removes) that temp file.
+/// First barrier: make every staged temp file's data durable before any is renamed. A file that
+/// cannot be synced is dropped (and its temp file removed).
 fn sync_staged(steps: &mut [Step<'_>], items: &[ApplyItem<'_>]) {
-    let staged: Vec<usize> = (0..steps.len())
-        .filter(|&i| matches!(steps[i], Step::Staged(_)))
+    let staged: Vec<(usize, &Staged)> = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| match step {
+            Step::Staged(s) => Some((i, s)),
+            _ => None,
+        })
         .collect();
-    let results = {
-        let files: Vec<&fs::File> = staged
-            .iter()
-            .filter_map(|&i| match &steps[i] {
-                Step::Staged(s) => Some(&s.temp.file),
-                _ => None,
-            })
-            .collect();
-        parallel_sync(&files, |f| f.sync_all())
-    };
-    for (&i, result) in staged.iter().zip(results) {
-        if let Err(e) = result {
-            let tmp = match &steps[i] {
-                Step::Staged(s) => s.temp.path.clone(),
-                _ => PathBuf::new(),
-            };
-            steps[i] = Step::Done(Err(io_err(&items[i].target.path, "syncing", tmp, e)));
-        }
+    let targets: Vec<Durable<'_>> = staged
+        .iter()
+        .map(|(_, s)| Durable::File(&s.temp.file))
+        .collect();
+    let (results, counts) = barrier(&targets, |k| staged[k].1.dev);
+    tracing::debug!(
+        files = targets.len(),
+        syncfs = counts.syncfs,
+        fsync = counts.fsync,
+        "new data durable"
+    );
+    let failed: Vec<(usize, PathBuf, io::Error)> = staged
+        .iter()
+        .zip(results)
+        .filter_map(|((i, s), r)| r.err().map(|e| (*i, s.temp.path.clone(), e)))
+        .collect();
+    for (i, tmp, e) in failed {
+        steps[i] = Step::Done(Err(io_err(&items[i].target.path, "syncing", tmp, e)));
     }
 }
 
@@ -268,9 +289,15 @@ fn place<'a>(
                     history: Some(history),
                 },
                 dir: s.dir,
+                dev: s.dev,
             })
         }
-        Step::Delete { fs_path, dir, old } => {
+        Step::Delete {
+            fs_path,
+            dir,
+            dev,
+            old,
+        } => {
             keep_version(ctx, path, &fs_path, &old.entry)?;
             if let LocalState::Changed = local_state(path, &fs_path, item.expected)? {
                 return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
@@ -289,30 +316,44 @@ fn place<'a>(
                 local,
                 history: Some(history),
             };
-            Ok(Step::Placed { pending, dir })
+            Ok(Step::Placed { pending, dir, dev })
         }
         other => Ok(other),
     }
 }
 
-/// fsync each directory that had an entry renamed into or unlinked from it, once.
+/// Second barrier: make every rename and unlink durable before the index records it. Each
+/// directory that had an entry renamed into or unlinked from it is a target once; if its sync
+/// fails, every entry placed in it is reported failed (the file is in place, the index does not
+/// know it yet: a rescan records it).
 fn sync_dirs(steps: &mut [Step<'_>], items: &[ApplyItem<'_>]) {
-    let mut by_dir: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+    let mut by_dir: BTreeMap<(&PathBuf, u64), Vec<usize>> = BTreeMap::new();
     for (i, step) in steps.iter().enumerate() {
-        if let Step::Placed { dir, .. } = step {
-            by_dir.entry(dir.clone()).or_default().push(i);
+        if let Step::Placed { dir, dev, .. } = step {
+            by_dir.entry((dir, *dev)).or_default().push(i);
         }
     }
-    let dirs: Vec<&PathBuf> = by_dir.keys().collect();
-    let results = parallel_sync(&dirs, |d| fs::File::open(d).and_then(|f| f.sync_all()));
-    for ((dir, members), result) in by_dir.iter().zip(results) {
-        let Err(e) = result else { continue };
-        for &i in members {
+    let dirs: Vec<(&PathBuf, u64)> = by_dir.keys().copied().collect();
+    let targets: Vec<Durable<'_>> = dirs.iter().map(|(d, _)| Durable::Dir(d)).collect();
+    let (results, counts) = barrier(&targets, |k| dirs[k].1);
+    tracing::debug!(
+        directories = targets.len(),
+        syncfs = counts.syncfs,
+        fsync = counts.fsync,
+        "renames durable"
+    );
+    let failed: Vec<(PathBuf, Vec<usize>, io::Error)> = by_dir
+        .into_iter()
+        .zip(results)
+        .filter_map(|(((dir, _), members), r)| r.err().map(|e| (dir.clone(), members, e)))
+        .collect();
+    for (dir, members, e) in failed {
+        for i in members {
             let copy = io::Error::new(e.kind(), e.to_string());
             steps[i] = Step::Done(Err(io_err(
                 &items[i].target.path,
                 "syncing directory",
-                dir,
+                &dir,
                 copy,
             )));
         }

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -152,12 +152,6 @@ pub(super) fn file_mode(base: u32, executable: bool) -> u32 {
     } else {
         base & !0o111
     }
-}
-
-pub(super) fn temp_mode(file: &File) -> u32 {
-    file.metadata()
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0o644)
 }
 
 pub(super) fn time_from_ns(ns: i64) -> SystemTime {
