@@ -169,10 +169,16 @@ fn an_interrupted_transfer_resumes_without_resending_received_chunks() {
     b.add(&c, 7474);
     c.add(&b, _server.port);
     let total = counter(&c.ok(&["pull"]), "chunks_received");
-    assert_eq!(
-        counter(&json, "chunks_received"),
-        total - 5,
-        "kept chunks were fetched again"
+    // The first run kept at least 5 chunks (other streams may have kept a few more before the
+    // process died); none of them travels again.
+    let received = counter(&json, "chunks_received");
+    assert!(
+        received <= total - 5,
+        "kept chunks were fetched again: {received} of {total}"
+    );
+    assert!(
+        received + kept >= total,
+        "{received} received + {kept} kept < {total}"
     );
     assert_eq!(a.tree(), b.tree());
 }
