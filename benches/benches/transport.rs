@@ -5,11 +5,15 @@
 //! unidirectional streams of one connection, over TCP on one TLS stream. An iteration ends when
 //! the receiver has every byte (QUIC: every stream finished; TCP: a one-byte acknowledgement).
 //!
-//! Variants: `quic_tailscale_mtu` is the shipped configuration (UDP payload capped at 1232 bytes
-//! so packets fit Tailscale's 1280-byte tunnel); `quic_lan_mtu` lets MTU discovery reach 1452
-//! (a 1500-byte Ethernet path) to show what the cap costs on loopback.
+//! Variants: `quic_loopback_mtu` is what botsync ships for a loopback peer (MTU discovery up to
+//! 65507-byte datagrams, segmentation offload off); `quic_tailscale_mtu` forces the bound every
+//! other peer gets (1232 bytes, so packets fit Tailscale's 1280-byte tunnel) to show what the cap
+//! costs on loopback.
 //!
-//! Run: `cargo bench -p botsync-benches --bench transport`
+//! Run: `cargo bench -p botsync-benches --bench transport`. To compare other loopback bounds, add
+//! them with `BOTSYNC_BENCH_MTUS=4096,16384` (variants `quic_mtu_N`); `BOTSYNC_BENCH_STATS=1`
+//! prints each QUIC sender's path statistics (reached MTU, losses, black holes) when its variant
+//! ends.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -47,18 +51,36 @@ fn transport(c: &mut Criterion) {
         b.iter(|| rt.block_on(tcp.transfer(&payload)));
     });
 
-    for (name, max_mtu) in [("quic_tailscale_mtu", 1232), ("quic_lan_mtu", 1452)] {
+    for (name, loopback_max_mtu) in quic_variants() {
         let options = EndpointOptions {
-            max_mtu,
+            loopback_max_mtu,
             ..EndpointOptions::default()
         };
         let quic = rt.block_on(QuicPair::new(options));
-        group.bench_function(name, |b| {
+        group.bench_function(&name, |b| {
             b.iter(|| rt.block_on(quic.transfer(&payload)));
         });
         rt.block_on(quic.close());
     }
     group.finish();
+}
+
+/// The QUIC variants: name and the MTU discovery bound towards the loopback peer.
+/// `BOTSYNC_BENCH_MTUS=4096,8192` adds a sweep of other bounds (used to choose the default).
+fn quic_variants() -> Vec<(String, u16)> {
+    let mut variants = vec![
+        ("quic_tailscale_mtu".to_owned(), 1232),
+        (
+            "quic_loopback_mtu".to_owned(),
+            EndpointOptions::default().loopback_max_mtu,
+        ),
+    ];
+    if let Ok(list) = std::env::var("BOTSYNC_BENCH_MTUS") {
+        for mtu in list.split(',').filter_map(|m| m.trim().parse::<u16>().ok()) {
+            variants.push((format!("quic_mtu_{mtu}"), mtu));
+        }
+    }
+    variants
 }
 
 /// A connected pair of botsync endpoints and a receiver task draining incoming streams.
@@ -129,6 +151,10 @@ impl QuicPair {
     }
 
     async fn close(&self) {
+        if std::env::var_os("BOTSYNC_BENCH_STATS").is_some() {
+            let s = self.sender.stats();
+            eprintln!("sender path: {:?}; udp sent: {:?}", s.path, s.udp_tx);
+        }
         self.sender.close(botsync_proto::close::CloseCode::Done);
         self.dialer.wait_idle().await;
     }

@@ -7,13 +7,34 @@
 //! sent over a connection (that is the session) nor where peer addresses come from (peers.json,
 //! read by the CLI).
 //!
+//! # Path MTU: Tailscale everywhere, except loopback
+//!
+//! Every connection starts at 1200-byte UDP payloads and MTU discovery may grow them up to
+//! [`EndpointOptions::max_mtu`] (1232: packets fit Tailscale's 1280-byte tunnel). The one
+//! exception is a peer whose address is loopback (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z` on a
+//! dual-stack socket): no tunnel sits between two processes on one machine, the loopback
+//! interface carries 64 KiB packets, and bulk throughput there is bounded by the CPU cost per
+//! packet (encryption, acknowledgements, system calls). Such connections use
+//! [`EndpointOptions::loopback_max_mtu`] (the largest IPv4 UDP payload, 65507) as their discovery
+//! bound, on both sides: the dialer picks its transport by the address it dials
+//! ([`Endpoint::connect`]), the listener by the address an attempt comes from
+//! ([`Incoming::accept`]). [`EndpointOptions::transport_config_for`] is that rule in one place.
+//! Loopback connections also turn segmentation offload (GSO) off: quinn batches up to 10
+//! datagrams in one send, and a batch of datagrams above 6550 bytes exceeds what one UDP send may
+//! carry (see `exceeds_gso_batch`). The endpoint accepts datagrams up to the larger of the two bounds from any
+//! peer (QUIC's `max_udp_payload_size`); a non-loopback peer still never *sends* more than its own
+//! bound. quinn sizes its receive buffer from that value (up to 64 KiB × 64 GRO segments × 32
+//! datagrams of address space), but the kernel writes at most one 64 KiB datagram or GRO batch
+//! per slot, so only a few MiB of it is ever resident (12 MiB peak RSS for two endpoints moving
+//! 16 MiB each way in `tests/handshake.rs`).
+//!
 //! A dialer's QUIC handshake completes before the listener has checked the dialer's certificate;
 //! [`Endpoint::connect`] therefore also waits for the listener's `HANDSHAKE_DONE` (the handshake
 //! is *confirmed*, RFC 9001 §4.1.2), so a listener that refuses us fails `connect` itself instead
 //! of the first stream operation.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +63,10 @@ pub struct EndpointOptions {
     /// Largest UDP payload MTU discovery may probe: 1232 = 1280 (Tailscale's tunnel MTU, also the
     /// IPv6 minimum) − 40 (IPv6 header) − 8 (UDP header).
     pub max_mtu: u16,
+    /// UDP payload size used from the first packet to a loopback peer (see the module docs).
+    pub loopback_initial_mtu: u16,
+    /// Largest UDP payload MTU discovery may probe towards a loopback peer (see the module docs).
+    pub loopback_max_mtu: u16,
     /// Send a keep-alive after this much silence (well below `idle_timeout`, so NAT and Tailscale
     /// mappings stay open).
     pub keep_alive: Duration,
@@ -70,6 +95,8 @@ impl Default for EndpointOptions {
             connect_timeout: Duration::from_secs(10),
             initial_mtu: 1200,
             max_mtu: 1232,
+            loopback_initial_mtu: LOOPBACK_INITIAL_MTU,
+            loopback_max_mtu: LOOPBACK_MAX_MTU,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             connection_window: 4 << 20,
@@ -82,13 +109,52 @@ impl Default for EndpointOptions {
 }
 
 impl EndpointOptions {
-    /// The quinn transport configuration these options describe.
+    /// The quinn transport configuration for a peer at a non-loopback address (every path that
+    /// may cross a Tailscale tunnel).
     pub fn transport_config(&self) -> TransportConfig {
+        self.transport_with_mtu(self.initial_mtu, self.max_mtu)
+    }
+
+    /// The quinn transport configuration for a peer at `remote`: for a loopback address the
+    /// loopback MTU bounds and no segmentation offload (see the module docs),
+    /// [`EndpointOptions::transport_config`] otherwise.
+    pub fn transport_config_for(&self, remote: SocketAddr) -> TransportConfig {
+        if is_loopback(remote.ip()) {
+            self.loopback_transport_config()
+        } else {
+            self.transport_config()
+        }
+    }
+
+    fn loopback_transport_config(&self) -> TransportConfig {
+        let mut t = self.transport_with_mtu(self.loopback_initial_mtu, self.loopback_max_mtu);
+        if exceeds_gso_batch(self.loopback_max_mtu) {
+            t.enable_segmentation_offload(false);
+        }
+        t
+    }
+
+    /// The (initial, maximum) UDP payload sizes for a peer at `remote`.
+    pub fn mtu_bounds_for(&self, remote: SocketAddr) -> (u16, u16) {
+        if is_loopback(remote.ip()) {
+            (self.loopback_initial_mtu, self.loopback_max_mtu)
+        } else {
+            (self.initial_mtu, self.max_mtu)
+        }
+    }
+
+    /// The largest UDP payload this endpoint accepts from any peer: the larger of the two
+    /// discovery bounds, never below QUIC's 1200-byte minimum.
+    pub fn max_accepted_payload(&self) -> u16 {
+        self.max_mtu.max(self.loopback_max_mtu).max(QUIC_MIN_MTU)
+    }
+
+    fn transport_with_mtu(&self, initial_mtu: u16, max_mtu: u16) -> TransportConfig {
         let mut t = TransportConfig::default();
-        t.initial_mtu(self.initial_mtu);
-        if self.max_mtu > self.initial_mtu {
+        t.initial_mtu(initial_mtu);
+        if max_mtu > initial_mtu {
             let mut discovery = MtuDiscoveryConfig::default();
-            discovery.upper_bound(self.max_mtu);
+            discovery.upper_bound(max_mtu);
             t.mtu_discovery_config(Some(discovery));
         } else {
             t.mtu_discovery_config(None);
@@ -112,7 +178,7 @@ pub struct Endpoint {
     quinn: quinn::Endpoint,
     identity: Arc<Identity>,
     allowed: AllowedPeers,
-    transport: Arc<TransportConfig>,
+    transports: Transports,
     options: EndpointOptions,
 }
 
@@ -135,19 +201,24 @@ impl Endpoint {
         options: EndpointOptions,
     ) -> Result<Endpoint, EndpointError> {
         let identity = identity.into();
-        let transport = Arc::new(options.transport_config());
-        let (server, _slot) = quic_server_config(&identity, &allowed, &transport)?;
+        let transports = Transports::new(&options);
+        let (server, _slot) = quic_server_config(&identity, &allowed, &transports.wide)?;
+        let mut endpoint_config = EndpointConfig::default();
+        let accepted = options.max_accepted_payload().min(QUIC_MAX_UDP_PAYLOAD);
+        endpoint_config
+            .max_udp_payload_size(accepted)
+            .map_err(|_| EndpointError::PayloadSize { bytes: accepted })?;
         let bind_err = |source| EndpointError::Bind { addr, source };
         let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
         size_socket_buffers(&socket, options.socket_buffer);
         let runtime = quinn::default_runtime().ok_or(EndpointError::NoRuntime)?;
-        let quinn = quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
+        let quinn = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
             .map_err(bind_err)?;
         Ok(Endpoint {
             quinn,
             identity,
             allowed,
-            transport,
+            transports,
             options,
         })
     }
@@ -164,7 +235,7 @@ impl Endpoint {
             reason: e.to_string(),
         })?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(self.transport.clone());
+        config.transport_config(self.transports.for_peer(addr));
         let connecting = self
             .quinn
             .connect_with(config, addr, CERT_SUBJECT)
@@ -209,7 +280,7 @@ impl Endpoint {
             inner,
             identity: self.identity.clone(),
             allowed: self.allowed.clone(),
-            transport: self.transport.clone(),
+            transports: self.transports.clone(),
             timeout: self.options.connect_timeout,
         })
     }
@@ -285,7 +356,7 @@ pub struct Incoming {
     inner: quinn::Incoming,
     identity: Arc<Identity>,
     allowed: AllowedPeers,
-    transport: Arc<TransportConfig>,
+    transports: Transports,
     timeout: Duration,
 }
 
@@ -299,8 +370,10 @@ impl Incoming {
     /// and proves it holds the matching key.
     pub async fn accept(self) -> Result<Connection, AcceptError> {
         let addr = self.inner.remote_address();
-        // One TLS configuration per attempt, so its verdict slot belongs to this handshake alone.
-        let (config, slot) = quic_server_config(&self.identity, &self.allowed, &self.transport)
+        // One TLS configuration per attempt, so its verdict slot belongs to this handshake alone;
+        // its transport follows the attempt's address (loopback peers get the loopback MTU).
+        let transport = self.transports.for_peer(addr);
+        let (config, slot) = quic_server_config(&self.identity, &self.allowed, &transport)
             .map_err(AcceptError::Config)?;
         let connecting = self
             .inner
@@ -394,6 +467,12 @@ pub enum EndpointError {
     QuicTls {
         /// What quinn said.
         reason: String,
+    },
+    /// quinn refused the largest accepted UDP payload (outside 1200..=65527).
+    #[error("udp payload size {bytes} is outside quic's range 1200..=65527: fix the mtu options")]
+    PayloadSize {
+        /// The size asked for.
+        bytes: u16,
     },
     /// `bind` was called outside a tokio runtime.
     #[error("the quic endpoint needs a tokio runtime; bind it from inside one")]
@@ -534,6 +613,49 @@ pub enum AcceptError {
     },
 }
 
+/// The two transport configurations an endpoint hands out, built once at bind.
+#[derive(Debug, Clone)]
+struct Transports {
+    /// For every peer that may sit behind a tunnel.
+    wide: Arc<TransportConfig>,
+    /// For peers on a loopback address.
+    loopback: Arc<TransportConfig>,
+}
+
+impl Transports {
+    fn new(options: &EndpointOptions) -> Transports {
+        Transports {
+            wide: Arc::new(options.transport_config()),
+            loopback: Arc::new(options.loopback_transport_config()),
+        }
+    }
+
+    fn for_peer(&self, remote: SocketAddr) -> Arc<TransportConfig> {
+        if is_loopback(remote.ip()) {
+            self.loopback.clone()
+        } else {
+            self.wide.clone()
+        }
+    }
+}
+
+/// Whether a GSO batch of datagrams of `mtu` bytes could exceed what one `sendmsg` may carry.
+///
+/// quinn hands the kernel up to [`QUINN_GSO_SEGMENTS`] datagrams in one segmentation-offload
+/// send; their total is limited to the largest UDP payload (65507 bytes over IPv4). A larger batch
+/// fails with `EMSGSIZE`, which quinn-udp drops silently (it expects that error only from MTU
+/// probes): every datagram of the batch is lost, the loss reads as a black hole, and the path
+/// falls back to 1200 bytes. Above 6550 bytes per datagram, segmentation offload must be off.
+fn exceeds_gso_batch(mtu: u16) -> bool {
+    usize::from(mtu) * QUINN_GSO_SEGMENTS > usize::from(MAX_IPV4_UDP_PAYLOAD)
+}
+
+/// Whether `ip` is a loopback address, IPv4-mapped IPv6 included (what a dual-stack socket
+/// reports for an IPv4 peer).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 fn quic_server_config(
     identity: &Identity,
     allowed: &AllowedPeers,
@@ -597,6 +719,27 @@ async fn wait_confirmed(conn: &quinn::Connection) -> Result<(), ConnectionError>
     }
 }
 
+/// QUIC's smallest allowed UDP payload (RFC 9000 §14).
+const QUIC_MIN_MTU: u16 = 1200;
+
+/// The largest UDP payload quinn allows (65535 − 8-byte UDP header, reachable over IPv6).
+const QUIC_MAX_UDP_PAYLOAD: u16 = 65527;
+
+/// The largest UDP payload over IPv4: 65535 − 20 (IPv4 header) − 8 (UDP header).
+const MAX_IPV4_UDP_PAYLOAD: u16 = 65507;
+
+/// Datagrams quinn 0.11 puts in one segmentation-offload send (`MAX_TRANSMIT_SEGMENTS`).
+const QUINN_GSO_SEGMENTS: usize = 10;
+
+/// Loopback peers start at the QUIC minimum like everyone else: the handshake then works with
+/// any peer's receive buffer, and discovery reaches the bound within a few loopback round trips.
+const LOOPBACK_INITIAL_MTU: u16 = QUIC_MIN_MTU;
+
+/// Discovery bound towards loopback peers: the largest IPv4 UDP payload (valid for `::1` too).
+/// Chosen with `benches/benches/transport.rs`: 64 MiB moved in about 61 ms at this bound, 69 ms at
+/// 32 KiB, 103 ms at 16 KiB, 115 ms at 6 KiB (with offload), 280 ms at 1232 (load average 5-6).
+const LOOPBACK_MAX_MTU: u16 = MAX_IPV4_UDP_PAYLOAD;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -611,6 +754,78 @@ mod tests {
         // 100 Mbit/s × 100 ms = 1.25 MB must fit in the connection window.
         assert!(u64::from(o.connection_window) >= 100_000_000 / 8 / 10);
         assert!(o.max_streams >= 128);
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_peers_get_the_loopback_mtu_and_every_other_peer_keeps_1232() {
+        let o = EndpointOptions::default();
+        for loopback in [
+            "127.0.0.1:7474",
+            "127.1.2.3:7474",
+            "[::1]:7474",
+            "[::ffff:127.0.0.1]:7474",
+        ] {
+            let bounds = o.mtu_bounds_for(addr(loopback));
+            assert_eq!(
+                bounds,
+                (o.loopback_initial_mtu, o.loopback_max_mtu),
+                "{loopback}"
+            );
+        }
+        for tunnelled in [
+            "100.101.102.103:7474",
+            "[fd7a:115c:a1e0::1]:7474",
+            "192.168.1.20:7474",
+            "[::ffff:10.0.0.1]:7474",
+            "0.0.0.0:7474",
+        ] {
+            assert_eq!(
+                o.mtu_bounds_for(addr(tunnelled)),
+                (1200, 1232),
+                "{tunnelled}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_transport_config_follows_the_address() {
+        // quinn's TransportConfig has no getters; its Debug output names every field.
+        let o = EndpointOptions::default();
+        let wide = format!("{:?}", o.transport_config_for(addr("100.64.0.7:7474")));
+        assert!(wide.contains("upper_bound: 1232"), "{wide}");
+        assert!(wide.contains("enable_segmentation_offload: true"), "{wide}");
+        let near = format!("{:?}", o.transport_config_for(addr("127.0.0.1:7474")));
+        let bound = format!("upper_bound: {}", o.loopback_max_mtu);
+        assert!(near.contains(&bound), "{near}");
+        assert!(
+            near.contains("enable_segmentation_offload: false"),
+            "{near}"
+        );
+    }
+
+    #[test]
+    fn the_endpoint_accepts_the_largest_datagram_any_peer_may_send() {
+        let o = EndpointOptions::default();
+        assert!(o.max_accepted_payload() >= o.loopback_max_mtu);
+        assert!(o.max_accepted_payload() >= o.max_mtu);
+        let tiny = EndpointOptions {
+            max_mtu: 1000,
+            loopback_max_mtu: 1000,
+            ..o
+        };
+        assert_eq!(tiny.max_accepted_payload(), QUIC_MIN_MTU);
+    }
+
+    #[test]
+    fn segmentation_offload_stops_where_a_batch_would_exceed_one_udp_payload() {
+        assert!(!exceeds_gso_batch(1232));
+        assert!(!exceeds_gso_batch(6550));
+        assert!(exceeds_gso_batch(6551));
+        assert!(exceeds_gso_batch(LOOPBACK_MAX_MTU));
     }
 
     #[test]

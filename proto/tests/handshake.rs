@@ -426,6 +426,41 @@ async fn a_hundred_mib_crosses_parallel_streams_intact() {
     drop(accepted);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_on_one_machine_outgrow_the_tailscale_packet_size() {
+    const LEN: u64 = 16 * 1024 * 1024;
+    let (laptop, server) = (Machine::new(), Arc::new(Machine::new()));
+    laptop.trust(&server);
+    server.trust(&laptop);
+    let (dialed, accepted) = attempt(&laptop, &server).await;
+    let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+
+    // A bulk transfer each way, so both sides run MTU discovery while they have data to send.
+    let echo = tokio::spawn(async move {
+        let (mut send, mut recv) = accepted.accept_bi().await.unwrap();
+        let (index, hash, len) = hash_stream(&mut recv).await;
+        let sent = send_pattern(&mut send, index + 1, LEN).await;
+        (hash, len, sent, accepted)
+    });
+    let (mut send, mut recv) = dialed.open_bi().await.unwrap();
+    let sent = send_pattern(&mut send, 7, LEN).await;
+    let (index, echoed_hash, echoed_len) = hash_stream(&mut recv).await;
+    let (hash, len, echo_sent, accepted) = echo.await.unwrap();
+    assert_eq!((hash, len), (sent, LEN));
+    assert_eq!((index, echoed_hash, echoed_len), (8, echo_sent, LEN));
+
+    let options = EndpointOptions::default();
+    for (side, conn) in [("dialer", &dialed), ("listener", &accepted)] {
+        let path = conn.stats().path;
+        assert!(
+            path.current_mtu > options.max_mtu && path.current_mtu <= options.loopback_max_mtu,
+            "{side}: {path:?}"
+        );
+        assert_eq!(path.black_holes_detected, 0, "{side}: {path:?}");
+    }
+    dialed.close(CloseCode::Done);
+}
+
 /// Send the stream index, then `len` pseudo-random bytes derived from it; return their BLAKE3.
 async fn send_pattern(send: &mut quinn::SendStream, index: u64, len: u64) -> blake3::Hash {
     send.write_all(&index.to_le_bytes()).await.unwrap();
