@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Peer, counter, noise, pair};
+use common::{Peer, count_files, counter, noise, pair};
 
 #[test]
 fn first_sync_copies_the_selected_files_and_nothing_else() {
@@ -273,17 +273,4 @@ fn bad_input_is_a_usage_error() {
     let (code, json, _) = a.run(&["scan"]);
     assert_eq!(code, 2, "{json}");
     assert!(json["error"].as_str().unwrap().contains("bogus"));
-}
-
-fn count_files(dir: &std::path::Path) -> u64 {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            n += count_files(&e.path());
-        } else {
-            n += 1;
-        }
-    }
-    n
 }

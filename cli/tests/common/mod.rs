@@ -203,3 +203,17 @@ pub fn counter(json: &Value, name: &str) -> u64 {
         .map(|p| p["counters"][name].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// Number of files below `dir` (recursively).
+pub fn count_files(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += count_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
