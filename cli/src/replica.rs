@@ -5,11 +5,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use botsync_engine::merkle::ChildKind as TreeChildKind;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
-use botsync_proto::messages::{ChildKind, NodeChild};
+use botsync_proto::messages::NodeChild;
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 
 /// Environment variable for tests: abort the process after this many received chunks, to
@@ -74,19 +73,10 @@ impl Replica for LiveReplica {
     }
 
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
-        Ok(self.ws.children(dir).map(|children| {
-            children
-                .into_iter()
-                .map(|c| NodeChild {
-                    name: c.name,
-                    kind: match c.kind {
-                        TreeChildKind::Dir => ChildKind::Dir,
-                        TreeChildKind::File => ChildKind::File,
-                    },
-                    hash: c.hash,
-                })
-                .collect()
-        }))
+        Ok(self
+            .ws
+            .children(dir)
+            .map(|children| children.into_iter().map(NodeChild::from).collect()))
     }
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {

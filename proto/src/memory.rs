@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use botsync_engine::chunktree::content_hash;
-use botsync_engine::merkle::{ChildKind as TreeChildKind, MerkleTree};
+use botsync_engine::merkle::MerkleTree;
 use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::{
     AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode,
     PeerId, RelPath,
 };
 
-use crate::messages::{ChildKind, NodeChild};
+use crate::messages::NodeChild;
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
 /// An in-memory workspace.
@@ -163,18 +163,10 @@ impl Replica for MemoryReplica {
     }
 
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
-        Ok(self.tree().children(dir).map(|cs| {
-            cs.into_iter()
-                .map(|c| NodeChild {
-                    name: c.name,
-                    kind: match c.kind {
-                        TreeChildKind::Dir => ChildKind::Dir,
-                        TreeChildKind::File => ChildKind::File,
-                    },
-                    hash: c.hash,
-                })
-                .collect()
-        }))
+        Ok(self
+            .tree()
+            .children(dir)
+            .map(|cs| cs.into_iter().map(NodeChild::from).collect()))
     }
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {

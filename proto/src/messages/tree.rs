@@ -32,6 +32,20 @@ pub struct NodeChild {
     pub hash: Hash,
 }
 
+impl From<botsync_engine::merkle::MerkleChild> for NodeChild {
+    /// The wire form of a child of the engine's Merkle tree (same fields).
+    fn from(c: botsync_engine::merkle::MerkleChild) -> NodeChild {
+        NodeChild {
+            name: c.name,
+            kind: match c.kind {
+                botsync_engine::merkle::ChildKind::Dir => ChildKind::Dir,
+                botsync_engine::merkle::ChildKind::File => ChildKind::File,
+            },
+            hash: c.hash,
+        }
+    }
+}
+
 /// The children of one directory, answering one path of a `GetNodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReply {
