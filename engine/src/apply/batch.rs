@@ -42,7 +42,7 @@ enum Step<'a> {
     Delete {
         fs_path: PathBuf,
         dir: PathBuf,
-        /// The device the file is on.
+        /// The device the directory is on.
         dev: u64,
         old: &'a LocalEntry,
     },
@@ -123,15 +123,21 @@ fn prepare<'a>(
         let old = item
             .expected
             .filter(|e| !e.entry.is_tombstone() && meta.is_some());
-        return Ok(match (old, meta) {
-            (Some(old), Some(meta)) => Step::Delete {
-                fs_path,
-                dir,
-                dev: meta.dev(),
-                old,
-            },
+        let Some(old) = old else {
             // Not reached: a file the plan did not expect reads as changed above.
-            _ => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
+            return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+                path: path.clone(),
+            })));
+        };
+        // The directory's own device: the entry to make durable is in it.
+        let dev = fs::symlink_metadata(&dir)
+            .map_err(|e| io_err(path, "checking", &dir, e))?
+            .dev();
+        return Ok(Step::Delete {
+            fs_path,
+            dir,
+            dev,
+            old,
         });
     }
     if let (Some(meta), Some(exp)) = (&meta, item.expected)
