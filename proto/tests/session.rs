@@ -414,8 +414,14 @@ async fn a_chunk_that_does_not_match_its_id_is_refused_and_nothing_is_written() 
     assert_eq!(p.client_replica.chunks_received(), 0);
 }
 
+/// The connection ends with `code`. On a loaded machine the listener may have forgotten the
+/// connection by the time our next packet arrives, and answer it with a stateless reset instead
+/// of repeating its close; the session's outcome is then checked on the listener's side.
 async fn expect_closed_with(conn: &quinn::Connection, code: CloseCode) {
     let reason = conn.closed().await;
+    if matches!(reason, quinn::ConnectionError::Reset) {
+        return;
+    }
     assert_eq!(CloseCode::of_error(&reason), Some(code), "{reason}");
 }
 
@@ -459,20 +465,23 @@ async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() 
         .await
         .unwrap();
     expect_closed_with(&conn, CloseCode::FrameTooLarge).await;
-    assert!(p.served().await.is_err());
+    let refused = p.served().await.unwrap_err();
+    assert!(refused.contains("exceeds the limit"), "{refused}");
 
     // A truncated frame: the stream ends inside it.
     let (conn, mut send, _recv) = p.raw().await;
     send.write_all(&[0, 0, 0, 10, 0, 1]).await.unwrap();
     send.finish().unwrap();
     expect_closed_with(&conn, CloseCode::BadMessage).await;
-    assert!(p.served().await.is_err());
+    let refused = p.served().await.unwrap_err();
+    assert!(refused.contains("truncated"), "{refused}");
 
     // An unknown tag.
     let (conn, mut send, _recv) = p.raw().await;
     send.write_all(&[0, 0, 0, 1, 200]).await.unwrap();
     expect_closed_with(&conn, CloseCode::BadMessage).await;
-    assert!(p.served().await.is_err());
+    let refused = p.served().await.unwrap_err();
+    assert!(refused.contains("unknown message tag"), "{refused}");
 
     // A message out of order: Summary before Hello.
     let (conn, mut send, _recv) = p.raw().await;
@@ -483,7 +492,12 @@ async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() 
     };
     write_frame(&mut send, &summary).await.unwrap();
     expect_closed_with(&conn, CloseCode::ProtocolError).await;
-    assert!(p.served().await.is_err());
+    assert!(
+        p.served()
+            .await
+            .unwrap_err()
+            .contains("did not start with hello")
+    );
 
     // After all that, a real peer still syncs.
     p.sync().await;
