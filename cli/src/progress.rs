@@ -37,7 +37,9 @@ impl Progress for Bar {
                 self.bar.set_length(bytes);
                 self.bar.set_message(format!("{files} files"));
             }
-            ProgressEvent::Received { bytes } => self.bar.inc(bytes),
+            ProgressEvent::Received { bytes } | ProgressEvent::Sent { bytes } => {
+                self.bar.inc(bytes)
+            }
             ProgressEvent::Applied { path } => self.bar.set_message(path),
         }
     }

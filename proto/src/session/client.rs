@@ -106,6 +106,7 @@ async fn run_inner<R: Replica + ?Sized>(
         advertised: advertised.clone(),
         zstd: negotiated.features.contains(Features::ZSTD),
         bytes_served: Arc::clone(&bytes_served),
+        progress: Arc::clone(&progress),
     };
     let service_task = tokio::spawn(service::run(conn.clone(), svc));
 
@@ -138,6 +139,7 @@ async fn run_inner<R: Replica + ?Sized>(
                 &paths,
                 &remote,
                 opts.dry_run,
+                &progress,
             )
             .await?;
         }
@@ -196,6 +198,7 @@ async fn push<R: Replica + ?Sized>(
     paths: &[botsync_engine::RelPath],
     remote: &[FileEntry],
     dry_run: bool,
+    progress: &Arc<dyn Progress>,
 ) -> Result<Vec<ItemReport>, SessionError> {
     let paths = paths.to_vec();
     let ours = blocking(replica, move |r| r.entries(&paths)).await?;
@@ -211,6 +214,13 @@ async fn push<R: Replica + ?Sized>(
         .collect();
     if offer.is_empty() {
         return Ok(Vec::new());
+    }
+    if !dry_run {
+        // At most these bytes travel: the peer fetches only the chunks it lacks.
+        progress.event(ProgressEvent::Planned {
+            files: offer.len() as u64,
+            bytes: offer.iter().map(|e| e.size).sum(),
+        });
     }
     entries::send_batches(ctl, advertised, offer, |entries, last| Message::Offer {
         entries,

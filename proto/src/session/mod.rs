@@ -114,6 +114,11 @@ pub enum ProgressEvent {
         /// Chunk bytes to fetch.
         bytes: u64,
     },
+    /// Chunk bytes were sent to the peer (it fetches what we push).
+    Sent {
+        /// Raw bytes of the chunk(s).
+        bytes: u64,
+    },
     /// Chunk bytes arrived.
     Received {
         /// Raw bytes of the chunk(s).

@@ -94,6 +94,7 @@ pub async fn serve<R: Replica + ?Sized>(
             advertised: advertised.clone(),
             zstd: negotiated.features.contains(Features::ZSTD),
             bytes_served: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(NoProgress),
         };
         let service_task = tokio::spawn(service::run(conn.clone(), svc));
         let result = control_loop(

@@ -11,7 +11,7 @@ use quinn::{RecvStream, SendStream};
 use tracing::debug;
 
 use super::tree::NodeTable;
-use super::{Advertised, SessionError, blocking};
+use super::{Advertised, Progress, ProgressEvent, SessionError, blocking};
 use crate::frame::{read_frame, write_frame};
 use crate::messages::{ChunkData, ErrorCode, Message};
 use crate::replica::Replica;
@@ -26,6 +26,8 @@ pub(crate) struct Service<R: Replica + ?Sized> {
     pub zstd: bool,
     /// Raw chunk bytes served.
     pub bytes_served: Arc<AtomicU64>,
+    /// Where to report chunk bytes served.
+    pub progress: Arc<dyn Progress>,
 }
 
 impl<R: Replica + ?Sized> Clone for Service<R> {
@@ -35,6 +37,7 @@ impl<R: Replica + ?Sized> Clone for Service<R> {
             advertised: self.advertised.clone(),
             zstd: self.zstd,
             bytes_served: Arc::clone(&self.bytes_served),
+            progress: Arc::clone(&self.progress),
         }
     }
 }
@@ -109,6 +112,7 @@ impl<R: Replica + ?Sized> Service<R> {
             for (raw, frame) in frames {
                 write_frame(send, &frame).await?;
                 self.bytes_served.fetch_add(raw, Ordering::Relaxed);
+                self.progress.event(ProgressEvent::Sent { bytes: raw });
             }
         }
         Ok(())
