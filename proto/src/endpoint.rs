@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use botsync_engine::PeerId;
+use quinn::congestion::CubicConfig;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
     ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt,
@@ -131,6 +132,14 @@ impl EndpointOptions {
         if exceeds_gso_batch(self.loopback_max_mtu) {
             t.enable_segmentation_offload(false);
         }
+        // RFC 9002's initial window is 10 datagrams; quinn's default counts 1200-byte ones
+        // (14720 bytes) and only grows it to 2 datagrams when the MTU grows. Two MTU probes of
+        // ~60 KB in flight then exhaust the window, and a close frame waits behind them until
+        // the closing side has drained and answers the peer with a stateless reset (seen as
+        // "reset by peer" instead of the close code). Ten loopback datagrams keep that room.
+        let mut cubic = CubicConfig::default();
+        cubic.initial_window(10 * u64::from(self.loopback_max_mtu.max(QUIC_MIN_MTU)));
+        t.congestion_controller_factory(Arc::new(cubic));
         t
     }
 

@@ -461,6 +461,38 @@ async fn two_peers_on_one_machine_outgrow_the_tailscale_packet_size() {
     dialed.close(CloseCode::Done);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_right_after_mtu_probes_reaches_a_loopback_peer_as_its_code() {
+    // Regression: with ~60 KB MTU probes in flight, quinn's default initial window left no room
+    // for the close frame; the dialer saw a stateless reset ("reset by peer") instead of the code.
+    for _ in 0..5 {
+        let (laptop, server) = (Machine::new(), Arc::new(Machine::new()));
+        laptop.trust(&server);
+        server.trust(&laptop);
+        let (dialed, accepted) = attempt(&laptop, &server).await;
+        let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+        let refuser = tokio::spawn(async move {
+            let (mut send, mut recv) = accepted.accept_bi().await.unwrap();
+            let mut first = [0u8; 4];
+            recv.read_exact(&mut first).await.unwrap();
+            send.write_all(b"out of order: expected a hello")
+                .await
+                .unwrap();
+            accepted.close(CloseCode::ProtocolError);
+            accepted
+        });
+        let (mut send, _recv) = dialed.open_bi().await.unwrap();
+        send.write_all(b"nope").await.unwrap();
+        let reason = dialed.closed().await;
+        assert_eq!(
+            CloseCode::of_error(&reason),
+            Some(CloseCode::ProtocolError),
+            "{reason}"
+        );
+        drop(refuser.await.unwrap());
+    }
+}
+
 /// Send the stream index, then `len` pseudo-random bytes derived from it; return their BLAKE3.
 async fn send_pattern(send: &mut quinn::SendStream, index: u64, len: u64) -> blake3::Hash {
     send.write_all(&index.to_le_bytes()).await.unwrap();
