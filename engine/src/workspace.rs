@@ -59,6 +59,9 @@ pub enum WorkspaceError {
     Io(#[from] IoError),
 }
 
+/// Index updates per sled transaction when committing a scan.
+const COMMIT_SLICE: usize = 512;
+
 /// The state directories inside `.botsync/`.
 const SUBDIRS: [&str; 4] = ["db", "store", "conflicts", "tmp"];
 
@@ -207,8 +210,11 @@ impl Workspace {
             })
             .collect();
         updates.extend(report.refreshed.iter().cloned().map(LocalUpdate::Put));
-        if !updates.is_empty() {
-            self.store.commit_local(updates.clone())?;
+        // Commit in slices: one sled transaction buffers all its writes in memory, and a first
+        // scan of a large workspace has an update per file. Each update stands alone (a crash
+        // between slices leaves a partly refreshed stat cache, which the next scan completes).
+        for slice in updates.chunks(COMMIT_SLICE) {
+            self.store.commit_local(slice.to_vec())?;
         }
         self.store.set_last_scan_ns(now_ns)?;
         let (root, files) = {
