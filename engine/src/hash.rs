@@ -1,4 +1,4 @@
-//! [`Hash`]: the BLAKE3 digest that names chunks, files and Merkle nodes.
+//! [`struct@Hash`]: the BLAKE3 digest that names chunks, files and Merkle nodes.
 //!
 //! Every hash in botsync is a 32-byte BLAKE3 digest. Different things that are hashed (a chunk's
 //! bytes, a chunk-tree node, a directory node) are kept apart by domain-separation prefixes, so a

@@ -80,3 +80,59 @@ fn incoming_versions_are_planned_under_our_own_rules() {
     assert_eq!(action("config/x.json"), Action::NotSelected);
     assert_eq!(action("MEMORY.md"), Action::Take);
 }
+
+#[test]
+fn a_corrupt_index_is_rebuilt_from_a_rescan_with_the_same_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open(dir.path());
+    fs::create_dir_all(dir.path().join("memory")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            dir.path().join(format!("memory/n{i}.md")),
+            format!("note {i}\n"),
+        )
+        .unwrap();
+    }
+    let before = ws.refresh(1_000).unwrap();
+    drop(ws);
+    // Garbage over every file of the sled database.
+    for e in fs::read_dir(dir.path().join(".botsync/db")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            fs::write(&p, b"this is not a sled database").unwrap();
+        }
+    }
+    let local = Attribution {
+        peer: PeerId([1; 32]),
+        agent: AgentLabel::new("t"),
+    };
+    let (ws, outcome) = Workspace::open(dir.path(), local).unwrap();
+    assert!(
+        matches!(outcome, botsync_engine::store::OpenOutcome::Rebuilt { .. }),
+        "{outcome:?}"
+    );
+    let after = ws.refresh(2_000).unwrap();
+    assert_eq!(after.files, 20);
+    assert_eq!(
+        after.scan.hashed_files, 20,
+        "the rescan rebuilt every entry from the files"
+    );
+    // Same files, same content: the rebuilt index describes the same workspace.
+    let paths: Vec<RelPath> = (0..20)
+        .map(|i| RelPath::new(&format!("memory/n{i}.md")).unwrap())
+        .collect();
+    for e in ws.entries(&paths).unwrap() {
+        let i: usize = e.path.as_str()["memory/n".len()..]
+            .trim_end_matches(".md")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            e.content,
+            botsync_engine::chunktree::content_hash(&[botsync_engine::ChunkRef {
+                id: botsync_engine::Hash::of(format!("note {i}\n").as_bytes()),
+                len: format!("note {i}\n").len() as u32,
+            }])
+        );
+    }
+    assert_eq!(before.files, after.files);
+}
