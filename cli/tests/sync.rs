@@ -274,3 +274,34 @@ fn bad_input_is_a_usage_error() {
     assert_eq!(code, 2, "{json}");
     assert!(json["error"].as_str().unwrap().contains("bogus"));
 }
+
+#[test]
+fn the_demo_syncs_two_workspaces_and_cleans_up() {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("botsync"))
+        .args(["--json", "demo"])
+        .env_remove("BOTSYNC_WORKSPACE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["identical"], true);
+    assert_eq!(json["private_files_stayed_home"], true);
+    let steps = json["steps"].as_array().unwrap();
+    assert!(
+        steps[0]["files_out"].as_u64().unwrap() > 0,
+        "the first sync moved files"
+    );
+    assert_eq!(
+        steps[2]["round_trips"], 1,
+        "the last sync had nothing to do"
+    );
+    let dir = json["workspaces"].as_str().unwrap();
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "the demo left {dir} behind"
+    );
+}

@@ -361,20 +361,26 @@ async fn a_hundred_mib_crosses_parallel_streams_intact() {
 
     // Receiver: half the streams are uni (their hash comes back through the task's result), half
     // are bi (the receiver writes its hash back on the stream itself).
-    let receiver = tokio::spawn(async move {
-        let mut tasks = Vec::new();
+    // Uni and bi streams are accepted by two independent loops: accepting them one kind after
+    // the other can deadlock, when data on not-yet-accepted bi streams fills the connection's
+    // flow-control window before the last uni stream's first byte could be sent.
+    let bi_conn = accepted.clone();
+    tokio::spawn(async move {
         for _ in 0..STREAMS / 2 {
-            let mut recv = accepted.accept_uni().await.unwrap();
-            tasks.push(tokio::spawn(async move { hash_stream(&mut recv).await }));
-        }
-        for _ in 0..STREAMS / 2 {
-            let (mut send, mut recv) = accepted.accept_bi().await.unwrap();
+            let (mut send, mut recv) = bi_conn.accept_bi().await.unwrap();
             tokio::spawn(async move {
                 let (index, hash, _) = hash_stream(&mut recv).await;
                 send.write_all(&index.to_le_bytes()).await.unwrap();
                 send.write_all(hash.as_bytes()).await.unwrap();
                 send.finish().unwrap();
             });
+        }
+    });
+    let receiver = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..STREAMS / 2 {
+            let mut recv = accepted.accept_uni().await.unwrap();
+            tasks.push(tokio::spawn(async move { hash_stream(&mut recv).await }));
         }
         let mut uni = Vec::new();
         for t in tasks {

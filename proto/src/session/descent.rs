@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use botsync_engine::RelPath;
 
-use super::{Control, SessionError, blocking};
+use super::{Control, IN_FLIGHT, SessionError, blocking};
 use crate::limits::MAX_PATHS_PER_REQUEST;
 use crate::messages::{ChildKind, Message, NodeChild};
 use crate::replica::Replica;
@@ -54,15 +54,19 @@ async fn remote_children(
     ctl: &mut Control,
     dirs: &[RelPath],
 ) -> Result<Vec<Vec<NodeChild>>, SessionError> {
-    for batch in dirs.chunks(MAX_PATHS_PER_REQUEST) {
-        ctl.send(&Message::GetNodes {
-            paths: batch.to_vec(),
-        })
-        .await?;
-    }
     ctl.counters.round_trips += 1;
+    let batches: Vec<&[RelPath]> = dirs.chunks(MAX_PATHS_PER_REQUEST).collect();
+    let mut sent = 0;
     let mut out = Vec::with_capacity(dirs.len());
-    for batch in dirs.chunks(MAX_PATHS_PER_REQUEST) {
+    for (received, &batch) in batches.iter().enumerate() {
+        // Keep a bounded number of requests ahead of the replies (see `IN_FLIGHT`).
+        while sent < batches.len() && sent < received + IN_FLIGHT {
+            ctl.send(&Message::GetNodes {
+                paths: batches[sent].to_vec(),
+            })
+            .await?;
+            sent += 1;
+        }
         let Message::Nodes { nodes } = ctl.recv().await? else {
             return Err(SessionError::Protocol("expected nodes".into()));
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use botsync_engine::{FileEntry, RelPath};
 
 use super::tree::{NodeTable, Rebuild};
-use super::{Advertised, Control, SessionError, blocking};
+use super::{Advertised, Control, IN_FLIGHT, SessionError, blocking};
 use crate::frame::{read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
@@ -23,18 +23,22 @@ pub(crate) async fn request<R: Replica + ?Sized>(
     replica: &Arc<R>,
     paths: &[RelPath],
 ) -> Result<Vec<FileEntry>, SessionError> {
-    for batch in paths.chunks(MAX_PATHS_PER_REQUEST) {
-        ctl.send(&Message::GetEntries {
-            paths: batch.to_vec(),
-        })
-        .await?;
-    }
     if paths.is_empty() {
         return Ok(Vec::new());
     }
     ctl.counters.round_trips += 1;
+    let batches: Vec<&[RelPath]> = paths.chunks(MAX_PATHS_PER_REQUEST).collect();
+    let mut sent = 0;
     let mut wire = Vec::new();
-    for _ in paths.chunks(MAX_PATHS_PER_REQUEST) {
+    for received in 0..batches.len() {
+        // Keep a bounded number of requests ahead of the replies (see `IN_FLIGHT`).
+        while sent < batches.len() && sent < received + IN_FLIGHT {
+            ctl.send(&Message::GetEntries {
+                paths: batches[sent].to_vec(),
+            })
+            .await?;
+            sent += 1;
+        }
         loop {
             let Message::Entries { entries, last } = ctl.recv().await? else {
                 return Err(SessionError::Protocol("expected entries".into()));

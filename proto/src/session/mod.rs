@@ -31,6 +31,12 @@ use crate::frame::{FrameError, read_frame, write_frame};
 use crate::messages::{ErrorCode, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError};
 
+/// Requests the initiator keeps ahead of the replies on the control stream. Unbounded
+/// pipelining would deadlock on a large tree: the responder stops reading requests while its
+/// replies fill our receive window, and we stop reading replies while our requests fill its.
+/// Eight batches of ≤ 1024 paths stay far below a stream window and still fill the pipe.
+pub(crate) const IN_FLIGHT: usize = 8;
+
 /// How the initiator wants a session to run.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
