@@ -10,7 +10,7 @@ use quinn::ConnectionError;
 
 use crate::tls::{RemoteIdError, TlsError};
 
-/// Errors binding or configuring an [`Endpoint`].
+/// Errors binding or configuring an [`Endpoint`](super::Endpoint).
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     /// The UDP socket could not be bound.
