@@ -11,10 +11,10 @@
 //! (`pipeline`), smaller ones inline, so small files never pay for a thread. Both paths produce
 //! exactly the chunks of the plain sequential loop in [`Chunker::for_each_chunk`].
 
+mod cut;
 mod pipeline;
 
 use std::io::{self, Read};
-use std::sync::OnceLock;
 
 use fastcdc::v2020::{self, Normalization};
 use serde::{Deserialize, Serialize};
@@ -229,81 +229,6 @@ impl Chunker {
         }
         chunks
     }
-
-    /// Length of the first chunk of `data` (all of it if it is shorter than `min`).
-    ///
-    /// The same cut points as `fastcdc::v2020::cut` (tests compare the two on random data), with
-    /// a shorter dependency chain: fastcdc computes `((h << 2) + gear_ls[a]) + gear[b]`, three
-    /// dependent operations per two bytes; here `gear_ls[a] + gear[b]` is summed off the chain
-    /// and added to `h << 2` in one step, and the intermediate value for byte `a` is computed
-    /// beside it only to test the mask. This makes the cut about a third faster.
-    fn cut(&self, data: &[u8]) -> usize {
-        let (min, avg, max) = (
-            self.params.min as usize,
-            self.params.avg as usize,
-            self.params.max as usize,
-        );
-        let mut remaining = data.len();
-        if remaining <= min {
-            return remaining;
-        }
-        let mut center = avg;
-        if remaining > max {
-            remaining = max;
-        } else if remaining < center {
-            center = remaining;
-        }
-        let src = &data[..remaining];
-        let gear = gear_table();
-        let (mask_s, mask_l) = (self.mask_s, self.mask_l);
-        let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
-        let mut hash = 0u64;
-        let mut a = min;
-        // Pairs (a, a + 1) with `a` even relative to the chunk start, as fastcdc scans them: the
-        // strict mask before `center`, the relaxed one after; an odd last byte is never a cut.
-        let (end_strict, end) = (center & !1, remaining & !1);
-        while a < end_strict {
-            let ga = gear[src[a] as usize] << 1;
-            let gb = gear[src[a + 1] as usize];
-            let shifted = hash << 2;
-            if shifted.wrapping_add(ga) & mask_s_ls == 0 {
-                return a;
-            }
-            hash = shifted.wrapping_add(ga.wrapping_add(gb));
-            if hash & mask_s == 0 {
-                return a + 1;
-            }
-            a += 2;
-        }
-        while a < end {
-            let ga = gear[src[a] as usize] << 1;
-            let gb = gear[src[a + 1] as usize];
-            let shifted = hash << 2;
-            if shifted.wrapping_add(ga) & mask_l_ls == 0 {
-                return a;
-            }
-            hash = shifted.wrapping_add(ga.wrapping_add(gb));
-            if hash & mask_l == 0 {
-                return a + 1;
-            }
-            a += 2;
-        }
-        remaining
-    }
-}
-
-/// FastCDC's default gear table (seed 0), copied once into a fixed-size array so the hot loop
-/// indexes it by a byte without bounds checks.
-fn gear_table() -> &'static [u64; 256] {
-    static GEAR: OnceLock<[u64; 256]> = OnceLock::new();
-    GEAR.get_or_init(|| {
-        let (gear, _) = v2020::get_gear_with_seed(0);
-        let mut table = [0u64; 256];
-        for (slot, value) in table.iter_mut().zip(gear.iter()) {
-            *slot = *value;
-        }
-        table
-    })
 }
 
 impl Default for Chunker {
@@ -501,24 +426,6 @@ pub(crate) mod tests {
             prop_assert_eq!(digest.content, chunktree::content_hash(&listed));
             prop_assert_eq!(digest.content, chunktree::content_hash(&c.chunk_reader(&data[..]).unwrap()));
             prop_assert_eq!(&c.digest_bytes(&data), &digest);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-
-        /// Our cut loop finds the same first cut as fastcdc's, for any length (odd ones too) and
-        /// for low-entropy data whose cuts land anywhere in the window.
-        #[test]
-        fn cut_matches_fastcdc(len in 0usize..600_000, seed in any::<u64>(), alphabet in 1u8..=255) {
-            let data: Vec<u8> = pseudo_random(len, seed).iter().map(|b| b % alphabet).collect();
-            let c = Chunker::default();
-            let p = ChunkerParams::DEFAULT;
-            let (_, want) = v2020::cut(
-                &data, p.min as usize, p.avg as usize, p.max as usize,
-                c.mask_s, c.mask_l, c.mask_s << 1, c.mask_l << 1,
-            );
-            prop_assert_eq!(c.cut(&data), if want == 0 { data.len() } else { want });
         }
     }
 
