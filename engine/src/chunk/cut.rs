@@ -21,9 +21,10 @@
 //! at about 1.6 GB/s on this project's machines: as slow as BLAKE3 itself. But a 64-bit gear hash
 //! forgets: each step shifts left by one, so `H(p)` depends only on the 64 bytes ending at `p`.
 //! [`find`] therefore splits the search into windows of four lanes, warms each lane's hash on the
-//! 64 bytes before it, and advances the four independent hashes together. When any lane meets its
-//! mask, the earlier lanes are finished one by one, so the first cut in input order wins exactly
-//! as in the one-lane loop.
+//! 64 bytes before it, and advances the four independent hashes together, each lane reading its
+//! bytes eight at a time (the loop is bound by loads: one per eight bytes instead of one per
+//! byte). When any lane meets its mask, the earlier lanes are finished one by one, so the first
+//! cut in input order wins exactly as in the one-lane loop.
 
 use std::sync::OnceLock;
 
@@ -184,22 +185,31 @@ fn find(
         let (mut h0, mut h1, mut h2, mut h3) = (*hash, warm(1), warm(2), warm(3));
         // One test and branch per lane and step; a match in lane 0 is the window's first, a
         // match in a later lane first finishes the lanes before it.
-        for i in 0..LANE {
-            h0 = roll(gear, h0, window[i]);
-            if h0 & mask == 0 {
-                return Some(at + i);
-            }
-            h1 = roll(gear, h1, window[LANE + i]);
-            if h1 & mask == 0 {
-                return Some(at + first_in_window(gear, window, [h0, 0, 0], 1, i, mask));
-            }
-            h2 = roll(gear, h2, window[2 * LANE + i]);
-            if h2 & mask == 0 {
-                return Some(at + first_in_window(gear, window, [h0, h1, 0], 2, i, mask));
-            }
-            h3 = roll(gear, h3, window[3 * LANE + i]);
-            if h3 & mask == 0 {
-                return Some(at + first_in_window(gear, window, [h0, h1, h2], 3, i, mask));
+        let word = |k: usize, i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&window[k * LANE + i..k * LANE + i + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        for base in (0..LANE).step_by(8) {
+            let (w0, w1, w2, w3) = (word(0, base), word(1, base), word(2, base), word(3, base));
+            for j in 0..8 {
+                let i = base + j;
+                h0 = roll(gear, h0, (w0 >> (8 * j)) as u8);
+                if h0 & mask == 0 {
+                    return Some(at + i);
+                }
+                h1 = roll(gear, h1, (w1 >> (8 * j)) as u8);
+                if h1 & mask == 0 {
+                    return Some(at + first_in_window(gear, window, [h0, 0, 0], 1, i, mask));
+                }
+                h2 = roll(gear, h2, (w2 >> (8 * j)) as u8);
+                if h2 & mask == 0 {
+                    return Some(at + first_in_window(gear, window, [h0, h1, 0], 2, i, mask));
+                }
+                h3 = roll(gear, h3, (w3 >> (8 * j)) as u8);
+                if h3 & mask == 0 {
+                    return Some(at + first_in_window(gear, window, [h0, h1, h2], 3, i, mask));
+                }
             }
         }
         *hash = h3;

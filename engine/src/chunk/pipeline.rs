@@ -12,12 +12,14 @@
 //! points looks sequential (each cut depends on the previous one), but content-defined chunking
 //! resynchronizes: a chunker started at an arbitrary offset produces, after one or two chunks, the
 //! same cut points as one started at the beginning, because from any common cut on both see the
-//! same bytes. So the input is split into segments of [`SEGMENT`] bytes and each segment is cut
-//! *speculatively* from its own first byte, in parallel. The driver then stitches: from the true
-//! cut that ends the previous segment it follows true cuts until it meets one of the segment's
-//! speculative cuts, after which every later speculative cut is true. In practice that costs
-//! about 1.2 extra chunks per 2 MiB segment (measured on random data). Confirmed chunks are hashed as tasks too, and both
-//! threads take whichever task is next, so neither the cut nor the hash stage idles a core.
+//! same bytes. So the input is split into segments of [`SEGMENT`] bytes, and each segment is a
+//! task: cut it *speculatively* from its own first byte, hashing each chunk right after its cut
+//! while the bytes are still in cache. Both threads take whichever segment is next. The driver
+//! then stitches, in input order: from the true cut that ends the previous segment it follows true
+//! cuts, cutting and hashing those chunks itself, until it meets one of the segment's speculative
+//! cuts; from there every speculative chunk is true and already hashed. That costs about 1.2
+//! extra chunks per 2 MiB segment (measured on random data); the segment's first speculative chunk,
+//! which is almost never true, is not hashed at all.
 //!
 //! Each segment buffer also holds the first [`crate::chunk::ChunkerParams::max`] bytes of the next
 //! segment, so every chunk that starts in a segment lies entirely in its buffer and a cut there
@@ -36,7 +38,7 @@ use crate::hash::Hash;
 /// Bytes of input per segment (each buffer holds this plus one maximum chunk of lookahead).
 pub(super) const SEGMENT: usize = 2 << 20;
 
-/// Segment buffers alive at once: one being read, one being cut, one being hashed.
+/// Segment buffers alive at once: one being read and one being cut on each thread.
 const MAX_SEGMENTS: usize = 3;
 
 /// Where segment bytes come from: a borrowed slice (no copy) or a reader (owned buffers).
@@ -225,12 +227,11 @@ impl<'a> Shared<'a> {
 
 #[derive(Default)]
 struct State<'a> {
+    /// Segments waiting for a thread to cut and hash them, oldest first.
     tasks: VecDeque<Task<'a>>,
     /// Live segments in input order; `slots[0]` has index `first_slot`.
     slots: VecDeque<Slot<'a>>,
     first_slot: usize,
-    /// Confirmed chunks in input order, hashed or not yet.
-    chunks: Vec<Pending>,
     /// Set by the driver when it returns: the helper exits.
     finished: bool,
     /// Set if the helper died: the driver stops waiting for it.
@@ -239,88 +240,44 @@ struct State<'a> {
 
 struct Slot<'a> {
     segment: Arc<Segment<'a>>,
-    /// Speculative cut positions once the cut task ran: the segment start, then each cut.
-    cuts: Option<Vec<u64>>,
-    /// Hash tasks over this segment not yet reported.
-    hashing: usize,
-    stitched: bool,
+    /// The segment's speculative chunks once its task ran.
+    speculative: Option<Speculative>,
 }
 
-#[derive(Clone, Copy)]
-struct Pending {
-    len: u32,
-    id: Option<Hash>,
+/// Cut and hash one segment speculatively, from its first byte.
+struct Task<'a> {
+    slot: usize,
+    segment: Arc<Segment<'a>>,
 }
 
-enum Task<'a> {
-    /// Cut a segment speculatively from its first byte.
-    Cut {
-        slot: usize,
-        segment: Arc<Segment<'a>>,
-    },
-    /// Hash confirmed chunks `first..first + spans.len()`, all starting in `segment`.
-    Hash {
-        slot: usize,
-        segment: Arc<Segment<'a>>,
-        first: usize,
-        spans: Vec<(u64, u32)>,
-    },
-}
-
-enum Done {
-    Cut {
-        slot: usize,
-        cuts: Vec<u64>,
-    },
-    Hash {
-        slot: usize,
-        first: usize,
-        ids: Vec<Hash>,
-    },
+/// A segment cut as if a chunk started at its first byte.
+struct Speculative {
+    /// The segment start, then each cut, until a cut reaches or passes the segment end.
+    cuts: Vec<u64>,
+    /// `ids[i]` is the id of chunk `cuts[i + 1]..cuts[i + 2]`. The first chunk, which starts at
+    /// the segment start, is almost never a true chunk, so it is not hashed.
+    ids: Vec<Hash>,
 }
 
 impl Task<'_> {
-    /// Run the task; its `Arc`s are dropped before the result is reported, so a finished
-    /// segment's buffer can be recycled as soon as its last task reports.
-    fn run(self, chunker: &Chunker) -> Done {
-        match self {
-            Task::Cut { slot, segment } => Done::Cut {
-                slot,
-                cuts: speculative_cuts(chunker, &segment),
-            },
-            Task::Hash {
-                slot,
-                segment,
-                first,
-                spans,
-            } => {
-                let ids = spans
-                    .iter()
-                    .map(|&(s, l)| Hash::of(segment.chunk(s, l)))
-                    .collect();
-                Done::Hash { slot, first, ids }
-            }
+    /// Cut and hash the segment. Each chunk is hashed right after it is cut, while its bytes are
+    /// still in the core's cache. The task's `Arc` is dropped before the result is reported, so
+    /// a finished segment's buffer can be recycled as soon as it is stitched.
+    fn run(self, chunker: &Chunker) -> (usize, Speculative) {
+        let segment = &self.segment;
+        let data = segment.data();
+        let mut cuts = Vec::with_capacity(2 * SEGMENT / chunker.params.avg as usize + 2);
+        let mut ids = Vec::with_capacity(cuts.capacity());
+        let mut at = chunker.cut(data);
+        cuts.push(segment.start);
+        cuts.push(segment.start + at as u64);
+        while at < segment.own_len {
+            let len = chunker.cut(&data[at..]);
+            ids.push(Hash::of(&data[at..at + len]));
+            at += len;
+            cuts.push(segment.start + at as u64);
         }
-    }
-}
-
-impl State<'_> {
-    fn report(&mut self, done: Done) {
-        match done {
-            Done::Cut { slot, cuts } => {
-                if let Some(s) = self.slots.get_mut(slot - self.first_slot) {
-                    s.cuts = Some(cuts);
-                }
-            }
-            Done::Hash { slot, first, ids } => {
-                for (pending, id) in self.chunks[first..].iter_mut().zip(ids) {
-                    pending.id = Some(id);
-                }
-                if let Some(s) = self.slots.get_mut(slot - self.first_slot) {
-                    s.hashing -= 1;
-                }
-            }
-        }
+        (self.slot, Speculative { cuts, ids })
     }
 }
 
@@ -337,6 +294,7 @@ fn drive<'a>(
     let mut input_done = false;
     let mut next_slot = 0usize;
     let mut frontier = 0u64;
+    let mut chunks = Vec::new();
     let mut state = shared.lock();
     loop {
         if state.helper_failed {
@@ -360,11 +318,9 @@ fn drive<'a>(
                 });
                 state.slots.push_back(Slot {
                     segment: Arc::clone(&segment),
-                    cuts: None,
-                    hashing: 0,
-                    stitched: false,
+                    speculative: None,
                 });
-                state.tasks.push_back(Task::Cut {
+                state.tasks.push_back(Task {
                     slot: next_slot,
                     segment: Arc::clone(&segment),
                 });
@@ -375,68 +331,45 @@ fn drive<'a>(
             }
             input_done = true;
         }
-        // 2. Stitch the oldest unstitched segment whose speculative cuts are known.
-        if let Some(i) = state.slots.iter().position(|s| !s.stitched)
-            && let Some(cuts) = state.slots[i].cuts.take()
+        // 2. Stitch the oldest segment once its speculative chunks are known, then release it.
+        if let Some(speculative) = state.slots.front_mut().and_then(|s| s.speculative.take())
+            && let Some(slot) = state.slots.pop_front()
         {
-            let segment = Arc::clone(&state.slots[i].segment);
+            state.first_slot += 1;
             drop(state);
-            let spans = stitch(chunker, &segment, &cuts, &mut frontier);
+            stitch(
+                chunker,
+                &slot.segment,
+                &speculative,
+                &mut frontier,
+                &mut chunks,
+            );
+            if let Ok(segment) = Arc::try_unwrap(slot.segment) {
+                source.recycle(segment.bytes);
+            }
             state = shared.lock();
-            let slot = state.first_slot + i;
-            state.slots[i].stitched = true;
-            if !spans.is_empty() {
-                let first = state.chunks.len();
-                state
-                    .chunks
-                    .extend(spans.iter().map(|&(_, len)| Pending { len, id: None }));
-                state.slots[i].hashing += 1;
-                state.tasks.push_back(Task::Hash {
-                    slot,
-                    segment,
-                    first,
-                    spans,
-                });
-                shared.wake.notify_one();
-            }
             continue;
         }
-        // 3. Release the oldest segments no task needs any more, then read into the space.
-        let mut released = false;
-        while state
-            .slots
-            .front()
-            .is_some_and(|s| s.stitched && s.hashing == 0)
-        {
-            if let Some(slot) = state.slots.pop_front() {
-                state.first_slot += 1;
-                released = true;
-                if let Ok(segment) = Arc::try_unwrap(slot.segment) {
-                    source.recycle(segment.bytes);
-                }
-            }
-        }
-        if released && !input_done {
-            continue;
-        }
-        // 4. Done when the input is exhausted and every segment is stitched and hashed.
+        // 3. Done when the input is exhausted and every segment is stitched.
         if input_done && state.slots.is_empty() {
-            // Every slot was released, so every hash task reported: all ids are set.
-            let chunks: Option<Vec<ChunkRef>> = state
-                .chunks
-                .iter()
-                .map(|p| p.id.map(|id| ChunkRef { id, len: p.len }))
-                .collect();
-            return chunks.ok_or_else(|| io::Error::other("chunk hashing lost a chunk"));
+            return Ok(chunks);
         }
-        // 5. Help with the next task, or wait for one to finish.
+        // 4. Cut a segment too, or wait for the helper's.
         if let Some(task) = state.tasks.pop_front() {
             drop(state);
-            let done = task.run(chunker);
+            let (slot, speculative) = task.run(chunker);
             state = shared.lock();
-            state.report(done);
+            state.report(slot, speculative);
         } else {
             state = shared.wait(state);
+        }
+    }
+}
+
+impl State<'_> {
+    fn report(&mut self, slot: usize, speculative: Speculative) {
+        if let Some(s) = self.slots.get_mut(slot - self.first_slot) {
+            s.speculative = Some(speculative);
         }
     }
 }
@@ -448,9 +381,9 @@ fn helper_loop(chunker: &Chunker, shared: &Shared<'_>) {
     while !state.finished {
         if let Some(task) = state.tasks.pop_front() {
             drop(state);
-            let done = task.run(chunker);
+            let (slot, speculative) = task.run(chunker);
             state = shared.lock();
-            state.report(done);
+            state.report(slot, speculative);
             shared.wake.notify_all();
         } else {
             state = shared.wait(state);
@@ -470,43 +403,41 @@ impl Drop for FailureFlag<'_, '_> {
     }
 }
 
-/// Cut `segment` from its first byte as if a chunk started there: the segment start, then each
-/// cut position, until a cut reaches or passes the segment end.
-fn speculative_cuts(chunker: &Chunker, segment: &Segment<'_>) -> Vec<u64> {
-    let data = segment.data();
-    let mut cuts = Vec::with_capacity(2 * SEGMENT / chunker.params.avg as usize + 2);
-    let mut at = 0usize;
-    cuts.push(segment.start);
-    while at < segment.own_len {
-        at += chunker.cut(&data[at..]);
-        cuts.push(segment.start + at as u64);
-    }
-    cuts
-}
-
-/// Extend the true chunk list through `segment`: follow true cuts from `frontier` until one of
-/// the speculative `cuts` is met, then take the rest of them. Returns the confirmed chunks that
-/// start in this segment and moves `frontier` to the first true cut at or past its end.
+/// Extend the true chunk list through `segment`: follow true cuts from `frontier`, cutting and
+/// hashing here, until one of the speculative cuts is met; from there every speculative chunk is
+/// true and already hashed. Moves `frontier` to the first true cut at or past the segment end.
 fn stitch(
     chunker: &Chunker,
     segment: &Segment<'_>,
-    cuts: &[u64],
+    speculative: &Speculative,
     frontier: &mut u64,
-) -> Vec<(u64, u32)> {
-    let mut spans = Vec::new();
+    chunks: &mut Vec<ChunkRef>,
+) {
+    let cuts = &speculative.cuts;
     let end = segment.end();
     while *frontier < end {
-        if let Ok(i) = cuts.binary_search(frontier) {
-            spans.extend(cuts[i..].windows(2).map(|w| (w[0], (w[1] - w[0]) as u32)));
-            *frontier = cuts.last().copied().unwrap_or(end);
-            break;
+        match cuts.binary_search(frontier) {
+            // The segment start: the one speculative chunk that was not hashed.
+            Ok(0) => {}
+            Ok(i) => {
+                let ids = &speculative.ids[i - 1..];
+                chunks.extend(cuts[i..].windows(2).zip(ids).map(|(w, &id)| ChunkRef {
+                    id,
+                    len: (w[1] - w[0]) as u32,
+                }));
+                *frontier = cuts.last().copied().unwrap_or(end);
+                break;
+            }
+            Err(_) => {}
         }
         let from = (*frontier - segment.start) as usize;
         let len = chunker.cut(&segment.data()[from..]);
-        spans.push((*frontier, len as u32));
+        chunks.push(ChunkRef {
+            id: Hash::of(segment.chunk(*frontier, len as u32)),
+            len: len as u32,
+        });
         *frontier += len as u64;
     }
-    spans
 }
 
 #[cfg(test)]
