@@ -4,8 +4,16 @@
 //! `cargo bench -p botsync-benches --bench chunking`. `chunk_and_hash_reader` is the scanner's
 //! path (bytes copied through a reader, as from a file); `chunk_and_hash_sequential` is the
 //! one-thread loop, to show what the pipeline buys.
+//!
+//! The second group does the same from a 256 MiB file in the page cache, against the reference
+//! PRODUCT.md names: `b3sum --num-threads 1` (which maps the file), when `b3sum` is on the PATH
+//! (`cargo install b3sum`); without it that case is skipped with a note. The file goes to
+//! `BOTSYNC_BENCH_DIR` if set, else the system's temporary directory.
 
+use std::fs::{self, File};
 use std::hint::black_box;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use botsync_engine::chunk::{ChunkRef, Chunker};
 use botsync_engine::chunktree::content_hash;
@@ -59,6 +67,70 @@ fn chunking(c: &mut Criterion) {
         b.iter(|| sequential(&chunker, black_box(&data)))
     });
     group.finish();
+    from_file(c, &chunker, &data);
+}
+
+/// The same input as a file in the page cache: what the scanner reads, against `b3sum`.
+fn from_file(c: &mut Criterion, chunker: &Chunker, data: &[u8]) {
+    let dir = match std::env::var_os("BOTSYNC_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .expect("create the benchmark directory");
+    let path = dir.path().join("input.bin");
+    fs::write(&path, data).expect("write the input file");
+    let b3sum = b3sum_works(&path);
+    let mut group = c.benchmark_group("file_256MiB");
+    group.throughput(Throughput::Bytes(LEN as u64));
+    group.sample_size(10);
+    if b3sum {
+        group.bench_function("b3sum_one_thread", |b| {
+            b.iter(|| {
+                let out = Command::new("b3sum")
+                    .args(["--num-threads", "1"])
+                    .arg(&path)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("run b3sum");
+                assert!(out.success(), "b3sum failed");
+            })
+        });
+    } else {
+        println!("file_256MiB/b3sum_one_thread: skipped, no working b3sum on the PATH");
+    }
+    group.bench_function("blake3_update_reader", |b| {
+        b.iter(|| {
+            let file = File::open(&path).expect("open the input");
+            black_box(
+                blake3::Hasher::new()
+                    .update_reader(file)
+                    .map(|h| h.finalize()),
+            )
+        })
+    });
+    group.bench_function("chunk_and_hash_file", |b| {
+        b.iter(|| {
+            let file = File::open(&path).expect("open the input");
+            black_box(chunker.digest_reader(file).map(|d| d.content))
+        })
+    });
+    group.finish();
+}
+
+/// True if `b3sum --num-threads 1` runs here and agrees with the blake3 crate on `path`.
+fn b3sum_works(path: &Path) -> bool {
+    let Ok(out) = Command::new("b3sum")
+        .args(["--num-threads", "1", "--no-names"])
+        .arg(path)
+        .output()
+    else {
+        return false;
+    };
+    let want = blake3::Hasher::new()
+        .update_reader(File::open(path).expect("open the input"))
+        .map(|h| h.finalize().to_hex().to_string())
+        .expect("hash the input");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want
 }
 
 criterion_group!(benches, chunking);
