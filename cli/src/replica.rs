@@ -107,7 +107,13 @@ impl Replica for LiveReplica {
 
     fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
         let _turn = self.turn();
-        self.ws.apply(items, now_ns()).map_err(err)
+        let reports = self.ws.apply(items, now_ns()).map_err(err)?;
+        // Retention is enforced where the store grows, at most once a day. A failed collection
+        // costs only disk space until the next one: it must not fail the sync.
+        if let Err(e) = self.ws.collect_garbage(now_ns()) {
+            tracing::warn!(error = %e, "chunk store collection failed; retried at the next sync");
+        }
+        Ok(reports)
     }
 
     fn record_peer(

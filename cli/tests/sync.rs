@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Peer, count_files, counter, noise, pair};
+use common::{Peer, count_files, counter, noise, pair, staged_chunks};
 
 #[test]
 fn first_sync_copies_the_selected_files_and_nothing_else() {
@@ -181,6 +181,31 @@ fn an_interrupted_transfer_resumes_without_resending_received_chunks() {
         "{received} received + {kept} kept < {total}"
     );
     assert_eq!(a.tree(), b.tree());
+    assert_eq!(staged_chunks(&a), 0, "applied files need no staged copies");
+}
+
+#[test]
+fn a_finished_sync_leaves_no_staged_copies_but_keeps_replaced_versions() {
+    let (a, b, _server) = pair();
+    for i in 0..3 {
+        b.write(&format!("memory/blob{i}.bin"), noise(400_000, i));
+    }
+    a.ok(&["pull"]);
+    assert_eq!(a.tree(), b.tree());
+    assert_eq!(
+        count_files(&a.path(".botsync/store")),
+        0,
+        "the received chunks live in the files now, not twice on disk"
+    );
+    // A remote edit replaces a's version: the old version is kept for history, and the new
+    // chunks are not left staged.
+    b.write("memory/blob0.bin", noise(400_000, 99));
+    a.ok(&["pull"]);
+    assert_eq!(a.read("memory/blob0.bin").unwrap(), noise(400_000, 99));
+    assert_eq!(staged_chunks(&a), 0);
+    let kept =
+        count_files(&a.path(".botsync/store")) - count_files(&a.path(".botsync/store/staging"));
+    assert!(kept > 0, "the replaced version is kept in the chunk store");
 }
 
 #[test]

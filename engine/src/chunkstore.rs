@@ -8,8 +8,9 @@
 //! so a past version can be rebuilt from its content hash alone.
 //!
 //! The store keeps every version that a remote change replaces or deletes (for `botsync history`
-//! and `restore`, and as 3-way merge ancestors) and stages chunks received during a sync, so an
-//! interrupted sync does not fetch them again. [`ChunkStore::gc`] removes what is older than the
+//! and `restore`, and as 3-way merge ancestors). Apart from those, under `staging/`, it stages
+//! chunks received during a sync, so an interrupted sync does not fetch them again, until the
+//! files that need them are applied (`staging`). [`ChunkStore::gc`] removes what is older than the
 //! retention period and not kept by the caller. A chunk's age is its file's modification time,
 //! refreshed whenever the chunk is stored again.
 //!
@@ -17,6 +18,7 @@
 //! files other than reading the version being kept.
 
 mod gc;
+mod staging;
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -42,6 +44,7 @@ const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 
 const TEMP_PREFIX: &str = "tmp-";
 const MANIFESTS: &str = "manifests";
+const STAGING: &str = "staging";
 /// Bytes per chunk in a manifest file: id and little-endian length.
 const MANIFEST_ROW: usize = Hash::LEN + 4;
 
@@ -98,9 +101,10 @@ impl ChunkStore {
         &self.dir
     }
 
-    /// True if a file for chunk `id` exists (its bytes are verified only when read).
+    /// True if a file for chunk `id` exists, kept or staged (its bytes are verified only when
+    /// read).
     pub fn has(&self, id: &Hash) -> bool {
-        self.chunk_path(id).is_file()
+        self.chunk_path(id).is_file() || self.staged_path(id).is_file()
     }
 
     /// Store `bytes`; returns their id. Storing a chunk that is present refreshes its age.
@@ -124,10 +128,20 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The bytes of chunk `id`, verified. A chunk file whose bytes do not match is deleted,
-    /// logged and counted ([`ChunkStore::corrupt_removed`]), and reads as missing.
+    /// The bytes of chunk `id`, kept or staged, verified. A chunk file whose bytes do not match
+    /// is deleted, logged and counted ([`ChunkStore::corrupt_removed`]), and reads as missing.
     pub fn get(&self, id: &Hash) -> Result<Option<Vec<u8>>, ChunkStoreError> {
-        let path = self.chunk_path(id);
+        match self.read_chunk_file(self.chunk_path(id), id)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.read_chunk_file(self.staged_path(id), id),
+        }
+    }
+
+    fn read_chunk_file(
+        &self,
+        path: PathBuf,
+        id: &Hash,
+    ) -> Result<Option<Vec<u8>>, ChunkStoreError> {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -11,10 +11,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, SourceError};
 use crate::chunk::{ChunkRef, ChunkerParams};
-use crate::chunkstore::{ChunkStore, ChunkStoreError};
+use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport};
 use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
@@ -58,6 +59,11 @@ pub enum WorkspaceError {
     #[error(transparent)]
     Io(#[from] IoError),
 }
+
+/// [`Workspace::collect_garbage`] runs at most once a day.
+pub const GC_INTERVAL_NS: i64 = 24 * 60 * 60 * 1_000_000_000;
+const GC_NAMESPACE: &str = "gc";
+const GC_LAST_RUN: &str = "last_run_ns";
 
 /// Index updates per sled transaction when committing a scan.
 const COMMIT_SLICE: usize = 512;
@@ -339,9 +345,10 @@ impl Workspace {
         Ok(None)
     }
 
-    /// Keep a received chunk (verified against its id) in the chunk store.
+    /// Stage a received chunk (verified against its id) in the chunk store until [`Workspace::apply`]
+    /// writes the files that need it.
     pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), WorkspaceError> {
-        Ok(self.chunks.put_verified(id, bytes)?)
+        Ok(self.chunks.put_staged(id, bytes)?)
     }
 
     /// Carry out planned items received from a peer; one report per item, in item order.
@@ -377,6 +384,17 @@ impl Workspace {
                 })
                 .collect();
             let results = apply::apply_batch(&ctx, &apply_items, &mut NoSource);
+            // The batch is durable: the chunks of files now on disk need no staged copy.
+            let applied = batch.iter().zip(&results).filter(|(_, r)| {
+                matches!(
+                    r,
+                    Ok(ApplyOutcome::Written { .. } | ApplyOutcome::AlreadyCurrent)
+                )
+            });
+            let unstaged = self.chunks.unstage(
+                applied.flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id)),
+            );
+            tracing::debug!(unstaged, "staged chunks of applied files removed");
             for ((at, _, _), result) in batch.iter().zip(results) {
                 let report = &mut reports[*at];
                 report.outcome = match result {
@@ -415,6 +433,36 @@ impl Workspace {
         self.store.flush()?;
         self.reload(&paths)?;
         Ok(reports)
+    }
+
+    /// Enforce the retention setting (`retention_days` of config.json): remove kept versions,
+    /// staged chunks and history records older than it. Runs at most once per [`GC_INTERVAL_NS`]
+    /// (the time of the last run is in the index); returns `None` when it was not due. Files the
+    /// collection cannot remove are reported in the [`GcReport`] and left for the next run.
+    pub fn collect_garbage(&self, now_ns: i64) -> Result<Option<GcReport>, WorkspaceError> {
+        let last = self
+            .store
+            .kv_get(GC_NAMESPACE, GC_LAST_RUN)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(i64::from_be_bytes);
+        if last.is_some_and(|at| (0..GC_INTERVAL_NS).contains(&now_ns.saturating_sub(at))) {
+            return Ok(None);
+        }
+        let retention = Duration::from_secs(u64::from(self.config.retention_days) * 24 * 60 * 60);
+        let report = self.chunks.gc(retention, now_ns, |_| false)?;
+        let horizon =
+            now_ns.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+        let pruned = self.store.history_prune(horizon)?;
+        self.store
+            .kv_put(GC_NAMESPACE, GC_LAST_RUN, &now_ns.to_be_bytes())?;
+        tracing::info!(
+            removed = report.removed,
+            bytes = report.bytes_removed,
+            failures = report.failures.len(),
+            history_pruned = pruned,
+            "chunk store collected"
+        );
+        Ok(Some(report))
     }
 
     /// Remember what `peer` had after a session.

@@ -217,3 +217,9 @@ pub fn count_files(dir: &std::path::Path) -> u64 {
     }
     n
 }
+
+/// Chunk files staged in a peer's chunk store (received, not yet applied).
+pub fn staged_chunks(peer: &Peer) -> u64 {
+    let dir = peer.path(".botsync/store/staging");
+    if dir.exists() { count_files(&dir) } else { 0 }
+}

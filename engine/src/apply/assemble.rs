@@ -117,12 +117,12 @@ pub(super) fn assemble(
         };
         if !writing {
             if origin == Origin::Source {
-                ctx.chunks.put_verified(&c.id, &bytes).map_err(|source| {
-                    ApplyError::ChunkStore {
+                ctx.chunks
+                    .put_staged(&c.id, &bytes)
+                    .map_err(|source| ApplyError::ChunkStore {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
             }
             continue;
         }

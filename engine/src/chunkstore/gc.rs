@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    ChunkStore, ChunkStoreError, MANIFESTS, STALE_TEMP, TEMP_PREFIX, duration_ns, system_time_ns,
+    ChunkStore, ChunkStoreError, MANIFESTS, STAGING, STALE_TEMP, TEMP_PREFIX, duration_ns,
+    system_time_ns,
 };
 use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
@@ -57,7 +58,7 @@ impl ChunkStore {
             let path = entry.path();
             if name.starts_with(TEMP_PREFIX) {
                 collect_if_old(&path, temp_horizon, &mut report);
-            } else if name == MANIFESTS {
+            } else if name == MANIFESTS || name == STAGING {
                 self.gc_fanout(&path, horizon, &keep, &mut report);
             } else if is_fanout_name(&name) {
                 gc_bucket(&path, &name, horizon, &keep, &mut report);

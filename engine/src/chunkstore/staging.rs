@@ -1,0 +1,145 @@
+//! Staged chunks: chunks received during a sync, kept apart from the chunks of kept versions.
+//!
+//! A sync stages every chunk it receives (`store/staging/ab/cdef…`) before it writes any file, so
+//! an interrupted sync finds them there and does not fetch them again. Once the files that needed
+//! them are applied, the chunks live in those files and the staged copies are only dead weight:
+//! the caller unstages them ([`ChunkStore::unstage`]). Keeping them apart from the kept-version
+//! chunks is what makes that safe: unstaging can never remove a chunk some past version needs.
+//! Staged chunks that no apply ever used (a sync abandoned for good) are collected by
+//! [`ChunkStore::gc`] like everything else.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use super::{ChunkStore, ChunkStoreError, STAGING};
+use crate::hash::Hash;
+
+impl ChunkStore {
+    /// Stage `bytes` as chunk `id`, refusing bytes that do not hash to `id` (they come from a
+    /// peer). A chunk the store already keeps is not staged again.
+    pub fn put_staged(&self, id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
+        let actual = Hash::of(bytes);
+        if actual != *id {
+            return Err(ChunkStoreError::Mismatch {
+                expected: *id,
+                actual,
+            });
+        }
+        if self.chunk_path(id).is_file() {
+            return Ok(());
+        }
+        self.write_object(&self.staged_path(id), bytes)?;
+        Ok(())
+    }
+
+    /// True if chunk `id` is staged.
+    pub fn is_staged(&self, id: &Hash) -> bool {
+        self.staged_path(id).is_file()
+    }
+
+    /// Remove the staged copies of `ids` (those whose files were applied); returns how many
+    /// were removed. Chunks kept for past versions are never touched. A copy that cannot be
+    /// removed stays until [`ChunkStore::gc`] collects it: that is logged, not an error.
+    pub fn unstage<'a>(&self, ids: impl IntoIterator<Item = &'a Hash>) -> u64 {
+        let mut removed = 0;
+        for id in ids {
+            let path = self.staged_path(id);
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(chunk = %id, path = %path.display(), error = %e,
+                        "could not remove a staged chunk; gc will");
+                }
+            }
+        }
+        removed
+    }
+
+    pub(super) fn staged_path(&self, id: &Hash) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join(STAGING).join(&hex[..2]).join(&hex[2..])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunkstore::system_time_ns;
+
+    fn store() -> (tempfile::TempDir, ChunkStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
+        (tmp, cs)
+    }
+
+    fn now_ns() -> i64 {
+        system_time_ns(std::time::SystemTime::now())
+    }
+
+    #[test]
+    fn a_staged_chunk_reads_like_a_kept_one_until_unstaged() {
+        let (_tmp, cs) = store();
+        let id = Hash::of(b"received");
+        cs.put_staged(&id, b"received").unwrap();
+        assert!(cs.has(&id) && cs.is_staged(&id));
+        assert_eq!(cs.get(&id).unwrap(), Some(b"received".to_vec()));
+        assert_eq!(cs.unstage([&id, &Hash::of(b"never staged")]), 1);
+        assert!(!cs.has(&id));
+        assert_eq!(cs.get(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn forged_bytes_are_not_staged() {
+        let (_tmp, cs) = store();
+        let id = Hash::of(b"what the peer promised");
+        let err = cs.put_staged(&id, b"something else").unwrap_err();
+        assert!(matches!(err, ChunkStoreError::Mismatch { .. }), "{err}");
+        assert!(!cs.has(&id));
+    }
+
+    #[test]
+    fn unstaging_never_removes_a_chunk_kept_for_a_past_version() {
+        let (_tmp, cs) = store();
+        // The chunk is kept for history first, then the same bytes arrive in a sync.
+        let id = cs.put(b"shared bytes").unwrap();
+        cs.put_staged(&id, b"shared bytes").unwrap();
+        assert!(!cs.is_staged(&id), "a kept chunk is not staged twice");
+        // Or staged first and kept later: both copies exist, unstaging removes only one.
+        let other = Hash::of(b"other bytes");
+        cs.put_staged(&other, b"other bytes").unwrap();
+        cs.put(b"other bytes").unwrap();
+        cs.unstage([&id, &other]);
+        assert_eq!(cs.get(&id).unwrap(), Some(b"shared bytes".to_vec()));
+        assert_eq!(cs.get(&other).unwrap(), Some(b"other bytes".to_vec()));
+    }
+
+    #[test]
+    fn a_corrupt_staged_chunk_reads_as_missing() {
+        let (_tmp, cs) = store();
+        let id = Hash::of(b"good");
+        cs.put_staged(&id, b"good").unwrap();
+        fs::write(cs.staged_path(&id), b"bad!").unwrap();
+        assert_eq!(cs.get(&id).unwrap(), None);
+        assert!(!cs.has(&id), "the corrupt copy was deleted");
+        assert_eq!(cs.corrupt_removed(), 1);
+    }
+
+    #[test]
+    fn gc_collects_staged_chunks_past_the_retention() {
+        let (_tmp, cs) = store();
+        let id = Hash::of(b"abandoned");
+        cs.put_staged(&id, b"abandoned").unwrap();
+        let retention = Duration::from_secs(3600);
+        let report = cs.gc(retention, now_ns(), |_| false).unwrap();
+        assert_eq!(report.removed, 0, "young staged chunks stay");
+        let later = now_ns() + 2 * 3600 * 1_000_000_000;
+        let report = cs.gc(retention, later, |_| false).unwrap();
+        assert_eq!(report.removed, 1);
+        assert!(!cs.has(&id));
+    }
+}
