@@ -33,6 +33,9 @@ struct State {
     /// Chunks received through `put_chunk`.
     received: u64,
     clock: i64,
+    /// The Merkle tree over `entries`, built on demand and dropped by every change (a session
+    /// asks for many directories between changes).
+    tree: Option<MerkleTree>,
 }
 
 impl MemoryReplica {
@@ -81,6 +84,7 @@ impl MemoryReplica {
             changed_by: self.local.clone(),
         };
         st.entries.insert(path, entry);
+        st.tree = None;
     }
 
     /// A local deletion: the path becomes a tombstone.
@@ -89,6 +93,7 @@ impl MemoryReplica {
         let mut st = self.lock();
         st.clock += 1_000;
         let clock = st.clock;
+        st.tree = None;
         if let Some(e) = st.entries.get_mut(&path) {
             e.version.increment(self.local.peer);
             e.parent = Some(e.content);
@@ -128,11 +133,18 @@ impl MemoryReplica {
 
     /// The Merkle root.
     pub fn root(&self) -> Hash {
-        self.tree().root()
+        self.with_tree(MerkleTree::root)
     }
 
-    fn tree(&self) -> MerkleTree {
-        MerkleTree::build(self.lock().entries.values())
+    fn with_tree<T>(&self, f: impl FnOnce(&MerkleTree) -> T) -> T {
+        let mut st = self.lock();
+        let tree = match st.tree.take() {
+            Some(t) => t,
+            None => MerkleTree::build(st.entries.values()),
+        };
+        let out = f(&tree);
+        st.tree = Some(tree);
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -163,10 +175,10 @@ impl Replica for MemoryReplica {
     }
 
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
-        Ok(self
-            .tree()
-            .children(dir)
-            .map(|cs| cs.into_iter().map(NodeChild::from).collect()))
+        Ok(self.with_tree(|t| {
+            t.children(dir)
+                .map(|cs| cs.into_iter().map(NodeChild::from).collect())
+        }))
     }
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
@@ -234,6 +246,7 @@ impl Replica for MemoryReplica {
 
     fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
         let mut st = self.lock();
+        st.tree = None;
         let mut out = Vec::new();
         for item in items {
             let local = st.entries.get(&item.remote.path).cloned();

@@ -244,6 +244,42 @@ async fn edits_deletes_and_conflicts_converge() {
     assert!(report.in_sync, "{report:?}");
 }
 
+/// Twelve request batches of 1024 differing directories and paths, with names so long that the
+/// pipelined requests and their replies each outgrow a stream window (1 MiB): the initiator must
+/// keep reading replies while it sends, or both sides stall with full windows. (Before
+/// `Control::exchange` this stalled from 8192 such paths on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_differing_paths_sync_without_stalling() {
+    const FILES: usize = 12 * 1024;
+    let p = pair().await;
+    let long = "x".repeat(150);
+    let path = |i: usize| format!("memory/{long}-{i:05}/{long}/note.md");
+    for i in 0..FILES {
+        p.client_replica
+            .write(&path(i), format!("first {i}").as_bytes());
+    }
+    let deadline = std::time::Duration::from_secs(120);
+    tokio::time::timeout(deadline, p.sync())
+        .await
+        .expect("the first sync stalled");
+    // Every file changes on the client: both sides descend through every directory and the
+    // client asks for every entry.
+    for i in 0..FILES {
+        p.client_replica
+            .write(&path(i), format!("second {i}").as_bytes());
+    }
+    let report = tokio::time::timeout(deadline, p.sync())
+        .await
+        .expect("the second sync stalled");
+    assert!(!report.in_sync);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+    assert_eq!(p.client_replica.files().len(), FILES);
+    assert_eq!(
+        p.server_replica.read(&path(FILES - 1)).unwrap(),
+        format!("second {}", FILES - 1).as_bytes()
+    );
+}
+
 #[tokio::test]
 async fn push_only_and_pull_only_move_one_way() {
     let p = pair().await;

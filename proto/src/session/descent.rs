@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use botsync_engine::RelPath;
 
-use super::{Control, IN_FLIGHT, SessionError, blocking};
+use super::{Control, SessionError, blocking};
 use crate::limits::MAX_PATHS_PER_REQUEST;
 use crate::messages::{ChildKind, Message, NodeChild};
 use crate::replica::Replica;
@@ -49,34 +49,38 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
     Ok(out)
 }
 
-/// Ask for the children of `dirs` (pipelined batches) and read the replies: one round trip.
+/// Ask for the children of `dirs` (pipelined batches, replies read while sending) and read the
+/// replies: one round trip.
 async fn remote_children(
     ctl: &mut Control,
     dirs: &[RelPath],
 ) -> Result<Vec<Vec<NodeChild>>, SessionError> {
     ctl.counters.round_trips += 1;
     let batches: Vec<&[RelPath]> = dirs.chunks(MAX_PATHS_PER_REQUEST).collect();
-    let mut sent = 0;
+    let requests: Vec<Message> = batches
+        .iter()
+        .map(|b| Message::GetNodes { paths: b.to_vec() })
+        .collect();
     let mut out = Vec::with_capacity(dirs.len());
-    for (received, &batch) in batches.iter().enumerate() {
-        // Keep a bounded number of requests ahead of the replies (see `IN_FLIGHT`).
-        while sent < batches.len() && sent < received + IN_FLIGHT {
-            ctl.send(&Message::GetNodes {
-                paths: batches[sent].to_vec(),
-            })
-            .await?;
-            sent += 1;
-        }
-        let Message::Nodes { nodes } = ctl.recv().await? else {
+    let mut pending = batches.iter();
+    ctl.exchange(&requests, |reply| {
+        let Message::Nodes { nodes } = reply else {
             return Err(SessionError::Protocol("expected nodes".into()));
         };
-        if nodes.len() != batch.len() || nodes.iter().zip(batch).any(|(n, p)| &n.path != p) {
+        let Some(batch) = pending.next() else {
+            return Err(SessionError::Protocol(
+                "more nodes replies than requests".into(),
+            ));
+        };
+        if nodes.len() != batch.len() || nodes.iter().zip(*batch).any(|(n, p)| &n.path != p) {
             return Err(SessionError::Protocol(
                 "nodes reply does not match the request".into(),
             ));
         }
         out.extend(nodes.into_iter().map(|n| n.children));
-    }
+        Ok(pending.len() == 0)
+    })
+    .await?;
     Ok(out)
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use botsync_engine::{FileEntry, RelPath};
 
 use super::tree::{NodeTable, Rebuild};
-use super::{Advertised, Control, IN_FLIGHT, SessionError, blocking};
+use super::{Advertised, Control, SessionError, blocking};
 use crate::frame::{read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
@@ -27,28 +27,25 @@ pub(crate) async fn request<R: Replica + ?Sized>(
         return Ok(Vec::new());
     }
     ctl.counters.round_trips += 1;
-    let batches: Vec<&[RelPath]> = paths.chunks(MAX_PATHS_PER_REQUEST).collect();
-    let mut sent = 0;
+    // Pipelined batches, replies read while sending (see `Control::exchange`); each request is
+    // answered by `Entries` messages up to one marked `last`.
+    let requests: Vec<Message> = paths
+        .chunks(MAX_PATHS_PER_REQUEST)
+        .map(|b| Message::GetEntries { paths: b.to_vec() })
+        .collect();
+    let mut remaining = requests.len();
     let mut wire = Vec::new();
-    for received in 0..batches.len() {
-        // Keep a bounded number of requests ahead of the replies (see `IN_FLIGHT`).
-        while sent < batches.len() && sent < received + IN_FLIGHT {
-            ctl.send(&Message::GetEntries {
-                paths: batches[sent].to_vec(),
-            })
-            .await?;
-            sent += 1;
+    ctl.exchange(&requests, |reply| {
+        let Message::Entries { entries, last } = reply else {
+            return Err(SessionError::Protocol("expected entries".into()));
+        };
+        wire.extend(entries);
+        if last {
+            remaining -= 1;
         }
-        loop {
-            let Message::Entries { entries, last } = ctl.recv().await? else {
-                return Err(SessionError::Protocol("expected entries".into()));
-            };
-            wire.extend(entries);
-            if last {
-                break;
-            }
-        }
-    }
+        Ok(remaining == 0)
+    })
+    .await?;
     complete(conn, replica, wire).await
 }
 

@@ -31,12 +31,6 @@ use crate::frame::{FrameError, read_frame, write_frame};
 use crate::messages::{ErrorCode, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError};
 
-/// Requests the initiator keeps ahead of the replies on the control stream. Unbounded
-/// pipelining would deadlock on a large tree: the responder stops reading requests while its
-/// replies fill our receive window, and we stop reading replies while our requests fill its.
-/// Eight batches of ≤ 1024 paths stay far below a stream window and still fill the pipe.
-pub(crate) const IN_FLIGHT: usize = 8;
-
 /// How the initiator wants a session to run.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -224,19 +218,65 @@ impl Control {
 
     /// The next message; a clean end of stream is a protocol error here.
     pub(crate) async fn recv(&mut self) -> Result<Message, SessionError> {
-        match read_frame(&mut self.recv).await? {
-            Some(Message::Error { code, message }) => {
-                self.counters.messages_received += 1;
-                Err(SessionError::Remote { code, message })
-            }
-            Some(m) => {
-                self.counters.messages_received += 1;
-                Ok(m)
-            }
-            None => Err(SessionError::Protocol(
-                "control stream ended unexpectedly".into(),
-            )),
+        let m = next_reply(&mut self.recv).await;
+        if !matches!(m, Err(SessionError::Protocol(_) | SessionError::Frame(_))) {
+            self.counters.messages_received += 1;
         }
+        m
+    }
+
+    /// Send `requests` and read their replies at the same time, passing each reply in order to
+    /// `on_reply`, which returns true after the last one.
+    ///
+    /// A responder writes each reply before it reads the next request. Reading only after
+    /// sending would deadlock as soon as the requests and the replies each outgrow a stream
+    /// window (long paths, thousands of directories): the responder waits for us to read, we
+    /// wait for it to read. Reading concurrently keeps its replies flowing, so it always comes
+    /// back for more requests, whatever their number and size; flow control bounds the rest.
+    pub(crate) async fn exchange(
+        &mut self,
+        requests: &[Message],
+        mut on_reply: impl FnMut(Message) -> Result<bool, SessionError>,
+    ) -> Result<(), SessionError> {
+        let Control {
+            send,
+            recv,
+            counters,
+        } = self;
+        let sending = async {
+            for m in requests {
+                write_frame(&mut *send, m).await?;
+            }
+            Ok::<u64, SessionError>(requests.len() as u64)
+        };
+        let receiving = async {
+            let mut received = 0u64;
+            loop {
+                let reply = next_reply(&mut *recv).await;
+                if reply.is_ok() || matches!(reply, Err(SessionError::Remote { .. })) {
+                    received += 1;
+                }
+                if on_reply(reply?)? {
+                    return Ok::<u64, SessionError>(received);
+                }
+            }
+        };
+        let (sent, received) = tokio::try_join!(sending, receiving)?;
+        counters.messages_sent += sent;
+        counters.messages_received += received;
+        Ok(())
+    }
+}
+
+/// The next message of the control stream; an `Error` message becomes
+/// [`SessionError::Remote`], a clean end of stream a protocol error.
+async fn next_reply(recv: &mut RecvStream) -> Result<Message, SessionError> {
+    match read_frame(recv).await? {
+        Some(Message::Error { code, message }) => Err(SessionError::Remote { code, message }),
+        Some(m) => Ok(m),
+        None => Err(SessionError::Protocol(
+            "control stream ended unexpectedly".into(),
+        )),
     }
 }
 
