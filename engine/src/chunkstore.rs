@@ -117,13 +117,7 @@ impl ChunkStore {
     /// Store `bytes` as chunk `id`, refusing bytes that do not hash to `id` (e.g. received from
     /// a peer).
     pub fn put_verified(&self, id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
-        let actual = Hash::of(bytes);
-        if actual != *id {
-            return Err(ChunkStoreError::Mismatch {
-                expected: *id,
-                actual,
-            });
-        }
+        verify(id, bytes)?;
         self.write_object(&self.chunk_path(id), bytes)?;
         Ok(())
     }
@@ -298,6 +292,18 @@ impl ChunkStore {
     }
 }
 
+/// Refuse `bytes` offered as chunk `id` unless they hash to it.
+fn verify(id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
+    let actual = Hash::of(bytes);
+    if actual != *id {
+        return Err(ChunkStoreError::Mismatch {
+            expected: *id,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Create a new file named `<prefix><random>` in `dir`, exclusively and without following a
 /// symlink. Used for chunk files and by apply for workspace temp files.
 pub(crate) fn create_temp(dir: &Path, prefix: &str) -> Result<(PathBuf, File), IoError> {
@@ -446,17 +452,23 @@ fn duration_ns(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::entry::{EntryKind, Mode};
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use crate::{ChunkerParams, VersionVector};
     use proptest::prelude::*;
 
-    fn store() -> (tempfile::TempDir, ChunkStore) {
+    /// A chunk store in a fresh temporary directory (kept alive by the returned guard).
+    pub(crate) fn store() -> (tempfile::TempDir, ChunkStore) {
         let tmp = tempfile::tempdir().unwrap();
         let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
         (tmp, cs)
+    }
+
+    /// The wall clock in ns, as gc compares it with file ages.
+    pub(crate) fn now_ns() -> i64 {
+        system_time_ns(SystemTime::now())
     }
 
     #[test]

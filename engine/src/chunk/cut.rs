@@ -45,17 +45,22 @@ const WARM: usize = 64;
 impl Chunker {
     /// Length of the first chunk of `data` (all of it if it is shorter than `min`).
     pub(super) fn cut(&self, data: &[u8]) -> usize {
-        let Some(bounds) = self.bounds(data.len()) else {
-            return data.len();
-        };
         if (self.mask_s | self.mask_l) >> 63 != 0 {
             // Not a fastcdc mask: keep its even-offset quirk exactly (see the module docs).
             return self.cut_pairs(data);
         }
-        let gear = gear_table();
-        let mut hash = 0;
+        self.search(data, find)
+    }
+
+    /// Run `step` over the strict range, then, carrying the hash, over the relaxed one.
+    fn search(&self, data: &[u8], step: Step) -> usize {
+        let Some(bounds) = self.bounds(data.len()) else {
+            return data.len();
+        };
         let src = &data[..bounds.remaining];
-        find(
+        let gear = gear_table();
+        let mut hash = 0u64;
+        step(
             gear,
             src,
             bounds.min,
@@ -64,14 +69,9 @@ impl Chunker {
             &mut hash,
         )
         .or_else(|| {
-            find(
-                gear,
-                src,
-                bounds.end_strict,
-                bounds.end,
-                self.mask_l,
-                &mut hash,
-            )
+            // The strict range ends on an even offset, so pairs continue in step.
+            let from = bounds.end_strict.max(bounds.min);
+            step(gear, src, from, bounds.end, self.mask_l, &mut hash)
         })
         .unwrap_or(bounds.remaining)
     }
@@ -103,44 +103,40 @@ impl Chunker {
     /// bytes; here `gear_ls[a] + gear[b]` is summed off the chain and added to `h << 2` in one
     /// step, and the intermediate value for byte `a` is computed beside it only for its test.
     pub(super) fn cut_pairs(&self, data: &[u8]) -> usize {
-        let Some(bounds) = self.bounds(data.len()) else {
-            return data.len();
-        };
-        let src = &data[..bounds.remaining];
-        let gear = gear_table();
-        let (mask_s, mask_l) = (self.mask_s, self.mask_l);
-        let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
-        let mut hash = 0u64;
-        let mut a = bounds.min;
-        // Pairs (a, a + 1) with `a` even relative to the chunk start, as fastcdc scans them.
-        while a < bounds.end_strict {
-            let ga = gear[src[a] as usize] << 1;
-            let gb = gear[src[a + 1] as usize];
-            let shifted = hash << 2;
-            if shifted.wrapping_add(ga) & mask_s_ls == 0 {
-                return a;
-            }
-            hash = shifted.wrapping_add(ga.wrapping_add(gb));
-            if hash & mask_s == 0 {
-                return a + 1;
-            }
-            a += 2;
-        }
-        while a < bounds.end {
-            let ga = gear[src[a] as usize] << 1;
-            let gb = gear[src[a + 1] as usize];
-            let shifted = hash << 2;
-            if shifted.wrapping_add(ga) & mask_l_ls == 0 {
-                return a;
-            }
-            hash = shifted.wrapping_add(ga.wrapping_add(gb));
-            if hash & mask_l == 0 {
-                return a + 1;
-            }
-            a += 2;
-        }
-        bounds.remaining
+        self.search(data, pair_steps)
     }
+}
+
+/// A search for the first offset in `[from, to)` whose hash matches `mask`, with the hash of
+/// the bytes before `from` carried in and, on a miss, out ([`find`], [`pair_steps`]).
+type Step = fn(&[u64; 256], &[u8], usize, usize, u64, &mut u64) -> Option<usize>;
+
+/// fastcdc's two-bytes-per-step scan of pairs `(a, a + 1)` for `a` in `[from, to)` stepping by
+/// two (`a` even relative to the chunk start), with `hash` carried between calls.
+fn pair_steps(
+    gear: &[u64; 256],
+    src: &[u8],
+    from: usize,
+    to: usize,
+    mask: u64,
+    hash: &mut u64,
+) -> Option<usize> {
+    let mask_ls = mask << 1;
+    let mut a = from;
+    while a < to {
+        let ga = gear[src[a] as usize] << 1;
+        let gb = gear[src[a + 1] as usize];
+        let shifted = *hash << 2;
+        if shifted.wrapping_add(ga) & mask_ls == 0 {
+            return Some(a);
+        }
+        *hash = shifted.wrapping_add(ga.wrapping_add(gb));
+        if *hash & mask == 0 {
+            return Some(a + 1);
+        }
+        a += 2;
+    }
+    None
 }
 
 /// The search range of one cut: offsets `[min, end_strict)` use the strict mask, `[end_strict,
@@ -172,7 +168,7 @@ fn find(
     let mut at = from;
     // Lane k of a window starts at `at + k * LANE`; lanes 1.. are warmed on the WARM bytes
     // before them, which lie inside the window (LANE >= WARM), so after `from` and exact.
-    while to - at >= LANES * LANE {
+    while to.saturating_sub(at) >= LANES * LANE {
         let Some(window) = src[at..].first_chunk::<{ LANES * LANE }>() else {
             break;
         };

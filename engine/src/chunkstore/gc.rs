@@ -156,20 +156,9 @@ fn is_fanout_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::super::DEFAULT_RETENTION;
     use super::*;
-
-    fn store() -> (tempfile::TempDir, ChunkStore) {
-        let tmp = tempfile::tempdir().unwrap();
-        let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
-        (tmp, cs)
-    }
-
-    fn now_ns() -> i64 {
-        system_time_ns(SystemTime::now())
-    }
+    use crate::chunkstore::tests::{now_ns, store};
 
     #[test]
     fn gc_removes_only_old_unkept_objects() {

@@ -12,20 +12,14 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::{ChunkStore, ChunkStoreError, STAGING};
+use super::{ChunkStore, ChunkStoreError, STAGING, verify};
 use crate::hash::Hash;
 
 impl ChunkStore {
     /// Stage `bytes` as chunk `id`, refusing bytes that do not hash to `id` (they come from a
     /// peer). A chunk the store already keeps is not staged again.
     pub fn put_staged(&self, id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
-        let actual = Hash::of(bytes);
-        if actual != *id {
-            return Err(ChunkStoreError::Mismatch {
-                expected: *id,
-                actual,
-            });
-        }
+        verify(id, bytes)?;
         if self.chunk_path(id).is_file() {
             return Ok(());
         }
@@ -69,17 +63,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::chunkstore::system_time_ns;
-
-    fn store() -> (tempfile::TempDir, ChunkStore) {
-        let tmp = tempfile::tempdir().unwrap();
-        let cs = ChunkStore::open(&tmp.path().join("store")).unwrap();
-        (tmp, cs)
-    }
-
-    fn now_ns() -> i64 {
-        system_time_ns(std::time::SystemTime::now())
-    }
+    use crate::chunkstore::tests::{now_ns, store};
 
     #[test]
     fn a_staged_chunk_reads_like_a_kept_one_until_unstaged() {
