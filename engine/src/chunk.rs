@@ -185,7 +185,7 @@ impl Chunker {
     /// Chunk and hash `reader` to its end: size, chunk list and content hash.
     ///
     /// Inputs up to one segment plus one maximum chunk (2.25 MiB) are done inline on the calling
-    /// thread; larger ones on the calling thread plus one helper, with under 7 MiB of buffers.
+    /// thread; larger ones on the calling thread plus one helper, with 9 MiB of buffers.
     /// The reader is only ever used on the calling thread.
     pub fn digest_reader<R: Read>(&self, reader: R) -> io::Result<FileDigest> {
         let mut source = ReaderSource::new(reader);
