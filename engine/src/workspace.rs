@@ -5,12 +5,12 @@
 //! network code and reads no clock: callers pass `now_ns`. It owns the on-disk layout of
 //! `.botsync/` (PRODUCT.md §3) except the identity and `peers.json`, which the CLI and proto own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, SourceError};
 use crate::chunk::{ChunkRef, ChunkerParams};
@@ -19,13 +19,17 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
-use crate::merkle::{MerkleChild, MerkleTree};
+use crate::merkle::MerkleChild;
 use crate::path::{RelPath, STATE_DIR};
 use crate::peer::{Attribution, PeerId};
 use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanReport};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
+
+mod mirror;
+
+use self::mirror::Mirror;
 
 /// Why a workspace operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,50 +82,6 @@ pub struct Workspace {
     /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
     /// every commit this workspace makes.
     mirror: Mutex<Mirror>,
-}
-
-/// The in-memory copy of the local index and the tree over it.
-///
-/// The index is shared copy-on-write: a rescan takes a snapshot (a reference count, not a
-/// copy) and scans against it without holding the lock, so readers are never blocked by a
-/// scan. The first update after the snapshot is dropped changes the map in place; an update
-/// while a snapshot is still held (an apply during a scan, two rescans at once) copies the map
-/// once and leaves the snapshot as it was.
-#[derive(Debug, Default)]
-struct Mirror {
-    index: Arc<Index>,
-    tree: MerkleTree,
-}
-
-/// The local index: files and tombstones by path.
-type Index = BTreeMap<RelPath, LocalEntry>;
-
-impl Mirror {
-    fn load(store: &Store) -> Result<Mirror, WorkspaceError> {
-        let index = store.local_all()?;
-        let tree = MerkleTree::build(index.values().map(|l| &l.entry));
-        Ok(Mirror {
-            index: Arc::new(index),
-            tree,
-        })
-    }
-
-    /// The index as it is now, for a scan to compare against without holding the lock.
-    fn snapshot(&self) -> Arc<Index> {
-        Arc::clone(&self.index)
-    }
-
-    fn put(&mut self, entry: LocalEntry) {
-        self.tree.insert(&entry.entry);
-        Arc::make_mut(&mut self.index).insert(entry.entry.path.clone(), entry);
-    }
-
-    fn remove(&mut self, path: &RelPath) {
-        self.tree.remove(path);
-        if self.index.contains_key(path) {
-            Arc::make_mut(&mut self.index).remove(path);
-        }
-    }
 }
 
 /// What a refresh found.
@@ -575,81 +535,5 @@ struct NoSource;
 impl ChunkSource for NoSource {
     fn fetch(&mut self, _id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(None)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
-mod tests {
-    use super::*;
-    use crate::entry::{EntryKind, Mode};
-    use crate::peer::AgentLabel;
-    use crate::vector::VersionVector;
-
-    fn local_entry(path: &str, content: &[u8]) -> LocalEntry {
-        LocalEntry {
-            entry: FileEntry {
-                path: RelPath::new(path).unwrap(),
-                kind: EntryKind::File,
-                size: content.len() as u64,
-                mtime_ns: 1_700_000_000_000_000_000,
-                mode: Mode::default(),
-                content: Hash::of(content),
-                chunks: Vec::new(),
-                chunker: ChunkerParams::DEFAULT,
-                version: VersionVector::new(),
-                parent: None,
-                changed_by: Attribution {
-                    peer: PeerId([3; 32]),
-                    agent: AgentLabel::new("unit"),
-                },
-            },
-            stat: None,
-            recorded_at_ns: 1_700_000_000_000_000_000,
-        }
-    }
-
-    fn paths(index: &Index) -> Vec<&str> {
-        index.keys().map(RelPath::as_str).collect()
-    }
-
-    #[test]
-    fn a_scan_snapshot_is_shared_and_never_sees_later_updates() {
-        let mut mirror = Mirror::default();
-        mirror.put(local_entry("memory/a.md", b"a"));
-        let snapshot = mirror.snapshot();
-        assert!(Arc::ptr_eq(&snapshot, &mirror.index), "not a copy");
-
-        // An apply while the scan runs: the mirror moves on, the scan's view does not.
-        mirror.put(local_entry("memory/b.md", b"b"));
-        mirror.remove(&RelPath::new("memory/a.md").unwrap());
-        assert_eq!(paths(&snapshot), ["memory/a.md"]);
-        assert_eq!(paths(&mirror.index), ["memory/b.md"]);
-
-        // Once the scan let go, updates happen in place.
-        drop(snapshot);
-        let map = Arc::as_ptr(&mirror.index);
-        mirror.put(local_entry("memory/c.md", b"c"));
-        assert_eq!(Arc::as_ptr(&mirror.index), map);
-        assert_eq!(paths(&mirror.index), ["memory/b.md", "memory/c.md"]);
-    }
-
-    #[test]
-    fn refresh_lets_go_of_its_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        Workspace::init(dir.path(), None).unwrap();
-        fs::create_dir(dir.path().join("memory")).unwrap();
-        fs::write(dir.path().join("memory/a.md"), b"a").unwrap();
-        let local = Attribution {
-            peer: PeerId([3; 32]),
-            agent: AgentLabel::new("unit"),
-        };
-        let (ws, _) = Workspace::open(dir.path(), local).unwrap();
-        for now_ns in [1_000, 2_000] {
-            let refresh = ws.refresh(now_ns).unwrap();
-            assert_eq!(refresh.files, 1);
-            // Held by the mirror alone: the next update (an apply) needs no copy.
-            assert_eq!(Arc::strong_count(&ws.lock().index), 1);
-        }
     }
 }
