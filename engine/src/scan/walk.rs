@@ -8,11 +8,12 @@
 //!
 //! # Cost
 //! A warm rescan is one `statx` per file plus the directory listings, and the walk is built to
-//! add as little as possible to that floor: per file it allocates only the workspace path (no
-//! path on disk unless a name there is not NFC), a directory's files are statted in runs on one
-//! thread (rayon tasks are per directory and per [`FILES_PER_TASK`] files, not per file), and
-//! the result comes out in path order without a final sort: a directory's children are visited
-//! in [`walk_order`] and the runs are concatenated in that order.
+//! add as little as possible to that floor. Per file it allocates the workspace path and
+//! nothing beyond what `std`'s directory entry does (no path on disk unless a name on the way
+//! is not NFC). A directory's files are statted in runs on one thread (rayon tasks are per
+//! directory and per [`FILES_PER_TASK`] files, not per file). The result comes out in path
+//! order without a final sort: a directory's children are sorted in [`walk_order`] (an
+//! integer prefix of the name first) and the runs are concatenated in that order.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
