@@ -14,8 +14,9 @@
 //!   saying so.
 //!
 //! After criterion's figures, one summary line per case (median wall time and CPU time of all
-//! threads over a few interleaved runs) and the ratios warm/floor, warm/cold and
-//! warm/cold_cache, so every ratio compares runs made under the same load.
+//! threads over a few interleaved runs, each after an untimed run of the same case) and the
+//! ratios warm/floor, warm/cold and warm/cold_cache, so every ratio compares runs made under
+//! the same load.
 //!
 //! Run: `cargo bench -p botsync-benches --bench scan`. The files go to a temporary directory
 //! under `BOTSYNC_BENCH_DIR` if set (for example the loop-mounted ext4 of
@@ -118,9 +119,12 @@ fn summary(
     let mut warm = Samples::default();
     let mut cold = Samples::default();
     for _ in 0..SUMMARY_RUNS {
-        floor.run(|| floor_walk(ctx.root));
-        warm.run(|| scan(ctx, index).expect("warm scan"));
-        cold.run(|| scan(ctx, empty).expect("cold scan"));
+        // Each timed run follows an untimed one of the same case: interleaved, so a change of
+        // load touches every case alike, but not timed right after another case evicted its
+        // working set (a cold scan reads 20 MiB) from the CPU caches.
+        floor.run_warmed(|| floor_walk(ctx.root));
+        warm.run_warmed(|| scan(ctx, index).expect("warm scan"));
+        cold.run_warmed(|| scan(ctx, empty).expect("cold scan"));
     }
     let mut cold_cache = Samples::default();
     if let Some(dropper) = dropper {
@@ -130,7 +134,9 @@ fn summary(
         }
     }
 
-    println!("scan_20k_x_1KiB summary: median of {SUMMARY_RUNS} interleaved runs, wall | CPU");
+    println!(
+        "scan_20k_x_1KiB summary: median of {SUMMARY_RUNS} interleaved runs ({SUMMARY_RUNS_COLD_CACHE} for cold_cache), wall | CPU"
+    );
     println!("  (CPU = all threads of the process, kernel included, rayon's idle spinning too)");
     let cases = [
         ("floor", &floor),
@@ -169,6 +175,12 @@ struct Samples {
 }
 
 impl Samples {
+    /// Run `f` once untimed, then once timed.
+    fn run_warmed<T>(&mut self, mut f: impl FnMut() -> T) {
+        black_box(f());
+        self.run(f);
+    }
+
     fn run<T>(&mut self, f: impl FnOnce() -> T) {
         let cpu_before = process_cpu_ns();
         let start = Instant::now();
