@@ -149,15 +149,39 @@ impl RelPath {
 
     /// The last component (empty for the root).
     pub fn file_name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or("")
+        // Asked for every file of every scan (selection rules): a byte search, no splitter.
+        match self.0.bytes().rposition(|b| b == b'/') {
+            Some(slash) => &self.0[slash + 1..],
+            None => &self.0,
+        }
     }
 
     /// `self/name`; `name` must be a single valid component.
     pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
         if self.is_root() {
-            RelPath::new(name)
+            return RelPath::new(name);
+        }
+        let mut joined = String::with_capacity(self.0.len() + 1 + name.len());
+        joined.push_str(&self.0);
+        joined.push('/');
+        joined.push_str(name);
+        // Scanners join every name they list: a plain ASCII name below a valid (NFC) path needs
+        // only its own checks, and the joined string is kept as it is, with no second copy.
+        // Anything else takes the full parse, so both ways give the same result.
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.len() <= MAX_COMPONENT_BYTES
+            && name
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'/' && b != b'\\');
+        // A path of n components has at least 2n - 1 bytes: count them only for long ones.
+        let shallow = joined.len() < 2 * MAX_PATH_DEPTH
+            || self.0.bytes().filter(|&b| b == b'/').count() + 2 <= MAX_PATH_DEPTH;
+        if plain && joined.len() <= MAX_PATH_BYTES && shallow {
+            Ok(RelPath(joined))
         } else {
-            RelPath::new(&format!("{}/{}", self.0, name))
+            RelPath::new(&joined)
         }
     }
 
@@ -214,6 +238,8 @@ mod tests {
     fn accepts_normal_paths() {
         let p = RelPath::new("memory/2026-01-01.md").unwrap();
         assert_eq!(p.file_name(), "2026-01-01.md");
+        assert_eq!(RelPath::new("MEMORY.md").unwrap().file_name(), "MEMORY.md");
+        assert_eq!(RelPath::root().file_name(), "");
         assert_eq!(p.parent().unwrap().as_str(), "memory");
         assert_eq!(
             p.to_fs(Path::new("/w")),
@@ -252,6 +278,43 @@ mod tests {
     fn normalizes_to_nfc() {
         let decomposed = "cafe\u{301}.md";
         assert_eq!(RelPath::new(decomposed).unwrap().as_str(), "caf\u{e9}.md");
+    }
+
+    #[test]
+    fn join_agrees_with_parsing_the_joined_string() {
+        let long = vec!["p".repeat(250); 16].join("/");
+        let parents = [
+            "memory",
+            "memory/caf\u{e9}",
+            &"d/".repeat(63)[..125],
+            &"d/".repeat(64)[..127],
+            &long,
+        ];
+        let names = [
+            "note.md",
+            "",
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "a\\b",
+            "a\tb",
+            "a\u{7f}b",
+            ".botsync",
+            "cafe\u{301}.md",
+            "\u{301}x",
+            "\u{85}",
+            &"n".repeat(255),
+            &"n".repeat(256),
+            &"x".repeat(100),
+        ];
+        for parent in parents {
+            let parent = RelPath::new(parent).unwrap();
+            for name in names {
+                let expected = RelPath::new(&format!("{}/{}", parent.as_str(), name));
+                assert_eq!(parent.join(name), expected, "{parent:?} / {name:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! network code and reads no clock: callers pass `now_ns`. It owns the on-disk layout of
 //! `.botsync/` (PRODUCT.md §3) except the identity and `peers.json`, which the CLI and proto own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,13 +20,17 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
-use crate::merkle::{MerkleChild, MerkleTree};
+use crate::merkle::MerkleChild;
 use crate::path::{RelPath, STATE_DIR};
 use crate::peer::{Attribution, PeerId};
 use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanReport};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
+
+mod mirror;
+
+use self::mirror::Mirror;
 
 /// Why a workspace operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,31 +88,6 @@ pub struct Workspace {
     /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
     /// every commit this workspace makes.
     mirror: Mutex<Mirror>,
-}
-
-/// The in-memory copy of the local index and the tree over it.
-#[derive(Debug, Default)]
-struct Mirror {
-    index: BTreeMap<RelPath, LocalEntry>,
-    tree: MerkleTree,
-}
-
-impl Mirror {
-    fn load(store: &Store) -> Result<Mirror, WorkspaceError> {
-        let index = store.local_all()?;
-        let tree = MerkleTree::build(index.values().map(|l| &l.entry));
-        Ok(Mirror { index, tree })
-    }
-
-    fn put(&mut self, entry: LocalEntry) {
-        self.tree.insert(&entry.entry);
-        self.index.insert(entry.entry.path.clone(), entry);
-    }
-
-    fn remove(&mut self, path: &RelPath) {
-        self.tree.remove(path);
-        self.index.remove(path);
-    }
 }
 
 /// What a refresh found.
@@ -197,8 +176,8 @@ impl Workspace {
 
     /// Bring the index up to date with the files (stat-cache rescan) and rebuild the tree.
     pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
-        // A copy, so other sessions can read the mirror while the scan hashes.
-        let prev = self.lock().index.clone();
+        // A snapshot, not a copy: other sessions read the mirror while the scan hashes.
+        let prev = self.lock().snapshot();
         let ctx = ScanContext {
             root: &self.root,
             selection: &self.selection,
@@ -207,6 +186,8 @@ impl Workspace {
             chunker: ChunkerParams::DEFAULT,
         };
         let report = scan::scan(&ctx, &prev)?;
+        // Released before the mirror is updated, so the update is in place (no copy).
+        drop(prev);
         let mut updates: Vec<LocalUpdate> = report
             .changes
             .iter()

@@ -262,6 +262,37 @@ fn symlinks_and_fifos_are_reported_and_never_followed() {
 }
 
 #[test]
+fn names_written_decomposed_on_disk_are_read_and_tracked_under_their_nfc_path() {
+    // A Mac (or a tool) wrote these names in NFD: the workspace path is the NFC spelling, but
+    // the file has to be read from the name as it is on disk, in a folder as in a file name.
+    let mut ws = agent_workspace();
+    ws.scan();
+    ws.write("memory/cafe\u{301}/menu.md", "- espresso\n");
+    ws.write("memory/re\u{301}sume\u{301}.md", "- botsync\n");
+    let report = ws.scan();
+    assert_eq!(
+        changes(&report),
+        vec![
+            (Added, "memory/caf\u{e9}/menu.md".to_owned()),
+            (Added, "memory/r\u{e9}sum\u{e9}.md".to_owned()),
+        ]
+    );
+    assert_eq!(report.hashed_files, 2);
+    assert_eq!(
+        ws.entry("memory/caf\u{e9}/menu.md").entry.content,
+        content_of(b"- espresso\n")
+    );
+
+    // Unchanged, they are trusted like any other file; edited, they are read again.
+    assert_eq!(ws.scan().hashed_files, 0);
+    ws.append("memory/cafe\u{301}/menu.md", "- tea\n");
+    assert_eq!(
+        changes(&ws.scan()),
+        vec![(Modified, "memory/caf\u{e9}/menu.md".to_owned())]
+    );
+}
+
+#[test]
 fn an_unreadable_file_is_reported_and_keeps_its_entry() {
     let mut ws = agent_workspace();
     ws.scan();

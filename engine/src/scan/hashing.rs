@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use crate::chunk::{ChunkRef, Chunker};
 use crate::chunktree;
@@ -43,12 +44,16 @@ pub(crate) enum ReadFailure {
     Changed,
 }
 
-/// Open, hash and re-check the file the walk found.
-pub(crate) fn read_file(chunker: &Chunker, found: &Found) -> Result<Digest, ReadFailure> {
+/// Open, hash and re-check the file the walk found in the workspace at `root`.
+pub(crate) fn read_file(
+    chunker: &Chunker,
+    root: &Path,
+    found: &Found,
+) -> Result<Digest, ReadFailure> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&found.fs_path)
+        .open(found.fs_path(root))
         .map_err(ReadFailure::Io)?;
     let before = file.metadata().map_err(ReadFailure::Io)?;
     let sig = stat_sig(&before);
@@ -121,14 +126,16 @@ mod tests {
     use super::*;
     use crate::path::RelPath;
 
+    /// The tests' files carry their own path on disk: no root is joined.
+    const NO_ROOT: &str = "/nonexistent";
+
     fn found(path: &std::path::Path) -> Found {
         let meta = fs::symlink_metadata(path).unwrap();
-        Found {
-            rel: RelPath::new("memory/x.md").unwrap(),
-            fs_path: path.to_path_buf(),
-            sig: stat_sig(&meta),
-            executable: is_executable(&meta),
-        }
+        Found::new(
+            RelPath::new("memory/x.md").unwrap(),
+            Some(path.to_path_buf()),
+            &meta,
+        )
     }
 
     #[test]
@@ -136,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.md");
         fs::write(&p, b"remember the milk\n").unwrap();
-        let d = read_file(&Chunker::default(), &found(&p)).unwrap();
+        let d = read_file(&Chunker::default(), Path::new(NO_ROOT), &found(&p)).unwrap();
         let chunks = Chunker::default()
             .chunk_reader(&b"remember the milk\n"[..])
             .unwrap();
@@ -154,7 +161,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let p = dir.path().join(format!("f{len}"));
             fs::write(&p, &data).unwrap();
-            let d = read_file(&chunker, &found(&p)).unwrap();
+            let d = read_file(&chunker, Path::new(NO_ROOT), &found(&p)).unwrap();
             let chunks = chunker.chunk_reader(&data[..]).unwrap();
             assert_eq!((d.size, &d.chunks), (len as u64, &chunks), "length {len}");
             assert_eq!(d.content, chunktree::content_hash(&chunks), "length {len}");
@@ -181,7 +188,7 @@ mod tests {
         fs::write(dir.path().join("target"), b"secret").unwrap();
         symlink(dir.path().join("target"), &p).unwrap();
         assert!(matches!(
-            read_file(&Chunker::default(), &f),
+            read_file(&Chunker::default(), Path::new(NO_ROOT), &f),
             Err(ReadFailure::Io(_))
         ));
     }
@@ -196,7 +203,7 @@ mod tests {
         fs::rename(&p, dir.path().join("old")).unwrap();
         fs::write(&p, b"b").unwrap();
         assert!(matches!(
-            read_file(&Chunker::default(), &f),
+            read_file(&Chunker::default(), Path::new(NO_ROOT), &f),
             Err(ReadFailure::Replaced)
         ));
     }

@@ -20,6 +20,7 @@
 mod hashing;
 mod walk;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -186,28 +187,39 @@ pub fn scan(
 fn compare(
     ctx: &ScanContext<'_>,
     prev: &BTreeMap<RelPath, LocalEntry>,
-    walked: walk::Walk,
+    mut walked: walk::Walk,
 ) -> ScanReport {
     // Paths whose previous entries stand because the scan could not see them (with what is
     // below them): skipped entries, unreadable directories.
-    let blind: HashSet<RelPath> = walked.blind.into_iter().collect();
+    let blind: HashSet<RelPath> = std::mem::take(&mut walked.blind).into_iter().collect();
     let mut report = ScanReport {
-        skipped: walked.skipped,
+        skipped: std::mem::take(&mut walked.skipped),
         ..ScanReport::default()
     };
 
     // Merge-join the sorted walk with the sorted index: each file meets its previous entry,
     // and previous entries met by no file are collected as missing.
+    debug_assert!(
+        walked.files().map(|f| &f.rel).is_sorted(),
+        "the walk is in path order"
+    );
     let mut missing: Vec<(&RelPath, &LocalEntry)> = Vec::new();
     let mut to_hash: Vec<(&Found, Option<&LocalEntry>)> = Vec::new();
     let mut prev_iter = prev.iter().peekable();
-    for found in &walked.files {
-        while let Some((path, old)) = prev_iter.next_if(|(path, _)| **path < found.rel) {
-            missing.push((path, old));
+    for found in walked.files() {
+        // One comparison per step: the index's keys are cold in the cache on a large rescan.
+        let mut old = None;
+        while let Some(&(path, entry)) = prev_iter.peek() {
+            match path.cmp(&found.rel) {
+                Ordering::Less => missing.push((path, entry)),
+                Ordering::Equal => old = Some(entry),
+                Ordering::Greater => break,
+            }
+            prev_iter.next();
+            if old.is_some() {
+                break;
+            }
         }
-        let old = prev_iter
-            .next_if(|(path, _)| **path == found.rel)
-            .map(|(_, old)| old);
         if blind.contains(&found.rel) {
             continue; // a name collision: the previous entry stands
         }
@@ -222,7 +234,7 @@ fn compare(
     let chunker = Chunker::new(ctx.chunker);
     let digests: Vec<Result<Digest, ReadFailure>> = to_hash
         .par_iter()
-        .map(|(found, _)| hashing::read_file(&chunker, found))
+        .map(|(found, _)| hashing::read_file(&chunker, ctx.root, found))
         .collect();
     for ((found, old), digest) in to_hash.iter().zip(digests) {
         match digest {
@@ -472,7 +484,7 @@ mod tests {
         let (dir, selection) = workspace();
         fs::write(dir.path().join("memory/a.md"), b"one").unwrap();
         let walked = walk::walk(dir.path(), &selection).unwrap();
-        let found = &walked.files[0];
+        let found = walked.files().next().unwrap();
         let first = compare(
             &ctx(dir.path(), &selection, NOW),
             &BTreeMap::new(),

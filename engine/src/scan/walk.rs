@@ -5,8 +5,20 @@
 //! ([`Selection::may_descend_scope`]) and never entering `.botsync/`. Symlinks, FIFOs, sockets,
 //! devices, undecodable names and unreadable directories are reported, not fatal. It does not
 //! open files (that is [`super::hashing`]) nor compare with the previous index.
+//!
+//! # Cost
+//! A warm rescan is one `statx` per file plus the directory listings, and the walk is built to
+//! add as little as possible to that floor. Per file it allocates the workspace path and
+//! nothing beyond what `std`'s directory entry does (no path on disk unless a name on the way
+//! is not NFC). A directory's files are statted in runs on one thread (rayon tasks are per
+//! directory and per [`FILES_PER_TASK`] files, not per file). The result comes out in path
+//! order without a final sort: a directory's children are sorted in [`walk_order`] (an
+//! integer prefix of the name first) and the runs are concatenated in that order.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fs::{self, FileType, Metadata};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -18,24 +30,51 @@ use crate::rules::{Decision, DirScope, Selection};
 
 use super::{SkipReason, Skipped};
 
+/// Most files of one directory statted by one rayon task. A directory with more is split, so
+/// one huge directory still spreads over all cores; below that, a task per file costs more in
+/// scheduling and merging than it gains.
+const FILES_PER_TASK: usize = 256;
+
 /// A selected regular file found by the walk.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
     /// The normalized workspace path.
     pub rel: RelPath,
-    /// The path as it is on disk (its bytes may differ from `rel` when the disk name is not NFC).
-    pub fs_path: PathBuf,
+    /// The path on disk when it is not `rel` under the root (a name on the way that is not NFC
+    /// on disk); `None` in the common case, so the walk builds no path per file.
+    disk_path: Option<Box<Path>>,
     /// The lstat facts.
     pub sig: StatSig,
     /// The owner-executable bit.
     pub executable: bool,
 }
 
+impl Found {
+    /// A file at `rel`, stored on disk at `disk_path` if that is not `rel` under the root.
+    pub(crate) fn new(rel: RelPath, disk_path: Option<PathBuf>, meta: &Metadata) -> Found {
+        Found {
+            rel,
+            disk_path: disk_path.map(PathBuf::into_boxed_path),
+            sig: stat_sig(meta),
+            executable: is_executable(meta),
+        }
+    }
+
+    /// The path on disk of this file in the workspace at `root`.
+    pub(crate) fn fs_path(&self, root: &Path) -> Cow<'_, Path> {
+        match &self.disk_path {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(self.rel.to_fs(root)),
+        }
+    }
+}
+
 /// What the walk saw.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
-    /// Selected regular files, sorted by path.
-    pub files: Vec<Found>,
+    /// Selected regular files as runs which, concatenated, are in path order (one run per task:
+    /// moving runs is cheaper than merging files).
+    runs: Vec<Vec<Found>>,
     /// Entries that were not scanned, with the reason, sorted by path.
     pub skipped: Vec<Skipped>,
     /// Workspace paths whose previous entries must be kept as they are: skipped entries and
@@ -44,11 +83,15 @@ pub(crate) struct Walk {
 }
 
 impl Walk {
-    fn merge(mut self, other: Walk) -> Walk {
-        self.files.extend(other.files);
+    /// The selected regular files, in path order.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &Found> {
+        self.runs.iter().flatten()
+    }
+
+    fn append(&mut self, other: Walk) {
+        self.runs.extend(other.runs);
         self.skipped.extend(other.skipped);
         self.blind.extend(other.blind);
-        self
     }
 
     fn skip(&mut self, rel: RelPath, reason: SkipReason) {
@@ -64,68 +107,102 @@ impl Walk {
 /// root itself are returned; errors below it are recorded in [`Walk::skipped`].
 pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> {
     let entries = fs::read_dir(root)?;
-    let mut out = visit_entries(
-        selection,
-        entries,
-        &RelPath::root(),
-        &selection.root_scope(),
-        false,
-    );
-    out.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    let dir = Dir {
+        rel: RelPath::root(),
+        scope: selection.root_scope(),
+        synced: false,
+        disk_path: None,
+    };
+    let mut out = visit_entries(selection, entries, &dir);
     out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
+/// A directory being walked.
+#[derive(Debug)]
+struct Dir {
+    /// Its workspace path.
+    rel: RelPath,
+    /// What the rules above it decided.
+    scope: DirScope,
+    /// Whether the directory itself is selected: only then are undecodable names inside it
+    /// worth reporting.
+    synced: bool,
+    /// Its path on disk when that is not `rel` under the root (see [`Found::new`]).
+    disk_path: Option<PathBuf>,
+}
+
+impl Dir {
+    /// The path on disk of `child` if it cannot be derived from its workspace path.
+    fn disk_path_of(&self, child: &Child) -> Option<PathBuf> {
+        (self.disk_path.is_some() || !child.exact).then(|| child.entry.path())
+    }
+}
+
 /// One directory entry, named and typed, before it is decided.
+#[derive(Debug)]
 struct Child {
     rel: RelPath,
     file_type: FileType,
     entry: fs::DirEntry,
+    /// Where the last component starts in `rel`.
+    name_at: usize,
+    /// The first 16 bytes of the name as it sorts (see [`sort_prefix`]).
+    prefix: u128,
+    /// The name on disk is the last component of `rel`, byte for byte (it was NFC).
+    exact: bool,
 }
 
-fn visit_dir(
-    selection: &Selection,
-    fs_dir: &Path,
-    rel_dir: &RelPath,
-    scope: &DirScope,
-    synced: bool,
-) -> Walk {
+impl Child {
+    /// The normalized name (the last component of `rel`), found without searching for the
+    /// last `/`: sorting asks for it many times per child.
+    fn name(&self) -> &[u8] {
+        &self.rel.as_str().as_bytes()[self.name_at..]
+    }
+}
+
+/// A unit of parallel work within one directory.
+#[derive(Debug)]
+enum Task {
+    /// Stat a run of consecutive files (in walk order).
+    Files(Vec<Child>),
+    /// Walk a subdirectory.
+    Dir(Child, Dir),
+}
+
+fn visit_dir(selection: &Selection, fs_dir: &Path, dir: &Dir) -> Walk {
     match fs::read_dir(fs_dir) {
-        Ok(entries) => visit_entries(selection, entries, rel_dir, scope, synced),
+        Ok(entries) => visit_entries(selection, entries, dir),
         Err(e) => {
             let mut out = Walk::default();
-            out.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string()));
+            out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
             out
         }
     }
 }
 
-/// Visit the entries of one directory. `dir_synced` says whether the directory itself is
-/// selected: only then are undecodable names inside it worth reporting.
-fn visit_entries(
-    selection: &Selection,
-    entries: fs::ReadDir,
-    rel_dir: &RelPath,
-    scope: &DirScope,
-    dir_synced: bool,
-) -> Walk {
+/// Visit the entries of one directory.
+fn visit_entries(selection: &Selection, entries: fs::ReadDir, dir: &Dir) -> Walk {
     let mut out = Walk::default();
     let mut children = Vec::new();
+    // True once a name on disk differs from its normalized form: only then can two names
+    // collide (two names that are both NFC and normalize alike are the same bytes).
+    let mut renamed = false;
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
                 // The listing broke off: what was not listed must not look deleted.
-                out.skip(rel_dir.clone(), SkipReason::Unreadable(e.to_string()));
+                out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
                 break;
             }
         };
         let name = entry.file_name();
-        if rel_dir.is_root() && name == STATE_DIR {
+        if dir.rel.is_root() && name == STATE_DIR {
             continue;
         }
         let rel = match name.to_str() {
-            Some(n) => rel_dir.join(n),
+            Some(n) => dir.rel.join(n),
             None => Err(PathError::NotUtf8(
                 entry.path().to_string_lossy().into_owned(),
             )),
@@ -133,7 +210,7 @@ fn visit_entries(
         let rel = match rel {
             Ok(r) => r,
             Err(e) => {
-                if dir_synced {
+                if dir.synced {
                     let shown = entry.path().to_string_lossy().into_owned();
                     out.skipped.push(Skipped {
                         path: shown,
@@ -143,79 +220,174 @@ fn visit_entries(
                 continue;
             }
         };
+        let name_at = rel.as_str().len() - rel.file_name().len();
+        let exact = rel.as_str().as_bytes()[name_at..] == *name.as_bytes();
+        renamed |= !exact;
         match entry.file_type() {
             Ok(file_type) => children.push(Child {
+                prefix: sort_prefix(&rel.as_str().as_bytes()[name_at..], file_type.is_dir()),
                 rel,
                 file_type,
                 entry,
+                name_at,
+                exact,
             }),
             Err(e) => out.skip(rel, SkipReason::Unreadable(e.to_string())),
         }
     }
-    // Sorting puts NFC-equal spellings of one name next to each other.
+    if renamed {
+        children = drop_collisions(children, &mut out);
+    }
+    children.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| walk_order(a, b)));
+    let tasks = plan_tasks(selection, dir, children, &mut out);
+    // The stat calls dominate a warm scan: spread the runs and the subdirectories over all
+    // cores. `collect` keeps the tasks' order, so the runs stay in path order.
+    let parts: Vec<Walk> = if tasks.len() <= 1 {
+        tasks
+            .into_iter()
+            .map(|t| run_task(selection, dir, t))
+            .collect()
+    } else {
+        tasks
+            .into_par_iter()
+            .map(|t| run_task(selection, dir, t))
+            .collect()
+    };
+    for part in parts {
+        out.append(part);
+    }
+    out
+}
+
+/// Report all but one of each group of names that normalize to the same path (NFC and NFD
+/// spellings); the survivor's path is blind too, so its previous entry stands.
+fn drop_collisions(mut children: Vec<Child>, out: &mut Walk) -> Vec<Child> {
     children.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    let mut unique = Vec::with_capacity(children.len());
+    let mut unique: Vec<Child> = Vec::with_capacity(children.len());
     for child in children {
-        if unique
-            .last()
-            .is_some_and(|last: &Child| last.rel == child.rel)
-        {
+        if unique.last().is_some_and(|last| last.rel == child.rel) {
             out.skip(child.rel, SkipReason::NameCollision);
         } else {
             unique.push(child);
         }
     }
-    // The stat calls dominate a warm scan: spread them, and the subdirectories, over all cores.
-    let found = unique
-        .into_par_iter()
-        .fold(Walk::default, |mut acc, child| {
-            visit_child(selection, child, scope, &mut acc);
-            acc
-        })
-        .reduce(Walk::default, Walk::merge);
-    out.merge(found)
+    unique
 }
 
-fn visit_child(selection: &Selection, child: Child, scope: &DirScope, out: &mut Walk) {
-    let Child {
-        rel,
-        file_type,
-        entry,
-    } = child;
-    if file_type.is_dir() {
-        let inner = selection.enter(scope, &rel);
-        if selection.may_descend_scope(&inner, &rel) {
-            let synced = selection.decide_in(scope, &rel, true) == Decision::Synced;
-            let below = visit_dir(selection, &entry.path(), &rel, &inner, synced);
-            let taken = std::mem::take(out);
-            *out = taken.merge(below);
+/// The order of a directory's children that puts the paths below them in path order: by name,
+/// a directory's name followed by its `/`. So `a.md` < `a/x.md` < `a0.md`, as the full paths
+/// compare bytewise (`.` < `/` < `0`), and a subdirectory's files go between its siblings.
+fn walk_order(a: &Child, b: &Child) -> Ordering {
+    let (x, y) = (a.name(), b.name());
+    let n = x.len().min(y.len());
+    x[..n].cmp(&y[..n]).then_with(|| {
+        // One name is a prefix of the other (or they are equal): the byte after the common
+        // part decides, a directory's being its `/`. A name never holds a `/`, so this byte
+        // ties only for equal names.
+        let next = |name: &[u8], child: &Child| {
+            name.get(n)
+                .copied()
+                .or(child.file_type.is_dir().then_some(b'/'))
+        };
+        next(x, a).cmp(&next(y, b))
+    })
+}
+
+/// The first 16 bytes of a name as [`walk_order`] sees it (the name, then `/` for a
+/// directory), big-endian and zero-padded: comparing two prefixes is [`walk_order`] on the
+/// bytes they hold (a name holds no NUL, so the padding sorts a shorter name first), and only
+/// equal prefixes need the full comparison. Sorting a directory of `note-0001.md`-like names
+/// then costs integer comparisons instead of a `memcmp` call each.
+fn sort_prefix(name: &[u8], is_dir: bool) -> u128 {
+    let mut key = [0u8; 16];
+    let n = name.len().min(16);
+    key[..n].copy_from_slice(&name[..n]);
+    if is_dir && n < 16 {
+        key[n] = b'/';
+    }
+    u128::from_be_bytes(key)
+}
+
+/// Settle what needs no system call (special files, directories the selection prunes) and cut
+/// the rest, in walk order, into tasks: runs of files and subdirectories to enter.
+fn plan_tasks(selection: &Selection, dir: &Dir, children: Vec<Child>, out: &mut Walk) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut run = Vec::new();
+    for child in children {
+        let file_type = child.file_type;
+        if file_type.is_file() {
+            run.push(child);
+            if run.len() == FILES_PER_TASK {
+                tasks.push(Task::Files(std::mem::take(&mut run)));
+            }
+        } else if file_type.is_dir() {
+            let scope = selection.enter(&dir.scope, &child.rel);
+            if !selection.may_descend_scope(&scope, &child.rel) {
+                continue;
+            }
+            if !run.is_empty() {
+                tasks.push(Task::Files(std::mem::take(&mut run)));
+            }
+            let sub = Dir {
+                synced: selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced,
+                disk_path: dir.disk_path_of(&child),
+                rel: child.rel.clone(),
+                scope,
+            };
+            tasks.push(Task::Dir(child, sub));
+        } else {
+            let selected = selection.decide_in(&dir.scope, &child.rel, false) == Decision::Synced
+                || (file_type.is_symlink()
+                    && selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced);
+            if selected {
+                out.skip(child.rel, special_reason(file_type));
+            }
         }
+    }
+    if !run.is_empty() {
+        tasks.push(Task::Files(run));
+    }
+    tasks
+}
+
+fn run_task(selection: &Selection, dir: &Dir, task: Task) -> Walk {
+    match task {
+        Task::Dir(child, sub) => visit_dir(selection, &child.entry.path(), &sub),
+        Task::Files(children) => {
+            let mut out = Walk::default();
+            let mut files = Vec::with_capacity(children.len());
+            for child in children {
+                stat_file(selection, dir, child, &mut files, &mut out);
+            }
+            if !files.is_empty() {
+                out.runs.push(files);
+            }
+            out
+        }
+    }
+}
+
+/// Decide a regular file of `dir` and, if it is selected, stat it.
+fn stat_file(
+    selection: &Selection,
+    dir: &Dir,
+    child: Child,
+    files: &mut Vec<Found>,
+    out: &mut Walk,
+) {
+    if selection.decide_in(&dir.scope, &child.rel, false) != Decision::Synced {
         return;
     }
-    let decision = selection.decide_in(scope, &rel, false);
-    if file_type.is_file() {
-        if decision != Decision::Synced {
-            return;
+    // DirEntry::metadata does not follow symlinks (statx relative to the directory, with
+    // AT_SYMLINK_NOFOLLOW).
+    match child.entry.metadata() {
+        Ok(meta) if meta.is_file() => {
+            let disk_path = dir.disk_path_of(&child);
+            files.push(Found::new(child.rel, disk_path, &meta));
         }
-        // DirEntry::metadata does not follow symlinks (statx relative to the directory, with
-        // AT_SYMLINK_NOFOLLOW).
-        match entry.metadata() {
-            Ok(meta) if meta.is_file() => out.files.push(Found {
-                rel,
-                fs_path: entry.path(),
-                sig: stat_sig(&meta),
-                executable: is_executable(&meta),
-            }),
-            // Replaced by something else since the listing: report what it is now.
-            Ok(meta) => out.skip(rel, special_reason(meta.file_type())),
-            Err(e) => out.skip(rel, SkipReason::Unreadable(e.to_string())),
-        }
-        return;
-    }
-    let selected = decision == Decision::Synced
-        || (file_type.is_symlink() && selection.decide_in(scope, &rel, true) == Decision::Synced);
-    if selected {
-        out.skip(rel, special_reason(file_type));
+        // Replaced by something else since the listing: report what it is now.
+        Ok(meta) => out.skip(child.rel, special_reason(meta.file_type())),
+        Err(e) => out.skip(child.rel, SkipReason::Unreadable(e.to_string())),
     }
 }
 
@@ -286,9 +458,47 @@ mod tests {
         fs::create_dir(dir.path().join(".botsync")).unwrap();
         write(dir.path(), ".botsync/config.json");
         let w = walk(dir.path(), &selection()).unwrap();
-        let got: Vec<&str> = w.files.iter().map(|f| f.rel.as_str()).collect();
+        let got: Vec<&str> = w.files().map(|f| f.rel.as_str()).collect();
         assert_eq!(got, ["MEMORY.md", "memory/a/x.md", "memory/b.md"]);
         assert!(w.skipped.is_empty(), "{:?}", w.skipped);
+    }
+
+    #[test]
+    fn files_come_out_in_path_order_without_a_final_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        // `.` < `/` < `0` bytewise: a subdirectory's files go between its siblings, not
+        // where its bare name would sort.
+        let mut made = vec![
+            "memory/a.md".to_owned(),
+            "memory/a/x.md".to_owned(),
+            "memory/a/b/c.md".to_owned(),
+            "memory/a0.md".to_owned(),
+            "memory/a-b.md".to_owned(),
+            "memory/a.b/y.md".to_owned(),
+            "memory/ab/x.md".to_owned(),
+            "memory/a".to_owned() + "b.md",
+            "MEMORY.md".to_owned(),
+            // Names alike in their first 16 bytes.
+            "memory/2026-11-21-standup.md".to_owned(),
+            "memory/2026-11-21-standup/x.md".to_owned(),
+            "memory/2026-11-21-standup-notes.md".to_owned(),
+            "memory/2026-11-21-standup0.md".to_owned(),
+            "memory/0123456789abcdef/x.md".to_owned(),
+            "memory/0123456789abcdef.md".to_owned(),
+            "memory/0123456789abcdef0.md".to_owned(),
+        ];
+        // More files than one task takes, so a directory is split across tasks.
+        for i in 0..FILES_PER_TASK * 2 + 3 {
+            made.push(format!("memory/big/n{}.md", i * 7919 % 1000));
+        }
+        made.sort();
+        made.dedup();
+        for rel in &made {
+            write(dir.path(), rel);
+        }
+        let w = walk(dir.path(), &selection()).unwrap();
+        let got: Vec<&str> = w.files().map(|f| f.rel.as_str()).collect();
+        assert_eq!(got, made);
     }
 
     #[test]
@@ -299,7 +509,7 @@ mod tests {
         let odd = std::ffi::OsStr::from_bytes(b"bad\xffname.md");
         fs::write(dir.path().join("memory").join(odd), b"x").unwrap();
         let w = walk(dir.path(), &selection()).unwrap();
-        assert!(w.files.is_empty());
+        assert!(w.files().next().is_none());
         assert_eq!(w.skipped.len(), 1);
         assert!(
             matches!(w.skipped[0].reason, SkipReason::BadName(_)),
@@ -314,9 +524,38 @@ mod tests {
         write(dir.path(), "memory/caf\u{e9}.md");
         write(dir.path(), "memory/cafe\u{301}.md");
         let w = walk(dir.path(), &selection()).unwrap();
-        assert_eq!(w.files.len(), 1);
+        assert_eq!(w.files().count(), 1);
         assert_eq!(w.skipped.len(), 1);
         assert_eq!(w.skipped[0].reason, SkipReason::NameCollision);
         assert_eq!(w.blind, vec![RelPath::new("memory/caf\u{e9}.md").unwrap()]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Whatever the names, the walk lists exactly the files there are, in path order (the
+        /// order the merge-join with the index relies on).
+        #[test]
+        fn the_walk_lists_every_file_in_path_order(
+            paths in proptest::collection::btree_set("(0123456789abcdef)?[a0-][a.0-]{0,2}(/(0123456789abcdef)?[a0-][a.0-]{0,2}){0,2}", 1..24)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut made = Vec::new();
+            for p in &paths {
+                let rel = format!("memory/{p}.md");
+                let path = dir.path().join(&rel);
+                // Skip paths that clash with a file or directory made earlier.
+                if fs::create_dir_all(path.parent().unwrap()).is_ok()
+                    && !path.exists()
+                    && fs::write(&path, b"x").is_ok()
+                {
+                    made.push(RelPath::new(&rel).unwrap());
+                }
+            }
+            made.sort();
+            let w = walk(dir.path(), &selection()).unwrap();
+            let got: Vec<RelPath> = w.files().map(|f| f.rel.clone()).collect();
+            proptest::prop_assert_eq!(got, made);
+        }
     }
 }
