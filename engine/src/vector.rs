@@ -4,9 +4,10 @@
 //! comparing two vectors tells whether one version descends from the other or whether they were
 //! made concurrently (a true conflict). Merge takes the element-wise maximum.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::peer::PeerId;
 
@@ -34,10 +35,16 @@ impl Causality {
     }
 }
 
-/// A map from peer to that peer's change counter. Zero counters are never stored, so equal
-/// histories have equal encodings.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Debug, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<PeerId, u64>);
+/// A map from peer to that peer's change counter. Vectors built here never hold a zero counter,
+/// so equal histories are equal values with equal encodings (a decoded one may, and the wire's
+/// validation refuses it).
+///
+/// Stored as a vector of (peer, counter) pairs sorted by peer: a file's vector names one to a
+/// few peers, and every index entry carries one, so a `BTreeMap` (one 450-byte node per vector)
+/// cost more than the rest of the entry. It is encoded as a map, as before: the bytes on the
+/// wire and in the index did not change.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Debug)]
+pub struct VersionVector(Vec<(PeerId, u64)>);
 
 impl VersionVector {
     /// The empty vector (no changes seen).
@@ -45,43 +52,61 @@ impl VersionVector {
         VersionVector::default()
     }
 
-    /// Build from (peer, counter) pairs; zero counters are dropped.
+    /// Build from (peer, counter) pairs; zero counters are dropped and, for a peer named twice,
+    /// the last counter counts.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (PeerId, u64)>) -> VersionVector {
-        VersionVector(pairs.into_iter().filter(|(_, c)| *c > 0).collect())
+        let map: BTreeMap<PeerId, u64> = pairs.into_iter().collect();
+        VersionVector(map.into_iter().filter(|(_, c)| *c > 0).collect())
     }
 
     /// Record one more change by `peer`. Saturates instead of overflowing.
     pub fn increment(&mut self, peer: PeerId) {
-        let c = self.0.entry(peer).or_insert(0);
-        *c = c.saturating_add(1);
+        match self.0.binary_search_by(|(p, _)| p.cmp(&peer)) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(1),
+            Err(i) => self.0.insert(i, (peer, 1)),
+        }
     }
 
     /// The counter of `peer` (0 if absent).
     pub fn counter(&self, peer: &PeerId) -> u64 {
-        self.0.get(peer).copied().unwrap_or(0)
+        self.0
+            .binary_search_by(|(p, _)| p.cmp(peer))
+            .map_or(0, |i| self.0[i].1)
     }
 
     /// Element-wise maximum: a vector that has seen both histories.
     pub fn merge(&self, other: &VersionVector) -> VersionVector {
-        let mut out = self.0.clone();
-        for (peer, &c) in &other.0 {
-            let e = out.entry(*peer).or_insert(0);
-            *e = (*e).max(c);
+        let mut out = Vec::with_capacity(self.0.len().max(other.0.len()));
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(pa, ca)), Some(&&(pb, cb))) => match pa.cmp(&pb) {
+                    Ordering::Less => a.next().map(|_| (pa, ca)),
+                    Ordering::Greater => b.next().map(|_| (pb, cb)),
+                    Ordering::Equal => a.next().and(b.next()).map(|_| (pa, ca.max(cb))),
+                },
+                (Some(_), None) => a.next().copied(),
+                (None, Some(_)) => b.next().copied(),
+                (None, None) => None,
+            };
+            match next {
+                Some(pair) => out.push(pair),
+                None => return VersionVector(out),
+            }
         }
-        VersionVector(out)
     }
 
     /// Compare two histories.
     pub fn compare(&self, other: &VersionVector) -> Causality {
         let mut greater = false;
         let mut less = false;
-        for (peer, &a) in &self.0 {
-            let b = other.counter(peer);
+        for &(peer, a) in &self.0 {
+            let b = other.counter(&peer);
             greater |= a > b;
             less |= a < b;
         }
-        for (peer, &b) in &other.0 {
-            if !self.0.contains_key(peer) && b > 0 {
+        for &(peer, b) in &other.0 {
+            if b > 0 && self.counter(&peer) == 0 {
                 less = true;
             }
         }
@@ -105,12 +130,30 @@ impl VersionVector {
 
     /// The (peer, counter) pairs in peer order.
     pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &u64)> {
-        self.0.iter()
+        self.0.iter().map(|(p, c)| (p, c))
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through a map, as the encoding is one: duplicate peers collapse (last wins) and the
+        // pairs come out sorted. A zero counter is kept as decoded, so that the wire's
+        // validation can refuse the message that carried it (a vector built here never has one).
+        let map = BTreeMap::<PeerId, u64>::deserialize(deserializer)?;
+        Ok(VersionVector(map.into_iter().collect()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
     use super::*;
     use proptest::prelude::*;
 
@@ -153,12 +196,41 @@ mod tests {
             prop_assert!(matches!(m.compare(&b), Causality::Equal | Causality::Dominates));
         }
 
+        /// The pairs vector encodes exactly as the map it replaced, and decodes back.
+        #[test]
+        fn encoding_is_the_maps(a in vv(), p in 0u8..4) {
+            let mut a = a;
+            a.increment(PeerId([p; 32]));
+            let map: BTreeMap<PeerId, u64> = a.iter().map(|(p, c)| (*p, *c)).collect();
+            let bytes = postcard::to_allocvec(&a).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_allocvec(&map).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<VersionVector>(&bytes).unwrap(), a);
+        }
+
         #[test]
         fn increment_dominates(a in vv(), p in 0u8..4) {
             let mut b = a.clone();
             b.increment(PeerId([p; 32]));
             prop_assert_eq!(b.compare(&a), Causality::Dominates);
         }
+    }
+
+    #[test]
+    fn decoding_keeps_the_last_of_a_repeated_peer_and_shows_a_zero_counter() {
+        let (x, y) = (PeerId([1; 32]), PeerId([2; 32]));
+        let pairs: Vec<(PeerId, u64)> = vec![(y, 0), (x, 3), (x, 5)];
+        // A map encoding with a repeated key, as a hostile or buggy peer could send it.
+        let mut bytes = vec![3u8];
+        for (p, c) in &pairs {
+            bytes.extend(postcard::to_allocvec(&(p, c)).unwrap());
+        }
+        let v: VersionVector = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(v.counter(&x), 5);
+        assert_eq!(v.len(), 2);
+        assert!(
+            v.iter().any(|(p, c)| *p == y && *c == 0),
+            "left for the wire's validation to refuse"
+        );
     }
 
     #[test]
