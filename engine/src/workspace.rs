@@ -25,7 +25,7 @@ use crate::path::{RelPath, STATE_DIR};
 use crate::peer::{Attribution, PeerId};
 use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
-use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanReport};
+use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
 mod mirror;
@@ -93,8 +93,8 @@ pub struct Workspace {
 /// What a refresh found.
 #[derive(Debug, Clone)]
 pub struct Refresh {
-    /// The scan's report.
-    pub scan: ScanReport,
+    /// What the scan found (its entries are in the index now).
+    pub scan: ScanSummary,
     /// The Merkle root afterwards.
     pub root: Hash,
     /// Files (not tombstones) in the index afterwards.
@@ -188,15 +188,17 @@ impl Workspace {
         let report = scan::scan(&ctx, &prev)?;
         // Released before the mirror is updated, so the update is in place (no copy).
         drop(prev);
-        let mut updates: Vec<LocalUpdate> = report
-            .changes
-            .iter()
+        // The entries move on into the updates (then the mirror): a first scan of a large
+        // workspace must not hold two copies of every entry.
+        let (summary, changes, refreshed) = report.into_parts();
+        let updates: Vec<LocalUpdate> = changes
+            .into_iter()
             .map(|c| match c.kind {
-                ChangeKind::Unselected => LocalUpdate::Remove(c.entry.entry.path.clone()),
-                _ => LocalUpdate::Put(c.entry.clone()),
+                ChangeKind::Unselected => LocalUpdate::Remove(c.entry.entry.path),
+                _ => LocalUpdate::Put(c.entry),
             })
+            .chain(refreshed.into_iter().map(LocalUpdate::Put))
             .collect();
-        updates.extend(report.refreshed.iter().cloned().map(LocalUpdate::Put));
         // Commit in slices: one sled transaction buffers all its writes in memory, and a first
         // scan of a large workspace has an update per file. Each update stands alone (a crash
         // between slices leaves a partly refreshed stat cache, which the next scan completes).
@@ -215,7 +217,7 @@ impl Workspace {
             (m.tree.root(), m.tree.file_count())
         };
         Ok(Refresh {
-            scan: report,
+            scan: summary,
             root,
             files,
         })

@@ -1,7 +1,6 @@
 //! `scan` (rescan and print the manifest summary) and `status`.
 
 use anyhow::Result;
-use botsync_engine::scan::ChangeKind;
 use serde::Serialize;
 
 use crate::context::Globals;
@@ -16,9 +15,9 @@ struct ScanView {
     workspace: String,
     root: String,
     files: u64,
-    added: usize,
-    modified: usize,
-    deleted: usize,
+    added: u64,
+    modified: u64,
+    deleted: u64,
     hashed_files: u64,
     hashed_bytes: u64,
     unchanged: u64,
@@ -36,15 +35,14 @@ pub fn scan(g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     let node = Node::open(&root, g.agent.clone())?;
     let r = node.replica.workspace().refresh(now_ns())?;
-    let count = |k: ChangeKind| r.scan.changes.iter().filter(|c| c.kind == k).count();
     let view = ScanView {
         ok: true,
         workspace: root.display().to_string(),
         root: r.root.to_hex(),
         files: r.files,
-        added: count(ChangeKind::Added),
-        modified: count(ChangeKind::Modified) + count(ChangeKind::MetadataOnly),
-        deleted: count(ChangeKind::Deleted),
+        added: r.scan.added,
+        modified: r.scan.modified + r.scan.metadata_only,
+        deleted: r.scan.deleted,
         hashed_files: r.scan.hashed_files,
         hashed_bytes: r.scan.hashed_bytes,
         unchanged: r.scan.unchanged,

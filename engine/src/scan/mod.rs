@@ -80,6 +80,53 @@ pub struct ScanReport {
     pub skipped: Vec<Skipped>,
 }
 
+/// A scan's counts and skipped entries, without the entries themselves: what a caller that
+/// stored the entries elsewhere (the index) still reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Changes of each kind.
+    pub added: u64,
+    /// Files whose content changed.
+    pub modified: u64,
+    /// Files whose executable bit alone changed.
+    pub metadata_only: u64,
+    /// Files deleted (tombstones recorded).
+    pub deleted: u64,
+    /// Paths no longer selected.
+    pub unselected: u64,
+    /// Entries whose stat facts alone were refreshed.
+    pub refreshed: u64,
+    /// Files trusted from the stat cache without being opened.
+    pub unchanged: u64,
+    /// Files read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Entries that were not scanned, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+impl ScanReport {
+    /// Split into the summary and the entries (changes, then refreshed entries), so a caller
+    /// can move the entries on instead of copying them.
+    pub fn into_parts(self) -> (ScanSummary, Vec<Change>, Vec<LocalEntry>) {
+        let count = |k: ChangeKind| self.changes.iter().filter(|c| c.kind == k).count() as u64;
+        let summary = ScanSummary {
+            added: count(ChangeKind::Added),
+            modified: count(ChangeKind::Modified),
+            metadata_only: count(ChangeKind::MetadataOnly),
+            deleted: count(ChangeKind::Deleted),
+            unselected: count(ChangeKind::Unselected),
+            refreshed: self.refreshed.len() as u64,
+            unchanged: self.unchanged,
+            hashed_files: self.hashed_files,
+            hashed_bytes: self.hashed_bytes,
+            skipped: self.skipped,
+        };
+        (summary, self.changes, self.refreshed)
+    }
+}
+
 /// One change found by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
