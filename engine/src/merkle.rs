@@ -353,7 +353,7 @@ fn collect_paths(dir: &Dir, out: &mut Vec<RelPath>) {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::Mode;
@@ -361,7 +361,8 @@ mod tests {
     use crate::vector::VersionVector;
     use proptest::prelude::*;
 
-    fn entry(path: &str, content: &[u8], peer: u8) -> FileEntry {
+    /// A file entry with one change by `peer`, for tests.
+    pub(crate) fn entry(path: &str, content: &[u8], peer: u8) -> FileEntry {
         let mut version = VersionVector::new();
         version.increment(PeerId([peer; 32]));
         FileEntry {

@@ -67,32 +67,13 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::chunk::ChunkerParams;
-    use crate::entry::{EntryKind, FileEntry, Mode};
-    use crate::hash::Hash;
     use crate::peer::AgentLabel;
     use crate::peer::{Attribution, PeerId};
-    use crate::vector::VersionVector;
     use crate::workspace::Workspace;
 
     fn local_entry(path: &str, content: &[u8]) -> LocalEntry {
         LocalEntry {
-            entry: FileEntry {
-                path: RelPath::new(path).unwrap(),
-                kind: EntryKind::File,
-                size: content.len() as u64,
-                mtime_ns: 1_700_000_000_000_000_000,
-                mode: Mode::default(),
-                content: Hash::of(content),
-                chunks: Vec::new(),
-                chunker: ChunkerParams::DEFAULT,
-                version: VersionVector::new(),
-                parent: None,
-                changed_by: Attribution {
-                    peer: PeerId([3; 32]),
-                    agent: AgentLabel::new("unit"),
-                },
-            },
+            entry: crate::merkle::tests::entry(path, content, 3),
             stat: None,
             recorded_at_ns: 1_700_000_000_000_000_000,
         }
