@@ -114,14 +114,6 @@ impl ChunkStore {
         Ok(id)
     }
 
-    /// Store `bytes` as chunk `id`, refusing bytes that do not hash to `id` (e.g. received from
-    /// a peer).
-    pub fn put_verified(&self, id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
-        verify(id, bytes)?;
-        self.write_object(&self.chunk_path(id), bytes)?;
-        Ok(())
-    }
-
     /// The bytes of chunk `id`, kept or staged, verified. A chunk file whose bytes do not match
     /// is deleted, logged and counted ([`ChunkStore::corrupt_removed`]), and reads as missing.
     pub fn get(&self, id: &Hash) -> Result<Option<Vec<u8>>, ChunkStoreError> {
@@ -290,18 +282,6 @@ impl ChunkStore {
         let _ = fs::remove_file(path);
         self.corrupt_removed.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Refuse `bytes` offered as chunk `id` unless they hash to it.
-fn verify(id: &Hash, bytes: &[u8]) -> Result<(), ChunkStoreError> {
-    let actual = Hash::of(bytes);
-    if actual != *id {
-        return Err(ChunkStoreError::Mismatch {
-            expected: *id,
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Create a new file named `<prefix><random>` in `dir`, exclusively and without following a
@@ -502,17 +482,6 @@ pub(crate) mod tests {
                 prop_assert_eq!(cs.get(id).unwrap(), Some(bytes.clone()));
             }
         }
-    }
-
-    #[test]
-    fn put_verified_rejects_forged_bytes() {
-        let (_tmp, cs) = store();
-        let id = Hash::of(b"real");
-        let err = cs.put_verified(&id, b"forged").unwrap_err();
-        assert!(matches!(err, ChunkStoreError::Mismatch { expected, .. } if expected == id));
-        assert!(!cs.has(&id));
-        cs.put_verified(&id, b"real").unwrap();
-        assert!(cs.has(&id));
     }
 
     #[test]

@@ -249,7 +249,7 @@ fn a_corrupt_chunk_is_detected_deleted_and_healed() {
     assert_eq!(chunks.corrupt_removed(), 1);
     assert!(!on_disk.exists());
     assert!(!chunks.has(&id), "so a sync fetches it again");
-    chunks.put_verified(&id, b"yesterday's notes").unwrap();
+    chunks.put_staged(&id, b"yesterday's notes").unwrap();
     assert_eq!(
         chunks.get(&id).unwrap(),
         Some(b"yesterday's notes".to_vec())

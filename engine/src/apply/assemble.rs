@@ -183,7 +183,7 @@ pub(super) fn stage_source_chunks(
         let bytes = read_at(&temp.file, *at, *len)
             .map_err(|e| io_err(path, "re-reading", &temp.path, e))?;
         ctx.chunks
-            .put_verified(id, &bytes)
+            .put_staged(id, &bytes)
             .map_err(|source| ApplyError::ChunkStore {
                 path: path.clone(),
                 source,
