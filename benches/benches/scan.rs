@@ -1,9 +1,11 @@
 //! Scanner benchmark: an agent workspace of 20,000 small notes.
 //!
 //! 20,000 files of about 1 KiB in 100 directories under `memory/`. The cases, in one run:
-//! - `floor`: a plain `std` walk of the same tree (`read_dir` + `DirEntry::metadata`, the
-//!   directories spread over all cores with rayon), nothing else: what any rescan that checks
-//!   each file's stat costs on this machine, the floor the warm rescan is measured against;
+//! - `floor`: the system calls any rescan that checks each file's stat must make, and nothing
+//!   else: each directory listed with `getdents64` into one buffer, each file `statx`ed
+//!   relative to its directory, the directories spread over all cores with rayon;
+//! - `std_walk`: the same walk through `std` (`read_dir` + `DirEntry::metadata`): what a
+//!   straightforward walker costs;
 //! - `warm`: a rescan with the cold scan's entries as the index and nothing changed (the stat
 //!   cache answers, no file is opened: the no-op re-sync case);
 //! - `cold`: a scan with an empty index (every file opened and hashed: the first scan after
@@ -11,12 +13,16 @@
 //! - `cold_cache`: the same with a cold page, dentry and inode cache too, the first scan after
 //!   a reboot or a mount: `sync` and `echo 3 > /proc/sys/vm/drop_caches` before each iteration,
 //!   outside the timed part. That needs root; without it the case is skipped, with a line
-//!   saying so.
+//!   saying so;
+//! - `refresh_warm` and `refresh_cold`: the same two scans as the product runs them,
+//!   `Workspace::refresh` (what `botsync scan` and every sync do): the scan, then the index
+//!   written to the store and the Merkle tree updated. Cold is the first refresh of a new
+//!   workspace (`init` and `open` are not timed), warm page cache.
 //!
 //! After criterion's figures, one summary line per case (median wall time and CPU time of all
 //! threads over a few interleaved runs, each after an untimed run of the same case) and the
-//! ratios warm/floor, warm/cold and warm/cold_cache, so every ratio compares runs made under
-//! the same load.
+//! ratios warm/floor, warm/cold, warm/cold_cache and refresh_warm/refresh_cold, so every ratio
+//! compares runs made under the same load.
 //!
 //! Run: `cargo bench -p botsync-benches --bench scan`. The files go to a temporary directory
 //! under `BOTSYNC_BENCH_DIR` if set (for example the loop-mounted ext4 of
@@ -25,6 +31,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::hint::black_box;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,9 +40,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use botsync_engine::config::SyncConfig;
 use botsync_engine::rules::Selection;
 use botsync_engine::scan::{ScanContext, ScanReport, scan};
+use botsync_engine::workspace::Workspace;
 use botsync_engine::{AgentLabel, Attribution, ChunkerParams, LocalEntry, PeerId, RelPath};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
 
 const FILES: usize = 20_000;
 const DIRS: usize = 100;
@@ -76,18 +86,33 @@ fn bench_scan(c: &mut Criterion) {
     assert_eq!(again.hashed_files, 0, "a warm rescan reads no file");
     assert_eq!(again.unchanged, FILES as u64);
     assert_eq!(floor_walk(root), FILES as u64, "the floor stats every file");
+    assert_eq!(
+        std_walk(root),
+        FILES as u64,
+        "the std walk stats every file"
+    );
     let dropper = CacheDropper::new();
+    let workspace = BenchWorkspace::new(root, ctx.local.clone(), ctx.now_ns);
 
     let mut group = c.benchmark_group("scan_20k_x_1KiB");
     group.sample_size(10);
     group.bench_function("floor", |b| b.iter(|| black_box(floor_walk(root))));
+    group.bench_function("std_walk", |b| b.iter(|| black_box(std_walk(root))));
     group.bench_function("warm", |b| b.iter(|| black_box(scan(&ctx, &index))));
     group.bench_function("cold", |b| b.iter(|| black_box(scan(&ctx, &empty))));
+    group.bench_function("refresh_warm", |b| {
+        let warm = workspace.opened();
+        b.iter(|| black_box(warm.refresh()))
+    });
+    // One refresh per sample, each of a new workspace (made outside the timed part).
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(1));
+    group.bench_function("refresh_cold", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| workspace.fresh().timed_refresh()).sum())
+    });
     match &dropper {
         Ok(dropper) => {
-            // One scan per sample: each iteration costs a cache drop and a scan from disk.
-            group.sampling_mode(SamplingMode::Flat);
-            group.warm_up_time(Duration::from_millis(1));
+            // Each iteration costs a cache drop and a scan from disk.
             group.bench_function("cold_cache", |b| {
                 b.iter_custom(|iters| {
                     let mut timed = Duration::ZERO;
@@ -105,7 +130,7 @@ fn bench_scan(c: &mut Criterion) {
     }
     group.finish();
 
-    summary(&ctx, &index, &empty, dropper.as_ref().ok());
+    summary(&ctx, &index, &empty, &workspace, dropper.as_ref().ok());
 }
 
 /// Measure every case again, interleaved, and print medians and the ratios.
@@ -113,18 +138,29 @@ fn summary(
     ctx: &ScanContext<'_>,
     index: &BTreeMap<RelPath, LocalEntry>,
     empty: &BTreeMap<RelPath, LocalEntry>,
+    workspace: &BenchWorkspace<'_>,
     dropper: Option<&CacheDropper>,
 ) {
     let mut floor = Samples::default();
+    let mut std = Samples::default();
     let mut warm = Samples::default();
     let mut cold = Samples::default();
+    let mut refresh_warm = Samples::default();
+    let mut refresh_cold = Samples::default();
     for _ in 0..SUMMARY_RUNS {
         // Each timed run follows an untimed one of the same case: interleaved, so a change of
         // load touches every case alike, but not timed right after another case evicted its
         // working set (a cold scan reads 20 MiB) from the CPU caches.
         floor.run_warmed(|| floor_walk(ctx.root));
+        std.run_warmed(|| std_walk(ctx.root));
         warm.run_warmed(|| scan(ctx, index).expect("warm scan"));
         cold.run_warmed(|| scan(ctx, empty).expect("cold scan"));
+        let opened = workspace.opened();
+        refresh_warm.run_warmed(|| opened.refresh());
+        drop(opened);
+        workspace.fresh().refresh();
+        let fresh = workspace.fresh();
+        refresh_cold.run(|| fresh.refresh());
     }
     let mut cold_cache = Samples::default();
     if let Some(dropper) = dropper {
@@ -140,30 +176,93 @@ fn summary(
     println!("  (CPU = all threads of the process, kernel included, rayon's idle spinning too)");
     let cases = [
         ("floor", &floor),
+        ("std_walk", &std),
         ("warm", &warm),
         ("cold", &cold),
         ("cold_cache", &cold_cache),
+        ("refresh_warm", &refresh_warm),
+        ("refresh_cold", &refresh_cold),
     ];
     for (name, s) in cases {
         if let Some((wall, cpu)) = s.medians() {
-            println!("  {name:<10} {:>9.1} ms | {:>9.1} ms", ms(wall), ms(cpu));
+            println!("  {name:<12} {:>9.1} ms | {:>9.1} ms", ms(wall), ms(cpu));
         }
     }
-    let Some((warm_wall, warm_cpu)) = warm.medians() else {
-        return;
-    };
-    for (name, s) in [
-        ("warm/floor", &floor),
-        ("warm/cold", &cold),
-        ("warm/cold_cache", &cold_cache),
-    ] {
-        if let Some((wall, cpu)) = s.medians() {
+    let ratios = [
+        ("warm/floor", &warm, &floor),
+        ("warm/std_walk", &warm, &std),
+        ("warm/cold", &warm, &cold),
+        ("warm/cold_cache", &warm, &cold_cache),
+        ("refresh_warm/refresh_cold", &refresh_warm, &refresh_cold),
+    ];
+    for (name, a, b) in ratios {
+        if let (Some((a_wall, a_cpu)), Some((b_wall, b_cpu))) = (a.medians(), b.medians()) {
             println!(
-                "  {name:<15} {:>6.1} % wall | {:>6.1} % CPU",
-                100.0 * warm_wall as f64 / wall as f64,
-                100.0 * warm_cpu as f64 / cpu as f64
+                "  {name:<25} {:>6.1} % wall | {:>6.1} % CPU",
+                100.0 * a_wall as f64 / b_wall as f64,
+                100.0 * a_cpu as f64 / b_cpu as f64
             );
         }
+    }
+}
+
+/// A workspace made of the benchmark's tree, for the `refresh_*` cases: `.botsync/` is made
+/// anew for each cold refresh (the scan cases do not look inside it).
+struct BenchWorkspace<'a> {
+    root: &'a Path,
+    local: Attribution,
+    now_ns: i64,
+}
+
+impl<'a> BenchWorkspace<'a> {
+    fn new(root: &'a Path, local: Attribution, now_ns: i64) -> BenchWorkspace<'a> {
+        let ws = BenchWorkspace {
+            root,
+            local,
+            now_ns,
+        };
+        let first = ws.fresh().refresh();
+        assert_eq!(
+            first.scan.added, FILES as u64,
+            "a first refresh adds every file"
+        );
+        let again = ws.opened().refresh();
+        assert_eq!(again.scan.hashed_files, 0, "a warm refresh reads no file");
+        ws
+    }
+
+    /// A new workspace: `.botsync/` removed, made again and opened, with an empty index.
+    fn fresh(&self) -> Opened {
+        let state = self.root.join(".botsync");
+        fs::remove_dir_all(&state).expect("remove .botsync");
+        Workspace::init(self.root, None).expect("init the workspace");
+        self.opened()
+    }
+
+    /// The workspace as it is.
+    fn opened(&self) -> Opened {
+        let (ws, _) = Workspace::open(self.root, self.local.clone()).expect("open the workspace");
+        Opened {
+            ws,
+            now_ns: self.now_ns,
+        }
+    }
+}
+
+struct Opened {
+    ws: Workspace,
+    now_ns: i64,
+}
+
+impl Opened {
+    fn refresh(&self) -> botsync_engine::workspace::Refresh {
+        self.ws.refresh(self.now_ns).expect("refresh")
+    }
+
+    fn timed_refresh(self) -> Duration {
+        let start = Instant::now();
+        black_box(self.refresh());
+        start.elapsed()
     }
 }
 
@@ -209,10 +308,71 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// The floor: every regular file below `dir` statted once through `std` (statx relative to the
-/// directory, as the scanner does), directories in parallel; `.botsync/` left out. Returns the
-/// number of files.
+/// The floor: every regular file below `dir` statted once, relative to its directory, and
+/// nothing else (no name copied, nothing allocated per file); directories in parallel;
+/// `.botsync/` left out. Returns the number of files.
 fn floor_walk(dir: &Path) -> u64 {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open the root");
+    floor_dir(&fd, true)
+}
+
+fn floor_dir(fd: &OwnedFd, root: bool) -> u64 {
+    let mut buf = vec![MaybeUninit::uninit(); 32 * 1024];
+    let mut listing = RawDir::new(fd.as_fd(), &mut buf);
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    while let Some(entry) = listing.next() {
+        let entry = entry.expect("read a directory entry");
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") || (root && name.to_bytes() == b".botsync") {
+            continue;
+        }
+        match entry.file_type() {
+            FileType::Directory => dirs.push(name.to_owned()),
+            _ => files.push(name.to_owned()),
+        }
+    }
+    let below: u64 = dirs
+        .par_iter()
+        .map(|name| {
+            let sub = rustix::fs::openat(
+                fd,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .expect("open a directory");
+            floor_dir(&sub, false)
+        })
+        .sum();
+    let here: u64 = files
+        .par_chunks(256)
+        .map(|run| {
+            run.iter()
+                .map(|name| {
+                    let st = rustix::fs::statx(
+                        fd,
+                        name.as_c_str(),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                        StatxFlags::BASIC_STATS,
+                    )
+                    .expect("stat a file");
+                    u64::from(FileType::from_raw_mode(st.stx_mode.into()) == FileType::RegularFile)
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    below + here
+}
+
+/// [`floor_walk`] through `std`: `read_dir` + `DirEntry::metadata` (statx relative to the
+/// directory too), directories in parallel; `.botsync/` left out.
+fn std_walk(dir: &Path) -> u64 {
     let entries: Vec<fs::DirEntry> = fs::read_dir(dir)
         .expect("list a directory")
         .map(|e| e.expect("read a directory entry"))
@@ -223,7 +383,7 @@ fn floor_walk(dir: &Path) -> u64 {
         .map(|e| {
             let file_type = e.file_type().expect("entry type");
             if file_type.is_dir() {
-                floor_walk(&e.path())
+                std_walk(&e.path())
             } else {
                 let meta = e.metadata().expect("stat a file");
                 u64::from(meta.is_file())

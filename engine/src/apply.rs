@@ -302,11 +302,10 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
-    use super::disk::stat_sig;
     use super::*;
     use crate::chunk::{Chunker, ChunkerParams};
     use crate::chunkstore::system_time_ns;
-    use crate::entry::{EntryKind, Mode};
+    use crate::entry::{EntryKind, Mode, StatSig};
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use crate::vector::VersionVector;
     use proptest::prelude::*;
@@ -418,7 +417,7 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o100, 0o100);
         assert_eq!(system_time_ns(meta.modified().unwrap()), entry.mtime_ns);
         let local = fx.store.local_get(&entry.path).unwrap().unwrap();
-        assert_eq!(local.stat, Some(stat_sig(&meta)));
+        assert_eq!(local.stat, Some(StatSig::of(&meta)));
         assert_eq!(local.recorded_at_ns, 1);
     }
 

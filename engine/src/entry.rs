@@ -82,6 +82,21 @@ pub struct StatSig {
     pub dev: u64,
 }
 
+impl StatSig {
+    /// The stat-cache facts of `meta` (taken without following a symlink where that matters).
+    pub fn of(meta: &std::fs::Metadata) -> StatSig {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
+        StatSig {
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
 /// What the local index holds for a path: the current version plus the stat cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalEntry {

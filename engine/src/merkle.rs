@@ -66,6 +66,8 @@ struct Dir {
     children: BTreeMap<(String, ChildKind), Node>,
     /// Cached hash; cleared when anything below changes.
     hash: OnceLock<Hash>,
+    /// Cached number of files below (tombstones not counted); cleared with `hash`.
+    files: OnceLock<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +108,7 @@ impl MerkleTree {
             return;
         };
         let mut dir = &mut self.root;
-        dir.hash.take();
+        dir.changed();
         for component in dirs {
             let node = dir
                 .children
@@ -117,7 +119,7 @@ impl MerkleTree {
                 // Keys with kind `Dir` always hold a `Node::Dir`.
                 Node::File { .. } => return,
             };
-            dir.hash.take();
+            dir.changed();
         }
         dir.children.insert(
             (name.to_owned(), ChildKind::File),
@@ -277,14 +279,22 @@ impl Dir {
         })
     }
 
+    /// Forget what was cached: something below changed.
+    fn changed(&mut self) {
+        self.hash.take();
+        self.files.take();
+    }
+
     fn files(&self) -> u64 {
-        self.children
-            .values()
-            .map(|n| match n {
-                Node::Dir(d) => d.files(),
-                Node::File { tombstone, .. } => u64::from(!tombstone),
-            })
-            .sum()
+        *self.files.get_or_init(|| {
+            self.children
+                .values()
+                .map(|n| match n {
+                    Node::Dir(d) => d.files(),
+                    Node::File { tombstone, .. } => u64::from(!tombstone),
+                })
+                .sum()
+        })
     }
 
     fn count(&self) -> usize {
@@ -337,7 +347,7 @@ fn remove_in(dir: &mut Dir, dirs: &[&str], name: &str) -> bool {
         }
     };
     if removed {
-        dir.hash.take();
+        dir.changed();
     }
     removed
 }
@@ -574,13 +584,14 @@ pub(crate) mod tests {
             removals in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
         ) {
             let mut tree = MerkleTree::build(&first);
-            let _ = tree.root();
+            // Cached hashes and counts must be forgotten by the updates below.
+            let _ = (tree.root(), tree.file_count());
             let mut live: BTreeMap<RelPath, FileEntry> = first.iter().map(|e| (e.path.clone(), e.clone())).collect();
             for e in &second {
                 tree.insert(e);
                 live.insert(e.path.clone(), e.clone());
             }
-            let _ = tree.root();
+            let _ = (tree.root(), tree.file_count());
             for r in removals {
                 if live.is_empty() { break; }
                 let path = live.keys().nth(r.index(live.len())).cloned().unwrap();
@@ -590,6 +601,8 @@ pub(crate) mod tests {
             let rebuilt = MerkleTree::build(live.values());
             prop_assert_eq!(tree.root(), rebuilt.root());
             prop_assert_eq!(tree.len(), live.len());
+            let files = live.values().filter(|e| !e.is_tombstone()).count() as u64;
+            prop_assert_eq!(tree.file_count(), files);
             prop_assert_eq!(tree.entry_paths_under(&RelPath::root()), live.keys().cloned().collect::<Vec<_>>());
         }
     }

@@ -17,16 +17,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
-use super::disk::{
-    LocalState, TempFile, file_mode, local_state, prepare_parent, stat_sig, time_from_ns,
-};
+use super::disk::{LocalState, TempFile, file_mode, local_state, prepare_parent, time_from_ns};
 use super::durable::{Durable, barrier};
 use super::{
     ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, TEMP_PREFIX, check_entry,
     invalid, io_err,
 };
 use crate::chunkstore::create_temp;
-use crate::entry::{FileEntry, LocalEntry};
+use crate::entry::{FileEntry, LocalEntry, StatSig};
 use crate::path::RelPath;
 use crate::store::{HistoryAction, HistoryRecord, LocalUpdate};
 
@@ -285,7 +283,7 @@ fn place<'a>(
             let history = history(ctx, target, action, old.map(|o| o.entry.content));
             let local = LocalEntry {
                 entry: target.clone(),
-                stat: Some(stat_sig(&meta)),
+                stat: Some(StatSig::of(&meta)),
                 recorded_at_ns: ctx.now_ns,
             };
             Ok(Step::Placed {
@@ -436,7 +434,7 @@ fn exists(path: &RelPath, fs_path: &Path) -> Result<bool, ApplyError> {
 fn current(ctx: &ApplyContext<'_>, target: &FileEntry, meta: Option<&fs::Metadata>) -> Pending {
     let local = LocalEntry {
         entry: target.clone(),
-        stat: meta.map(stat_sig),
+        stat: meta.map(StatSig::of),
         recorded_at_ns: ctx.now_ns,
     };
     Pending {

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,7 +105,7 @@ pub(super) fn local_state(
     if !meta.file_type().is_file() {
         return Ok(LocalState::Changed);
     }
-    if exp.stat == Some(stat_sig(&meta)) {
+    if exp.stat == Some(StatSig::of(&meta)) {
         return Ok(LocalState::Same(Some(meta)));
     }
     if meta.len() != exp.entry.size {
@@ -123,23 +123,6 @@ pub(super) fn local_state(
         Ok(LocalState::Same(Some(meta)))
     } else {
         Ok(LocalState::Changed)
-    }
-}
-
-/// The stat-cache facts of a file.
-pub(super) fn stat_sig(m: &Metadata) -> StatSig {
-    StatSig {
-        size: m.len(),
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
-        ctime_ns: m
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.ctime_nsec()),
-        ino: m.ino(),
-        dev: m.dev(),
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::chunk::{ChunkRef, Chunker};
@@ -16,7 +16,7 @@ use crate::chunktree;
 use crate::entry::StatSig;
 use crate::hash::Hash;
 
-use super::walk::{Found, is_executable, stat_sig};
+use super::walk::Found;
 
 /// The content of one file as read by a scan.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub(crate) fn read_file(
         .open(found.fs_path(root))
         .map_err(ReadFailure::Io)?;
     let before = file.metadata().map_err(ReadFailure::Io)?;
-    let sig = stat_sig(&before);
+    let sig = StatSig::of(&before);
     if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
         return Err(ReadFailure::Replaced);
     }
@@ -67,7 +67,7 @@ pub(crate) fn read_file(
             ReadFailure::Io(e)
         }
     })?;
-    let after = stat_sig(&file.metadata().map_err(ReadFailure::Io)?);
+    let after = StatSig::of(&file.metadata().map_err(ReadFailure::Io)?);
     if size != sig.size || after.size != sig.size || after.mtime_ns != sig.mtime_ns {
         return Err(ReadFailure::Changed);
     }
@@ -76,7 +76,7 @@ pub(crate) fn read_file(
         chunks,
         content,
         sig,
-        executable: is_executable(&before),
+        executable: before.mode() & 0o100 != 0,
     })
 }
 
@@ -134,7 +134,8 @@ mod tests {
         Found::new(
             RelPath::new("memory/x.md").unwrap(),
             Some(path.to_path_buf()),
-            &meta,
+            StatSig::of(&meta),
+            meta.mode() & 0o100 != 0,
         )
     }
 

@@ -17,6 +17,7 @@
 //! older than the scan that recorded it is hashed again, once, by the next scan; that scan
 //! records a later time and the file becomes trusted.
 
+mod dirfd;
 mod hashing;
 mod walk;
 

@@ -1,7 +1,8 @@
 //! The directory walk of a scan: which selected regular files exist, with their stat facts.
 //!
-//! This module owns traversal: `read_dir` from the root down, never following symlinks (entry
-//! types come from `readdir`/`lstat`), pruning directories the selection cannot reach
+//! This module owns traversal: from the root down, each directory opened from its parent's
+//! handle and never through a symlink (entry types come from the listing or `lstat`; the system
+//! calls are [`super::dirfd`]'s), pruning directories the selection cannot reach
 //! ([`Selection::may_descend_scope`]) and never entering `.botsync/`. Symlinks, FIFOs, sockets,
 //! devices, undecodable names and unreadable directories are reported, not fatal. It does not
 //! open files (that is [`super::hashing`]) nor compare with the previous index.
@@ -9,25 +10,24 @@
 //! # Cost
 //! A warm rescan is one `statx` per file plus the directory listings, and the walk is built to
 //! add as little as possible to that floor. Per file it allocates the workspace path and
-//! nothing beyond what `std`'s directory entry does (no path on disk unless a name on the way
-//! is not NFC). A directory's files are statted in runs on one thread (rayon tasks are per
-//! directory and per [`FILES_PER_TASK`] files, not per file). The result comes out in path
-//! order without a final sort: a directory's children are sorted in [`walk_order`] (an
-//! integer prefix of the name first) and the runs are concatenated in that order.
+//! nothing else (no name copy, no path on disk unless a name on the way is not NFC). A
+//! directory's files are statted in runs on one thread (rayon tasks are per directory and per
+//! [`FILES_PER_TASK`] files, not per file). The result comes out in path order without a final
+//! sort: a directory's children are sorted in [`walk_order`] (an integer prefix of the name
+//! first) and the runs are concatenated in that order.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::fs::{self, FileType, Metadata};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rustix::fs::FileType;
 
 use crate::entry::StatSig;
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::rules::{Decision, DirScope, Selection};
 
+use super::dirfd::{DirHandle, os_name};
 use super::{SkipReason, Skipped};
 
 /// Most files of one directory statted by one rayon task. A directory with more is split, so
@@ -51,12 +51,17 @@ pub(crate) struct Found {
 
 impl Found {
     /// A file at `rel`, stored on disk at `disk_path` if that is not `rel` under the root.
-    pub(crate) fn new(rel: RelPath, disk_path: Option<PathBuf>, meta: &Metadata) -> Found {
+    pub(crate) fn new(
+        rel: RelPath,
+        disk_path: Option<PathBuf>,
+        sig: StatSig,
+        executable: bool,
+    ) -> Found {
         Found {
             rel,
             disk_path: disk_path.map(PathBuf::into_boxed_path),
-            sig: stat_sig(meta),
-            executable: is_executable(meta),
+            sig,
+            executable,
         }
     }
 
@@ -103,19 +108,27 @@ impl Walk {
     }
 }
 
-/// Walk the workspace at `root` with `selection`, directories in parallel. Errors reading the
+/// Walk the workspace at `root` with `selection`, directories in parallel. Errors opening the
 /// root itself are returned; errors below it are recorded in [`Walk::skipped`].
 pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> {
-    let entries = fs::read_dir(root)?;
+    let handle = DirHandle::open(root)?;
     let dir = Dir {
         rel: RelPath::root(),
         scope: selection.root_scope(),
         synced: false,
         disk_path: None,
     };
-    let mut out = visit_entries(selection, entries, &dir);
+    let walker = Walker { root, selection };
+    let mut out = walker.visit_entries(&handle, &dir);
     out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// What every step of one walk needs.
+#[derive(Clone, Copy)]
+struct Walker<'a> {
+    root: &'a Path,
+    selection: &'a Selection,
 }
 
 /// A directory being walked.
@@ -133,9 +146,18 @@ struct Dir {
 }
 
 impl Dir {
-    /// The path on disk of `child` if it cannot be derived from its workspace path.
-    fn disk_path_of(&self, child: &Child) -> Option<PathBuf> {
-        (self.disk_path.is_some() || !child.exact).then(|| child.entry.path())
+    /// Its path on disk in the workspace at `root`.
+    fn fs_path(&self, root: &Path) -> PathBuf {
+        match &self.disk_path {
+            Some(p) => p.clone(),
+            None => self.rel.to_fs(root),
+        }
+    }
+
+    /// The path on disk of the entry named `disk_name` here, if it cannot be derived from its
+    /// workspace path (`exact`: the name on disk is its normalized name).
+    fn disk_path_of(&self, root: &Path, disk_name: &[u8], exact: bool) -> Option<PathBuf> {
+        (self.disk_path.is_some() || !exact).then(|| self.fs_path(root).join(os_name(disk_name)))
     }
 }
 
@@ -144,13 +166,13 @@ impl Dir {
 struct Child {
     rel: RelPath,
     file_type: FileType,
-    entry: fs::DirEntry,
     /// Where the last component starts in `rel`.
     name_at: usize,
     /// The first 16 bytes of the name as it sorts (see [`sort_prefix`]).
     prefix: u128,
-    /// The name on disk is the last component of `rel`, byte for byte (it was NFC).
-    exact: bool,
+    /// The name on disk when it is not the last component of `rel` byte for byte (it was not
+    /// NFC); `None` in the common case.
+    disk_name: Option<Box<[u8]>>,
 }
 
 impl Child {
@@ -158,6 +180,15 @@ impl Child {
     /// last `/`: sorting asks for it many times per child.
     fn name(&self) -> &[u8] {
         &self.rel.as_str().as_bytes()[self.name_at..]
+    }
+
+    /// The name in the directory on disk.
+    fn disk_name(&self) -> &[u8] {
+        self.disk_name.as_deref().unwrap_or_else(|| self.name())
+    }
+
+    fn disk_path(&self, root: &Path, dir: &Dir) -> Option<PathBuf> {
+        dir.disk_path_of(root, self.disk_name(), self.disk_name.is_none())
     }
 }
 
@@ -170,93 +201,194 @@ enum Task {
     Dir(Child, Dir),
 }
 
-fn visit_dir(selection: &Selection, fs_dir: &Path, dir: &Dir) -> Walk {
-    match fs::read_dir(fs_dir) {
-        Ok(entries) => visit_entries(selection, entries, dir),
-        Err(e) => {
-            let mut out = Walk::default();
-            out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
-            out
+impl Walker<'_> {
+    /// Open the subdirectory `child` of the directory at `parent` and walk it as `sub`.
+    fn visit_dir(self, parent: &DirHandle, child: &Child, sub: &Dir) -> Walk {
+        match parent.open_child(child.disk_name()) {
+            Ok(handle) => self.visit_entries(&handle, sub),
+            Err(e) => {
+                // Unreadable, or replaced since the listing (a symlink is refused, not
+                // followed). What was below it is kept as it was.
+                let reason = match parent.stat(child.disk_name()) {
+                    Ok(facts) if facts.file_type == FileType::Symlink => SkipReason::Symlink,
+                    _ => SkipReason::Unreadable(e.to_string()),
+                };
+                let mut out = Walk::default();
+                out.skip(sub.rel.clone(), reason);
+                out
+            }
         }
     }
-}
 
-/// Visit the entries of one directory.
-fn visit_entries(selection: &Selection, entries: fs::ReadDir, dir: &Dir) -> Walk {
-    let mut out = Walk::default();
-    let mut children = Vec::new();
-    // True once a name on disk differs from its normalized form: only then can two names
-    // collide (two names that are both NFC and normalize alike are the same bytes).
-    let mut renamed = false;
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                // The listing broke off: what was not listed must not look deleted.
-                out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
-                break;
+    /// Visit the entries of one directory.
+    fn visit_entries(self, handle: &DirHandle, dir: &Dir) -> Walk {
+        let mut out = Walk::default();
+        let mut children = Vec::new();
+        // True once a name on disk differs from its normalized form: only then can two names
+        // collide (two names that are both NFC and normalize alike are the same bytes).
+        let mut renamed = false;
+        let listed = handle.list(|name, file_type| {
+            if dir.rel.is_root() && name == STATE_DIR.as_bytes() {
+                return;
             }
-        };
-        let name = entry.file_name();
-        if dir.rel.is_root() && name == STATE_DIR {
-            continue;
-        }
-        let rel = match name.to_str() {
-            Some(n) => dir.rel.join(n),
-            None => Err(PathError::NotUtf8(
-                entry.path().to_string_lossy().into_owned(),
-            )),
-        };
-        let rel = match rel {
-            Ok(r) => r,
-            Err(e) => {
-                if dir.synced {
-                    let shown = entry.path().to_string_lossy().into_owned();
-                    out.skipped.push(Skipped {
-                        path: shown,
-                        reason: SkipReason::BadName(e),
-                    });
+            let rel = match std::str::from_utf8(name) {
+                Ok(n) => dir.rel.join(n),
+                Err(_) => Err(PathError::NotUtf8(self.shown(dir, name))),
+            };
+            let rel = match rel {
+                Ok(r) => r,
+                Err(e) => {
+                    if dir.synced {
+                        out.skipped.push(Skipped {
+                            path: self.shown(dir, name),
+                            reason: SkipReason::BadName(e),
+                        });
+                    }
+                    return;
                 }
-                continue;
-            }
-        };
-        let name_at = rel.as_str().len() - rel.file_name().len();
-        let exact = rel.as_str().as_bytes()[name_at..] == *name.as_bytes();
-        renamed |= !exact;
-        match entry.file_type() {
-            Ok(file_type) => children.push(Child {
-                prefix: sort_prefix(&rel.as_str().as_bytes()[name_at..], file_type.is_dir()),
+            };
+            let name_at = rel.as_str().len() - rel.file_name().len();
+            let exact = rel.as_str().as_bytes()[name_at..] == *name;
+            renamed |= !exact;
+            let file_type = match handle.entry_type(name, file_type) {
+                Ok(t) => t,
+                Err(e) => return out.skip(rel, SkipReason::Unreadable(e.to_string())),
+            };
+            children.push(Child {
+                prefix: sort_prefix(
+                    &rel.as_str().as_bytes()[name_at..],
+                    file_type == FileType::Directory,
+                ),
                 rel,
                 file_type,
-                entry,
                 name_at,
-                exact,
-            }),
-            Err(e) => out.skip(rel, SkipReason::Unreadable(e.to_string())),
+                disk_name: (!exact).then(|| name.into()),
+            });
+        });
+        if let Err(e) = listed {
+            // The listing broke off: what was not listed must not look deleted.
+            out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
+        }
+        if renamed {
+            children = drop_collisions(children, &mut out);
+        }
+        children.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| walk_order(a, b)));
+        let tasks = self.plan_tasks(dir, children, &mut out);
+        // The stat calls dominate a warm scan: spread the runs and the subdirectories over all
+        // cores. `collect` keeps the tasks' order, so the runs stay in path order.
+        let parts: Vec<Walk> = if tasks.len() <= 1 {
+            tasks
+                .into_iter()
+                .map(|t| self.run_task(handle, dir, t))
+                .collect()
+        } else {
+            tasks
+                .into_par_iter()
+                .map(|t| self.run_task(handle, dir, t))
+                .collect()
+        };
+        for part in parts {
+            out.append(part);
+        }
+        out
+    }
+
+    /// The path on disk of the entry `name` of `dir`, as the user sees it in a report.
+    fn shown(self, dir: &Dir, name: &[u8]) -> String {
+        dir.fs_path(self.root)
+            .join(os_name(name))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Settle what needs no system call (special files, directories the selection prunes) and
+    /// cut the rest, in walk order, into tasks: runs of files and subdirectories to enter.
+    fn plan_tasks(self, dir: &Dir, children: Vec<Child>, out: &mut Walk) -> Vec<Task> {
+        let selection = self.selection;
+        let mut tasks = Vec::new();
+        let mut run = Vec::new();
+        for child in children {
+            let file_type = child.file_type;
+            if file_type == FileType::RegularFile {
+                run.push(child);
+                if run.len() == FILES_PER_TASK {
+                    tasks.push(Task::Files(std::mem::take(&mut run)));
+                }
+            } else if file_type == FileType::Directory {
+                let scope = selection.enter(&dir.scope, &child.rel);
+                if !selection.may_descend_scope(&scope, &child.rel) {
+                    continue;
+                }
+                if !run.is_empty() {
+                    tasks.push(Task::Files(std::mem::take(&mut run)));
+                }
+                let sub = Dir {
+                    synced: selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced,
+                    disk_path: child.disk_path(self.root, dir),
+                    rel: child.rel.clone(),
+                    scope,
+                };
+                tasks.push(Task::Dir(child, sub));
+            } else {
+                let selected = selection.decide_in(&dir.scope, &child.rel, false)
+                    == Decision::Synced
+                    || (file_type == FileType::Symlink
+                        && selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced);
+                if selected {
+                    out.skip(child.rel, special_reason(file_type));
+                }
+            }
+        }
+        if !run.is_empty() {
+            tasks.push(Task::Files(run));
+        }
+        tasks
+    }
+
+    fn run_task(self, handle: &DirHandle, dir: &Dir, task: Task) -> Walk {
+        match task {
+            Task::Dir(child, sub) => self.visit_dir(handle, &child, &sub),
+            Task::Files(children) => {
+                let mut out = Walk::default();
+                let mut files = Vec::with_capacity(children.len());
+                for child in children {
+                    self.stat_file(handle, dir, child, &mut files, &mut out);
+                }
+                if !files.is_empty() {
+                    out.runs.push(files);
+                }
+                out
+            }
         }
     }
-    if renamed {
-        children = drop_collisions(children, &mut out);
+
+    /// Decide a regular file of `dir` and, if it is selected, stat it.
+    fn stat_file(
+        self,
+        handle: &DirHandle,
+        dir: &Dir,
+        child: Child,
+        files: &mut Vec<Found>,
+        out: &mut Walk,
+    ) {
+        if self.selection.decide_in(&dir.scope, &child.rel, false) != Decision::Synced {
+            return;
+        }
+        match handle.stat(child.disk_name()) {
+            Ok(facts) if facts.file_type == FileType::RegularFile => {
+                let disk_path = child.disk_path(self.root, dir);
+                files.push(Found::new(
+                    child.rel,
+                    disk_path,
+                    facts.sig,
+                    facts.executable,
+                ));
+            }
+            // Replaced by something else since the listing: report what it is now.
+            Ok(facts) => out.skip(child.rel, special_reason(facts.file_type)),
+            Err(e) => out.skip(child.rel, SkipReason::Unreadable(e.to_string())),
+        }
     }
-    children.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| walk_order(a, b)));
-    let tasks = plan_tasks(selection, dir, children, &mut out);
-    // The stat calls dominate a warm scan: spread the runs and the subdirectories over all
-    // cores. `collect` keeps the tasks' order, so the runs stay in path order.
-    let parts: Vec<Walk> = if tasks.len() <= 1 {
-        tasks
-            .into_iter()
-            .map(|t| run_task(selection, dir, t))
-            .collect()
-    } else {
-        tasks
-            .into_par_iter()
-            .map(|t| run_task(selection, dir, t))
-            .collect()
-    };
-    for part in parts {
-        out.append(part);
-    }
-    out
 }
 
 /// Report all but one of each group of names that normalize to the same path (NFC and NFD
@@ -287,7 +419,7 @@ fn walk_order(a: &Child, b: &Child) -> Ordering {
         let next = |name: &[u8], child: &Child| {
             name.get(n)
                 .copied()
-                .or(child.file_type.is_dir().then_some(b'/'))
+                .or((child.file_type == FileType::Directory).then_some(b'/'))
         };
         next(x, a).cmp(&next(y, b))
     })
@@ -308,128 +440,22 @@ fn sort_prefix(name: &[u8], is_dir: bool) -> u128 {
     u128::from_be_bytes(key)
 }
 
-/// Settle what needs no system call (special files, directories the selection prunes) and cut
-/// the rest, in walk order, into tasks: runs of files and subdirectories to enter.
-fn plan_tasks(selection: &Selection, dir: &Dir, children: Vec<Child>, out: &mut Walk) -> Vec<Task> {
-    let mut tasks = Vec::new();
-    let mut run = Vec::new();
-    for child in children {
-        let file_type = child.file_type;
-        if file_type.is_file() {
-            run.push(child);
-            if run.len() == FILES_PER_TASK {
-                tasks.push(Task::Files(std::mem::take(&mut run)));
-            }
-        } else if file_type.is_dir() {
-            let scope = selection.enter(&dir.scope, &child.rel);
-            if !selection.may_descend_scope(&scope, &child.rel) {
-                continue;
-            }
-            if !run.is_empty() {
-                tasks.push(Task::Files(std::mem::take(&mut run)));
-            }
-            let sub = Dir {
-                synced: selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced,
-                disk_path: dir.disk_path_of(&child),
-                rel: child.rel.clone(),
-                scope,
-            };
-            tasks.push(Task::Dir(child, sub));
-        } else {
-            let selected = selection.decide_in(&dir.scope, &child.rel, false) == Decision::Synced
-                || (file_type.is_symlink()
-                    && selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced);
-            if selected {
-                out.skip(child.rel, special_reason(file_type));
-            }
-        }
-    }
-    if !run.is_empty() {
-        tasks.push(Task::Files(run));
-    }
-    tasks
-}
-
-fn run_task(selection: &Selection, dir: &Dir, task: Task) -> Walk {
-    match task {
-        Task::Dir(child, sub) => visit_dir(selection, &child.entry.path(), &sub),
-        Task::Files(children) => {
-            let mut out = Walk::default();
-            let mut files = Vec::with_capacity(children.len());
-            for child in children {
-                stat_file(selection, dir, child, &mut files, &mut out);
-            }
-            if !files.is_empty() {
-                out.runs.push(files);
-            }
-            out
-        }
-    }
-}
-
-/// Decide a regular file of `dir` and, if it is selected, stat it.
-fn stat_file(
-    selection: &Selection,
-    dir: &Dir,
-    child: Child,
-    files: &mut Vec<Found>,
-    out: &mut Walk,
-) {
-    if selection.decide_in(&dir.scope, &child.rel, false) != Decision::Synced {
-        return;
-    }
-    // DirEntry::metadata does not follow symlinks (statx relative to the directory, with
-    // AT_SYMLINK_NOFOLLOW).
-    match child.entry.metadata() {
-        Ok(meta) if meta.is_file() => {
-            let disk_path = dir.disk_path_of(&child);
-            files.push(Found::new(child.rel, disk_path, &meta));
-        }
-        // Replaced by something else since the listing: report what it is now.
-        Ok(meta) => out.skip(child.rel, special_reason(meta.file_type())),
-        Err(e) => out.skip(child.rel, SkipReason::Unreadable(e.to_string())),
-    }
-}
-
-/// The stat-cache facts of a file.
-pub(crate) fn stat_sig(meta: &Metadata) -> StatSig {
-    StatSig {
-        size: meta.size(),
-        mtime_ns: to_ns(meta.mtime(), meta.mtime_nsec()),
-        ctime_ns: to_ns(meta.ctime(), meta.ctime_nsec()),
-        ino: meta.ino(),
-        dev: meta.dev(),
-    }
-}
-
-/// True if the owner may execute the file.
-pub(crate) fn is_executable(meta: &Metadata) -> bool {
-    meta.mode() & 0o100 != 0
-}
-
 /// Why a non-regular, non-directory entry is skipped.
 fn special_reason(file_type: FileType) -> SkipReason {
-    if file_type.is_symlink() {
-        SkipReason::Symlink
-    } else if file_type.is_fifo() {
-        SkipReason::Fifo
-    } else if file_type.is_socket() {
-        SkipReason::Socket
-    } else if file_type.is_block_device() || file_type.is_char_device() {
-        SkipReason::Device
-    } else {
-        SkipReason::Unreadable("not a regular file".to_owned())
+    match file_type {
+        FileType::Symlink => SkipReason::Symlink,
+        FileType::Fifo => SkipReason::Fifo,
+        FileType::Socket => SkipReason::Socket,
+        FileType::BlockDevice | FileType::CharacterDevice => SkipReason::Device,
+        _ => SkipReason::Unreadable("not a regular file".to_owned()),
     }
-}
-
-/// Seconds and nanoseconds to nanoseconds since the epoch, saturating far outside ±292 years.
-fn to_ns(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::config::SyncConfig;
 
@@ -499,6 +525,44 @@ mod tests {
         let w = walk(dir.path(), &selection()).unwrap();
         let got: Vec<&str> = w.files().map(|f| f.rel.as_str()).collect();
         assert_eq!(got, made);
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_listing_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret.md");
+        fs::create_dir(dir.path().join("memory")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("memory/sub")).unwrap();
+        // The listing said "directory"; by the time the walk opens it, it is a symlink.
+        let selection = selection();
+        let walker = Walker {
+            root: dir.path(),
+            selection: &selection,
+        };
+        let memory = DirHandle::open(&dir.path().join("memory")).unwrap();
+        let rel = RelPath::new("memory/sub").unwrap();
+        let child = Child {
+            name_at: "memory/".len(),
+            prefix: sort_prefix(b"sub", true),
+            file_type: FileType::Directory,
+            disk_name: None,
+            rel: rel.clone(),
+        };
+        let sub = Dir {
+            rel: rel.clone(),
+            scope: selection.root_scope(),
+            synced: true,
+            disk_path: None,
+        };
+        let w = walker.visit_dir(&memory, &child, &sub);
+        assert!(
+            w.files().next().is_none(),
+            "nothing below the symlink is walked"
+        );
+        assert_eq!(w.skipped.len(), 1);
+        assert_eq!(w.skipped[0].reason, SkipReason::Symlink);
+        assert_eq!(w.blind, vec![rel]);
     }
 
     #[test]
