@@ -90,6 +90,10 @@ pub struct DirScope {
     never: bool,
     /// The last rule that applies to the directory or one of its parents.
     last_rule: Option<usize>,
+    /// Some rule's pattern may match a direct child of the directory. When none can, its
+    /// children are decided by `last_rule` and their names' never-checks alone, with no glob
+    /// matching: a directory of 10,000 notes under `memory/` costs no pattern match per note.
+    children_may_match: bool,
 }
 
 /// One compiled pattern.
@@ -180,6 +184,7 @@ impl Selection {
         DirScope {
             never: false,
             last_rule: None,
+            children_may_match: self.children_may_match(&RelPath::root()),
         }
     }
 
@@ -187,7 +192,8 @@ impl Selection {
     pub fn enter(&self, parent: &DirScope, dir: &RelPath) -> DirScope {
         DirScope {
             never: parent.never || is_never_name(dir.file_name()),
-            last_rule: self.last_match(dir, true).max(parent.last_rule),
+            last_rule: self.own_match(parent, dir, true).max(parent.last_rule),
+            children_may_match: self.children_may_match(dir),
         }
     }
 
@@ -197,7 +203,7 @@ impl Selection {
         if parent.never || is_never_name(path.file_name()) {
             return Decision::Never;
         }
-        let last = self.last_match(path, is_dir).max(parent.last_rule);
+        let last = self.own_match(parent, path, is_dir).max(parent.last_rule);
         match last {
             Some(i) if self.rules[i].selects => Decision::Synced,
             _ => Decision::NotSelected,
@@ -222,6 +228,27 @@ impl Selection {
             })
     }
 
+    /// The last rule whose pattern matches `path` itself, a direct child of the directory
+    /// whose scope is `parent`; no glob matching when no pattern can match there.
+    fn own_match(&self, parent: &DirScope, path: &RelPath, is_dir: bool) -> Option<usize> {
+        if parent.children_may_match {
+            self.last_match(path, is_dir)
+        } else {
+            None
+        }
+    }
+
+    /// True unless every pattern is anchored and none can match a path one component below
+    /// `dir` (may answer true for a pattern that turns out not to match; never false for one
+    /// that does).
+    fn children_may_match(&self, dir: &RelPath) -> bool {
+        let depth = dir.components().count();
+        self.rules.iter().any(|r| match &r.components {
+            None => true,
+            Some(parts) => may_match_child(parts, dir, depth),
+        })
+    }
+
     /// The scope of `dir`, computed from the root down.
     fn scope_of(&self, dir: &RelPath) -> DirScope {
         let mut scope = self.root_scope();
@@ -235,8 +262,10 @@ impl Selection {
             scope = DirScope {
                 never: scope.never || never,
                 last_rule: last.max(scope.last_rule),
+                children_may_match: true,
             };
         }
+        scope.children_may_match = self.children_may_match(dir);
         scope
     }
 
@@ -357,6 +386,23 @@ fn build_glob(text: &str) -> Result<Glob, String> {
         .backslash_escape(true)
         .build()
         .map_err(|e| e.kind().to_string())
+}
+
+/// True if an anchored pattern with these components may match a path of exactly one more
+/// component than `dir` (at `depth`) below it.
+fn may_match_child(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -> bool {
+    for (i, comp) in dir.components().enumerate() {
+        match parts.get(i) {
+            // Fewer components than the child has, and no `**` among them.
+            None => return false,
+            Some(None) => return true,
+            Some(Some(m)) if !m.is_match(comp) => return false,
+            Some(Some(_)) => {}
+        }
+    }
+    // The child's own name is the next component: a pattern of exactly that many components
+    // may match it, and so may a longer one if the rest can match nothing (`**`).
+    parts.len() == depth + 1 || parts[depth.min(parts.len())..].iter().any(Option::is_none)
 }
 
 /// True if an anchored pattern with these components can match a path strictly below `dir`.
@@ -526,6 +572,15 @@ mod tests {
         let s = sel(&["config/**/*.json"], &[], false);
         assert_eq!(file(&s, "config/sub/deep/a.json"), Decision::Synced);
         assert!(descend(&s, "config/sub/deep"));
+        // `**` also matches no directory at all, so the file right in `config/` matches too
+        // (every pattern here is anchored: the walker's per-directory shortcut is in play).
+        assert_eq!(file(&s, "config/a.json"), Decision::Synced);
+        let mut scope = s.root_scope();
+        for dir in ["config", "config/sub"] {
+            scope = s.enter(&scope, &RelPath::new(dir).unwrap());
+        }
+        let deep = RelPath::new("config/sub/a.json").unwrap();
+        assert_eq!(s.decide_in(&scope, &deep, false), Decision::Synced);
     }
 
     #[test]
@@ -607,6 +662,26 @@ mod tests {
         "a/**",
     ];
 
+    /// The rules as documented, without shortcuts: the last rule matching the path or one of
+    /// its parent directories wins, never-names first.
+    fn naive_decide(s: &Selection, path: &RelPath, is_dir: bool) -> Decision {
+        if path.components().any(is_never_name) {
+            return Decision::Never;
+        }
+        let mut last = None;
+        let mut prefix = RelPath::root();
+        let comps: Vec<&str> = path.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            prefix = prefix.join(c).unwrap();
+            let as_dir = i + 1 < comps.len() || is_dir;
+            last = last.max(s.last_match(&prefix, as_dir));
+        }
+        match last {
+            Some(i) if s.rules[i].selects => Decision::Synced,
+            _ => Decision::NotSelected,
+        }
+    }
+
     fn arb_path() -> impl Strategy<Value = RelPath> {
         proptest::collection::vec(proptest::sample::select(COMPONENTS), 1..5)
             .prop_map(|parts| RelPath::new(&parts.join("/")).unwrap())
@@ -614,6 +689,19 @@ mod tests {
 
     fn arb_selection() -> impl Strategy<Value = Selection> {
         let list = || proptest::collection::vec(proptest::sample::select(PATTERNS), 0..5);
+        (list(), list(), any::<bool>()).prop_map(|(inc, exc, skills)| sel(&inc, &exc, skills))
+    }
+
+    /// Anchored patterns only (with `/` inside), the case where walkers skip pattern matching
+    /// in directories no pattern reaches.
+    fn arb_anchored_selection() -> impl Strategy<Value = Selection> {
+        let anchored: Vec<&str> = PATTERNS
+            .iter()
+            .copied()
+            .filter(|p| p.trim_end_matches('/').contains('/'))
+            .collect();
+        let list =
+            move || proptest::collection::vec(proptest::sample::select(anchored.clone()), 0..5);
         (list(), list(), any::<bool>()).prop_map(|(inc, exc, skills)| sel(&inc, &exc, skills))
     }
 
@@ -627,6 +715,25 @@ mod tests {
                     dir = d.parent();
                 }
             }
+        }
+
+        #[test]
+        fn deciding_from_the_parent_scope_agrees_with_matching_every_prefix(
+            s in prop_oneof![arb_selection(), arb_anchored_selection()],
+            path in arb_path(),
+            is_dir in any::<bool>(),
+        ) {
+            // Walkers decide a path from its directory's scope, skipping the pattern match
+            // where no pattern can match a child; matching every prefix must agree.
+            let mut scope = s.root_scope();
+            let mut dir = RelPath::root();
+            let comps: Vec<&str> = path.components().collect();
+            for c in &comps[..comps.len() - 1] {
+                dir = dir.join(c).unwrap();
+                scope = s.enter(&scope, &dir);
+            }
+            prop_assert_eq!(s.decide_in(&scope, &path, is_dir), naive_decide(&s, &path, is_dir));
+            prop_assert_eq!(s.decide(&path, is_dir), naive_decide(&s, &path, is_dir));
         }
 
         #[test]

@@ -100,3 +100,28 @@ fn retention_days_from_the_config_sets_the_horizon() {
         1
     );
 }
+
+#[test]
+fn a_collection_that_fails_says_why_and_is_tried_again_at_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open(dir.path(), None);
+    let store = dir.path().join(".botsync/store");
+    let aside = dir.path().join("store-aside");
+    fs::rename(&store, &aside).unwrap();
+    fs::write(&store, b"not a directory").unwrap();
+    let now = wall_clock_ns();
+
+    let err = ws.collect_garbage(now).unwrap_err().to_string();
+    assert!(
+        err.contains("listing the chunk store") && err.contains(".botsync/store"),
+        "one line that says what failed and where: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    fs::remove_file(&store).unwrap();
+    fs::rename(&aside, &store).unwrap();
+    assert!(
+        ws.collect_garbage(now + 1).unwrap().is_some(),
+        "the failed run was not counted as the day's collection"
+    );
+}

@@ -140,4 +140,35 @@ mod tests {
         assert_eq!(report.removed, 1);
         assert!(!cs.has(&id));
     }
+
+    #[test]
+    fn a_staged_copy_that_cannot_be_removed_is_left_for_the_collection() {
+        let (_tmp, cs) = store();
+        let (stuck, gone) = (Hash::of(b"stuck"), Hash::of(b"gone"));
+        cs.put_staged(&gone, b"gone").unwrap();
+        // Something that unlink refuses (a directory with a file in it) where the staged copy
+        // of `stuck` would be.
+        let blocked = cs.staged_path(&stuck);
+        fs::create_dir_all(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"x").unwrap();
+        assert_eq!(
+            cs.unstage([&stuck, &gone]),
+            1,
+            "the others are still removed"
+        );
+        assert!(!cs.is_staged(&gone));
+        assert!(
+            blocked.exists(),
+            "what could not be removed is left as it was"
+        );
+        // The collection meets it later, reports it and goes on.
+        let later = now_ns() + 2 * 3600 * 1_000_000_000;
+        let report = cs.gc(Duration::from_secs(3600), later, |_| false).unwrap();
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert!(
+            report.failures[0].to_string().contains("removing"),
+            "{}",
+            report.failures[0]
+        );
+    }
 }

@@ -89,8 +89,19 @@ pub(crate) struct Walk {
 
 impl Walk {
     /// The selected regular files, in path order.
+    #[cfg(test)]
     pub(crate) fn files(&self) -> impl Iterator<Item = &Found> {
         self.runs.iter().flatten()
+    }
+
+    /// The files as runs, each in path order and each before the next.
+    pub(crate) fn runs(&self) -> &[Vec<Found>] {
+        &self.runs
+    }
+
+    /// The runs, to be consumed.
+    pub(crate) fn into_runs(self) -> Vec<Vec<Found>> {
+        self.runs
     }
 
     fn append(&mut self, other: Walk) {
