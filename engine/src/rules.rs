@@ -388,34 +388,48 @@ fn build_glob(text: &str) -> Result<Glob, String> {
         .map_err(|e| e.kind().to_string())
 }
 
-/// True if an anchored pattern with these components may match a path of exactly one more
-/// component than `dir` (at `depth`) below it.
-fn may_match_child(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -> bool {
+/// How the first components of an anchored pattern meet the components of a directory.
+enum Prefix {
+    /// They cannot match it: nothing at or below it matches the pattern.
+    NoMatch,
+    /// A `**` is reached first: anything below may match.
+    DoubleStar,
+    /// Each of the directory's components matches its own pattern component.
+    Matched,
+}
+
+fn match_prefix(parts: &[Option<GlobMatcher>], dir: &RelPath) -> Prefix {
     for (i, comp) in dir.components().enumerate() {
         match parts.get(i) {
-            // Fewer components than the child has, and no `**` among them.
-            None => return false,
-            Some(None) => return true,
-            Some(Some(m)) if !m.is_match(comp) => return false,
+            // The pattern has fewer components than the directory, and no `**`.
+            None => return Prefix::NoMatch,
+            Some(None) => return Prefix::DoubleStar,
+            Some(Some(m)) if !m.is_match(comp) => return Prefix::NoMatch,
             Some(Some(_)) => {}
         }
     }
-    // The child's own name is the next component: a pattern of exactly that many components
-    // may match it, and so may a longer one if the rest can match nothing (`**`).
-    parts.len() == depth + 1 || parts[depth.min(parts.len())..].iter().any(Option::is_none)
+    Prefix::Matched
+}
+
+/// True if an anchored pattern with these components may match a path of exactly one more
+/// component than `dir` (at `depth`) below it.
+fn may_match_child(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -> bool {
+    match match_prefix(parts, dir) {
+        Prefix::NoMatch => false,
+        Prefix::DoubleStar => true,
+        // The child's own name is the next component: a pattern of exactly that many
+        // components may match it, and so may a longer one whose rest can match nothing (`**`).
+        Prefix::Matched => parts.len() == depth + 1 || parts[depth..].iter().any(Option::is_none),
+    }
 }
 
 /// True if an anchored pattern with these components can match a path strictly below `dir`.
 fn may_match_below(parts: &[Option<GlobMatcher>], dir: &RelPath, depth: usize) -> bool {
-    for (i, comp) in dir.components().enumerate() {
-        match parts.get(i) {
-            None => return false,
-            Some(None) => return true,
-            Some(Some(m)) if !m.is_match(comp) => return false,
-            Some(Some(_)) => {}
-        }
+    match match_prefix(parts, dir) {
+        Prefix::NoMatch => false,
+        Prefix::DoubleStar => true,
+        Prefix::Matched => parts.len() > depth,
     }
-    parts.len() > depth
 }
 
 #[cfg(test)]

@@ -184,13 +184,19 @@ mod tests {
         names
     }
 
-    #[test]
-    fn lists_names_and_types_without_dot_entries() {
+    /// A directory holding a file `a.md`, a directory `sub` and a symlink `link`, opened.
+    fn file_dir_and_symlink() -> (tempfile::TempDir, DirHandle) {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("a.md"), b"x").unwrap();
         fs::create_dir(tmp.path().join("sub")).unwrap();
         symlink("a.md", tmp.path().join("link")).unwrap();
         let dir = DirHandle::open(tmp.path()).unwrap();
+        (tmp, dir)
+    }
+
+    #[test]
+    fn lists_names_and_types_without_dot_entries() {
+        let (_tmp, dir) = file_dir_and_symlink();
         let got = listing(&dir);
         let names: Vec<&[u8]> = got.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, [&b"a.md"[..], b"link", b"sub"]);
@@ -236,11 +242,7 @@ mod tests {
 
     #[test]
     fn an_untyped_listing_entry_is_typed_by_its_stat() {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join("a.md"), b"x").unwrap();
-        fs::create_dir(tmp.path().join("sub")).unwrap();
-        symlink("a.md", tmp.path().join("link")).unwrap();
-        let dir = DirHandle::open(tmp.path()).unwrap();
+        let (_tmp, dir) = file_dir_and_symlink();
         let untyped = |name: &[u8]| dir.entry_type(name, FileType::Unknown).unwrap();
         assert_eq!(untyped(b"a.md"), FileType::RegularFile);
         assert_eq!(untyped(b"sub"), FileType::Directory);
