@@ -28,6 +28,7 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, IoError};
 use crate::peer::PeerId;
@@ -139,7 +140,7 @@ impl Store {
     /// if it is unusable. The old directory of a rebuilt index is kept as `<dir>.corrupt-<n>`.
     pub fn open(dir: &Path) -> Result<(Store, OpenOutcome), StoreError> {
         let existed = dir.exists();
-        match Store::try_open(dir) {
+        match wait_for_lock(LOCK_WAIT, || Store::try_open(dir)) {
             Ok((store, state)) => match state {
                 SchemaState::Current => {
                     let outcome = if existed {
@@ -380,7 +381,7 @@ impl Store {
         fs::rename(dir, &aside).io_context("moving aside the broken index", dir)?;
         tracing::warn!(index = %dir.display(), moved_to = %aside.display(), reason = %why, "rebuilding the index");
         let reason = format!("{why}; the old index was moved to {}", aside.display());
-        match Store::try_open(dir) {
+        match wait_for_lock(LOCK_WAIT, || Store::try_open(dir)) {
             Ok((store, SchemaState::Fresh)) => {
                 store.write_schema()?;
                 Ok((store, OpenOutcome::Rebuilt { reason }))
@@ -415,6 +416,35 @@ enum SchemaState {
 
 /// sled 0.34 reports a held file lock as an `Other` I/O error with this message; it must not be
 /// mistaken for corruption (the daemon holds the index while it runs).
+/// How long [`Store::open`] waits for the index lock before reporting it taken. sled 0.34
+/// releases the lock from a background thread shortly after the last handle of a database is
+/// dropped (sled issues #1234, #1289), so a process that closes and reopens its index must
+/// wait for it; another process holding the index is reported after this delay.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Call `open` until it fails with something other than [`OpenFailure::Locked`], succeeds, or
+/// `wait` has passed; the pauses between calls double from 5 ms up to 100 ms.
+fn wait_for_lock<T>(
+    wait: Duration,
+    mut open: impl FnMut() -> Result<T, OpenFailure>,
+) -> Result<T, OpenFailure> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match open() {
+            Err(OpenFailure::Locked) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(OpenFailure::Locked);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
@@ -453,6 +483,49 @@ mod tests {
         assert_eq!(store.local_peer().unwrap(), Some(PeerId([7; 32])));
         assert_eq!(store.last_scan_ns().unwrap(), Some(42));
         assert!(store.take_corruption().is_empty());
+    }
+
+    #[test]
+    fn an_index_closed_and_reopened_at_once_opens_every_time() {
+        // sled lets go of its lock a moment after the handle is dropped: a reopen right after
+        // a close must wait for it, not report the index taken by another process.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        for i in 0..20 {
+            let (store, _) = Store::open(&dir).unwrap_or_else(|e| panic!("open {i}: {e}"));
+            store.set_last_scan_ns(i).unwrap();
+            drop(store);
+        }
+    }
+
+    #[test]
+    fn the_lock_is_waited_for_then_reported() {
+        let mut attempts = 0;
+        let opened = wait_for_lock(Duration::from_secs(5), || {
+            attempts += 1;
+            if attempts < 3 {
+                Err(OpenFailure::Locked)
+            } else {
+                Ok("open")
+            }
+        });
+        assert!(matches!(opened, Ok("open")));
+        assert_eq!(attempts, 3);
+
+        let start = Instant::now();
+        let held = wait_for_lock(Duration::from_millis(60), || -> Result<(), _> {
+            Err(OpenFailure::Locked)
+        });
+        assert!(matches!(held, Err(OpenFailure::Locked)));
+        assert!(start.elapsed() >= Duration::from_millis(60));
+
+        let mut attempts = 0;
+        let broken = wait_for_lock(Duration::from_secs(5), || -> Result<(), _> {
+            attempts += 1;
+            Err(OpenFailure::Unusable("bad".into()))
+        });
+        assert!(matches!(broken, Err(OpenFailure::Unusable(_))));
+        assert_eq!(attempts, 1, "only the lock is waited for");
     }
 
     #[test]
