@@ -427,7 +427,8 @@ pub(crate) fn system_time_ns(t: SystemTime) -> i64 {
     }
 }
 
-fn duration_ns(d: Duration) -> i64 {
+/// `d` in nanoseconds, saturating at `i64::MAX`.
+pub(crate) fn duration_ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 

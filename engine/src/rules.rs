@@ -251,22 +251,21 @@ impl Selection {
 
     /// The scope of `dir`, computed from the root down.
     fn scope_of(&self, dir: &RelPath) -> DirScope {
-        let mut scope = self.root_scope();
+        let (mut never, mut last_rule) = (false, None);
         let mut prefix = String::new();
         for comp in dir.components() {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
             prefix.push_str(comp);
-            let (never, last) = (is_never_name(comp), self.last_match_str(&prefix, true));
-            scope = DirScope {
-                never: scope.never || never,
-                last_rule: last.max(scope.last_rule),
-                children_may_match: true,
-            };
+            never |= is_never_name(comp);
+            last_rule = self.last_match_str(&prefix, true).max(last_rule);
         }
-        scope.children_may_match = self.children_may_match(dir);
-        scope
+        DirScope {
+            never,
+            last_rule,
+            children_may_match: self.children_may_match(dir),
+        }
     }
 
     /// Index of the last rule whose pattern matches `path` itself.

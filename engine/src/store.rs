@@ -28,7 +28,7 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{IoContext, IoError};
 use crate::peer::PeerId;
@@ -140,7 +140,7 @@ impl Store {
     /// if it is unusable. The old directory of a rebuilt index is kept as `<dir>.corrupt-<n>`.
     pub fn open(dir: &Path) -> Result<(Store, OpenOutcome), StoreError> {
         let existed = dir.exists();
-        match wait_for_lock(LOCK_WAIT, || Store::try_open(dir)) {
+        match wait_for_lock(lock_pauses(), || Store::try_open(dir)) {
             Ok((store, state)) => match state {
                 SchemaState::Current => {
                     let outcome = if existed {
@@ -381,7 +381,7 @@ impl Store {
         fs::rename(dir, &aside).io_context("moving aside the broken index", dir)?;
         tracing::warn!(index = %dir.display(), moved_to = %aside.display(), reason = %why, "rebuilding the index");
         let reason = format!("{why}; the old index was moved to {}", aside.display());
-        match wait_for_lock(LOCK_WAIT, || Store::try_open(dir)) {
+        match wait_for_lock(lock_pauses(), || Store::try_open(dir)) {
             Ok((store, SchemaState::Fresh)) => {
                 store.write_schema()?;
                 Ok((store, OpenOutcome::Rebuilt { reason }))
@@ -416,30 +416,30 @@ enum SchemaState {
 
 /// sled 0.34 reports a held file lock as an `Other` I/O error with this message; it must not be
 /// mistaken for corruption (the daemon holds the index while it runs).
-/// How long [`Store::open`] waits for the index lock before reporting it taken. sled 0.34
-/// releases the lock from a background thread shortly after the last handle of a database is
-/// dropped (sled issues #1234, #1289), so a process that closes and reopens its index must
-/// wait for it; another process holding the index is reported after this delay.
-const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// The pauses [`Store::open`] makes between attempts to take the index lock before reporting
+/// it taken: 5 ms doubling to 100 ms, 955 ms in all. sled 0.34 releases the lock from a
+/// background thread shortly after the last handle of a database is dropped (sled issues
+/// #1234, #1289), so a process that closes and reopens its index must wait for it; another
+/// process holding the index is reported after these pauses. A fixed schedule, not a deadline:
+/// the engine reads no clock.
+fn lock_pauses() -> impl Iterator<Item = Duration> {
+    (0..13u32).map(|i| Duration::from_millis((5u64 << i.min(5)).min(100)))
+}
 
-/// Call `open` until it fails with something other than [`OpenFailure::Locked`], succeeds, or
-/// `wait` has passed; the pauses between calls double from 5 ms up to 100 ms.
+/// Call `open` until it fails with something other than [`OpenFailure::Locked`] or succeeds,
+/// sleeping for each of `pauses` in turn between attempts; still locked after the last pause,
+/// the lock is reported.
 fn wait_for_lock<T>(
-    wait: Duration,
+    pauses: impl IntoIterator<Item = Duration>,
     mut open: impl FnMut() -> Result<T, OpenFailure>,
 ) -> Result<T, OpenFailure> {
-    let deadline = Instant::now() + wait;
-    let mut pause = Duration::from_millis(5);
+    let mut pauses = pauses.into_iter();
     loop {
         match open() {
-            Err(OpenFailure::Locked) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(OpenFailure::Locked);
-                }
-                std::thread::sleep(pause.min(left));
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
+            Err(OpenFailure::Locked) => match pauses.next() {
+                Some(pause) => std::thread::sleep(pause),
+                None => return Err(OpenFailure::Locked),
+            },
             other => return other,
         }
     }
@@ -500,8 +500,11 @@ mod tests {
 
     #[test]
     fn the_lock_is_waited_for_then_reported() {
+        let total: Duration = lock_pauses().sum();
+        assert_eq!(total, Duration::from_millis(955), "about a second in all");
+
         let mut attempts = 0;
-        let opened = wait_for_lock(Duration::from_secs(5), || {
+        let opened = wait_for_lock([Duration::ZERO; 5], || {
             attempts += 1;
             if attempts < 3 {
                 Err(OpenFailure::Locked)
@@ -512,15 +515,16 @@ mod tests {
         assert!(matches!(opened, Ok("open")));
         assert_eq!(attempts, 3);
 
-        let start = Instant::now();
-        let held = wait_for_lock(Duration::from_millis(60), || -> Result<(), _> {
+        let mut attempts = 0;
+        let held = wait_for_lock([Duration::ZERO; 4], || -> Result<(), _> {
+            attempts += 1;
             Err(OpenFailure::Locked)
         });
         assert!(matches!(held, Err(OpenFailure::Locked)));
-        assert!(start.elapsed() >= Duration::from_millis(60));
+        assert_eq!(attempts, 5, "one attempt, then one after each pause");
 
         let mut attempts = 0;
-        let broken = wait_for_lock(Duration::from_secs(5), || -> Result<(), _> {
+        let broken = wait_for_lock([Duration::ZERO; 5], || -> Result<(), _> {
             attempts += 1;
             Err(OpenFailure::Unusable("bad".into()))
         });

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, SourceError};
 use crate::chunk::{ChunkRef, ChunkerParams};
-use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport};
+use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport, duration_ns};
 use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
@@ -433,8 +433,7 @@ impl Workspace {
         }
         let retention = Duration::from_secs(u64::from(self.config.retention_days) * 24 * 60 * 60);
         let report = self.chunks.gc(retention, now_ns, |_| false)?;
-        let horizon =
-            now_ns.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+        let horizon = now_ns.saturating_sub(duration_ns(retention));
         let pruned = self.store.history_prune(horizon)?;
         self.store
             .kv_put(GC_NAMESPACE, GC_LAST_RUN, &now_ns.to_be_bytes())?;
