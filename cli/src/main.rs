@@ -6,9 +6,7 @@ mod context;
 mod exit;
 mod node;
 mod output;
-mod peers;
 mod progress;
-mod replica;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -14,8 +14,8 @@ use super::sync::{runtime, session_with};
 use crate::context::{Globals, STATE_DIR};
 use crate::exit::OK;
 use crate::node::Node;
+use crate::node::peers::{Peer, Peers};
 use crate::output;
-use crate::peers::{Peer, Peers};
 
 #[derive(Debug, Serialize)]
 struct Step {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::context::{Globals, STATE_DIR};
 use crate::exit::{OK, UsageError};
-use crate::peers::{Peer, Peers, parse_host_port};
+use crate::node::peers::{Peer, Peers, parse_host_port};
 
 /// Arguments of `botsync add`.
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use serde::Serialize;
 use crate::context::Globals;
 use crate::exit::OK;
 use crate::node::Node;
+use crate::node::replica::now_ns;
 use crate::output;
-use crate::replica::now_ns;
 
 #[derive(Debug, Serialize)]
 struct ScanView {

@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::context::Globals;
 use crate::exit::{ATTENTION, FAILED, OK};
 use crate::node::Node;
+use crate::node::peers::Peer;
 use crate::output;
-use crate::peers::Peer;
 use crate::progress::Bar;
 
 /// Arguments of `sync`, `push` and `pull`.

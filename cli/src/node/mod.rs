@@ -1,6 +1,9 @@
 //! This machine's side of botsync: the opened workspace, its identity and peers, and a QUIC
 //! endpoint; shared by `sync`, `diff`, `serve` and `demo`.
 
+pub mod peers;
+pub mod replica;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +15,10 @@ use botsync_proto::endpoint::{Endpoint, EndpointOptions};
 use botsync_proto::identity::Identity;
 use botsync_proto::tls::AllowedPeers;
 
+use self::peers::Peers;
+use self::replica::LiveReplica;
 use crate::context::STATE_DIR;
 use crate::exit::UsageError;
-use crate::peers::Peers;
-use crate::replica::LiveReplica;
 
 /// Environment variable: seconds a dial waits for the peer's answer.
 pub const CONNECT_TIMEOUT_ENV: &str = "BOTSYNC_CONNECT_TIMEOUT_SECS";
