@@ -7,10 +7,10 @@ use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::{FileEntry, PeerId};
 use tracing::{Instrument, debug, info_span};
 
-use super::service::{self, Service};
+use super::service::{self, Service, ServiceSlot};
 use super::{
-    Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions, SessionReport,
-    blocking, chunks, descent, entries,
+    AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
+    SessionReport, blocking, chunks, descent, entries,
 };
 use crate::messages::{Features, Hello, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError, Snapshot};
@@ -108,7 +108,11 @@ async fn run_inner<R: Replica + ?Sized>(
         bytes_served: Arc::clone(&bytes_served),
         progress: Arc::clone(&progress),
     };
-    let service_task = tokio::spawn(service::run(conn.clone(), svc));
+    // Aborted when the session ends, whichever way: a kept connection carries the next session.
+    let _service = AbortOnDrop(tokio::spawn(service::run(
+        conn.clone(),
+        ServiceSlot::with(svc),
+    )));
 
     if their_root == snap.root {
         report.in_sync = true;
@@ -151,7 +155,6 @@ async fn run_inner<R: Replica + ?Sized>(
     let _ = ctl.send.finish();
     report.counters = ctl.counters;
     report.bytes_sent = bytes_served.load(Ordering::Relaxed);
-    service_task.abort();
     Ok(report)
 }
 

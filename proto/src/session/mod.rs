@@ -13,6 +13,7 @@ pub mod chunks;
 pub mod client;
 pub mod descent;
 pub mod entries;
+pub mod link;
 pub mod server;
 pub mod service;
 pub mod tree;
@@ -295,6 +296,16 @@ impl Advertised {
 
     pub(crate) fn get(&self, content: &Hash) -> Option<Arc<Vec<ChunkRef>>> {
         self.0.lock().ok().and_then(|m| m.get(content).cloned())
+    }
+}
+
+/// A task aborted when this handle is dropped: a session's helpers end with it on every path.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

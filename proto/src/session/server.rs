@@ -9,8 +9,10 @@ use botsync_engine::plan::{Action, ItemReport};
 use tracing::{Instrument, debug, info_span};
 
 use super::client::{PendingRefresh, dry_report};
-use super::service::{self, Service};
-use super::{Advertised, Control, NoProgress, SessionError, blocking, chunks, entries};
+use super::service::{self, Service, ServiceSlot};
+use super::{
+    AbortOnDrop, Advertised, Control, NoProgress, SessionError, blocking, chunks, entries,
+};
 use crate::close::CloseCode;
 use crate::frame::read_frame;
 use crate::limits::MAX_ENTRIES_PER_BATCH;
@@ -42,17 +44,35 @@ pub async fn serve<R: Replica + ?Sized>(
     replica: Arc<R>,
     opts: ServeOptions,
 ) -> Result<ServeReport, SessionError> {
+    let (send, mut recv) = conn.accept_bi().await?;
+    let first = match read_frame(&mut recv).await {
+        Ok(m) => m,
+        Err(e) => {
+            let e = SessionError::from(e);
+            e.close_code().close(&conn);
+            return Err(e);
+        }
+    };
+    let slot = ServiceSlot::default();
+    let requests = tokio::spawn(service::run(conn.clone(), slot.clone()));
+    let _requests = AbortOnDrop(requests);
+    respond(&conn, peer, replica, &opts, (send, recv), first, &slot).await
+}
+
+/// Answer one session whose control stream is `ctl` and whose first message was `first`. While
+/// it runs, its request service sits in `slot`, where the connection's stream acceptor finds it.
+pub(crate) async fn respond<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    peer: PeerId,
+    replica: Arc<R>,
+    opts: &ServeOptions,
+    ctl: (quinn::SendStream, quinn::RecvStream),
+    first: Option<Message>,
+    slot: &ServiceSlot<R>,
+) -> Result<ServeReport, SessionError> {
     let span = info_span!("serve-session", peer = %peer);
     async move {
-        let (send, mut recv) = conn.accept_bi().await?;
-        let first = match read_frame(&mut recv).await {
-            Ok(m) => m,
-            Err(e) => {
-                let e = SessionError::from(e);
-                e.close_code().close(&conn);
-                return Err(e);
-            }
-        };
+        let (send, recv) = ctl;
         let mut ctl = Control {
             send,
             recv,
@@ -62,7 +82,7 @@ pub async fn serve<R: Replica + ?Sized>(
             let _ = ctl
                 .send(&protocol_error("a session starts with hello"))
                 .await;
-            CloseCode::ProtocolError.close(&conn);
+            CloseCode::ProtocolError.close(conn);
             return Err(SessionError::Protocol(
                 "session did not start with hello".into(),
             ));
@@ -84,32 +104,31 @@ pub async fn serve<R: Replica + ?Sized>(
                 // Let the error message reach the peer before closing.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ctl.send.stopped())
                     .await;
-                CloseCode::VersionMismatch.close(&conn);
+                CloseCode::VersionMismatch.close(conn);
                 return Err(SessionError::Version(e.to_string()));
             }
         };
         let advertised = Advertised::default();
-        let svc = Service {
+        slot.set(Service {
             replica: Arc::clone(&replica),
             advertised: advertised.clone(),
             zstd: negotiated.features.contains(Features::ZSTD),
             bytes_served: Arc::new(AtomicU64::new(0)),
             progress: Arc::new(NoProgress),
-        };
-        let service_task = tokio::spawn(service::run(conn.clone(), svc));
+        });
         let result = control_loop(
-            &conn,
+            conn,
             peer,
             &replica,
-            &opts,
+            opts,
             &advertised,
             &mut ctl,
             Some(pending),
         )
         .await;
-        service_task.abort();
+        slot.clear();
         if let Err(e) = &result {
-            e.close_code().close(&conn);
+            e.close_code().close(conn);
         }
         result
     }

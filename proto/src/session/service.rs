@@ -3,11 +3,12 @@
 //! order. Chunks are served only from files this side currently advertises (the replica checks);
 //! tree nodes only for entries sent in this session.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use botsync_engine::Hash;
 use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::tree::NodeTable;
@@ -119,18 +120,75 @@ impl<R: Replica + ?Sized> Service<R> {
     }
 }
 
-/// Accept request streams until the connection closes, answering each on its own task. The
-/// control stream is not accepted here.
-pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, service: Service<R>) {
+/// The request service of the session running on a connection, if one runs: the connection's
+/// stream acceptor answers request streams with it, and refuses them between sessions.
+pub(crate) struct ServiceSlot<R: Replica + ?Sized>(Arc<Mutex<Option<Service<R>>>>);
+
+impl<R: Replica + ?Sized> Default for ServiceSlot<R> {
+    fn default() -> Self {
+        ServiceSlot(Arc::new(Mutex::new(None)))
+    }
+}
+
+impl<R: Replica + ?Sized> Clone for ServiceSlot<R> {
+    fn clone(&self) -> Self {
+        ServiceSlot(Arc::clone(&self.0))
+    }
+}
+
+impl<R: Replica + ?Sized> ServiceSlot<R> {
+    /// A slot holding `service` from the start.
+    pub(crate) fn with(service: Service<R>) -> Self {
+        ServiceSlot(Arc::new(Mutex::new(Some(service))))
+    }
+
+    pub(crate) fn set(&self, service: Service<R>) {
+        *self.lock() = Some(service);
+    }
+
+    pub(crate) fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    fn current(&self) -> Option<Service<R>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Service<R>>> {
+        // The slot holds a plain value that every writer replaces whole: a poisoned lock
+        // carries no half-made state.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A stream whose first message opens a new session (`Hello`), handed to whoever runs the
+/// connection's sessions.
+pub(crate) type SessionStart = (Message, SendStream, RecvStream);
+
+/// Accept request streams until the connection closes, answering each on its own task with the
+/// service in `slot`. The control stream is not accepted here.
+pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, slot: ServiceSlot<R>) {
+    accept_streams(conn, slot, None).await
+}
+
+/// Accept every bi-directional stream the peer opens on `conn`: a stream that starts with
+/// `Hello` goes to `sessions` (when this side answers sessions on a kept connection), any other
+/// is a request for the session in `slot`.
+pub(crate) async fn accept_streams<R: Replica + ?Sized>(
+    conn: quinn::Connection,
+    slot: ServiceSlot<R>,
+    sessions: Option<mpsc::Sender<SessionStart>>,
+) {
     loop {
-        let (send, mut recv) = match conn.accept_bi().await {
+        let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "request service stops");
                 return;
             }
         };
-        let svc = service.clone();
+        let slot = slot.clone();
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let first = match read_frame(&mut recv).await {
                 Ok(Some(m)) => m,
@@ -139,6 +197,23 @@ pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, service: S
                     debug!(error = %e, "bad request stream");
                     return;
                 }
+            };
+            if let (Message::Hello(_), Some(tx)) = (&first, &sessions) {
+                // The session runner answers sessions one after another.
+                let _ = tx.send((first, send, recv)).await;
+                return;
+            }
+            let Some(svc) = slot.current() else {
+                let _ = write_frame(
+                    &mut send,
+                    &Message::Error {
+                        code: ErrorCode::NotFound,
+                        message: "no session is in progress on this connection".into(),
+                    },
+                )
+                .await;
+                let _ = send.finish();
+                return;
             };
             if let Err(e) = svc.answer(first, send, recv).await {
                 debug!(error = %e, "request stream failed");
