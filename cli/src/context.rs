@@ -9,7 +9,7 @@ use crate::exit::UsageError;
 use crate::output::Output;
 
 /// Name of the state directory that marks a workspace.
-pub const STATE_DIR: &str = ".botsync";
+pub use botsync_engine::layout::STATE_DIR;
 
 /// Options every verb sees.
 #[derive(Debug, Clone)]

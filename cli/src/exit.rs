@@ -30,6 +30,11 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Wrap an error the user fixes in their files or arguments as a usage error (exit code 2).
+pub fn usage(err: impl fmt::Display) -> anyhow::Error {
+    UsageError::new(err.to_string()).into()
+}
+
 /// The exit code for an error: 2 if any cause in its chain is a [`UsageError`], else 1.
 pub fn code_for(err: &anyhow::Error) -> i32 {
     if err

@@ -3,10 +3,12 @@
 
 mod commands;
 mod context;
+mod daemon;
 mod exit;
 mod node;
 mod output;
 mod progress;
+mod verb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

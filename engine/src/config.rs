@@ -46,6 +46,25 @@ pub struct SyncConfig {
     /// A human name for this instance (shown to peers); `None` until `init --name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What the daemon does on its own (`botsync auto on|off`).
+    pub daemon: DaemonConfig,
+}
+
+/// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
+/// also starts syncs itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Sync on its own: after local changes, when a peer announces a new root, and on every
+    /// heartbeat.
+    pub auto: bool,
+    /// Seconds between heartbeat syncs with every peer while `auto` is on.
+    pub heartbeat_secs: u64,
+    /// Seconds between full rescans, the safety net for file-system events the watcher missed.
+    pub rescan_secs: u64,
+    /// Milliseconds of quiet after a file-system event before the daemon rescans (a burst of
+    /// writes is one rescan).
+    pub debounce_ms: u64,
 }
 
 /// The mass-delete guard: a sync stops when it would delete more than `files` files or more
@@ -199,6 +218,15 @@ impl SyncConfig {
                 self.delete_threshold.percent
             ));
         }
+        if self.daemon.heartbeat_secs == 0 || self.daemon.rescan_secs == 0 {
+            return Err("daemon.heartbeat_secs and daemon.rescan_secs must be at least 1".into());
+        }
+        if self.daemon.debounce_ms > 60_000 {
+            return Err(format!(
+                "daemon.debounce_ms is {}, it must be at most 60000",
+                self.daemon.debounce_ms
+            ));
+        }
         if self
             .listen
             .rsplit_once(':')
@@ -224,6 +252,18 @@ impl Default for SyncConfig {
             delete_threshold: DeleteThreshold::default(),
             listen: DEFAULT_LISTEN.to_owned(),
             name: None,
+            daemon: DaemonConfig::default(),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            auto: false,
+            heartbeat_secs: 60,
+            rescan_secs: 600,
+            debounce_ms: 300,
         }
     }
 }

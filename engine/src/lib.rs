@@ -23,6 +23,7 @@ pub mod config;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod layout;
 pub mod merkle;
 pub mod path;
 pub mod peer;

@@ -17,8 +17,8 @@ pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_PATH_DEPTH: usize = 64;
 /// Longest accepted single component, in bytes (the common file-system limit).
 pub const MAX_COMPONENT_BYTES: usize = 255;
-/// The workspace state directory, never synced.
-pub const STATE_DIR: &str = ".botsync";
+/// The workspace state directory, never synced (defined with the rest of the layout).
+pub use crate::layout::STATE_DIR;
 
 /// A validated workspace-relative path. The empty path is the workspace root.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -20,8 +20,9 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
+use crate::layout::{Layout, STATE_DIR, SUBDIRS};
 use crate::merkle::MerkleChild;
-use crate::path::{RelPath, STATE_DIR};
+use crate::path::RelPath;
 use crate::peer::{Attribution, PeerId};
 use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
@@ -72,9 +73,6 @@ const GC_LAST_RUN: &str = "last_run_ns";
 /// Index updates per sled transaction when committing a scan.
 const COMMIT_SLICE: usize = 512;
 
-/// The state directories inside `.botsync/`.
-const SUBDIRS: [&str; 4] = ["db", "store", "conflicts", "tmp"];
-
 /// One opened workspace.
 #[derive(Debug)]
 pub struct Workspace {
@@ -105,13 +103,14 @@ impl Workspace {
     /// Create `.botsync/` under `root` with a default `config.json` (kept if present).
     /// Returns true if the workspace was new.
     pub fn init(root: &Path, name: Option<&str>) -> Result<bool, WorkspaceError> {
-        let state = root.join(STATE_DIR);
+        let layout = Layout::new(root);
+        let state = layout.state();
         let fresh = !state.is_dir();
         for sub in SUBDIRS {
             let dir = state.join(sub);
             fs::create_dir_all(&dir).io_context("creating", &dir)?;
         }
-        let config_path = state.join("config.json");
+        let config_path = layout.config();
         if !config_path.exists() {
             let config = SyncConfig {
                 name: name.map(str::to_owned),
@@ -127,19 +126,20 @@ impl Workspace {
         root: &Path,
         local: Attribution,
     ) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
-        let state = root.join(STATE_DIR);
+        let layout = Layout::new(root);
+        let state = layout.state().to_path_buf();
         if !state.is_dir() {
             return Err(WorkspaceError::NotAWorkspace(root.to_path_buf()));
         }
-        let config = SyncConfig::load(&state.join("config.json"))?;
+        let config = SyncConfig::load(&layout.config())?;
         let selection = Selection::new(&config)?;
         for sub in SUBDIRS {
             let dir = state.join(sub);
             fs::create_dir_all(&dir).io_context("creating", &dir)?;
         }
-        let (store, outcome) = Store::open(&state.join("db"))?;
+        let (store, outcome) = Store::open(&layout.db())?;
         store.set_local_peer(local.peer)?;
-        let chunks = ChunkStore::open(&state.join("store"))?;
+        let chunks = ChunkStore::open(&layout.store())?;
         let mirror = Mirror::load(&store)?;
         let ws = Workspace {
             root: root.to_path_buf(),

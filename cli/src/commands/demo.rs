@@ -16,6 +16,7 @@ use crate::exit::OK;
 use crate::node::Node;
 use crate::node::peers::{Peer, Peers};
 use crate::output;
+use crate::verb::Ctx;
 
 #[derive(Debug, Serialize)]
 struct Step {
@@ -41,6 +42,7 @@ pub fn demo(g: &Globals) -> Result<i32> {
     introduce(&b, &a, "alpha")?;
 
     let rt = runtime()?;
+    let ctx = Ctx::direct(&a_root, g.agent.clone(), rt.handle().clone());
     let steps = rt.block_on(async {
         let (b_addr, server) = super::serve::spawn(Arc::clone(&b), "127.0.0.1:0".parse()?).await?;
         set_port(&a_root, "beta", b_addr.port())?;
@@ -51,14 +53,14 @@ pub fn demo(g: &Globals) -> Result<i32> {
             .context("peer beta missing")?;
         let mut steps = Vec::new();
 
-        let first = session_with(&a, &peer, SessionMode::Sync, false, g).await?;
+        let first = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
         steps.push(step("initial sync alpha -> beta", &first));
 
         edit_both(&a_root, &b_root)?;
-        let second = session_with(&a, &peer, SessionMode::Sync, false, g).await?;
+        let second = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
         steps.push(step("after edits on both sides", &second));
 
-        let third = session_with(&a, &peer, SessionMode::Sync, false, g).await?;
+        let third = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
         steps.push(step("no-op re-sync", &third));
         server.abort();
         Ok::<_, anyhow::Error>(steps)

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::context::Globals;
 use crate::exit::OK;
 use crate::node::{identity_dir, load_identity};
+use crate::verb::{Ctx, Reply};
 
 /// Arguments of `botsync init`.
 #[derive(Debug, Args)]
@@ -49,12 +50,13 @@ pub fn init(args: InitArgs, g: &Globals) -> Result<i32> {
 }
 
 /// `botsync id`: print this peer's id.
-pub fn id(g: &Globals) -> Result<i32> {
-    let root = g.workspace_root()?;
-    let id = load_identity(&root)?.peer_id();
-    g.out.emit(
-        &serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }),
-        || id.to_copy_safe(),
-    )?;
-    Ok(OK)
+pub fn id(ctx: &Ctx) -> Result<Reply> {
+    let id = match &ctx.daemon {
+        Some(d) => d.node.identity.peer_id(),
+        None => load_identity(&ctx.root)?.peer_id(),
+    };
+    Reply::ok(
+        serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }),
+        id.to_copy_safe(),
+    )
 }

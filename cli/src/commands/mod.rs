@@ -1,17 +1,26 @@
-//! One file per verb: an args struct and `run`. Only these print to the user.
+//! One file per verb: an args struct and the verb's work. Verbs that act on an opened workspace
+//! run as a [`Request`]: through the daemon's control socket when a daemon holds the workspace,
+//! else in this process. Only this module tree prints to the user.
 
+pub(crate) mod auto;
 mod demo;
-mod init;
-mod peers;
-mod scan;
+pub(crate) mod init;
+pub(crate) mod peers;
+pub(crate) mod scan;
 mod serve;
-mod sync;
+pub(crate) mod sync;
+
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use botsync_proto::messages::SessionMode;
+use botsync_proto::session::{NoProgress, Progress};
 use clap::Subcommand;
 
 use crate::context::Globals;
+use crate::daemon::control;
+use crate::output;
+use crate::progress::Bar;
+use crate::verb::{self, Ctx, Mode, Reply, Request};
 
 /// The verbs of `botsync`.
 #[derive(Debug, Subcommand)]
@@ -39,27 +48,123 @@ pub enum Command {
     Diff(sync::DiffArgs),
     /// Rescan the workspace and print its manifest summary.
     Scan,
-    /// Answer sessions started by configured peers.
+    /// Run the daemon: serve peers, watch the workspace, keep connections (and sync on its own
+    /// with `auto on`).
     Serve(serve::ServeArgs),
+    /// Turn automatic syncing on or off (persisted; `on` starts the daemon if none runs).
+    Auto(auto::AutoArgs),
     /// Two workspaces, two peers on loopback, a real sync; then clean up.
     Demo,
 }
 
 /// Run a verb; returns the process exit code.
 pub fn run(command: Command, g: &Globals) -> Result<i32> {
-    match command {
-        Command::Status => scan::status(g),
-        Command::Init(a) => init::init(a, g),
-        Command::Id => init::id(g),
-        Command::Add(a) => peers::add(a, g),
-        Command::Remove(a) => peers::remove(a, g),
-        Command::Peers => peers::list(g),
-        Command::Sync(a) => sync::sync(a, g, SessionMode::Sync),
-        Command::Push(a) => sync::sync(a, g, SessionMode::Push),
-        Command::Pull(a) => sync::sync(a, g, SessionMode::Pull),
-        Command::Diff(a) => sync::diff(a, g),
-        Command::Scan => scan::scan(g),
-        Command::Serve(a) => serve::serve(a, g),
-        Command::Demo => demo::demo(g),
+    let request = match command {
+        Command::Init(a) => return init::init(a, g),
+        Command::Serve(a) => return serve::serve(a, g),
+        Command::Demo => return demo::demo(g),
+        Command::Status => Request::Status,
+        Command::Id => Request::Id,
+        Command::Add(a) => Request::Add {
+            name: a.name,
+            host: a.host,
+            id: a.id,
+        },
+        Command::Remove(a) => Request::Remove { name: a.name },
+        Command::Peers => Request::Peers,
+        Command::Sync(a) => sync_request(a, Mode::Sync),
+        Command::Push(a) => sync_request(a, Mode::Push),
+        Command::Pull(a) => sync_request(a, Mode::Pull),
+        Command::Diff(a) => Request::Sync {
+            peer: a.peer,
+            mode: Mode::Sync,
+            dry_run: true,
+            itemize: true,
+        },
+        Command::Scan => Request::Scan,
+        Command::Auto(a) => Request::Auto {
+            on: a.state == auto::Switch::On,
+        },
+    };
+    let root = g.workspace_root()?;
+    let bars = Bars::new(g);
+    let reply = match control::Client::connect(&root)? {
+        // A daemon holds the workspace: it runs the verb.
+        Some(client) => client.call(&request, &g.agent, |peer, event| {
+            bars.for_peer(peer).event(event)
+        })?,
+        None => {
+            let rt = sync::runtime()?;
+            let mut ctx = Ctx::direct(&root, g.agent.clone(), rt.handle().clone());
+            let factory = bars.clone();
+            ctx.progress = Arc::new(move |peer: &str| factory.for_peer(peer));
+            verb::exec(request, &ctx)
+        }
+    };
+    bars.finish();
+    Ok(print(reply, g))
+}
+
+fn sync_request(a: sync::SyncArgs, mode: Mode) -> Request {
+    Request::Sync {
+        peer: a.peer,
+        mode,
+        dry_run: a.dry_run,
+        itemize: false,
+    }
+}
+
+/// Print a verb's reply the way `--json` and `-q` ask; returns its exit code.
+fn print(reply: Reply, g: &Globals) -> i32 {
+    if let Some(line) = &reply.error {
+        output::report_error(g.json, reply.exit_code, line);
+        return reply.exit_code;
+    }
+    if let Err(e) = g.out.emit(&reply.doc, || reply.human.clone()) {
+        // stdout is gone (a closed pipe): nothing more can be said there.
+        eprintln!("botsync: error: writing the result: {e}");
+    }
+    for w in &reply.warnings {
+        eprintln!("botsync: error: {w}");
+    }
+    reply.exit_code
+}
+
+/// A peer's name and its bar.
+type PeerBar = (String, Arc<Bar>);
+
+/// Progress bars, one per peer, drawn only on a terminal without `--json`.
+#[derive(Clone)]
+struct Bars {
+    allowed: bool,
+    bars: Arc<Mutex<Vec<PeerBar>>>,
+}
+
+impl Bars {
+    fn new(g: &Globals) -> Bars {
+        Bars {
+            allowed: g.out.progress_allowed(),
+            bars: Arc::default(),
+        }
+    }
+
+    fn for_peer(&self, peer: &str) -> Arc<dyn Progress> {
+        if !self.allowed {
+            return Arc::new(NoProgress);
+        }
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, b)) = bars.iter().find(|(name, _)| name == peer) {
+            return Arc::clone(b) as Arc<dyn Progress>;
+        }
+        let bar = Arc::new(Bar::new(peer));
+        bars.push((peer.to_owned(), Arc::clone(&bar)));
+        bar
+    }
+
+    fn finish(&self) {
+        let bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, b) in bars.iter() {
+            b.finish();
+        }
     }
 }

@@ -4,9 +4,10 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::context::{Globals, STATE_DIR};
-use crate::exit::{OK, UsageError};
+use crate::context::STATE_DIR;
+use crate::exit::UsageError;
 use crate::node::peers::{Peer, Peers, parse_host_port};
+use crate::verb::{Ctx, Reply};
 
 /// Arguments of `botsync add`.
 #[derive(Debug, Args)]
@@ -27,7 +28,7 @@ pub struct RemoveArgs {
     pub name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct PeerView {
     name: String,
     host: String,
@@ -47,65 +48,62 @@ impl From<&Peer> for PeerView {
 }
 
 /// `botsync add NAME HOST[:PORT] --id PEER_ID`.
-pub fn add(args: AddArgs, g: &Globals) -> Result<i32> {
-    let root = g.workspace_root()?;
-    let state = root.join(STATE_DIR);
-    validate_name(&args.name)?;
-    let id = args
-        .id
-        .parse()
-        .map_err(|e| UsageError::new(format!("{e}")))?;
-    let (host, port) = parse_host_port(&args.host)?;
+pub fn add(ctx: &Ctx, name: &str, host: &str, id: &str) -> Result<Reply> {
+    let state = ctx.root.join(STATE_DIR);
+    validate_name(name)?;
+    let id = id.parse().map_err(|e| UsageError::new(format!("{e}")))?;
+    let (host, port) = parse_host_port(host)?;
     let mut peers = Peers::load(&state)?;
     let peer = Peer {
-        name: args.name,
+        name: name.to_owned(),
         host,
         port,
         id,
     };
     peers.add(peer.clone())?;
     peers.save(&state)?;
-    let view = PeerView::from(&peer);
-    g.out
-        .emit(&serde_json::json!({ "ok": true, "added": view }), || {
-            format!(
-                "added peer {} at {}:{} ({})",
-                peer.name, peer.host, peer.port, peer.id
-            )
-        })?;
-    Ok(OK)
+    if let Some(d) = &ctx.daemon {
+        d.peers_changed();
+    }
+    let human = format!(
+        "added peer {} at {}:{} ({})",
+        peer.name, peer.host, peer.port, peer.id
+    );
+    Reply::ok(
+        serde_json::json!({ "ok": true, "added": PeerView::from(&peer) }),
+        human,
+    )
 }
 
 /// `botsync remove NAME`.
-pub fn remove(args: RemoveArgs, g: &Globals) -> Result<i32> {
-    let state = g.workspace_root()?.join(STATE_DIR);
+pub fn remove(ctx: &Ctx, name: &str) -> Result<Reply> {
+    let state = ctx.root.join(STATE_DIR);
     let mut peers = Peers::load(&state)?;
-    let gone = peers.remove(&args.name)?;
+    let gone = peers.remove(name)?;
     peers.save(&state)?;
-    g.out.emit(
-        &serde_json::json!({ "ok": true, "removed": PeerView::from(&gone) }),
-        || format!("removed peer {}", gone.name),
-    )?;
-    Ok(OK)
+    if let Some(d) = &ctx.daemon {
+        d.peers_changed();
+    }
+    Reply::ok(
+        serde_json::json!({ "ok": true, "removed": PeerView::from(&gone) }),
+        format!("removed peer {}", gone.name),
+    )
 }
 
 /// `botsync peers`.
-pub fn list(g: &Globals) -> Result<i32> {
-    let state = g.workspace_root()?.join(STATE_DIR);
-    let peers = Peers::load(&state)?;
+pub fn list(ctx: &Ctx) -> Result<Reply> {
+    let peers = Peers::load(&ctx.root.join(STATE_DIR))?;
     let views: Vec<PeerView> = peers.peers.iter().map(PeerView::from).collect();
-    g.out
-        .emit(&serde_json::json!({ "ok": true, "peers": views }), || {
-            if views.is_empty() {
-                return "no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`".into();
-            }
-            views
-                .iter()
-                .map(|p| format!("{:<16} {}:{}  {}", p.name, p.host, p.port, p.id))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-    Ok(OK)
+    let human = if views.is_empty() {
+        "no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`".into()
+    } else {
+        views
+            .iter()
+            .map(|p| format!("{:<16} {}:{}  {}", p.name, p.host, p.port, p.id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Reply::ok(serde_json::json!({ "ok": true, "peers": views }), human)
 }
 
 fn validate_name(name: &str) -> Result<()> {

@@ -3,11 +3,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::context::Globals;
-use crate::exit::OK;
-use crate::node::Node;
-use crate::node::replica::now_ns;
 use crate::output;
+use crate::verb::{Ctx, Reply};
 
 #[derive(Debug, Serialize)]
 struct ScanView {
@@ -31,13 +28,12 @@ struct SkippedView {
 }
 
 /// `botsync scan`.
-pub fn scan(g: &Globals) -> Result<i32> {
-    let root = g.workspace_root()?;
-    let node = Node::open(&root, g.agent.clone())?;
-    let r = node.replica.workspace().refresh(now_ns())?;
+pub fn scan(ctx: &Ctx) -> Result<Reply> {
+    let node = ctx.node()?;
+    let r = node.replica.rescan()?;
     let view = ScanView {
         ok: true,
-        workspace: root.display().to_string(),
+        workspace: ctx.root.display().to_string(),
         root: r.root.to_hex(),
         files: r.files,
         added: r.scan.added,
@@ -52,11 +48,11 @@ pub fn scan(g: &Globals) -> Result<i32> {
             .iter()
             .map(|s| SkippedView {
                 path: s.path.clone(),
-                reason: format!("{:?}", s.reason),
+                reason: s.reason.to_string(),
             })
             .collect(),
     };
-    g.out.emit(&view, || {
+    let human = {
         let mut s = format!(
             "{}: {} files, root {}\n  {} added, {} modified, {} deleted; hashed {} files ({}), {} unchanged\n",
             view.workspace,
@@ -73,48 +69,66 @@ pub fn scan(g: &Globals) -> Result<i32> {
             s.push_str(&format!("  skipped {}: {}\n", sk.path, sk.reason));
         }
         s
-    })?;
-    Ok(OK)
+    };
+    Reply::ok(view, human)
 }
 
 /// `botsync status` (and `botsync` alone).
-pub fn status(g: &Globals) -> Result<i32> {
-    let root = g.workspace_root()?;
-    let node = Node::open(&root, g.agent.clone())?;
+pub fn status(ctx: &Ctx) -> Result<Reply> {
+    let node = ctx.node()?;
     let peers = node.peers()?;
     let (tree_root, files) = node.replica.workspace().snapshot();
+    let daemon = ctx.daemon.as_ref().map(|d| d.view());
     let doc = serde_json::json!({
         "ok": true,
-        "workspace": root.display().to_string(),
+        "workspace": ctx.root.display().to_string(),
         "name": node.name,
         "id": node.identity.peer_id().to_copy_safe(),
         "files_indexed": files,
         "root": tree_root.to_hex(),
-        "peers": peers.peers.iter().map(|p| serde_json::json!({
-            "name": p.name, "host": p.host, "port": p.port, "id": p.id.to_copy_safe()
-        })).collect::<Vec<_>>(),
+        "daemon": daemon,
+        "peers": peers.peers.iter().map(|p| {
+            let link = daemon.as_ref().and_then(|d| d.peers.iter().find(|l| l.name == p.name));
+            serde_json::json!({
+                "name": p.name, "host": p.host, "port": p.port, "id": p.id.to_copy_safe(),
+                "link": link,
+            })
+        }).collect::<Vec<_>>(),
     });
-    g.out.emit(&doc, || {
-        let mut s = format!(
-            "workspace {} ({})\nid {}\n{} files indexed at the last scan\n",
-            root.display(),
-            node.name,
-            node.identity.peer_id().to_copy_safe(),
-            files
-        );
-        if peers.peers.is_empty() {
-            s.push_str("no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`\n");
+    let mut s = format!(
+        "workspace {} ({})\nid {}\n{} files indexed at the last scan\n",
+        ctx.root.display(),
+        node.name,
+        node.identity.peer_id().to_copy_safe(),
+        files
+    );
+    match &daemon {
+        Some(d) => s.push_str(&format!(
+            "daemon pid {} listening on {}; auto-sync {}\n",
+            d.pid,
+            d.listening,
+            if d.auto { "on" } else { "off" }
+        )),
+        None => s.push_str("no daemon running (start one with `botsync serve`)\n"),
+    }
+    if peers.peers.is_empty() {
+        s.push_str("no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`\n");
+    }
+    for p in &peers.peers {
+        s.push_str(&format!(
+            "peer {:<16} {}:{}  {}",
+            p.name,
+            p.host,
+            p.port,
+            p.id.short()
+        ));
+        if let Some(l) = daemon
+            .as_ref()
+            .and_then(|d| d.peers.iter().find(|l| l.name == p.name))
+        {
+            s.push_str(&format!("  {}", l.describe()));
         }
-        for p in &peers.peers {
-            s.push_str(&format!(
-                "peer {:<16} {}:{}  {}\n",
-                p.name,
-                p.host,
-                p.port,
-                p.id.short()
-            ));
-        }
-        s
-    })?;
-    Ok(OK)
+        s.push('\n');
+    }
+    Reply::ok(doc, s)
 }

@@ -8,16 +8,15 @@ use anyhow::{Context, Result};
 use botsync_engine::plan::{Action, ItemReport, Outcome};
 use botsync_proto::close::CloseCode;
 use botsync_proto::messages::SessionMode;
-use botsync_proto::session::{self, NoProgress, Progress, SessionOptions, SessionReport};
+use botsync_proto::session::{self, SessionOptions, SessionReport};
 use clap::Args;
 use serde::Serialize;
 
-use crate::context::Globals;
 use crate::exit::{ATTENTION, FAILED, OK};
 use crate::node::Node;
 use crate::node::peers::Peer;
 use crate::output;
-use crate::progress::Bar;
+use crate::verb::{Ctx, Mode, Reply};
 
 /// Arguments of `sync`, `push` and `pull`.
 #[derive(Debug, Args)]
@@ -47,30 +46,24 @@ struct PeerResult {
     report: Option<SessionReport>,
 }
 
-/// Run `mode` against the selected peers.
-pub fn sync(args: SyncArgs, g: &Globals, mode: SessionMode) -> Result<i32> {
-    run(args.peer.as_deref(), args.dry_run, g, mode, false)
-}
-
-/// `diff`: a dry-run two-way session, itemized.
-pub fn diff(args: DiffArgs, g: &Globals) -> Result<i32> {
-    run(args.peer.as_deref(), true, g, SessionMode::Sync, true)
-}
-
-fn run(
+/// Run a session in `mode` with one peer or all, and report each.
+pub fn run(
+    ctx: &Ctx,
     peer: Option<&str>,
+    mode: Mode,
     dry_run: bool,
-    g: &Globals,
-    mode: SessionMode,
     itemize: bool,
-) -> Result<i32> {
-    let root = g.workspace_root()?;
-    let node = Node::open(&root, g.agent.clone())?;
+) -> Result<Reply> {
+    let node = ctx.node()?;
     let peers = node.peers()?.select(peer)?;
-    let rt = runtime()?;
     let mut results = Vec::new();
     for p in &peers {
-        let result = rt.block_on(session_with(&node, p, mode, dry_run, g));
+        let result = ctx
+            .rt
+            .block_on(session_with(ctx, &node, p, mode.wire(), dry_run));
+        if let Some(d) = &ctx.daemon {
+            d.record_sync(&p.name, result.as_ref().map_err(crate::exit::one_line));
+        }
         results.push(match result {
             Ok(report) => PeerResult {
                 peer: p.name.clone(),
@@ -99,16 +92,16 @@ fn run(
         OK
     };
     let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
-    g.out
-        .emit(&doc, || human(&results, mode, dry_run, itemize))?;
+    let human = human(&results, mode.wire(), dry_run, itemize);
+    let mut reply = Reply::ok(doc, human)?;
+    reply.exit_code = code;
     // One line per failed peer on stderr, also with --json (where it is in the document too).
-    for r in results.iter().filter(|r| !r.ok) {
-        eprintln!(
-            "botsync: error: {}",
-            r.error.as_deref().unwrap_or("unknown failure")
-        );
-    }
-    Ok(code)
+    reply.warnings = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.error.clone().unwrap_or_else(|| "unknown failure".into()))
+        .collect();
+    Ok(reply)
 }
 
 /// A runtime for one verb.
@@ -120,13 +113,22 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// One session with `peer`: over the daemon's kept connection when the daemon runs this,
+/// else over a connection of our own.
 pub(crate) async fn session_with(
-    node: &Node,
+    ctx: &Ctx,
+    node: &Arc<Node>,
     peer: &Peer,
     mode: SessionMode,
     dry_run: bool,
-    g: &Globals,
 ) -> Result<SessionReport> {
+    let mut opts = SessionOptions::new(mode, &node.name);
+    opts.dry_run = dry_run;
+    opts.agent = ctx.agent.clone();
+    let progress = (ctx.progress)(&peer.name);
+    if let Some(d) = &ctx.daemon {
+        return d.links.session(peer, &opts, progress).await;
+    }
     let addr = peer.resolve()?;
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse()?
@@ -140,17 +142,6 @@ pub(crate) async fn session_with(
         .connect(addr, peer.id)
         .await
         .with_context(|| format!("connecting to peer {}", peer.name))?;
-    let mut opts = SessionOptions::new(mode, &node.name);
-    opts.dry_run = dry_run;
-    opts.agent = g.agent.clone();
-    let bar = g
-        .out
-        .progress_allowed()
-        .then(|| Arc::new(Bar::new(&peer.name)));
-    let progress: Arc<dyn Progress> = match &bar {
-        Some(b) => b.clone(),
-        None => Arc::new(NoProgress),
-    };
     let result = session::client::run_with(
         conn.quinn(),
         peer.id,
@@ -160,9 +151,6 @@ pub(crate) async fn session_with(
         pending,
     )
     .await;
-    if let Some(b) = bar {
-        b.finish();
-    }
     let code = if result.is_ok() {
         CloseCode::Done
     } else {

@@ -2,14 +2,16 @@
 //! [`Workspace`], with the clock read here (the engine reads none).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use botsync_engine::plan::{ItemReport, PlanItem};
-use botsync_engine::workspace::Workspace;
+use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
+use botsync_engine::workspace::{Refresh, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use botsync_proto::messages::NodeChild;
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
+
+use super::own_writes::OwnWrites;
 
 /// Environment variable for tests: abort the process after this many received chunks, to
 /// simulate a sync killed mid-transfer at a reproducible point.
@@ -23,6 +25,27 @@ pub struct LiveReplica {
     writer: Mutex<()>,
     abort_after: Option<u64>,
     received: AtomicU64,
+    /// Set when a watcher reports every change: a refresh rescans only when something may have
+    /// changed since the last one. Unset (no watcher): every refresh rescans.
+    watched: AtomicBool,
+    /// Something may have changed since the last rescan (meaningful only when `watched`).
+    dirty: AtomicBool,
+    /// Files this process wrote by applying remote versions: their file-system events are our
+    /// own doing, not local changes.
+    own: OwnWrites,
+    /// The Merkle root after every rescan and apply, for whoever waits for changes (the daemon).
+    root: tokio::sync::watch::Sender<RootChange>,
+    /// Rescans that walked the tree (for status and tests).
+    rescans: AtomicU64,
+}
+
+/// The workspace's Merkle root changed, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootChange {
+    /// The root now.
+    pub root: Hash,
+    /// True if a rescan found local changes; false if a peer's versions were applied.
+    pub local: bool,
 }
 
 impl LiveReplica {
@@ -31,12 +54,80 @@ impl LiveReplica {
         let abort_after = std::env::var(ABORT_AFTER_CHUNKS_ENV)
             .ok()
             .and_then(|v| v.parse().ok());
+        let (root, _) = ws.snapshot();
+        let own = OwnWrites::new(ws.root());
         LiveReplica {
             ws,
             abort_after,
             received: AtomicU64::new(0),
             writer: Mutex::new(()),
+            watched: AtomicBool::new(false),
+            dirty: AtomicBool::new(true),
+            own,
+            root: tokio::sync::watch::Sender::new(RootChange { root, local: false }),
+            rescans: AtomicU64::new(0),
         }
+    }
+
+    /// A watcher now reports every change: refreshes skip the rescan while nothing changed.
+    pub fn set_watched(&self, on: bool) {
+        self.watched.store(on, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// Something in the workspace may have changed: the next refresh rescans.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// True if the file-system event on `rel` is our own apply's doing.
+    pub fn is_own_write(&self, rel: &str) -> bool {
+        self.own.is_ours(rel)
+    }
+
+    /// Rescans that walked the workspace since it was opened.
+    pub fn rescans(&self) -> u64 {
+        self.rescans.load(Ordering::SeqCst)
+    }
+
+    /// Follow the Merkle root: every rescan that changed it and every apply.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<RootChange> {
+        self.root.subscribe()
+    }
+
+    /// Rescan now, whatever the watcher says (`botsync scan`, the periodic full rescan).
+    pub fn rescan(&self) -> Result<Refresh, WorkspaceError> {
+        let _turn = self.turn();
+        self.dirty.store(false, Ordering::SeqCst);
+        self.rescan_locked()
+    }
+
+    /// Wait until no rescan or apply runs, and keep it so while the guard lives (shutdown).
+    pub fn quiesce(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn()
+    }
+
+    fn rescan_locked(&self) -> Result<Refresh, WorkspaceError> {
+        self.rescans.fetch_add(1, Ordering::SeqCst);
+        let r = self.ws.refresh(now_ns());
+        match &r {
+            // A skipped file (changed while read) must be looked at again.
+            Ok(r) if !r.scan.skipped.is_empty() => self.mark_dirty(),
+            Ok(_) => {}
+            Err(_) => self.mark_dirty(),
+        }
+        let r = r?;
+        self.root.send_if_modified(|c| {
+            let changed = c.root != r.root;
+            if changed {
+                *c = RootChange {
+                    root: r.root,
+                    local: true,
+                };
+            }
+            changed
+        });
+        Ok(r)
     }
 
     /// The workspace.
@@ -65,7 +156,13 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
 impl Replica for LiveReplica {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let _turn = self.turn();
-        let r = self.ws.refresh(now_ns()).map_err(err)?;
+        let dirty = self.dirty.swap(false, Ordering::SeqCst);
+        if self.watched.load(Ordering::SeqCst) && !dirty {
+            // The watcher saw nothing since the last rescan: the index is the tree.
+            let (root, files) = self.ws.snapshot();
+            return Ok(Snapshot { root, files });
+        }
+        let r = self.rescan_locked().map_err(err)?;
         Ok(Snapshot {
             root: r.root,
             files: r.files,
@@ -107,7 +204,29 @@ impl Replica for LiveReplica {
 
     fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
         let _turn = self.turn();
-        let reports = self.ws.apply(items, now_ns()).map_err(err)?;
+        // Noted before the files change: their watcher events may arrive before we return.
+        self.own.applying(items.iter().map(|i| i.path().as_str()));
+        let reports = self.ws.apply(items, now_ns());
+        let reports = match reports {
+            Ok(r) => r,
+            Err(e) => {
+                self.own.applied(std::iter::empty());
+                self.mark_dirty();
+                return Err(err(e));
+            }
+        };
+        self.own.applied(reports.iter().map(|r| {
+            let done = matches!(r.outcome, Outcome::Done | Outcome::Unchanged);
+            (r.path.as_str(), done)
+        }));
+        let (root, _) = self.ws.snapshot();
+        self.root.send_if_modified(|c| {
+            let changed = c.root != root;
+            if changed {
+                *c = RootChange { root, local: false };
+            }
+            changed
+        });
         // Retention is enforced where the store grows, at most once a day. A failed collection
         // costs only disk space until the next one: it must not fail the sync.
         if let Err(e) = self.ws.collect_garbage(now_ns()) {

@@ -81,8 +81,8 @@ pub struct Counters {
 /// What a session did, from the initiator's side.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SessionReport {
-    /// The peer's id.
-    #[serde(serialize_with = "ser_peer")]
+    /// The peer's id (`peer_id` in JSON: the CLI's `peer` field is the configured name).
+    #[serde(rename = "peer_id", serialize_with = "ser_peer")]
     pub peer: Option<PeerId>,
     /// True if the roots were equal: nothing to do.
     pub in_sync: bool,
