@@ -271,6 +271,10 @@ async fn schedule(
                 // The watcher marked the replica dirty already; rescan once the burst is over.
                 // A file written without pause (a log) still gets rescanned every few seconds.
                 debug!(?signal, "file-system change");
+                if signal == FsSignal::Overflow {
+                    // Events were lost: only a full rescan knows what changed.
+                    replica.mark_dirty();
+                }
                 let now = Instant::now();
                 let first = *burst.get_or_insert(now);
                 rescan_at = Some((now + debounce).min(first + MAX_DEBOUNCE.max(debounce)));

@@ -107,28 +107,12 @@ impl Peer {
 
     /// Start `botsync serve` on a free loopback port.
     pub fn serve(&self) -> Server {
-        let mut child = self
-            .cmd()
-            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
-        let port = v["listening"]
-            .as_str()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Server { child, port }
+        self.serve_on("127.0.0.1:0")
+    }
+
+    /// Start `botsync serve` (the daemon) listening on `listen`; returns once it answers.
+    pub fn serve_on(&self, listen: &str) -> Server {
+        Server::spawn(self.cmd(), listen)
     }
 
     /// Every synced file under `memory/`, `MEMORY.md` and `USER.md` with its bytes.
@@ -163,6 +147,69 @@ impl Peer {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+}
+
+impl Server {
+    /// Run `cmd serve --listen LISTEN` and wait for its "listening" line.
+    pub fn spawn(mut cmd: Command, listen: &str) -> Server {
+        let mut child = cmd
+            .args(["--json", "serve", "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
+        let port = v["listening"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Server { child, port }
+    }
+
+    /// Stop the daemon with SIGTERM and wait for it; returns its exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        signal(&self.child, "TERM");
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+
+    /// Kill the daemon with SIGKILL (no clean-up at all) and wait for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send `SIG<name>` to a child process.
+pub fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} failed");
+}
+
+/// Poll `check` every 50 ms until it holds or `secs` pass; true if it held.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check()
 }
 
 impl Drop for Server {

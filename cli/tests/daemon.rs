@@ -1,0 +1,274 @@
+//! The daemon as a user meets it: two real daemons on 127.0.0.1, every verb answered while a
+//! daemon holds the workspace, files that travel with no command, a daemon that was down
+//! catching up, one daemon per workspace, and a clean stop.
+
+mod common;
+
+use common::{Peer, Server, eventually, noise};
+
+/// Two peers, each with a running daemon, that know each other's real ports.
+fn two_daemons() -> (Peer, Server, Peer, Server) {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let (da, db) = (a.serve(), b.serve());
+    a.add(&b, db.port);
+    b.add(&a, da.port);
+    (a, da, b, db)
+}
+
+fn status(p: &Peer) -> serde_json::Value {
+    p.ok(&["status"])
+}
+
+fn rescans(p: &Peer) -> u64 {
+    status(p)["daemon"]["rescans"].as_u64().unwrap()
+}
+
+#[test]
+fn every_verb_works_while_the_daemon_runs() {
+    let (a, da, b, _db) = two_daemons();
+    a.write("memory/note.md", "hello\n");
+    b.write("memory/other.md", "from beta\n");
+
+    // The daemon answers: status names it.
+    let st = status(&a);
+    assert_eq!(
+        st["daemon"]["pid"].as_u64().unwrap(),
+        u64::from(da.child.id())
+    );
+    assert_eq!(a.ok(&["id"])["id"], a.id());
+    assert_eq!(a.ok(&["peers"])["peers"][0]["name"], "beta");
+    let scan = a.ok(&["scan"]);
+    assert!(scan["files"].as_u64().unwrap() >= 1, "{scan}");
+
+    let diff = a.ok(&["diff"]);
+    assert_eq!(diff["dry_run"], true);
+    assert!(b.read("memory/note.md").is_none(), "diff writes nothing");
+    a.ok(&["push", "beta"]);
+    assert_eq!(b.read("memory/note.md").unwrap(), b"hello\n");
+    a.ok(&["pull"]);
+    assert_eq!(a.read("memory/other.md").unwrap(), b"from beta\n");
+    let noop = a.ok(&["sync"]);
+    assert_eq!(noop["peers"][0]["in_sync"], true, "{noop}");
+    assert_eq!(
+        noop["peers"][0]["peer"], "beta",
+        "the configured name, not the id"
+    );
+    a.ok(&["now", "beta"]);
+
+    // Peers added and removed through the daemon.
+    let extra = Peer::new("gamma");
+    a.ok(&["add", "gamma", "127.0.0.1:9", "--id", &extra.id()]);
+    assert_eq!(a.ok(&["peers"])["peers"].as_array().unwrap().len(), 2);
+    a.ok(&["remove", "gamma"]);
+    assert_eq!(a.ok(&["peers"])["peers"].as_array().unwrap().len(), 1);
+
+    // The same verbs in human form.
+    for args in [
+        &["status"][..],
+        &["id"],
+        &["peers"],
+        &["scan"],
+        &["sync"],
+        &["diff"],
+        &["push"],
+        &["pull"],
+    ] {
+        let out = a.cmd().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(!text.contains("locked"), "{args:?}: {text}");
+        assert!(!text.trim().is_empty(), "{args:?} printed nothing");
+    }
+    let human = a.cmd().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("daemon pid"), "{text}");
+    assert!(text.contains("beta"), "{text}");
+}
+
+#[test]
+fn a_sync_with_nothing_new_rescans_nothing_through_the_daemon() {
+    let (a, _da, b, _db) = two_daemons();
+    a.write("memory/note.md", "hello\n");
+    a.ok(&["sync"]);
+    let before = (rescans(&a), rescans(&b));
+    let noop = a.ok(&["sync"]);
+    assert_eq!(noop["peers"][0]["in_sync"], true);
+    assert_eq!(noop["peers"][0]["counters"]["round_trips"], 1);
+    assert_eq!(
+        (rescans(&a), rescans(&b)),
+        before,
+        "no rescan of an unchanged tree"
+    );
+    // A change is seen by the watcher: the next sync carries it.
+    a.write("memory/note.md", "hello again\n");
+    a.ok(&["sync"]);
+    assert_eq!(b.read("memory/note.md").unwrap(), b"hello again\n");
+}
+
+#[test]
+fn a_file_written_in_one_workspace_appears_in_the_other_with_no_command() {
+    let (a, _da, b, _db) = two_daemons();
+    a.ok(&["auto", "on"]);
+    b.ok(&["auto", "on"]);
+    a.write("memory/2026-12-04.md", "written on alpha\n");
+    assert!(
+        eventually(30, || b.read("memory/2026-12-04.md").as_deref()
+            == Some(&b"written on alpha\n"[..])),
+        "alpha's file never reached beta"
+    );
+    b.write("USER.md", "edited on beta\n");
+    assert!(
+        eventually(30, || a.read("USER.md").as_deref()
+            == Some(&b"edited on beta\n"[..])),
+        "beta's edit never reached alpha"
+    );
+    // auto is persisted in the config.
+    let config = std::fs::read_to_string(a.path(".botsync/config.json")).unwrap();
+    assert!(config.contains("\"auto\": true"), "{config}");
+    a.ok(&["auto", "off"]);
+    assert_eq!(status(&a)["daemon"]["auto"], false);
+}
+
+#[test]
+fn an_edit_made_while_the_other_daemon_is_down_arrives_after_it_restarts() {
+    let (a, _da, b, db) = two_daemons();
+    a.ok(&["auto", "on"]);
+    b.ok(&["auto", "on"]);
+    let port = db.port;
+    assert_eq!(db.terminate(), Some(0), "SIGTERM is a clean exit");
+    assert!(
+        !b.path(".botsync/daemon.sock").exists(),
+        "the socket is removed at shutdown"
+    );
+    a.write("memory/while-down.md", "beta was away\n");
+    // Verbs work on beta without its daemon (they open the workspace themselves).
+    b.ok(&["status"]);
+    let _db = b.serve_on(&format!("127.0.0.1:{port}"));
+    assert!(
+        eventually(40, || b.read("memory/while-down.md").as_deref()
+            == Some(&b"beta was away\n"[..])),
+        "the edit made while beta was down never arrived"
+    );
+}
+
+#[test]
+fn a_second_daemon_is_refused_naming_the_first() {
+    let a = Peer::new("alpha");
+    let first = a.serve();
+    let out = a
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", first.child.id())),
+        "the refusal names the first daemon: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn a_stale_socket_from_a_killed_daemon_is_detected_and_replaced() {
+    let a = Peer::new("alpha");
+    a.serve().kill();
+    assert!(
+        a.path(".botsync/daemon.sock").exists(),
+        "SIGKILL leaves the socket"
+    );
+    // No daemon answers: the verb opens the workspace itself.
+    let st = a.ok(&["status"]);
+    assert!(st["daemon"].is_null(), "{st}");
+    // A new daemon replaces the stale socket.
+    let second = a.serve();
+    assert_eq!(
+        status(&a)["daemon"]["pid"].as_u64().unwrap(),
+        u64::from(second.child.id())
+    );
+}
+
+#[test]
+fn sigterm_during_a_large_transfer_leaves_every_file_old_or_new_and_the_next_start_resumes() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let db = b.serve();
+    b.add(&a, 9);
+    a.add(&b, db.port);
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("memory/big{i}.bin"), noise(8_000_000, i)))
+        .collect();
+    for (p, bytes) in &files {
+        a.write(p, bytes);
+    }
+    // Push from alpha (no daemon) into beta's daemon, and stop beta mid-way.
+    let push = a.cmd().args(["--json", "push"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let port = db.port;
+    db.terminate();
+    let _ = push.wait_with_output();
+    for (p, bytes) in &files {
+        if let Some(got) = b.read(p) {
+            assert_eq!(&got, bytes, "{p} is torn");
+        }
+    }
+    let _db = b.serve_on(&format!("127.0.0.1:{port}"));
+    a.ok(&["push"]);
+    for (p, bytes) in &files {
+        assert_eq!(
+            b.read(p).as_ref(),
+            Some(bytes),
+            "{p} after the resumed push"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(b.path("memory"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".botsync-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn the_watcher_converges_after_a_burst_a_directory_rename_and_lost_events() {
+    let (a, _da, b, _db) = two_daemons();
+    a.ok(&["auto", "on"]);
+    b.ok(&["auto", "on"]);
+    for i in 0..5000 {
+        a.write(
+            &format!("memory/burst/{:02}/{i}.md", i % 50),
+            format!("line {i}\n"),
+        );
+    }
+    let converged = |a: &Peer, b: &Peer| a.tree() == b.tree();
+    assert!(
+        eventually(120, || converged(&a, &b)),
+        "the burst of 5,000 files never converged"
+    );
+    a.rename("memory/burst/07", "memory/renamed-07");
+    assert!(
+        eventually(60, || b.read("memory/renamed-07/7.md").is_some()
+            && b.read("memory/burst/07/7.md").is_none()),
+        "the directory rename never reached beta"
+    );
+}
+
+#[test]
+fn a_change_made_while_watch_events_are_lost_is_found_by_the_overflow_rescan() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    // Alpha's watcher drops its first events, then reports the overflow, as the kernel does.
+    let da = {
+        let mut cmd = a.cmd();
+        cmd.env("BOTSYNC_TEST_DROP_WATCH_EVENTS", "2");
+        common::Server::spawn(cmd, "127.0.0.1:0")
+    };
+    let db = b.serve();
+    a.add(&b, db.port);
+    b.add(&a, da.port);
+    a.ok(&["auto", "on"]);
+    a.write("memory/lost-event.md", "seen only by the rescan\n");
+    assert!(
+        eventually(30, || b.read("memory/lost-event.md").as_deref()
+            == Some(&b"seen only by the rescan\n"[..])),
+        "a change whose events were lost never synced"
+    );
+}
