@@ -2,6 +2,8 @@
 //! daemon holds the workspace, files that travel with no command, a daemon that was down
 //! catching up, one daemon per workspace, and a clean stop.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use common::{Peer, Server, eventually, noise};
