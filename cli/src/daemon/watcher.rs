@@ -19,8 +19,9 @@ use tracing::warn;
 
 use crate::node::replica::LiveReplica;
 
-/// Test hook: drop this many events, then report an overflow, as the kernel does when its
-/// queue fills (the watcher test cannot fill a real queue reliably on a shared machine).
+/// Test hook: drop every event, and report one overflow after this many, as the kernel does
+/// when its queue fills (the watcher test cannot fill a real queue reliably on a shared
+/// machine). Only the overflow's full rescan can then find the change.
 pub const DROP_EVENTS_ENV: &str = "BOTSYNC_TEST_DROP_WATCH_EVENTS";
 
 /// What the watcher saw (our own applies filtered out).
@@ -86,14 +87,10 @@ impl Watcher {
                 FsSignal::Overflow => FsSignal::Overflow,
             };
             if drop_first > 0 {
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                if n < drop_first {
-                    return;
-                }
-                if n == drop_first {
+                if seen.fetch_add(1, Ordering::SeqCst) + 1 == drop_first {
                     let _ = tx.send(FsSignal::Overflow);
-                    return;
                 }
+                return;
             }
             replica.mark_dirty();
             let _ = tx.send(signal);

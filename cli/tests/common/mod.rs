@@ -120,8 +120,12 @@ impl Peer {
         let mut out = Vec::new();
         let mut stack = vec![self.root().to_path_buf()];
         while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let e = e.unwrap();
+            // A daemon may be changing the tree while we read it: what vanished is skipped.
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let Ok(e) = e else { continue };
                 let rel = e
                     .path()
                     .strip_prefix(self.root())
@@ -131,10 +135,14 @@ impl Peer {
                 if rel == ".botsync" {
                     continue;
                 }
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    out.push((rel, std::fs::read(e.path()).unwrap()));
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(e.path()),
+                    Ok(_) => {
+                        if let Ok(bytes) = std::fs::read(e.path()) {
+                            out.push((rel, bytes));
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
         }
