@@ -277,3 +277,28 @@ fn a_change_made_while_watch_events_are_lost_is_found_by_the_overflow_rescan() {
         "a change whose events were lost never synced"
     );
 }
+
+#[test]
+fn verbs_run_at_once_without_a_daemon_take_turns_and_never_say_locked() {
+    let (a, b, _server) = common::pair();
+    for i in 0..20 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            a.cmd()
+                .args(["--json", "sync"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a concurrent sync failed: {err}");
+        assert!(!err.contains("locked"), "{err}");
+    }
+    assert_eq!(b.read("memory/n19.md").unwrap(), b"note 19\n");
+}

@@ -99,6 +99,11 @@ impl Layout {
         self.state.join("daemon.pid")
     }
 
+    /// Taken by whichever process has the index open (the daemon, or a verb run without one).
+    pub fn index_lock(&self) -> PathBuf {
+        self.state.join("index.lock")
+    }
+
     /// Where a daemon started in the background writes its log.
     pub fn daemon_log(&self) -> PathBuf {
         self.state.join("daemon.log")

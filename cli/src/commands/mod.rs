@@ -17,7 +17,10 @@ use botsync_proto::session::{NoProgress, Progress};
 use clap::Subcommand;
 
 use crate::context::Globals;
+use botsync_engine::layout::Layout;
+
 use crate::daemon::control;
+use crate::daemon::pidlock::IndexTurn;
 use crate::output;
 use crate::progress::Bar;
 use crate::verb::{self, Ctx, Mode, Reply, Request};
@@ -94,6 +97,14 @@ pub fn run(command: Command, g: &Globals) -> Result<i32> {
             bars.for_peer(peer).event(event)
         })?,
         None => {
+            // Another verb run without a daemon may have the index: wait for it, never fail.
+            let _turn = IndexTurn::take(&Layout::new(&root).index_lock(), || {
+                if !g.json && !g.out.quiet {
+                    eprintln!(
+                        "botsync: waiting for another botsync process to finish with this workspace"
+                    );
+                }
+            })?;
             let rt = sync::runtime()?;
             let mut ctx = Ctx::direct(&root, g.agent.clone(), rt.handle().clone());
             let factory = bars.clone();

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::context::Globals;
+use crate::daemon::pidlock::IndexTurn;
 use crate::exit::{OK, UsageError};
 use crate::node::Node;
 
@@ -26,6 +27,10 @@ pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     if crate::daemon::pidlock::PidLock::is_held(&layout.daemon_pid()) {
         crate::daemon::pidlock::PidLock::acquire(&layout.daemon_pid())?;
     }
+    // A verb run without a daemon may have the index open: the daemon waits for it.
+    let turn = IndexTurn::take(&layout.index_lock(), || {
+        eprintln!("botsync: waiting for another botsync process to finish with this workspace")
+    })?;
     let node = Arc::new(Node::open(&root, g.agent.clone())?);
     let listen = args
         .listen
@@ -49,6 +54,7 @@ pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
             println!("listening on {local} as {id}");
         }
     })?;
+    drop(turn);
     Ok(OK)
 }
 

@@ -70,6 +70,34 @@ impl Drop for PidLock {
     }
 }
 
+/// Exclusive use of a workspace's index by one process at a time: verbs that open the workspace
+/// themselves (no daemon runs) and the daemon take turns here instead of failing on sled's own
+/// lock. Held until dropped.
+#[derive(Debug)]
+pub struct IndexTurn {
+    file: File,
+}
+
+impl IndexTurn {
+    /// Take the turn at `path`, waiting for the process that has it; `waiting` is called once
+    /// if we have to wait.
+    pub fn take(path: &Path, waiting: impl FnOnce()) -> Result<IndexTurn> {
+        let file = open(path)?;
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            waiting();
+            flock(&file, FlockOperation::LockExclusive)
+                .with_context(|| format!("waiting for {}", path.display()))?;
+        }
+        Ok(IndexTurn { file })
+    }
+}
+
+impl Drop for IndexTurn {
+    fn drop(&mut self) {
+        let _ = flock(&self.file, FlockOperation::Unlock);
+    }
+}
+
 fn open(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -109,5 +137,28 @@ mod tests {
         assert!(!PidLock::is_held(&path));
         assert_eq!(PidLock::holder(&path), None);
         PidLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn index_turns_are_taken_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.lock");
+        let first = IndexTurn::take(&path, || panic!("nobody holds it yet")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let second = std::thread::spawn(move || {
+            let waited = std::cell::Cell::new(false);
+            let turn = IndexTurn::take(&p, || waited.set(true)).unwrap();
+            tx.send(waited.get()).unwrap();
+            drop(turn);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "the second waits"
+        );
+        drop(first);
+        assert!(rx.recv().unwrap(), "the second was told it waited");
+        second.join().unwrap();
     }
 }
