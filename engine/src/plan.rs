@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::entry::FileEntry;
+use crate::hash::Hash;
 use crate::path::RelPath;
 use crate::vector::{Causality, VersionVector};
 
@@ -81,12 +82,53 @@ pub struct PlanItem {
     pub action: Action,
     /// Bytes the receiver must fetch for it (chunks found nowhere locally).
     pub bytes_needed: u64,
+    /// The local version the action was decided against (`None`: we had no entry). Apply
+    /// re-checks it, so a write never replaces a version the plan did not see.
+    pub base: Option<Base>,
 }
 
 impl PlanItem {
     /// The path concerned.
     pub fn path(&self) -> &RelPath {
         &self.remote.path
+    }
+
+    /// The action to carry out when the local version is now `current`: the planned one if the
+    /// index still holds the version the plan was made against; otherwise the item is decided
+    /// again against `current` (another session or a rescan changed the path between plan and
+    /// apply). Selection and case-collision refusals stand as planned.
+    pub fn action_now(&self, current: Option<&FileEntry>, now_ns: i64) -> Action {
+        if matches!(
+            self.action,
+            Action::NotSelected | Action::CaseCollision { .. }
+        ) || self.base.as_ref() == current.map(Base::of).as_ref()
+        {
+            return self.action.clone();
+        }
+        decide(current, &self.remote, now_ns)
+    }
+}
+
+/// What identifies a local version for the apply-time re-check: its content and its vector
+/// (every change bumps the vector, every merge grows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// Content hash ([`Hash::ZERO`] for a tombstone).
+    pub content: Hash,
+    /// True for a tombstone.
+    pub tombstone: bool,
+    /// The version vector.
+    pub version: VersionVector,
+}
+
+impl Base {
+    /// The base of a local version.
+    pub fn of(entry: &FileEntry) -> Base {
+        Base {
+            content: entry.content,
+            tombstone: entry.is_tombstone(),
+            version: entry.version.clone(),
+        }
     }
 }
 
@@ -233,7 +275,6 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::{EntryKind, Mode};
-    use crate::hash::Hash;
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use proptest::prelude::*;
 
@@ -308,6 +349,31 @@ mod tests {
         assert_eq!(winner(&future, &recent, now), Winner::Local);
         let clamped = entry(1, false, now + 2 * MAX_FUTURE_NS, 3, &[(3, 1)]);
         assert_eq!(winner(&recent, &clamped, now), Winner::Remote);
+    }
+
+    #[test]
+    fn a_plan_whose_base_changed_is_decided_again() {
+        let theirs = entry(2, false, 5, 2, &[(2, 1)]);
+        let planned = PlanItem {
+            action: decide(None, &theirs, 100),
+            remote: theirs.clone(),
+            bytes_needed: 0,
+            base: None,
+        };
+        assert_eq!(planned.action_now(None, 100), Action::Take);
+        // Another session wrote a version this plan never saw: a conflict, never a Take.
+        let raced = entry(1, false, 4, 3, &[(3, 1)]);
+        assert!(planned.action_now(Some(&raced), 100).is_conflict());
+        // The base still in place: the plan stands.
+        let ours = entry(1, false, 1, 1, &[(1, 1)]);
+        let ff = entry(2, false, 2, 2, &[(1, 1), (2, 1)]);
+        let item = PlanItem {
+            action: decide(Some(&ours), &ff, 100),
+            remote: ff,
+            bytes_needed: 0,
+            base: Some(Base::of(&ours)),
+        };
+        assert_eq!(item.action_now(Some(&ours), 100), Action::Take);
     }
 
     fn arb_entry() -> impl Strategy<Value = FileEntry> {

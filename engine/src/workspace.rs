@@ -23,7 +23,7 @@ use crate::hash::Hash;
 use crate::merkle::MerkleChild;
 use crate::path::{RelPath, STATE_DIR};
 use crate::peer::{Attribution, PeerId};
-use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
+use crate::plan::{self, Action, Base, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
@@ -268,6 +268,7 @@ impl Workspace {
             } else {
                 plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote, now_ns)
             };
+            let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
             let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
                 apply::missing_chunks(&self.store, &self.chunks, &remote)?
                     .iter()
@@ -280,6 +281,7 @@ impl Workspace {
                 remote,
                 action,
                 bytes_needed,
+                base,
             });
         }
         Ok(out)
@@ -485,17 +487,33 @@ impl Workspace {
     /// Do the index-only part of an item (and keep the conflict copy of a file about to be
     /// replaced); returns the version to apply and the local entry it replaces, if the item
     /// writes or deletes a file.
+    ///
+    /// The item is first re-checked against the index as it is now (docs/CONFLICTS.md, the
+    /// race rule): if another session or a rescan changed the path since the plan, the item
+    /// is decided again, so a version the plan never saw becomes a conflict, never a silent
+    /// overwrite. The caller serializes applies, so nothing changes the index between this
+    /// check and the write (the file itself is re-checked by [`apply::apply_batch`]).
     fn carry_out(
         &self,
         ctx: &ApplyContext<'_>,
         item: &PlanItem,
-        _now_ns: i64,
+        now_ns: i64,
         report: &mut ItemReport,
     ) -> Result<Option<(FileEntry, Option<LocalEntry>)>, WorkspaceError> {
         let local = self.store.local_get(&item.remote.path)?;
+        let action = item.action_now(local.as_ref().map(|l| &l.entry), now_ns);
+        if action != item.action {
+            tracing::debug!(
+                path = %item.remote.path,
+                planned = item.action.name(),
+                now = action.name(),
+                "the path changed between plan and apply; decided again"
+            );
+            report.action = action.clone();
+        }
         let mut target = item.remote.clone();
         target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
-        match &item.action {
+        match &action {
             Action::Nothing
             | Action::KeepConflict
             | Action::CaseCollision { .. }
@@ -516,7 +534,7 @@ impl Workspace {
                 Ok(None)
             }
             Action::Take | Action::Delete | Action::TakeConflict => {
-                if item.action == Action::TakeConflict
+                if action == Action::TakeConflict
                     && let Some(l) = &local
                 {
                     report.conflict_copy =

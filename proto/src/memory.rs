@@ -194,7 +194,9 @@ impl Replica for MemoryReplica {
         Ok(incoming
             .into_iter()
             .map(|remote| {
-                let action = plan::decide(st.entries.get(&remote.path), &remote, st.clock);
+                let local = st.entries.get(&remote.path);
+                let action = plan::decide(local, &remote, st.clock);
+                let base = local.map(plan::Base::of);
                 let bytes_needed = if action.writes_file() {
                     remote
                         .chunks
@@ -209,6 +211,7 @@ impl Replica for MemoryReplica {
                     remote,
                     action,
                     bytes_needed,
+                    base,
                 }
             })
             .collect())
@@ -250,9 +253,10 @@ impl Replica for MemoryReplica {
         let mut out = Vec::new();
         for item in items {
             let local = st.entries.get(&item.remote.path).cloned();
+            let action = item.action_now(local.as_ref(), st.clock);
             let mut target = item.remote.clone();
             target.version = plan::merged_version(local.as_ref(), &item.remote);
-            let outcome = match item.action {
+            let outcome = match action {
                 Action::Take | Action::TakeConflict | Action::Delete => {
                     if target.is_tombstone() || assemble(&st.chunks, &target.chunks).is_some() {
                         st.entries.insert(target.path.clone(), target);
@@ -271,7 +275,7 @@ impl Replica for MemoryReplica {
             };
             out.push(ItemReport {
                 path: item.remote.path.clone(),
-                action: item.action,
+                action,
                 outcome,
                 size: item.remote.size,
                 bytes_fetched: item.bytes_needed,

@@ -215,6 +215,7 @@ async fn push<R: Replica + ?Sized>(
     if offer.is_empty() {
         return Ok(Vec::new());
     }
+    let offered = entries::by_path(offer.clone());
     if !dry_run {
         // At most these bytes travel: the peer fetches only the chunks it lacks.
         progress.event(ProgressEvent::Planned {
@@ -240,34 +241,45 @@ async fn push<R: Replica + ?Sized>(
         }
     }
     if !dry_run {
-        settle_conflicts(replica, &out, &theirs).await?;
+        settle_conflicts(replica, &out, &offered, &theirs).await?;
     }
     Ok(out)
 }
 
 /// The peer took our version of a conflict: its vector is now the merge of both histories.
 /// Record the same merge here, so both sides hold equal versions and the next sync is a no-op.
+/// Each merge is made against the version we offered: if ours changed since, apply decides
+/// again between our new version and what the peer now holds (a conflict, both kept).
 async fn settle_conflicts<R: Replica + ?Sized>(
     replica: &Arc<R>,
     results: &[ItemReport],
+    offered: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
     theirs: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
 ) -> Result<(), SessionError> {
-    let merges: Vec<PlanItem> = results
+    let pairs: Vec<(&FileEntry, &FileEntry)> = results
         .iter()
         .filter(|r| {
             r.action == botsync_engine::plan::Action::TakeConflict && r.outcome == Outcome::Done
         })
-        .filter_map(|r| theirs.get(&r.path))
-        .map(|t| PlanItem {
-            remote: t.clone(),
-            action: botsync_engine::plan::Action::MergeVersion,
-            bytes_needed: 0,
+        .filter_map(|r| Some((theirs.get(&r.path)?, offered.get(&r.path)?)))
+        .collect();
+    let Some(peer) = pairs.first().map(|(t, _)| t.changed_by.peer) else {
+        return Ok(());
+    };
+    let merges: Vec<PlanItem> = pairs
+        .into_iter()
+        .map(|(t, ours)| {
+            // What the peer holds now: our content under the merge of both vectors.
+            let mut now_theirs = ours.clone();
+            now_theirs.version = ours.version.merge(&t.version);
+            PlanItem {
+                remote: now_theirs,
+                action: botsync_engine::plan::Action::MergeVersion,
+                bytes_needed: 0,
+                base: Some(botsync_engine::plan::Base::of(ours)),
+            }
         })
         .collect();
-    if merges.is_empty() {
-        return Ok(());
-    }
-    let peer = merges[0].remote.changed_by.peer;
     blocking(replica, move |r| r.apply(merges, peer))
         .await
         .map(|_| ())
