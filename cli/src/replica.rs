@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
@@ -85,6 +86,10 @@ impl Replica for LiveReplica {
 
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError> {
         self.ws.plan(incoming, now_ns()).map_err(err)
+    }
+
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        self.ws.check_deletes(items)
     }
 
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {

@@ -88,3 +88,122 @@ fn two_clients_pushing_one_new_path_at_once_lose_no_version() {
         assert_eq!(alpha.read(&path), gamma.read(&path), "round {round}");
     }
 }
+
+/// Eight notes on both sides of a synced pair.
+fn synced_notes() -> (Peer, Peer, common::Server) {
+    let (a, b, server) = common::pair();
+    for i in 0..8 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    a.write("MEMORY.md", "# memory\n");
+    a.ok(&["sync", "beta"]);
+    assert_eq!(a.tree(), b.tree());
+    (a, b, server)
+}
+
+fn notes_left(p: &Peer) -> usize {
+    (0..8)
+        .filter(|i| p.read(&format!("memory/n{i}.md")).is_some())
+        .count()
+}
+
+/// The one error line a failed verb printed on stderr.
+fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("botsync: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    lines[0]
+}
+
+#[test]
+fn emptying_memory_on_the_serving_side_stops_the_pull_until_forced() {
+    let (a, b, _server) = synced_notes();
+    for i in 0..8 {
+        b.remove(&format!("memory/n{i}.md"));
+    }
+    let (code, json, stderr) = a.run(&["sync", "beta"]);
+    assert_eq!(code, 1, "{json}");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("would delete 8 of 9 synced files") && line.contains("--force"),
+        "{line}"
+    );
+    assert!(!line.contains("internal"), "{line}");
+    assert_eq!(notes_left(&a), 8, "the guard let deletions through");
+
+    a.ok(&["pull", "beta", "--force"]);
+    assert_eq!(notes_left(&a), 0);
+    assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn emptying_memory_on_the_client_is_refused_by_the_server_until_forced() {
+    let (a, b, _server) = synced_notes();
+    for i in 0..8 {
+        a.remove(&format!("memory/n{i}.md"));
+    }
+    for verb in ["push", "sync"] {
+        let (code, json, stderr) = a.run(&[verb, "beta"]);
+        assert_eq!(code, 1, "{verb}: {json}");
+        let line = error_line(&stderr);
+        assert!(
+            line.contains("refused")
+                && line.contains("would delete 8 of 9 synced files")
+                && line.contains("--force"),
+            "{verb}: {line}"
+        );
+        assert!(!line.contains("internal"), "{line}");
+        assert_eq!(
+            notes_left(&b),
+            8,
+            "{verb}: the server deleted without --force"
+        );
+    }
+    // The server keeps serving after a refusal; with --force the deletions go through.
+    a.ok(&["push", "beta", "--force"]);
+    assert_eq!(notes_left(&b), 0);
+    assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn deleting_a_single_note_needs_no_force() {
+    let (a, b, _server) = synced_notes();
+    a.remove("memory/n3.md");
+    a.ok(&["sync", "beta"]);
+    assert!(b.read("memory/n3.md").is_none());
+}
+
+#[test]
+fn an_edit_beats_a_concurrent_delete_in_both_directions() {
+    let (a, b, _server) = synced_notes();
+    a.remove("memory/n1.md");
+    b.write("memory/n1.md", "edited on beta\n");
+    b.remove("memory/n2.md");
+    a.write("memory/n2.md", "edited on alpha\n");
+    a.run(&["sync", "beta"]);
+    a.ok(&["sync", "beta"]);
+    assert_eq!(a.read("memory/n1.md").unwrap(), b"edited on beta\n");
+    assert_eq!(b.read("memory/n2.md").unwrap(), b"edited on alpha\n");
+    assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn a_served_workspace_that_vanished_propagates_no_deletion() {
+    let (a, b, _server) = synced_notes();
+    // The served directory is emptied under the running daemon (a disk unmounted, a wrong
+    // `rm -rf`): its marker is gone with the files.
+    for e in std::fs::read_dir(b.root()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let (code, json, stderr) = a.run(&["sync", "beta", "--force"]);
+    assert_ne!(code, 0, "{json}");
+    assert!(!error_line(&stderr).is_empty());
+    assert_eq!(notes_left(&a), 8, "a vanished workspace emptied its peer");
+}

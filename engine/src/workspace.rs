@@ -19,6 +19,7 @@ use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport, duration_ns};
 use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
+use crate::guard::{self, MassDelete};
 use crate::hash::Hash;
 use crate::merkle::MerkleChild;
 use crate::path::{RelPath, STATE_DIR};
@@ -285,6 +286,13 @@ impl Workspace {
             });
         }
         Ok(out)
+    }
+
+    /// Refuse `items` if carrying them out would delete more files than `delete_threshold`
+    /// allows (docs/CONFLICTS.md, *Deletes*). Callers skip it for `--force` and dry runs.
+    pub fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        let synced = self.lock().tree.file_count();
+        guard::check(&self.config.delete_threshold, synced, items)
     }
 
     /// The chunks `items` need that exist nowhere locally, each once.

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use botsync_engine::chunktree::content_hash;
+use botsync_engine::config::DeleteThreshold;
+use botsync_engine::guard::{self, MassDelete};
 use botsync_engine::merkle::MerkleTree;
 use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::{
@@ -33,6 +35,8 @@ struct State {
     /// Chunks received through `put_chunk`.
     received: u64,
     clock: i64,
+    /// The mass-delete guard's threshold (the default of config.json unless set).
+    delete_threshold: DeleteThreshold,
     /// The Merkle tree over `entries`, built on demand and dropped by every change (a session
     /// asks for many directories between changes).
     tree: Option<MerkleTree>,
@@ -51,6 +55,11 @@ impl MemoryReplica {
                 ..State::default()
             }),
         }
+    }
+
+    /// Set the mass-delete guard's threshold.
+    pub fn set_delete_threshold(&self, threshold: DeleteThreshold) {
+        self.lock().delete_threshold = threshold;
     }
 
     /// A local edit: write `bytes` at `path` (bumps our counter, records the parent).
@@ -215,6 +224,12 @@ impl Replica for MemoryReplica {
                 }
             })
             .collect())
+    }
+
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        let st = self.lock();
+        let synced = st.entries.values().filter(|e| !e.is_tombstone()).count() as u64;
+        guard::check(&st.delete_threshold, synced, items)
     }
 
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {

@@ -130,6 +130,9 @@ pub enum Message {
         dry_run: bool,
         /// True on the final batch of the offer.
         last: bool,
+        /// Carry out deletions beyond the receiver's delete threshold (`--force`); without
+        /// it the receiver refuses such an offer with `Error { code: Refused }`.
+        force: bool,
     },
     /// Tag 22. What the receiver did (or would do) with each offered entry that needed action.
     OfferResult {
@@ -290,10 +293,11 @@ impl fmt::Display for Message {
                 entries,
                 dry_run,
                 last,
+                force,
             } => {
                 write!(
                     f,
-                    "offer ({} entries, dry_run={dry_run}, last={last})",
+                    "offer ({} entries, dry_run={dry_run}, last={last}, force={force})",
                     entries.len()
                 )
             }

@@ -5,6 +5,7 @@
 //! are needed, read and keep chunks, and carry out a plan. `botsync`'s CLI implements it over the
 //! engine's workspace; [`crate::memory::MemoryReplica`] implements it in memory for tests.
 
+use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
@@ -46,6 +47,10 @@ pub trait Replica: Send + Sync + 'static {
     /// Decide, as the receiver, what to do with each incoming version (own selection rules,
     /// reconciliation rule, chunks needed).
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError>;
+
+    /// Refuse planned items that would delete more files here than this replica's delete
+    /// threshold allows (the session skips the check for `--force` and dry runs).
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete>;
 
     /// The chunks these items need that exist nowhere locally, each once.
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError>;

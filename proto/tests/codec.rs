@@ -203,6 +203,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 entries: vec![],
                 dry_run: true,
                 last: true,
+                force: false,
             },
         ),
         (

@@ -399,6 +399,12 @@ impl Replica for Corrupting {
     ) -> Result<Vec<botsync_engine::plan::PlanItem>, ReplicaError> {
         self.0.plan(i)
     }
+    fn check_deletes(
+        &self,
+        i: &[botsync_engine::plan::PlanItem],
+    ) -> Result<(), botsync_engine::guard::MassDelete> {
+        self.0.check_deletes(i)
+    }
     fn chunks_needed(
         &self,
         i: &[botsync_engine::plan::PlanItem],

@@ -27,6 +27,9 @@ pub struct SyncArgs {
     /// Show exactly what would happen; write nothing on either side.
     #[arg(long)]
     pub dry_run: bool,
+    /// Carry out deletions even beyond the delete threshold (config.json `delete_threshold`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `diff`.
@@ -34,6 +37,15 @@ pub struct SyncArgs {
 pub struct DiffArgs {
     /// The peer (default: every configured peer).
     pub peer: Option<String>,
+}
+
+/// How a session runs: the flags shared by `sync`, `push`, `pull` and `diff`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct How {
+    /// Plan only, on both sides.
+    pub dry_run: bool,
+    /// Let deletions exceed the delete threshold.
+    pub force: bool,
 }
 
 /// One peer's result, as printed.
@@ -49,28 +61,30 @@ struct PeerResult {
 
 /// Run `mode` against the selected peers.
 pub fn sync(args: SyncArgs, g: &Globals, mode: SessionMode) -> Result<i32> {
-    run(args.peer.as_deref(), args.dry_run, g, mode, false)
+    let how = How {
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    run(args.peer.as_deref(), how, g, mode, false)
 }
 
 /// `diff`: a dry-run two-way session, itemized.
 pub fn diff(args: DiffArgs, g: &Globals) -> Result<i32> {
-    run(args.peer.as_deref(), true, g, SessionMode::Sync, true)
+    let how = How {
+        dry_run: true,
+        force: false,
+    };
+    run(args.peer.as_deref(), how, g, SessionMode::Sync, true)
 }
 
-fn run(
-    peer: Option<&str>,
-    dry_run: bool,
-    g: &Globals,
-    mode: SessionMode,
-    itemize: bool,
-) -> Result<i32> {
+fn run(peer: Option<&str>, how: How, g: &Globals, mode: SessionMode, itemize: bool) -> Result<i32> {
     let root = g.workspace_root()?;
     let node = Node::open(&root, g.agent.clone())?;
     let peers = node.peers()?.select(peer)?;
     let rt = runtime()?;
     let mut results = Vec::new();
     for p in &peers {
-        let result = rt.block_on(session_with(&node, p, mode, dry_run, g));
+        let result = rt.block_on(session_with(&node, p, mode, how, g));
         results.push(match result {
             Ok(report) => PeerResult {
                 peer: p.name.clone(),
@@ -98,9 +112,9 @@ fn run(
     } else {
         OK
     };
-    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
+    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": how.dry_run, "peers": results });
     g.out
-        .emit(&doc, || human(&results, mode, dry_run, itemize))?;
+        .emit(&doc, || human(&results, mode, how.dry_run, itemize))?;
     // One line per failed peer on stderr, also with --json (where it is in the document too).
     for r in results.iter().filter(|r| !r.ok) {
         eprintln!(
@@ -124,7 +138,7 @@ pub(crate) async fn session_with(
     node: &Node,
     peer: &Peer,
     mode: SessionMode,
-    dry_run: bool,
+    how: How,
     g: &Globals,
 ) -> Result<SessionReport> {
     let addr = peer.resolve()?;
@@ -141,7 +155,8 @@ pub(crate) async fn session_with(
         .await
         .with_context(|| format!("connecting to peer {}", peer.name))?;
     let mut opts = SessionOptions::new(mode, &node.name);
-    opts.dry_run = dry_run;
+    opts.dry_run = how.dry_run;
+    opts.force = how.force;
     opts.agent = g.agent.clone();
     let bar = g
         .out

@@ -12,7 +12,7 @@ use super::{
     Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions, SessionReport,
     blocking, chunks, descent, entries,
 };
-use crate::messages::{Features, Hello, Message, SessionMode};
+use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
 /// Run one session as the initiator over `conn` with the peer `peer`.
@@ -138,7 +138,7 @@ async fn run_inner<R: Replica + ?Sized>(
                 &advertised,
                 &paths,
                 &remote,
-                opts.dry_run,
+                opts,
                 &progress,
             )
             .await?;
@@ -172,6 +172,12 @@ async fn pull<R: Replica + ?Sized>(
     if opts.dry_run {
         return Ok(items.iter().map(dry_report).collect());
     }
+    if !opts.force {
+        let planned = items.clone();
+        blocking(replica, move |r| Ok(r.check_deletes(&planned)))
+            .await?
+            .map_err(SessionError::MassDelete)?;
+    }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
     progress.event(ProgressEvent::Planned {
@@ -197,9 +203,10 @@ async fn push<R: Replica + ?Sized>(
     advertised: &Advertised,
     paths: &[botsync_engine::RelPath],
     remote: &[FileEntry],
-    dry_run: bool,
+    opts: &SessionOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Vec<ItemReport>, SessionError> {
+    let (dry_run, force) = (opts.dry_run, opts.force);
     let paths = paths.to_vec();
     let ours = blocking(replica, move |r| r.entries(&paths)).await?;
     let theirs = entries::by_path(remote.to_vec());
@@ -227,13 +234,20 @@ async fn push<R: Replica + ?Sized>(
         entries,
         dry_run,
         last,
+        force,
     })
     .await?;
     ctl.counters.round_trips += 1;
     let mut out = Vec::new();
     loop {
-        let Message::OfferResult { items, last } = ctl.recv().await? else {
-            return Err(SessionError::Protocol("expected offer result".into()));
+        let (items, last) = match ctl.recv().await {
+            Ok(Message::OfferResult { items, last }) => (items, last),
+            Err(SessionError::Remote {
+                code: ErrorCode::Refused,
+                message,
+            }) => return Err(SessionError::Refused(message)),
+            Err(e) => return Err(e),
+            Ok(_) => return Err(SessionError::Protocol("expected offer result".into())),
         };
         out.extend(items);
         if last {

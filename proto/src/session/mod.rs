@@ -44,6 +44,8 @@ pub struct SessionOptions {
     pub agent: botsync_engine::AgentLabel,
     /// Parallel streams for chunk transfer.
     pub streams: usize,
+    /// Carry out deletions beyond the delete threshold, on either side (`--force`).
+    pub force: bool,
 }
 
 impl SessionOptions {
@@ -56,6 +58,7 @@ impl SessionOptions {
             name: name.to_owned(),
             agent: botsync_engine::AgentLabel::default(),
             streams: 6,
+            force: false,
         }
     }
 }
@@ -174,6 +177,12 @@ pub enum SessionError {
     /// Our replica failed (disk, index).
     #[error("local workspace: {0}")]
     Replica(#[from] ReplicaError),
+    /// The pull would delete more files here than the delete threshold allows (no `--force`).
+    #[error("this pull {0}")]
+    MassDelete(#[from] botsync_engine::guard::MassDelete),
+    /// The peer refused our offer (for instance its delete guard tripped); its message says why.
+    #[error("the peer refused: {0}")]
+    Refused(String),
     /// A blocking task died.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -176,15 +176,31 @@ async fn control_loop<R: Replica + ?Sized>(
                 entries: batch,
                 dry_run,
                 last,
+                force,
             } if summarized => {
                 offered.extend(batch);
                 if last {
                     let wire = std::mem::take(&mut offered);
-                    let items = take_offer(conn, peer, replica, opts, wire, dry_run).await?;
-                    if !dry_run {
-                        report.applied.extend(items.iter().cloned());
+                    let taken = take_offer(conn, peer, replica, opts, wire, dry_run, force).await;
+                    match taken {
+                        Ok(items) => {
+                            if !dry_run {
+                                report.applied.extend(items.iter().cloned());
+                            }
+                            send_results(ctl, items).await?;
+                        }
+                        // Refused before anything was fetched or written: the initiator is
+                        // told why in one line, and this side goes on serving.
+                        Err(SessionError::MassDelete(m)) => {
+                            tracing::warn!(peer = %peer, deletes = m.deletes, "push refused by the delete guard");
+                            ctl.send(&Message::Error {
+                                code: ErrorCode::Refused,
+                                message: format!("this push {m}"),
+                            })
+                            .await?;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    send_results(ctl, items).await?;
                 }
             }
             Message::Goodbye => return Ok(report),
@@ -211,6 +227,7 @@ async fn take_offer<R: Replica + ?Sized>(
     opts: &ServeOptions,
     wire: Vec<crate::messages::WireEntry>,
     dry_run: bool,
+    force: bool,
 ) -> Result<Vec<ItemReport>, SessionError> {
     let incoming = entries::complete(conn, replica, wire).await?;
     let items = blocking(replica, move |r| r.plan(incoming)).await?;
@@ -220,6 +237,12 @@ async fn take_offer<R: Replica + ?Sized>(
         .collect();
     if dry_run {
         return Ok(items.iter().map(dry_report).collect());
+    }
+    if !force {
+        let planned = items.clone();
+        blocking(replica, move |r| Ok(r.check_deletes(&planned)))
+            .await?
+            .map_err(SessionError::MassDelete)?;
     }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;

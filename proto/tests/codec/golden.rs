@@ -150,11 +150,12 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "offer",
-        "00 00 00 04             // frame length 4
+        "00 00 00 05             // frame length 5
          15                      // tag 21 Offer
          00                      // entries: 0
          01                      // dry_run true
-         01                      // last true",
+         01                      // last true
+         00                      // force false",
     ),
     (
         "offer-result",

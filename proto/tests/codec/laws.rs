@@ -184,10 +184,11 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
         hash().prop_map(|root| Message::Changed { root }),
         (error_code(), "\\PC{0,40}").prop_map(|(code, message)| Message::Error { code, message }),
         Just(Message::Goodbye),
-        any::<(bool, bool)>().prop_map(|(dry_run, last)| Message::Offer {
+        any::<(bool, bool, bool)>().prop_map(|(dry_run, last, force)| Message::Offer {
             entries: vec![],
             dry_run,
-            last
+            last,
+            force,
         }),
     ]
 }
