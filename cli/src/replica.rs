@@ -85,7 +85,7 @@ impl Replica for LiveReplica {
     }
 
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError> {
-        self.ws.plan(incoming, now_ns()).map_err(err)
+        self.ws.plan(incoming).map_err(err)
     }
 
     fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {

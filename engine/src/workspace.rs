@@ -244,12 +244,9 @@ impl Workspace {
             .collect())
     }
 
-    /// Decide what to do with each incoming version, under our own selection rules.
-    pub fn plan(
-        &self,
-        incoming: Vec<FileEntry>,
-        now_ns: i64,
-    ) -> Result<Vec<PlanItem>, WorkspaceError> {
+    /// Decide what to do with each incoming version, under our own selection rules. No clock
+    /// takes part: the decision depends on the entries alone (docs/CONFLICTS.md).
+    pub fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, WorkspaceError> {
         let m = self.lock();
         let all = &m.index;
         let by_fold: HashMap<String, RelPath> = all
@@ -267,7 +264,7 @@ impl Workspace {
             ) {
                 Action::CaseCollision { local }
             } else {
-                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote, now_ns)
+                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote)
             };
             let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
             let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
@@ -410,7 +407,7 @@ impl Workspace {
             if waiting.contains(item.path()) {
                 flush(&mut batch, &mut waiting, &mut reports);
             }
-            let (report, file) = self.apply_one(&ctx, item, now_ns);
+            let (report, file) = self.apply_one(&ctx, item);
             if let Some((target, local)) = file {
                 waiting.insert(target.path.clone());
                 batch.push((reports.len(), target, local));
@@ -469,7 +466,6 @@ impl Workspace {
         &self,
         ctx: &ApplyContext<'_>,
         item: PlanItem,
-        now_ns: i64,
     ) -> (ItemReport, Option<(FileEntry, Option<LocalEntry>)>) {
         let path = item.remote.path.clone();
         let mut report = ItemReport {
@@ -480,7 +476,7 @@ impl Workspace {
             bytes_fetched: item.bytes_needed,
             conflict_copy: None,
         };
-        match self.carry_out(ctx, &item, now_ns, &mut report) {
+        match self.carry_out(ctx, &item, &mut report) {
             Ok(file) => (report, file),
             Err(e) => {
                 tracing::warn!(path = %path, error = %e, "apply failed");
@@ -505,11 +501,10 @@ impl Workspace {
         &self,
         ctx: &ApplyContext<'_>,
         item: &PlanItem,
-        now_ns: i64,
         report: &mut ItemReport,
     ) -> Result<Option<(FileEntry, Option<LocalEntry>)>, WorkspaceError> {
         let local = self.store.local_get(&item.remote.path)?;
-        let action = item.action_now(local.as_ref().map(|l| &l.entry), now_ns);
+        let action = item.action_now(local.as_ref().map(|l| &l.entry));
         if action != item.action {
             tracing::debug!(
                 path = %item.remote.path,

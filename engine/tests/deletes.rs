@@ -37,7 +37,7 @@ fn synced(here: &Path, there: &Path) -> (Workspace, Workspace) {
         fs::write(there.join(format!("memory/n{i}.md")), format!("note {i}\n")).unwrap();
     }
     t.refresh(NOW).unwrap();
-    let plan = h.plan(t.entries(&paths()).unwrap(), NOW).unwrap();
+    let plan = h.plan(t.entries(&paths()).unwrap()).unwrap();
     for c in h.chunks_needed(&plan).unwrap() {
         h.put_chunk(&c.id, &t.read_chunk(&c.id).unwrap().unwrap())
             .unwrap();
@@ -62,9 +62,7 @@ fn delete_all(there_dir: &Path, there: &Workspace) -> Vec<FileEntry> {
 fn a_plan_deleting_every_note_is_refused_by_the_guard() {
     let (here_dir, there_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (here, there) = synced(here_dir.path(), there_dir.path());
-    let plan = here
-        .plan(delete_all(there_dir.path(), &there), NOW + 3)
-        .unwrap();
+    let plan = here.plan(delete_all(there_dir.path(), &there)).unwrap();
     assert!(plan.iter().all(|i| i.action == Action::Delete));
     let refused = here.check_deletes(&plan).unwrap_err();
     assert_eq!(
@@ -80,9 +78,7 @@ fn a_file_deleted_by_a_peer_stays_restorable_from_the_chunk_store() {
     let (here_dir, there_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (here, there) = synced(here_dir.path(), there_dir.path());
     let before = here.entries(&paths()).unwrap();
-    let plan = here
-        .plan(delete_all(there_dir.path(), &there), NOW + 3)
-        .unwrap();
+    let plan = here.plan(delete_all(there_dir.path(), &there)).unwrap();
     // As with --force: the guard is the caller's step, apply carries the plan out.
     let reports = here.apply(plan, NOW + 4).unwrap();
     assert!(reports.iter().all(|r| r.outcome == Outcome::Done));

@@ -61,8 +61,8 @@ fn two_clients_creating_one_path_at_once_lose_no_version() {
     let (gamma, from_gamma) = client_with(tmp[2].path(), 3, "memory/new.md", "from gamma\n");
 
     // Both sessions plan before either applies: each sees a path the server does not have.
-    let plan_alpha = server.plan(vec![from_alpha], NOW).unwrap();
-    let plan_gamma = server.plan(vec![from_gamma], NOW).unwrap();
+    let plan_alpha = server.plan(vec![from_alpha]).unwrap();
+    let plan_gamma = server.plan(vec![from_gamma]).unwrap();
     assert_eq!(plan_alpha[0].action, Action::Take);
     assert_eq!(plan_gamma[0].action, Action::Take);
     fetch(&server, &alpha, &plan_alpha);
@@ -101,11 +101,11 @@ fn a_local_edit_scanned_between_plan_and_apply_is_not_overwritten() {
     let ours = server
         .entries(&[RelPath::new("MEMORY.md").unwrap()])
         .unwrap();
-    peer.apply(peer.plan(ours, NOW).unwrap(), NOW).unwrap();
+    peer.apply(peer.plan(ours).unwrap(), NOW).unwrap();
     fs::write(tmp[1].path().join("MEMORY.md"), "v2 from the peer\n").unwrap();
     peer.refresh(NOW + 1).unwrap();
     let offered = peer.entries(&[RelPath::new("MEMORY.md").unwrap()]).unwrap();
-    let plan = server.plan(offered, NOW + 2).unwrap();
+    let plan = server.plan(offered).unwrap();
     assert_eq!(plan[0].action, Action::Take, "a fast-forward when planned");
     fetch(&server, &peer, &plan);
 

@@ -204,7 +204,7 @@ impl Replica for MemoryReplica {
             .into_iter()
             .map(|remote| {
                 let local = st.entries.get(&remote.path);
-                let action = plan::decide(local, &remote, st.clock);
+                let action = plan::decide(local, &remote);
                 let base = local.map(plan::Base::of);
                 let bytes_needed = if action.writes_file() {
                     remote
@@ -268,7 +268,7 @@ impl Replica for MemoryReplica {
         let mut out = Vec::new();
         for item in items {
             let local = st.entries.get(&item.remote.path).cloned();
-            let action = item.action_now(local.as_ref(), st.clock);
+            let action = item.action_now(local.as_ref());
             let mut target = item.remote.clone();
             target.version = plan::merged_version(local.as_ref(), &item.remote);
             let outcome = match action {
