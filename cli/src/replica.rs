@@ -70,6 +70,13 @@ impl Replica for LiveReplica {
         Ok(Snapshot {
             root: r.root,
             files: r.files,
+            skipped: r
+                .scan
+                .skipped
+                .iter()
+                .filter(|s| s.reason.leaves_changes_unsynced())
+                .map(|s| s.to_string())
+                .collect(),
         })
     }
 

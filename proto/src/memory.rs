@@ -180,6 +180,7 @@ impl Replica for MemoryReplica {
         Ok(Snapshot {
             root: self.root(),
             files,
+            skipped: Vec::new(),
         })
     }
 

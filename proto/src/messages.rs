@@ -46,6 +46,10 @@ pub enum Message {
         files: u64,
         /// What the initiator wants this session to do.
         mode: SessionMode,
+        /// Selected files the sender's rescan could not read (changed while being read,
+        /// unreadable, colliding names): their changes are not in `root`, so equal roots do not
+        /// mean "in sync" while either side reports any.
+        skipped: u64,
     },
     /// Tag 2. Ask for the children of these directories (the root is the empty path).
     GetNodes {

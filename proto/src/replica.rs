@@ -12,12 +12,15 @@ use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use crate::messages::NodeChild;
 
 /// The state of a replica after a refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Merkle root over the synced selection.
     pub root: Hash,
     /// Number of files (not tombstones).
     pub files: u64,
+    /// Selected files the rescan could not read (`path: reason`), whose changes this session
+    /// cannot carry: while any is listed, the session does not report "in sync".
+    pub skipped: Vec<String>,
 }
 
 /// A failure inside the replica (disk, index); the session reports it and ends.

@@ -81,6 +81,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 root: Hash([0x11; 32]),
                 files: 300,
                 mode: SessionMode::Push,
+                skipped: 2,
             },
         ),
         (

@@ -527,6 +527,7 @@ async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() 
         root: botsync_engine::Hash::ZERO,
         files: 0,
         mode: SessionMode::Sync,
+        skipped: 0,
     };
     write_frame(&mut send, &summary).await.unwrap();
     expect_closed_with(&conn, CloseCode::ProtocolError).await;

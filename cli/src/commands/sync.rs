@@ -189,13 +189,15 @@ pub(crate) async fn session_with(
 }
 
 fn needs_attention(r: &SessionReport) -> bool {
-    r.pulled.iter().chain(&r.pushed).any(|i| {
-        i.action.is_conflict()
-            || matches!(
-                i.outcome,
-                Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
-            )
-    })
+    !r.skipped.is_empty()
+        || r.peer_skipped > 0
+        || r.pulled.iter().chain(&r.pushed).any(|i| {
+            i.action.is_conflict()
+                || matches!(
+                    i.outcome,
+                    Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
+                )
+        })
 }
 
 fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool) -> String {
@@ -229,6 +231,15 @@ fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool
             {
                 out.push_str(&format!("  {arrow} {}\n", describe(i)));
             }
+        }
+        for s in &rep.skipped {
+            out.push_str(&format!("  !! {s} (not synced)\n"));
+        }
+        if rep.peer_skipped > 0 {
+            out.push_str(&format!(
+                "  !! {} files on {} could not be read there (not synced; see its log)\n",
+                rep.peer_skipped, r.peer
+            ));
         }
     }
     out

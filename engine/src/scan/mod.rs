@@ -309,6 +309,23 @@ fn compare(
     report
 }
 
+impl SkipReason {
+    /// True if the entry is a file (or directory) the selection syncs that the scan could not
+    /// read: its changes did not sync, and a session must not report "in sync". Symbolic links,
+    /// pipes, sockets and devices are never synced by design and do not count.
+    pub fn leaves_changes_unsynced(&self) -> bool {
+        match self {
+            SkipReason::Symlink | SkipReason::Fifo | SkipReason::Socket | SkipReason::Device => {
+                false
+            }
+            SkipReason::Unreadable(_)
+            | SkipReason::BadName(_)
+            | SkipReason::NameCollision
+            | SkipReason::ChangedWhileReading => true,
+        }
+    }
+}
+
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -83,8 +83,10 @@ async fn run_inner<R: Replica + ?Sized>(
         root: snap.root,
         files: snap.files,
         mode: opts.mode,
+        skipped: snap.skipped.len() as u64,
     })
     .await?;
+    report.skipped = snap.skipped;
     ctl.counters.round_trips += 1;
     let Message::Hello(theirs) = ctl.recv().await? else {
         return Err(SessionError::Protocol("expected hello".into()));
@@ -93,11 +95,14 @@ async fn run_inner<R: Replica + ?Sized>(
         .negotiate(&theirs)
         .map_err(|e| SessionError::Version(e.to_string()))?;
     let Message::Summary {
-        root: their_root, ..
+        root: their_root,
+        skipped: their_skipped,
+        ..
     } = ctl.recv().await?
     else {
         return Err(SessionError::Protocol("expected summary".into()));
     };
+    report.peer_skipped = their_skipped;
 
     let advertised = Advertised::default();
     let bytes_served = Arc::new(AtomicU64::new(0));
@@ -111,7 +116,8 @@ async fn run_inner<R: Replica + ?Sized>(
     let service_task = tokio::spawn(service::run(conn.clone(), svc));
 
     if their_root == snap.root {
-        report.in_sync = true;
+        // Equal roots, but a file either side could not read may hold changes.
+        report.in_sync = report.skipped.is_empty() && their_skipped == 0;
     } else {
         let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica)
             .await?

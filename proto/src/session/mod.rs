@@ -86,7 +86,8 @@ pub struct SessionReport {
     /// The peer's id.
     #[serde(serialize_with = "ser_peer")]
     pub peer: Option<PeerId>,
-    /// True if the roots were equal: nothing to do.
+    /// True if the roots were equal and both rescans read every selected file: nothing to do
+    /// and nothing left behind.
     pub in_sync: bool,
     /// True for a dry run: the reports say what would happen.
     pub dry_run: bool,
@@ -98,6 +99,11 @@ pub struct SessionReport {
     pub counters: Counters,
     /// Chunk bytes the peer fetched from us.
     pub bytes_sent: u64,
+    /// Selected files our rescan could not read (`path: reason`): their changes did not sync
+    /// this time, so the session is not "in sync" even if the roots were equal.
+    pub skipped: Vec<String>,
+    /// How many selected files the peer's rescan could not read (from its `Summary`).
+    pub peer_skipped: u64,
 }
 
 fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {

@@ -147,10 +147,14 @@ async fn control_loop<R: Replica + ?Sized>(
                     None => blocking(replica, |r| r.refresh()).await?,
                 };
                 report.in_sync = snap.root == root;
+                if !snap.skipped.is_empty() {
+                    tracing::warn!(skipped = ?snap.skipped, "files not read by the rescan; not synced this session");
+                }
                 ctl.send(&Message::Summary {
                     root: snap.root,
                     files: snap.files,
                     mode: crate::messages::SessionMode::Sync,
+                    skipped: snap.skipped.len() as u64,
                 })
                 .await?;
             }

@@ -150,10 +150,13 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
                     agent,
                 })
             }),
-        (hash(), any::<u64>(), mode()).prop_map(|(root, files, mode)| Message::Summary {
-            root,
-            files,
-            mode
+        (hash(), any::<u64>(), mode(), any::<u64>()).prop_map(|(root, files, mode, skipped)| {
+            Message::Summary {
+                root,
+                files,
+                mode,
+                skipped,
+            }
         }),
         vec(rel_path(), 0..6).prop_map(|paths| Message::GetNodes { paths }),
         vec((rel_path(), vec(child(), 0..6)), 0..4).prop_map(|nodes| Message::Nodes {
