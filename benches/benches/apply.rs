@@ -108,7 +108,7 @@ impl Fixture {
                 .expect("stage the chunks");
             incoming.push(entry(path, bytes.len() as u64, chunks));
         }
-        let items = ws.plan(incoming, NOW_NS).expect("plan");
+        let items = ws.plan(incoming).expect("plan");
         Fixture {
             _dir: dir,
             ws,

@@ -11,6 +11,7 @@ use botsync_engine::AgentLabel;
 use botsync_proto::session::{NoProgress, Progress};
 use serde::{Deserialize, Serialize};
 
+use crate::commands::sync::How;
 use crate::daemon::DaemonState;
 use crate::exit;
 use crate::node::Node;
@@ -47,8 +48,9 @@ pub enum Request {
         peer: Option<String>,
         /// Which way.
         mode: Mode,
-        /// Plan only.
-        dry_run: bool,
+        /// Plan only, or let deletions pass the threshold.
+        #[serde(flatten)]
+        how: How,
         /// Print every item (`diff`).
         itemize: bool,
     },
@@ -208,9 +210,9 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::Sync {
             peer,
             mode,
-            dry_run,
+            how,
             itemize,
-        } => crate::commands::sync::run(ctx, peer.as_deref(), mode, dry_run, itemize),
+        } => crate::commands::sync::run(ctx, peer.as_deref(), mode, how, itemize),
         Request::Auto { on } => crate::commands::auto::set(ctx, on),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))

@@ -330,3 +330,100 @@ fn the_demo_syncs_two_workspaces_and_cleans_up() {
         "the demo left {dir} behind"
     );
 }
+
+#[test]
+fn a_log_being_appended_syncs_its_stable_prefix_and_never_claims_in_sync() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (a, b, _server) = pair();
+    let line = |i: u64| {
+        format!(
+            "{{\"ts\":{i},\"event\":\"tool-call\",\"detail\":\"{}\"}}\n",
+            "x".repeat(60)
+        )
+    };
+    let history: String = (0..40_000).map(line).collect();
+    a.write("memory/agent.jsonl", &history);
+    a.ok(&["sync", "beta"]);
+
+    // The agent keeps logging while the user syncs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (Arc::clone(&stop), a.path("memory/agent.jsonl"));
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+            let mut i = 40_000;
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(line(i).as_bytes()).unwrap();
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let mut synced_len = history.len();
+    for round in 0..2 {
+        let (code, json, stderr) = a.run(&["sync", "beta"]);
+        assert!(code == 0 || code == 3, "{json}\n{stderr}");
+        let peer = &json["peers"][0];
+        assert_eq!(
+            peer["in_sync"], false,
+            "round {round}: claimed in sync: {json}"
+        );
+        let theirs = b.read("memory/agent.jsonl").unwrap();
+        let ours = a.read("memory/agent.jsonl").unwrap();
+        assert!(
+            theirs.len() > synced_len,
+            "round {round}: the growing log did not sync ({} bytes, {synced_len} before): {json}",
+            theirs.len()
+        );
+        assert_eq!(
+            theirs[..],
+            ours[..theirs.len()],
+            "round {round}: not a prefix"
+        );
+        synced_len = theirs.len();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    a.ok(&["sync", "beta"]);
+    assert_eq!(
+        a.read("memory/agent.jsonl"),
+        b.read("memory/agent.jsonl"),
+        "once the writer stops, the whole log syncs"
+    );
+}
+
+#[test]
+fn a_file_the_scan_could_not_read_is_never_reported_in_sync() {
+    let (a, _b, _server) = pair();
+    a.write("memory/notes.md", "synced\n");
+    a.ok(&["sync", "beta"]);
+    // Two spellings of one name (NFC and NFD) in one directory: one of them cannot be synced.
+    a.write("memory/caf\u{e9}.md", "nfc\n");
+    a.write("memory/cafe\u{301}.md", "nfd\n");
+    let (code, json, _) = a.run(&["sync", "beta"]);
+    assert_eq!(code, 3, "{json}");
+    let peer = &json["peers"][0];
+    assert_eq!(peer["in_sync"], false, "{json}");
+    assert_eq!(peer["skipped"].as_array().unwrap().len(), 1, "{json}");
+    let out = a.cmd().args(["sync", "beta"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("already in sync"), "{text}");
+    assert!(text.contains("not synced"), "{text}");
+}
+
+#[test]
+fn a_file_the_serving_side_could_not_read_is_never_reported_in_sync() {
+    let (a, b, _server) = pair();
+    a.write("memory/notes.md", "synced\n");
+    a.ok(&["sync", "beta"]);
+    b.write("memory/caf\u{e9}.md", "nfc\n");
+    b.write("memory/cafe\u{301}.md", "nfd\n");
+    let (code, json, _) = a.run(&["sync", "beta"]);
+    assert_eq!(code, 3, "{json}");
+    let peer = &json["peers"][0];
+    assert_eq!(peer["in_sync"], false, "{json}");
+    assert_eq!(peer["peer_skipped"], 1, "{json}");
+}

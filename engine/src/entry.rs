@@ -33,7 +33,9 @@ pub struct FileEntry {
     pub kind: EntryKind,
     /// Size in bytes (0 for tombstones).
     pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch (clamped when from the future).
+    /// Modification time, nanoseconds since the Unix epoch, bounded by when the version was
+    /// observed (the file's change time and the clock of the scan that found it): the time the
+    /// version competes with in a conflict (docs/CONFLICTS.md).
     pub mtime_ns: i64,
     /// Synced permission bits.
     pub mode: Mode,

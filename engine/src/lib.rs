@@ -22,6 +22,7 @@ pub mod chunktree;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod guard;
 pub mod hash;
 pub mod layout;
 pub mod merkle;

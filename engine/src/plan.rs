@@ -3,18 +3,17 @@
 //! [`decide`] is the one rule both sides of a session apply. It is pure and symmetric: when two
 //! peers see each other's version of a path, they pick the same winner, so a session never
 //! ping-pongs. Causality comes from version vectors; content equality is never a conflict; true
-//! concurrency falls back to "modify beats delete", then the newest (clamped) mtime, then the peer
-//! id, then the content hash. The loser of a conflict is never dropped: the caller copies it to
+//! concurrency falls back to "modify beats delete", then the newer competing time (the entry's
+//! `mtime_ns`, bounded by when the version was observed: docs/CONFLICTS.md), then the peer id,
+//! then the content hash. No clock is read here: both sides decide from the same two entries. The loser of a conflict is never dropped: the caller copies it to
 //! `.botsync/conflicts/` (the full merge policies of PRODUCT.md §4 come with the conflicts issue).
 
 use serde::{Deserialize, Serialize};
 
 use crate::entry::FileEntry;
+use crate::hash::Hash;
 use crate::path::RelPath;
 use crate::vector::{Causality, VersionVector};
-
-/// How far in the future an mtime may be before it is clamped (PRODUCT.md §4: 10 minutes).
-pub const MAX_FUTURE_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// What the receiving side does with an incoming version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,12 +80,53 @@ pub struct PlanItem {
     pub action: Action,
     /// Bytes the receiver must fetch for it (chunks found nowhere locally).
     pub bytes_needed: u64,
+    /// The local version the action was decided against (`None`: we had no entry). Apply
+    /// re-checks it, so a write never replaces a version the plan did not see.
+    pub base: Option<Base>,
 }
 
 impl PlanItem {
     /// The path concerned.
     pub fn path(&self) -> &RelPath {
         &self.remote.path
+    }
+
+    /// The action to carry out when the local version is now `current`: the planned one if the
+    /// index still holds the version the plan was made against; otherwise the item is decided
+    /// again against `current` (another session or a rescan changed the path between plan and
+    /// apply). Selection and case-collision refusals stand as planned.
+    pub fn action_now(&self, current: Option<&FileEntry>) -> Action {
+        if matches!(
+            self.action,
+            Action::NotSelected | Action::CaseCollision { .. }
+        ) || self.base.as_ref() == current.map(Base::of).as_ref()
+        {
+            return self.action.clone();
+        }
+        decide(current, &self.remote)
+    }
+}
+
+/// What identifies a local version for the apply-time re-check: its content and its vector
+/// (every change bumps the vector, every merge grows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// Content hash ([`Hash::ZERO`] for a tombstone).
+    pub content: Hash,
+    /// True for a tombstone.
+    pub tombstone: bool,
+    /// The version vector.
+    pub version: VersionVector,
+}
+
+impl Base {
+    /// The base of a local version.
+    pub fn of(entry: &FileEntry) -> Base {
+        Base {
+            content: entry.content,
+            tombstone: entry.is_tombstone(),
+            version: entry.version.clone(),
+        }
     }
 }
 
@@ -136,9 +176,9 @@ pub enum Winner {
 }
 
 /// Decide what the receiver does with `remote`, given its own current version `local`.
-/// `now_ns` clamps mtimes from the future. Case collisions are checked by the caller (it knows
+/// Case collisions are checked by the caller (it knows
 /// the other paths) through [`case_collision`].
-pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, now_ns: i64) -> Action {
+pub fn decide(local: Option<&FileEntry>, remote: &FileEntry) -> Action {
     let Some(local) = local else {
         return if remote.is_tombstone() {
             Action::RecordTombstone
@@ -166,7 +206,7 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, now_ns: i64) -> Act
         }
         Causality::DominatedBy => Action::Nothing,
         // Equal vectors with different content only arise from a lost index; treat as concurrent.
-        Causality::Equal | Causality::Concurrent => match winner(local, remote, now_ns) {
+        Causality::Equal | Causality::Concurrent => match winner(local, remote) {
             Winner::Remote if remote.is_tombstone() => Action::Delete,
             // Our side holds only a tombstone: there is no losing content to keep.
             Winner::Remote if local.is_tombstone() => Action::Take,
@@ -176,35 +216,25 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, now_ns: i64) -> Act
     }
 }
 
-/// The deterministic winner between two concurrent versions: modify beats delete, then the newer
-/// clamped mtime, then the greater peer id, then the greater content hash. Swapping the arguments
-/// swaps the answer, so both sides agree.
-pub fn winner(local: &FileEntry, remote: &FileEntry, now_ns: i64) -> Winner {
+/// The deterministic winner between two concurrent versions: modify beats delete, then the later
+/// competing time, then the greater peer id, then the greater content hash. It is a function of
+/// the two entries alone (no clock), so swapping the arguments swaps the answer and both sides
+/// agree whatever their clocks read.
+///
+/// The competing time is the entry's `mtime_ns`, which the scanner that observed the version
+/// bounded by the file's change time and its own clock ([`crate::scan`]): a file dated in the
+/// future competes with the time it was changed, never with its date.
+pub fn winner(local: &FileEntry, remote: &FileEntry) -> Winner {
     match (local.is_tombstone(), remote.is_tombstone()) {
         (true, false) => return Winner::Remote,
         (false, true) => return Winner::Local,
         _ => {}
     }
-    let key = |e: &FileEntry| {
-        (
-            clamp_mtime(e.mtime_ns, now_ns),
-            e.changed_by.peer,
-            e.content,
-        )
-    };
+    let key = |e: &FileEntry| (e.mtime_ns, e.changed_by.peer, e.content);
     if key(remote) > key(local) {
         Winner::Remote
     } else {
         Winner::Local
-    }
-}
-
-/// Clamp an mtime more than [`MAX_FUTURE_NS`] ahead of `now_ns` to `now_ns`.
-pub fn clamp_mtime(mtime_ns: i64, now_ns: i64) -> i64 {
-    if mtime_ns > now_ns.saturating_add(MAX_FUTURE_NS) {
-        now_ns
-    } else {
-        mtime_ns
     }
 }
 
@@ -233,7 +263,6 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::{EntryKind, Mode};
-    use crate::hash::Hash;
     use crate::peer::{AgentLabel, Attribution, PeerId};
     use proptest::prelude::*;
 
@@ -268,46 +297,73 @@ mod tests {
     fn fast_forward_takes_and_stale_is_ignored() {
         let old = entry(1, false, 10, 1, &[(1, 1)]);
         let new = entry(2, false, 5, 2, &[(1, 1), (2, 1)]);
-        assert_eq!(decide(Some(&old), &new, 100), Action::Take);
-        assert_eq!(decide(Some(&new), &old, 100), Action::Nothing);
-        assert_eq!(decide(None, &new, 100), Action::Take);
+        assert_eq!(decide(Some(&old), &new), Action::Take);
+        assert_eq!(decide(Some(&new), &old), Action::Nothing);
+        assert_eq!(decide(None, &new), Action::Take);
     }
 
     #[test]
     fn equal_content_is_never_a_conflict() {
         let a = entry(1, false, 10, 1, &[(1, 1)]);
         let b = entry(1, false, 99, 2, &[(2, 1)]);
-        assert_eq!(decide(Some(&a), &b, 100), Action::MergeVersion);
+        assert_eq!(decide(Some(&a), &b), Action::MergeVersion);
     }
 
     #[test]
     fn modify_beats_delete() {
         let edit = entry(1, false, 1, 1, &[(1, 2)]);
         let del = entry(0, true, 50, 2, &[(1, 1), (2, 1)]);
-        assert_eq!(decide(Some(&edit), &del, 100), Action::KeepConflict);
-        assert_eq!(decide(Some(&del), &edit, 100), Action::Take);
+        assert_eq!(decide(Some(&edit), &del), Action::KeepConflict);
+        assert_eq!(decide(Some(&del), &edit), Action::Take);
     }
 
     #[test]
     fn descending_tombstone_deletes() {
         let file = entry(1, false, 1, 1, &[(1, 1)]);
         let del = entry(0, true, 2, 2, &[(1, 1), (2, 1)]);
-        assert_eq!(decide(Some(&file), &del, 100), Action::Delete);
-        assert_eq!(decide(None, &del, 100), Action::RecordTombstone);
+        assert_eq!(decide(Some(&file), &del), Action::Delete);
+        assert_eq!(decide(None, &del), Action::RecordTombstone);
     }
 
     #[test]
-    fn future_mtime_is_clamped() {
-        let now = 1_000_000_000_000;
-        let future = entry(1, false, now + 2 * MAX_FUTURE_NS, 1, &[(1, 1)]);
-        let recent = entry(2, false, now - 1, 2, &[(2, 1)]);
-        assert_eq!(
-            decide(Some(&future), &recent, now),
-            Action::KeepConflict.clone()
-        );
-        assert_eq!(winner(&future, &recent, now), Winner::Local);
-        let clamped = entry(1, false, now + 2 * MAX_FUTURE_NS, 3, &[(3, 1)]);
-        assert_eq!(winner(&recent, &clamped, now), Winner::Remote);
+    fn the_later_competing_time_wins_whoever_decides() {
+        let earlier = entry(1, false, 1_000, 2, &[(1, 1)]);
+        let later = entry(2, false, 2_000, 1, &[(2, 1)]);
+        assert_eq!(winner(&earlier, &later), Winner::Remote);
+        assert_eq!(winner(&later, &earlier), Winner::Local);
+        assert_eq!(decide(Some(&earlier), &later), Action::TakeConflict);
+        assert_eq!(decide(Some(&later), &earlier), Action::KeepConflict);
+    }
+
+    #[test]
+    fn a_plan_whose_base_changed_is_decided_again() {
+        let theirs = entry(2, false, 5, 2, &[(2, 1)]);
+        let planned = PlanItem {
+            action: decide(None, &theirs),
+            remote: theirs.clone(),
+            bytes_needed: 0,
+            base: None,
+        };
+        assert_eq!(planned.action_now(None), Action::Take);
+        // Another session wrote a version this plan never saw: a conflict, never a Take.
+        let raced = entry(1, false, 4, 3, &[(3, 1)]);
+        assert!(planned.action_now(Some(&raced)).is_conflict());
+        // The base still in place: the plan stands.
+        let ours = entry(1, false, 1, 1, &[(1, 1)]);
+        let ff = entry(2, false, 2, 2, &[(1, 1), (2, 1)]);
+        let item = PlanItem {
+            action: decide(Some(&ours), &ff),
+            remote: ff,
+            bytes_needed: 0,
+            base: Some(Base::of(&ours)),
+        };
+        assert_eq!(item.action_now(Some(&ours)), Action::Take);
+    }
+
+    /// `decide` on a side whose clock reads `now`: the clock has no say any more (the rule once
+    /// clamped mtimes with it, and skewed sides disagreed).
+    fn decide_at(local: &FileEntry, remote: &FileEntry, _now: i64) -> Action {
+        decide(Some(local), remote)
     }
 
     fn arb_entry() -> impl Strategy<Value = FileEntry> {
@@ -325,18 +381,40 @@ mod tests {
         /// Both sides of a session pick the same winner for concurrent versions.
         #[test]
         fn both_sides_agree_on_the_winner(a in arb_entry(), b in arb_entry()) {
-            let ab = winner(&a, &b, 100);
-            let ba = winner(&b, &a, 100);
+            let ab = winner(&a, &b);
+            let ba = winner(&b, &a);
             if a.same_content(&b) && a.mtime_ns == b.mtime_ns && a.changed_by == b.changed_by {
                 return Ok(());
             }
             prop_assert_ne!(ab, ba);
         }
 
+        /// Two peers whose clocks differ by up to an hour, deciding the same pair of concurrent
+        /// versions at the same real moment, pick the same winner.
+        #[test]
+        fn both_sides_agree_with_skewed_clocks(
+            a_offset in -7_200i64..7_200,
+            b_offset in -7_200i64..7_200,
+            skew in -3_600i64..3_600,
+            pa in 0u8..3,
+            pb in 0u8..3,
+        ) {
+            const S: i64 = 1_000_000_000;
+            let now = 1_800_000_000 * S;
+            let a = entry(1, false, now + a_offset * S, pa, &[(1, 1)]);
+            let b = entry(2, false, now + b_offset * S, pb, &[(2, 1)]);
+            let at_a = decide_at(&a, &b, now);
+            let at_b = decide_at(&b, &a, now + skew * S);
+            let survivor = |local: &FileEntry, remote: &FileEntry, action: &Action| {
+                if action.writes_file() { remote.content } else { local.content }
+            };
+            prop_assert_eq!(survivor(&a, &b, &at_a), survivor(&b, &a, &at_b));
+        }
+
         /// After each side applies the other's version, the surviving content is the same.
         #[test]
         fn both_sides_converge(a in arb_entry(), b in arb_entry()) {
-            let survivor = |local: &FileEntry, remote: &FileEntry| match decide(Some(local), remote, 100) {
+            let survivor = |local: &FileEntry, remote: &FileEntry| match decide(Some(local), remote) {
                 Action::Take | Action::TakeConflict | Action::Delete => remote.content,
                 _ => local.content,
             };

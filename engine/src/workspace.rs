@@ -19,12 +19,13 @@ use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport, duration_ns};
 use crate::config::{ConfigError, SyncConfig};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
+use crate::guard::{self, MassDelete};
 use crate::hash::Hash;
 use crate::layout::{Layout, STATE_DIR, SUBDIRS};
 use crate::merkle::MerkleChild;
 use crate::path::RelPath;
 use crate::peer::{Attribution, PeerId};
-use crate::plan::{self, Action, ItemReport, Outcome, PlanItem};
+use crate::plan::{self, Action, Base, ItemReport, Outcome, PlanItem};
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
@@ -243,12 +244,9 @@ impl Workspace {
             .collect())
     }
 
-    /// Decide what to do with each incoming version, under our own selection rules.
-    pub fn plan(
-        &self,
-        incoming: Vec<FileEntry>,
-        now_ns: i64,
-    ) -> Result<Vec<PlanItem>, WorkspaceError> {
+    /// Decide what to do with each incoming version, under our own selection rules. No clock
+    /// takes part: the decision depends on the entries alone (docs/CONFLICTS.md).
+    pub fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, WorkspaceError> {
         let m = self.lock();
         let all = &m.index;
         let by_fold: HashMap<String, RelPath> = all
@@ -266,8 +264,9 @@ impl Workspace {
             ) {
                 Action::CaseCollision { local }
             } else {
-                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote, now_ns)
+                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote)
             };
+            let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
             let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
                 apply::missing_chunks(&self.store, &self.chunks, &remote)?
                     .iter()
@@ -280,9 +279,17 @@ impl Workspace {
                 remote,
                 action,
                 bytes_needed,
+                base,
             });
         }
         Ok(out)
+    }
+
+    /// Refuse `items` if carrying them out would delete more files than `delete_threshold`
+    /// allows (docs/CONFLICTS.md, *Deletes*). Callers skip it for `--force` and dry runs.
+    pub fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        let synced = self.lock().tree.file_count();
+        guard::check(&self.config.delete_threshold, synced, items)
     }
 
     /// The chunks `items` need that exist nowhere locally, each once.
@@ -400,7 +407,7 @@ impl Workspace {
             if waiting.contains(item.path()) {
                 flush(&mut batch, &mut waiting, &mut reports);
             }
-            let (report, file) = self.apply_one(&ctx, item, now_ns);
+            let (report, file) = self.apply_one(&ctx, item);
             if let Some((target, local)) = file {
                 waiting.insert(target.path.clone());
                 batch.push((reports.len(), target, local));
@@ -459,7 +466,6 @@ impl Workspace {
         &self,
         ctx: &ApplyContext<'_>,
         item: PlanItem,
-        now_ns: i64,
     ) -> (ItemReport, Option<(FileEntry, Option<LocalEntry>)>) {
         let path = item.remote.path.clone();
         let mut report = ItemReport {
@@ -470,7 +476,7 @@ impl Workspace {
             bytes_fetched: item.bytes_needed,
             conflict_copy: None,
         };
-        match self.carry_out(ctx, &item, now_ns, &mut report) {
+        match self.carry_out(ctx, &item, &mut report) {
             Ok(file) => (report, file),
             Err(e) => {
                 tracing::warn!(path = %path, error = %e, "apply failed");
@@ -485,17 +491,32 @@ impl Workspace {
     /// Do the index-only part of an item (and keep the conflict copy of a file about to be
     /// replaced); returns the version to apply and the local entry it replaces, if the item
     /// writes or deletes a file.
+    ///
+    /// The item is first re-checked against the index as it is now (docs/CONFLICTS.md, the
+    /// race rule): if another session or a rescan changed the path since the plan, the item
+    /// is decided again, so a version the plan never saw becomes a conflict, never a silent
+    /// overwrite. The caller serializes applies, so nothing changes the index between this
+    /// check and the write (the file itself is re-checked by [`apply::apply_batch`]).
     fn carry_out(
         &self,
         ctx: &ApplyContext<'_>,
         item: &PlanItem,
-        _now_ns: i64,
         report: &mut ItemReport,
     ) -> Result<Option<(FileEntry, Option<LocalEntry>)>, WorkspaceError> {
         let local = self.store.local_get(&item.remote.path)?;
+        let action = item.action_now(local.as_ref().map(|l| &l.entry));
+        if action != item.action {
+            tracing::debug!(
+                path = %item.remote.path,
+                planned = item.action.name(),
+                now = action.name(),
+                "the path changed between plan and apply; decided again"
+            );
+            report.action = action.clone();
+        }
         let mut target = item.remote.clone();
         target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
-        match &item.action {
+        match &action {
             Action::Nothing
             | Action::KeepConflict
             | Action::CaseCollision { .. }
@@ -516,7 +537,7 @@ impl Workspace {
                 Ok(None)
             }
             Action::Take | Action::Delete | Action::TakeConflict => {
-                if item.action == Action::TakeConflict
+                if action == Action::TakeConflict
                     && let Some(l) = &local
                 {
                     report.conflict_copy =

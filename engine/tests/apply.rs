@@ -694,7 +694,7 @@ fn more_than_a_batch_of_new_notes_lands_whole_with_one_index_entry_each() {
         })
         .collect();
     let incoming = receive(&replica, &files, &vec![None; count]);
-    let plan = replica.plan(incoming.clone(), NOW).unwrap();
+    let plan = replica.plan(incoming.clone()).unwrap();
 
     let reports = replica.apply(plan, NOW).unwrap();
 
@@ -759,7 +759,7 @@ fn a_note_edited_during_a_batched_sync_is_kept_and_the_rest_are_written() {
         .collect();
     let parents: Vec<Option<&FileEntry>> = ours.iter().map(Some).collect();
     let incoming = receive(&replica, &theirs, &parents);
-    let plan = replica.plan(incoming, scanned_at).unwrap();
+    let plan = replica.plan(incoming).unwrap();
     assert!(plan.iter().all(|i| i.action == Action::Take), "{plan:?}");
     // The desk agent appends to one note after the sync was planned.
     let edited = 17;

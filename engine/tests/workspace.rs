@@ -69,7 +69,7 @@ fn incoming_versions_are_planned_under_our_own_rules() {
         ])
         .unwrap();
     assert_eq!(offered.len(), 2);
-    let plan = b.plan(offered, 2_000).unwrap();
+    let plan = b.plan(offered).unwrap();
     let action = |p: &str| {
         plan.iter()
             .find(|i| i.path().as_str() == p)

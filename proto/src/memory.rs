@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use botsync_engine::chunktree::content_hash;
+use botsync_engine::config::DeleteThreshold;
+use botsync_engine::guard::{self, MassDelete};
 use botsync_engine::merkle::MerkleTree;
 use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::{
@@ -33,6 +35,8 @@ struct State {
     /// Chunks received through `put_chunk`.
     received: u64,
     clock: i64,
+    /// The mass-delete guard's threshold (the default of config.json unless set).
+    delete_threshold: DeleteThreshold,
     /// The Merkle tree over `entries`, built on demand and dropped by every change (a session
     /// asks for many directories between changes).
     tree: Option<MerkleTree>,
@@ -51,6 +55,11 @@ impl MemoryReplica {
                 ..State::default()
             }),
         }
+    }
+
+    /// Set the mass-delete guard's threshold.
+    pub fn set_delete_threshold(&self, threshold: DeleteThreshold) {
+        self.lock().delete_threshold = threshold;
     }
 
     /// A local edit: write `bytes` at `path` (bumps our counter, records the parent).
@@ -171,6 +180,7 @@ impl Replica for MemoryReplica {
         Ok(Snapshot {
             root: self.root(),
             files,
+            skipped: Vec::new(),
         })
     }
 
@@ -194,7 +204,9 @@ impl Replica for MemoryReplica {
         Ok(incoming
             .into_iter()
             .map(|remote| {
-                let action = plan::decide(st.entries.get(&remote.path), &remote, st.clock);
+                let local = st.entries.get(&remote.path);
+                let action = plan::decide(local, &remote);
+                let base = local.map(plan::Base::of);
                 let bytes_needed = if action.writes_file() {
                     remote
                         .chunks
@@ -209,9 +221,16 @@ impl Replica for MemoryReplica {
                     remote,
                     action,
                     bytes_needed,
+                    base,
                 }
             })
             .collect())
+    }
+
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        let st = self.lock();
+        let synced = st.entries.values().filter(|e| !e.is_tombstone()).count() as u64;
+        guard::check(&st.delete_threshold, synced, items)
     }
 
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {
@@ -250,9 +269,10 @@ impl Replica for MemoryReplica {
         let mut out = Vec::new();
         for item in items {
             let local = st.entries.get(&item.remote.path).cloned();
+            let action = item.action_now(local.as_ref());
             let mut target = item.remote.clone();
             target.version = plan::merged_version(local.as_ref(), &item.remote);
-            let outcome = match item.action {
+            let outcome = match action {
                 Action::Take | Action::TakeConflict | Action::Delete => {
                     if target.is_tombstone() || assemble(&st.chunks, &target.chunks).is_some() {
                         st.entries.insert(target.path.clone(), target);
@@ -271,7 +291,7 @@ impl Replica for MemoryReplica {
             };
             out.push(ItemReport {
                 path: item.remote.path.clone(),
-                action: item.action,
+                action,
                 outcome,
                 size: item.remote.size,
                 bytes_fetched: item.bytes_needed,

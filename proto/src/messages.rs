@@ -46,6 +46,10 @@ pub enum Message {
         files: u64,
         /// What the initiator wants this session to do.
         mode: SessionMode,
+        /// Selected files the sender's rescan could not read (changed while being read,
+        /// unreadable, colliding names): their changes are not in `root`, so equal roots do not
+        /// mean "in sync" while either side reports any.
+        skipped: u64,
     },
     /// Tag 2. Ask for the children of these directories (the root is the empty path).
     GetNodes {
@@ -130,6 +134,9 @@ pub enum Message {
         dry_run: bool,
         /// True on the final batch of the offer.
         last: bool,
+        /// Carry out deletions beyond the receiver's delete threshold (`--force`); without
+        /// it the receiver refuses such an offer with `Error { code: Refused }`.
+        force: bool,
     },
     /// Tag 22. What the receiver did (or would do) with each offered entry that needed action.
     OfferResult {
@@ -290,10 +297,11 @@ impl fmt::Display for Message {
                 entries,
                 dry_run,
                 last,
+                force,
             } => {
                 write!(
                     f,
-                    "offer ({} entries, dry_run={dry_run}, last={last})",
+                    "offer ({} entries, dry_run={dry_run}, last={last}, force={force})",
                     entries.len()
                 )
             }

@@ -5,18 +5,22 @@
 //! are needed, read and keep chunks, and carry out a plan. `botsync`'s CLI implements it over the
 //! engine's workspace; [`crate::memory::MemoryReplica`] implements it in memory for tests.
 
+use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
 use crate::messages::NodeChild;
 
 /// The state of a replica after a refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Merkle root over the synced selection.
     pub root: Hash,
     /// Number of files (not tombstones).
     pub files: u64,
+    /// Selected files the rescan could not read (`path: reason`), whose changes this session
+    /// cannot carry: while any is listed, the session does not report "in sync".
+    pub skipped: Vec<String>,
 }
 
 /// A failure inside the replica (disk, index); the session reports it and ends.
@@ -46,6 +50,10 @@ pub trait Replica: Send + Sync + 'static {
     /// Decide, as the receiver, what to do with each incoming version (own selection rules,
     /// reconciliation rule, chunks needed).
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError>;
+
+    /// Refuse planned items that would delete more files here than this replica's delete
+    /// threshold allows (the session skips the check for `--force` and dry runs).
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete>;
 
     /// The chunks these items need that exist nowhere locally, each once.
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError>;

@@ -81,6 +81,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 root: Hash([0x11; 32]),
                 files: 300,
                 mode: SessionMode::Push,
+                skipped: 2,
             },
         ),
         (
@@ -203,6 +204,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 entries: vec![],
                 dry_run: true,
                 last: true,
+                force: false,
             },
         ),
         (

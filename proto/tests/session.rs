@@ -120,13 +120,17 @@ impl Pair {
         mode: SessionMode,
         dry_run: bool,
     ) -> Result<SessionReport, SessionError> {
+        let mut opts = SessionOptions::new(mode, "client");
+        opts.dry_run = dry_run;
+        self.session_with(opts).await
+    }
+
+    async fn session_with(&self, opts: SessionOptions) -> Result<SessionReport, SessionError> {
         let conn = self
             .client
             .connect(self.server_addr, self.server_id)
             .await
             .unwrap();
-        let mut opts = SessionOptions::new(mode, "client");
-        opts.dry_run = dry_run;
         let result = client::run(
             &conn,
             self.server_id,
@@ -202,6 +206,60 @@ async fn a_workspace_in_sync_costs_one_round_trip() {
     // Hello and Summary out, Hello and Summary back, Goodbye.
     assert_eq!(report.counters.messages_sent, 3);
     assert_eq!(report.counters.messages_received, 2);
+}
+
+#[tokio::test]
+async fn a_mass_delete_is_refused_by_the_receiving_side_of_each_direction_until_forced() {
+    let mut p = pair().await;
+    for i in 0..8 {
+        p.client_replica
+            .write(&format!("memory/n{i}.md"), format!("note {i}\n").as_bytes());
+    }
+    p.sync().await;
+    p.served().await.unwrap();
+    let notes = |r: &dyn Fn(&str) -> Option<Vec<u8>>| {
+        (0..8)
+            .filter(|i| r(&format!("memory/n{i}.md")).is_some())
+            .count()
+    };
+
+    // Push: the server refuses with one line, keeps its files and keeps serving.
+    for i in 0..8 {
+        p.client_replica.delete(&format!("memory/n{i}.md"));
+    }
+    let err = p.session(SessionMode::Push, false).await.unwrap_err();
+    assert!(matches!(err, SessionError::Refused(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("would delete 8 of 8") && text.contains("--force"),
+        "{text}"
+    );
+    assert_eq!(notes(&|x| p.server_replica.read(x)), 8);
+    assert!(
+        p.served().await.is_ok(),
+        "a refusal is not a server failure"
+    );
+    let mut forced = SessionOptions::new(SessionMode::Push, "client");
+    forced.force = true;
+    p.session_with(forced).await.unwrap();
+    assert_eq!(notes(&|x| p.server_replica.read(x)), 0);
+
+    // Pull: the client refuses before fetching or writing anything.
+    for i in 0..8 {
+        p.server_replica
+            .write(&format!("memory/m{i}.md"), format!("more {i}\n").as_bytes());
+    }
+    p.sync().await;
+    for i in 0..8 {
+        p.server_replica.delete(&format!("memory/m{i}.md"));
+    }
+    let err = p.session(SessionMode::Pull, false).await.unwrap_err();
+    assert!(matches!(err, SessionError::MassDelete(_)), "{err}");
+    assert!(p.client_replica.read("memory/m0.md").is_some());
+    let mut forced = SessionOptions::new(SessionMode::Pull, "client");
+    forced.force = true;
+    p.session_with(forced).await.unwrap();
+    assert!(p.client_replica.read("memory/m0.md").is_none());
 }
 
 #[tokio::test]
@@ -399,6 +457,12 @@ impl Replica for Corrupting {
     ) -> Result<Vec<botsync_engine::plan::PlanItem>, ReplicaError> {
         self.0.plan(i)
     }
+    fn check_deletes(
+        &self,
+        i: &[botsync_engine::plan::PlanItem],
+    ) -> Result<(), botsync_engine::guard::MassDelete> {
+        self.0.check_deletes(i)
+    }
     fn chunks_needed(
         &self,
         i: &[botsync_engine::plan::PlanItem],
@@ -521,6 +585,7 @@ async fn hostile_and_broken_frames_are_refused_and_the_listener_keeps_serving() 
         root: botsync_engine::Hash::ZERO,
         files: 0,
         mode: SessionMode::Sync,
+        skipped: 0,
     };
     write_frame(&mut send, &summary).await.unwrap();
     expect_closed_with(&conn, CloseCode::ProtocolError).await;

@@ -10,7 +10,7 @@ use botsync_engine::AgentLabel;
 use botsync_proto::messages::SessionMode;
 use serde::Serialize;
 
-use super::sync::{runtime, session_with};
+use super::sync::{How, runtime, session_with};
 use crate::context::{Globals, STATE_DIR};
 use crate::exit::OK;
 use crate::node::Node;
@@ -53,14 +53,14 @@ pub fn demo(g: &Globals) -> Result<i32> {
             .context("peer beta missing")?;
         let mut steps = Vec::new();
 
-        let first = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
+        let first = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
         steps.push(step("initial sync alpha -> beta", &first));
 
         edit_both(&a_root, &b_root)?;
-        let second = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
+        let second = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
         steps.push(step("after edits on both sides", &second));
 
-        let third = session_with(&ctx, &a, &peer, SessionMode::Sync, false).await?;
+        let third = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
         steps.push(step("no-op re-sync", &third));
         server.abort();
         Ok::<_, anyhow::Error>(steps)

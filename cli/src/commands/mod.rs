@@ -81,7 +81,10 @@ pub fn run(command: Command, g: &Globals) -> Result<i32> {
         Command::Diff(a) => Request::Sync {
             peer: a.peer,
             mode: Mode::Sync,
-            dry_run: true,
+            how: sync::How {
+                dry_run: true,
+                force: false,
+            },
             itemize: true,
         },
         Command::Scan => Request::Scan,
@@ -120,7 +123,10 @@ fn sync_request(a: sync::SyncArgs, mode: Mode) -> Request {
     Request::Sync {
         peer: a.peer,
         mode,
-        dry_run: a.dry_run,
+        how: sync::How {
+            dry_run: a.dry_run,
+            force: a.force,
+        },
         itemize: false,
     }
 }

@@ -10,7 +10,7 @@ use botsync_proto::close::CloseCode;
 use botsync_proto::messages::SessionMode;
 use botsync_proto::session::{self, SessionOptions, SessionReport};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit::{ATTENTION, FAILED, OK};
 use crate::node::Node;
@@ -26,6 +26,9 @@ pub struct SyncArgs {
     /// Show exactly what would happen; write nothing on either side.
     #[arg(long)]
     pub dry_run: bool,
+    /// Carry out deletions even beyond the delete threshold (config.json `delete_threshold`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `diff`.
@@ -33,6 +36,15 @@ pub struct SyncArgs {
 pub struct DiffArgs {
     /// The peer (default: every configured peer).
     pub peer: Option<String>,
+}
+
+/// How a session runs: the flags shared by `sync`, `push`, `pull` and `diff`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct How {
+    /// Plan only, on both sides.
+    pub dry_run: bool,
+    /// Let deletions exceed the delete threshold.
+    pub force: bool,
 }
 
 /// One peer's result, as printed.
@@ -47,20 +59,14 @@ struct PeerResult {
 }
 
 /// Run a session in `mode` with one peer or all, and report each.
-pub fn run(
-    ctx: &Ctx,
-    peer: Option<&str>,
-    mode: Mode,
-    dry_run: bool,
-    itemize: bool,
-) -> Result<Reply> {
+pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -> Result<Reply> {
     let node = ctx.node()?;
     let peers = node.peers()?.select(peer)?;
     let mut results = Vec::new();
     for p in &peers {
         let result = ctx
             .rt
-            .block_on(session_with(ctx, &node, p, mode.wire(), dry_run));
+            .block_on(session_with(ctx, &node, p, mode.wire(), how));
         if let Some(d) = &ctx.daemon {
             d.record_sync(&p.name, result.as_ref().map_err(crate::exit::one_line));
         }
@@ -91,8 +97,8 @@ pub fn run(
     } else {
         OK
     };
-    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": dry_run, "peers": results });
-    let human = human(&results, mode.wire(), dry_run, itemize);
+    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": how.dry_run, "peers": results });
+    let human = human(&results, mode.wire(), how.dry_run, itemize);
     let mut reply = Reply::ok(doc, human)?;
     reply.exit_code = code;
     // One line per failed peer on stderr, also with --json (where it is in the document too).
@@ -120,10 +126,11 @@ pub(crate) async fn session_with(
     node: &Arc<Node>,
     peer: &Peer,
     mode: SessionMode,
-    dry_run: bool,
+    how: How,
 ) -> Result<SessionReport> {
     let mut opts = SessionOptions::new(mode, &node.name);
-    opts.dry_run = dry_run;
+    opts.dry_run = how.dry_run;
+    opts.force = how.force;
     opts.agent = ctx.agent.clone();
     let progress = (ctx.progress)(&peer.name);
     if let Some(d) = &ctx.daemon {
@@ -162,13 +169,15 @@ pub(crate) async fn session_with(
 }
 
 fn needs_attention(r: &SessionReport) -> bool {
-    r.pulled.iter().chain(&r.pushed).any(|i| {
-        i.action.is_conflict()
-            || matches!(
-                i.outcome,
-                Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
-            )
-    })
+    !r.skipped.is_empty()
+        || r.peer_skipped > 0
+        || r.pulled.iter().chain(&r.pushed).any(|i| {
+            i.action.is_conflict()
+                || matches!(
+                    i.outcome,
+                    Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
+                )
+        })
 }
 
 fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool) -> String {
@@ -202,6 +211,15 @@ fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool
             {
                 out.push_str(&format!("  {arrow} {}\n", describe(i)));
             }
+        }
+        for s in &rep.skipped {
+            out.push_str(&format!("  !! {s} (not synced)\n"));
+        }
+        if rep.peer_skipped > 0 {
+            out.push_str(&format!(
+                "  !! {} files on {} could not be read there (not synced; see its log)\n",
+                rep.peer_skipped, r.peer
+            ));
         }
     }
     out

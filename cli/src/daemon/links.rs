@@ -17,7 +17,7 @@ use botsync_proto::endpoint::Endpoint;
 use botsync_proto::session::link::notify_changed;
 use botsync_proto::session::{Progress, SessionOptions, SessionReport, client};
 use serde::Serialize;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::node::peers::Peer;
 use crate::node::replica::LiveReplica;

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::workspace::{Refresh, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
@@ -159,13 +160,25 @@ impl Replica for LiveReplica {
         let dirty = self.dirty.swap(false, Ordering::SeqCst);
         if self.watched.load(Ordering::SeqCst) && !dirty {
             // The watcher saw nothing since the last rescan: the index is the tree.
+            // (A rescan that skipped a file left the workspace dirty: nothing is skipped here.)
             let (root, files) = self.ws.snapshot();
-            return Ok(Snapshot { root, files });
+            return Ok(Snapshot {
+                root,
+                files,
+                skipped: Vec::new(),
+            });
         }
         let r = self.rescan_locked().map_err(err)?;
         Ok(Snapshot {
             root: r.root,
             files: r.files,
+            skipped: r
+                .scan
+                .skipped
+                .iter()
+                .filter(|s| s.reason.leaves_changes_unsynced())
+                .map(|s| s.to_string())
+                .collect(),
         })
     }
 
@@ -181,7 +194,11 @@ impl Replica for LiveReplica {
     }
 
     fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, ReplicaError> {
-        self.ws.plan(incoming, now_ns()).map_err(err)
+        self.ws.plan(incoming).map_err(err)
+    }
+
+    fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
+        self.ws.check_deletes(items)
     }
 
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {

@@ -2,12 +2,15 @@
 //!
 //! This module owns the file-level I/O of a scan. A file is opened with `O_NOFOLLOW` (a symlink
 //! swapped in since the walk is refused) and `O_NONBLOCK` (a FIFO swapped in cannot hang the
-//! scan), checked to be the same regular file the walk saw, hashed, and checked again: if its size
-//! or mtime moved while it was read, the digest is thrown away. It does not decide what is a
-//! change (that is [`super`]).
+//! scan), checked to be the same regular file the walk saw, and exactly the bytes it held at that
+//! stat are hashed. Then it is checked again: unchanged, the digest stands; grown (a log being
+//! appended), the prefix is read a second time and the digest stands only if both reads agree,
+//! so an append-only file syncs its stable prefix instead of being skipped on every scan; any
+//! other movement (shrunk, rewritten in place) throws the digest away and the next scan retries.
+//! It does not decide what is a change (that is [`super`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -27,7 +30,9 @@ pub(crate) struct Digest {
     pub chunks: Vec<ChunkRef>,
     /// The content hash (root of the chunk tree).
     pub content: Hash,
-    /// The stat facts of the open file, taken before reading and unchanged after.
+    /// The stat facts of the open file, taken before reading: they describe the bytes hashed
+    /// (for a file that grew meanwhile, its prefix; the stat cache then sees the growth next
+    /// time).
     pub sig: StatSig,
     /// Owner-executable bit of the open file.
     pub executable: bool,
@@ -40,7 +45,7 @@ pub(crate) enum ReadFailure {
     Io(io::Error),
     /// The file is no longer the regular file the walk saw.
     Replaced,
-    /// Its size or mtime changed while it was being read.
+    /// It shrank or was rewritten while it was being read.
     Changed,
 }
 
@@ -60,16 +65,17 @@ pub(crate) fn read_file(
     if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
         return Err(ReadFailure::Replaced);
     }
-    let (size, chunks, content) = digest_file(chunker, &file, sig.size).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            ReadFailure::Changed
-        } else {
-            ReadFailure::Io(e)
-        }
-    })?;
+    let (size, chunks, content) = digest_prefix(chunker, &file, sig.size)?;
     let after = StatSig::of(&file.metadata().map_err(ReadFailure::Io)?);
-    if size != sig.size || after.size != sig.size || after.mtime_ns != sig.mtime_ns {
-        return Err(ReadFailure::Changed);
+    let held_still = after.size == sig.size && after.mtime_ns == sig.mtime_ns;
+    if !held_still {
+        // Appends leave the prefix alone: a second read of it that agrees with the first shows
+        // it held still. A rewrite in place, caught mid-way, does not agree (or shrinks).
+        let grew = after.size > sig.size;
+        if !grew || digest_prefix(chunker, &file, sig.size)?.2 != content {
+            return Err(ReadFailure::Changed);
+        }
+        tracing::debug!(path = %found.rel, bytes = sig.size, "growing file: its stable prefix recorded");
     }
     Ok(Digest {
         size,
@@ -80,9 +86,26 @@ pub(crate) fn read_file(
     })
 }
 
-/// Chunk and hash an open file expected to hold `expected` bytes: (bytes read, chunks, content
-/// hash). The one place the scanner hashes content, so a faster pipelined digest can be swapped
-/// in here.
+/// [`digest_file`] of the first `len` bytes from the start of the file; a file now shorter
+/// than that changed under us.
+fn digest_prefix(
+    chunker: &Chunker,
+    file: &File,
+    len: u64,
+) -> Result<(u64, Vec<ChunkRef>, Hash), ReadFailure> {
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0)).map_err(ReadFailure::Io)?;
+    match digest_file(chunker, file, len) {
+        Ok(d) if d.0 == len => Ok(d),
+        Ok(_) => Err(ReadFailure::Changed),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ReadFailure::Changed),
+        Err(e) => Err(ReadFailure::Io(e)),
+    }
+}
+
+/// Chunk and hash the first `expected` bytes of an open file, from its current position:
+/// (bytes read, chunks, content hash); fewer bytes read means it shrank. The one place the
+/// scanner hashes content, so a faster pipelined digest can be swapped in here.
 fn digest_file(
     chunker: &Chunker,
     file: &File,
@@ -90,7 +113,8 @@ fn digest_file(
 ) -> io::Result<(u64, Vec<ChunkRef>, Hash)> {
     let min = u64::from(chunker.params().min);
     if expected >= min {
-        return digest_reader(chunker, file);
+        // Never past the size of the stat: bytes appended meanwhile belong to the next version.
+        return digest_reader(chunker, file.take(expected));
     }
     // Most agent files are smaller than one minimum chunk, and such a file is exactly one chunk:
     // read it whole with one small buffer instead of the chunker's 1.25 MiB streaming buffer.

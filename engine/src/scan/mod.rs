@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::chunk::{Chunker, ChunkerParams};
-use crate::entry::{EntryKind, FileEntry, LocalEntry, Mode};
+use crate::entry::{EntryKind, FileEntry, LocalEntry, Mode, StatSig};
 use crate::error::IoError;
 use crate::hash::Hash;
 use crate::path::{PathError, RelPath, STATE_DIR};
@@ -43,10 +43,6 @@ use self::walk::Found;
 /// A file modified less than this long before the scan that recorded it is re-hashed by the next
 /// scan: 2 s, the coarsest common timestamp granularity (FAT), so coarse clocks are covered too.
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
-
-/// A modification time more than this far after `now` (10 minutes) is clamped to `now`, so a
-/// machine with a wrong clock cannot make its versions win every tie forever.
-pub const FUTURE_MTIME_LIMIT_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// What a scan needs: where, what is selected, who is scanning, when, and how to chunk.
 #[derive(Debug, Clone)]
@@ -313,6 +309,23 @@ fn compare(
     report
 }
 
+impl SkipReason {
+    /// True if the entry is a file (or directory) the selection syncs that the scan could not
+    /// read: its changes did not sync, and a session must not report "in sync". Symbolic links,
+    /// pipes, sockets and devices are never synced by design and do not count.
+    pub fn leaves_changes_unsynced(&self) -> bool {
+        match self {
+            SkipReason::Symlink | SkipReason::Fifo | SkipReason::Socket | SkipReason::Device => {
+                false
+            }
+            SkipReason::Unreadable(_)
+            | SkipReason::BadName(_)
+            | SkipReason::NameCollision
+            | SkipReason::ChangedWhileReading => true,
+        }
+    }
+}
+
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -472,7 +485,7 @@ fn classify(
     let mode = Mode {
         executable: d.executable,
     };
-    let mtime_ns = clamp_mtime(d.sig.mtime_ns, ctx.now_ns);
+    let mtime_ns = competing_time(&d.sig, ctx.now_ns);
     let stat = Some(d.sig);
     let local_entry = |entry| LocalEntry {
         entry,
@@ -530,13 +543,14 @@ fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
     }
 }
 
-/// An mtime more than [`FUTURE_MTIME_LIMIT_NS`] after `now` becomes `now`.
-fn clamp_mtime(mtime_ns: i64, now_ns: i64) -> i64 {
-    if mtime_ns > now_ns.saturating_add(FUTURE_MTIME_LIMIT_NS) {
-        now_ns
-    } else {
-        mtime_ns
-    }
+/// The time a newly observed version competes with in a conflict (recorded as its entry's
+/// `mtime_ns`): its mtime, bounded by when it was observed. The inode change time is set by the
+/// kernel at the write (and again by any `touch -d`), so the content existed by then; the scan's
+/// clock bounds it too. An mtime dated in the future (a tool, a wrong `touch`) thus competes with
+/// the moment the file really changed, and a real edit made after it wins (docs/CONFLICTS.md).
+/// A backdated mtime is kept: it is older than both bounds.
+fn competing_time(sig: &StatSig, now_ns: i64) -> i64 {
+    sig.mtime_ns.min(sig.ctime_ns).min(now_ns)
 }
 
 #[cfg(test)]
@@ -702,18 +716,26 @@ mod tests {
     }
 
     #[test]
-    fn future_mtimes_are_clamped_to_now() {
-        assert_eq!(
-            clamp_mtime(NOW + FUTURE_MTIME_LIMIT_NS, NOW),
-            NOW + FUTURE_MTIME_LIMIT_NS
-        );
-        assert_eq!(clamp_mtime(NOW + FUTURE_MTIME_LIMIT_NS + 1, NOW), NOW);
-        assert_eq!(clamp_mtime(NOW - 5, NOW), NOW - 5);
-        assert_eq!(clamp_mtime(i64::MAX, NOW), NOW);
+    fn the_competing_time_is_bounded_by_the_change_and_the_scan() {
+        let sig = |mtime_ns, ctime_ns| StatSig {
+            size: 1,
+            mtime_ns,
+            ctime_ns,
+            ino: 1,
+            dev: 1,
+        };
+        // An ordinary write: mtime and ctime agree, both before the scan.
+        assert_eq!(competing_time(&sig(NOW - 9, NOW - 9), NOW), NOW - 9);
+        // Dated in the future after the write: the change time bounds it.
+        assert_eq!(competing_time(&sig(i64::MAX, NOW - 7), NOW), NOW - 7);
+        // Backdated (restored from an archive): kept.
+        assert_eq!(competing_time(&sig(NOW - 1_000, NOW - 3), NOW), NOW - 1_000);
+        // A file system whose clock runs ahead of ours: our clock bounds it.
+        assert_eq!(competing_time(&sig(NOW + 60, NOW + 60), NOW), NOW);
     }
 
     #[test]
-    fn a_file_from_the_future_is_recorded_at_now() {
+    fn a_file_from_the_future_is_recorded_at_its_change_time() {
         let (dir, selection) = workspace();
         let p = dir.path().join("memory/future.md");
         fs::write(&p, b"from tomorrow").unwrap();
@@ -729,7 +751,8 @@ mod tests {
         .unwrap();
         let report = scan(&ctx(dir.path(), &selection, now), &BTreeMap::new()).unwrap();
         let entry = &report.changes[0].entry;
-        assert_eq!(entry.entry.mtime_ns, now);
+        assert_eq!(entry.entry.mtime_ns, entry.stat.unwrap().ctime_ns);
+        assert!(entry.entry.mtime_ns <= now);
         assert!(
             entry.stat.unwrap().mtime_ns > now,
             "the stat cache keeps the real mtime"

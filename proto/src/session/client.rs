@@ -12,7 +12,7 @@ use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
     SessionReport, blocking, chunks, descent, entries,
 };
-use crate::messages::{Features, Hello, Message, SessionMode};
+use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
 /// Run one session as the initiator over `conn` with the peer `peer`.
@@ -83,8 +83,10 @@ async fn run_inner<R: Replica + ?Sized>(
         root: snap.root,
         files: snap.files,
         mode: opts.mode,
+        skipped: snap.skipped.len() as u64,
     })
     .await?;
+    report.skipped = snap.skipped;
     ctl.counters.round_trips += 1;
     let Message::Hello(theirs) = ctl.recv().await? else {
         return Err(SessionError::Protocol("expected hello".into()));
@@ -93,11 +95,14 @@ async fn run_inner<R: Replica + ?Sized>(
         .negotiate(&theirs)
         .map_err(|e| SessionError::Version(e.to_string()))?;
     let Message::Summary {
-        root: their_root, ..
+        root: their_root,
+        skipped: their_skipped,
+        ..
     } = ctl.recv().await?
     else {
         return Err(SessionError::Protocol("expected summary".into()));
     };
+    report.peer_skipped = their_skipped;
 
     let advertised = Advertised::default();
     let bytes_served = Arc::new(AtomicU64::new(0));
@@ -115,7 +120,8 @@ async fn run_inner<R: Replica + ?Sized>(
     )));
 
     if their_root == snap.root {
-        report.in_sync = true;
+        // Equal roots, but a file either side could not read may hold changes.
+        report.in_sync = report.skipped.is_empty() && their_skipped == 0;
     } else {
         let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica)
             .await?
@@ -142,7 +148,7 @@ async fn run_inner<R: Replica + ?Sized>(
                 &advertised,
                 &paths,
                 &remote,
-                opts.dry_run,
+                opts,
                 &progress,
             )
             .await?;
@@ -175,6 +181,12 @@ async fn pull<R: Replica + ?Sized>(
     if opts.dry_run {
         return Ok(items.iter().map(dry_report).collect());
     }
+    if !opts.force {
+        let planned = items.clone();
+        blocking(replica, move |r| Ok(r.check_deletes(&planned)))
+            .await?
+            .map_err(SessionError::MassDelete)?;
+    }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
     progress.event(ProgressEvent::Planned {
@@ -200,9 +212,10 @@ async fn push<R: Replica + ?Sized>(
     advertised: &Advertised,
     paths: &[botsync_engine::RelPath],
     remote: &[FileEntry],
-    dry_run: bool,
+    opts: &SessionOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Vec<ItemReport>, SessionError> {
+    let (dry_run, force) = (opts.dry_run, opts.force);
     let paths = paths.to_vec();
     let ours = blocking(replica, move |r| r.entries(&paths)).await?;
     let theirs = entries::by_path(remote.to_vec());
@@ -218,6 +231,7 @@ async fn push<R: Replica + ?Sized>(
     if offer.is_empty() {
         return Ok(Vec::new());
     }
+    let offered = entries::by_path(offer.clone());
     if !dry_run {
         // At most these bytes travel: the peer fetches only the chunks it lacks.
         progress.event(ProgressEvent::Planned {
@@ -229,13 +243,20 @@ async fn push<R: Replica + ?Sized>(
         entries,
         dry_run,
         last,
+        force,
     })
     .await?;
     ctl.counters.round_trips += 1;
     let mut out = Vec::new();
     loop {
-        let Message::OfferResult { items, last } = ctl.recv().await? else {
-            return Err(SessionError::Protocol("expected offer result".into()));
+        let (items, last) = match ctl.recv().await {
+            Ok(Message::OfferResult { items, last }) => (items, last),
+            Err(SessionError::Remote {
+                code: ErrorCode::Refused,
+                message,
+            }) => return Err(SessionError::Refused(message)),
+            Err(e) => return Err(e),
+            Ok(_) => return Err(SessionError::Protocol("expected offer result".into())),
         };
         out.extend(items);
         if last {
@@ -243,34 +264,45 @@ async fn push<R: Replica + ?Sized>(
         }
     }
     if !dry_run {
-        settle_conflicts(replica, &out, &theirs).await?;
+        settle_conflicts(replica, &out, &offered, &theirs).await?;
     }
     Ok(out)
 }
 
 /// The peer took our version of a conflict: its vector is now the merge of both histories.
 /// Record the same merge here, so both sides hold equal versions and the next sync is a no-op.
+/// Each merge is made against the version we offered: if ours changed since, apply decides
+/// again between our new version and what the peer now holds (a conflict, both kept).
 async fn settle_conflicts<R: Replica + ?Sized>(
     replica: &Arc<R>,
     results: &[ItemReport],
+    offered: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
     theirs: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
 ) -> Result<(), SessionError> {
-    let merges: Vec<PlanItem> = results
+    let pairs: Vec<(&FileEntry, &FileEntry)> = results
         .iter()
         .filter(|r| {
             r.action == botsync_engine::plan::Action::TakeConflict && r.outcome == Outcome::Done
         })
-        .filter_map(|r| theirs.get(&r.path))
-        .map(|t| PlanItem {
-            remote: t.clone(),
-            action: botsync_engine::plan::Action::MergeVersion,
-            bytes_needed: 0,
+        .filter_map(|r| Some((theirs.get(&r.path)?, offered.get(&r.path)?)))
+        .collect();
+    let Some(peer) = pairs.first().map(|(t, _)| t.changed_by.peer) else {
+        return Ok(());
+    };
+    let merges: Vec<PlanItem> = pairs
+        .into_iter()
+        .map(|(t, ours)| {
+            // What the peer holds now: our content under the merge of both vectors.
+            let mut now_theirs = ours.clone();
+            now_theirs.version = ours.version.merge(&t.version);
+            PlanItem {
+                remote: now_theirs,
+                action: botsync_engine::plan::Action::MergeVersion,
+                bytes_needed: 0,
+                base: Some(botsync_engine::plan::Base::of(ours)),
+            }
         })
         .collect();
-    if merges.is_empty() {
-        return Ok(());
-    }
-    let peer = merges[0].remote.changed_by.peer;
     blocking(replica, move |r| r.apply(merges, peer))
         .await
         .map(|_| ())

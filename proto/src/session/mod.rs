@@ -45,6 +45,8 @@ pub struct SessionOptions {
     pub agent: botsync_engine::AgentLabel,
     /// Parallel streams for chunk transfer.
     pub streams: usize,
+    /// Carry out deletions beyond the delete threshold, on either side (`--force`).
+    pub force: bool,
 }
 
 impl SessionOptions {
@@ -57,6 +59,7 @@ impl SessionOptions {
             name: name.to_owned(),
             agent: botsync_engine::AgentLabel::default(),
             streams: 6,
+            force: false,
         }
     }
 }
@@ -84,7 +87,8 @@ pub struct SessionReport {
     /// The peer's id (`peer_id` in JSON: the CLI's `peer` field is the configured name).
     #[serde(rename = "peer_id", serialize_with = "ser_peer")]
     pub peer: Option<PeerId>,
-    /// True if the roots were equal: nothing to do.
+    /// True if the roots were equal and both rescans read every selected file: nothing to do
+    /// and nothing left behind.
     pub in_sync: bool,
     /// True for a dry run: the reports say what would happen.
     pub dry_run: bool,
@@ -96,6 +100,11 @@ pub struct SessionReport {
     pub counters: Counters,
     /// Chunk bytes the peer fetched from us.
     pub bytes_sent: u64,
+    /// Selected files our rescan could not read (`path: reason`): their changes did not sync
+    /// this time, so the session is not "in sync" even if the roots were equal.
+    pub skipped: Vec<String>,
+    /// How many selected files the peer's rescan could not read (from its `Summary`).
+    pub peer_skipped: u64,
 }
 
 fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
@@ -175,6 +184,12 @@ pub enum SessionError {
     /// Our replica failed (disk, index).
     #[error("local workspace: {0}")]
     Replica(#[from] ReplicaError),
+    /// The pull would delete more files here than the delete threshold allows (no `--force`).
+    #[error("this pull {0}")]
+    MassDelete(#[from] botsync_engine::guard::MassDelete),
+    /// The peer refused our offer (for instance its delete guard tripped); its message says why.
+    #[error("the peer refused: {0}")]
+    Refused(String),
     /// A blocking task died.
     #[error("internal task failed: {0}")]
     Task(String),

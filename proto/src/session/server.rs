@@ -166,10 +166,14 @@ async fn control_loop<R: Replica + ?Sized>(
                     None => blocking(replica, |r| r.refresh()).await?,
                 };
                 report.in_sync = snap.root == root;
+                if !snap.skipped.is_empty() {
+                    tracing::warn!(skipped = ?snap.skipped, "files not read by the rescan; not synced this session");
+                }
                 ctl.send(&Message::Summary {
                     root: snap.root,
                     files: snap.files,
                     mode: crate::messages::SessionMode::Sync,
+                    skipped: snap.skipped.len() as u64,
                 })
                 .await?;
             }
@@ -195,15 +199,31 @@ async fn control_loop<R: Replica + ?Sized>(
                 entries: batch,
                 dry_run,
                 last,
+                force,
             } if summarized => {
                 offered.extend(batch);
                 if last {
                     let wire = std::mem::take(&mut offered);
-                    let items = take_offer(conn, peer, replica, opts, wire, dry_run).await?;
-                    if !dry_run {
-                        report.applied.extend(items.iter().cloned());
+                    let taken = take_offer(conn, peer, replica, opts, wire, dry_run, force).await;
+                    match taken {
+                        Ok(items) => {
+                            if !dry_run {
+                                report.applied.extend(items.iter().cloned());
+                            }
+                            send_results(ctl, items).await?;
+                        }
+                        // Refused before anything was fetched or written: the initiator is
+                        // told why in one line, and this side goes on serving.
+                        Err(SessionError::MassDelete(m)) => {
+                            tracing::warn!(peer = %peer, deletes = m.deletes, "push refused by the delete guard");
+                            ctl.send(&Message::Error {
+                                code: ErrorCode::Refused,
+                                message: format!("this push {m}"),
+                            })
+                            .await?;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    send_results(ctl, items).await?;
                 }
             }
             Message::Goodbye => return Ok(report),
@@ -230,6 +250,7 @@ async fn take_offer<R: Replica + ?Sized>(
     opts: &ServeOptions,
     wire: Vec<crate::messages::WireEntry>,
     dry_run: bool,
+    force: bool,
 ) -> Result<Vec<ItemReport>, SessionError> {
     let incoming = entries::complete(conn, replica, wire).await?;
     let items = blocking(replica, move |r| r.plan(incoming)).await?;
@@ -239,6 +260,12 @@ async fn take_offer<R: Replica + ?Sized>(
         .collect();
     if dry_run {
         return Ok(items.iter().map(dry_report).collect());
+    }
+    if !force {
+        let planned = items.clone();
+        blocking(replica, move |r| Ok(r.check_deletes(&planned)))
+            .await?
+            .map_err(SessionError::MassDelete)?;
     }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;

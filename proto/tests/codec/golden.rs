@@ -16,11 +16,12 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "summary",
-        "00 00 00 25             // frame length 37
+        "00 00 00 26             // frame length 38
          01                      // tag 1 Summary
          11*32                   // root hash
          fb 2c 01                // files 300: marker fb, then u16 little-endian
-         01                      // mode Push (Sync 0, Push 1, Pull 2, DryRun 3)",
+         01                      // mode Push (Sync 0, Push 1, Pull 2, DryRun 3)
+         02                      // skipped 2",
     ),
     (
         "get-nodes",
@@ -150,11 +151,12 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "offer",
-        "00 00 00 04             // frame length 4
+        "00 00 00 05             // frame length 5
          15                      // tag 21 Offer
          00                      // entries: 0
          01                      // dry_run true
-         01                      // last true",
+         01                      // last true
+         00                      // force false",
     ),
     (
         "offer-result",

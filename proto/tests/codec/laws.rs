@@ -150,10 +150,13 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
                     agent,
                 })
             }),
-        (hash(), any::<u64>(), mode()).prop_map(|(root, files, mode)| Message::Summary {
-            root,
-            files,
-            mode
+        (hash(), any::<u64>(), mode(), any::<u64>()).prop_map(|(root, files, mode, skipped)| {
+            Message::Summary {
+                root,
+                files,
+                mode,
+                skipped,
+            }
         }),
         vec(rel_path(), 0..6).prop_map(|paths| Message::GetNodes { paths }),
         vec((rel_path(), vec(child(), 0..6)), 0..4).prop_map(|nodes| Message::Nodes {
@@ -184,10 +187,11 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
         hash().prop_map(|root| Message::Changed { root }),
         (error_code(), "\\PC{0,40}").prop_map(|(code, message)| Message::Error { code, message }),
         Just(Message::Goodbye),
-        any::<(bool, bool)>().prop_map(|(dry_run, last)| Message::Offer {
+        any::<(bool, bool, bool)>().prop_map(|(dry_run, last, force)| Message::Offer {
             entries: vec![],
             dry_run,
-            last
+            last,
+            force,
         }),
     ]
 }

@@ -1,0 +1,75 @@
+//! Causality and clocks (docs/CONFLICTS.md): the time a version competes with is bounded by
+//! when it was observed, so a file dated in the future never outranks a real edit made after it.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use botsync_engine::plan::Action;
+use botsync_engine::workspace::Workspace;
+use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
+
+fn open(dir: &Path, peer: u8) -> Workspace {
+    Workspace::init(dir, Some("test")).unwrap();
+    let local = Attribution {
+        peer: PeerId([peer; 32]),
+        agent: AgentLabel::new("t"),
+    };
+    Workspace::open(dir, local).unwrap().0
+}
+
+fn wall_ns() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap()
+}
+
+fn memory() -> Vec<RelPath> {
+    vec![RelPath::new("MEMORY.md").unwrap()]
+}
+
+#[test]
+fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
+    let (x_dir, y_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (x, y) = (open(x_dir.path(), 1), open(y_dir.path(), 2));
+    fs::write(x_dir.path().join("MEMORY.md"), "v1\n").unwrap();
+    x.refresh(wall_ns()).unwrap();
+    let plan = y.plan(x.entries(&memory()).unwrap()).unwrap();
+    for c in y.chunks_needed(&plan).unwrap() {
+        y.put_chunk(&c.id, &x.read_chunk(&c.id).unwrap().unwrap())
+            .unwrap();
+    }
+    y.apply(plan, wall_ns()).unwrap();
+    y.refresh(wall_ns()).unwrap();
+
+    // On X, a tool writes a version and dates it in 2100.
+    let p = x_dir.path().join("MEMORY.md");
+    fs::write(&p, "x, dated 2100\n").unwrap();
+    let year_2100 = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(year_2100)
+        .unwrap();
+    // A moment later, a real edit on Y.
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(y_dir.path().join("MEMORY.md"), "y, a real edit\n").unwrap();
+
+    // Both sides scan when the sync starts, after both changes.
+    let now = wall_ns();
+    x.refresh(now).unwrap();
+    y.refresh(now).unwrap();
+    let from_x = x.entries(&memory()).unwrap();
+    let from_y = y.entries(&memory()).unwrap();
+    let at_y = y.plan(from_x).unwrap().remove(0).action;
+    let at_x = x.plan(from_y).unwrap().remove(0).action;
+    assert_eq!(at_y, Action::KeepConflict, "Y keeps its real edit");
+    assert_eq!(at_x, Action::TakeConflict, "X takes Y's edit");
+}
