@@ -207,7 +207,7 @@ impl Links {
             {
                 Ok(r) => info!(peer = %peer.name, why, summary = %summarize(&r), "automatic sync"),
                 Err(e) => {
-                    debug!(peer = %peer.name, why, error = %format!("{e:#}"), "automatic sync failed")
+                    warn!(peer = %peer.name, why, error = %crate::exit::one_line(&e), "automatic sync failed")
                 }
             }
         });
