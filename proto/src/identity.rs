@@ -4,26 +4,19 @@
 //! computed from the certificate a peer presents in the TLS handshake ([`peer_id_of_cert`]), so
 //! the only way to own an id is to hold the private key behind that public key.
 //!
-//! This module owns generating, saving and loading the identity files (`key.pem`, mode 0600, and
-//! `cert.pem`) in a workspace's `.botsync/identity/` directory. It does not decide which peers are
-//! trusted (that is [`crate::tls`]) and does not open sockets (that is [`crate::endpoint`]).
+//! This module keeps key material in memory only: it generates an identity, parses one from PEM
+//! text ([`Identity::from_pem`], which checks that the certificate belongs to the key) and turns
+//! it back into PEM ([`Identity::key_pem`], [`Identity::cert_pem`]). It does not touch the disk:
+//! where the key lives and who may read it is the CLI's node layer. It does not decide which peers
+//! are trusted (that is [`crate::tls`]) and does not open sockets (that is [`crate::endpoint`]).
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 use botsync_engine::PeerId;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ED25519};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::ParsedCertificate;
 
-/// Name of the private key file inside the identity directory.
-pub const KEY_FILE: &str = "key.pem";
-/// Name of the certificate file inside the identity directory.
-pub const CERT_FILE: &str = "cert.pem";
-/// Name of the identity directory inside a workspace's `.botsync/` directory.
-pub const IDENTITY_DIR: &str = "identity";
 /// Subject common name and DNS name written into every botsync certificate.
 pub const CERT_SUBJECT: &str = "botsync";
 
@@ -57,53 +50,27 @@ impl Identity {
         Ok(Identity { key, cert, peer_id })
     }
 
-    /// Write `key.pem` and `cert.pem` into `dir` (a workspace's `.botsync/identity/`), creating
-    /// the directory with mode 0700. The key file is created with mode 0600 from the start, never
-    /// widened then narrowed. Refuses to overwrite an existing key: replacing it would change this
-    /// peer's id and every other peer would refuse it.
-    pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
-        create_private_dir(dir).map_err(|source| IdentityError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let key_path = dir.join(KEY_FILE);
-        let cert_path = dir.join(CERT_FILE);
-        if key_path.exists() {
-            return Err(IdentityError::AlreadyExists { path: key_path });
-        }
-        write_new(&cert_path, self.cert_pem().as_bytes(), 0o644)?;
-        write_new(&key_path, self.key.serialize_pem().as_bytes(), 0o600)?;
-        Ok(())
-    }
-
-    /// Load the identity saved in `dir` by [`Identity::save`].
+    /// Parse an identity from the PEM text [`Identity::key_pem`] and [`Identity::cert_pem`]
+    /// produced: a PKCS#8 private key and a single `CERTIFICATE` block.
     ///
-    /// Refuses a key file that group or others may read or write, a missing or garbled file, and
-    /// a certificate that does not belong to the key.
-    pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
-        let key_path = dir.join(KEY_FILE);
-        let cert_path = dir.join(CERT_FILE);
-        check_key_mode(&key_path)?;
-        let key_pem = read_text(&key_path)?;
-        let cert_pem = read_text(&cert_path)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| IdentityError::Garbled {
-            path: key_path.clone(),
+    /// Refuses text that does not parse, and a certificate that does not carry the key's public
+    /// key (it would prove another peer's id, and every handshake would fail).
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Identity, IdentityError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| IdentityError::Garbled {
+            part: IdentityPart::Key,
             reason: e.to_string(),
         })?;
-        let cert = parse_cert_pem(&cert_pem).map_err(|reason| IdentityError::Garbled {
-            path: cert_path.clone(),
+        let cert = parse_cert_pem(cert_pem).map_err(|reason| IdentityError::Garbled {
+            part: IdentityPart::Certificate,
             reason,
         })?;
         let peer_id = peer_id_of_cert(&cert).map_err(|source| IdentityError::Garbled {
-            path: cert_path.clone(),
-            reason: source.to_string(),
+            part: IdentityPart::Certificate,
+            reason: source.reason,
         })?;
         let key_spki = rcgen::PublicKeyData::subject_public_key_info(&key);
         if PeerId(*blake3::hash(&key_spki).as_bytes()) != peer_id {
-            return Err(IdentityError::Mismatch {
-                key: key_path,
-                cert: cert_path,
-            });
+            return Err(IdentityError::Mismatch);
         }
         Ok(Identity { key, cert, peer_id })
     }
@@ -118,7 +85,7 @@ impl Identity {
         &self.cert
     }
 
-    /// The certificate, PEM-encoded (the content of `cert.pem`).
+    /// The certificate, PEM-encoded, as [`Identity::from_pem`] reads it back.
     pub fn cert_pem(&self) -> String {
         let body = data_encoding::BASE64.encode(self.cert.as_ref());
         let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
@@ -129,6 +96,12 @@ impl Identity {
         }
         pem.push_str("-----END CERTIFICATE-----\n");
         pem
+    }
+
+    /// The private key, PKCS#8 PEM, as [`Identity::from_pem`] reads it back. Whoever stores it
+    /// must keep it readable by its owner only: it is this peer's id.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// The private key as rustls wants it (PKCS#8 DER). Keep it in memory only.
@@ -165,7 +138,7 @@ pub struct CertError {
     pub reason: String,
 }
 
-/// Errors generating, saving or loading an [`Identity`].
+/// Errors generating or parsing an [`Identity`].
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The key pair or certificate could not be generated.
@@ -178,78 +151,38 @@ pub enum IdentityError {
         #[source]
         source: CertError,
     },
-    /// An identity file is missing.
-    #[error("no identity at {path}: run `botsync init` to create one")]
-    Missing {
-        /// The missing file.
-        path: PathBuf,
-    },
-    /// An identity file exists but cannot be parsed.
-    #[error(
-        "identity file {path} is garbled ({reason}); restore it from a backup or run `botsync init` in a fresh workspace"
-    )]
+    /// The PEM text of the key or the certificate cannot be parsed.
+    #[error("identity {part} is garbled: {reason}")]
     Garbled {
-        /// The file.
-        path: PathBuf,
+        /// Which of the two.
+        part: IdentityPart,
         /// What is wrong with it.
         reason: String,
     },
-    /// The key file may be read or written by users other than its owner.
-    #[error("identity key {path} is {what} by others (mode {mode:04o}); run chmod 600 on it")]
-    KeyExposed {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-        /// "readable", "writable" or "readable and writable".
-        what: &'static str,
-    },
     /// The certificate does not carry the key's public key.
-    #[error(
-        "identity certificate {cert} does not belong to key {key}; restore both files from the same backup"
-    )]
-    Mismatch {
-        /// The key file.
-        key: PathBuf,
-        /// The certificate file.
-        cert: PathBuf,
-    },
-    /// `save` found an identity already there.
-    #[error(
-        "an identity already exists at {path}; remove it first only if you really want a new peer id"
-    )]
-    AlreadyExists {
-        /// The existing key file.
-        path: PathBuf,
-    },
-    /// Any other file system error.
-    #[error("cannot access identity file {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error("identity certificate does not belong to the key")]
+    Mismatch,
 }
 
-fn read_text(path: &Path) -> Result<String, IdentityError> {
-    fs::read_to_string(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => IdentityError::Missing {
-            path: path.to_owned(),
-        },
-        io::ErrorKind::InvalidData => IdentityError::Garbled {
-            path: path.to_owned(),
-            reason: "not UTF-8 text".into(),
-        },
-        _ => IdentityError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })
+/// One of the two halves of an identity's PEM text, named in [`IdentityError::Garbled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityPart {
+    /// The private key.
+    Key,
+    /// The certificate.
+    Certificate,
 }
 
-/// Decode the single `CERTIFICATE` block of a PEM file.
+impl fmt::Display for IdentityPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdentityPart::Key => "key",
+            IdentityPart::Certificate => "certificate",
+        })
+    }
+}
+
+/// Decode the single `CERTIFICATE` block of PEM text.
 fn parse_cert_pem(pem: &str) -> Result<CertificateDer<'static>, String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
@@ -263,82 +196,6 @@ fn parse_cert_pem(pem: &str) -> Result<CertificateDer<'static>, String> {
         .decode(body.as_bytes())
         .map_err(|e| format!("bad base64: {e}"))?;
     Ok(CertificateDer::from(der))
-}
-
-#[cfg(unix)]
-fn check_key_mode(path: &Path) -> Result<(), IdentityError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => IdentityError::Missing {
-            path: path.to_owned(),
-        },
-        _ => IdentityError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
-    let mode = meta.permissions().mode() & 0o7777;
-    let readable = mode & 0o044 != 0;
-    let writable = mode & 0o022 != 0;
-    let what = match (readable, writable) {
-        (false, false) => return Ok(()),
-        (true, false) => "readable",
-        (false, true) => "writable",
-        (true, true) => "readable and writable",
-    };
-    Err(IdentityError::KeyExposed {
-        path: path.to_owned(),
-        mode,
-        what,
-    })
-}
-
-#[cfg(not(unix))]
-fn check_key_mode(_path: &Path) -> Result<(), IdentityError> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
-}
-
-/// Write `bytes` to a temporary file created with `mode`, fsync it and rename it to `path`, so a
-/// crash leaves either no file or a complete one, and the key is never briefly world-readable.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let io_err = |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("pem.tmp");
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(e)),
-    }
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&tmp).map_err(io_err)?;
-    file.write_all(bytes).map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_err)
 }
 
 #[cfg(test)]
@@ -363,93 +220,76 @@ mod tests {
     }
 
     #[test]
-    fn save_then_load_keeps_the_peer_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".botsync").join(IDENTITY_DIR);
+    fn pem_round_trip_keeps_the_identity() {
         let id = Identity::generate().unwrap();
-        id.save(&path).unwrap();
-        let back = Identity::load(&path).unwrap();
+        let back = Identity::from_pem(&id.key_pem(), &id.cert_pem()).unwrap();
         assert_eq!(back.peer_id(), id.peer_id());
         assert_eq!(back.cert_der(), id.cert_der());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn saved_key_is_private_and_dir_is_0700() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("identity");
-        Identity::generate().unwrap().save(&path).unwrap();
-        let key_mode = fs::metadata(path.join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        let dir_mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(key_mode & 0o077, 0, "key mode {key_mode:o}");
-        assert_eq!(dir_mode & 0o077, 0, "dir mode {dir_mode:o}");
+        assert_eq!(back.key_pem(), id.key_pem());
     }
 
     #[test]
-    fn save_refuses_to_overwrite_an_identity() {
-        let dir = tempfile::tempdir().unwrap();
-        Identity::generate().unwrap().save(dir.path()).unwrap();
-        let err = Identity::generate().unwrap().save(dir.path()).unwrap_err();
-        assert!(matches!(err, IdentityError::AlreadyExists { .. }), "{err}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn load_refuses_a_group_writable_key() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        Identity::generate().unwrap().save(dir.path()).unwrap();
-        let key = dir.path().join(KEY_FILE);
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o620)).unwrap();
-        let err = Identity::load(dir.path()).unwrap_err();
-        assert!(matches!(
-            err,
-            IdentityError::KeyExposed {
-                what: "writable",
-                mode: 0o620,
-                ..
-            }
-        ));
-        assert!(err.to_string().contains("run chmod 600"), "{err}");
-    }
-
-    #[test]
-    fn load_reports_a_missing_identity() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = Identity::load(dir.path()).unwrap_err();
-        assert!(matches!(err, IdentityError::Missing { .. }), "{err}");
-        assert!(err.to_string().contains("botsync init"), "{err}");
-    }
-
-    #[test]
-    fn load_reports_a_garbled_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        Identity::generate().unwrap().save(dir.path()).unwrap();
-        fs::write(
-            dir.path().join(CERT_FILE),
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        let err = Identity::load(dir.path()).unwrap_err();
+    fn from_pem_reports_a_garbled_key() {
+        let id = Identity::generate().unwrap();
+        let err = Identity::from_pem("not a key", &id.cert_pem()).unwrap_err();
         assert!(
-            matches!(err, IdentityError::Garbled { ref path, .. } if path.ends_with(CERT_FILE)),
+            matches!(
+                err,
+                IdentityError::Garbled {
+                    part: IdentityPart::Key,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("identity key is garbled: "),
             "{err}"
         );
     }
 
     #[test]
-    fn load_refuses_a_certificate_of_another_key() {
-        let dir = tempfile::tempdir().unwrap();
-        Identity::generate().unwrap().save(dir.path()).unwrap();
+    fn from_pem_reports_a_garbled_certificate() {
+        let id = Identity::generate().unwrap();
+        for cert in [
+            "",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n",
+        ] {
+            let err = Identity::from_pem(&id.key_pem(), cert).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    IdentityError::Garbled {
+                        part: IdentityPart::Certificate,
+                        ..
+                    }
+                ),
+                "{cert:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_pem_refuses_a_certificate_of_another_key() {
+        let id = Identity::generate().unwrap();
         let other = Identity::generate().unwrap();
-        fs::write(dir.path().join(CERT_FILE), other.cert_pem()).unwrap();
-        let err = Identity::load(dir.path()).unwrap_err();
-        assert!(matches!(err, IdentityError::Mismatch { .. }), "{err}");
+        let err = Identity::from_pem(&id.key_pem(), &other.cert_pem()).unwrap_err();
+        assert!(matches!(err, IdentityError::Mismatch), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "identity certificate does not belong to the key"
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        let id = Identity::generate().unwrap();
+        let text = format!("{id:?}");
+        let key_body = id.key_pem().lines().nth(1).unwrap().to_owned();
+        assert!(!text.contains(&key_body), "{text}");
+        assert!(text.contains("peer_id"), "{text}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use botsync_engine::PeerId;
 use botsync_engine::peer::ParsePeerIdError;
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::{AcceptError, ConnectError, Connection, Endpoint, EndpointOptions};
-use botsync_proto::identity::{Identity, IdentityError, KEY_FILE};
+use botsync_proto::identity::Identity;
 use botsync_proto::tls::{
     ALPN, AllowedPeers, PinnedClientVerifier, PinnedServerVerifier, VerdictSlot, provider,
 };
@@ -308,29 +308,6 @@ async fn a_peer_that_never_answers_times_out_with_advice() {
     assert!(
         text.contains("within 1 s: is botsync serve running there"),
         "{text}"
-    );
-}
-
-#[cfg(unix)]
-#[test]
-fn a_world_readable_key_is_refused_on_load() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    Identity::generate().unwrap().save(dir.path()).unwrap();
-    let key = dir.path().join(KEY_FILE);
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-
-    let err = Identity::load(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, IdentityError::KeyExposed { mode: 0o644, .. }),
-        "{err}"
-    );
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "identity key {} is readable by others (mode 0644); run chmod 600 on it",
-            key.display()
-        )
     );
 }
 

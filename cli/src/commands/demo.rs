@@ -108,7 +108,10 @@ pub fn demo(g: &Globals) -> Result<i32> {
 fn setup(root: &Path, name: &str) -> Result<Arc<Node>> {
     fs::create_dir_all(root)?;
     botsync_engine::workspace::Workspace::init(root, Some(name))?;
-    botsync_proto::identity::Identity::generate()?.save(&crate::node::identity_dir(root))?;
+    crate::node::identity::save(
+        &botsync_engine::layout::Layout::new(root),
+        &botsync_proto::identity::Identity::generate()?,
+    )?;
     Ok(Arc::new(Node::open(
         root,
         AgentLabel::new(&format!("demo-{name}")),

@@ -1,13 +1,14 @@
 //! `botsync init [--name N]` and `botsync id`.
 
 use anyhow::Result;
+use botsync_engine::layout::Layout;
 use botsync_engine::workspace::Workspace;
 use botsync_proto::identity::Identity;
 use clap::Args;
 
 use crate::context::Globals;
 use crate::exit::OK;
-use crate::node::{identity_dir, load_identity};
+use crate::node::identity;
 use crate::verb::{Ctx, Reply};
 
 /// Arguments of `botsync init`.
@@ -23,14 +24,14 @@ pub fn init(args: InitArgs, g: &Globals) -> Result<i32> {
     let root = g.init_root()?;
     std::fs::create_dir_all(&root)?;
     let fresh = Workspace::init(&root, args.name.as_deref())?;
-    let dir = identity_dir(&root);
-    let created_identity = if dir.join("key.pem").exists() {
+    let layout = Layout::new(&root);
+    let created_identity = if layout.identity_key().exists() {
         false
     } else {
-        Identity::generate()?.save(&dir)?;
+        identity::save(&layout, &Identity::generate()?)?;
         true
     };
-    let id = load_identity(&root)?.peer_id();
+    let id = identity::load(&layout)?.peer_id();
     let doc = serde_json::json!({
         "ok": true,
         "workspace": root.display().to_string(),
@@ -53,7 +54,7 @@ pub fn init(args: InitArgs, g: &Globals) -> Result<i32> {
 pub fn id(ctx: &Ctx) -> Result<Reply> {
     let id = match &ctx.daemon {
         Some(d) => d.node.identity.peer_id(),
-        None => load_identity(&ctx.root)?.peer_id(),
+        None => identity::load(&Layout::new(&ctx.root))?.peer_id(),
     };
     Reply::ok(
         serde_json::json!({ "ok": true, "id": id.to_copy_safe(), "short": id.short() }),

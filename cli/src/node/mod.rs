@@ -1,6 +1,7 @@
 //! This machine's side of botsync: the opened workspace, its identity and peers, and a QUIC
 //! endpoint; shared by `sync`, `diff`, `serve` and `demo`.
 
+pub mod identity;
 pub mod own_writes;
 pub mod peers;
 pub mod replica;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use botsync_engine::layout::Layout;
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{AgentLabel, Attribution};
 use botsync_proto::endpoint::{Endpoint, EndpointOptions};
@@ -40,7 +42,7 @@ pub struct Node {
 impl Node {
     /// Open the workspace at `root` as `agent`.
     pub fn open(root: &Path, agent: AgentLabel) -> Result<Node> {
-        let identity = load_identity(root)?;
+        let identity = identity::load(&Layout::new(root))?;
         let local = Attribution {
             peer: identity.peer_id(),
             agent,
@@ -94,22 +96,4 @@ impl Node {
             format!("cannot listen on {addr}: is another botsync serve running? pick another port with --listen")
         })
     }
-}
-
-/// The identity directory of a workspace.
-pub fn identity_dir(root: &Path) -> PathBuf {
-    root.join(STATE_DIR).join("identity")
-}
-
-/// Load this workspace's identity.
-pub fn load_identity(root: &Path) -> Result<Identity> {
-    let dir = identity_dir(root);
-    if !dir.join("key.pem").exists() {
-        return Err(UsageError::new(format!(
-            "{} has no identity; run `botsync init` there first",
-            root.display()
-        ))
-        .into());
-    }
-    Identity::load(&dir).map_err(|e| UsageError::new(e.to_string()).into())
 }
