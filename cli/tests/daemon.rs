@@ -302,3 +302,89 @@ fn verbs_run_at_once_without_a_daemon_take_turns_and_never_say_locked() {
     }
     assert_eq!(b.read("memory/n19.md").unwrap(), b"note 19\n");
 }
+
+/// Send one request line to the daemon's control socket and read every line it answers.
+fn control(p: &Peer, request: &str) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(p.path(".botsync/daemon.sock")).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    BufReader::new(s)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_control_socket_streams_progress_then_the_reply_json_prints() {
+    let (a, _da, b, _db) = two_daemons();
+    a.write("memory/big.bin", noise(6_000_000, 3));
+    let lines = control(
+        &a,
+        r#"{"version":1,"agent":"tester","request":{"verb":"sync","peer":"beta","mode":"push","dry_run":false,"force":false,"itemize":false}}"#,
+    );
+    let (reply, progress) = lines.split_last().unwrap();
+    assert_eq!(reply["type"], "reply", "{reply}");
+    assert_eq!(reply["exit_code"], 0, "{reply}");
+    assert_eq!(reply["doc"]["peers"][0]["peer"], "beta");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l["type"] == "progress" && l["peer"] == "beta"),
+        "no progress before the reply: {lines:?}"
+    );
+    assert_eq!(b.read("memory/big.bin").unwrap(), noise(6_000_000, 3));
+    // The reply's document is exactly what `--json` prints.
+    let status_line = control(&a, r#"{"version":1,"request":{"verb":"id"}}"#);
+    assert_eq!(status_line[0]["doc"], a.ok(&["id"]));
+}
+
+#[test]
+fn a_request_of_another_control_version_is_refused_by_name() {
+    let a = Peer::new("alpha");
+    let _da = a.serve();
+    let lines = control(&a, r#"{"version":99,"request":{"verb":"status"}}"#);
+    let err = lines[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("control version 1") && err.contains("99"),
+        "{err}"
+    );
+    assert_ne!(lines[0]["exit_code"], 0);
+    let lines = control(&a, "not json");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("restart"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_control_socket_owned_by_another_user_is_refused() {
+    let a = Peer::new("alpha");
+    let _da = a.serve();
+    let socket = a.path(".botsync/daemon.sock");
+    let mode = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600,
+        "the socket is private"
+    );
+    // Only root can give the socket away; elsewhere the owner check cannot be staged.
+    if current_uid() != 0 {
+        return;
+    }
+    let ok = std::process::Command::new("chown")
+        .args(["65534"])
+        .arg(&socket)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (code, json, stderr) = a.run(&["status"]);
+    assert_eq!(code, 1, "{json}");
+    assert!(stderr.contains("belongs to user 65534"), "{stderr}");
+}
+
+fn current_uid() -> u32 {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
