@@ -388,3 +388,32 @@ fn current_uid() -> u32 {
     let out = std::process::Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+#[test]
+fn an_edit_is_rescanned_alone_not_with_the_whole_workspace() {
+    let a = Peer::new("alpha");
+    for i in 0..200 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    let _da = a.serve();
+    let counts = |p: &Peer| {
+        let d = status(p)["daemon"].clone();
+        (
+            d["rescans"].as_u64().unwrap(),
+            d["partial_rescans"].as_u64().unwrap(),
+        )
+    };
+    // The start-up scan is a full one.
+    assert!(eventually(10, || counts(&a).0 >= 1));
+    let (all, partial) = counts(&a);
+    let full = all - partial;
+    a.write("memory/n7.md", "edited\n");
+    assert!(
+        eventually(10, || counts(&a).1 > partial),
+        "the edit was not rescanned on its own"
+    );
+    let (all, partial) = counts(&a);
+    assert_eq!(all - partial, full, "no full rescan for one edit");
+    let scan = a.ok(&["status"]);
+    assert!(scan["files_indexed"].as_u64().unwrap() >= 200);
+}

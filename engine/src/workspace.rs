@@ -179,16 +179,47 @@ impl Workspace {
     pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
         // A snapshot, not a copy: other sessions read the mirror while the scan hashes.
         let prev = self.lock().snapshot();
-        let ctx = ScanContext {
+        let report = scan::scan(&self.scan_context(now_ns), &prev)?;
+        // Released before the mirror is updated, so the update is in place (no copy).
+        drop(prev);
+        self.commit_scan(report, now_ns)
+    }
+
+    /// Bring the index up to date with what is at `scopes` only (paths a file-system watcher
+    /// reported: directories with what is below them, or single files). Falls back to a full
+    /// [`Workspace::refresh`] when a scope cannot be scanned on its own (it vanished, is a
+    /// symlink, is spelled differently on disk): a partial view never records a deletion the
+    /// full scan would not.
+    pub fn refresh_under(
+        &self,
+        scopes: &[RelPath],
+        now_ns: i64,
+    ) -> Result<Refresh, WorkspaceError> {
+        let prev = self.lock().snapshot();
+        let report = scan::scan_under(&self.scan_context(now_ns), &prev, scopes)?;
+        drop(prev);
+        match report {
+            Some(report) => self.commit_scan(report, now_ns),
+            None => self.refresh(now_ns),
+        }
+    }
+
+    fn scan_context(&self, now_ns: i64) -> ScanContext<'_> {
+        ScanContext {
             root: &self.root,
             selection: &self.selection,
             local: self.local.clone(),
             now_ns,
             chunker: ChunkerParams::DEFAULT,
-        };
-        let report = scan::scan(&ctx, &prev)?;
-        // Released before the mirror is updated, so the update is in place (no copy).
-        drop(prev);
+        }
+    }
+
+    /// Store what a scan found: the index, then the mirror and its tree.
+    fn commit_scan(
+        &self,
+        report: scan::ScanReport,
+        now_ns: i64,
+    ) -> Result<Refresh, WorkspaceError> {
         // The entries move on into the updates (then the mirror): a first scan of a large
         // workspace must not hold two copies of every entry.
         let (summary, changes, refreshed) = report.into_parts();

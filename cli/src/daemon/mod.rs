@@ -63,8 +63,10 @@ pub struct DaemonView {
     pub listening: String,
     /// Whether it syncs on its own.
     pub auto: bool,
-    /// Rescans that walked the tree since it started.
+    /// Rescans since it started (each walked the tree or the watched paths).
     pub rescans: u64,
+    /// Of those, the ones that walked only the paths the watcher reported.
+    pub partial_rescans: u64,
     /// Its links.
     pub peers: Vec<LinkView>,
 }
@@ -86,7 +88,8 @@ impl DaemonState {
             pid: self.pid,
             listening: self.listening.to_string(),
             auto: self.auto.load(Ordering::SeqCst),
-            rescans: self.node.replica.rescans(),
+            rescans: self.node.replica.rescans().0,
+            partial_rescans: self.node.replica.rescans().1,
             peers: self.links.views(),
         }
     }
@@ -268,7 +271,8 @@ async fn schedule(
         let deadline = rescan_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(signal) = fs.recv() => {
-                // The watcher marked the replica dirty already; rescan once the burst is over.
+                // The watcher noted the paths in the replica already; rescan once the burst is
+                // over.
                 // A file written without pause (a log) still gets rescanned every few seconds.
                 debug!(?signal, "file-system change");
                 if signal == FsSignal::Overflow {

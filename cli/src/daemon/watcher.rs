@@ -41,8 +41,9 @@ pub struct Watcher {
 
 impl Watcher {
     /// Watch everything under `root`, sending signals to `tx`. A change that is not the
-    /// replica's own apply marks it dirty at once, on the watcher's thread: a session that
-    /// starts a moment after an edit rescans even before the debounced rescan runs.
+    /// replica's own apply is noted in the replica at once, on the watcher's thread: a session
+    /// that starts a moment after an edit rescans that path even before the debounced rescan
+    /// runs.
     pub fn start(
         root: &Path,
         replica: Arc<LiveReplica>,
@@ -92,7 +93,10 @@ impl Watcher {
                 }
                 return;
             }
-            replica.mark_dirty();
+            match &signal {
+                FsSignal::Changed(paths) => replica.note_changed(paths.iter().map(String::as_str)),
+                FsSignal::Overflow => replica.mark_dirty(),
+            }
             let _ = tx.send(signal);
         };
         let mut inner =

@@ -4,6 +4,7 @@
 pub mod identity;
 pub mod own_writes;
 pub mod peers;
+pub mod pending;
 pub mod replica;
 
 use std::net::SocketAddr;

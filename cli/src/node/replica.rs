@@ -13,6 +13,7 @@ use botsync_proto::messages::NodeChild;
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 
 use super::own_writes::OwnWrites;
+use super::pending::{Pending, PendingScan};
 
 /// Environment variable for tests: abort the process after this many received chunks, to
 /// simulate a sync killed mid-transfer at a reproducible point.
@@ -29,8 +30,8 @@ pub struct LiveReplica {
     /// Set when a watcher reports every change: a refresh rescans only when something may have
     /// changed since the last one. Unset (no watcher): every refresh rescans.
     watched: AtomicBool,
-    /// Something may have changed since the last rescan (meaningful only when `watched`).
-    dirty: AtomicBool,
+    /// What may have changed since the last rescan (meaningful only when `watched`).
+    pending: PendingScan,
     /// Files this process wrote by applying remote versions: their file-system events are our
     /// own doing, not local changes.
     own: OwnWrites,
@@ -38,6 +39,8 @@ pub struct LiveReplica {
     root: tokio::sync::watch::Sender<RootChange>,
     /// Rescans that walked the tree (for status and tests).
     rescans: AtomicU64,
+    /// Of those, the ones that walked only the paths the watcher reported.
+    partial_rescans: AtomicU64,
 }
 
 /// The workspace's Merkle root changed, and why.
@@ -63,22 +66,29 @@ impl LiveReplica {
             received: AtomicU64::new(0),
             writer: Mutex::new(()),
             watched: AtomicBool::new(false),
-            dirty: AtomicBool::new(true),
+            pending: PendingScan::default(),
             own,
             root: tokio::sync::watch::Sender::new(RootChange { root, local: false }),
             rescans: AtomicU64::new(0),
+            partial_rescans: AtomicU64::new(0),
         }
     }
 
     /// A watcher now reports every change: refreshes skip the rescan while nothing changed.
     pub fn set_watched(&self, on: bool) {
         self.watched.store(on, Ordering::SeqCst);
-        self.dirty.store(true, Ordering::SeqCst);
+        self.pending.everything();
     }
 
-    /// Something in the workspace may have changed: the next refresh rescans.
+    /// Anything in the workspace may have changed: the next refresh rescans it all.
     pub fn mark_dirty(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
+        self.pending.everything();
+    }
+
+    /// These paths (workspace-relative, reported by the watcher) may have changed: the next
+    /// refresh rescans them, not the whole workspace.
+    pub fn note_changed<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        self.pending.paths(paths);
     }
 
     /// True if the file-system event on `rel` is our own apply's doing.
@@ -86,9 +96,12 @@ impl LiveReplica {
         self.own.is_ours(rel)
     }
 
-    /// Rescans that walked the workspace since it was opened.
-    pub fn rescans(&self) -> u64 {
-        self.rescans.load(Ordering::SeqCst)
+    /// Rescans since the workspace was opened: all of them, and the partial ones among them.
+    pub fn rescans(&self) -> (u64, u64) {
+        (
+            self.rescans.load(Ordering::SeqCst),
+            self.partial_rescans.load(Ordering::SeqCst),
+        )
     }
 
     /// Follow the Merkle root: every rescan that changed it and every apply.
@@ -99,8 +112,8 @@ impl LiveReplica {
     /// Rescan now, whatever the watcher says (`botsync scan`, the periodic full rescan).
     pub fn rescan(&self) -> Result<Refresh, WorkspaceError> {
         let _turn = self.turn();
-        self.dirty.store(false, Ordering::SeqCst);
-        self.rescan_locked()
+        self.pending.take();
+        self.rescan_locked(None)
     }
 
     /// Wait until no rescan or apply runs, and keep it so while the guard lives (shutdown).
@@ -108,9 +121,16 @@ impl LiveReplica {
         self.turn()
     }
 
-    fn rescan_locked(&self) -> Result<Refresh, WorkspaceError> {
+    /// Rescan `scopes` (the paths the watcher reported), or everything.
+    fn rescan_locked(&self, scopes: Option<&[RelPath]>) -> Result<Refresh, WorkspaceError> {
         self.rescans.fetch_add(1, Ordering::SeqCst);
-        let r = self.ws.refresh(now_ns());
+        let r = match scopes {
+            Some(scopes) => {
+                self.partial_rescans.fetch_add(1, Ordering::SeqCst);
+                self.ws.refresh_under(scopes, now_ns())
+            }
+            None => self.ws.refresh(now_ns()),
+        };
         match &r {
             // A skipped file (changed while read) must be looked at again.
             Ok(r) if !r.scan.skipped.is_empty() => self.mark_dirty(),
@@ -157,18 +177,23 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
 impl Replica for LiveReplica {
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let _turn = self.turn();
-        let dirty = self.dirty.swap(false, Ordering::SeqCst);
-        if self.watched.load(Ordering::SeqCst) && !dirty {
-            // The watcher saw nothing since the last rescan: the index is the tree.
-            // (A rescan that skipped a file left the workspace dirty: nothing is skipped here.)
-            let (root, files) = self.ws.snapshot();
-            return Ok(Snapshot {
-                root,
-                files,
-                skipped: Vec::new(),
-            });
-        }
-        let r = self.rescan_locked().map_err(err)?;
+        let pending = self.pending.take();
+        let scopes: Option<Vec<RelPath>> = match pending {
+            _ if !self.watched.load(Ordering::SeqCst) => None,
+            Pending::Clean => {
+                // The watcher saw nothing since the last rescan: the index is the tree.
+                // (A rescan that skipped a file left everything pending: nothing is skipped.)
+                let (root, files) = self.ws.snapshot();
+                return Ok(Snapshot {
+                    root,
+                    files,
+                    skipped: Vec::new(),
+                });
+            }
+            Pending::Paths(paths) => Some(paths.into_iter().collect()),
+            Pending::Everything => None,
+        };
+        let r = self.rescan_locked(scopes.as_deref()).map_err(err)?;
         Ok(Snapshot {
             root: r.root,
             files: r.files,

@@ -19,6 +19,7 @@
 
 mod dirfd;
 mod hashing;
+mod partial;
 mod walk;
 
 use std::cmp::Ordering;
@@ -36,6 +37,8 @@ use crate::hash::Hash;
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::peer::Attribution;
 use crate::rules::{Decision, Selection};
+
+pub use self::partial::scan_under;
 
 use self::hashing::{Digest, ReadFailure};
 use self::walk::Found;

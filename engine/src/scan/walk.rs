@@ -135,6 +135,116 @@ pub(crate) fn walk(root: &Path, selection: &Selection) -> std::io::Result<Walk> 
     Ok(out)
 }
 
+/// Walk only what is at `sub`: the subtree of a directory, or one file. `Ok(None)` when a
+/// partial walk cannot stand for the full one there (a component or `sub` itself is missing,
+/// a symlink, unreadable, or named differently on disk): the caller walks everything instead,
+/// so nothing is ever taken for deleted on a partial view.
+pub(crate) fn walk_under(
+    root: &Path,
+    selection: &Selection,
+    sub: &RelPath,
+) -> std::io::Result<Option<Walk>> {
+    if sub.is_root() || sub.components().next() == Some(STATE_DIR) {
+        return Ok(None);
+    }
+    let walker = Walker { root, selection };
+    let mut handle = DirHandle::open(root)?;
+    let mut dir = Dir {
+        rel: RelPath::root(),
+        scope: selection.root_scope(),
+        synced: false,
+        disk_path: None,
+    };
+    let parts: Vec<&str> = sub.components().collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return Ok(None);
+    };
+    for name in parents {
+        let Ok(rel) = dir.rel.join(name) else {
+            return Ok(None);
+        };
+        if !spelled_once(&handle, &dir.rel, &rel) {
+            return Ok(None);
+        }
+        let scope = selection.enter(&dir.scope, &rel);
+        if !selection.may_descend_scope(&scope, &rel) {
+            // Nothing below is selected: nothing to find.
+            return Ok(Some(Walk::default()));
+        }
+        let Ok(next) = handle.open_child(name.as_bytes()) else {
+            return Ok(None);
+        };
+        dir = Dir {
+            synced: selection.decide_in(&dir.scope, &rel, true) == Decision::Synced,
+            rel,
+            scope,
+            disk_path: None,
+        };
+        handle = next;
+    }
+    let Ok(rel) = dir.rel.join(last) else {
+        return Ok(None);
+    };
+    if !spelled_once(&handle, &dir.rel, &rel) {
+        return Ok(None);
+    }
+    let Ok(facts) = handle.stat(last.as_bytes()) else {
+        return Ok(None);
+    };
+    let child = Child {
+        prefix: 0,
+        name_at: rel.as_str().len() - rel.file_name().len(),
+        rel,
+        file_type: facts.file_type,
+        disk_name: None,
+    };
+    let mut out = Walk::default();
+    match facts.file_type {
+        FileType::Directory => {
+            let scope = selection.enter(&dir.scope, &child.rel);
+            if !selection.may_descend_scope(&scope, &child.rel) {
+                return Ok(Some(out));
+            }
+            let sub = Dir {
+                synced: selection.decide_in(&dir.scope, &child.rel, true) == Decision::Synced,
+                rel: child.rel.clone(),
+                scope,
+                disk_path: None,
+            };
+            out = walker.visit_dir(&handle, &child, &sub);
+        }
+        FileType::RegularFile => {
+            let mut files = Vec::new();
+            walker.stat_file(&handle, &dir, child, &mut files, &mut out);
+            if !files.is_empty() {
+                out.runs.push(files);
+            }
+        }
+        _ => return Ok(None),
+    }
+    out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(out))
+}
+
+/// True if exactly one name in the directory `dir_rel` (open as `handle`) normalizes to `rel`,
+/// and it is spelled as `rel` on disk: only then does a partial walk see what the full walk
+/// would (which reports two spellings of one name as a collision, and opens a name by its
+/// spelling on disk).
+fn spelled_once(handle: &DirHandle, dir_rel: &RelPath, rel: &RelPath) -> bool {
+    let wanted = rel.file_name().as_bytes();
+    let (mut same, mut exact) = (0usize, false);
+    let listed = handle.list(|name, _| {
+        let normalized = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| dir_rel.join(n).ok());
+        if normalized.as_ref() == Some(rel) {
+            same += 1;
+            exact |= name == wanted;
+        }
+    });
+    listed.is_ok() && same == 1 && exact
+}
+
 /// What every step of one walk needs.
 #[derive(Clone, Copy)]
 struct Walker<'a> {

@@ -1,0 +1,91 @@
+//! Partial rescans: only the paths a file-system watcher reported, compared with the index
+//! entries there. A daemon whose watcher saw one note change rescans that note, not the
+//! workspace; whatever a partial walk cannot vouch for sends the caller back to the full scan.
+
+use std::collections::BTreeMap;
+
+use super::{STATE_DIR, ScanContext, ScanError, ScanReport, compare, walk};
+use crate::entry::LocalEntry;
+use crate::path::RelPath;
+
+/// Scan only what is at each of `scopes` (directories, walked with what is below them, or single
+/// files) and compare it with the entries of `prev` there. `Ok(None)` when some scope cannot be
+/// walked on its own (see [`walk::walk_under`]): the caller scans everything instead. The
+/// report holds the scopes' changes in path order, as [`scan`]'s does.
+pub fn scan_under(
+    ctx: &ScanContext<'_>,
+    prev: &BTreeMap<RelPath, LocalEntry>,
+    scopes: &[RelPath],
+) -> Result<Option<ScanReport>, ScanError> {
+    if !ctx.root.join(STATE_DIR).is_dir() {
+        return Err(ScanError::NotAWorkspace {
+            root: ctx.root.to_path_buf(),
+        });
+    }
+    let mut report = ScanReport::default();
+    for scope in outermost(scopes) {
+        let walked = match walk::walk_under(ctx.root, ctx.selection, scope) {
+            Ok(Some(w)) => w,
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        let below = entries_at(prev, scope);
+        report.absorb(compare(ctx, &below, walked));
+    }
+    report
+        .changes
+        .sort_by(|a, b| a.entry.entry.path.cmp(&b.entry.entry.path));
+    report
+        .refreshed
+        .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(report))
+}
+
+/// The scopes that are not below another one, each once.
+fn outermost(scopes: &[RelPath]) -> Vec<&RelPath> {
+    let mut sorted: Vec<&RelPath> = scopes.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let mut out: Vec<&RelPath> = Vec::with_capacity(sorted.len());
+    for s in sorted {
+        if !out.iter().any(|o| is_within(s, o)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// True if `path` is `scope` or below it.
+fn is_within(path: &RelPath, scope: &RelPath) -> bool {
+    path.as_str()
+        .strip_prefix(scope.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The entries of `prev` at `scope` and below it. Paths below a directory are contiguous in
+/// path order except for siblings that sort between `dir` and `dir/` (`dir-x`, `dir.y`): those
+/// are stepped over, never taken.
+fn entries_at(
+    prev: &BTreeMap<RelPath, LocalEntry>,
+    scope: &RelPath,
+) -> BTreeMap<RelPath, LocalEntry> {
+    // Everything at or below `scope` sorts before `scope` followed by '0' ('/' + 1).
+    let end = format!("{}0", scope.as_str());
+    prev.range(scope.clone()..)
+        .take_while(|(p, _)| p.as_str() < end.as_str())
+        .filter(|(p, _)| is_within(p, scope))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect()
+}
+
+impl ScanReport {
+    /// Add the findings of a scan of another part of the workspace.
+    fn absorb(&mut self, other: ScanReport) {
+        self.changes.extend(other.changes);
+        self.refreshed.extend(other.refreshed);
+        self.unchanged += other.unchanged;
+        self.hashed_files += other.hashed_files;
+        self.hashed_bytes += other.hashed_bytes;
+        self.skipped.extend(other.skipped);
+    }
+}
