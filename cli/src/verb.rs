@@ -8,11 +8,13 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use botsync_engine::AgentLabel;
+use botsync_engine::layout::Layout;
 use botsync_proto::session::{NoProgress, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::sync::How;
 use crate::daemon::DaemonState;
+use crate::daemon::pidlock::IndexTurn;
 use crate::exit;
 use crate::node::Node;
 
@@ -144,7 +146,12 @@ pub struct Ctx {
     pub progress: ProgressFactory,
     /// Set inside the daemon.
     pub daemon: Option<Arc<DaemonState>>,
+    /// Called once if opening the workspace must wait for another process that has it.
+    pub on_wait: Arc<dyn Fn() + Send + Sync>,
     node: OnceLock<Arc<Node>>,
+    /// Without a daemon: our turn on the index, taken when the workspace is first opened and
+    /// held until the verb is done.
+    turn: OnceLock<IndexTurn>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -165,7 +172,9 @@ impl Ctx {
             rt,
             progress: Arc::new(|_| Arc::new(NoProgress) as Arc<dyn Progress>),
             daemon: None,
+            on_wait: Arc::new(|| {}),
             node: OnceLock::new(),
+            turn: OnceLock::new(),
         }
     }
 
@@ -184,7 +193,9 @@ impl Ctx {
             rt,
             progress,
             daemon: Some(state),
+            on_wait: Arc::new(|| {}),
             node,
+            turn: OnceLock::new(),
         }
     }
 
@@ -192,6 +203,11 @@ impl Ctx {
     pub fn node(&self) -> Result<Arc<Node>> {
         if let Some(n) = self.node.get() {
             return Ok(Arc::clone(n));
+        }
+        if self.turn.get().is_none() {
+            // Another verb run without a daemon may have the index: wait for it, never fail.
+            let turn = IndexTurn::take(&Layout::new(&self.root).index_lock(), || (self.on_wait)())?;
+            let _ = self.turn.set(turn);
         }
         let node = Arc::new(Node::open(&self.root, self.agent.clone())?);
         Ok(Arc::clone(self.node.get_or_init(|| node)))

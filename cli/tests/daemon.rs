@@ -417,3 +417,34 @@ fn an_edit_is_rescanned_alone_not_with_the_whole_workspace() {
     let scan = a.ok(&["status"]);
     assert!(scan["files_indexed"].as_u64().unwrap() >= 200);
 }
+
+/// Kills a process by pid when dropped (a daemon started in the background by `auto on`).
+struct KillOnDrop(u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+#[test]
+fn auto_on_without_a_daemon_starts_one_in_the_background() {
+    let a = Peer::new("alpha");
+    // Listen on a free loopback port, not the default 0.0.0.0:7474.
+    let config = a.path(".botsync/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("0.0.0.0:7474", "127.0.0.1:0")).unwrap();
+    let on = a.ok(&["auto", "on"]);
+    assert_eq!(on["daemon_started"], true, "{on}");
+    let pid = on["daemon_pid"].as_u64().unwrap();
+    let _daemon = KillOnDrop(pid);
+    let st = status(&a);
+    assert_eq!(st["daemon"]["pid"].as_u64(), Some(pid));
+    assert_eq!(st["daemon"]["auto"], true);
+    assert!(a.path(".botsync/daemon.log").exists());
+    // `auto off` keeps it serving.
+    a.ok(&["auto", "off"]);
+    assert_eq!(status(&a)["daemon"]["pid"].as_u64(), Some(pid));
+}

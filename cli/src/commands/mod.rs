@@ -17,10 +17,7 @@ use botsync_proto::session::{NoProgress, Progress};
 use clap::Subcommand;
 
 use crate::context::Globals;
-use botsync_engine::layout::Layout;
-
 use crate::daemon::control;
-use crate::daemon::pidlock::IndexTurn;
 use crate::output;
 use crate::progress::Bar;
 use crate::verb::{self, Ctx, Mode, Reply, Request};
@@ -100,16 +97,16 @@ pub fn run(command: Command, g: &Globals) -> Result<i32> {
             bars.for_peer(peer).event(event)
         })?,
         None => {
-            // Another verb run without a daemon may have the index: wait for it, never fail.
-            let _turn = IndexTurn::take(&Layout::new(&root).index_lock(), || {
-                if !g.json && !g.out.quiet {
+            let rt = sync::runtime()?;
+            let mut ctx = Ctx::direct(&root, g.agent.clone(), rt.handle().clone());
+            let tell = !g.json && !g.out.quiet;
+            ctx.on_wait = Arc::new(move || {
+                if tell {
                     eprintln!(
                         "botsync: waiting for another botsync process to finish with this workspace"
                     );
                 }
-            })?;
-            let rt = sync::runtime()?;
-            let mut ctx = Ctx::direct(&root, g.agent.clone(), rt.handle().clone());
+            });
             let factory = bars.clone();
             ctx.progress = Arc::new(move |peer: &str| factory.for_peer(peer));
             verb::exec(request, &ctx)
