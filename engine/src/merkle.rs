@@ -374,7 +374,7 @@ pub(crate) mod tests {
     /// A file entry with one change by `peer`, for tests.
     pub(crate) fn entry(path: &str, content: &[u8], peer: u8) -> FileEntry {
         let mut version = VersionVector::new();
-        version.increment(PeerId([peer; 32]));
+        version.increment(PeerId([peer; 32])).unwrap();
         FileEntry {
             path: RelPath::new(path).unwrap(),
             kind: EntryKind::File,
@@ -432,7 +432,7 @@ pub(crate) mod tests {
             |e: &mut FileEntry| e.mode.executable = true,
             |e: &mut FileEntry| e.size += 1,
             |e: &mut FileEntry| e.kind = EntryKind::Tombstone,
-            |e: &mut FileEntry| e.version.increment(PeerId([9; 32])),
+            |e: &mut FileEntry| e.version.increment(PeerId([9; 32])).unwrap(),
             |e: &mut FileEntry| e.content = Hash::of(b"other"),
         ] {
             let mut changed = entries.clone();

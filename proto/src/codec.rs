@@ -160,6 +160,13 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, CodecError> {
     Ok(bytes)
 }
 
+/// Encode a message without the protocol checks of [`encode`], as a hostile or buggy peer
+/// could: for tests that play such a peer. A sender never uses it.
+pub fn encode_unchecked(message: &Message) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(message, config())
+        .map_err(|e| CodecError::Malformed(format!("cannot encode {}: {e}", message.kind())))
+}
+
 /// Decode one message from exactly `bytes` (a frame's payload) and validate it.
 ///
 /// Trailing bytes, unknown or reserved tags, malformed fields and exceeded limits are errors;

@@ -36,6 +36,7 @@ use crate::hash::Hash;
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::peer::Attribution;
 use crate::rules::{Decision, Selection};
+use crate::vector::CounterExhausted;
 
 use self::hashing::{Digest, ReadFailure};
 use self::walk::Found;
@@ -182,6 +183,9 @@ pub enum SkipReason {
     NameCollision,
     /// The file was modified or replaced while it was being read; the next scan retries.
     ChangedWhileReading,
+    /// This peer's version counter for the path is at its maximum: the change cannot be
+    /// counted, so it is not recorded (the previous entry stands).
+    CounterExhausted(CounterExhausted),
 }
 
 /// Why a scan could not run at all.
@@ -290,7 +294,16 @@ fn compare(
         if old.entry.is_tombstone() || is_hidden(path, &blind) {
             continue;
         }
-        let entry = tombstone(ctx, &old.entry);
+        let entry = match tombstone(ctx, &old.entry) {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.skipped.push(Skipped {
+                    path: path.to_string(),
+                    reason: SkipReason::CounterExhausted(e),
+                });
+                continue;
+            }
+        };
         report.changes.push(Change {
             kind: ChangeKind::Deleted,
             entry: LocalEntry {
@@ -328,6 +341,7 @@ impl fmt::Display for SkipReason {
             SkipReason::ChangedWhileReading => {
                 f.write_str("changed while reading; retried next scan")
             }
+            SkipReason::CounterExhausted(e) => write!(f, "{e}"),
         }
     }
 }
@@ -491,7 +505,13 @@ fn classify(
         }
         Some(o) => (ChangeKind::Modified, o.version.clone(), Some(o.content)),
     };
-    version.increment(ctx.local.peer);
+    if let Err(e) = version.increment(ctx.local.peer) {
+        report.skipped.push(Skipped {
+            path: rel.to_string(),
+            reason: SkipReason::CounterExhausted(e),
+        });
+        return;
+    }
     let entry = FileEntry {
         path: rel.clone(),
         kind: EntryKind::File,
@@ -512,10 +532,10 @@ fn classify(
 }
 
 /// The tombstone recording that `old` (a file) was deleted by this peer at `now`.
-fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
+fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> Result<FileEntry, CounterExhausted> {
     let mut version = old.version.clone();
-    version.increment(ctx.local.peer);
-    FileEntry {
+    version.increment(ctx.local.peer)?;
+    Ok(FileEntry {
         path: old.path.clone(),
         kind: EntryKind::Tombstone,
         size: 0,
@@ -527,7 +547,7 @@ fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
         version,
         parent: Some(old.content),
         changed_by: ctx.local.clone(),
-    }
+    })
 }
 
 /// An mtime more than [`FUTURE_MTIME_LIMIT_NS`] after `now` becomes `now`.

@@ -9,6 +9,7 @@
 //! checks chunk hashes; the session checks tree nodes).
 
 use botsync_engine::path::MAX_COMPONENT_BYTES;
+use botsync_engine::vector::MAX_VERSION_COUNTER;
 use botsync_engine::{AgentLabel, FileEntry, VersionVector};
 
 use super::hello::sanitize_name;
@@ -205,6 +206,13 @@ fn validate_vector(version: &VersionVector) -> Result<(), CodecError> {
             "version vector with a zero counter".to_owned(),
         ));
     }
+    // Counting one more change must never overflow: larger counters are refused here, so none
+    // ever reaches a replica (`docs/PROTOCOL.md`, "Version vectors").
+    if let Some((peer, &counter)) = version.iter().find(|(_, c)| **c > MAX_VERSION_COUNTER) {
+        return Err(CodecError::Malformed(format!(
+            "version counter {counter} of peer {peer} is above the maximum {MAX_VERSION_COUNTER}"
+        )));
+    }
     Ok(())
 }
 
@@ -331,6 +339,25 @@ mod tests {
             entries(vec![wire]).validate(),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn version_counters_above_the_maximum_are_malformed() {
+        let mut e = entry(1);
+        let peer = PeerId([1; 32]);
+        e.version = VersionVector::from_pairs([(peer, MAX_VERSION_COUNTER)]);
+        let wire = |e: FileEntry| WireEntry {
+            entry: e,
+            listing: ChunkListing::Inline,
+        };
+        assert_eq!(entries(vec![wire(e.clone())]).validate(), Ok(()));
+        for counter in [MAX_VERSION_COUNTER + 1, u64::MAX] {
+            e.version = VersionVector::from_pairs([(peer, counter)]);
+            assert!(matches!(
+                entries(vec![wire(e.clone())]).validate(),
+                Err(CodecError::Malformed(m)) if m.contains("above the maximum")
+            ));
+        }
     }
 
     #[test]

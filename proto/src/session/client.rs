@@ -119,17 +119,22 @@ async fn run_inner<R: Replica + ?Sized>(
             .collect();
         debug!(paths = paths.len(), "differing paths");
         let remote = entries::request(&mut ctl, conn, &replica, &paths).await?;
+        // Refused versions take no further part: not planned, not settled, not recorded.
+        let (remote, refused) = entries::screen(&replica, peer, remote).await?;
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Pull) {
-            report.pulled = pull(
-                conn,
-                &replica,
-                peer,
-                remote.clone(),
-                opts,
-                &progress,
-                &mut ctl,
-            )
-            .await?;
+            report.pulled = refused;
+            report.pulled.extend(
+                pull(
+                    conn,
+                    &replica,
+                    peer,
+                    remote.clone(),
+                    opts,
+                    &progress,
+                    &mut ctl,
+                )
+                .await?,
+            );
         }
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Push) {
             report.pushed = push(

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use botsync_engine::{FileEntry, RelPath};
+use botsync_engine::authority::check_claims;
+use botsync_engine::plan::{Action, ItemReport, Outcome};
+use botsync_engine::{FileEntry, PeerId, RelPath};
+use tracing::warn;
 
 use super::tree::{NodeTable, Rebuild};
 use super::{Advertised, Control, SessionError, blocking};
@@ -75,6 +78,45 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// Refuse the incoming versions whose claims about us we cannot believe
+/// ([`check_claims`]: our own counter far ahead of ours, an author the version does not count).
+/// Returns the accepted entries, and for each refused one a report with action `Nothing` and
+/// outcome `Failed`, so that the refusal is seen on both sides.
+pub(crate) async fn screen<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    sender: PeerId,
+    incoming: Vec<FileEntry>,
+) -> Result<(Vec<FileEntry>, Vec<ItemReport>), SessionError> {
+    if incoming.is_empty() {
+        return Ok((incoming, Vec::new()));
+    }
+    let paths: Vec<RelPath> = incoming.iter().map(|e| e.path.clone()).collect();
+    let (receiver, ours) =
+        blocking(replica, move |r| Ok((r.local_peer(), r.entries(&paths)?))).await?;
+    let ours = by_path(ours);
+    let mut accepted = Vec::with_capacity(incoming.len());
+    let mut refused = Vec::new();
+    for remote in incoming {
+        match check_claims(ours.get(&remote.path), &remote, receiver) {
+            Ok(()) => accepted.push(remote),
+            Err(refusal) => {
+                warn!(peer = %sender, %refusal, "version refused");
+                refused.push(ItemReport {
+                    path: remote.path.clone(),
+                    action: Action::Nothing,
+                    outcome: Outcome::Failed {
+                        reason: refusal.to_string(),
+                    },
+                    size: remote.size,
+                    bytes_fetched: 0,
+                    conflict_copy: None,
+                });
+            }
+        }
+    }
+    Ok((accepted, refused))
 }
 
 async fn rebuild(

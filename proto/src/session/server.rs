@@ -213,13 +213,17 @@ async fn take_offer<R: Replica + ?Sized>(
     dry_run: bool,
 ) -> Result<Vec<ItemReport>, SessionError> {
     let incoming = entries::complete(conn, replica, wire).await?;
+    let (incoming, refused) = entries::screen(replica, peer, incoming).await?;
     let items = blocking(replica, move |r| r.plan(incoming)).await?;
     let items: Vec<_> = items
         .into_iter()
         .filter(|i| i.action != Action::Nothing)
         .collect();
     if dry_run {
-        return Ok(items.iter().map(dry_report).collect());
+        return Ok(refused
+            .into_iter()
+            .chain(items.iter().map(dry_report))
+            .collect());
     }
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
@@ -229,7 +233,8 @@ async fn take_offer<R: Replica + ?Sized>(
         missing = fetched.missing.len(),
         "pushed chunks fetched"
     );
-    blocking(replica, move |r| r.apply(items, peer)).await
+    let applied = blocking(replica, move |r| r.apply(items, peer)).await?;
+    Ok(refused.into_iter().chain(applied).collect())
 }
 
 async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {

@@ -4,6 +4,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
+use botsync_engine::vector::MAX_VERSION_COUNTER;
 
 fn hash() -> impl Strategy<Value = Hash> {
     any::<[u8; 32]>().prop_map(Hash)
@@ -39,7 +40,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
         ),
         (
             vec(chunk_ref(), 0..5),
-            vec((any::<[u8; 32]>(), 1u64..), 0..4),
+            vec((any::<[u8; 32]>(), 1u64..=MAX_VERSION_COUNTER), 0..4),
             proptest::option::of(hash()),
         ),
         (any::<[u8; 32]>(), label(), proptest::option::of(1u32..)),
