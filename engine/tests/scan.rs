@@ -200,7 +200,7 @@ fn flipping_the_exec_bit_is_a_metadata_only_change() {
         vec![(MetadataOnly, "memory/2026-11-20.md".to_owned())]
     );
     let after = &ws.entry("memory/2026-11-20.md").entry;
-    assert!(after.mode.executable);
+    assert!(after.mode.executable());
     assert_eq!(after.content, before.content);
     assert_eq!(after.version.counter(&ws.local.peer), 2);
 }

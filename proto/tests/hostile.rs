@@ -7,5 +7,7 @@
 
 #[path = "hostile/harness.rs"]
 mod harness;
+#[path = "hostile/permissions.rs"]
+mod permissions;
 #[path = "hostile/versions.rs"]
 mod versions;

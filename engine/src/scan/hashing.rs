@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::chunk::{ChunkRef, Chunker};
 use crate::chunktree;
-use crate::entry::StatSig;
+use crate::entry::{Mode, StatSig};
 use crate::hash::Hash;
 
 use super::walk::Found;
@@ -29,8 +29,8 @@ pub(crate) struct Digest {
     pub content: Hash,
     /// The stat facts of the open file, taken before reading and unchanged after.
     pub sig: StatSig,
-    /// Owner-executable bit of the open file.
-    pub executable: bool,
+    /// The permission bits of the open file.
+    pub mode: Mode,
 }
 
 /// Why a file could not be hashed.
@@ -76,7 +76,7 @@ pub(crate) fn read_file(
         chunks,
         content,
         sig,
-        executable: before.mode() & 0o100 != 0,
+        mode: Mode::from_st_mode(before.mode()),
     })
 }
 
@@ -135,7 +135,7 @@ mod tests {
             RelPath::new("memory/x.md").unwrap(),
             Some(path.to_path_buf()),
             StatSig::of(&meta),
-            meta.mode() & 0o100 != 0,
+            Mode::from_st_mode(meta.mode()),
         )
     }
 

@@ -471,7 +471,7 @@ fn is_hidden(path: &RelPath, blind: &HashSet<RelPath>) -> bool {
 fn is_trusted(old: &LocalEntry, found: &Found) -> bool {
     old.entry.kind == EntryKind::File
         && old.stat == Some(found.sig)
-        && old.entry.mode.executable == found.executable
+        && old.entry.mode == found.mode
         && found.sig.mtime_ns < old.recorded_at_ns.saturating_sub(RACY_WINDOW_NS)
 }
 
@@ -483,9 +483,7 @@ fn classify(
     d: Digest,
     report: &mut ScanReport,
 ) {
-    let mode = Mode {
-        executable: d.executable,
-    };
+    let mode = d.mode;
     let mtime_ns = clamp_mtime(d.sig.mtime_ns, ctx.now_ns);
     let stat = Some(d.sig);
     let local_entry = |entry| LocalEntry {

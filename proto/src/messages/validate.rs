@@ -180,6 +180,12 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
     for chunk in &entry.chunks {
         validate_chunk_len(chunk.len)?;
     }
+    if !entry.mode.is_valid() {
+        return Err(CodecError::Malformed(format!(
+            "entry {} has mode {:o}, beyond the permission bits 0o777",
+            entry.path, entry.mode.permissions
+        )));
+    }
     if !entry.chunker.is_valid() {
         return Err(CodecError::Malformed(format!(
             "entry {} has invalid chunker parameters",

@@ -35,7 +35,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
             any::<bool>(),
             any::<u64>(),
             any::<i64>(),
-            any::<bool>(),
+            0u16..=0o777,
             hash(),
         ),
         (
@@ -47,7 +47,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
     )
         .prop_map(
             |(
-                (path, tomb, size, mtime_ns, exec, content),
+                (path, tomb, size, mtime_ns, permissions, content),
                 (chunks, vv, parent),
                 (peer, agent, elided),
             )| {
@@ -60,7 +60,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
                     },
                     size,
                     mtime_ns,
-                    mode: Mode { executable: exec },
+                    mode: Mode { permissions },
                     content,
                     chunks: if elided.is_some() { Vec::new() } else { chunks },
                     chunker: ChunkerParams {
