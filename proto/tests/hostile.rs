@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "hostile/conformance.rs"]
+mod conformance;
 #[path = "hostile/harness.rs"]
 mod harness;
 #[path = "hostile/permissions.rs"]

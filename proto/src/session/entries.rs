@@ -11,7 +11,8 @@ use tracing::warn;
 
 use super::tree::{NodeTable, Rebuild};
 use super::{Advertised, Control, SessionError, blocking};
-use crate::frame::{read_frame, write_frame};
+use crate::codec::CodecError;
+use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
@@ -25,6 +26,7 @@ pub(crate) async fn request<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     paths: &[RelPath],
+    chunk_tree: bool,
 ) -> Result<Vec<FileEntry>, SessionError> {
     if paths.is_empty() {
         return Ok(Vec::new());
@@ -49,15 +51,27 @@ pub(crate) async fn request<R: Replica + ?Sized>(
         Ok(remaining == 0)
     })
     .await?;
-    complete(conn, replica, wire).await
+    complete(conn, replica, wire, chunk_tree).await
 }
 
-/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones.
+/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones. An elided
+/// list without the CHUNK_TREE feature (`chunk_tree` false) is `bad-message`, before any request.
 pub(crate) async fn complete<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     wire: Vec<WireEntry>,
+    chunk_tree: bool,
 ) -> Result<Vec<FileEntry>, SessionError> {
+    if let Some(w) = wire
+        .iter()
+        .find(|w| !chunk_tree && matches!(w.listing, ChunkListing::Elided { .. }))
+    {
+        return Err(FrameError::from(CodecError::Malformed(format!(
+            "entry {} has an elided chunk list, but CHUNK_TREE was not negotiated",
+            w.entry.path
+        )))
+        .into());
+    }
     let mut out = Vec::with_capacity(wire.len());
     for w in wire {
         match w.listing {

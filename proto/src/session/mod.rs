@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::close::CloseCode;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
-use crate::messages::{ErrorCode, Message, SessionMode};
+use crate::messages::{ErrorCode, Features, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError};
 
 /// How the initiator wants a session to run.
@@ -207,6 +207,8 @@ pub(crate) struct Control {
     pub send: SendStream,
     pub recv: RecvStream,
     pub counters: Counters,
+    /// The features negotiated in `Hello` (none before).
+    pub features: Features,
 }
 
 impl Control {
@@ -242,6 +244,7 @@ impl Control {
             send,
             recv,
             counters,
+            ..
         } = self;
         let sending = async {
             for m in requests {
@@ -278,6 +281,42 @@ async fn next_reply(recv: &mut RecvStream) -> Result<Message, SessionError> {
             "control stream ended unexpectedly".into(),
         )),
     }
+}
+
+/// How long a refusing side waits for its `Error` message to reach the peer before closing:
+/// a close discards what is still unsent or unacknowledged.
+const ERROR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuse the peer: send `Error { code, message }` on `send`, finish the stream, wait until the
+/// peer has it (at most [`ERROR_GRACE`]), then close the connection with `close`.
+pub(crate) async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut SendStream,
+    code: ErrorCode,
+    close: CloseCode,
+    message: &str,
+) {
+    let mut message = message.to_owned();
+    while message.len() > crate::limits::MAX_ERROR_MESSAGE {
+        message.pop();
+    }
+    let _ = write_frame(&mut *send, &Message::Error { code, message }).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(ERROR_GRACE, send.stopped()).await;
+    close.close(conn);
+}
+
+/// A message out of order on a stream we own: `Error(UnexpectedMessage)`, then the
+/// `protocol-error` close.
+pub(crate) async fn refuse_on(conn: &quinn::Connection, mut send: SendStream, message: &str) {
+    refuse(
+        conn,
+        &mut send,
+        ErrorCode::UnexpectedMessage,
+        CloseCode::ProtocolError,
+        message,
+    )
+    .await;
 }
 
 /// Chunk lists of the entries this side advertised in the session, by content hash: the

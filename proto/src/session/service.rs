@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use botsync_engine::Hash;
 use quinn::{RecvStream, SendStream};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::tree::NodeTable;
 use super::{Advertised, Progress, ProgressEvent, SessionError, blocking};
@@ -21,6 +21,7 @@ const READ_GROUP: usize = 4;
 
 /// Shared state of a session's request service.
 pub(crate) struct Service<R: Replica + ?Sized> {
+    pub conn: quinn::Connection,
     pub replica: Arc<R>,
     pub advertised: Advertised,
     pub zstd: bool,
@@ -33,6 +34,7 @@ pub(crate) struct Service<R: Replica + ?Sized> {
 impl<R: Replica + ?Sized> Clone for Service<R> {
     fn clone(&self) -> Self {
         Service {
+            conn: self.conn.clone(),
             replica: Arc::clone(&self.replica),
             advertised: self.advertised.clone(),
             zstd: self.zstd,
@@ -43,7 +45,8 @@ impl<R: Replica + ?Sized> Clone for Service<R> {
 }
 
 impl<R: Replica + ?Sized> Service<R> {
-    /// Answer one request stream whose first message was `first`.
+    /// Answer one request stream whose first message was `first`. A message that does not open a
+    /// request stream is answered with `Error(UnexpectedMessage)` and a `protocol-error` close.
     pub(crate) async fn answer(
         &self,
         first: Message,
@@ -66,14 +69,9 @@ impl<R: Replica + ?Sized> Service<R> {
                 write_frame(&mut send, &msg).await?;
             }
             other => {
-                write_frame(
-                    &mut send,
-                    &Message::Error {
-                        code: ErrorCode::UnexpectedMessage,
-                        message: format!("{} is not a request stream message", other.kind()),
-                    },
-                )
-                .await?;
+                let message = format!("{} is not a request stream message", other.kind());
+                super::refuse_on(&self.conn, send, &message).await;
+                return Err(SessionError::Protocol(message));
             }
         }
         // The peer may already have what it needs and have reset the stream: not an error.
@@ -121,7 +119,8 @@ impl<R: Replica + ?Sized> Service<R> {
 
 /// Accept request streams until the connection closes, answering each on its own task. The
 /// control stream is not accepted here.
-pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, service: Service<R>) {
+pub(crate) async fn run<R: Replica + ?Sized>(service: Service<R>) {
+    let conn = service.conn.clone();
     loop {
         let (send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -136,7 +135,11 @@ pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, service: S
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {
-                    debug!(error = %e, "bad request stream");
+                    // A frame that does not decode closes the connection with its code, on a
+                    // request stream as on the control stream (`docs/PROTOCOL.md`).
+                    let e = SessionError::from(e);
+                    warn!(error = %e, "bad request stream: closing the connection");
+                    e.close_code().close(&svc.conn);
                     return;
                 }
             };

@@ -14,7 +14,7 @@ use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
-use botsync_proto::messages::{ChunkListing, Hello, Message, SessionMode, WireEntry};
+use botsync_proto::messages::{ChunkListing, Features, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
@@ -147,14 +147,26 @@ impl Script {
         self.send.write_all(&frame).await.unwrap();
     }
 
-    /// The next message on the control stream (`None` at its end or on a failure).
+    /// The next message on the control stream (`None` at its end, on a failure, or after 10 s
+    /// without one: a test of a refusal must fail, not hang, when nothing is refused).
     pub async fn recv(&mut self) -> Option<Message> {
-        read_frame(&mut self.recv).await.ok().flatten()
+        let next = read_frame(&mut self.recv);
+        tokio::time::timeout(std::time::Duration::from_secs(10), next)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
     }
 
     /// Hello and Summary both ways, as an initiator in `mode` whose root differs from any.
     pub async fn open(&mut self, mode: SessionMode) {
-        let hello = Hello::current("script", AgentLabel::default());
+        self.open_with(Features::SUPPORTED, mode).await;
+    }
+
+    /// [`Script::open`], offering only `features` in `Hello`.
+    pub async fn open_with(&mut self, features: Features, mode: SessionMode) {
+        let mut hello = Hello::current("script", AgentLabel::default());
+        hello.features = features;
         self.send(&Message::Hello(hello)).await;
         self.send(&Message::Summary {
             root: Hash::of(b"a root nobody has"),
@@ -174,9 +186,31 @@ impl Script {
         self.conn.close(0u32.into(), b"done");
     }
 
-    /// The close code the connection ends with.
+    /// Ask for the entries of `paths`, as after a descent, and read the replies.
+    pub async fn ask_entries(&mut self, paths: &[&str]) {
+        let paths = paths.iter().map(|p| RelPath::new(p).unwrap()).collect();
+        self.send(&Message::GetEntries { paths }).await;
+        loop {
+            match self.recv().await {
+                Some(Message::Entries { last: true, .. }) => return,
+                Some(Message::Entries { .. }) => {}
+                other => panic!("expected entries, got {other:?}"),
+            }
+        }
+    }
+
+    /// The close code the connection ends with, if it closes within `secs` seconds.
+    pub async fn closed_within(&self, secs: u64) -> Option<CloseCode> {
+        let closed = self.conn.closed();
+        match tokio::time::timeout(std::time::Duration::from_secs(secs), closed).await {
+            Ok(reason) => CloseCode::of_error(&reason),
+            Err(_) => None,
+        }
+    }
+
+    /// The close code the connection ends with (`None` if it is still open after 10 s).
     pub async fn closed(&self) -> Option<CloseCode> {
-        CloseCode::of_error(&self.conn.closed().await)
+        self.closed_within(10).await
     }
 }
 

@@ -17,6 +17,10 @@ use crate::harness::{Script, listen, listen_memory, tombstone, version_of};
 /// Offer `entries` in a push session and return the results (`None`: the connection closed).
 async fn offer(script: &mut Script, entries: Vec<WireEntry>) -> Option<Vec<ItemReport>> {
     script.open(SessionMode::Push).await;
+    // Offers carry only paths whose entries were asked for (after a descent).
+    let paths: Vec<String> = entries.iter().map(|w| w.entry.path.to_string()).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    script.ask_entries(&paths).await;
     script
         .send_unchecked(&Message::Offer {
             entries,
