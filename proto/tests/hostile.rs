@@ -7,6 +7,8 @@
 
 #[path = "hostile/conformance.rs"]
 mod conformance;
+#[path = "hostile/dead_peer.rs"]
+mod dead_peer;
 #[path = "hostile/harness.rs"]
 mod harness;
 #[path = "hostile/permissions.rs"]

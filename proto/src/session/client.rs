@@ -51,6 +51,7 @@ pub async fn run_with<R: Replica + ?Sized>(
     run_inner(conn, peer, replica, opts, progress, pending)
         .instrument(span)
         .await
+        .map_err(|e| e.on(conn))
 }
 
 async fn run_inner<R: Replica + ?Sized>(

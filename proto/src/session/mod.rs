@@ -151,6 +151,11 @@ pub enum SessionError {
     /// The connection failed or was closed.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// Nothing arrived from the peer within the idle timeout, keep-alives included.
+    #[error(
+        "peer stopped answering: nothing arrived within the idle timeout (it was stopped, crashed or lost its network)"
+    )]
+    PeerVanished,
     /// A stream could not be written.
     #[error("stream write failed: {0}")]
     Write(#[from] quinn::WriteError),
@@ -197,7 +202,19 @@ impl SessionError {
                 ..
             } => CloseCode::VersionMismatch,
             SessionError::Connection(e) => CloseCode::of_error(e).unwrap_or(CloseCode::Internal),
+            SessionError::PeerVanished => CloseCode::Timeout,
             _ => CloseCode::Internal,
+        }
+    }
+}
+
+impl SessionError {
+    /// This error as seen on `conn`: whatever failed (a read, a write, a stream), if the
+    /// connection itself timed out the peer vanished, and that is the one thing to say.
+    pub(crate) fn on(self, conn: &quinn::Connection) -> SessionError {
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::TimedOut) => SessionError::PeerVanished,
+            _ => self,
         }
     }
 }

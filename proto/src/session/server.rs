@@ -110,7 +110,10 @@ pub async fn serve<R: Replica + ?Sized>(
             advertised: &advertised,
             features: negotiated.features,
         };
-        let result = session.control_loop(&mut ctl, Some(pending)).await;
+        let result = session
+            .control_loop(&mut ctl, Some(pending))
+            .await
+            .map_err(|e| e.on(&conn));
         service_task.abort();
         if let Err(e) = &result {
             e.close_code().close(&conn);
