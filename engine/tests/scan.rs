@@ -261,6 +261,34 @@ fn symlinks_and_fifos_are_reported_and_never_followed() {
     );
 }
 
+/// Issue 10: names that render deceptively were synced as given. They are skipped and
+/// reported, never indexed, so they never travel.
+#[test]
+fn files_with_deceptive_names_are_skipped_and_reported() {
+    let mut ws = agent_workspace();
+    for name in [
+        "report\u{202E}dm.exe",
+        "a\u{2028}b.md",
+        "note\u{200B}.md",
+        "notes.md ",
+    ] {
+        fs::write(ws.path("memory").join(name), "x\n").unwrap();
+    }
+    let report = ws.scan();
+    assert_eq!(
+        changes(&report),
+        selected_paths(),
+        "none of them is indexed"
+    );
+    assert_eq!(report.skipped.len(), 4, "{:?}", report.skipped);
+    for s in &report.skipped {
+        assert!(
+            matches!(&s.reason, SkipReason::BadName(e) if e.to_string().contains("deceptively")),
+            "{s}"
+        );
+    }
+}
+
 #[test]
 fn names_written_decomposed_on_disk_are_read_and_tracked_under_their_nfc_path() {
     // A Mac (or a tool) wrote these names in NFD: the workspace path is the NFC spelling, but

@@ -11,6 +11,8 @@ mod conformance;
 mod dead_peer;
 #[path = "hostile/harness.rs"]
 mod harness;
+#[path = "hostile/names.rs"]
+mod names;
 #[path = "hostile/permissions.rs"]
 mod permissions;
 #[path = "hostile/versions.rs"]
