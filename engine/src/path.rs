@@ -2,7 +2,7 @@
 //!
 //! Paths arrive from the local file system and from untrusted peers. Both are parsed here, once,
 //! into a `RelPath`: relative, `/`-separated, UTF-8 in NFC, no empty, `.` or `..` components, no
-//! NUL or control characters, no name that renders deceptively ([`deceptive`]: bidi controls,
+//! NUL or control characters, no name that renders deceptively (`path/deceptive.rs`: bidi controls,
 //! line separators, invisible characters, surrounding white space), bounded in length and depth,
 //! and never inside `.botsync/`. Code that holds a `RelPath` can join it to the workspace root
 //! without further checks.
