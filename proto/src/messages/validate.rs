@@ -3,7 +3,8 @@
 //!
 //! Paths are already validated by `RelPath`'s deserializer; what remains is counting (list
 //! lengths, string lengths, vector sizes) and a few structural rules: a leaf tree node exactly at
-//! level 0, an elided chunk list really empty, version vectors without zero counters, labels and
+//! level 0, an elided chunk list really empty, version vectors without zero counters or counters
+//! above `MAX_VERSION_COUNTER`, file modes within the nine permission bits, labels and
 //! names in their canonical (sanitized) form. This module does not check session order or
 //! whether a hash is right: those need state ([`crate::messages::ChunkData::into_verified_bytes`]
 //! checks chunk hashes; the session checks tree nodes).
