@@ -411,14 +411,34 @@ mod tests {
     fn mtime_and_exec_bit_are_set() {
         let fx = Fixture::new();
         let (mut entry, mut source) = version("bin/run.sh", b"#!/bin/sh\necho hi\n");
-        entry.mode.executable = true;
+        entry.mode.permissions = 0o755;
         fx.apply(&entry, None, &mut source).unwrap();
         let meta = fs::metadata(fx.root().join("bin/run.sh")).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o100, 0o100);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
         assert_eq!(system_time_ns(meta.modified().unwrap()), entry.mtime_ns);
         let local = fx.store.local_get(&entry.path).unwrap().unwrap();
         assert_eq!(local.stat, Some(StatSig::of(&meta)));
         assert_eq!(local.recorded_at_ns, 1);
+    }
+
+    /// Issue 10: a 0600 file arrived as 0644, 000 as 0644. The file is written with exactly the
+    /// entry's bits, also over an existing file with wider ones; bits outside 0o777 are dropped.
+    #[test]
+    fn a_private_file_is_never_written_wider_than_its_source() {
+        let fx = Fixture::new();
+        let path = fx.root().join("memory/private.md");
+        let mut expected = None;
+        for (i, bits) in [0o600u16, 0o700, 0o644, 0o000, 0o4755]
+            .into_iter()
+            .enumerate()
+        {
+            let (mut entry, mut source) = version("memory/private.md", format!("v{i}").as_bytes());
+            entry.mode.permissions = bits;
+            fx.apply(&entry, expected.as_ref(), &mut source).unwrap();
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, u32::from(bits & 0o777), "entry mode {bits:o}");
+            expected = Some(fx.store.local_get(&entry.path).unwrap().unwrap());
+        }
     }
 
     #[test]

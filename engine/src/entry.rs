@@ -17,11 +17,53 @@ pub enum EntryKind {
     Tombstone,
 }
 
-/// Unix permission bits that are synced: only "executable".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// The Unix permission bits that are synced: the nine read, write and execute bits of owner,
+/// group and others (`st_mode & 0o777`; never setuid, setgid or sticky). A receiver writes
+/// exactly these bits, so a file never arrives with more permissions than its source has: a
+/// private (0600) file stays private, an executable one executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mode {
-    /// True if the owner-executable bit is set.
-    pub executable: bool,
+    /// The permission bits, at most [`Mode::PERMISSION_BITS`].
+    pub permissions: u16,
+}
+
+impl Mode {
+    /// The bits a mode may hold.
+    pub const PERMISSION_BITS: u16 = 0o777;
+
+    /// The bits of a file created under the common umask (0644): the mode of tombstones and of
+    /// entries made up in tests.
+    pub const REGULAR: Mode = Mode { permissions: 0o644 };
+
+    /// The synced bits of a `st_mode` (file type and special bits dropped).
+    pub fn from_st_mode(st_mode: u32) -> Mode {
+        Mode {
+            // Masked to nine bits: the cast cannot truncate.
+            permissions: (st_mode & u32::from(Mode::PERMISSION_BITS)) as u16,
+        }
+    }
+
+    /// True if the owner may execute the file.
+    pub fn executable(self) -> bool {
+        self.permissions & 0o100 != 0
+    }
+
+    /// True if the mode holds no bit outside [`Mode::PERMISSION_BITS`] (the wire refuses others).
+    pub fn is_valid(self) -> bool {
+        self.permissions & !Mode::PERMISSION_BITS == 0
+    }
+
+    /// The bits to give the file on disk (anything outside the nine permission bits dropped,
+    /// whatever the entry held).
+    pub fn file_permissions(self) -> u32 {
+        u32::from(self.permissions & Mode::PERMISSION_BITS)
+    }
+}
+
+impl Default for Mode {
+    fn default() -> Mode {
+        Mode::REGULAR
+    }
 }
 
 /// One version of one path.

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod apply;
+pub mod authority;
 pub mod chunk;
 pub mod chunkstore;
 pub mod chunktree;

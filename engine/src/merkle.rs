@@ -253,7 +253,7 @@ pub fn leaf_hash(entry: &FileEntry) -> Hash {
     });
     buf.extend_from_slice(entry.content.as_bytes());
     buf.extend_from_slice(&entry.size.to_le_bytes());
-    buf.push(u8::from(entry.mode.executable));
+    buf.extend_from_slice(&entry.mode.permissions.to_le_bytes());
     buf.extend_from_slice(&(entry.version.len() as u64).to_le_bytes());
     for (peer, counter) in entry.version.iter() {
         buf.extend_from_slice(peer.as_bytes());
@@ -374,7 +374,7 @@ pub(crate) mod tests {
     /// A file entry with one change by `peer`, for tests.
     pub(crate) fn entry(path: &str, content: &[u8], peer: u8) -> FileEntry {
         let mut version = VersionVector::new();
-        version.increment(PeerId([peer; 32]));
+        version.increment(PeerId([peer; 32])).unwrap();
         FileEntry {
             path: RelPath::new(path).unwrap(),
             kind: EntryKind::File,
@@ -429,10 +429,10 @@ pub(crate) mod tests {
         touched[2].changed_by.agent = AgentLabel::new("other agent");
         assert_eq!(MerkleTree::build(&touched).root(), tree.root());
         for change in [
-            |e: &mut FileEntry| e.mode.executable = true,
+            |e: &mut FileEntry| e.mode.permissions = 0o755,
             |e: &mut FileEntry| e.size += 1,
             |e: &mut FileEntry| e.kind = EntryKind::Tombstone,
-            |e: &mut FileEntry| e.version.increment(PeerId([9; 32])),
+            |e: &mut FileEntry| e.version.increment(PeerId([9; 32])).unwrap(),
             |e: &mut FileEntry| e.content = Hash::of(b"other"),
         ] {
             let mut changed = entries.clone();

@@ -2,8 +2,12 @@
 //!
 //! Paths arrive from the local file system and from untrusted peers. Both are parsed here, once,
 //! into a `RelPath`: relative, `/`-separated, UTF-8 in NFC, no empty, `.` or `..` components, no
-//! NUL or control characters, bounded in length and depth, and never inside `.botsync/`. Code that
-//! holds a `RelPath` can join it to the workspace root without further checks.
+//! NUL or control characters, no name that renders deceptively (`path/deceptive.rs`: bidi controls,
+//! line separators, invisible characters, surrounding white space), bounded in length and depth,
+//! and never inside `.botsync/`. Code that holds a `RelPath` can join it to the workspace root
+//! without further checks.
+
+mod deceptive;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +40,18 @@ pub enum PathError {
     /// NUL, control character or backslash.
     #[error("path {0:?} contains a control character or backslash")]
     BadCharacter(String),
+    /// A name that renders as something it is not.
+    #[error(
+        "path {path:?} contains U+{code:04X} {what}, which makes its name render deceptively; rename it"
+    )]
+    Deceptive {
+        /// The path as given.
+        path: String,
+        /// The offending character's code point.
+        code: u32,
+        /// What kind of character it is.
+        what: &'static str,
+    },
     /// Not valid UTF-8.
     #[error("path {0:?} is not valid UTF-8")]
     NotUtf8(String),
@@ -80,6 +96,18 @@ impl RelPath {
             }
             if comp.chars().any(|c| c.is_control() || c == '\\') {
                 return Err(PathError::BadCharacter(s.to_owned()));
+            }
+            if let Some(c) = deceptive::first_deceptive(comp) {
+                let what = if c.is_whitespace() && !deceptive::is_deceptive(c) {
+                    "(white space at the start or end of a name)"
+                } else {
+                    "(a bidirectional-text control, line separator or invisible character)"
+                };
+                return Err(PathError::Deceptive {
+                    path: s.to_owned(),
+                    code: u32::from(c),
+                    what,
+                });
             }
         }
         if depth > MAX_PATH_DEPTH || normalized.len() > MAX_PATH_BYTES {
@@ -172,6 +200,8 @@ impl RelPath {
             && name != "."
             && name != ".."
             && name.len() <= MAX_COMPONENT_BYTES
+            && !name.starts_with(' ')
+            && !name.ends_with(' ')
             && name
                 .bytes()
                 .all(|b| (b' '..=b'~').contains(&b) && b != b'/' && b != b'\\');
@@ -304,6 +334,10 @@ mod tests {
             "cafe\u{301}.md",
             "\u{301}x",
             "\u{85}",
+            " note.md",
+            "note.md ",
+            "report\u{202E}dm.exe",
+            "a\u{200B}b",
             &"n".repeat(255),
             &"n".repeat(256),
             &"x".repeat(100),
@@ -315,6 +349,42 @@ mod tests {
                 assert_eq!(parent.join(name), expected, "{parent:?} / {name:?}");
             }
         }
+    }
+
+    /// Issue 10: names that render deceptively were written as given.
+    #[test]
+    fn names_that_render_deceptively_are_refused() {
+        for bad in [
+            "memory/report\u{202E}dm.exe",
+            "memory/a\u{2028}b.md",
+            "memory/a\u{2029}b.md",
+            "memory/note\u{200B}.md",
+            "memory/\u{200D}.md",
+            "memory/\u{FEFF}notes.md",
+            "memory/\u{2066}x\u{2069}.md",
+            "memory/ notes.md",
+            "memory/notes.md ",
+            " memory/notes.md",
+            "memory /notes.md",
+            "memory/notes.md\u{00A0}",
+        ] {
+            assert!(
+                matches!(RelPath::new(bad), Err(PathError::Deceptive { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        for good in [
+            "memory/my notes.md",
+            "memory/caf\u{e9}.md",
+            "memory/\u{65e5}\u{8a18}.md",
+        ] {
+            assert!(RelPath::new(good).is_ok(), "{good:?} refused");
+        }
+        let err = RelPath::new("x\u{202E}y").unwrap_err().to_string();
+        assert!(
+            err.contains("U+202E") && err.contains("deceptively"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
-/// index with another version is moved aside and rebuilt from the files.
-pub const SCHEMA_VERSION: u32 = 2;
+/// index with another version is moved aside and rebuilt from the files. 3: `Mode` holds the
+/// nine permission bits instead of the executable bit.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The sled page cache bound; botsync's whole process targets at most 64 MiB.
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;

@@ -11,6 +11,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::peer::PeerId;
 
+/// The largest counter a version vector may hold (2^48): far beyond any real number of changes
+/// to one path, far below `u64::MAX`, so counting one more change never overflows. The wire
+/// refuses larger counters (`docs/PROTOCOL.md`, "Version vectors").
+pub const MAX_VERSION_COUNTER: u64 = 1 << 48;
+
+/// A change that could not be counted: `peer`'s counter already holds the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the version counter of peer {peer} reached its maximum ({counter}); this path cannot record another change"
+)]
+pub struct CounterExhausted {
+    /// The peer whose change was not counted.
+    pub peer: PeerId,
+    /// Its counter, unchanged.
+    pub counter: u64,
+}
+
 /// How two version vectors relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Causality {
@@ -59,12 +76,22 @@ impl VersionVector {
         VersionVector(map.into_iter().filter(|(_, c)| *c > 0).collect())
     }
 
-    /// Record one more change by `peer`. Saturates instead of overflowing.
-    pub fn increment(&mut self, peer: PeerId) {
+    /// Record one more change by `peer`. A counter never wraps and never sticks: at
+    /// [`MAX_VERSION_COUNTER`] the change cannot be counted, the vector is left as it was and the
+    /// caller reports the path (a counter that stayed put would make the next change look like
+    /// one the peers already have).
+    pub fn increment(&mut self, peer: PeerId) -> Result<(), CounterExhausted> {
         match self.0.binary_search_by(|(p, _)| p.cmp(&peer)) {
-            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(1),
+            Ok(i) => {
+                let counter = self.0[i].1;
+                if counter >= MAX_VERSION_COUNTER {
+                    return Err(CounterExhausted { peer, counter });
+                }
+                self.0[i].1 = counter + 1;
+            }
             Err(i) => self.0.insert(i, (peer, 1)),
         }
+        Ok(())
     }
 
     /// The counter of `peer` (0 if absent).
@@ -200,7 +227,7 @@ mod tests {
         #[test]
         fn encoding_is_the_maps(a in vv(), p in 0u8..4) {
             let mut a = a;
-            a.increment(PeerId([p; 32]));
+            a.increment(PeerId([p; 32])).unwrap();
             let map: BTreeMap<PeerId, u64> = a.iter().map(|(p, c)| (*p, *c)).collect();
             let bytes = postcard::to_allocvec(&a).unwrap();
             prop_assert_eq!(&bytes, &postcard::to_allocvec(&map).unwrap());
@@ -210,8 +237,31 @@ mod tests {
         #[test]
         fn increment_dominates(a in vv(), p in 0u8..4) {
             let mut b = a.clone();
-            b.increment(PeerId([p; 32]));
+            b.increment(PeerId([p; 32])).unwrap();
             prop_assert_eq!(b.compare(&a), Causality::Dominates);
+        }
+
+        /// A counter never wraps or sticks: incrementing either dominates or fails and leaves
+        /// the vector unchanged.
+        #[test]
+        fn increment_never_wraps_or_sticks(
+            start in prop_oneof![0u64..4, (MAX_VERSION_COUNTER - 3)..=MAX_VERSION_COUNTER, Just(u64::MAX)],
+            p in 0u8..4,
+        ) {
+            let peer = PeerId([p; 32]);
+            let a = VersionVector::from_pairs([(peer, start)]);
+            let mut b = a.clone();
+            match b.increment(peer) {
+                Ok(()) => {
+                    prop_assert_eq!(b.counter(&peer), start + 1);
+                    prop_assert_eq!(b.compare(&a), Causality::Dominates);
+                }
+                Err(e) => {
+                    prop_assert!(start >= MAX_VERSION_COUNTER);
+                    prop_assert_eq!(e, CounterExhausted { peer, counter: start });
+                    prop_assert_eq!(&b, &a);
+                }
+            }
         }
     }
 
@@ -237,11 +287,11 @@ mod tests {
     fn concurrent_edits_are_detected() {
         let (x, y) = (PeerId([1; 32]), PeerId([2; 32]));
         let mut base = VersionVector::new();
-        base.increment(x);
+        base.increment(x).unwrap();
         let mut a = base.clone();
-        a.increment(x);
+        a.increment(x).unwrap();
         let mut b = base.clone();
-        b.increment(y);
+        b.increment(y).unwrap();
         assert_eq!(a.compare(&b), Causality::Concurrent);
         assert_eq!(a.compare(&base), Causality::Dominates);
     }

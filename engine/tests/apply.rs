@@ -136,7 +136,7 @@ fn version(path: &str, bytes: &[u8], by: PeerId) -> (FileEntry, HashMap<Hash, Ve
         })
         .unwrap();
     let mut vector = VersionVector::new();
-    vector.increment(by);
+    vector.increment(by).unwrap();
     let entry = FileEntry {
         path: RelPath::new(path).unwrap(),
         kind: EntryKind::File,
@@ -437,7 +437,7 @@ fn a_remote_deletion_keeps_the_last_version() {
     tombstone.size = 0;
     tombstone.chunks.clear();
     tombstone.content = Hash::ZERO;
-    tombstone.version.increment(LAPTOP);
+    tombstone.version.increment(LAPTOP).unwrap();
     tombstone.changed_by.peer = LAPTOP;
 
     let outcome = ws.apply(&tombstone, Some(&local), &mut NoSource).unwrap();
@@ -633,7 +633,7 @@ fn a_deletion_of_a_file_already_deleted_here_converges() {
     tombstone.size = 0;
     tombstone.chunks.clear();
     tombstone.content = Hash::ZERO;
-    tombstone.version.increment(LAPTOP);
+    tombstone.version.increment(LAPTOP).unwrap();
     // Both sides deleted it; the scanner here has not run yet.
     fs::remove_file(ws.root.join("memory/scratch.md")).unwrap();
 
@@ -663,7 +663,7 @@ fn receive(
             }
             if let Some(parent) = parent {
                 entry.version = parent.version.clone();
-                entry.version.increment(LAPTOP);
+                entry.version.increment(LAPTOP).unwrap();
                 entry.parent = Some(parent.content);
             }
             entry

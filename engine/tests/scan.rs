@@ -200,7 +200,7 @@ fn flipping_the_exec_bit_is_a_metadata_only_change() {
         vec![(MetadataOnly, "memory/2026-11-20.md".to_owned())]
     );
     let after = &ws.entry("memory/2026-11-20.md").entry;
-    assert!(after.mode.executable);
+    assert!(after.mode.executable());
     assert_eq!(after.content, before.content);
     assert_eq!(after.version.counter(&ws.local.peer), 2);
 }
@@ -259,6 +259,34 @@ fn symlinks_and_fifos_are_reported_and_never_followed() {
             ("memory/pipe.md".to_owned(), SkipReason::Fifo),
         ]
     );
+}
+
+/// Issue 10: names that render deceptively were synced as given. They are skipped and
+/// reported, never indexed, so they never travel.
+#[test]
+fn files_with_deceptive_names_are_skipped_and_reported() {
+    let mut ws = agent_workspace();
+    for name in [
+        "report\u{202E}dm.exe",
+        "a\u{2028}b.md",
+        "note\u{200B}.md",
+        "notes.md ",
+    ] {
+        fs::write(ws.path("memory").join(name), "x\n").unwrap();
+    }
+    let report = ws.scan();
+    assert_eq!(
+        changes(&report),
+        selected_paths(),
+        "none of them is indexed"
+    );
+    assert_eq!(report.skipped.len(), 4, "{:?}", report.skipped);
+    for s in &report.skipped {
+        assert!(
+            matches!(&s.reason, SkipReason::BadName(e) if e.to_string().contains("deceptively")),
+            "{s}"
+        );
+    }
 }
 
 #[test]

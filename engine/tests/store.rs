@@ -46,7 +46,7 @@ fn file(path: &str, parts: &[&[u8]]) -> LocalEntry {
         })
         .collect();
     let mut version = VersionVector::new();
-    version.increment(ME);
+    version.increment(ME).unwrap();
     LocalEntry {
         entry: FileEntry {
             path: RelPath::new(path).unwrap(),

@@ -11,8 +11,9 @@
 //!
 //! [`decode`] never panics and never allocates more than the input's length allows: the input is
 //! already capped at [`MAX_FRAME`] by the framing layer, bincode is given the same byte limit, the
-//! message tag is checked before bincode runs, trailing bytes are refused and
-//! [`Message::validate`] enforces the per-field caps of [`crate::limits`] afterwards.
+//! message tag is checked before bincode runs, trailing bytes are refused,
+//! [`Message::validate`] enforces the per-field caps of [`crate::limits`] afterwards, and the
+//! message must encode back to exactly its bytes (its one canonical encoding).
 //!
 //! What this module does not own: framing ([`crate::frame`]) and the message types
 //! ([`crate::messages`]).
@@ -76,6 +77,16 @@ pub enum CodecError {
         /// How many bytes were left over.
         extra: usize,
     },
+    /// The message decoded, but not from its one canonical encoding: a varint longer than its
+    /// value needs, version-vector peers unsorted or repeated, a path not in NFC. Accepting
+    /// these would let two byte strings mean one message (and a peer hide a repeated key).
+    #[error(
+        "{kind} message is not in its canonical encoding (a varint longer than needed, map keys unsorted or repeated, or a path not in NFC)"
+    )]
+    NonCanonical {
+        /// The message kind that was decoded.
+        kind: &'static str,
+    },
     /// The bytes do not form a valid message (bad enum value, invalid path, bad UTF-8, …).
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -112,6 +123,7 @@ impl CodecError {
             | CodecError::UnknownTag { .. }
             | CodecError::Unsupported { .. }
             | CodecError::TrailingBytes { .. }
+            | CodecError::NonCanonical { .. }
             | CodecError::Malformed(_)
             | CodecError::LimitExceeded { .. } => "bad-message",
         }
@@ -160,6 +172,13 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, CodecError> {
     Ok(bytes)
 }
 
+/// Encode a message without the protocol checks of [`encode`], as a hostile or buggy peer
+/// could: for tests that play such a peer. A sender never uses it.
+pub fn encode_unchecked(message: &Message) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(message, config())
+        .map_err(|e| CodecError::Malformed(format!("cannot encode {}: {e}", message.kind())))
+}
+
 /// Decode one message from exactly `bytes` (a frame's payload) and validate it.
 ///
 /// Trailing bytes, unknown or reserved tags, malformed fields and exceeded limits are errors;
@@ -190,6 +209,14 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
         });
     }
     message.validate()?;
+    // One message, one byte string: the decoded message must encode back to exactly the bytes
+    // it came from. bincode's decoder accepts longer varints and serde's map decoder repeated
+    // or unsorted keys; this refuses them (`docs/PROTOCOL.md`, "Encoding").
+    if encode_unchecked(&message)? != bytes {
+        return Err(CodecError::NonCanonical {
+            kind: message.kind(),
+        });
+    }
     Ok(message)
 }
 

@@ -71,10 +71,13 @@ pub struct EndpointOptions {
     pub loopback_initial_mtu: u16,
     /// Largest UDP payload MTU discovery may probe towards a loopback peer (see the module docs).
     pub loopback_max_mtu: u16,
-    /// Send a keep-alive after this much silence (well below `idle_timeout`, so NAT and Tailscale
-    /// mappings stay open).
+    /// Send a keep-alive after this much silence: a live peer is never silent longer, so
+    /// `idle_timeout` can be short (and NAT and Tailscale mappings stay open).
     pub keep_alive: Duration,
-    /// Close a connection after this much silence from the peer.
+    /// Close a connection after this much silence from the peer: a peer that sends keep-alives
+    /// every second and is silent for this long was killed, crashed or lost its network. Short,
+    /// so that an active transfer notices within seconds (issue 10: a client pushing to a killed
+    /// daemon waited 70 s); five missed keep-alives in a row leave room for a lossy link.
     pub idle_timeout: Duration,
     /// Bytes the peer may have in flight to us across all streams. A 100 Mbit/s × 100 ms path has
     /// a bandwidth-delay product of about 1.25 MB; twice and a bit more leaves room for loss
@@ -101,8 +104,8 @@ impl Default for EndpointOptions {
             max_mtu: 1232,
             loopback_initial_mtu: LOOPBACK_INITIAL_MTU,
             loopback_max_mtu: LOOPBACK_MAX_MTU,
-            keep_alive: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
             connection_window: 4 << 20,
             stream_window: 1 << 20,
             send_window: 4 << 20,

@@ -78,7 +78,10 @@ impl MemoryReplica {
         }
         let prev = st.entries.get(&path).cloned();
         let mut version = prev.as_ref().map(|p| p.version.clone()).unwrap_or_default();
-        version.increment(self.local.peer);
+        // As the scanner: a change that cannot be counted is not recorded.
+        if version.increment(self.local.peer).is_err() {
+            return;
+        }
         let entry = FileEntry {
             path: path.clone(),
             kind: EntryKind::File,
@@ -104,7 +107,9 @@ impl MemoryReplica {
         let clock = st.clock;
         st.tree = None;
         if let Some(e) = st.entries.get_mut(&path) {
-            e.version.increment(self.local.peer);
+            if e.version.increment(self.local.peer).is_err() {
+                return;
+            }
             e.parent = Some(e.content);
             e.kind = EntryKind::Tombstone;
             e.content = Hash::ZERO;
@@ -170,6 +175,10 @@ fn assemble(chunks: &HashMap<Hash, Vec<u8>>, list: &[ChunkRef]) -> Option<Vec<u8
 }
 
 impl Replica for MemoryReplica {
+    fn local_peer(&self) -> PeerId {
+        self.local.peer
+    }
+
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let files = self
             .lock()

@@ -38,6 +38,9 @@ impl ReplicaError {
 /// What a session needs from a workspace. Calls are synchronous and may block on disk: the
 /// session runs them on a blocking thread.
 pub trait Replica: Send + Sync + 'static {
+    /// The id of the peer this replica belongs to: whose changes it counts.
+    fn local_peer(&self) -> PeerId;
+
     /// Bring the index up to date with the files (a stat-cache rescan) and return the root.
     fn refresh(&self) -> Result<Snapshot, ReplicaError>;
 

@@ -33,7 +33,7 @@ fn sample_entry() -> FileEntry {
         kind: EntryKind::File,
         size: 5,
         mtime_ns: 1_700_000_000_000_000_000,
-        mode: Mode { executable: false },
+        mode: Mode { permissions: 0o644 },
         content: Hash([0x44; 32]),
         chunks: vec![ChunkRef {
             id: Hash([0x55; 32]),
@@ -54,7 +54,7 @@ fn big_entry() -> FileEntry {
         path: path("memory/log.jsonl"),
         size: 536_870_912,
         mtime_ns: -1,
-        mode: Mode { executable: true },
+        mode: Mode { permissions: 0o755 },
         content: Hash([0x77; 32]),
         chunks: Vec::new(),
         parent: Some(Hash([0x88; 32])),
@@ -68,8 +68,8 @@ fn samples() -> Vec<(&'static str, Message)> {
         (
             "hello",
             Message::Hello(Hello {
-                protocol_min: 1,
-                protocol_max: 1,
+                protocol_min: 2,
+                protocol_max: 2,
                 features: Features::ZSTD.union(Features::CHUNK_TREE),
                 peer_name: "mini".into(),
                 agent: AgentLabel::new("claude"),

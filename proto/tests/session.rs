@@ -436,6 +436,9 @@ enum Misbehaviour {
 }
 
 impl Replica for Corrupting {
+    fn local_peer(&self) -> PeerId {
+        self.0.local_peer()
+    }
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         self.0.refresh()
     }

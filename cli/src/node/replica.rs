@@ -175,6 +175,10 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
 }
 
 impl Replica for LiveReplica {
+    fn local_peer(&self) -> PeerId {
+        self.ws.local().peer
+    }
+
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let _turn = self.turn();
         let pending = self.pending.take();

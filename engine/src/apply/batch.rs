@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
-use super::disk::{LocalState, TempFile, file_mode, local_state, prepare_parent, time_from_ns};
+use super::disk::{LocalState, TempFile, local_state, prepare_parent, time_from_ns};
 use super::durable::{Durable, barrier};
 use super::{
     ApplyContext, ApplyError, ApplyItem, ApplyOutcome, ChunkSource, TEMP_PREFIX, check_entry,
@@ -182,8 +182,8 @@ fn stage<'a>(
             format!("assembled {len} bytes, entry says {}", target.size),
         ));
     }
-    let base = old.unwrap_or(&written).permissions().mode();
-    let mode = file_mode(base, target.mode.executable);
+    // Exactly the source's bits: never wider than the file we were sent.
+    let mode = target.mode.file_permissions();
     temp.file
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| io_err(path, "setting permissions of", t, e))?;

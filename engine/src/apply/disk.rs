@@ -126,17 +126,6 @@ pub(super) fn local_state(
     }
 }
 
-/// Permission bits for the new file: the old file's (or the umask default's) with the
-/// executable bits set where reading is allowed, or cleared.
-pub(super) fn file_mode(base: u32, executable: bool) -> u32 {
-    let base = base & 0o777;
-    if executable {
-        base | ((base & 0o444) >> 2)
-    } else {
-        base & !0o111
-    }
-}
-
 pub(super) fn time_from_ns(ns: i64) -> SystemTime {
     let magnitude = Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 {
@@ -150,14 +139,6 @@ pub(super) fn time_from_ns(ns: i64) -> SystemTime {
 mod tests {
     use super::*;
     use crate::chunkstore::system_time_ns;
-
-    #[test]
-    fn file_modes() {
-        assert_eq!(file_mode(0o644, true), 0o755);
-        assert_eq!(file_mode(0o600, true), 0o700);
-        assert_eq!(file_mode(0o755, false), 0o644);
-        assert_eq!(file_mode(0o100_644, false), 0o644);
-    }
 
     #[test]
     fn times_convert_both_ways() {

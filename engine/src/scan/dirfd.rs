@@ -24,7 +24,7 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
 
-use crate::entry::StatSig;
+use crate::entry::{Mode as SyncedMode, StatSig};
 
 /// Bytes of directory entries read per `getdents64` call (glibc's `readdir` uses as much).
 const LISTING_BUFFER: usize = 32 * 1024;
@@ -48,8 +48,8 @@ pub(crate) struct Facts {
     pub file_type: FileType,
     /// The stat-cache facts.
     pub sig: StatSig,
-    /// The owner may execute it.
-    pub executable: bool,
+    /// Its permission bits.
+    pub mode: SyncedMode,
 }
 
 impl DirHandle {
@@ -137,7 +137,7 @@ fn facts_of_statx(st: &rustix::fs::Statx) -> Facts {
             ino: st.stx_ino,
             dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
         },
-        executable: mode & 0o100 != 0,
+        mode: SyncedMode::from_st_mode(mode),
     }
 }
 
@@ -155,7 +155,7 @@ fn facts_of_stat(st: &rustix::fs::Stat) -> Facts {
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
         },
-        executable: mode & 0o100 != 0,
+        mode: SyncedMode::from_st_mode(mode),
     }
 }
 
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(facts.sig, StatSig::of(&meta));
         assert_eq!(facts.sig.dev, meta.dev());
         assert_eq!(facts.file_type, FileType::RegularFile);
-        assert!(facts.executable);
+        assert_eq!(facts.mode.permissions, 0o755);
         // The fallback for kernels without statx says the same.
         assert_eq!(dir.stat_fallback(b"run.sh").unwrap(), facts);
     }

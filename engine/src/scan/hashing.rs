@@ -16,7 +16,7 @@ use std::path::Path;
 
 use crate::chunk::{ChunkRef, Chunker};
 use crate::chunktree;
-use crate::entry::StatSig;
+use crate::entry::{Mode, StatSig};
 use crate::hash::Hash;
 
 use super::walk::Found;
@@ -34,8 +34,8 @@ pub(crate) struct Digest {
     /// (for a file that grew meanwhile, its prefix; the stat cache then sees the growth next
     /// time).
     pub sig: StatSig,
-    /// Owner-executable bit of the open file.
-    pub executable: bool,
+    /// The permission bits of the open file.
+    pub mode: Mode,
 }
 
 /// Why a file could not be hashed.
@@ -82,7 +82,7 @@ pub(crate) fn read_file(
         chunks,
         content,
         sig,
-        executable: before.mode() & 0o100 != 0,
+        mode: Mode::from_st_mode(before.mode()),
     })
 }
 
@@ -159,7 +159,7 @@ mod tests {
             RelPath::new("memory/x.md").unwrap(),
             Some(path.to_path_buf()),
             StatSig::of(&meta),
-            meta.mode() & 0o100 != 0,
+            Mode::from_st_mode(meta.mode()),
         )
     }
 

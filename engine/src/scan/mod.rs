@@ -37,6 +37,7 @@ use crate::hash::Hash;
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::peer::Attribution;
 use crate::rules::{Decision, Selection};
+use crate::vector::CounterExhausted;
 
 pub use self::partial::scan_under;
 
@@ -181,6 +182,9 @@ pub enum SkipReason {
     NameCollision,
     /// The file was modified or replaced while it was being read; the next scan retries.
     ChangedWhileReading,
+    /// This peer's version counter for the path is at its maximum: the change cannot be
+    /// counted, so it is not recorded (the previous entry stands).
+    CounterExhausted(CounterExhausted),
 }
 
 /// Why a scan could not run at all.
@@ -289,7 +293,16 @@ fn compare(
         if old.entry.is_tombstone() || is_hidden(path, &blind) {
             continue;
         }
-        let entry = tombstone(ctx, &old.entry);
+        let entry = match tombstone(ctx, &old.entry) {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.skipped.push(Skipped {
+                    path: path.to_string(),
+                    reason: SkipReason::CounterExhausted(e),
+                });
+                continue;
+            }
+        };
         report.changes.push(Change {
             kind: ChangeKind::Deleted,
             entry: LocalEntry {
@@ -324,7 +337,8 @@ impl SkipReason {
             SkipReason::Unreadable(_)
             | SkipReason::BadName(_)
             | SkipReason::NameCollision
-            | SkipReason::ChangedWhileReading => true,
+            | SkipReason::ChangedWhileReading
+            | SkipReason::CounterExhausted(_) => true,
         }
     }
 }
@@ -344,6 +358,7 @@ impl fmt::Display for SkipReason {
             SkipReason::ChangedWhileReading => {
                 f.write_str("changed while reading; retried next scan")
             }
+            SkipReason::CounterExhausted(e) => write!(f, "{e}"),
         }
     }
 }
@@ -473,7 +488,7 @@ fn is_hidden(path: &RelPath, blind: &HashSet<RelPath>) -> bool {
 fn is_trusted(old: &LocalEntry, found: &Found) -> bool {
     old.entry.kind == EntryKind::File
         && old.stat == Some(found.sig)
-        && old.entry.mode.executable == found.executable
+        && old.entry.mode == found.mode
         && found.sig.mtime_ns < old.recorded_at_ns.saturating_sub(RACY_WINDOW_NS)
 }
 
@@ -485,9 +500,7 @@ fn classify(
     d: Digest,
     report: &mut ScanReport,
 ) {
-    let mode = Mode {
-        executable: d.executable,
-    };
+    let mode = d.mode;
     let mtime_ns = competing_time(&d.sig, ctx.now_ns);
     let stat = Some(d.sig);
     let local_entry = |entry| LocalEntry {
@@ -507,7 +520,13 @@ fn classify(
         }
         Some(o) => (ChangeKind::Modified, o.version.clone(), Some(o.content)),
     };
-    version.increment(ctx.local.peer);
+    if let Err(e) = version.increment(ctx.local.peer) {
+        report.skipped.push(Skipped {
+            path: rel.to_string(),
+            reason: SkipReason::CounterExhausted(e),
+        });
+        return;
+    }
     let entry = FileEntry {
         path: rel.clone(),
         kind: EntryKind::File,
@@ -528,10 +547,10 @@ fn classify(
 }
 
 /// The tombstone recording that `old` (a file) was deleted by this peer at `now`.
-fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
+fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> Result<FileEntry, CounterExhausted> {
     let mut version = old.version.clone();
-    version.increment(ctx.local.peer);
-    FileEntry {
+    version.increment(ctx.local.peer)?;
+    Ok(FileEntry {
         path: old.path.clone(),
         kind: EntryKind::Tombstone,
         size: 0,
@@ -543,7 +562,7 @@ fn tombstone(ctx: &ScanContext<'_>, old: &FileEntry) -> FileEntry {
         version,
         parent: Some(old.content),
         changed_by: ctx.local.clone(),
-    }
+    })
 }
 
 /// The time a newly observed version competes with in a conflict (recorded as its entry's

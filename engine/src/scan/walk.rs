@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rustix::fs::FileType;
 
-use crate::entry::StatSig;
+use crate::entry::{Mode, StatSig};
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::rules::{Decision, DirScope, Selection};
 
@@ -45,23 +45,18 @@ pub(crate) struct Found {
     disk_path: Option<Box<Path>>,
     /// The lstat facts.
     pub sig: StatSig,
-    /// The owner-executable bit.
-    pub executable: bool,
+    /// The permission bits.
+    pub mode: Mode,
 }
 
 impl Found {
     /// A file at `rel`, stored on disk at `disk_path` if that is not `rel` under the root.
-    pub(crate) fn new(
-        rel: RelPath,
-        disk_path: Option<PathBuf>,
-        sig: StatSig,
-        executable: bool,
-    ) -> Found {
+    pub(crate) fn new(rel: RelPath, disk_path: Option<PathBuf>, sig: StatSig, mode: Mode) -> Found {
         Found {
             rel,
             disk_path: disk_path.map(PathBuf::into_boxed_path),
             sig,
-            executable,
+            mode,
         }
     }
 
@@ -498,12 +493,7 @@ impl Walker<'_> {
         match handle.stat(child.disk_name()) {
             Ok(facts) if facts.file_type == FileType::RegularFile => {
                 let disk_path = child.disk_path(self.root, dir);
-                files.push(Found::new(
-                    child.rel,
-                    disk_path,
-                    facts.sig,
-                    facts.executable,
-                ));
+                files.push(Found::new(child.rel, disk_path, facts.sig, facts.mode));
             }
             // Replaced by something else since the listing: report what it is now.
             Ok(facts) => out.skip(child.rel, special_reason(facts.file_type)),

@@ -101,7 +101,7 @@ mod tests {
     use crate::{ChunkRef, ChunkerParams};
     use proptest::prelude::*;
 
-    fn sample(path: &str, counters: Vec<(u8, u64)>, executable: bool) -> LocalEntry {
+    fn sample(path: &str, counters: Vec<(u8, u64)>, permissions: u16) -> LocalEntry {
         let chunks = vec![ChunkRef {
             id: Hash::of(path.as_bytes()),
             len: 9,
@@ -112,7 +112,7 @@ mod tests {
                 kind: EntryKind::File,
                 size: 9,
                 mtime_ns: -5,
-                mode: Mode { executable },
+                mode: Mode { permissions },
                 content: crate::chunktree::content_hash(&chunks),
                 chunks,
                 chunker: ChunkerParams::DEFAULT,
@@ -141,9 +141,9 @@ mod tests {
         fn decode_inverts_encode(
             path in "[a-z]{1,8}(/[a-z0-9]{1,6}\\.md){0,3}",
             counters in proptest::collection::vec((any::<u8>(), 1u64..), 0..4),
-            executable in any::<bool>(),
+            permissions in 0u16..=0o777,
         ) {
-            let e = sample(&path, counters, executable);
+            let e = sample(&path, counters, permissions);
             let bytes = encode("local entry", &e).unwrap();
             prop_assert_eq!(decode::<LocalEntry>(&bytes).unwrap(), e);
         }
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn truncated_value_is_an_error() {
-        let bytes = encode("local entry", &sample("a.md", vec![(1, 2)], false)).unwrap();
+        let bytes = encode("local entry", &sample("a.md", vec![(1, 2)], 0o644)).unwrap();
         assert!(decode::<LocalEntry>(&bytes[..bytes.len() / 2]).is_err());
         assert!(parse_chunk_key(&[0; 10]).is_err());
     }

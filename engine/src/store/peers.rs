@@ -144,7 +144,7 @@ mod tests {
 
     fn tombstone(path: &str, by: PeerId) -> FileEntry {
         let mut version = VersionVector::new();
-        version.increment(by);
+        version.increment(by).unwrap();
         FileEntry {
             path: RelPath::new(path).unwrap(),
             kind: EntryKind::Tombstone,

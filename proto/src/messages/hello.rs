@@ -11,8 +11,9 @@ use std::fmt;
 use botsync_engine::AgentLabel;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this implementation speaks. 2: `FileEntry.mode` carries the nine
+/// permission bits (version 1 carried only the executable bit; it is no longer spoken).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A set of optional protocol features, as bits. Unknown bits are accepted and ignored: a newer
 /// peer may advertise features this version does not know; negotiation drops them.
@@ -206,10 +207,20 @@ mod tests {
     #[test]
     fn unknown_feature_bits_never_survive_negotiation() {
         let ours = Hello::current("a", AgentLabel::default());
-        let theirs = hello(1, 1, u64::MAX);
+        let theirs = hello(PROTOCOL_VERSION, PROTOCOL_VERSION, u64::MAX);
         let n = ours.negotiate(&theirs).unwrap();
         assert_eq!(n.features, Features::SUPPORTED);
         assert!(format!("{:?}", theirs.features).contains("unknown"));
+    }
+
+    /// Version 1 carried only the executable bit of a file's mode: a version-1 peer would
+    /// misread our entries, so it gets a clean mismatch instead.
+    #[test]
+    fn a_version_1_peer_is_told_to_upgrade() {
+        let err = Hello::current("a", AgentLabel::default())
+            .negotiate(&hello(1, 1, 0))
+            .unwrap_err();
+        assert!(err.to_string().contains("upgrade botsync"), "{err}");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //!
 //! Paths are already validated by `RelPath`'s deserializer; what remains is counting (list
 //! lengths, string lengths, vector sizes) and a few structural rules: a leaf tree node exactly at
-//! level 0, an elided chunk list really empty, version vectors without zero counters, labels and
+//! level 0, an elided chunk list really empty, version vectors without zero counters or counters
+//! above `MAX_VERSION_COUNTER`, file modes within the nine permission bits, labels and
 //! names in their canonical (sanitized) form. This module does not check session order or
 //! whether a hash is right: those need state ([`crate::messages::ChunkData::into_verified_bytes`]
 //! checks chunk hashes; the session checks tree nodes).
 
 use botsync_engine::path::MAX_COMPONENT_BYTES;
+use botsync_engine::vector::MAX_VERSION_COUNTER;
 use botsync_engine::{AgentLabel, FileEntry, VersionVector};
 
 use super::hello::sanitize_name;
@@ -179,6 +181,12 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
     for chunk in &entry.chunks {
         validate_chunk_len(chunk.len)?;
     }
+    if !entry.mode.is_valid() {
+        return Err(CodecError::Malformed(format!(
+            "entry {} has mode {:o}, beyond the permission bits 0o777",
+            entry.path, entry.mode.permissions
+        )));
+    }
     if !entry.chunker.is_valid() {
         return Err(CodecError::Malformed(format!(
             "entry {} has invalid chunker parameters",
@@ -204,6 +212,13 @@ fn validate_vector(version: &VersionVector) -> Result<(), CodecError> {
         return Err(CodecError::Malformed(
             "version vector with a zero counter".to_owned(),
         ));
+    }
+    // Counting one more change must never overflow: larger counters are refused here, so none
+    // ever reaches a replica (`docs/PROTOCOL.md`, "Version vectors").
+    if let Some((peer, &counter)) = version.iter().find(|(_, c)| **c > MAX_VERSION_COUNTER) {
+        return Err(CodecError::Malformed(format!(
+            "version counter {counter} of peer {peer} is above the maximum {MAX_VERSION_COUNTER}"
+        )));
     }
     Ok(())
 }
@@ -331,6 +346,25 @@ mod tests {
             entries(vec![wire]).validate(),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn version_counters_above_the_maximum_are_malformed() {
+        let mut e = entry(1);
+        let peer = PeerId([1; 32]);
+        e.version = VersionVector::from_pairs([(peer, MAX_VERSION_COUNTER)]);
+        let wire = |e: FileEntry| WireEntry {
+            entry: e,
+            listing: ChunkListing::Inline,
+        };
+        assert_eq!(entries(vec![wire(e.clone())]).validate(), Ok(()));
+        for counter in [MAX_VERSION_COUNTER + 1, u64::MAX] {
+            e.version = VersionVector::from_pairs([(peer, counter)]);
+            assert!(matches!(
+                entries(vec![wire(e.clone())]).validate(),
+                Err(CodecError::Malformed(m)) if m.contains("above the maximum")
+            ));
+        }
     }
 
     #[test]

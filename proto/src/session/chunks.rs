@@ -9,9 +9,10 @@ use botsync_engine::{ChunkRef, Hash};
 use tokio::task::JoinSet;
 
 use super::{Counters, Progress, ProgressEvent, SessionError, blocking};
-use crate::frame::{read_frame, write_frame};
+use crate::codec::CodecError;
+use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::MAX_IDS_PER_REQUEST;
-use crate::messages::{ErrorCode, Message};
+use crate::messages::{Compression, ErrorCode, Message};
 use crate::replica::Replica;
 
 /// Target raw bytes per request batch: large enough to fill the pipe, small enough to keep
@@ -26,17 +27,26 @@ pub(crate) struct Fetched {
     pub missing: HashSet<Hash>,
 }
 
-/// Fetch `needed` from the peer over `streams` parallel streams.
+/// How to fetch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fetch {
+    /// Parallel request streams.
+    pub streams: usize,
+    /// True if the ZSTD feature was negotiated: without it a zstd payload is `bad-message`.
+    pub zstd: bool,
+}
+
+/// Fetch `needed` from the peer as `how` says.
 pub(crate) async fn fetch<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     needed: Vec<ChunkRef>,
-    streams: usize,
+    how: Fetch,
     progress: Arc<dyn Progress>,
 ) -> Result<Fetched, SessionError> {
     let queue: Arc<Mutex<VecDeque<Vec<ChunkRef>>>> = Arc::new(Mutex::new(batches(needed).into()));
     let mut tasks = JoinSet::new();
-    for _ in 0..streams.max(1) {
+    for _ in 0..how.streams.max(1) {
         let (conn, replica, queue, progress) = (
             conn.clone(),
             Arc::clone(replica),
@@ -48,7 +58,7 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
             loop {
                 let batch = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(batch) = batch else { break };
-                fetch_batch(&conn, &replica, batch, &mut got, progress.as_ref()).await?;
+                fetch_batch(&conn, &replica, batch, how, &mut got, progress.as_ref()).await?;
             }
             Ok::<_, SessionError>(got)
         });
@@ -88,6 +98,7 @@ async fn fetch_batch<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     batch: Vec<ChunkRef>,
+    how: Fetch,
     got: &mut Fetched,
     progress: &dyn Progress,
 ) -> Result<(), SessionError> {
@@ -105,10 +116,15 @@ async fn fetch_batch<R: Replica + ?Sized>(
                         want.id, data.id
                     )));
                 }
+                if data.compression == Compression::Zstd && !how.zstd {
+                    return Err(FrameError::from(CodecError::Malformed(format!(
+                        "chunk {} is zstd-compressed, but ZSTD was not negotiated",
+                        want.id
+                    )))
+                    .into());
+                }
                 let wire = data.data.len() as u64;
-                let bytes = data
-                    .into_verified_bytes()
-                    .map_err(crate::frame::FrameError::from)?;
+                let bytes = data.into_verified_bytes().map_err(FrameError::from)?;
                 if bytes.len() != want.len as usize {
                     return Err(SessionError::Protocol(format!(
                         "chunk {} has the wrong length",

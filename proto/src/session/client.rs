@@ -51,6 +51,7 @@ pub async fn run_with<R: Replica + ?Sized>(
     run_inner(conn, peer, replica, opts, progress, pending)
         .instrument(span)
         .await
+        .map_err(|e| e.on(conn))
 }
 
 async fn run_inner<R: Replica + ?Sized>(
@@ -71,6 +72,7 @@ async fn run_inner<R: Replica + ?Sized>(
         send,
         recv,
         counters: Default::default(),
+        features: Features::NONE,
     };
 
     // Hello and Summary go together: a workspace already in sync costs one round trip.
@@ -94,6 +96,7 @@ async fn run_inner<R: Replica + ?Sized>(
     let negotiated = hello
         .negotiate(&theirs)
         .map_err(|e| SessionError::Version(e.to_string()))?;
+    ctl.features = negotiated.features;
     let Message::Summary {
         root: their_root,
         skipped: their_skipped,
@@ -107,6 +110,7 @@ async fn run_inner<R: Replica + ?Sized>(
     let advertised = Advertised::default();
     let bytes_served = Arc::new(AtomicU64::new(0));
     let svc = Service {
+        conn: conn.clone(),
         replica: Arc::clone(&replica),
         advertised: advertised.clone(),
         zstd: negotiated.features.contains(Features::ZSTD),
@@ -128,18 +132,24 @@ async fn run_inner<R: Replica + ?Sized>(
             .into_iter()
             .collect();
         debug!(paths = paths.len(), "differing paths");
-        let remote = entries::request(&mut ctl, conn, &replica, &paths).await?;
+        let chunk_tree = negotiated.features.contains(Features::CHUNK_TREE);
+        let remote = entries::request(&mut ctl, conn, &replica, &paths, chunk_tree).await?;
+        // Refused versions take no further part: not planned, not settled, not recorded.
+        let (remote, refused) = entries::screen(&replica, peer, remote).await?;
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Pull) {
-            report.pulled = pull(
-                conn,
-                &replica,
-                peer,
-                remote.clone(),
-                opts,
-                &progress,
-                &mut ctl,
-            )
-            .await?;
+            report.pulled = refused;
+            report.pulled.extend(
+                pull(
+                    conn,
+                    &replica,
+                    peer,
+                    remote.clone(),
+                    opts,
+                    &progress,
+                    &mut ctl,
+                )
+                .await?,
+            );
         }
         if matches!(opts.mode, SessionMode::Sync | SessionMode::Push) {
             report.pushed = push(
@@ -193,7 +203,11 @@ async fn pull<R: Replica + ?Sized>(
         files: items.iter().filter(|i| i.action.writes_file()).count() as u64,
         bytes: needed.iter().map(|c| u64::from(c.len)).sum(),
     });
-    let fetched = chunks::fetch(conn, replica, needed, opts.streams, Arc::clone(progress)).await?;
+    let how = chunks::Fetch {
+        streams: opts.streams,
+        zstd: ctl.features.contains(Features::ZSTD),
+    };
+    let fetched = chunks::fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
     ctl.counters.chunks_received += fetched.counters.chunks_received;
     ctl.counters.chunk_bytes_received += fetched.counters.chunk_bytes_received;
     ctl.counters.chunk_wire_bytes_received += fetched.counters.chunk_wire_bytes_received;

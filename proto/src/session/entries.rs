@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use botsync_engine::{FileEntry, RelPath};
+use botsync_engine::authority::check_claims;
+use botsync_engine::plan::{Action, ItemReport, Outcome};
+use botsync_engine::{FileEntry, PeerId, RelPath};
+use tracing::warn;
 
 use super::tree::{NodeTable, Rebuild};
 use super::{Advertised, Control, SessionError, blocking};
-use crate::frame::{read_frame, write_frame};
+use crate::codec::CodecError;
+use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
@@ -22,6 +26,7 @@ pub(crate) async fn request<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     paths: &[RelPath],
+    chunk_tree: bool,
 ) -> Result<Vec<FileEntry>, SessionError> {
     if paths.is_empty() {
         return Ok(Vec::new());
@@ -46,15 +51,27 @@ pub(crate) async fn request<R: Replica + ?Sized>(
         Ok(remaining == 0)
     })
     .await?;
-    complete(conn, replica, wire).await
+    complete(conn, replica, wire, chunk_tree).await
 }
 
-/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones.
+/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones. An elided
+/// list without the CHUNK_TREE feature (`chunk_tree` false) is `bad-message`, before any request.
 pub(crate) async fn complete<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     wire: Vec<WireEntry>,
+    chunk_tree: bool,
 ) -> Result<Vec<FileEntry>, SessionError> {
+    if let Some(w) = wire
+        .iter()
+        .find(|w| !chunk_tree && matches!(w.listing, ChunkListing::Elided { .. }))
+    {
+        return Err(FrameError::from(CodecError::Malformed(format!(
+            "entry {} has an elided chunk list, but CHUNK_TREE was not negotiated",
+            w.entry.path
+        )))
+        .into());
+    }
     let mut out = Vec::with_capacity(wire.len());
     for w in wire {
         match w.listing {
@@ -75,6 +92,45 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// Refuse the incoming versions whose claims about us we cannot believe
+/// ([`check_claims`]: our own counter far ahead of ours, an author the version does not count).
+/// Returns the accepted entries, and for each refused one a report with action `Nothing` and
+/// outcome `Failed`, so that the refusal is seen on both sides.
+pub(crate) async fn screen<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    sender: PeerId,
+    incoming: Vec<FileEntry>,
+) -> Result<(Vec<FileEntry>, Vec<ItemReport>), SessionError> {
+    if incoming.is_empty() {
+        return Ok((incoming, Vec::new()));
+    }
+    let paths: Vec<RelPath> = incoming.iter().map(|e| e.path.clone()).collect();
+    let (receiver, ours) =
+        blocking(replica, move |r| Ok((r.local_peer(), r.entries(&paths)?))).await?;
+    let ours = by_path(ours);
+    let mut accepted = Vec::with_capacity(incoming.len());
+    let mut refused = Vec::new();
+    for remote in incoming {
+        match check_claims(ours.get(&remote.path), &remote, receiver) {
+            Ok(()) => accepted.push(remote),
+            Err(refusal) => {
+                warn!(peer = %sender, %refusal, "version refused");
+                refused.push(ItemReport {
+                    path: remote.path.clone(),
+                    action: Action::Nothing,
+                    outcome: Outcome::Failed {
+                        reason: refusal.to_string(),
+                    },
+                    size: remote.size,
+                    bytes_fetched: 0,
+                    conflict_copy: None,
+                });
+            }
+        }
+    }
+    Ok((accepted, refused))
 }
 
 async fn rebuild(

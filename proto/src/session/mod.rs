@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::close::CloseCode;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
-use crate::messages::{ErrorCode, Message, SessionMode};
+use crate::messages::{ErrorCode, Features, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError};
 
 /// How the initiator wants a session to run.
@@ -161,6 +161,11 @@ pub enum SessionError {
     /// The connection failed or was closed.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// Nothing arrived from the peer within the idle timeout, keep-alives included.
+    #[error(
+        "peer stopped answering: nothing arrived within the idle timeout (it was stopped, crashed or lost its network)"
+    )]
+    PeerVanished,
     /// A stream could not be written.
     #[error("stream write failed: {0}")]
     Write(#[from] quinn::WriteError),
@@ -213,7 +218,19 @@ impl SessionError {
                 ..
             } => CloseCode::VersionMismatch,
             SessionError::Connection(e) => CloseCode::of_error(e).unwrap_or(CloseCode::Internal),
+            SessionError::PeerVanished => CloseCode::Timeout,
             _ => CloseCode::Internal,
+        }
+    }
+}
+
+impl SessionError {
+    /// This error as seen on `conn`: whatever failed (a read, a write, a stream), if the
+    /// connection itself timed out the peer vanished, and that is the one thing to say.
+    pub(crate) fn on(self, conn: &quinn::Connection) -> SessionError {
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::TimedOut) => SessionError::PeerVanished,
+            _ => self,
         }
     }
 }
@@ -223,6 +240,8 @@ pub(crate) struct Control {
     pub send: SendStream,
     pub recv: RecvStream,
     pub counters: Counters,
+    /// The features negotiated in `Hello` (none before).
+    pub features: Features,
 }
 
 impl Control {
@@ -258,6 +277,7 @@ impl Control {
             send,
             recv,
             counters,
+            ..
         } = self;
         let sending = async {
             for m in requests {
@@ -294,6 +314,42 @@ async fn next_reply(recv: &mut RecvStream) -> Result<Message, SessionError> {
             "control stream ended unexpectedly".into(),
         )),
     }
+}
+
+/// How long a refusing side waits for its `Error` message to reach the peer before closing:
+/// a close discards what is still unsent or unacknowledged.
+const ERROR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuse the peer: send `Error { code, message }` on `send`, finish the stream, wait until the
+/// peer has it (at most [`ERROR_GRACE`]), then close the connection with `close`.
+pub(crate) async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut SendStream,
+    code: ErrorCode,
+    close: CloseCode,
+    message: &str,
+) {
+    let mut message = message.to_owned();
+    while message.len() > crate::limits::MAX_ERROR_MESSAGE {
+        message.pop();
+    }
+    let _ = write_frame(&mut *send, &Message::Error { code, message }).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(ERROR_GRACE, send.stopped()).await;
+    close.close(conn);
+}
+
+/// A message out of order on a stream we own: `Error(UnexpectedMessage)`, then the
+/// `protocol-error` close.
+pub(crate) async fn refuse_on(conn: &quinn::Connection, mut send: SendStream, message: &str) {
+    refuse(
+        conn,
+        &mut send,
+        ErrorCode::UnexpectedMessage,
+        CloseCode::ProtocolError,
+        message,
+    )
+    .await;
 }
 
 /// Chunk lists of the entries this side advertised in the session, by content hash: the

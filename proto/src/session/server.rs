@@ -1,22 +1,23 @@
 //! The answering side of a session (`botsync serve`): answer the initiator's requests and take
 //! its offered versions under our own rules.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use botsync_engine::PeerId;
 use botsync_engine::plan::{Action, ItemReport};
+use botsync_engine::{PeerId, RelPath};
 use tracing::{Instrument, debug, info_span};
 
 use super::client::{PendingRefresh, dry_report};
 use super::service::{self, Service, ServiceSlot};
 use super::{
-    AbortOnDrop, Advertised, Control, NoProgress, SessionError, blocking, chunks, entries,
+    AbortOnDrop, Advertised, Control, NoProgress, SessionError, blocking, chunks, entries, refuse,
 };
 use crate::close::CloseCode;
 use crate::frame::read_frame;
 use crate::limits::MAX_ENTRIES_PER_BATCH;
-use crate::messages::{ErrorCode, Features, Hello, Message, NodeReply};
+use crate::messages::{ErrorCode, Features, Hello, Message, NodeReply, SessionMode};
 use crate::replica::Replica;
 
 /// How the answering side introduces itself.
@@ -54,8 +55,7 @@ pub async fn serve<R: Replica + ?Sized>(
         }
     };
     let slot = ServiceSlot::default();
-    let requests = tokio::spawn(service::run(conn.clone(), slot.clone()));
-    let _requests = AbortOnDrop(requests);
+    let _requests = AbortOnDrop(tokio::spawn(service::run(conn.clone(), slot.clone())));
     respond(&conn, peer, replica, &opts, (send, recv), first, &slot).await
 }
 
@@ -77,12 +77,17 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             send,
             recv,
             counters: Default::default(),
+            features: Features::NONE,
         };
         let Some(Message::Hello(theirs)) = first else {
-            let _ = ctl
-                .send(&protocol_error("a session starts with hello"))
-                .await;
-            CloseCode::ProtocolError.close(conn);
+            refuse(
+                conn,
+                &mut ctl.send,
+                ErrorCode::UnexpectedMessage,
+                CloseCode::ProtocolError,
+                "a session starts with hello",
+            )
+            .await;
             return Err(SessionError::Protocol(
                 "session did not start with hello".into(),
             ));
@@ -94,38 +99,39 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
         let negotiated = match hello.negotiate(&theirs) {
             Ok(n) => n,
             Err(e) => {
-                let _ = ctl
-                    .send(&Message::Error {
-                        code: ErrorCode::VersionMismatch,
-                        message: e.to_string(),
-                    })
-                    .await;
-                let _ = ctl.send.finish();
-                // Let the error message reach the peer before closing.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ctl.send.stopped())
-                    .await;
-                CloseCode::VersionMismatch.close(conn);
+                refuse(
+                    conn,
+                    &mut ctl.send,
+                    ErrorCode::VersionMismatch,
+                    CloseCode::VersionMismatch,
+                    &e.to_string(),
+                )
+                .await;
                 return Err(SessionError::Version(e.to_string()));
             }
         };
+        ctl.features = negotiated.features;
         let advertised = Advertised::default();
         slot.set(Service {
+            conn: conn.clone(),
             replica: Arc::clone(&replica),
             advertised: advertised.clone(),
             zstd: negotiated.features.contains(Features::ZSTD),
             bytes_served: Arc::new(AtomicU64::new(0)),
             progress: Arc::new(NoProgress),
         });
-        let result = control_loop(
+        let session = Responder {
             conn,
             peer,
-            &replica,
+            replica: &replica,
             opts,
-            &advertised,
-            &mut ctl,
-            Some(pending),
-        )
-        .await;
+            advertised: &advertised,
+            features: negotiated.features,
+        };
+        let result = session
+            .control_loop(&mut ctl, Some(pending))
+            .await
+            .map_err(|e| e.on(conn));
         slot.clear();
         if let Err(e) = &result {
             e.close_code().close(conn);
@@ -136,146 +142,201 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
     .await
 }
 
-async fn control_loop<R: Replica + ?Sized>(
-    conn: &quinn::Connection,
+/// What the control loop of one answered session works with.
+struct Responder<'a, R: Replica + ?Sized> {
+    conn: &'a quinn::Connection,
     peer: PeerId,
-    replica: &Arc<R>,
-    opts: &ServeOptions,
-    advertised: &Advertised,
-    ctl: &mut Control,
-    mut pending: Option<PendingRefresh>,
-) -> Result<ServeReport, SessionError> {
-    let mut report = ServeReport::default();
-    let mut offered = Vec::new();
-    let mut summarized = false;
-    loop {
-        let msg = match read_frame(&mut ctl.recv).await {
-            Ok(Some(m)) => m,
-            // The initiator may close right after its goodbye.
-            Ok(None) => return Ok(report),
-            Err(e) if is_closed(&e) => return Ok(report),
-            Err(e) => return Err(e.into()),
-        };
-        ctl.counters.messages_received += 1;
-        match msg {
-            Message::Summary { root, .. } if !summarized => {
-                summarized = true;
-                // Fresh state: the rescan (stat cache) started at Hello must finish first.
-                let snap = match pending.take() {
-                    Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
-                    None => blocking(replica, |r| r.refresh()).await?,
-                };
-                report.in_sync = snap.root == root;
-                if !snap.skipped.is_empty() {
-                    tracing::warn!(skipped = ?snap.skipped, "files not read by the rescan; not synced this session");
+    replica: &'a Arc<R>,
+    opts: &'a ServeOptions,
+    advertised: &'a Advertised,
+    features: Features,
+}
+
+impl<R: Replica + ?Sized> Responder<'_, R> {
+    async fn control_loop(
+        &self,
+        ctl: &mut Control,
+        mut pending: Option<PendingRefresh>,
+    ) -> Result<ServeReport, SessionError> {
+        let mut report = ServeReport::default();
+        let mut offered = Vec::new();
+        // The initiator's mode, once its Summary arrived.
+        let mut mode = None;
+        // Paths the initiator asked entries for: the only paths it may offer.
+        let mut asked: HashSet<RelPath> = HashSet::new();
+        loop {
+            let msg = match read_frame(&mut ctl.recv).await {
+                Ok(Some(m)) => m,
+                // The initiator may close right after its goodbye.
+                Ok(None) => return Ok(report),
+                Err(e) if is_closed(&e) => return Ok(report),
+                Err(e) => return Err(e.into()),
+            };
+            ctl.counters.messages_received += 1;
+            match msg {
+                Message::Summary {
+                    root, mode: theirs, ..
+                } if mode.is_none() => {
+                    mode = Some(theirs);
+                    // Fresh state: the rescan (stat cache) started at Hello must finish first.
+                    let snap = match pending.take() {
+                        Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
+                        None => blocking(self.replica, |r| r.refresh()).await?,
+                    };
+                    report.in_sync = snap.root == root;
+                    if !snap.skipped.is_empty() {
+                        tracing::warn!(skipped = ?snap.skipped, "files not read by the rescan; not synced this session");
+                    }
+                    ctl.send(&Message::Summary {
+                        root: snap.root,
+                        files: snap.files,
+                        mode: theirs,
+                        skipped: snap.skipped.len() as u64,
+                    })
+                    .await?;
                 }
-                ctl.send(&Message::Summary {
-                    root: snap.root,
-                    files: snap.files,
-                    mode: crate::messages::SessionMode::Sync,
-                    skipped: snap.skipped.len() as u64,
-                })
-                .await?;
-            }
-            Message::GetNodes { paths } if summarized => {
-                let nodes = blocking(replica, move |r| {
-                    paths
-                        .into_iter()
-                        .map(|p| {
-                            Ok(NodeReply {
-                                children: r.children(&p)?.unwrap_or_default(),
-                                path: p,
+                Message::GetNodes { paths } if mode.is_some() => {
+                    let nodes = blocking(self.replica, move |r| {
+                        paths
+                            .into_iter()
+                            .map(|p| {
+                                Ok(NodeReply {
+                                    children: r.children(&p)?.unwrap_or_default(),
+                                    path: p,
+                                })
                             })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .await?;
-                ctl.send(&Message::Nodes { nodes }).await?;
-            }
-            Message::GetEntries { paths } if summarized => {
-                entries::answer(ctl, replica, advertised, paths).await?;
-            }
-            Message::Offer {
-                entries: batch,
-                dry_run,
-                last,
-                force,
-            } if summarized => {
-                offered.extend(batch);
-                if last {
-                    let wire = std::mem::take(&mut offered);
-                    let taken = take_offer(conn, peer, replica, opts, wire, dry_run, force).await;
-                    match taken {
-                        Ok(items) => {
-                            if !dry_run {
-                                report.applied.extend(items.iter().cloned());
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await?;
+                    ctl.send(&Message::Nodes { nodes }).await?;
+                }
+                Message::GetEntries { paths } if mode.is_some() => {
+                    asked.extend(paths.iter().cloned());
+                    entries::answer(ctl, self.replica, self.advertised, paths).await?;
+                }
+                Message::Offer {
+                    entries: batch,
+                    dry_run,
+                    last,
+                    force,
+                } if mode.is_some() => {
+                    if let Some(why) = offer_refusal(mode, dry_run, &batch, &asked) {
+                        return Err(self.refuse(ctl, why).await);
+                    }
+                    offered.extend(batch);
+                    if last {
+                        let wire = std::mem::take(&mut offered);
+                        match self.take_offer(wire, dry_run, force).await {
+                            Ok(items) => {
+                                if !dry_run {
+                                    report.applied.extend(items.iter().cloned());
+                                }
+                                send_results(ctl, items).await?;
                             }
-                            send_results(ctl, items).await?;
+                            // Refused before anything was fetched or written: the initiator is
+                            // told why in one line, and this side goes on serving.
+                            Err(SessionError::MassDelete(m)) => {
+                                tracing::warn!(peer = %self.peer, deletes = m.deletes, "push refused by the delete guard");
+                                ctl.send(&Message::Error {
+                                    code: ErrorCode::Refused,
+                                    message: format!("this push {m}"),
+                                })
+                                .await?;
+                            }
+                            Err(e) => return Err(e),
                         }
-                        // Refused before anything was fetched or written: the initiator is
-                        // told why in one line, and this side goes on serving.
-                        Err(SessionError::MassDelete(m)) => {
-                            tracing::warn!(peer = %peer, deletes = m.deletes, "push refused by the delete guard");
-                            ctl.send(&Message::Error {
-                                code: ErrorCode::Refused,
-                                message: format!("this push {m}"),
-                            })
-                            .await?;
-                        }
-                        Err(e) => return Err(e),
                     }
                 }
-            }
-            Message::Goodbye => return Ok(report),
-            other => {
-                let _ = ctl
-                    .send(&protocol_error(&format!(
-                        "unexpected {} here",
-                        other.kind()
-                    )))
-                    .await;
-                return Err(SessionError::Protocol(format!(
-                    "unexpected {}",
-                    other.kind()
-                )));
+                Message::Goodbye => return Ok(report),
+                other => {
+                    let why = format!("unexpected {} here", other.kind());
+                    return Err(self.refuse(ctl, why).await);
+                }
             }
         }
     }
+
+    /// `Error(UnexpectedMessage)` to the initiator, then the `protocol-error` close.
+    async fn refuse(&self, ctl: &mut Control, why: String) -> SessionError {
+        refuse(
+            self.conn,
+            &mut ctl.send,
+            ErrorCode::UnexpectedMessage,
+            CloseCode::ProtocolError,
+            &why,
+        )
+        .await;
+        SessionError::Protocol(why)
+    }
+
+    async fn take_offer(
+        &self,
+        wire: Vec<crate::messages::WireEntry>,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Vec<ItemReport>, SessionError> {
+        let (conn, replica, peer) = (self.conn, self.replica, self.peer);
+        let chunk_tree = self.features.contains(Features::CHUNK_TREE);
+        let incoming = entries::complete(conn, replica, wire, chunk_tree).await?;
+        let (incoming, refused) = entries::screen(replica, peer, incoming).await?;
+        let items = blocking(replica, move |r| r.plan(incoming)).await?;
+        let items: Vec<_> = items
+            .into_iter()
+            .filter(|i| i.action != Action::Nothing)
+            .collect();
+        if dry_run {
+            return Ok(refused
+                .into_iter()
+                .chain(items.iter().map(dry_report))
+                .collect());
+        }
+        if !force {
+            let planned = items.clone();
+            blocking(replica, move |r| Ok(r.check_deletes(&planned)))
+                .await?
+                .map_err(SessionError::MassDelete)?;
+        }
+        let planned = items.clone();
+        let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
+        let fetch = chunks::Fetch {
+            streams: self.opts.streams,
+            zstd: self.features.contains(Features::ZSTD),
+        };
+        let fetched = chunks::fetch(conn, replica, needed, fetch, Arc::new(NoProgress)).await?;
+        debug!(
+            chunks = fetched.counters.chunks_received,
+            missing = fetched.missing.len(),
+            "pushed chunks fetched"
+        );
+        let applied = blocking(replica, move |r| r.apply(items, peer)).await?;
+        Ok(refused.into_iter().chain(applied).collect())
+    }
 }
 
-async fn take_offer<R: Replica + ?Sized>(
-    conn: &quinn::Connection,
-    peer: PeerId,
-    replica: &Arc<R>,
-    opts: &ServeOptions,
-    wire: Vec<crate::messages::WireEntry>,
+/// Why an `Offer` batch is out of order, if it is: offers belong to sessions whose initiator
+/// pushes (mode `Sync` or `Push`; `DryRun` only with `dry_run`), and carry only paths the
+/// initiator asked entries for (after the descent that found them differing).
+fn offer_refusal(
+    mode: Option<SessionMode>,
     dry_run: bool,
-    force: bool,
-) -> Result<Vec<ItemReport>, SessionError> {
-    let incoming = entries::complete(conn, replica, wire).await?;
-    let items = blocking(replica, move |r| r.plan(incoming)).await?;
-    let items: Vec<_> = items
-        .into_iter()
-        .filter(|i| i.action != Action::Nothing)
-        .collect();
-    if dry_run {
-        return Ok(items.iter().map(dry_report).collect());
+    batch: &[crate::messages::WireEntry],
+    asked: &HashSet<RelPath>,
+) -> Option<String> {
+    match mode {
+        Some(SessionMode::Sync | SessionMode::Push) => {}
+        Some(SessionMode::DryRun) if dry_run => {}
+        Some(m) => return Some(format!("offer in a session whose summary said {m:?}")),
+        None => return Some("offer before the summaries".to_owned()),
     }
-    if !force {
-        let planned = items.clone();
-        blocking(replica, move |r| Ok(r.check_deletes(&planned)))
-            .await?
-            .map_err(SessionError::MassDelete)?;
-    }
-    let planned = items.clone();
-    let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
-    let fetched = chunks::fetch(conn, replica, needed, opts.streams, Arc::new(NoProgress)).await?;
-    debug!(
-        chunks = fetched.counters.chunks_received,
-        missing = fetched.missing.len(),
-        "pushed chunks fetched"
-    );
-    blocking(replica, move |r| r.apply(items, peer)).await
+    batch
+        .iter()
+        .find(|w| !asked.contains(&w.entry.path))
+        .map(|w| {
+            format!(
+                "offer of {}, whose entries were never asked for in this session",
+                w.entry.path
+            )
+        })
 }
 
 async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {
@@ -293,13 +354,6 @@ async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), S
         .await?;
     }
     Ok(())
-}
-
-fn protocol_error(message: &str) -> Message {
-    Message::Error {
-        code: ErrorCode::UnexpectedMessage,
-        message: message.to_owned(),
-    }
 }
 
 fn is_closed(e: &crate::frame::FrameError) -> bool {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use botsync_engine::Hash;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::tree::NodeTable;
 use super::{Advertised, Progress, ProgressEvent, SessionError, blocking};
@@ -22,6 +22,7 @@ const READ_GROUP: usize = 4;
 
 /// Shared state of a session's request service.
 pub(crate) struct Service<R: Replica + ?Sized> {
+    pub conn: quinn::Connection,
     pub replica: Arc<R>,
     pub advertised: Advertised,
     pub zstd: bool,
@@ -34,6 +35,7 @@ pub(crate) struct Service<R: Replica + ?Sized> {
 impl<R: Replica + ?Sized> Clone for Service<R> {
     fn clone(&self) -> Self {
         Service {
+            conn: self.conn.clone(),
             replica: Arc::clone(&self.replica),
             advertised: self.advertised.clone(),
             zstd: self.zstd,
@@ -44,7 +46,8 @@ impl<R: Replica + ?Sized> Clone for Service<R> {
 }
 
 impl<R: Replica + ?Sized> Service<R> {
-    /// Answer one request stream whose first message was `first`.
+    /// Answer one request stream whose first message was `first`. A message that does not open a
+    /// request stream is answered with `Error(UnexpectedMessage)` and a `protocol-error` close.
     pub(crate) async fn answer(
         &self,
         first: Message,
@@ -67,14 +70,9 @@ impl<R: Replica + ?Sized> Service<R> {
                 write_frame(&mut send, &msg).await?;
             }
             other => {
-                write_frame(
-                    &mut send,
-                    &Message::Error {
-                        code: ErrorCode::UnexpectedMessage,
-                        message: format!("{} is not a request stream message", other.kind()),
-                    },
-                )
-                .await?;
+                let message = format!("{} is not a request stream message", other.kind());
+                super::refuse_on(&self.conn, send, &message).await;
+                return Err(SessionError::Protocol(message));
             }
         }
         // The peer may already have what it needs and have reset the stream: not an error.
@@ -189,12 +187,17 @@ pub(crate) async fn accept_streams<R: Replica + ?Sized>(
         };
         let slot = slot.clone();
         let sessions = sessions.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
             let first = match read_frame(&mut recv).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {
-                    debug!(error = %e, "bad request stream");
+                    // A frame that does not decode closes the connection with its code, on a
+                    // request stream as on the control stream (`docs/PROTOCOL.md`).
+                    let e = SessionError::from(e);
+                    warn!(error = %e, "bad request stream: closing the connection");
+                    e.close_code().close(&conn);
                     return;
                 }
             };

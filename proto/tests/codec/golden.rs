@@ -8,8 +8,8 @@ const GOLDEN: &[(&str, &str)] = &[
         "hello",
         "00 00 00 10             // frame length 16
          00                      // tag 0 Hello
-         01                      // protocol_min 1
-         01                      // protocol_max 1
+         02                      // protocol_min 2
+         02                      // protocol_max 2
          03                      // features ZSTD | CHUNK_TREE
          04 6d 69 6e 69          // peer_name: length 4, \"mini\"
          06 63 6c 61 75 64 65    // agent: length 6, \"claude\"",
@@ -54,14 +54,14 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "entries",
-        "00 00 01 6a             // frame length 362
+        "00 00 01 6e             // frame length 366
          05                      // tag 5 Entries
          02                      // 2 entries
          09 4d 45 4d 4f 52 59 2e 6d 64   // entry 1: path \"MEMORY.md\"
          00                      // kind File (Tombstone 1)
          05                      // size 5
          fd 00 00 54 6c fc 39 2f 2f      // mtime_ns 1.7e18: zigzag 3.4e18, marker fd + u64 LE
-         00                      // mode.executable false
+         fb a4 01                // mode.permissions 0o644 (420): marker fb + u16 LE
          44*32                   // content hash (chunk-tree root)
          01                      // 1 chunk
          55*32 05                //   id, len 5
@@ -79,7 +79,7 @@ const GOLDEN: &[(&str, &str)] = &[
          00                      // kind File
          fc 00 00 00 20          // size 536870912 (512 MiB)
          01                      // mtime_ns -1 (zigzag 1)
-         01                      // mode.executable true
+         fb ed 01                // mode.permissions 0o755 (493)
          77*32                   // content hash
          00                      // 0 chunks (elided)
          00 fb 00 40 fc 00 00 01 00 fc 00 00 04 00  // chunker

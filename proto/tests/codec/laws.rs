@@ -4,6 +4,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
+use botsync_engine::vector::MAX_VERSION_COUNTER;
 
 fn hash() -> impl Strategy<Value = Hash> {
     any::<[u8; 32]>().prop_map(Hash)
@@ -34,19 +35,19 @@ fn entry() -> impl Strategy<Value = WireEntry> {
             any::<bool>(),
             any::<u64>(),
             any::<i64>(),
-            any::<bool>(),
+            0u16..=0o777,
             hash(),
         ),
         (
             vec(chunk_ref(), 0..5),
-            vec((any::<[u8; 32]>(), 1u64..), 0..4),
+            vec((any::<[u8; 32]>(), 1u64..=MAX_VERSION_COUNTER), 0..4),
             proptest::option::of(hash()),
         ),
         (any::<[u8; 32]>(), label(), proptest::option::of(1u32..)),
     )
         .prop_map(
             |(
-                (path, tomb, size, mtime_ns, exec, content),
+                (path, tomb, size, mtime_ns, permissions, content),
                 (chunks, vv, parent),
                 (peer, agent, elided),
             )| {
@@ -59,7 +60,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
                     },
                     size,
                     mtime_ns,
-                    mode: Mode { executable: exec },
+                    mode: Mode { permissions },
                     content,
                     chunks: if elided.is_some() { Vec::new() } else { chunks },
                     chunker: ChunkerParams {

@@ -1,0 +1,265 @@
+//! The responder does what `docs/PROTOCOL.md` says, where the hostile peer found it did not:
+//! refusals carry `Error(UnexpectedMessage)` before the `protocol-error` close, a malformed
+//! request stream closes the connection, offers come only where the session allows them,
+//! un-negotiated features and non-canonical encodings are refused, and a missing chunk is
+//! answered in its place while the reply goes on.
+
+use botsync_engine::chunktree::content_hash;
+use botsync_engine::{ChunkRef, EntryKind, Hash, PeerId, VersionVector};
+use botsync_proto::close::CloseCode;
+use botsync_proto::codec::{CodecError, decode, encode};
+use botsync_proto::frame::{read_frame, write_frame};
+use botsync_proto::messages::{
+    ChunkData, ChunkListing, Compression, ErrorCode, Features, Message, SessionMode, WireEntry,
+};
+
+use crate::harness::{Script, listen_memory, tombstone};
+
+fn is_unexpected(m: &Option<Message>) -> bool {
+    matches!(
+        m,
+        Some(Message::Error {
+            code: ErrorCode::UnexpectedMessage,
+            ..
+        })
+    )
+}
+
+/// A one-chunk file entry holding `data`, by `author`.
+fn file(path: &str, author: PeerId, data: &[u8]) -> WireEntry {
+    let mut w = tombstone(path, author, &[(author, 1)]);
+    let chunks = vec![ChunkRef {
+        id: Hash::of(data),
+        len: data.len() as u32,
+    }];
+    w.entry.kind = EntryKind::File;
+    w.entry.size = data.len() as u64;
+    w.entry.content = content_hash(&chunks);
+    w.entry.chunks = chunks;
+    w
+}
+
+async fn offer(script: &mut Script, entries: Vec<WireEntry>) {
+    script
+        .send_unchecked(&Message::Offer {
+            entries,
+            dry_run: false,
+            last: true,
+            force: false,
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_message_out_of_order_is_answered_with_unexpected_message_before_the_close() {
+    let mut s = listen_memory().await;
+    // Before Hello.
+    let mut script = s.script().await;
+    script
+        .send(&Message::Summary {
+            root: Hash::ZERO,
+            files: 0,
+            mode: SessionMode::Sync,
+            skipped: 0,
+        })
+        .await;
+    let reply = script.recv().await;
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
+    assert!(s.served().await.is_err());
+    // Mid-session: a reply sent to the responder.
+    let mut script = s.script().await;
+    script.open(SessionMode::Sync).await;
+    script.send(&Message::Nodes { nodes: Vec::new() }).await;
+    let reply = script.recv().await;
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
+    assert!(s.served().await.unwrap_err().contains("unexpected nodes"));
+}
+
+#[tokio::test]
+async fn a_malformed_frame_on_a_request_stream_closes_the_connection() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Sync).await;
+    let (mut send, _recv) = script.conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 1, 200]).await.unwrap();
+    let _ = send.finish();
+    assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
+}
+
+#[tokio::test]
+async fn a_request_stream_opened_with_a_control_message_is_refused_and_closed() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Sync).await;
+    let (mut send, mut recv) = script.conn.open_bi().await.unwrap();
+    write_frame(&mut send, &Message::Goodbye).await.unwrap();
+    let _ = send.finish();
+    let reply = read_frame(&mut recv).await.ok().flatten();
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(
+        script.closed_within(5).await,
+        Some(CloseCode::ProtocolError)
+    );
+}
+
+#[tokio::test]
+async fn an_offer_in_a_pull_session_is_refused() {
+    let mut s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Pull).await;
+    script.ask_entries(&["memory/a.md"]).await;
+    offer(
+        &mut script,
+        vec![file("memory/a.md", s.client_id, b"pushed")],
+    )
+    .await;
+    let reply = script.recv().await;
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
+    assert!(s.served().await.unwrap_err().contains("Pull"));
+    assert_eq!(s.replica.read("memory/a.md"), None);
+}
+
+#[tokio::test]
+async fn an_offer_of_paths_never_asked_for_is_refused() {
+    let mut s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Push).await;
+    offer(
+        &mut script,
+        vec![file("memory/a.md", s.client_id, b"pushed")],
+    )
+    .await;
+    let reply = script.recv().await;
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
+    assert!(s.served().await.unwrap_err().contains("never asked"));
+    assert_eq!(s.replica.read("memory/a.md"), None);
+}
+
+#[tokio::test]
+async fn a_zstd_chunk_without_zstd_negotiated_is_refused() {
+    let s = listen_memory().await;
+    let data = b"compressible ".repeat(200);
+    let mut script = s.script().await;
+    script
+        .open_with(Features::CHUNK_TREE, SessionMode::Push)
+        .await;
+    script.ask_entries(&["memory/z.md"]).await;
+    offer(&mut script, vec![file("memory/z.md", s.client_id, &data)]).await;
+    // The responder fetches the pushed chunk from us: answer it compressed anyway.
+    let (mut send, mut recv) = script.conn.accept_bi().await.unwrap();
+    let request = read_frame(&mut recv).await.unwrap();
+    assert!(
+        matches!(request, Some(Message::GetChunks { .. })),
+        "{request:?}"
+    );
+    let chunk = ChunkData::compress(Hash::of(&data), data.clone(), true);
+    assert_eq!(chunk.compression, Compression::Zstd);
+    write_frame(&mut send, &Message::ChunkData(chunk))
+        .await
+        .unwrap();
+    let _ = send.finish();
+    assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
+    assert_eq!(s.replica.read("memory/z.md"), None);
+}
+
+#[tokio::test]
+async fn an_elided_chunk_list_without_chunk_tree_is_refused() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open_with(Features::ZSTD, SessionMode::Push).await;
+    script.ask_entries(&["memory/big.bin"]).await;
+    let mut entry = file("memory/big.bin", s.client_id, b"x");
+    entry.entry.chunks.clear();
+    entry.listing = ChunkListing::Elided { chunk_count: 2000 };
+    offer(&mut script, vec![entry]).await;
+    assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
+}
+
+#[tokio::test]
+async fn a_varint_longer_than_needed_is_refused() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    // Hello with protocol_min 2 spelled `fb 02 00` instead of `02`.
+    let mut payload = encode(&Message::Hello(botsync_proto::messages::Hello::current(
+        "script",
+        Default::default(),
+    )))
+    .unwrap();
+    assert_eq!(payload[1], 2);
+    payload.splice(1..2, [0xfb, 0x02, 0x00]);
+    assert!(matches!(
+        decode(&payload),
+        Err(CodecError::NonCanonical { kind: "hello" })
+    ));
+    script.send_raw(&payload).await;
+    assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
+}
+
+#[test]
+fn unsorted_or_repeated_vector_peers_are_refused() {
+    let (x, y) = (PeerId([0x11; 32]), PeerId([0x22; 32]));
+    let mut w = tombstone("memory/a.md", x, &[]);
+    w.entry.version = VersionVector::from_pairs([(x, 5), (y, 7)]);
+    let bytes = encode(&Message::Offer {
+        entries: vec![w],
+        dry_run: true,
+        last: true,
+        force: false,
+    })
+    .unwrap();
+    let sorted: Vec<u8> = [&[2u8][..], &[0x11; 32], &[5], &[0x22; 32], &[7]].concat();
+    let at = bytes
+        .windows(sorted.len())
+        .position(|win| win == sorted.as_slice())
+        .unwrap();
+    let with = |pairs: Vec<u8>| {
+        let mut b = bytes.clone();
+        b.splice(at..at + sorted.len(), pairs);
+        decode(&b)
+    };
+    let unsorted = [&[2u8][..], &[0x22; 32], &[7], &[0x11; 32], &[5]].concat();
+    let repeated = [&[2u8][..], &[0x11; 32], &[5], &[0x11; 32], &[7]].concat();
+    for bad in [unsorted, repeated] {
+        assert!(
+            matches!(with(bad), Err(CodecError::NonCanonical { kind: "offer" })),
+            "accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_chunk_is_answered_in_its_place_and_the_reply_goes_on() {
+    let s = listen_memory().await;
+    s.replica.write("memory/x.md", b"first file");
+    s.replica.write("memory/y.md", b"second file");
+    let mut script = s.script().await;
+    script.open(SessionMode::Pull).await;
+    let ids = vec![
+        Hash::of(b"first file"),
+        Hash::of(b"no such chunk"),
+        Hash::of(b"second file"),
+    ];
+    let (mut send, mut recv) = script.conn.open_bi().await.unwrap();
+    write_frame(&mut send, &Message::GetChunks { ids: ids.clone() })
+        .await
+        .unwrap();
+    let _ = send.finish();
+    let mut replies = Vec::new();
+    while let Some(m) = read_frame(&mut recv).await.unwrap() {
+        replies.push(m);
+    }
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert!(matches!(&replies[0], Message::ChunkData(c) if c.id == ids[0]));
+    assert!(matches!(
+        &replies[1],
+        Message::Error {
+            code: ErrorCode::NotFound,
+            ..
+        }
+    ));
+    assert!(matches!(&replies[2], Message::ChunkData(c) if c.id == ids[2]));
+}
