@@ -315,14 +315,19 @@ fn compare(
 
     // Freeing 20,000 paths is a few milliseconds of a warm rescan: on all cores too.
     walked.into_runs().into_par_iter().for_each(drop);
+    report.sort();
     report
-        .changes
-        .sort_by(|a, b| a.entry.entry.path.cmp(&b.entry.entry.path));
-    report
-        .refreshed
-        .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    report
+}
+
+impl ScanReport {
+    /// Changes, refreshed entries and skipped paths each in path order, as callers expect.
+    fn sort(&mut self) {
+        self.changes
+            .sort_by(|a, b| a.entry.entry.path.cmp(&b.entry.entry.path));
+        self.refreshed
+            .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        self.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    }
 }
 
 impl SkipReason {

@@ -31,13 +31,7 @@ pub fn scan_under(
         let below = entries_at(prev, scope);
         report.absorb(compare(ctx, &below, walked));
     }
-    report
-        .changes
-        .sort_by(|a, b| a.entry.entry.path.cmp(&b.entry.entry.path));
-    report
-        .refreshed
-        .sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    report.sort();
     Ok(Some(report))
 }
 
