@@ -448,3 +448,26 @@ fn auto_on_without_a_daemon_starts_one_in_the_background() {
     a.ok(&["auto", "off"]);
     assert_eq!(status(&a)["daemon"]["pid"].as_u64(), Some(pid));
 }
+
+#[test]
+fn files_written_by_an_apply_do_not_wake_the_watcher() {
+    let (a, _da, b, _db) = two_daemons();
+    for i in 0..50 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    // Let beta's start-up scans settle, then count.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let before = rescans(&b);
+    a.ok(&["push"]);
+    assert_eq!(b.read("memory/n49.md").unwrap(), b"note 49\n");
+    // Past the debounce: the files beta's apply wrote caused no rescan there.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        rescans(&b),
+        before,
+        "beta rescanned what its own apply wrote"
+    );
+    // A real edit on beta afterwards is still seen.
+    b.write("memory/n3.md", "edited on beta\n");
+    assert!(eventually(10, || rescans(&b) > before));
+}
