@@ -10,8 +10,8 @@ use crate::path::RelPath;
 
 /// Scan only what is at each of `scopes` (directories, walked with what is below them, or single
 /// files) and compare it with the entries of `prev` there. `Ok(None)` when some scope cannot be
-/// walked on its own (see [`walk::walk_under`]): the caller scans everything instead. The
-/// report holds the scopes' changes in path order, as [`scan`]'s does.
+/// walked on its own (see `walk::walk_under`): the caller scans everything instead. The
+/// report holds the scopes' changes in path order, as [`super::scan`]'s does.
 pub fn scan_under(
     ctx: &ScanContext<'_>,
     prev: &BTreeMap<RelPath, LocalEntry>,
