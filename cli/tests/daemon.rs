@@ -436,14 +436,26 @@ fn auto_on_without_a_daemon_starts_one_in_the_background() {
     let config = a.path(".botsync/config.json");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("0.0.0.0:7474", "127.0.0.1:0")).unwrap();
-    let on = a.ok(&["auto", "on"]);
+    let out = a
+        .cmd()
+        .env("BOTSYNC_LOG", "info")
+        .args(["--json", "auto", "on"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let on: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(on["daemon_started"], true, "{on}");
     let pid = on["daemon_pid"].as_u64().unwrap();
     let _daemon = KillOnDrop(pid);
     let st = status(&a);
     assert_eq!(st["daemon"]["pid"].as_u64(), Some(pid));
     assert_eq!(st["daemon"]["auto"], true);
-    assert!(a.path(".botsync/daemon.log").exists());
+    let log = std::fs::read_to_string(a.path(".botsync/daemon.log")).unwrap();
+    assert!(log.contains("daemon started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
     // `auto off` keeps it serving.
     a.ok(&["auto", "off"]);
     assert_eq!(status(&a)["daemon"]["pid"].as_u64(), Some(pid));
