@@ -38,6 +38,20 @@ pub const MAX_ENTRIES_PER_BATCH: usize = 1024;
 /// fetched as chunk-tree nodes.
 pub const MAX_INLINE_CHUNKS: usize = 1024;
 
+/// The smallest chunker minimum an entry may declare. Every chunk of a file but its last is at
+/// least the chunker's minimum, so a file of `size` bytes has at most `size / min + 1` chunks:
+/// with this floor, a peer cannot make a receiver handle more than one chunk reference per
+/// 2 KiB of file (the chunk-count amplification of issue 10).
+pub const MIN_CHUNK_FLOOR: u32 = 2048;
+
+/// Most chunks a file of `size` bytes chunked with minimum `min` can have.
+pub fn max_chunks(size: u64, min: u32) -> u64 {
+    match size {
+        0 => 0,
+        _ => size / u64::from(min.max(1)) + 1,
+    }
+}
+
 /// Most chunk ids in one `GetChunks` request.
 pub const MAX_IDS_PER_REQUEST: usize = 1024;
 

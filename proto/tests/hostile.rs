@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "hostile/amplification.rs"]
+mod amplification;
 #[path = "hostile/conformance.rs"]
 mod conformance;
 #[path = "hostile/dead_peer.rs"]

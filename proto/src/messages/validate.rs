@@ -181,6 +181,7 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
     for chunk in &entry.chunks {
         validate_chunk_len(chunk.len)?;
     }
+    validate_chunk_count(wire)?;
     if !entry.mode.is_valid() {
         return Err(CodecError::Malformed(format!(
             "entry {} has mode {:o}, beyond the permission bits 0o777",
@@ -195,6 +196,33 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
     }
     validate_vector(&entry.version)?;
     validate_agent(&entry.changed_by.agent)
+}
+
+/// Work per file is bounded by its size: the declared chunker minimum is at least
+/// [`MIN_CHUNK_FLOOR`], and the chunk count (inline or elided) at most what the size allows.
+fn validate_chunk_count(wire: &WireEntry) -> Result<(), CodecError> {
+    let entry = &wire.entry;
+    if entry.is_tombstone() {
+        return Ok(());
+    }
+    if entry.chunker.min < MIN_CHUNK_FLOOR {
+        return Err(CodecError::Malformed(format!(
+            "entry {} declares chunks of at least {} bytes, below the floor of {MIN_CHUNK_FLOOR}",
+            entry.path, entry.chunker.min
+        )));
+    }
+    let count = match wire.listing {
+        ChunkListing::Inline => entry.chunks.len() as u64,
+        ChunkListing::Elided { chunk_count } => u64::from(chunk_count),
+    };
+    let most = max_chunks(entry.size, entry.chunker.min);
+    if count > most {
+        return Err(CodecError::Malformed(format!(
+            "entry {} declares {count} chunks for {} bytes; at most {most} chunks fit",
+            entry.path, entry.size
+        )));
+    }
+    Ok(())
 }
 
 fn validate_chunk_len(len: u32) -> Result<(), CodecError> {
@@ -274,14 +302,15 @@ mod tests {
         FileEntry {
             path: RelPath::new("memory/log.jsonl").unwrap(),
             kind: EntryKind::File,
-            size: chunks as u64 * 1000,
+            // Chunks of 20,000 bytes: above the default chunker minimum, as real ones are.
+            size: chunks as u64 * 20_000,
             mtime_ns: 0,
             mode: Mode::default(),
             content: Hash::of(b"content"),
             chunks: vec![
                 ChunkRef {
                     id: Hash::of(b"c"),
-                    len: 1000
+                    len: 20_000
                 };
                 chunks
             ],
