@@ -301,6 +301,31 @@ fn bad_input_is_a_usage_error() {
 }
 
 #[test]
+fn add_refuses_addresses_that_reach_nobody_and_its_own_id() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let id = b.id();
+    for host in [":7474", "a:b:c", "127.0.0.1:0", "[::1]:0", "bad host"] {
+        let (code, json, stderr) = a.run(&["add", "x", host, "--id", &id]);
+        assert_eq!(code, 2, "{host}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains("HOST[:PORT]"),
+            "{json}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let (code, json, _) = a.run(&["add", "me", "127.0.0.1", "--id", &a.id()]);
+    assert_eq!(code, 2, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("own id"), "{json}");
+    // The advice works: the other machine's id is accepted.
+    a.ok(&["add", "beta", "127.0.0.1:7475", "--id", &id]);
+    // The same through a running daemon.
+    let _d = a.serve();
+    let (code, json, _) = a.run(&["add", "me", "127.0.0.1", "--id", &a.id()]);
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(a.ok(&["peers"])["peers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn the_demo_syncs_two_workspaces_and_cleans_up() {
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("botsync"))
         .args(["--json", "demo"])

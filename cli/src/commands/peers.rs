@@ -51,7 +51,19 @@ impl From<&Peer> for PeerView {
 pub fn add(ctx: &Ctx, name: &str, host: &str, id: &str) -> Result<Reply> {
     let state = ctx.root.join(STATE_DIR);
     validate_name(name)?;
-    let id = id.parse().map_err(|e| UsageError::new(format!("{e}")))?;
+    let id: botsync_engine::PeerId = id.parse().map_err(|e| UsageError::new(format!("{e}")))?;
+    let own = match &ctx.daemon {
+        Some(d) => d.node.identity.peer_id(),
+        None => {
+            crate::node::identity::load(&botsync_engine::layout::Layout::new(&ctx.root))?.peer_id()
+        }
+    };
+    if id == own {
+        return Err(UsageError::new(
+            "that is this workspace's own id; run `botsync id` on the other machine and add the id it prints",
+        )
+        .into());
+    }
     let (host, port) = parse_host_port(host)?;
     let mut peers = Peers::load(&state)?;
     let peer = Peer {

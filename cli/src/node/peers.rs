@@ -153,24 +153,50 @@ impl Peers {
 pub fn parse_host_port(s: &str) -> Result<(String, u16)> {
     let bad = || {
         UsageError::new(format!(
-            "{s:?} is not HOST[:PORT] (for IPv6 use [ADDR]:PORT)"
+            "{s:?} is not HOST[:PORT] (a host name, an IPv4 address, or [IPv6]:PORT; port 1-65535)"
         ))
     };
-    if let Some(rest) = s.strip_prefix('[') {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad().into());
+        }
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad())?,
             None if after.is_empty() => DEFAULT_PORT,
             None => return Err(bad().into()),
         };
-        return Ok((host.to_owned(), port));
+        (host.to_owned(), port)
+    } else {
+        match s.rsplit_once(':') {
+            // Two or more colons: only a bare IPv6 address (its port is the default).
+            Some((h, _)) if h.contains(':') => {
+                if s.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(bad().into());
+                }
+                (s.to_owned(), DEFAULT_PORT)
+            }
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
+            None => (s.to_owned(), DEFAULT_PORT),
+        }
+    };
+    if port == 0 || !(host.contains(':') || is_host_name(&host)) {
+        return Err(bad().into());
     }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
-        Some(_) => Ok((s.to_owned(), DEFAULT_PORT)),
-        None if s.is_empty() => Err(bad().into()),
-        None => Ok((s.to_owned(), DEFAULT_PORT)),
-    }
+    Ok((host, port))
+}
+
+/// A DNS name or an IPv4 address: dot-separated labels of letters, digits, '-' and '_'.
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 mod peer_id_text {
@@ -208,6 +234,18 @@ mod tests {
         );
         assert!(parse_host_port("h:x").is_err());
         assert!(parse_host_port("").is_err());
+        // Found by a new user: all accepted before.
+        assert!(parse_host_port(":7474").is_err(), "empty host");
+        assert!(parse_host_port("a:b:c").is_err(), "not an IPv6 address");
+        assert!(parse_host_port("127.0.0.1:0").is_err(), "port 0");
+        assert!(parse_host_port("[]:5").is_err());
+        assert!(parse_host_port("[::1]:0").is_err());
+        assert!(parse_host_port("bad host").is_err());
+        assert!(parse_host_port("a..b").is_err());
+        assert_eq!(
+            parse_host_port("mac-mini.tail1234.ts.net:7475").unwrap(),
+            ("mac-mini.tail1234.ts.net".into(), 7475)
+        );
     }
 
     #[test]
