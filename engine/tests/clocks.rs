@@ -3,32 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use botsync_engine::RelPath;
 use botsync_engine::plan::Action;
-use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
 
-fn open(dir: &Path, peer: u8) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([peer; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    Workspace::open(dir, local).unwrap().0
-}
-
-fn wall_ns() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
+use common::{open_workspace, wall_clock_ns};
 
 fn memory() -> Vec<RelPath> {
     vec![RelPath::new("MEMORY.md").unwrap()]
@@ -37,16 +20,19 @@ fn memory() -> Vec<RelPath> {
 #[test]
 fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
     let (x_dir, y_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (x, y) = (open(x_dir.path(), 1), open(y_dir.path(), 2));
+    let (x, y) = (
+        open_workspace(x_dir.path(), 1),
+        open_workspace(y_dir.path(), 2),
+    );
     fs::write(x_dir.path().join("MEMORY.md"), "v1\n").unwrap();
-    x.refresh(wall_ns()).unwrap();
+    x.refresh(wall_clock_ns()).unwrap();
     let plan = y.plan(x.entries(&memory()).unwrap()).unwrap();
     for c in y.chunks_needed(&plan).unwrap() {
         y.put_chunk(&c.id, &x.read_chunk(&c.id).unwrap().unwrap())
             .unwrap();
     }
-    y.apply(plan, wall_ns()).unwrap();
-    y.refresh(wall_ns()).unwrap();
+    y.apply(plan, wall_clock_ns()).unwrap();
+    y.refresh(wall_clock_ns()).unwrap();
 
     // On X, a tool writes a version and dates it in 2100.
     let p = x_dir.path().join("MEMORY.md");
@@ -63,7 +49,7 @@ fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
     fs::write(y_dir.path().join("MEMORY.md"), "y, a real edit\n").unwrap();
 
     // Both sides scan when the sync starts, after both changes.
-    let now = wall_ns();
+    let now = wall_clock_ns();
     x.refresh(now).unwrap();
     y.refresh(now).unwrap();
     let from_x = x.entries(&memory()).unwrap();

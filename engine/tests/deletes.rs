@@ -3,25 +3,20 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
 use botsync_engine::chunkstore::ChunkStore;
 use botsync_engine::plan::{Action, Outcome};
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, FileEntry, PeerId, RelPath};
+use botsync_engine::{FileEntry, RelPath};
+
+use common::open_workspace;
 
 const NOW: i64 = 1_800_000_000_000_000_000;
 const NOTES: usize = 8;
-
-fn open(dir: &Path, peer: u8) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([peer; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    Workspace::open(dir, local).unwrap().0
-}
 
 fn paths() -> Vec<RelPath> {
     (0..NOTES)
@@ -31,7 +26,7 @@ fn paths() -> Vec<RelPath> {
 
 /// Two workspaces holding the same eight notes; `here` has synced them from `there`.
 fn synced(here: &Path, there: &Path) -> (Workspace, Workspace) {
-    let (h, t) = (open(here, 1), open(there, 2));
+    let (h, t) = (open_workspace(here, 1), open_workspace(there, 2));
     fs::create_dir_all(there.join("memory")).unwrap();
     for i in 0..NOTES {
         fs::write(there.join(format!("memory/n{i}.md")), format!("note {i}\n")).unwrap();
@@ -98,7 +93,7 @@ fn a_file_deleted_by_a_peer_stays_restorable_from_the_chunk_store() {
 #[test]
 fn a_workspace_whose_marker_vanished_records_no_deletion() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = open(dir.path(), 1);
+    let ws = open_workspace(dir.path(), 1);
     fs::create_dir_all(dir.path().join("memory")).unwrap();
     for i in 0..NOTES {
         fs::write(dir.path().join(format!("memory/n{i}.md")), "x").unwrap();

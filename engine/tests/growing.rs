@@ -3,26 +3,19 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use botsync_engine::RelPath;
 use botsync_engine::chunk::Chunker;
 use botsync_engine::chunktree::content_hash;
-use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
 
-fn wall_ns() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
+use common::{open_workspace, wall_clock_ns};
 
 fn line(i: u64) -> String {
     format!(
@@ -34,12 +27,7 @@ fn line(i: u64) -> String {
 #[test]
 fn a_log_appended_while_it_is_scanned_records_its_stable_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    Workspace::init(dir.path(), Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([1; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    let ws = Workspace::open(dir.path(), local).unwrap().0;
+    let ws = open_workspace(dir.path(), 1);
     let log = dir.path().join("memory/agent.jsonl");
     fs::create_dir_all(log.parent().unwrap()).unwrap();
     // A few MB of history, so reading it takes a while.
@@ -65,7 +53,7 @@ fn a_log_appended_while_it_is_scanned_records_its_stable_prefix() {
     let mut sizes = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(30));
-        let refresh = ws.refresh(wall_ns()).unwrap();
+        let refresh = ws.refresh(wall_clock_ns()).unwrap();
         let skipped: Vec<_> = refresh.scan.skipped.iter().map(|s| s.to_string()).collect();
         assert!(
             skipped.is_empty(),

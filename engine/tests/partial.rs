@@ -4,19 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
+use botsync_engine::RelPath;
 use botsync_engine::workspace::{Refresh, Workspace};
-use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
 
 fn open(dir: &Path) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([1; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    Workspace::open(dir, local).unwrap().0
+    common::open_workspace(dir, 1)
 }
 
 fn write(dir: &Path, rel: &str, text: &str) {

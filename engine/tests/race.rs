@@ -4,27 +4,22 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
 use botsync_engine::plan::{Action, Outcome, PlanItem};
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, FileEntry, PeerId, RelPath};
+use botsync_engine::{FileEntry, RelPath};
+
+use common::open_workspace;
 
 const NOW: i64 = 1_800_000_000_000_000_000;
 
-fn open(dir: &Path, peer: u8) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([peer; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    Workspace::open(dir, local).unwrap().0
-}
-
 /// A client workspace holding one new file; returns it with its entry.
 fn client_with(dir: &Path, peer: u8, path: &str, text: &str) -> (Workspace, FileEntry) {
-    let ws = open(dir, peer);
+    let ws = open_workspace(dir, peer);
     let fs_path = dir.join(path);
     fs::create_dir_all(fs_path.parent().unwrap()).unwrap();
     fs::write(&fs_path, text).unwrap();
@@ -55,7 +50,7 @@ fn conflict_copies(root: &Path) -> Vec<String> {
 #[test]
 fn two_clients_creating_one_path_at_once_lose_no_version() {
     let tmp: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let server = open(tmp[0].path(), 1);
+    let server = open_workspace(tmp[0].path(), 1);
     server.refresh(NOW).unwrap();
     let (alpha, from_alpha) = client_with(tmp[1].path(), 2, "memory/new.md", "from alpha\n");
     let (gamma, from_gamma) = client_with(tmp[2].path(), 3, "memory/new.md", "from gamma\n");

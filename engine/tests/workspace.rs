@@ -3,19 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::fs;
+use std::path::Path;
 
 use botsync_engine::plan::Action;
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
 
-fn open(dir: &std::path::Path) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    let local = Attribution {
-        peer: PeerId([1; 32]),
-        agent: AgentLabel::new("t"),
-    };
-    Workspace::open(dir, local).unwrap().0
+fn open(dir: &Path) -> Workspace {
+    common::open_workspace(dir, 1)
 }
 
 #[test]

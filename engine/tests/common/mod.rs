@@ -166,6 +166,18 @@ impl Workspace {
 }
 
 /// Nanoseconds since the epoch now.
+/// Create and open a real engine workspace at `dir`, changes attributed to peer `[peer; 32]`.
+pub fn open_workspace(dir: &Path, peer: u8) -> botsync_engine::workspace::Workspace {
+    botsync_engine::workspace::Workspace::init(dir, Some("test")).unwrap();
+    let local = Attribution {
+        peer: PeerId([peer; 32]),
+        agent: AgentLabel::new("t"),
+    };
+    botsync_engine::workspace::Workspace::open(dir, local)
+        .unwrap()
+        .0
+}
+
 pub fn wall_clock_ns() -> i64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     i64::try_from(d.as_nanos()).unwrap()
