@@ -483,3 +483,24 @@ fn files_written_by_an_apply_do_not_wake_the_watcher() {
     b.write("memory/n3.md", "edited on beta\n");
     assert!(eventually(10, || rescans(&b) > before));
 }
+
+#[test]
+fn a_background_daemon_that_never_answers_is_stopped_not_left_behind() {
+    let a = Peer::new("alpha");
+    let config = a.path(".botsync/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("0.0.0.0:7474", "127.0.0.1:0")).unwrap();
+    // Another process holds the index for longer than `auto on` waits for its daemon.
+    let holder = std::fs::File::create(a.path(".botsync/index.lock")).unwrap();
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let (code, json, stderr) = a.run(&["auto", "on"]);
+    drop(holder);
+    assert_eq!(code, 1, "{json}");
+    assert!(
+        stderr.contains("did not answer within 15 s and was stopped"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Nothing runs: the verb opens the workspace itself.
+    assert!(status(&a)["daemon"].is_null());
+}

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::context::Globals;
-use crate::daemon::pidlock::IndexTurn;
+use crate::daemon::pidlock::{IndexTurn, PidLock};
 use crate::exit::{OK, UsageError};
 use crate::node::Node;
 
@@ -22,11 +22,9 @@ pub struct ServeArgs {
 /// `botsync serve`.
 pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
-    // Refuse a second daemon before opening anything (the first holds the index).
+    // One daemon per workspace, decided before anything is opened (the first holds the index).
     let layout = botsync_engine::layout::Layout::new(&root);
-    if crate::daemon::pidlock::PidLock::is_held(&layout.daemon_pid()) {
-        crate::daemon::pidlock::PidLock::acquire(&layout.daemon_pid())?;
-    }
+    let lock = PidLock::acquire(&layout.daemon_pid())?;
     // A verb run without a daemon may have the index open: the daemon waits for it.
     let turn = IndexTurn::take(&layout.index_lock(), || {
         eprintln!("botsync: waiting for another botsync process to finish with this workspace")
@@ -42,7 +40,7 @@ pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     })?;
     let id = node.identity.peer_id().to_copy_safe();
     let json = g.json;
-    crate::daemon::run(node, addr, |local| {
+    crate::daemon::run(lock, node, addr, |local| {
         // One line, printed as soon as peers and verbs can reach us: scripts and tests wait
         // for it.
         if json {

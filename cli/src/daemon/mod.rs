@@ -140,11 +140,16 @@ impl DaemonState {
     }
 }
 
-/// Run the daemon for `node` on `listen` until SIGINT or SIGTERM. `announce` is called once
-/// with the bound address, as soon as peers and verbs can reach us.
-pub fn run(node: Arc<Node>, listen: SocketAddr, announce: impl FnOnce(SocketAddr)) -> Result<()> {
+/// Run the daemon for `node` on `listen` until SIGINT or SIGTERM, holding the workspace's
+/// daemon `lock` (taken by the caller before it opened the workspace). `announce` is called
+/// once with the bound address, as soon as peers and verbs can reach us.
+pub fn run(
+    lock: PidLock,
+    node: Arc<Node>,
+    listen: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let layout = Layout::new(&node.root);
-    let lock = PidLock::acquire(&layout.daemon_pid())?;
     let rt = crate::commands::sync::runtime()?;
     rt.block_on(async move {
         let endpoint = Arc::new(node.bind(listen)?);
@@ -396,8 +401,11 @@ pub fn spawn_background(root: &Path) -> Result<u32> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A daemon nobody can reach is stopped, not left behind.
+    let _ = child.kill();
+    let _ = child.wait();
     bail!(
-        "the daemon did not answer within 15 s; see {}",
+        "the daemon did not answer within 15 s and was stopped; see {}, then run `botsync serve` to watch it start",
         layout.daemon_log().display()
     )
 }
