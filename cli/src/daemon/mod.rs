@@ -84,12 +84,13 @@ enum Wake {
 impl DaemonState {
     /// For `status`.
     pub fn view(&self) -> DaemonView {
+        let (rescans, partial_rescans) = self.node.replica.rescans();
         DaemonView {
             pid: self.pid,
             listening: self.listening.to_string(),
             auto: self.auto.load(Ordering::SeqCst),
-            rescans: self.node.replica.rescans().0,
-            partial_rescans: self.node.replica.rescans().1,
+            rescans,
+            partial_rescans,
             peers: self.links.views(),
         }
     }
