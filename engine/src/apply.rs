@@ -26,6 +26,7 @@ mod assemble;
 mod batch;
 mod disk;
 mod durable;
+mod recover;
 
 use std::collections::HashSet;
 use std::io;
@@ -40,6 +41,7 @@ use crate::path::RelPath;
 use crate::store::{Store, StoreError};
 
 pub use assemble::{ChunkSource, NoSource, SourceError};
+pub use recover::{Recovery, recover};
 
 /// Prefix of the temporary files apply creates next to their targets; the scanner ignores them.
 pub const TEMP_PREFIX: &str = ".botsync-tmp-";
@@ -152,6 +154,16 @@ pub enum ApplyError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The intent to apply could not be recorded in the index: nothing was changed.
+    #[error(
+        "refusing to apply {path}: recording the apply intent in the index failed ({reason}); nothing was changed, retry the sync"
+    )]
+    Intent {
+        /// The path being applied.
+        path: RelPath,
+        /// The index error, as text (one failure is reported on every entry of the batch).
+        reason: String,
     },
     /// The index failed (the file itself may already be in place; a rescan records it).
     #[error("applying {path}: {source}")]

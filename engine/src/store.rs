@@ -20,6 +20,7 @@
 
 mod codec;
 mod history;
+mod intents;
 mod kv;
 mod local;
 mod peers;
@@ -34,6 +35,7 @@ use crate::error::{IoContext, IoError};
 use crate::peer::PeerId;
 
 pub use history::{HistoryAction, HistoryRecord};
+pub use intents::ApplyIntent;
 pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
 
@@ -62,6 +64,7 @@ pub struct Store {
     history_by_path: sled::Tree,
     kv: sled::Tree,
     meta: sled::Tree,
+    intents: sled::Tree,
     corruption: Mutex<Vec<Corruption>>,
 }
 
@@ -334,6 +337,7 @@ impl Store {
             history_by_path: db.open_tree("history_by_path")?,
             kv: db.open_tree("kv")?,
             meta: db.open_tree("meta")?,
+            intents: db.open_tree("intents")?,
             db,
             corruption: Mutex::new(Vec::new()),
         })
@@ -364,6 +368,7 @@ impl Store {
             &self.history,
             &self.kv,
             &self.meta,
+            &self.intents,
         ]
         .iter()
         .all(|t| t.is_empty())

@@ -141,6 +141,9 @@ impl Workspace {
         let (store, outcome) = Store::open(&layout.db())?;
         store.set_local_peer(local.peer)?;
         let chunks = ChunkStore::open(&layout.store())?;
+        // Before the index is read: an apply killed between its renames and its index commit
+        // left files the index does not know yet (apply/recover.rs).
+        apply::recover(root, &store)?;
         let mirror = Mirror::load(&store)?;
         let ws = Workspace {
             root: root.to_path_buf(),
@@ -177,6 +180,7 @@ impl Workspace {
 
     /// Bring the index up to date with the files (stat-cache rescan) and rebuild the tree.
     pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
+        self.settle_intents()?;
         // A snapshot, not a copy: other sessions read the mirror while the scan hashes.
         let prev = self.lock().snapshot();
         let report = scan::scan(&self.scan_context(now_ns), &prev)?;
@@ -195,6 +199,7 @@ impl Workspace {
         scopes: &[RelPath],
         now_ns: i64,
     ) -> Result<Refresh, WorkspaceError> {
+        self.settle_intents()?;
         let prev = self.lock().snapshot();
         let report = scan::scan_under(&self.scan_context(now_ns), &prev, scopes)?;
         drop(prev);
@@ -202,6 +207,17 @@ impl Workspace {
             Some(report) => self.commit_scan(report, now_ns),
             None => self.refresh(now_ns),
         }
+    }
+
+    /// Record the files an earlier apply renamed into place but could not record (a failure
+    /// after the rename; a crash is settled by [`Workspace::open`]), so the scan does not take
+    /// them for local edits.
+    fn settle_intents(&self) -> Result<(), WorkspaceError> {
+        let recovery = apply::recover(&self.root, &self.store)?;
+        if !recovery.recorded.is_empty() {
+            self.reload(&recovery.recorded)?;
+        }
+        Ok(())
     }
 
     fn scan_context(&self, now_ns: i64) -> ScanContext<'_> {
@@ -238,6 +254,12 @@ impl Workspace {
             self.store.commit_local(slice.to_vec())?;
         }
         self.store.set_last_scan_ns(now_ns)?;
+        if !updates.is_empty() {
+            // Durable before any peer can be told: a counter bump lost to a crash would be
+            // issued again for other bytes, and the peer holding the first would see one
+            // version with two contents.
+            self.store.flush()?;
+        }
         let (root, files) = {
             let mut m = self.lock();
             for u in updates {

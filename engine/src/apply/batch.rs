@@ -26,7 +26,7 @@ use super::{
 use crate::chunkstore::create_temp;
 use crate::entry::{FileEntry, LocalEntry, StatSig};
 use crate::path::RelPath;
-use crate::store::{HistoryAction, HistoryRecord, LocalUpdate};
+use crate::store::{ApplyIntent, HistoryAction, HistoryRecord, LocalUpdate};
 
 /// Where one entry of the batch stands.
 enum Step<'a> {
@@ -85,12 +85,72 @@ pub(super) fn run(
         .map(|item| prepare(ctx, *item, source).unwrap_or_else(|e| Step::Done(Err(e))))
         .collect();
     sync_staged(&mut steps, items);
+    let intended = record_intents(ctx, &mut steps, items);
     for (step, item) in steps.iter_mut().zip(items) {
         let taken = std::mem::replace(step, Step::Done(Ok(ApplyOutcome::AlreadyCurrent)));
         *step = place(ctx, *item, taken).unwrap_or_else(|e| Step::Done(Err(e)));
     }
     sync_dirs(&mut steps, items);
-    record_all(ctx, steps, items)
+    let results = record_all(ctx, steps, items);
+    // An entry that failed after its rename keeps its intent: the next scan settles it.
+    let settled = intended
+        .iter()
+        .filter(|&&i| results[i].is_ok())
+        .map(|&i| &items[i].target.path);
+    if let Err(e) = ctx.store.intents_clear(settled) {
+        tracing::warn!(error = %e, "could not clear apply intents; they are settled on next open");
+    }
+    results
+}
+
+/// Between the barriers: durably record, for every file about to be renamed or deleted, the
+/// entry it is about to become (`store::intents`), so a process killed before [`record_all`]
+/// leaves an index that can be made consistent with the disk (`super::recover`). Returns the
+/// items that have an intent. If the intents cannot be written, nothing is renamed.
+fn record_intents(
+    ctx: &ApplyContext<'_>,
+    steps: &mut [Step<'_>],
+    items: &[ApplyItem<'_>],
+) -> Vec<usize> {
+    let mut intended = Vec::new();
+    let mut intents = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let target = items[i].target;
+        let record = match step {
+            Step::Staged(s) => {
+                let old = items[i]
+                    .expected
+                    .filter(|e| !e.entry.is_tombstone() && s.old_present);
+                let action = if old.is_some() {
+                    HistoryAction::Modified
+                } else {
+                    HistoryAction::Created
+                };
+                history(ctx, target, action, old.map(|o| o.entry.content))
+            }
+            Step::Delete { old, .. } => {
+                history(ctx, target, HistoryAction::Deleted, Some(old.entry.content))
+            }
+            _ => continue,
+        };
+        intended.push(i);
+        intents.push(ApplyIntent {
+            target: target.clone(),
+            history: Some(record),
+            at_ns: ctx.now_ns,
+        });
+    }
+    if let Err(e) = ctx.store.intents_put(&intents) {
+        let why = e.to_string();
+        for &i in &intended {
+            steps[i] = Step::Done(Err(ApplyError::Intent {
+                path: items[i].target.path.clone(),
+                reason: why.clone(),
+            }));
+        }
+        return Vec::new();
+    }
+    intended
 }
 
 /// Check the entry and the target, and assemble the new version in a temp file.

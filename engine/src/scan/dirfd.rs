@@ -109,6 +109,13 @@ impl DirHandle {
         }
     }
 
+    /// Remove the file `name` of this directory (never a directory; a symlink itself, not its
+    /// target).
+    pub(crate) fn unlink(&self, name: &[u8]) -> io::Result<()> {
+        rustix::fs::unlinkat(self.0.as_fd(), name, AtFlags::empty())?;
+        Ok(())
+    }
+
     /// The facts of the entry `name` of this directory, without following a symlink.
     pub(crate) fn stat(&self, name: &[u8]) -> io::Result<Facts> {
         match rustix::fs::statx(self.0.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {

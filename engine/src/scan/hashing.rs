@@ -106,7 +106,7 @@ fn digest_prefix(
 /// Chunk and hash the first `expected` bytes of an open file, from its current position:
 /// (bytes read, chunks, content hash); fewer bytes read means it shrank. The one place the
 /// scanner hashes content, so a faster pipelined digest can be swapped in here.
-fn digest_file(
+pub(crate) fn digest_file(
     chunker: &Chunker,
     file: &File,
     expected: u64,

@@ -18,7 +18,7 @@
 //! records a later time and the file becomes trusted.
 
 mod dirfd;
-mod hashing;
+pub(crate) mod hashing;
 mod partial;
 mod walk;
 
@@ -244,6 +244,12 @@ fn compare(
     // Paths whose previous entries stand because the scan could not see them (with what is
     // below them): skipped entries, unreadable directories.
     let blind: HashSet<RelPath> = std::mem::take(&mut walked.blind).into_iter().collect();
+    if walked.stale_temps_removed > 0 {
+        tracing::info!(
+            files = walked.stale_temps_removed,
+            "removed temporary files left by an interrupted sync"
+        );
+    }
     let mut report = ScanReport {
         skipped: std::mem::take(&mut walked.skipped),
         ..ScanReport::default()

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rustix::fs::FileType;
 
+use crate::apply::TEMP_PREFIX;
 use crate::entry::{Mode, StatSig};
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::rules::{Decision, DirScope, Selection};
@@ -80,6 +81,8 @@ pub(crate) struct Walk {
     /// Workspace paths whose previous entries must be kept as they are: skipped entries and
     /// directories that could not be read (what is below them was not seen, not deleted).
     pub blind: Vec<RelPath>,
+    /// Temporary files of an apply that never finished (a killed process), removed on sight.
+    pub stale_temps_removed: usize,
 }
 
 impl Walk {
@@ -103,6 +106,7 @@ impl Walk {
         self.runs.extend(other.runs);
         self.skipped.extend(other.skipped);
         self.blind.extend(other.blind);
+        self.stale_temps_removed += other.stale_temps_removed;
     }
 
     fn skip(&mut self, rel: RelPath, reason: SkipReason) {
@@ -343,8 +347,18 @@ impl Walker<'_> {
         // True once a name on disk differs from its normalized form: only then can two names
         // collide (two names that are both NFC and normalize alike are the same bytes).
         let mut renamed = false;
+        let mut stale = Vec::new();
         let listed = handle.list(|name, file_type| {
             if dir.rel.is_root() && name == STATE_DIR.as_bytes() {
+                return;
+            }
+            if name.starts_with(TEMP_PREFIX.as_bytes()) {
+                // Apply's temp files live only while an apply runs, and applies never run
+                // during a scan of the same workspace: one seen now was left by a killed
+                // process. Never synced; removed once listing is over.
+                if handle.entry_type(name, file_type).ok() == Some(FileType::RegularFile) {
+                    stale.push(name.to_vec());
+                }
                 return;
             }
             let rel = match std::str::from_utf8(name) {
@@ -384,6 +398,16 @@ impl Walker<'_> {
         if let Err(e) = listed {
             // The listing broke off: what was not listed must not look deleted.
             out.skip(dir.rel.clone(), SkipReason::Unreadable(e.to_string()));
+        }
+        for name in stale {
+            match handle.unlink(&name) {
+                Ok(()) => out.stale_temps_removed += 1,
+                Err(e) => tracing::warn!(
+                    path = %self.shown(dir, &name),
+                    error = %e,
+                    "could not remove a stale temporary file of an interrupted sync"
+                ),
+            }
         }
         if renamed {
             children = drop_collisions(children, &mut out);
