@@ -73,12 +73,10 @@ pub(super) fn assemble(
     let mut offset = 0u64;
     for c in &target.chunks {
         let writing = out.missing.is_empty();
-        // Once a chunk is missing nothing more is written: skip what needs no lookup.
-        if !writing
-            && (missing_seen.contains(&c.id)
-                || written.contains_key(&c.id)
-                || ctx.chunks.has(&c.id))
-        {
+        // Once a chunk is missing nothing more is written: skip what needs no lookup. A chunk
+        // the store merely lists is still read (and verified) below: trusting its presence
+        // would report one corrupt chunk per attempt instead of all of them at once.
+        if !writing && (missing_seen.contains(&c.id) || written.contains_key(&c.id)) {
             continue;
         }
         let (bytes, origin) = if let Some(&at) = written.get(&c.id) {

@@ -5,7 +5,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use botsync_engine::{ChunkRef, Hash};
+use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
+use botsync_engine::{ChunkRef, Hash, PeerId};
 use tokio::task::JoinSet;
 
 use super::{Counters, Progress, ProgressEvent, SessionError, blocking};
@@ -72,6 +73,58 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
         total.missing.extend(got.missing);
     }
     Ok(total)
+}
+
+/// Fetch what `items` need and apply them. Items that still find a chunk missing when applied
+/// (a chunk-store file found corrupt and dropped, a local copy that changed since the plan) get
+/// one more round in the same session: their chunks are fetched again and they are applied
+/// again, so one sync repairs every chunk it lacks instead of one per run. What is still missing
+/// after that round is genuinely gone from the peer (its file changed while being sent).
+pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    peer: PeerId,
+    items: Vec<PlanItem>,
+    how: Fetch,
+    progress: Arc<dyn Progress>,
+) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
+    let planned = items.clone();
+    let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
+    progress.event(ProgressEvent::Planned {
+        files: items.iter().filter(|i| i.action.writes_file()).count() as u64,
+        bytes: needed.iter().map(|c| u64::from(c.len)).sum(),
+    });
+    let mut fetched = fetch(conn, replica, needed, how, Arc::clone(&progress)).await?;
+    let again = items.clone();
+    let mut reports = blocking(replica, move |r| r.apply(items, peer)).await?;
+    let retry: Vec<(usize, PlanItem)> = reports
+        .iter()
+        .zip(again)
+        .enumerate()
+        .filter(|(_, (r, _))| r.outcome == Outcome::MissingChunks)
+        .map(|(i, (_, item))| (i, item))
+        .collect();
+    if retry.is_empty() {
+        return Ok((reports, fetched));
+    }
+    let (at, items): (Vec<usize>, Vec<PlanItem>) = retry.into_iter().unzip();
+    let planned = items.clone();
+    let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
+    tracing::info!(
+        files = items.len(),
+        chunks = needed.len(),
+        "chunks missing at apply (corrupt or changed locally): fetching them again"
+    );
+    let more = fetch(conn, replica, needed, how, progress).await?;
+    fetched.counters.chunks_received += more.counters.chunks_received;
+    fetched.counters.chunk_bytes_received += more.counters.chunk_bytes_received;
+    fetched.counters.chunk_wire_bytes_received += more.counters.chunk_wire_bytes_received;
+    fetched.missing = more.missing;
+    let second = blocking(replica, move |r| r.apply(items, peer)).await?;
+    for (i, report) in at.into_iter().zip(second) {
+        reports[i] = report;
+    }
+    Ok((reports, fetched))
 }
 
 fn batches(needed: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {

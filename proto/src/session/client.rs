@@ -197,21 +197,15 @@ async fn pull<R: Replica + ?Sized>(
             .await?
             .map_err(SessionError::MassDelete)?;
     }
-    let planned = items.clone();
-    let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
-    progress.event(ProgressEvent::Planned {
-        files: items.iter().filter(|i| i.action.writes_file()).count() as u64,
-        bytes: needed.iter().map(|c| u64::from(c.len)).sum(),
-    });
     let how = chunks::Fetch {
         streams: opts.streams,
         zstd: ctl.features.contains(Features::ZSTD),
     };
-    let fetched = chunks::fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
+    let (reports, fetched) =
+        chunks::fetch_and_apply(conn, replica, peer, items, how, Arc::clone(progress)).await?;
     ctl.counters.chunks_received += fetched.counters.chunks_received;
     ctl.counters.chunk_bytes_received += fetched.counters.chunk_bytes_received;
     ctl.counters.chunk_wire_bytes_received += fetched.counters.chunk_wire_bytes_received;
-    let reports = blocking(replica, move |r| r.apply(items, peer)).await?;
     for r in &reports {
         progress.event(ProgressEvent::Applied {
             path: r.path.to_string(),

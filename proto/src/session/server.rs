@@ -296,19 +296,18 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                 .await?
                 .map_err(SessionError::MassDelete)?;
         }
-        let planned = items.clone();
-        let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
         let fetch = chunks::Fetch {
             streams: self.opts.streams,
             zstd: self.features.contains(Features::ZSTD),
         };
-        let fetched = chunks::fetch(conn, replica, needed, fetch, Arc::new(NoProgress)).await?;
+        let (applied, fetched) =
+            chunks::fetch_and_apply(conn, replica, peer, items, fetch, Arc::new(NoProgress))
+                .await?;
         debug!(
             chunks = fetched.counters.chunks_received,
             missing = fetched.missing.len(),
             "pushed chunks fetched"
         );
-        let applied = blocking(replica, move |r| r.apply(items, peer)).await?;
         Ok(refused.into_iter().chain(applied).collect())
     }
 }
