@@ -391,7 +391,14 @@ impl Workspace {
     /// Stage a received chunk (verified against its id) in the chunk store until [`Workspace::apply`]
     /// writes the files that need it.
     pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), WorkspaceError> {
-        Ok(self.chunks.put_staged(id, bytes)?)
+        let put = self.chunks.put_staged(id, bytes);
+        if let Err(e) = &put
+            && is_disk_full(e)
+        {
+            // Never hold the disk full with a cache: the retry after freeing space must fit.
+            self.chunks.clear_staging();
+        }
+        Ok(put?)
     }
 
     /// Carry out planned items received from a peer; one report per item, in item order.
@@ -447,9 +454,13 @@ impl Workspace {
                     Ok(ApplyOutcome::MissingChunks { .. }) => Outcome::MissingChunks,
                     Err(e) => {
                         tracing::warn!(path = %report.path, error = %e, "apply failed");
-                        Outcome::Failed {
-                            reason: e.to_string(),
-                        }
+                        let reason = if is_disk_full(&e) {
+                            self.chunks.clear_staging();
+                            format!("disk full: {e}; free space and sync again")
+                        } else {
+                            e.to_string()
+                        };
+                        Outcome::Failed { reason }
                     }
                 };
             }
@@ -659,4 +670,21 @@ impl ChunkSource for NoSource {
     fn fetch(&mut self, _id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(None)
     }
+}
+
+/// True if the bottom of `e`'s source chain is an out-of-space (or quota) I/O error.
+fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

@@ -264,7 +264,9 @@ impl Replica for MemoryReplica {
 
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {
         if Hash::of(bytes) != *id {
-            return Err(ReplicaError(format!("chunk {id} does not match its bytes")));
+            return Err(ReplicaError::other(format!(
+                "chunk {id} does not match its bytes"
+            )));
         }
         let mut st = self.lock();
         st.chunks.insert(*id, bytes.to_vec());

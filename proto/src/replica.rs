@@ -25,13 +25,61 @@ pub struct Snapshot {
 
 /// A failure inside the replica (disk, index); the session reports it and ends.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReplicaError(pub String);
+#[error("{message}")]
+pub struct ReplicaError {
+    /// What kind of failure, for the peer and the user (a full disk is said by name).
+    pub kind: ReplicaErrorKind,
+    /// One line: what failed, where.
+    pub message: String,
+}
+
+/// The kinds of [`ReplicaError`] a session treats differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaErrorKind {
+    /// The file system is out of space or quota (`ENOSPC`, `EDQUOT`): freeing space fixes it.
+    DiskFull,
+    /// Anything else (I/O, index, a bug).
+    Other,
+}
 
 impl ReplicaError {
+    /// A failure of kind [`ReplicaErrorKind::Other`] with this text.
+    pub fn other(message: impl Into<String>) -> ReplicaError {
+        ReplicaError {
+            kind: ReplicaErrorKind::Other,
+            message: message.into(),
+        }
+    }
+
     /// Wrap any error as its one-line text.
     pub fn from_display(e: impl std::fmt::Display) -> ReplicaError {
-        ReplicaError(e.to_string())
+        ReplicaError::other(e.to_string())
+    }
+
+    /// Wrap an error, classified by the I/O error at the bottom of its source chain.
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> ReplicaError {
+        let mut kind = ReplicaErrorKind::Other;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                kind = ReplicaErrorKind::DiskFull;
+            }
+            cur = err.source();
+        }
+        ReplicaError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+
+    /// True if the file system is full: the one failure the user fixes by freeing space.
+    pub fn is_disk_full(&self) -> bool {
+        self.kind == ReplicaErrorKind::DiskFull
     }
 }
 

@@ -170,8 +170,8 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn err(e: impl std::fmt::Display) -> ReplicaError {
-    ReplicaError::from_display(e)
+fn err<E: std::error::Error + 'static>(e: E) -> ReplicaError {
+    ReplicaError::from_error(&e)
 }
 
 impl Replica for LiveReplica {

@@ -21,9 +21,14 @@ pub struct Peer {
 impl Peer {
     /// `botsync init --name NAME` in a fresh temp dir.
     pub fn new(name: &str) -> Peer {
+        Peer::new_in(name, &std::env::temp_dir())
+    }
+
+    /// `botsync init --name NAME` in a fresh directory under `parent` (a small file system).
+    pub fn new_in(name: &str, parent: &Path) -> Peer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("botsync-{name}-"))
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let p = Peer {
             dir,

@@ -51,6 +51,31 @@ impl ChunkStore {
         removed
     }
 
+    /// Remove every staged chunk (of every sync in progress): staging is only a cache that
+    /// saves refetching after an interruption, so when the disk is full it is the first thing
+    /// to give back. A sync whose chunks vanish this way finds them missing at apply and fetches
+    /// them again. Returns the bytes freed.
+    pub fn clear_staging(&self) -> u64 {
+        let dir = self.dir.join(STAGING);
+        let mut freed = 0;
+        let Ok(shards) = fs::read_dir(&dir) else {
+            return 0;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(file.path()).is_ok() {
+                    freed += len;
+                }
+            }
+        }
+        tracing::warn!(bytes = freed, "disk full: staged chunks released");
+        freed
+    }
+
     pub(super) fn staged_path(&self, id: &Hash) -> PathBuf {
         let hex = id.to_hex();
         self.dir.join(STAGING).join(&hex[..2]).join(&hex[2..])

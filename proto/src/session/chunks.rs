@@ -75,11 +75,19 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
     Ok(total)
 }
 
-/// Fetch what `items` need and apply them. Items that still find a chunk missing when applied
-/// (a chunk-store file found corrupt and dropped, a local copy that changed since the plan) get
-/// one more round in the same session: their chunks are fetched again and they are applied
-/// again, so one sync repairs every chunk it lacks instead of one per run. What is still missing
-/// after that round is genuinely gone from the peer (its file changed while being sent).
+/// Bytes of new files fetched before they are applied: what a sync holds in the chunk store on
+/// top of the files it writes. Bounds the disk a sync needs to its incoming data plus this (or
+/// plus its largest file, when that is larger).
+pub(crate) const APPLY_GROUP_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Fetch what `items` need and apply them, in groups of about [`APPLY_GROUP_BYTES`] of new
+/// files, so staged chunks are released group by group instead of all being held until the end
+/// (a receiver once needed twice the incoming data free). Items that still find a chunk missing
+/// when applied (a chunk-store file found corrupt and dropped, a local copy that changed since
+/// the plan) get one more round in the same session: their chunks are fetched again and they
+/// are applied again, so one sync repairs every chunk it lacks instead of one per run. What is
+/// still missing after that round is genuinely gone from the peer (its file changed while being
+/// sent).
 pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
@@ -94,7 +102,53 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
         files: items.iter().filter(|i| i.action.writes_file()).count() as u64,
         bytes: needed.iter().map(|c| u64::from(c.len)).sum(),
     });
-    let mut fetched = fetch(conn, replica, needed, how, Arc::clone(&progress)).await?;
+    let mut reports = Vec::with_capacity(items.len());
+    let mut fetched = Fetched::default();
+    for group in apply_groups(items) {
+        let (r, f) = group_round(conn, replica, peer, group, how, &progress).await?;
+        reports.extend(r);
+        fetched.add(f);
+    }
+    Ok((reports, fetched))
+}
+
+/// Consecutive runs of items whose new files add up to at most [`APPLY_GROUP_BYTES`] (at
+/// least one item each), in order.
+fn apply_groups(items: Vec<PlanItem>) -> Vec<Vec<PlanItem>> {
+    let mut groups = Vec::new();
+    let mut cur: Vec<PlanItem> = Vec::new();
+    let mut bytes = 0u64;
+    for item in items {
+        let size = if item.action.writes_file() {
+            item.remote.size
+        } else {
+            0
+        };
+        if !cur.is_empty() && bytes.saturating_add(size) > APPLY_GROUP_BYTES {
+            groups.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        groups.push(cur);
+    }
+    groups
+}
+
+/// Fetch and apply one group, with the repair round.
+async fn group_round<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    peer: PeerId,
+    items: Vec<PlanItem>,
+    how: Fetch,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
+    let planned = items.clone();
+    let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
+    let mut fetched = fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
     let again = items.clone();
     let mut reports = blocking(replica, move |r| r.apply(items, peer)).await?;
     let retry: Vec<(usize, PlanItem)> = reports
@@ -115,7 +169,7 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
         chunks = needed.len(),
         "chunks missing at apply (corrupt or changed locally): fetching them again"
     );
-    let more = fetch(conn, replica, needed, how, progress).await?;
+    let more = fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
     fetched.counters.chunks_received += more.counters.chunks_received;
     fetched.counters.chunk_bytes_received += more.counters.chunk_bytes_received;
     fetched.counters.chunk_wire_bytes_received += more.counters.chunk_wire_bytes_received;
@@ -125,6 +179,15 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
         reports[i] = report;
     }
     Ok((reports, fetched))
+}
+
+impl Fetched {
+    fn add(&mut self, other: Fetched) {
+        self.counters.chunks_received += other.counters.chunks_received;
+        self.counters.chunk_bytes_received += other.counters.chunk_bytes_received;
+        self.counters.chunk_wire_bytes_received += other.counters.chunk_wire_bytes_received;
+        self.missing.extend(other.missing);
+    }
 }
 
 fn batches(needed: Vec<ChunkRef>) -> Vec<Vec<ChunkRef>> {

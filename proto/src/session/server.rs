@@ -133,8 +133,29 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             .await
             .map_err(|e| e.on(conn));
         slot.clear();
-        if let Err(e) = &result {
-            e.close_code().close(conn);
+        match &result {
+            // Our own failure: the initiator is told what it was (a full disk by name), not
+            // just "internal error".
+            Err(SessionError::Replica(e)) => {
+                let message = if e.is_disk_full() {
+                    format!(
+                        "disk full on {}: {e}; free space there and sync again",
+                        opts.name
+                    )
+                } else {
+                    format!("{} failed: {e}", opts.name)
+                };
+                refuse(
+                    conn,
+                    &mut ctl.send,
+                    ErrorCode::Internal,
+                    CloseCode::Internal,
+                    &message,
+                )
+                .await;
+            }
+            Err(e) => e.close_code().close(conn),
+            Ok(_) => {}
         }
         result
     }
