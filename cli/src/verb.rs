@@ -56,6 +56,11 @@ pub enum Request {
         /// Print every item (`diff`).
         itemize: bool,
     },
+    /// `verify [--repair]`.
+    Verify {
+        /// Repair what is damaged.
+        repair: bool,
+    },
     /// `auto on|off`.
     Auto {
         /// On or off.
@@ -230,6 +235,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
             itemize,
         } => crate::commands::sync::run(ctx, peer.as_deref(), mode, how, itemize),
         Request::Auto { on } => crate::commands::auto::set(ctx, on),
+        Request::Verify { repair } => crate::commands::verify::run(ctx, repair),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

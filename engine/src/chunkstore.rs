@@ -19,6 +19,7 @@
 
 mod gc;
 mod staging;
+mod verify;
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -35,6 +36,7 @@ use crate::error::{IoContext, IoError};
 use crate::hash::Hash;
 
 pub use gc::GcReport;
+pub use verify::ChunkCheck;
 
 /// The default retention period of kept versions and staged chunks: 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);

@@ -31,8 +31,10 @@ use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
 mod mirror;
+mod verify;
 
 use self::mirror::Mirror;
+pub use self::verify::{Damaged, RepairReport, VerifyReport};
 
 /// Why a workspace operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -288,12 +290,16 @@ impl Workspace {
         self.lock().tree.children(dir)
     }
 
-    /// The current entries of `paths` (files and tombstones); unknown paths are skipped.
+    /// The current entries of `paths` (files and tombstones) as peers may see them; unknown
+    /// paths are skipped, and so are files damaged on disk awaiting a peer's copy (their entry
+    /// has an empty version vector: it claims nothing, see `workspace/verify.rs`).
     pub fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, WorkspaceError> {
         let m = self.lock();
         Ok(paths
             .iter()
-            .filter_map(|p| m.index.get(p).map(|l| l.entry.clone()))
+            .filter_map(|p| m.index.get(p))
+            .filter(|l| !l.entry.version.is_empty())
+            .map(|l| l.entry.clone())
             .collect())
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod peers;
 pub(crate) mod scan;
 mod serve;
 pub(crate) mod sync;
+pub(crate) mod verify;
 
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +49,9 @@ pub enum Command {
     Diff(sync::DiffArgs),
     /// Rescan the workspace and print its manifest summary.
     Scan,
+    /// Re-read every synced file and stored chunk against the index (finds bit rot the stat
+    /// cache cannot see); `--repair` restores what is damaged.
+    Verify(verify::VerifyArgs),
     /// Run the daemon: serve peers, watch the workspace, keep connections (and sync on its own
     /// with `auto on`).
     Serve(serve::ServeArgs),
@@ -85,6 +89,7 @@ pub fn run(command: Command, g: &Globals) -> Result<i32> {
             itemize: true,
         },
         Command::Scan => Request::Scan,
+        Command::Verify(a) => Request::Verify { repair: a.repair },
         Command::Auto(a) => Request::Auto {
             on: a.state == auto::Switch::On,
         },

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
-use botsync_engine::workspace::{Refresh, Workspace, WorkspaceError};
+use botsync_engine::workspace::{Refresh, RepairReport, VerifyReport, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use botsync_proto::messages::NodeChild;
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
@@ -149,6 +149,35 @@ impl LiveReplica {
             changed
         });
         Ok(r)
+    }
+
+    /// Re-read every synced file and stored chunk against the index (`botsync verify`).
+    pub fn verify(&self) -> Result<VerifyReport, WorkspaceError> {
+        self.ws.verify()
+    }
+
+    /// Repair damaged files (`verify --repair`), as an apply: under the writer turn, its
+    /// writes known as our own, the new root published.
+    pub fn repair(&self, paths: &[RelPath]) -> Result<RepairReport, WorkspaceError> {
+        let _turn = self.turn();
+        self.own.applying(paths.iter().map(|p| p.as_str()));
+        let report = self.ws.repair(paths, now_ns());
+        let restored = report
+            .as_ref()
+            .map(|r| r.restored.clone())
+            .unwrap_or_default();
+        self.own
+            .applied(paths.iter().map(|p| (p.as_str(), restored.contains(p))));
+        let report = report?;
+        let (root, _) = self.ws.snapshot();
+        self.root.send_if_modified(|c| {
+            let changed = c.root != root;
+            if changed {
+                *c = RootChange { root, local: true };
+            }
+            changed
+        });
+        Ok(report)
     }
 
     /// The workspace.

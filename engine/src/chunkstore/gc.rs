@@ -147,7 +147,7 @@ fn collect_if_old(path: &Path, horizon: i64, report: &mut GcReport) {
     }
 }
 
-fn is_fanout_name(name: &str) -> bool {
+pub(super) fn is_fanout_name(name: &str) -> bool {
     name.len() == 2
         && name
             .bytes()
