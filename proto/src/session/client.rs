@@ -73,6 +73,7 @@ async fn run_inner<R: Replica + ?Sized>(
         recv,
         counters: Default::default(),
         features: Features::NONE,
+        deadlines: opts.deadlines,
     };
 
     // Hello and Summary go together: a workspace already in sync costs one round trip.
@@ -116,11 +117,15 @@ async fn run_inner<R: Replica + ?Sized>(
         zstd: negotiated.features.contains(Features::ZSTD),
         bytes_served: Arc::clone(&bytes_served),
         progress: Arc::clone(&progress),
+        budget: None,
+        deadlines: opts.deadlines,
+        activity: Default::default(),
     };
     // Aborted when the session ends, whichever way: a kept connection carries the next session.
     let _service = AbortOnDrop(tokio::spawn(service::run(
         conn.clone(),
         ServiceSlot::with(svc),
+        service::Guard::unbudgeted(opts.deadlines),
     )));
 
     if their_root == snap.root {
@@ -206,6 +211,7 @@ async fn pull<R: Replica + ?Sized>(
     let how = chunks::Fetch {
         streams: opts.streams,
         zstd: ctl.features.contains(Features::ZSTD),
+        deadline: opts.deadlines.chunk_batch,
     };
     let fetched = chunks::fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
     ctl.counters.chunks_received += fetched.counters.chunks_received;
