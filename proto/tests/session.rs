@@ -339,6 +339,28 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
     );
 }
 
+/// A `Nodes` reply larger than a frame: 24 directories of 1000 files with 200-byte names list
+/// about 5.6 MB of children in the answer to one `GetNodes`. The responder splits it into
+/// several `Nodes` messages, and the initiator reads the directory replies across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
+    let p = pair().await;
+    let path = |d: usize, f: usize| format!("memory/d{d:02}/{f:0>200}");
+    for d in 0..24 {
+        for f in 0..1000 {
+            p.server_replica.write(&path(d, f), b"same\n");
+        }
+    }
+    let deadline = std::time::Duration::from_secs(120);
+    let report = tokio::time::timeout(deadline, p.session(SessionMode::Pull, false))
+        .await
+        .expect("the pull stalled")
+        .unwrap();
+    assert_eq!(report.pulled.len(), 24_000);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+    assert_eq!(p.client_replica.read(&path(23, 999)).unwrap(), b"same\n");
+}
+
 #[tokio::test]
 async fn push_only_and_pull_only_move_one_way() {
     let p = pair().await;

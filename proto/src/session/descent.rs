@@ -50,35 +50,40 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
 }
 
 /// Ask for the children of `dirs` (pipelined batches, replies read while sending) and read the
-/// replies: one round trip.
+/// replies: one round trip. The answer to one `GetNodes` may come in several `Nodes` messages
+/// (a responder splits replies that do not fit one frame): the directory replies are read in the
+/// order asked, whatever the messages they travel in.
 async fn remote_children(
     ctl: &mut Control,
     dirs: &[RelPath],
 ) -> Result<Vec<Vec<NodeChild>>, SessionError> {
     ctl.counters.round_trips += 1;
-    let batches: Vec<&[RelPath]> = dirs.chunks(MAX_PATHS_PER_REQUEST).collect();
-    let requests: Vec<Message> = batches
-        .iter()
+    let requests: Vec<Message> = dirs
+        .chunks(MAX_PATHS_PER_REQUEST)
         .map(|b| Message::GetNodes { paths: b.to_vec() })
         .collect();
     let mut out = Vec::with_capacity(dirs.len());
-    let mut pending = batches.iter();
+    let mut expected = dirs.iter();
     ctl.exchange(&requests, |reply| {
         let Message::Nodes { nodes } = reply else {
             return Err(SessionError::Protocol("expected nodes".into()));
         };
-        let Some(batch) = pending.next() else {
-            return Err(SessionError::Protocol(
-                "more nodes replies than requests".into(),
-            ));
-        };
-        if nodes.len() != batch.len() || nodes.iter().zip(*batch).any(|(n, p)| &n.path != p) {
-            return Err(SessionError::Protocol(
-                "nodes reply does not match the request".into(),
-            ));
+        if nodes.is_empty() || nodes.len() > expected.len() {
+            return Err(SessionError::Protocol(format!(
+                "a nodes reply of {} directories when {} remain to be answered",
+                nodes.len(),
+                expected.len()
+            )));
         }
-        out.extend(nodes.into_iter().map(|n| n.children));
-        Ok(pending.len() == 0)
+        for node in nodes {
+            if expected.next() != Some(&node.path) {
+                return Err(SessionError::Protocol(
+                    "nodes reply does not match the request".into(),
+                ));
+            }
+            out.push(node.children);
+        }
+        Ok(expected.len() == 0)
     })
     .await?;
     Ok(out)

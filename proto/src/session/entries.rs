@@ -18,7 +18,7 @@ use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
-use crate::messages::{ChunkListing, Message, WireEntry};
+use crate::messages::{ChunkListing, Message, WireEntry, flagged_batches};
 use crate::replica::Replica;
 
 /// Ask the peer for its entries of `paths` (pipelined: one round trip) and complete elided
@@ -210,38 +210,13 @@ pub(crate) async fn send_batches(
             WireEntry::new(e, MAX_INLINE_CHUNKS)
         })
         .collect();
-    if wire.is_empty() {
-        return ctl.send(&make(Vec::new(), true)).await;
-    }
-    // Batches bounded by count and by estimated encoded size (the frame cap is MAX_FRAME).
-    let mut batches: Vec<Vec<WireEntry>> = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for w in wire {
-        let size = 256
-            + w.entry.path.as_str().len()
-            + 40 * w.entry.chunks.len()
-            + 40 * w.entry.version.len();
-        let full = batches.last().is_some_and(|b| {
-            b.len() >= MAX_ENTRIES_PER_BATCH || (bytes + size > BATCH_BYTES && !b.is_empty())
-        });
-        if full {
-            batches.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(b) = batches.last_mut() {
-            b.push(w);
-        }
-    }
-    let n = batches.len();
-    for (i, batch) in batches.into_iter().enumerate() {
-        ctl.send(&make(batch, i + 1 == n)).await?;
+    // Batches bounded by count and by exact encoded size.
+    let batches = flagged_batches(wire, MAX_ENTRIES_PER_BATCH, make).map_err(FrameError::from)?;
+    for batch in &batches {
+        ctl.send(batch).await?;
     }
     Ok(())
 }
-
-/// Target encoded size of one entry batch, well under the frame cap.
-const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Entries by path, for planning.
 pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {

@@ -18,8 +18,9 @@ use super::{
 use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
 use crate::frame::read_frame;
-use crate::limits::MAX_ENTRIES_PER_BATCH;
-use crate::messages::{ErrorCode, Features, Hello, Message, NodeReply, SessionMode};
+use crate::messages::{
+    ErrorCode, Features, Hello, Message, NodeReply, SessionMode, node_batches, result_batches,
+};
 use crate::replica::Replica;
 
 /// How the answering side introduces itself.
@@ -290,7 +291,7 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .await?;
-                    ctl.send(&Message::Nodes { nodes }).await?;
+                    self.send_nodes(ctl, nodes).await?;
                 }
                 Message::GetEntries { paths } if mode.is_some() => {
                     asked.extend(paths.iter().cloned());
@@ -360,6 +361,43 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                         return Err(SessionError::Deadline { phase, after });
                     }
                 }
+            }
+        }
+    }
+
+    /// Answer one `GetNodes` with as many `Nodes` messages as its replies need frames. A
+    /// directory whose listing alone exceeds a frame cannot be sent: the initiator is told so in
+    /// `Error(Internal)` and the session ends with `internal`.
+    async fn send_nodes(
+        &self,
+        ctl: &mut Control,
+        nodes: Vec<NodeReply>,
+    ) -> Result<(), SessionError> {
+        let largest = nodes
+            .iter()
+            .max_by_key(|n| n.children.len())
+            .map(|n| (n.path.clone(), n.children.len()));
+        match node_batches(nodes) {
+            Ok(batches) => {
+                for batch in &batches {
+                    ctl.send(batch).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let (path, children) = largest.unwrap_or((RelPath::root(), 0));
+                let why = format!(
+                    "directory \"{path}\" has {children} entries, more than one frame can list ({e}); split it into subdirectories"
+                );
+                refuse(
+                    self.conn,
+                    &mut ctl.send,
+                    ErrorCode::Internal,
+                    CloseCode::Internal,
+                    &why,
+                )
+                .await;
+                Err(SessionError::Replica(crate::replica::ReplicaError(why)))
             }
         }
     }
@@ -450,18 +488,9 @@ fn offer_refusal(
 }
 
 async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {
-    if items.is_empty() {
-        return ctl.send(&Message::OfferResult { items, last: true }).await;
-    }
-    let n = items.len().div_ceil(MAX_ENTRIES_PER_BATCH);
-    let mut it = items.into_iter();
-    for i in 0..n {
-        let batch: Vec<_> = it.by_ref().take(MAX_ENTRIES_PER_BATCH).collect();
-        ctl.send(&Message::OfferResult {
-            items: batch,
-            last: i + 1 == n,
-        })
-        .await?;
+    let batches = result_batches(items).map_err(crate::frame::FrameError::from)?;
+    for batch in &batches {
+        ctl.send(batch).await?;
     }
     Ok(())
 }
