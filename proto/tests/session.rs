@@ -361,6 +361,23 @@ async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
     assert_eq!(p.client_replica.read(&path(23, 999)).unwrap(), b"same\n");
 }
 
+/// A name that is a tombstone and a directory at once (the file `notes` was deleted, then
+/// `notes/b.md` created): the descent compares each with its own kind, so the directory is
+/// walked and its file arrives.
+#[tokio::test]
+async fn a_name_that_is_a_tombstone_and_a_directory_syncs_both() {
+    let p = pair().await;
+    p.server_replica.write("notes", b"a file first\n");
+    p.server_replica.delete("notes");
+    p.server_replica.write("notes/b.md", b"then a directory\n");
+    p.session(SessionMode::Pull, false).await.unwrap();
+    assert_eq!(
+        p.client_replica.read("notes/b.md").unwrap(),
+        b"then a directory\n"
+    );
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
 #[tokio::test]
 async fn push_only_and_pull_only_move_one_way() {
     let p = pair().await;

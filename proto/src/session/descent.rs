@@ -89,6 +89,9 @@ async fn remote_children(
     Ok(out)
 }
 
+/// Compare one directory's children on both sides. A child is keyed by name *and* kind: one
+/// name can be a tombstone (a file child) and a directory at once, and each is compared with its
+/// own kind on the other side.
 fn compare_dir(
     dir: &RelPath,
     ours: &[NodeChild],
@@ -97,33 +100,27 @@ fn compare_dir(
     next: &mut Vec<RelPath>,
     local_only_dirs: &mut Vec<RelPath>,
 ) -> Result<(), SessionError> {
-    let ours: BTreeMap<&str, &NodeChild> = ours.iter().map(|c| (c.name.as_str(), c)).collect();
-    let theirs: BTreeMap<&str, &NodeChild> = theirs.iter().map(|c| (c.name.as_str(), c)).collect();
-    let names: BTreeSet<&str> = ours.keys().chain(theirs.keys()).copied().collect();
-    for name in names {
-        let path = dir
-            .join(name)
-            .map_err(|e| SessionError::Protocol(format!("peer sent a bad name: {e}")))?;
-        let (o, t) = (ours.get(name), theirs.get(name));
+    let key = |c: &NodeChild| (c.name.clone(), c.kind == ChildKind::File);
+    let ours: BTreeMap<(String, bool), &NodeChild> = ours.iter().map(|c| (key(c), c)).collect();
+    let theirs: BTreeMap<(String, bool), &NodeChild> = theirs.iter().map(|c| (key(c), c)).collect();
+    let keys: BTreeSet<&(String, bool)> = ours.keys().chain(theirs.keys()).collect();
+    for k in keys {
+        let (name, is_file) = k;
+        let (o, t) = (ours.get(k), theirs.get(k));
         if let (Some(o), Some(t)) = (o, t)
-            && o.kind == t.kind
             && o.hash == t.hash
         {
             continue;
         }
-        let o_kind = o.map(|c| c.kind);
-        let t_kind = t.map(|c| c.kind);
-        if t_kind == Some(ChildKind::Dir) {
-            next.push(path.clone());
-        } else if t_kind == Some(ChildKind::File) {
-            out.insert(path.clone());
-        }
-        match o_kind {
-            Some(ChildKind::Dir) if t_kind != Some(ChildKind::Dir) => local_only_dirs.push(path),
-            Some(ChildKind::File) => {
+        let path = dir
+            .join(name)
+            .map_err(|e| SessionError::Protocol(format!("peer sent a bad name: {e}")))?;
+        match (is_file, t.is_some()) {
+            (true, _) => {
                 out.insert(path);
             }
-            _ => {}
+            (false, true) => next.push(path),
+            (false, false) => local_only_dirs.push(path),
         }
     }
     Ok(())
