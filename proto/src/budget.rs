@@ -33,11 +33,13 @@ pub struct Deadlines {
     /// From a stream's opening to its first whole frame: `Hello` on a control stream, the
     /// request on a request stream, `Changed` on a notice stream.
     pub hello: Duration,
-    /// From `Hello` to the initiator's `Summary` (the initiator rescans in between).
+    /// From `Hello` to the initiator's `Summary` (the initiator rescans in between); the
+    /// initiator waits as long for the responder's `Hello` and `Summary`.
     pub summary: Duration,
     /// From our last reply on the control stream to the initiator's next message (descent,
     /// entries, offer, goodbye). Any activity on the session's request streams (the initiator
-    /// fetching from us) restarts it.
+    /// fetching from us) restarts it. The initiator waits as long for each `Nodes` and
+    /// `Entries` reply.
     pub request: Duration,
     /// For a whole `GetChunks` or `GetTreeNodes` reply to arrive, when this side fetches.
     pub chunk_batch: Duration,
@@ -72,6 +74,9 @@ pub enum Phase {
     Summary,
     /// The initiator's next control message.
     Request,
+    /// The responder's reply to a request on the control stream (`Nodes`, `Entries`), as the
+    /// initiator waits for it; its deadline is the request deadline.
+    Reply,
     /// A chunk or chunk-tree reply.
     ChunkBatch,
     /// The peer taking a frame we wrote.
@@ -84,6 +89,7 @@ impl fmt::Display for Phase {
             Phase::Hello => "the first message of a stream",
             Phase::Summary => "its summary",
             Phase::Request => "its next request",
+            Phase::Reply => "its reply",
             Phase::ChunkBatch => "a chunk or chunk-tree reply",
             Phase::Write => "reading our reply",
         })
@@ -96,7 +102,7 @@ impl Deadlines {
         match phase {
             Phase::Hello => self.hello,
             Phase::Summary => self.summary,
-            Phase::Request => self.request,
+            Phase::Request | Phase::Reply => self.request,
             Phase::ChunkBatch => self.chunk_batch,
             Phase::Write => self.write,
         }

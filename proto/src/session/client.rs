@@ -12,6 +12,7 @@ use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
     SessionReport, blocking, chunks, descent, entries,
 };
+use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
@@ -91,7 +92,7 @@ async fn run_inner<R: Replica + ?Sized>(
     .await?;
     report.skipped = snap.skipped;
     ctl.counters.round_trips += 1;
-    let Message::Hello(theirs) = ctl.recv().await? else {
+    let Message::Hello(theirs) = ctl.recv_within(Phase::Summary).await? else {
         return Err(SessionError::Protocol("expected hello".into()));
     };
     let negotiated = hello
@@ -102,7 +103,7 @@ async fn run_inner<R: Replica + ?Sized>(
         root: their_root,
         skipped: their_skipped,
         ..
-    } = ctl.recv().await?
+    } = ctl.recv_within(Phase::Summary).await?
     else {
         return Err(SessionError::Protocol("expected summary".into()));
     };

@@ -275,7 +275,23 @@ impl Control {
     /// The next message; a clean end of stream is a protocol error here.
     pub(crate) async fn recv(&mut self) -> Result<Message, SessionError> {
         let m = next_reply(&mut self.recv).await;
-        if !matches!(m, Err(SessionError::Protocol(_) | SessionError::Frame(_))) {
+        self.count(m)
+    }
+
+    /// [`Control::recv`], unless `phase` passes its deadline first.
+    pub(crate) async fn recv_within(&mut self, phase: Phase) -> Result<Message, SessionError> {
+        let after = self.deadlines.of(phase);
+        let m = within(phase, after, next_reply(&mut self.recv))
+            .await
+            .and_then(|m| m);
+        self.count(m)
+    }
+
+    fn count(&mut self, m: Result<Message, SessionError>) -> Result<Message, SessionError> {
+        if !matches!(
+            m,
+            Err(SessionError::Protocol(_) | SessionError::Frame(_) | SessionError::Deadline { .. })
+        ) {
             self.counters.messages_received += 1;
         }
         m
@@ -301,7 +317,7 @@ impl Control {
             deadlines,
             ..
         } = self;
-        let write = deadlines.write;
+        let (write, reply) = (deadlines.write, deadlines.request);
         let sending = async {
             for m in requests {
                 within(Phase::Write, write, write_frame(&mut *send, m)).await??;
@@ -311,7 +327,9 @@ impl Control {
         let receiving = async {
             let mut received = 0u64;
             loop {
-                let reply = next_reply(&mut *recv).await;
+                let reply = within(Phase::Reply, reply, next_reply(&mut *recv))
+                    .await
+                    .and_then(|r| r);
                 if reply.is_ok() || matches!(reply, Err(SessionError::Remote { .. })) {
                     received += 1;
                 }

@@ -343,3 +343,46 @@ async fn a_push_that_never_answers_get_chunks_is_timed_out() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_initiator_gives_up_on_a_responder_that_never_answers_its_summary() {
+    use botsync_proto::endpoint::Endpoint;
+    use botsync_proto::identity::Identity;
+    use botsync_proto::session::{NoProgress, SessionError, SessionOptions, client};
+    use botsync_proto::tls::AllowedPeers;
+
+    let (listener_id, dialer_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (lid, did) = (listener_id.peer_id(), dialer_id.peer_id());
+    let silent = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        listener_id,
+        [did].into_iter().collect::<AllowedPeers>(),
+    )
+    .unwrap();
+    let addr = silent.local_addr().unwrap();
+    // A responder that reads everything and answers nothing (keep-alives keep it alive).
+    tokio::spawn(async move {
+        let conn = silent.accept().await.unwrap().accept().await.unwrap();
+        let (_send, mut recv) = conn.quinn().accept_bi().await.unwrap();
+        while let Ok(Some(_)) = botsync_proto::frame::read_frame(&mut recv).await {}
+        std::future::pending::<()>().await;
+    });
+    let dialer = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        dialer_id,
+        AllowedPeers::new(),
+    )
+    .unwrap();
+    let conn = dialer.connect(addr, lid).await.unwrap();
+    let mut opts = SessionOptions::new(SessionMode::Pull, "client");
+    opts.deadlines = SHORT;
+    let started = Instant::now();
+    let replica = Arc::new(MemoryReplica::new(did));
+    let err = client::run(&conn, lid, replica, &opts, Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::Deadline { .. }), "{err}");
+    assert_eq!(err.close_code(), CloseCode::Timeout);
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(started.elapsed() < SHORT.summary + Duration::from_secs(2));
+}
