@@ -87,7 +87,10 @@ pub struct EndpointOptions {
     pub stream_window: u32,
     /// Bytes we keep in flight to the peer across all streams.
     pub send_window: u32,
-    /// Concurrent bidirectional (and, separately, unidirectional) streams a peer may open.
+    /// Concurrent bidirectional (and, separately, unidirectional) streams a peer may open. A
+    /// session uses the control stream and up to 6 request streams; every stream beyond the
+    /// request budget waits holding its decoded request (≤ 33 KiB), so this bounds what a peer
+    /// can queue per connection (`crate::budget`).
     pub max_streams: u32,
     /// Kernel receive and send buffer asked for the UDP socket. Linux's default (208 KiB) is
     /// smaller than one window, so a burst overflows it and the drop reads as congestion. The
@@ -109,7 +112,7 @@ impl Default for EndpointOptions {
             connection_window: 4 << 20,
             stream_window: 1 << 20,
             send_window: 4 << 20,
-            max_streams: 256,
+            max_streams: 32,
             socket_buffer: 4 << 20,
         }
     }
@@ -356,6 +359,10 @@ impl Endpoint {
                     ours: self.peer_id(),
                 }
             }
+            _ if CloseCode::of_error(&source) == Some(CloseCode::Busy) => ConnectError::Busy {
+                addr,
+                peer: expected,
+            },
             _ => ConnectError::Handshake {
                 addr,
                 peer: expected,
@@ -602,7 +609,8 @@ mod tests {
         assert!(o.keep_alive < o.idle_timeout);
         // 100 Mbit/s × 100 ms = 1.25 MB must fit in the connection window.
         assert!(u64::from(o.connection_window) >= 100_000_000 / 8 / 10);
-        assert!(o.max_streams >= 128);
+        // A session's control stream, its 6 request streams and the next session's Hello.
+        assert!(o.max_streams >= 16);
     }
 
     fn addr(s: &str) -> SocketAddr {

@@ -12,6 +12,7 @@
 //! assert_eq!(decode(&bytes).unwrap(), Message::Goodbye);
 //! ```
 
+pub mod budget;
 pub mod close;
 pub mod codec;
 pub mod endpoint;

@@ -25,7 +25,7 @@ use botsync_engine::plan::ItemReport;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
-pub use batch::{entry_batches, path_requests};
+pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
 pub use tree::{

@@ -17,5 +17,7 @@ mod harness;
 mod names;
 #[path = "hostile/permissions.rs"]
 mod permissions;
+#[path = "hostile/resources.rs"]
+mod resources;
 #[path = "hostile/versions.rs"]
 mod versions;

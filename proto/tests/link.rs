@@ -54,6 +54,7 @@ async fn kept_connection() -> Kept {
         let opts = ServeOptions {
             name: "server".into(),
             streams: 4,
+            budget: botsync_proto::budget::Budget::default(),
         };
         let _ = serve_connection(quinn, peer, replica, opts, tx).await;
     });

@@ -95,6 +95,7 @@ async fn pair_with<R: Replica + ReplicaDyn>(server_replica: Arc<R>) -> Pair {
             let opts = ServeOptions {
                 name: "server".into(),
                 streams: 4,
+                budget: botsync_proto::budget::Budget::default(),
             };
             let result = serve(quinn, peer, Arc::clone(&replica), opts).await;
             let _ = tx.send(result.map(|r| r.applied.len()).map_err(|e| e.to_string()));
@@ -336,6 +337,45 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
         p.server_replica.read(&path(FILES - 1)).unwrap(),
         format!("second {}", FILES - 1).as_bytes()
     );
+}
+
+/// A `Nodes` reply larger than a frame: 24 directories of 1000 files with 200-byte names list
+/// about 5.6 MB of children in the answer to one `GetNodes`. The responder splits it into
+/// several `Nodes` messages, and the initiator reads the directory replies across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
+    let p = pair().await;
+    let path = |d: usize, f: usize| format!("memory/d{d:02}/{f:0>200}");
+    for d in 0..24 {
+        for f in 0..1000 {
+            p.server_replica.write(&path(d, f), b"same\n");
+        }
+    }
+    let deadline = std::time::Duration::from_secs(120);
+    let report = tokio::time::timeout(deadline, p.session(SessionMode::Pull, false))
+        .await
+        .expect("the pull stalled")
+        .unwrap();
+    assert_eq!(report.pulled.len(), 24_000);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+    assert_eq!(p.client_replica.read(&path(23, 999)).unwrap(), b"same\n");
+}
+
+/// A name that is a tombstone and a directory at once (the file `notes` was deleted, then
+/// `notes/b.md` created): the descent compares each with its own kind, so the directory is
+/// walked and its file arrives.
+#[tokio::test]
+async fn a_name_that_is_a_tombstone_and_a_directory_syncs_both() {
+    let p = pair().await;
+    p.server_replica.write("notes", b"a file first\n");
+    p.server_replica.delete("notes");
+    p.server_replica.write("notes/b.md", b"then a directory\n");
+    p.session(SessionMode::Pull, false).await.unwrap();
+    assert_eq!(
+        p.client_replica.read("notes/b.md").unwrap(),
+        b"then a directory\n"
+    );
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use botsync_engine::layout::Layout;
+use botsync_proto::budget::{Budget, Limits};
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::messages::SessionMode;
@@ -224,6 +225,9 @@ pub async fn accept_peers(
     node: Arc<Node>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
+    // One budget for every peer's connections: connections, sessions and request streams are
+    // capped per peer and in total, and each phase of a session has its deadline.
+    let budget = Budget::new(Limits::DEFAULT);
     while let Some(incoming) = endpoint.accept().await {
         // peers.json may have been edited by hand: the next handshake sees the new set.
         match node.peers() {
@@ -234,6 +238,7 @@ pub async fn accept_peers(
         }
         let node = Arc::clone(&node);
         let events = events.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
             let conn = match incoming.accept().await {
                 Ok(c) => c,
@@ -243,10 +248,7 @@ pub async fn accept_peers(
                 }
             };
             let (quinn, peer) = conn.into_parts();
-            let opts = ServeOptions {
-                name: node.name.clone(),
-                streams: 6,
-            };
+            let opts = ServeOptions::new(&node.name, budget);
             match serve_connection(quinn, peer, Arc::clone(&node.replica), opts, events).await {
                 Ok(n) => debug!(peer = %peer, sessions = n, "connection ended"),
                 Err(e) => warn!(peer = %peer, "session failed: {e}"),

@@ -98,6 +98,16 @@ pub enum ConnectError {
         /// Our own id, which the peer does not allow.
         ours: PeerId,
     },
+    /// The peer refused the connection as over its resource budget (close code `busy`).
+    #[error(
+        "peer {peer} at {addr} is busy (it serves too many connections or sessions now); retry later"
+    )]
+    Busy {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The peer expected there.
+        peer: PeerId,
+    },
     /// The handshake failed for another reason.
     #[error("handshake with peer {peer} at {addr} failed: {source}")]
     Handshake {

@@ -1,14 +1,17 @@
 //! Packing long lists into messages that respect both the count caps and [`MAX_FRAME`].
 //!
-//! A reply with 20 000 entries or a request for 5 000 paths does not fit one message. These
-//! helpers split them so that every message encodes, leaving room for the header fields. They
-//! own only the splitting; what to ask for and in which order is the session's business.
+//! A reply with 20 000 entries, a `Nodes` reply for 1 024 large directories or a request for
+//! 5 000 paths does not fit one message. These helpers split them by exact encoded size so that
+//! every message encodes, leaving room for the header fields; the session sends every list
+//! through them. They own only the splitting; what to ask for and in which order is the
+//! session's business.
 
 use botsync_engine::RelPath;
+use botsync_engine::plan::ItemReport;
 
-use super::{Message, WireEntry};
+use super::{Message, NodeReply, WireEntry};
 use crate::codec::{CodecError, encoded_len};
-use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_PATHS_PER_REQUEST};
+use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST};
 
 /// Bytes kept free in every batch for the tag, list length and flags.
 const HEADROOM: usize = 64;
@@ -18,15 +21,48 @@ const HEADROOM: usize = 64;
 pub fn entry_batches(
     entries: impl IntoIterator<Item = WireEntry>,
 ) -> Result<Vec<Message>, CodecError> {
-    let groups = pack(entries, MAX_ENTRIES_PER_BATCH)?;
+    flagged_batches(entries, MAX_ENTRIES_PER_BATCH, |entries, last| {
+        Message::Entries { entries, last }
+    })
+}
+
+/// Split `items` into messages made by `make(group, last)`: at most `max_items` each, each
+/// within the frame, the last with `last` set; no items give one empty message with `last` set.
+/// `Entries`, `Offer` and `OfferResult` batches are made here.
+pub fn flagged_batches<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+    max_items: usize,
+    make: impl Fn(Vec<T>, bool) -> Message,
+) -> Result<Vec<Message>, CodecError> {
+    let groups = pack(items, max_items)?;
     let count = groups.len();
     Ok(groups
         .into_iter()
         .enumerate()
-        .map(|(i, entries)| Message::Entries {
-            entries,
-            last: i + 1 == count,
-        })
+        .map(|(i, group)| make(group, i + 1 == count))
+        .collect())
+}
+
+/// Split `OfferResult` items into batches; the last has `last` set.
+pub fn result_batches(
+    items: impl IntoIterator<Item = ItemReport>,
+) -> Result<Vec<Message>, CodecError> {
+    flagged_batches(items, MAX_ENTRIES_PER_BATCH, |items, last| {
+        Message::OfferResult { items, last }
+    })
+}
+
+/// Split the answer to one `GetNodes` into `Nodes` messages, each holding whole directory
+/// replies in the order asked (the requester reads messages until it has one reply per path).
+/// A single directory whose children do not fit one frame is an error: its listing cannot be
+/// sent.
+pub fn node_batches(
+    nodes: impl IntoIterator<Item = NodeReply>,
+) -> Result<Vec<Message>, CodecError> {
+    let groups = pack(nodes, MAX_NODES_PER_REPLY)?;
+    Ok(groups
+        .into_iter()
+        .map(|nodes| Message::Nodes { nodes })
         .collect())
 }
 
@@ -114,6 +150,42 @@ mod tests {
         let requests = path_requests(paths, false).unwrap();
         assert!(requests.len() >= 2, "{} requests", requests.len());
         assert!(requests.iter().all(|r| encode(r).is_ok()));
+    }
+
+    fn big_dir(i: usize, children: usize) -> NodeReply {
+        NodeReply {
+            path: RelPath::new(&format!("d{i}")).unwrap(),
+            children: (0..children)
+                .map(|c| crate::messages::NodeChild {
+                    name: format!("{c:0>200}"),
+                    kind: crate::messages::ChildKind::File,
+                    hash: botsync_engine::Hash::ZERO,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn nodes_replies_split_by_bytes_keep_every_directory_whole_and_in_order() {
+        // 24 directories of 1000 children with 200-byte names: about 5.6 MB in one reply.
+        let nodes: Vec<NodeReply> = (0..24).map(|i| big_dir(i, 1000)).collect();
+        let batches = node_batches(nodes.clone()).unwrap();
+        assert!(batches.len() >= 2, "{} batches", batches.len());
+        let mut back = Vec::new();
+        for b in batches {
+            assert!(encode(&b).is_ok());
+            let Message::Nodes { nodes } = b else {
+                panic!("not nodes: {b}")
+            };
+            back.extend(nodes);
+        }
+        assert_eq!(back, nodes);
+    }
+
+    #[test]
+    fn a_directory_too_large_for_one_frame_is_refused_not_sent() {
+        let err = node_batches(vec![big_dir(0, 20_000)]).unwrap_err();
+        assert!(err.to_string().contains("batch item"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::{ChunkRef, Hash, PeerId};
 use tokio::task::JoinSet;
 
-use super::{Counters, Progress, ProgressEvent, SessionError, blocking};
+use super::{Counters, Progress, ProgressEvent, SessionError, blocking, within};
+use crate::budget::Phase;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::MAX_IDS_PER_REQUEST;
@@ -35,6 +37,8 @@ pub(crate) struct Fetch {
     pub streams: usize,
     /// True if the ZSTD feature was negotiated: without it a zstd payload is `bad-message`.
     pub zstd: bool,
+    /// How long one batch's whole reply may take to arrive.
+    pub deadline: Duration,
 }
 
 /// Fetch `needed` from the peer as `how` says.
@@ -59,7 +63,8 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
             loop {
                 let batch = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(batch) = batch else { break };
-                fetch_batch(&conn, &replica, batch, how, &mut got, progress.as_ref()).await?;
+                let one = fetch_batch(&conn, &replica, batch, how, &mut got, progress.as_ref());
+                within(Phase::ChunkBatch, how.deadline, one).await??;
             }
             Ok::<_, SessionError>(got)
         });

@@ -12,6 +12,7 @@ use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
     SessionReport, blocking, chunks, descent, entries,
 };
+use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
@@ -73,6 +74,7 @@ async fn run_inner<R: Replica + ?Sized>(
         recv,
         counters: Default::default(),
         features: Features::NONE,
+        deadlines: opts.deadlines,
     };
 
     // Hello and Summary go together: a workspace already in sync costs one round trip.
@@ -90,7 +92,7 @@ async fn run_inner<R: Replica + ?Sized>(
     .await?;
     report.skipped = snap.skipped;
     ctl.counters.round_trips += 1;
-    let Message::Hello(theirs) = ctl.recv().await? else {
+    let Message::Hello(theirs) = ctl.recv_within(Phase::Summary).await? else {
         return Err(SessionError::Protocol("expected hello".into()));
     };
     let negotiated = hello
@@ -101,7 +103,7 @@ async fn run_inner<R: Replica + ?Sized>(
         root: their_root,
         skipped: their_skipped,
         ..
-    } = ctl.recv().await?
+    } = ctl.recv_within(Phase::Summary).await?
     else {
         return Err(SessionError::Protocol("expected summary".into()));
     };
@@ -116,11 +118,15 @@ async fn run_inner<R: Replica + ?Sized>(
         zstd: negotiated.features.contains(Features::ZSTD),
         bytes_served: Arc::clone(&bytes_served),
         progress: Arc::clone(&progress),
+        budget: None,
+        deadlines: opts.deadlines,
+        activity: Default::default(),
     };
     // Aborted when the session ends, whichever way: a kept connection carries the next session.
     let _service = AbortOnDrop(tokio::spawn(service::run(
         conn.clone(),
         ServiceSlot::with(svc),
+        service::Guard::unbudgeted(opts.deadlines),
     )));
 
     if their_root == snap.root {
@@ -200,6 +206,7 @@ async fn pull<R: Replica + ?Sized>(
     let how = chunks::Fetch {
         streams: opts.streams,
         zstd: ctl.features.contains(Features::ZSTD),
+        deadline: opts.deadlines.chunk_batch,
     };
     let (reports, fetched) =
         chunks::fetch_and_apply(conn, replica, peer, items, how, Arc::clone(progress)).await?;

@@ -50,40 +50,48 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
 }
 
 /// Ask for the children of `dirs` (pipelined batches, replies read while sending) and read the
-/// replies: one round trip.
+/// replies: one round trip. The answer to one `GetNodes` may come in several `Nodes` messages
+/// (a responder splits replies that do not fit one frame): the directory replies are read in the
+/// order asked, whatever the messages they travel in.
 async fn remote_children(
     ctl: &mut Control,
     dirs: &[RelPath],
 ) -> Result<Vec<Vec<NodeChild>>, SessionError> {
     ctl.counters.round_trips += 1;
-    let batches: Vec<&[RelPath]> = dirs.chunks(MAX_PATHS_PER_REQUEST).collect();
-    let requests: Vec<Message> = batches
-        .iter()
+    let requests: Vec<Message> = dirs
+        .chunks(MAX_PATHS_PER_REQUEST)
         .map(|b| Message::GetNodes { paths: b.to_vec() })
         .collect();
     let mut out = Vec::with_capacity(dirs.len());
-    let mut pending = batches.iter();
+    let mut expected = dirs.iter();
     ctl.exchange(&requests, |reply| {
         let Message::Nodes { nodes } = reply else {
             return Err(SessionError::Protocol("expected nodes".into()));
         };
-        let Some(batch) = pending.next() else {
-            return Err(SessionError::Protocol(
-                "more nodes replies than requests".into(),
-            ));
-        };
-        if nodes.len() != batch.len() || nodes.iter().zip(*batch).any(|(n, p)| &n.path != p) {
-            return Err(SessionError::Protocol(
-                "nodes reply does not match the request".into(),
-            ));
+        if nodes.is_empty() || nodes.len() > expected.len() {
+            return Err(SessionError::Protocol(format!(
+                "a nodes reply of {} directories when {} remain to be answered",
+                nodes.len(),
+                expected.len()
+            )));
         }
-        out.extend(nodes.into_iter().map(|n| n.children));
-        Ok(pending.len() == 0)
+        for node in nodes {
+            if expected.next() != Some(&node.path) {
+                return Err(SessionError::Protocol(
+                    "nodes reply does not match the request".into(),
+                ));
+            }
+            out.push(node.children);
+        }
+        Ok(expected.len() == 0)
     })
     .await?;
     Ok(out)
 }
 
+/// Compare one directory's children on both sides. A child is keyed by name *and* kind: one
+/// name can be a tombstone (a file child) and a directory at once, and each is compared with its
+/// own kind on the other side.
 fn compare_dir(
     dir: &RelPath,
     ours: &[NodeChild],
@@ -92,33 +100,27 @@ fn compare_dir(
     next: &mut Vec<RelPath>,
     local_only_dirs: &mut Vec<RelPath>,
 ) -> Result<(), SessionError> {
-    let ours: BTreeMap<&str, &NodeChild> = ours.iter().map(|c| (c.name.as_str(), c)).collect();
-    let theirs: BTreeMap<&str, &NodeChild> = theirs.iter().map(|c| (c.name.as_str(), c)).collect();
-    let names: BTreeSet<&str> = ours.keys().chain(theirs.keys()).copied().collect();
-    for name in names {
-        let path = dir
-            .join(name)
-            .map_err(|e| SessionError::Protocol(format!("peer sent a bad name: {e}")))?;
-        let (o, t) = (ours.get(name), theirs.get(name));
+    let key = |c: &NodeChild| (c.name.clone(), c.kind == ChildKind::File);
+    let ours: BTreeMap<(String, bool), &NodeChild> = ours.iter().map(|c| (key(c), c)).collect();
+    let theirs: BTreeMap<(String, bool), &NodeChild> = theirs.iter().map(|c| (key(c), c)).collect();
+    let keys: BTreeSet<&(String, bool)> = ours.keys().chain(theirs.keys()).collect();
+    for k in keys {
+        let (name, is_file) = k;
+        let (o, t) = (ours.get(k), theirs.get(k));
         if let (Some(o), Some(t)) = (o, t)
-            && o.kind == t.kind
             && o.hash == t.hash
         {
             continue;
         }
-        let o_kind = o.map(|c| c.kind);
-        let t_kind = t.map(|c| c.kind);
-        if t_kind == Some(ChildKind::Dir) {
-            next.push(path.clone());
-        } else if t_kind == Some(ChildKind::File) {
-            out.insert(path.clone());
-        }
-        match o_kind {
-            Some(ChildKind::Dir) if t_kind != Some(ChildKind::Dir) => local_only_dirs.push(path),
-            Some(ChildKind::File) => {
+        let path = dir
+            .join(name)
+            .map_err(|e| SessionError::Protocol(format!("peer sent a bad name: {e}")))?;
+        match (is_file, t.is_some()) {
+            (true, _) => {
                 out.insert(path);
             }
-            _ => {}
+            (false, true) => next.push(path),
+            (false, false) => local_only_dirs.push(path),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use botsync_engine::authority::check_claims;
 use botsync_engine::plan::{Action, ItemReport, Outcome};
@@ -10,13 +11,14 @@ use botsync_engine::{FileEntry, PeerId, RelPath};
 use tracing::warn;
 
 use super::tree::{NodeTable, Rebuild};
-use super::{Advertised, Control, SessionError, blocking};
+use super::{Advertised, Control, SessionError, blocking, within};
+use crate::budget::Phase;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
-use crate::messages::{ChunkListing, Message, WireEntry};
+use crate::messages::{ChunkListing, Message, WireEntry, flagged_batches};
 use crate::replica::Replica;
 
 /// Ask the peer for its entries of `paths` (pipelined: one round trip) and complete elided
@@ -51,16 +53,19 @@ pub(crate) async fn request<R: Replica + ?Sized>(
         Ok(remaining == 0)
     })
     .await?;
-    complete(conn, replica, wire, chunk_tree).await
+    let deadline = ctl.deadlines.chunk_batch;
+    complete(conn, replica, wire, chunk_tree, deadline).await
 }
 
 /// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones. An elided
 /// list without the CHUNK_TREE feature (`chunk_tree` false) is `bad-message`, before any request.
+/// Each `GetTreeNodes` must be answered within `deadline`.
 pub(crate) async fn complete<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     wire: Vec<WireEntry>,
     chunk_tree: bool,
+    deadline: Duration,
 ) -> Result<Vec<FileEntry>, SessionError> {
     if let Some(w) = wire
         .iter()
@@ -85,8 +90,12 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
                     .filter(|e| !e.chunks.is_empty())
                     .map(|e| NodeTable::build(&e.chunks).by_hash())
                     .unwrap_or_default();
-                entry.chunks =
-                    rebuild(conn, Rebuild::new(entry.content, chunk_count, local)).await?;
+                entry.chunks = rebuild(
+                    conn,
+                    Rebuild::new(entry.content, chunk_count, local),
+                    deadline,
+                )
+                .await?;
                 out.push(entry);
             }
         }
@@ -136,6 +145,7 @@ pub(crate) async fn screen<R: Replica + ?Sized>(
 async fn rebuild(
     conn: &quinn::Connection,
     mut r: Rebuild,
+    deadline: Duration,
 ) -> Result<Vec<botsync_engine::ChunkRef>, SessionError> {
     loop {
         if let Some(list) = r.finish() {
@@ -144,16 +154,16 @@ async fn rebuild(
         let wanted = r.wanted();
         for batch in wanted.chunks(MAX_TREE_NODES_PER_REQUEST) {
             let (mut send, mut recv) = conn.open_bi().await?;
-            write_frame(
-                &mut send,
-                &Message::GetTreeNodes {
-                    content: r.content(),
-                    nodes: batch.to_vec(),
-                },
-            )
-            .await?;
-            let _ = send.finish();
-            match read_frame(&mut recv).await? {
+            let ask = Message::GetTreeNodes {
+                content: r.content(),
+                nodes: batch.to_vec(),
+            };
+            let reply = async {
+                write_frame(&mut send, &ask).await?;
+                let _ = send.finish();
+                read_frame(&mut recv).await
+            };
+            match within(Phase::ChunkBatch, deadline, reply).await?? {
                 Some(Message::TreeNodes { nodes, .. }) => {
                     for node in nodes {
                         r.accept(node).map_err(SessionError::Protocol)?;
@@ -200,38 +210,13 @@ pub(crate) async fn send_batches(
             WireEntry::new(e, MAX_INLINE_CHUNKS)
         })
         .collect();
-    if wire.is_empty() {
-        return ctl.send(&make(Vec::new(), true)).await;
-    }
-    // Batches bounded by count and by estimated encoded size (the frame cap is MAX_FRAME).
-    let mut batches: Vec<Vec<WireEntry>> = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for w in wire {
-        let size = 256
-            + w.entry.path.as_str().len()
-            + 40 * w.entry.chunks.len()
-            + 40 * w.entry.version.len();
-        let full = batches.last().is_some_and(|b| {
-            b.len() >= MAX_ENTRIES_PER_BATCH || (bytes + size > BATCH_BYTES && !b.is_empty())
-        });
-        if full {
-            batches.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(b) = batches.last_mut() {
-            b.push(w);
-        }
-    }
-    let n = batches.len();
-    for (i, batch) in batches.into_iter().enumerate() {
-        ctl.send(&make(batch, i + 1 == n)).await?;
+    // Batches bounded by count and by exact encoded size.
+    let batches = flagged_batches(wire, MAX_ENTRIES_PER_BATCH, make).map_err(FrameError::from)?;
+    for batch in &batches {
+        ctl.send(batch).await?;
     }
     Ok(())
 }
-
-/// Target encoded size of one entry batch, well under the frame cap.
-const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Entries by path, for planning.
 pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {

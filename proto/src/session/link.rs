@@ -14,7 +14,7 @@ use botsync_engine::{Hash, PeerId};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::server::{ServeOptions, ServeReport, respond};
+use super::server::{ServeOptions, ServeReport, admit, respond};
 use super::service::{self, ServiceSlot, SessionStart};
 use super::{AbortOnDrop, SessionError};
 use crate::close::CloseCode;
@@ -54,17 +54,25 @@ pub async fn serve_connection<R: Replica + ?Sized>(
     opts: ServeOptions,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> Result<u64, SessionError> {
+    let admission = Arc::new(admit(&conn, &opts.budget, peer)?);
+    let deadlines = *opts.budget.deadlines();
     let slot = ServiceSlot::default();
     let (starts, mut queued) = mpsc::channel::<SessionStart>(QUEUED_SESSIONS);
+    let guard = service::Guard {
+        admission: Some(Arc::clone(&admission)),
+        deadlines,
+    };
     let _acceptor = AbortOnDrop(tokio::spawn(service::accept_streams(
         conn.clone(),
         slot.clone(),
         Some(starts),
+        guard,
     )));
     let _notices = AbortOnDrop(tokio::spawn(read_notices(
         conn.clone(),
         peer,
         events.clone(),
+        deadlines.hello,
     )));
     let mut served = 0;
     // The acceptor ends when the connection closes, and with it this channel.
@@ -74,6 +82,7 @@ pub async fn serve_connection<R: Replica + ?Sized>(
             peer,
             Arc::clone(&replica),
             &opts,
+            &admission,
             (send, recv),
             Some(first),
             &slot,
@@ -99,6 +108,7 @@ async fn read_notices(
     conn: quinn::Connection,
     peer: PeerId,
     events: mpsc::UnboundedSender<LinkEvent>,
+    deadline: std::time::Duration,
 ) {
     loop {
         let mut recv = match conn.accept_uni().await {
@@ -108,7 +118,12 @@ async fn read_notices(
                 return;
             }
         };
-        match read_frame(&mut recv).await {
+        let Ok(notice) = tokio::time::timeout(deadline, read_frame(&mut recv)).await else {
+            debug!("notice stream stalled past the hello deadline");
+            CloseCode::Timeout.close(&conn);
+            return;
+        };
+        match notice {
             Ok(Some(Message::Changed { root })) => {
                 let _ = events.send(LinkEvent::Changed { peer, root });
             }

@@ -26,6 +26,7 @@ use botsync_engine::{ChunkRef, Hash, PeerId};
 use quinn::{RecvStream, SendStream};
 use serde::Serialize;
 
+use crate::budget::{Deadlines, Phase, Refusal};
 use crate::close::CloseCode;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
@@ -47,6 +48,9 @@ pub struct SessionOptions {
     pub streams: usize,
     /// Carry out deletions beyond the delete threshold, on either side (`--force`).
     pub force: bool,
+    /// How long to wait for the peer's chunk and chunk-tree replies and for it to take our
+    /// frames.
+    pub deadlines: Deadlines,
 }
 
 impl SessionOptions {
@@ -60,6 +64,7 @@ impl SessionOptions {
             agent: botsync_engine::AgentLabel::default(),
             streams: 6,
             force: false,
+            deadlines: Deadlines::DEFAULT,
         }
     }
 }
@@ -198,6 +203,18 @@ pub enum SessionError {
     /// A blocking task died.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The peer made no progress in a phase within its deadline; the connection is closed with
+    /// `timeout`.
+    #[error("peer timed out: no progress on {phase} within {} s", after.as_secs_f32())]
+    Deadline {
+        /// The phase that stalled.
+        phase: Phase,
+        /// Its deadline.
+        after: std::time::Duration,
+    },
+    /// Serving the peer would exceed a resource budget; the connection is closed with `busy`.
+    #[error("busy: {0}")]
+    Busy(#[from] Refusal),
 }
 
 impl SessionError {
@@ -218,7 +235,8 @@ impl SessionError {
                 ..
             } => CloseCode::VersionMismatch,
             SessionError::Connection(e) => CloseCode::of_error(e).unwrap_or(CloseCode::Internal),
-            SessionError::PeerVanished => CloseCode::Timeout,
+            SessionError::PeerVanished | SessionError::Deadline { .. } => CloseCode::Timeout,
+            SessionError::Busy(_) => CloseCode::Busy,
             _ => CloseCode::Internal,
         }
     }
@@ -242,11 +260,14 @@ pub(crate) struct Control {
     pub counters: Counters,
     /// The features negotiated in `Hello` (none before).
     pub features: Features,
+    /// How long the peer may take for each phase.
+    pub deadlines: Deadlines,
 }
 
 impl Control {
     pub(crate) async fn send(&mut self, m: &Message) -> Result<(), SessionError> {
-        write_frame(&mut self.send, m).await?;
+        let write = self.deadlines.write;
+        within(Phase::Write, write, write_frame(&mut self.send, m)).await??;
         self.counters.messages_sent += 1;
         Ok(())
     }
@@ -254,7 +275,23 @@ impl Control {
     /// The next message; a clean end of stream is a protocol error here.
     pub(crate) async fn recv(&mut self) -> Result<Message, SessionError> {
         let m = next_reply(&mut self.recv).await;
-        if !matches!(m, Err(SessionError::Protocol(_) | SessionError::Frame(_))) {
+        self.count(m)
+    }
+
+    /// [`Control::recv`], unless `phase` passes its deadline first.
+    pub(crate) async fn recv_within(&mut self, phase: Phase) -> Result<Message, SessionError> {
+        let after = self.deadlines.of(phase);
+        let m = within(phase, after, next_reply(&mut self.recv))
+            .await
+            .and_then(|m| m);
+        self.count(m)
+    }
+
+    fn count(&mut self, m: Result<Message, SessionError>) -> Result<Message, SessionError> {
+        if !matches!(
+            m,
+            Err(SessionError::Protocol(_) | SessionError::Frame(_) | SessionError::Deadline { .. })
+        ) {
             self.counters.messages_received += 1;
         }
         m
@@ -277,18 +314,22 @@ impl Control {
             send,
             recv,
             counters,
+            deadlines,
             ..
         } = self;
+        let (write, reply) = (deadlines.write, deadlines.request);
         let sending = async {
             for m in requests {
-                write_frame(&mut *send, m).await?;
+                within(Phase::Write, write, write_frame(&mut *send, m)).await??;
             }
             Ok::<u64, SessionError>(requests.len() as u64)
         };
         let receiving = async {
             let mut received = 0u64;
             loop {
-                let reply = next_reply(&mut *recv).await;
+                let reply = within(Phase::Reply, reply, next_reply(&mut *recv))
+                    .await
+                    .and_then(|r| r);
                 if reply.is_ok() || matches!(reply, Err(SessionError::Remote { .. })) {
                     received += 1;
                 }
@@ -316,6 +357,43 @@ async fn next_reply(recv: &mut RecvStream) -> Result<Message, SessionError> {
     }
 }
 
+/// `fut`, unless `phase` makes no progress within `after`: then [`SessionError::Deadline`].
+pub(crate) async fn within<T>(
+    phase: Phase,
+    after: std::time::Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, SessionError> {
+    tokio::time::timeout(after, fut)
+        .await
+        .map_err(|_| SessionError::Deadline { phase, after })
+}
+
+/// When the peer last did something in a session (a request stream opened or answered, a
+/// control message): the responder's request deadline counts from here.
+#[derive(Debug, Clone)]
+pub(crate) struct Activity(Arc<Mutex<tokio::time::Instant>>);
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity(Arc::new(Mutex::new(tokio::time::Instant::now())))
+    }
+}
+
+impl Activity {
+    pub(crate) fn touch(&self) {
+        *self.lock() = tokio::time::Instant::now();
+    }
+
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, tokio::time::Instant> {
+        // A plain value replaced whole: a poisoned lock holds no half-made state.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// How long a refusing side waits for its `Error` message to reach the peer before closing:
 /// a close discards what is still unsent or unacknowledged.
 const ERROR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -333,7 +411,9 @@ pub(crate) async fn refuse(
     while message.len() > crate::limits::MAX_ERROR_MESSAGE {
         message.pop();
     }
-    let _ = write_frame(&mut *send, &Message::Error { code, message }).await;
+    // A peer that does not read gets no more time than the grace.
+    let error = Message::Error { code, message };
+    let _ = tokio::time::timeout(ERROR_GRACE, write_frame(&mut *send, &error)).await;
     let _ = send.finish();
     let _ = tokio::time::timeout(ERROR_GRACE, send.stopped()).await;
     close.close(conn);

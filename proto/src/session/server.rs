@@ -12,12 +12,15 @@ use tracing::{Instrument, debug, info_span};
 use super::client::{PendingRefresh, dry_report};
 use super::service::{self, Service, ServiceSlot};
 use super::{
-    AbortOnDrop, Advertised, Control, NoProgress, SessionError, blocking, chunks, entries, refuse,
+    AbortOnDrop, Activity, Advertised, Control, NoProgress, SessionError, blocking, chunks,
+    entries, refuse, within,
 };
+use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
 use crate::frame::read_frame;
-use crate::limits::MAX_ENTRIES_PER_BATCH;
-use crate::messages::{ErrorCode, Features, Hello, Message, NodeReply, SessionMode};
+use crate::messages::{
+    ErrorCode, Features, Hello, Message, NodeReply, SessionMode, node_batches, result_batches,
+};
 use crate::replica::Replica;
 
 /// How the answering side introduces itself.
@@ -27,6 +30,19 @@ pub struct ServeOptions {
     pub name: String,
     /// Parallel streams when fetching pushed chunks.
     pub streams: usize,
+    /// The listener's shared budget (connections, sessions, requests) and its deadlines.
+    pub budget: Budget,
+}
+
+impl ServeOptions {
+    /// Options named `name` with 6 fetch streams and `budget`.
+    pub fn new(name: &str, budget: Budget) -> ServeOptions {
+        ServeOptions {
+            name: name.to_owned(),
+            streams: 6,
+            budget,
+        }
+    }
 }
 
 /// What an answered session did.
@@ -38,34 +54,75 @@ pub struct ServeReport {
     pub in_sync: bool,
 }
 
-/// Answer the session the peer `peer` opens on `conn`, until it says goodbye or closes.
+/// Answer the session the peer `peer` opens on `conn`, until it says goodbye or closes. A
+/// connection beyond the budget in `opts` is closed with `busy` before anything is read.
 pub async fn serve<R: Replica + ?Sized>(
     conn: quinn::Connection,
     peer: PeerId,
     replica: Arc<R>,
     opts: ServeOptions,
 ) -> Result<ServeReport, SessionError> {
-    let (send, mut recv) = conn.accept_bi().await?;
-    let first = match read_frame(&mut recv).await {
-        Ok(m) => m,
+    let admission = Arc::new(admit(&conn, &opts.budget, peer)?);
+    let hello = opts.budget.deadlines().hello;
+    let opening = async {
+        let (send, mut recv) = conn.accept_bi().await?;
+        let first = read_frame(&mut recv).await?;
+        Ok::<_, SessionError>((send, recv, first))
+    };
+    let (send, recv, first) = match within(Phase::Hello, hello, opening).await.and_then(|r| r) {
+        Ok(opened) => opened,
         Err(e) => {
-            let e = SessionError::from(e);
+            let e = e.on(&conn);
             e.close_code().close(&conn);
             return Err(e);
         }
     };
     let slot = ServiceSlot::default();
-    let _requests = AbortOnDrop(tokio::spawn(service::run(conn.clone(), slot.clone())));
-    respond(&conn, peer, replica, &opts, (send, recv), first, &slot).await
+    let guard = service::Guard {
+        admission: Some(Arc::clone(&admission)),
+        deadlines: *opts.budget.deadlines(),
+    };
+    let _requests = AbortOnDrop(tokio::spawn(service::run(
+        conn.clone(),
+        slot.clone(),
+        guard,
+    )));
+    respond(
+        &conn,
+        peer,
+        replica,
+        &opts,
+        &admission,
+        (send, recv),
+        first,
+        &slot,
+    )
+    .await
+}
+
+/// Admit `peer`'s connection under `budget`, or close it with `busy` and say why.
+pub(crate) fn admit(
+    conn: &quinn::Connection,
+    budget: &Budget,
+    peer: PeerId,
+) -> Result<Admission, SessionError> {
+    budget.admit(peer).map_err(|refusal| {
+        tracing::warn!(peer = %peer, "connection refused: {refusal}");
+        CloseCode::Busy.close(conn);
+        SessionError::Busy(refusal)
+    })
 }
 
 /// Answer one session whose control stream is `ctl` and whose first message was `first`. While
 /// it runs, its request service sits in `slot`, where the connection's stream acceptor finds it.
+/// A session beyond the session budget is answered `Error(Busy)` and closed with `busy`.
+#[allow(clippy::too_many_arguments)] // each is one part of the session's context
 pub(crate) async fn respond<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     peer: PeerId,
     replica: Arc<R>,
     opts: &ServeOptions,
+    admission: &Admission,
     ctl: (quinn::SendStream, quinn::RecvStream),
     first: Option<Message>,
     slot: &ServiceSlot<R>,
@@ -78,6 +135,7 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             recv,
             counters: Default::default(),
             features: Features::NONE,
+            deadlines: *opts.budget.deadlines(),
         };
         let Some(Message::Hello(theirs)) = first else {
             refuse(
@@ -91,6 +149,21 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             return Err(SessionError::Protocol(
                 "session did not start with hello".into(),
             ));
+        };
+        let _session = match admission.session() {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::warn!(peer = %peer, "session refused: {refusal}");
+                refuse(
+                    conn,
+                    &mut ctl.send,
+                    ErrorCode::Busy,
+                    CloseCode::Busy,
+                    &refusal.to_string(),
+                )
+                .await;
+                return Err(SessionError::Busy(refusal));
+            }
         };
         // Rescan while the initiator rescans; the answer to its Summary waits for it.
         let pending = super::client::start_refresh(&replica);
@@ -112,6 +185,7 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
         };
         ctl.features = negotiated.features;
         let advertised = Advertised::default();
+        let activity = Activity::default();
         slot.set(Service {
             conn: conn.clone(),
             replica: Arc::clone(&replica),
@@ -119,6 +193,9 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             zstd: negotiated.features.contains(Features::ZSTD),
             bytes_served: Arc::new(AtomicU64::new(0)),
             progress: Arc::new(NoProgress),
+            budget: Some(admission.budget().clone()),
+            deadlines: ctl.deadlines,
+            activity: activity.clone(),
         });
         let session = Responder {
             conn,
@@ -127,6 +204,7 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             opts,
             advertised: &advertised,
             features: negotiated.features,
+            activity: &activity,
         };
         let result = session
             .control_loop(&mut ctl, Some(pending))
@@ -171,6 +249,7 @@ struct Responder<'a, R: Replica + ?Sized> {
     opts: &'a ServeOptions,
     advertised: &'a Advertised,
     features: Features,
+    activity: &'a Activity,
 }
 
 impl<R: Replica + ?Sized> Responder<'_, R> {
@@ -186,7 +265,11 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         // Paths the initiator asked entries for: the only paths it may offer.
         let mut asked: HashSet<RelPath> = HashSet::new();
         loop {
-            let msg = match read_frame(&mut ctl.recv).await {
+            let phase = match mode {
+                None => Phase::Summary,
+                Some(_) => Phase::Request,
+            };
+            let msg = match self.next_message(ctl, phase).await? {
                 Ok(Some(m)) => m,
                 // The initiator may close right after its goodbye.
                 Ok(None) => return Ok(report),
@@ -229,7 +312,7 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .await?;
-                    ctl.send(&Message::Nodes { nodes }).await?;
+                    self.send_nodes(ctl, nodes).await?;
                 }
                 Message::GetEntries { paths } if mode.is_some() => {
                     asked.extend(paths.iter().cloned());
@@ -277,6 +360,69 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         }
     }
 
+    /// The initiator's next control message, unless `phase` passes its deadline first. The
+    /// request deadline counts from our last reply or the last request the initiator made on
+    /// the session's request streams, whichever is later: an initiator fetching chunks from us
+    /// is busy, not stalled.
+    async fn next_message(
+        &self,
+        ctl: &mut Control,
+        phase: Phase,
+    ) -> Result<Result<Option<Message>, crate::frame::FrameError>, SessionError> {
+        let after = ctl.deadlines.of(phase);
+        self.activity.touch();
+        let read = read_frame(&mut ctl.recv);
+        tokio::pin!(read);
+        loop {
+            let since = self.activity.last();
+            tokio::select! {
+                r = &mut read => return Ok(r),
+                () = tokio::time::sleep_until(since + after) => {
+                    if phase != Phase::Request || self.activity.last() == since {
+                        return Err(SessionError::Deadline { phase, after });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer one `GetNodes` with as many `Nodes` messages as its replies need frames. A
+    /// directory whose listing alone exceeds a frame cannot be sent: the initiator is told so in
+    /// `Error(Internal)` and the session ends with `internal`.
+    async fn send_nodes(
+        &self,
+        ctl: &mut Control,
+        nodes: Vec<NodeReply>,
+    ) -> Result<(), SessionError> {
+        let largest = nodes
+            .iter()
+            .max_by_key(|n| n.children.len())
+            .map(|n| (n.path.clone(), n.children.len()));
+        match node_batches(nodes) {
+            Ok(batches) => {
+                for batch in &batches {
+                    ctl.send(batch).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let (path, children) = largest.unwrap_or((RelPath::root(), 0));
+                let why = format!(
+                    "directory \"{path}\" has {children} entries, more than one frame can list ({e}); split it into subdirectories"
+                );
+                refuse(
+                    self.conn,
+                    &mut ctl.send,
+                    ErrorCode::Internal,
+                    CloseCode::Internal,
+                    &why,
+                )
+                .await;
+                Err(SessionError::Replica(crate::replica::ReplicaError(why)))
+            }
+        }
+    }
+
     /// `Error(UnexpectedMessage)` to the initiator, then the `protocol-error` close.
     async fn refuse(&self, ctl: &mut Control, why: String) -> SessionError {
         refuse(
@@ -298,7 +444,8 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
     ) -> Result<Vec<ItemReport>, SessionError> {
         let (conn, replica, peer) = (self.conn, self.replica, self.peer);
         let chunk_tree = self.features.contains(Features::CHUNK_TREE);
-        let incoming = entries::complete(conn, replica, wire, chunk_tree).await?;
+        let deadline = self.opts.budget.deadlines().chunk_batch;
+        let incoming = entries::complete(conn, replica, wire, chunk_tree, deadline).await?;
         let (incoming, refused) = entries::screen(replica, peer, incoming).await?;
         let items = blocking(replica, move |r| r.plan(incoming)).await?;
         let items: Vec<_> = items
@@ -320,6 +467,7 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         let fetch = chunks::Fetch {
             streams: self.opts.streams,
             zstd: self.features.contains(Features::ZSTD),
+            deadline,
         };
         let (applied, fetched) =
             chunks::fetch_and_apply(conn, replica, peer, items, fetch, Arc::new(NoProgress))
@@ -360,18 +508,9 @@ fn offer_refusal(
 }
 
 async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {
-    if items.is_empty() {
-        return ctl.send(&Message::OfferResult { items, last: true }).await;
-    }
-    let n = items.len().div_ceil(MAX_ENTRIES_PER_BATCH);
-    let mut it = items.into_iter();
-    for i in 0..n {
-        let batch: Vec<_> = it.by_ref().take(MAX_ENTRIES_PER_BATCH).collect();
-        ctl.send(&Message::OfferResult {
-            items: batch,
-            last: i + 1 == n,
-        })
-        .await?;
+    let batches = result_batches(items).map_err(crate::frame::FrameError::from)?;
+    for batch in &batches {
+        ctl.send(batch).await?;
     }
     Ok(())
 }

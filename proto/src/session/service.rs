@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::tree::NodeTable;
-use super::{Advertised, Progress, ProgressEvent, SessionError, blocking};
+use super::{Activity, Advertised, Progress, ProgressEvent, SessionError, blocking, within};
+use crate::budget::{Admission, Budget, Deadlines, Phase};
 use crate::frame::{read_frame, write_frame};
 use crate::messages::{ChunkData, ErrorCode, Message};
 use crate::replica::Replica;
@@ -30,6 +31,12 @@ pub(crate) struct Service<R: Replica + ?Sized> {
     pub bytes_served: Arc<AtomicU64>,
     /// Where to report chunk bytes served.
     pub progress: Arc<dyn Progress>,
+    /// Where chunk bytes read for the peer are counted while held (the answering side).
+    pub budget: Option<Budget>,
+    /// How long the peer may take to read each frame of a reply.
+    pub deadlines: Deadlines,
+    /// Touched whenever a request is answered: the session's request deadline counts from it.
+    pub activity: Activity,
 }
 
 impl<R: Replica + ?Sized> Clone for Service<R> {
@@ -41,6 +48,9 @@ impl<R: Replica + ?Sized> Clone for Service<R> {
             zstd: self.zstd,
             bytes_served: Arc::clone(&self.bytes_served),
             progress: Arc::clone(&self.progress),
+            budget: self.budget.clone(),
+            deadlines: self.deadlines,
+            activity: self.activity.clone(),
         }
     }
 }
@@ -67,7 +77,7 @@ impl<R: Replica + ?Sized> Service<R> {
                         message: format!("no chunk tree {content} in this session"),
                     },
                 };
-                write_frame(&mut send, &msg).await?;
+                self.write(&mut send, &msg).await?;
             }
             other => {
                 let message = format!("{} is not a request stream message", other.kind());
@@ -77,6 +87,18 @@ impl<R: Replica + ?Sized> Service<R> {
         }
         // The peer may already have what it needs and have reset the stream: not an error.
         let _ = send.finish();
+        Ok(())
+    }
+
+    /// Write one reply frame, within the write deadline.
+    async fn write(&self, send: &mut SendStream, msg: &Message) -> Result<(), SessionError> {
+        within(
+            Phase::Write,
+            self.deadlines.write,
+            write_frame(&mut *send, msg),
+        )
+        .await??;
+        self.activity.touch();
         Ok(())
     }
 
@@ -108,13 +130,47 @@ impl<R: Replica + ?Sized> Service<R> {
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?;
+            // What this group holds until QUIC has taken it: at most READ_GROUP chunks.
+            let mut held = self
+                .budget
+                .as_ref()
+                .map(|b| b.hold(frames.iter().map(|(_, f)| chunk_payload(f)).sum::<u64>()));
             for (raw, frame) in frames {
-                write_frame(send, &frame).await?;
+                self.write(send, &frame).await?;
+                if let Some(h) = held.as_mut() {
+                    h.release(chunk_payload(&frame));
+                }
                 self.bytes_served.fetch_add(raw, Ordering::Relaxed);
                 self.progress.event(ProgressEvent::Sent { bytes: raw });
             }
         }
         Ok(())
+    }
+}
+
+/// The payload bytes of a `ChunkData` (0 for anything else).
+fn chunk_payload(m: &Message) -> u64 {
+    match m {
+        Message::ChunkData(c) => c.data.len() as u64,
+        _ => 0,
+    }
+}
+
+/// What bounds the streams a connection's acceptor answers: the connection's share of the
+/// budget (none on the initiating side, which answers only its own responder) and the deadlines.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    pub admission: Option<Arc<Admission>>,
+    pub deadlines: Deadlines,
+}
+
+impl Guard {
+    /// No budget, the default deadlines.
+    pub(crate) fn unbudgeted(deadlines: Deadlines) -> Guard {
+        Guard {
+            admission: None,
+            deadlines,
+        }
     }
 }
 
@@ -165,62 +221,99 @@ pub(crate) type SessionStart = (Message, SendStream, RecvStream);
 
 /// Accept request streams until the connection closes, answering each on its own task with the
 /// service in `slot`. The control stream is not accepted here.
-pub(crate) async fn run<R: Replica + ?Sized>(conn: quinn::Connection, slot: ServiceSlot<R>) {
-    accept_streams(conn, slot, None).await
+pub(crate) async fn run<R: Replica + ?Sized>(
+    conn: quinn::Connection,
+    slot: ServiceSlot<R>,
+    guard: Guard,
+) {
+    accept_streams(conn, slot, None, guard).await
 }
 
 /// Accept every bi-directional stream the peer opens on `conn`: a stream that starts with
 /// `Hello` goes to `sessions` (when this side answers sessions on a kept connection), any other
-/// is a request for the session in `slot`.
+/// is a request for the session in `slot`, answered once `guard` grants it a request slot.
+/// A stream whose first frame does not arrive within the hello deadline closes the connection
+/// with `timeout`.
 pub(crate) async fn accept_streams<R: Replica + ?Sized>(
     conn: quinn::Connection,
     slot: ServiceSlot<R>,
     sessions: Option<mpsc::Sender<SessionStart>>,
+    guard: Guard,
 ) {
     loop {
-        let (mut send, mut recv) = match conn.accept_bi().await {
+        let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "request service stops");
                 return;
             }
         };
-        let slot = slot.clone();
-        let sessions = sessions.clone();
-        let conn = conn.clone();
+        let (slot, sessions, conn, guard) =
+            (slot.clone(), sessions.clone(), conn.clone(), guard.clone());
         tokio::spawn(async move {
-            let first = match read_frame(&mut recv).await {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(e) => {
-                    // A frame that does not decode closes the connection with its code, on a
-                    // request stream as on the control stream (`docs/PROTOCOL.md`).
-                    let e = SessionError::from(e);
-                    warn!(error = %e, "bad request stream: closing the connection");
-                    e.close_code().close(&conn);
-                    return;
+            if let Err(e) = accept_one(&conn, slot, sessions, guard, send, recv).await {
+                match e {
+                    SessionError::Deadline { .. } => {
+                        warn!(error = %e, "request stream stalled: closing the connection");
+                        e.close_code().close(&conn);
+                    }
+                    e => debug!(error = %e, "request stream failed"),
                 }
-            };
-            if let (Message::Hello(_), Some(tx)) = (&first, &sessions) {
-                // The session runner answers sessions one after another.
-                let _ = tx.send((first, send, recv)).await;
-                return;
-            }
-            let Some(svc) = slot.current() else {
-                let _ = write_frame(
-                    &mut send,
-                    &Message::Error {
-                        code: ErrorCode::NotFound,
-                        message: "no session is in progress on this connection".into(),
-                    },
-                )
-                .await;
-                let _ = send.finish();
-                return;
-            };
-            if let Err(e) = svc.answer(first, send, recv).await {
-                debug!(error = %e, "request stream failed");
             }
         });
     }
+}
+
+/// Read the first message of one stream the peer opened and route or answer it.
+async fn accept_one<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    slot: ServiceSlot<R>,
+    sessions: Option<mpsc::Sender<SessionStart>>,
+    guard: Guard,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), SessionError> {
+    let hello = guard.deadlines.hello;
+    let first = match within(Phase::Hello, hello, read_frame(&mut recv)).await? {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            // A frame that does not decode closes the connection with its code, on a request
+            // stream as on the control stream (`docs/PROTOCOL.md`).
+            let e = SessionError::from(e);
+            warn!(error = %e, "bad request stream: closing the connection");
+            e.close_code().close(conn);
+            return Ok(());
+        }
+    };
+    if let (Message::Hello(_), Some(tx)) = (&first, &sessions) {
+        // The session runner answers sessions one after another.
+        let _ = tx.send((first, send, recv)).await;
+        return Ok(());
+    }
+    let Some(svc) = slot.current() else {
+        let refusal = Message::Error {
+            code: ErrorCode::NotFound,
+            message: "no session is in progress on this connection".into(),
+        };
+        within(
+            Phase::Write,
+            guard.deadlines.write,
+            write_frame(&mut send, &refusal),
+        )
+        .await??;
+        let _ = send.finish();
+        return Ok(());
+    };
+    svc.activity.touch();
+    // Past the budget the request waits here holding only its decoded message; the QUIC stream
+    // limit bounds how many wait.
+    let _permit = match &guard.admission {
+        Some(a) => match a.request().await {
+            Some(p) => Some(p),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    svc.answer(first, send, recv).await
 }

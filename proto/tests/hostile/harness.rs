@@ -8,6 +8,7 @@ use botsync_engine::{
     AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId, RelPath,
     VersionVector,
 };
+use botsync_proto::budget::{Budget, Limits};
 use botsync_proto::close::CloseCode;
 use botsync_proto::codec::encode_unchecked;
 use botsync_proto::endpoint::Endpoint;
@@ -29,30 +30,53 @@ pub struct Server<R> {
     pub client_id: PeerId,
     pub client: Endpoint,
     pub client_replica: Arc<MemoryReplica>,
+    /// The listener's budget, shared by every connection it serves.
+    pub budget: Budget,
+    /// A second dialer, another allowed peer with a replica of its own: the honest peer that
+    /// must still sync while the first one attacks.
+    pub other: Endpoint,
+    pub other_replica: Arc<MemoryReplica>,
     served: tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>,
 }
 
 /// Listen with `make(server id, dialer id)` as the replica; the dialer's replica is a fresh
-/// [`MemoryReplica`].
+/// [`MemoryReplica`]. Connections are served one after another, under the default limits.
 pub async fn listen<R: Replica>(make: impl FnOnce(PeerId, PeerId) -> Arc<R>) -> Server<R> {
+    listen_with(Limits::DEFAULT, false, make).await
+}
+
+/// [`listen`] under `limits`, serving connections one after another or (`concurrent`) each on
+/// its own task, as the daemon does.
+pub async fn listen_with<R: Replica>(
+    limits: Limits,
+    concurrent: bool,
+    make: impl FnOnce(PeerId, PeerId) -> Arc<R>,
+) -> Server<R> {
     let server_identity = Identity::generate().unwrap();
     let client_identity = Identity::generate().unwrap();
+    let other_identity = Identity::generate().unwrap();
     let (id, client_id) = (server_identity.peer_id(), client_identity.peer_id());
+    let other_id = other_identity.peer_id();
     let replica = make(id, client_id);
     let served_replica = Arc::clone(&replica);
     let server = Endpoint::bind(
         "127.0.0.1:0".parse().unwrap(),
         server_identity,
-        [client_id].into_iter().collect::<AllowedPeers>(),
+        [client_id, other_id].into_iter().collect::<AllowedPeers>(),
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
-    let client = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        client_identity,
-        AllowedPeers::new(),
-    )
-    .unwrap();
+    let dialer = |identity| {
+        Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            identity,
+            AllowedPeers::new(),
+        )
+        .unwrap()
+    };
+    let (client, other) = (dialer(client_identity), dialer(other_identity));
+    let budget = Budget::new(limits);
+    let served_budget = budget.clone();
     let (tx, served) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
@@ -63,9 +87,18 @@ pub async fn listen<R: Replica>(make: impl FnOnce(PeerId, PeerId) -> Arc<R>) -> 
             let opts = ServeOptions {
                 name: "server".into(),
                 streams: 4,
+                budget: served_budget.clone(),
             };
-            let result = serve(quinn, peer, Arc::clone(&served_replica), opts).await;
-            let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            let (tx, replica) = (tx.clone(), Arc::clone(&served_replica));
+            let one = async move {
+                let result = serve(quinn, peer, replica, opts).await;
+                let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            };
+            if concurrent {
+                tokio::spawn(one);
+            } else {
+                one.await;
+            }
         }
     });
     Server {
@@ -75,6 +108,9 @@ pub async fn listen<R: Replica>(make: impl FnOnce(PeerId, PeerId) -> Arc<R>) -> 
         client_id,
         client,
         client_replica: Arc::new(MemoryReplica::new(client_id)),
+        budget,
+        other,
+        other_replica: Arc::new(MemoryReplica::new(other_id)),
         served,
     }
 }
@@ -98,27 +134,35 @@ impl<R> Server<R> {
 
     /// A real session of the dialer's replica in `mode`.
     pub async fn session(&self, mode: SessionMode) -> Result<SessionReport, SessionError> {
-        let conn = self.client.connect(self.addr, self.id).await.unwrap();
-        let opts = SessionOptions::new(mode, "client");
-        let result = client::run(
-            &conn,
-            self.id,
-            Arc::clone(&self.client_replica),
-            &opts,
-            Arc::new(NoProgress),
-        )
-        .await;
-        conn.close(match &result {
-            Ok(_) => CloseCode::Done,
-            Err(e) => e.close_code(),
-        });
-        result
+        session_of(&self.client, self.addr, self.id, &self.client_replica, mode).await
+    }
+
+    /// A real session of the second (honest) dialer's replica in `mode`.
+    pub async fn other_session(&self, mode: SessionMode) -> Result<SessionReport, SessionError> {
+        session_of(&self.other, self.addr, self.id, &self.other_replica, mode).await
     }
 
     /// How the next served session ended.
     pub async fn served(&mut self) -> Result<(), String> {
         self.served.recv().await.unwrap()
     }
+}
+
+async fn session_of(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    id: PeerId,
+    replica: &Arc<MemoryReplica>,
+    mode: SessionMode,
+) -> Result<SessionReport, SessionError> {
+    let conn = endpoint.connect(addr, id).await.unwrap();
+    let opts = SessionOptions::new(mode, "client");
+    let result = client::run(&conn, id, Arc::clone(replica), &opts, Arc::new(NoProgress)).await;
+    conn.close(match &result {
+        Ok(_) => CloseCode::Done,
+        Err(e) => e.close_code(),
+    });
+    result
 }
 
 /// The scripted side of one connection.
@@ -202,16 +246,21 @@ impl Script {
 
     /// The close code the connection ends with, if it closes within `secs` seconds.
     pub async fn closed_within(&self, secs: u64) -> Option<CloseCode> {
-        let closed = self.conn.closed();
-        match tokio::time::timeout(std::time::Duration::from_secs(secs), closed).await {
-            Ok(reason) => CloseCode::of_error(&reason),
-            Err(_) => None,
-        }
+        closed_within(&self.conn, secs).await
     }
 
     /// The close code the connection ends with (`None` if it is still open after 10 s).
     pub async fn closed(&self) -> Option<CloseCode> {
         self.closed_within(10).await
+    }
+}
+
+/// The close code `conn` ends with, if it closes within `secs` seconds.
+pub async fn closed_within(conn: &quinn::Connection, secs: u64) -> Option<CloseCode> {
+    let closed = conn.closed();
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), closed).await {
+        Ok(reason) => CloseCode::of_error(&reason),
+        Err(_) => None,
     }
 }
 
