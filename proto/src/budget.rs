@@ -52,8 +52,11 @@ impl Deadlines {
     /// The protocol's deadlines (`docs/PROTOCOL.md`).
     pub const DEFAULT: Deadlines = Deadlines {
         hello: Duration::from_secs(10),
-        summary: Duration::from_secs(60),
-        request: Duration::from_secs(60),
+        // Long enough for an initiator's first scan of a large workspace, and for it to apply
+        // a group of pulled files between two requests; a stalled peer holds only its own
+        // budgeted slots meanwhile (`docs/SECURITY.md`).
+        summary: Duration::from_secs(600),
+        request: Duration::from_secs(600),
         chunk_batch: Duration::from_secs(30),
         write: Duration::from_secs(30),
     };

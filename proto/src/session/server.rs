@@ -418,7 +418,9 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                     &why,
                 )
                 .await;
-                Err(SessionError::Replica(crate::replica::ReplicaError(why)))
+                Err(SessionError::Replica(crate::replica::ReplicaError::other(
+                    why,
+                )))
             }
         }
     }
