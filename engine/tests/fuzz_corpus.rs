@@ -1,0 +1,72 @@
+//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`),
+//! replayed with the same checks as the fuzz targets, so every input a fuzzer ever kept (seeds,
+//! boundaries, former crashes) is checked on every test run and the targets never rot.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use botsync_engine::RelPath;
+use botsync_engine::config::SyncConfig;
+use botsync_engine::rules::Selection;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 5, "{target}: the seed corpus is missing");
+    out
+}
+
+#[test]
+fn the_config_corpus_parses_or_is_refused_and_round_trips() {
+    let mut accepted = 0;
+    for (file, data) in corpus("config_parse") {
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
+        let path = Path::new("config.json");
+        if let Ok(config) = SyncConfig::parse(path, text) {
+            accepted += 1;
+            let _ = Selection::new(&config);
+            let written = config.to_json();
+            let again = SyncConfig::parse(path, &written)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(again.to_json(), written, "{}", file.display());
+        }
+    }
+    assert!(accepted >= 2, "the valid seeds are accepted");
+}
+
+#[test]
+fn the_path_corpus_is_refused_or_canonical_and_confined() {
+    let mut accepted = 0;
+    for (file, data) in corpus("path_parse") {
+        let Ok(s) = std::str::from_utf8(&data) else {
+            continue;
+        };
+        let Ok(p) = RelPath::new(s) else {
+            continue;
+        };
+        accepted += 1;
+        let shown = file.display();
+        assert_eq!(RelPath::new(p.as_str()).unwrap(), p, "{shown}");
+        for c in p.components() {
+            assert!(!c.is_empty() && c != "." && c != "..", "{shown}");
+            assert!(!c.chars().any(|ch| ch.is_control() || ch == '\\'), "{shown}");
+        }
+        assert!(!p.as_str().starts_with(".botsync/"), "{shown}");
+        let root = Path::new("/workspace");
+        assert!(p.to_fs(root).starts_with(root), "{shown}");
+    }
+    assert!(accepted >= 2, "the valid seeds are accepted");
+}
