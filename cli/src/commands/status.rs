@@ -271,7 +271,7 @@ fn human(v: &StatusView) -> String {
         s.push_str("no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`\n");
     }
     for p in &v.peers {
-        let short: String = p.id.chars().take(8).collect();
+        let short: String = p.id.chars().filter(|c| *c != '-').take(8).collect();
         s.push_str(&format!(
             "peer {:<16} {}:{}  {short}  ",
             p.name, p.host, p.port
