@@ -49,9 +49,15 @@ fn the_handler_runs_every_command_of_the_skill_against_two_daemons() {
     let sa = a.serve();
     let sb = b.serve();
     let (ida, idb) = (a.id(), b.id());
-    let out = ok(&a, &["add", "beta", &format!("127.0.0.1:{}", sb.port), &idb]);
+    let out = ok(
+        &a,
+        &["add", "beta", &format!("127.0.0.1:{}", sb.port), &idb],
+    );
     assert!(out.contains("✅ Peer beta added."), "{out}");
-    ok(&b, &["add", "alpha", &format!("127.0.0.1:{}", sa.port), &ida]);
+    ok(
+        &b,
+        &["add", "alpha", &format!("127.0.0.1:{}", sa.port), &ida],
+    );
     // The seed's form without an id says what is missing.
     let (code, _, err) = handler(&a, &["add", "mac", "100.95.193.55"]);
     assert_eq!(code, 2);
@@ -61,7 +67,10 @@ fn the_handler_runs_every_command_of_the_skill_against_two_daemons() {
     a.write("MEMORY.md", "# memory\n");
     b.write("memory/2026-01-25.md", "yesterday\n");
     let out = ok(&a, &["status"]);
-    assert!(out.contains("peer beta") && out.contains("reachable"), "{out}");
+    assert!(
+        out.contains("peer beta") && out.contains("reachable"),
+        "{out}"
+    );
 
     let out = ok(&a, &["diff", "beta"]);
     assert!(out.contains("would receive 1 files"), "{out}");
@@ -74,13 +83,19 @@ fn the_handler_runs_every_command_of_the_skill_against_two_daemons() {
     assert!(a.read("memory/2026-01-25.md").is_none(), "push pulled");
 
     let out = ok(&a, &["pull", "beta"]);
-    assert!(out.contains("📥 Pulled from beta: 1 files changed"), "{out}");
+    assert!(
+        out.contains("📥 Pulled from beta: 1 files changed"),
+        "{out}"
+    );
     assert!(a.read("memory/2026-01-25.md").is_some());
 
     b.write("memory/2026-01-27.md", "tomorrow\n");
     a.write("memory/2026-01-26.md", "today, edited\n");
     let out = ok(&a, &["sync", "beta"]);
-    assert!(out.contains("✅ Sync complete! 2 files synchronized."), "{out}");
+    assert!(
+        out.contains("✅ Sync complete! 2 files synchronized."),
+        "{out}"
+    );
     let out = ok(&a, &["now"]);
     assert!(out.contains("already in sync"), "{out}");
 
