@@ -114,7 +114,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
+    // BOTSYNC_LOG, else the usual RUST_LOG, else the level -v/-q ask for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BOTSYNC_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour only for a person at a terminal: a daemon's log file or a pipe gets plain text.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

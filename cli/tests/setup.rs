@@ -217,3 +217,25 @@ fn discover_without_tailscale_says_how_to_get_it() {
         "{json}"
     );
 }
+
+#[test]
+fn logs_go_to_stderr_as_plain_text_at_the_level_rust_log_or_v_asks() {
+    let p = Peer::new("alpha");
+    let quiet = p.cmd().arg("scan").output().unwrap();
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+    for (env, flag) in [(Some("debug"), None), (None, Some("-vv"))] {
+        let mut cmd = p.cmd();
+        if let Some(level) = env {
+            cmd.env("RUST_LOG", level);
+        }
+        cmd.args(flag).arg("scan");
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(" DEBUG "), "{env:?} {flag:?}: {stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "colour codes into a pipe: {stderr:?}"
+        );
+        assert!(!out.stdout.is_empty());
+    }
+}
