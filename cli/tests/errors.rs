@@ -196,3 +196,27 @@ fn an_index_path_that_is_a_file_is_one_clear_line_and_moving_it_away_works() {
     let json = p.ok(&["scan"]);
     assert_eq!(json["files"], 1, "{json}");
 }
+
+#[test]
+fn a_garbled_certificate_is_rebuilt_and_a_garbled_key_is_replaced_only_when_asked() {
+    let p = Peer::new("alpha");
+    let id = p.id();
+    std::fs::write(p.path(".botsync/identity/cert.pem"), "garbage").unwrap();
+    let (_, line) = fails(&p, &["status"], 2);
+    assert!(
+        line.contains("run `botsync init` to rebuild it from key.pem"),
+        "{line}"
+    );
+    assert_eq!(p.ok(&["init"])["identity"], "certificate_rebuilt");
+    assert_eq!(p.id(), id);
+
+    std::fs::write(p.path(".botsync/identity/key.pem"), "garbage").unwrap();
+    let (_, line) = fails(&p, &["status"], 2);
+    assert!(line.contains("`botsync init --new-identity`"), "{line}");
+    let (_, line) = fails(&p, &["init"], 2);
+    assert!(line.contains("`botsync init --new-identity`"), "{line}");
+    assert_eq!(p.ok(&["init", "--new-identity"])["identity"], "replaced");
+    assert_ne!(p.id(), id);
+    let damaged = p.path(".botsync/identity/key.pem.damaged");
+    assert_eq!(std::fs::read_to_string(damaged).unwrap(), "garbage");
+}
