@@ -14,14 +14,22 @@ impl Bar {
     /// A hidden-until-planned bar labelled with the peer's name.
     pub fn new(peer: &str) -> Bar {
         let bar = ProgressBar::new(0);
+        // Until the plan is known there is no total to draw a bar against.
+        if let Ok(style) = ProgressStyle::with_template("{prefix} {msg}") {
+            bar.set_style(style);
+        }
+        bar.set_prefix(peer.to_owned());
+        bar.set_message("comparing...");
+        Bar { bar }
+    }
+
+    fn show_bar(&self) {
         let style = ProgressStyle::with_template(
             "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(peer.to_owned());
-        Bar { bar }
+        self.bar.set_style(style);
     }
 
     /// Remove the bar from the terminal.
@@ -34,6 +42,7 @@ impl Progress for Bar {
     fn event(&self, event: ProgressEvent) {
         match event {
             ProgressEvent::Planned { files, bytes } => {
+                self.show_bar();
                 self.bar.set_length(bytes);
                 self.bar.set_message(format!("{files} files"));
             }

@@ -28,8 +28,12 @@ pub enum Request {
     Scan,
     /// `id`.
     Id,
-    /// `peers`.
-    Peers,
+    /// `peers [--reset]`.
+    Peers {
+        /// Keep the peers file as a backup and start an empty list.
+        #[serde(default)]
+        reset: bool,
+    },
     /// `add NAME HOST[:PORT] --id ID`.
     Add {
         /// Local name.
@@ -222,10 +226,10 @@ impl Ctx {
 /// Run `request`; a failure becomes a failed [`Reply`].
 pub fn exec(request: Request, ctx: &Ctx) -> Reply {
     let result = match request {
-        Request::Status => crate::commands::scan::status(ctx),
+        Request::Status => crate::commands::status::status(ctx),
         Request::Scan => crate::commands::scan::scan(ctx),
         Request::Id => crate::commands::init::id(ctx),
-        Request::Peers => crate::commands::peers::list(ctx),
+        Request::Peers { reset } => crate::commands::peers::list(ctx, reset),
         Request::Add { name, host, id } => crate::commands::peers::add(ctx, &name, &host, &id),
         Request::Remove { name } => crate::commands::peers::remove(ctx, &name),
         Request::Sync {

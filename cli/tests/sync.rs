@@ -260,7 +260,7 @@ fn the_receiver_applies_pushes_only_under_its_own_rules() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|i| i["path"] == "config/shared.json" && i["action"] == "NotSelected");
+        .any(|i| i["path"] == "config/shared.json" && i["action"] == "not-selected");
     assert!(refused, "{json}");
 }
 

@@ -94,7 +94,7 @@ pub enum ConfigError {
     },
     /// The file is not valid JSON or does not fit the format.
     #[error(
-        "{path} line {line}: {message}; run `botsync config template` for a valid example",
+        "{path} line {line} column {column}: {message}; fix it there by hand, or run `botsync init --reset-config` to keep it as a backup and write the default",
         path = path.display()
     )]
     Parse {
@@ -102,12 +102,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// 1-based line of the error (0 if unknown).
         line: usize,
+        /// 1-based column of the error (0 if unknown).
+        column: usize,
         /// What is wrong, without the position.
         message: String,
     },
     /// The file parses but a value is out of range.
     #[error(
-        "{path}: {problem}; run `botsync config template` for a valid example",
+        "{path}: {problem}; fix it there by hand, or run `botsync init --reset-config` to keep it as a backup and write the default",
         path = path.display()
     )]
     Invalid {
@@ -134,6 +136,7 @@ impl SyncConfig {
         let config: SyncConfig = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e.line(),
+            column: e.column(),
             message: message_without_position(&e),
         })?;
         config.validate().map_err(|problem| ConfigError::Invalid {
@@ -195,7 +198,7 @@ impl SyncConfig {
     }
 
     /// A complete example config (the defaults, every field written out), for
-    /// `botsync config template`.
+    /// (what `botsync init --reset-config` writes, with a name).
     pub fn template() -> String {
         let example = SyncConfig {
             name: Some("my-agent".to_owned()),
@@ -333,12 +336,12 @@ mod tests {
         let err = SyncConfig::parse(Path::new("config.json"), text).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err:?}");
+        assert!(msg.starts_with("config.json line 3 column"), "{msg}");
+        assert!(msg.contains("unknown field `foo`"), "{msg}");
         assert!(
-            msg.starts_with("config.json line 3: unknown field `foo`"),
-            "{msg}"
-        );
-        assert!(
-            msg.ends_with("run `botsync config template` for a valid example"),
+            msg.ends_with(
+                "run `botsync init --reset-config` to keep it as a backup and write the default"
+            ),
             "{msg}"
         );
         assert!(!msg.contains('\n'));

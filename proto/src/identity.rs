@@ -36,6 +36,21 @@ impl Identity {
     /// peer id is).
     pub fn generate() -> Result<Identity, IdentityError> {
         let key = KeyPair::generate_for(&PKCS_ED25519).map_err(IdentityError::Generate)?;
+        Identity::self_signed(key)
+    }
+
+    /// Rebuild an identity from its private key alone (PEM text [`Identity::key_pem`] wrote): a
+    /// new self-signed certificate over the same public key, so the peer id is unchanged. Used
+    /// when the certificate file is lost or damaged.
+    pub fn from_key_pem(key_pem: &str) -> Result<Identity, IdentityError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| IdentityError::Garbled {
+            part: IdentityPart::Key,
+            reason: e.to_string(),
+        })?;
+        Identity::self_signed(key)
+    }
+
+    fn self_signed(key: KeyPair) -> Result<Identity, IdentityError> {
         let mut params = CertificateParams::new(vec![CERT_SUBJECT.to_owned()])
             .map_err(IdentityError::Generate)?;
         let mut name = DistinguishedName::new();
@@ -226,6 +241,15 @@ mod tests {
         assert_eq!(back.peer_id(), id.peer_id());
         assert_eq!(back.cert_der(), id.cert_der());
         assert_eq!(back.key_pem(), id.key_pem());
+    }
+
+    #[test]
+    fn a_certificate_rebuilt_from_the_key_proves_the_same_id() {
+        let id = Identity::generate().unwrap();
+        let rebuilt = Identity::from_key_pem(&id.key_pem()).unwrap();
+        assert_eq!(rebuilt.peer_id(), id.peer_id());
+        let back = Identity::from_pem(&id.key_pem(), &rebuilt.cert_pem()).unwrap();
+        assert_eq!(back.peer_id(), id.peer_id());
     }
 
     #[test]

@@ -53,14 +53,14 @@ pub fn demo(g: &Globals) -> Result<i32> {
             .context("peer beta missing")?;
         let mut steps = Vec::new();
 
-        let first = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
+        let first = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default(), None).await?;
         steps.push(step("initial sync alpha -> beta", &first));
 
         edit_both(&a_root, &b_root)?;
-        let second = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
+        let second = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default(), None).await?;
         steps.push(step("after edits on both sides", &second));
 
-        let third = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default()).await?;
+        let third = session_with(&ctx, &a, &peer, SessionMode::Sync, How::default(), None).await?;
         steps.push(step("no-op re-sync", &third));
         server.abort();
         Ok::<_, anyhow::Error>(steps)

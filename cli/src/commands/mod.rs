@@ -3,11 +3,16 @@
 //! else in this process. Only this module tree prints to the user.
 
 pub(crate) mod auto;
+pub(crate) mod completions;
 mod demo;
+mod discover;
 pub(crate) mod init;
 pub(crate) mod peers;
 pub(crate) mod scan;
 mod serve;
+mod service;
+mod skipped;
+pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod verify;
 
@@ -36,8 +41,8 @@ pub enum Command {
     Add(peers::AddArgs),
     /// Remove a peer by name.
     Remove(peers::RemoveArgs),
-    /// List configured peers.
-    Peers,
+    /// List configured peers (`--reset`: keep peers.json as a backup and start anew).
+    Peers(peers::PeersArgs),
     /// Two-way sync with one peer or all.
     #[command(visible_alias = "now")]
     Sync(sync::SyncArgs),
@@ -57,13 +62,23 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Turn automatic syncing on or off (persisted; `on` starts the daemon if none runs).
     Auto(auto::AutoArgs),
+    /// Tailnet peers (`tailscale status --json`) that run botsync, each with a ready `add` line.
+    Discover(discover::DiscoverArgs),
+    /// Run this workspace's daemon as a user service (systemd on Linux, launchd on macOS).
+    Service(service::ServiceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
     /// Two workspaces, two peers on loopback, a real sync; then clean up.
     Demo,
 }
 
-/// Run a verb; returns the process exit code.
-pub fn run(command: Command, g: &Globals) -> Result<i32> {
+/// Run a verb; returns the process exit code. `cli` builds the whole command line's
+/// definition (for `completions`).
+pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<i32> {
     let request = match command {
+        Command::Completions(a) => return completions::print(a, cli()),
+        Command::Discover(a) => return discover::discover(a, g),
+        Command::Service(a) => return service::service(a, g),
         Command::Init(a) => return init::init(a, g),
         Command::Serve(a) => return serve::serve(a, g),
         Command::Demo => return demo::demo(g),
@@ -75,7 +90,7 @@ pub fn run(command: Command, g: &Globals) -> Result<i32> {
             id: a.id,
         },
         Command::Remove(a) => Request::Remove { name: a.name },
-        Command::Peers => Request::Peers,
+        Command::Peers(a) => Request::Peers { reset: a.reset },
         Command::Sync(a) => sync_request(a, Mode::Sync),
         Command::Push(a) => sync_request(a, Mode::Push),
         Command::Pull(a) => sync_request(a, Mode::Pull),

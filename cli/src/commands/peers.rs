@@ -28,6 +28,14 @@ pub struct RemoveArgs {
     pub name: String,
 }
 
+/// Arguments of `botsync peers`.
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// Keep peers.json (even a malformed one) as peers.json.bak and start an empty list.
+    #[arg(long)]
+    pub reset: bool,
+}
+
 #[derive(Debug, Serialize)]
 struct PeerView {
     name: String,
@@ -102,9 +110,27 @@ pub fn remove(ctx: &Ctx, name: &str) -> Result<Reply> {
     )
 }
 
-/// `botsync peers`.
-pub fn list(ctx: &Ctx) -> Result<Reply> {
-    let peers = Peers::load(&ctx.root.join(STATE_DIR))?;
+/// `botsync peers [--reset]`.
+pub fn list(ctx: &Ctx, reset: bool) -> Result<Reply> {
+    let state = ctx.root.join(STATE_DIR);
+    if reset {
+        let backup = Peers::reset(&state)?;
+        if let Some(d) = &ctx.daemon {
+            d.peers_changed();
+        }
+        let human = match &backup {
+            Some(b) => format!(
+                "started an empty peer list; the old peers.json is kept as {}\nadd peers again with `botsync add NAME HOST[:PORT] --id PEER_ID`",
+                b.display()
+            ),
+            None => "there was no peers.json; the peer list is empty".to_owned(),
+        };
+        return Reply::ok(
+            serde_json::json!({ "ok": true, "peers": [], "backup": backup.map(|b| b.display().to_string()) }),
+            human,
+        );
+    }
+    let peers = Peers::load(&state)?;
     let views: Vec<PeerView> = peers.peers.iter().map(PeerView::from).collect();
     let human = if views.is_empty() {
         "no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`".into()

@@ -1,8 +1,10 @@
-//! `scan` (rescan and print the manifest summary) and `status`.
+//! `scan`: rescan and print the manifest summary, with every skipped entry in words and what
+//! to do about it.
 
 use anyhow::Result;
 use serde::Serialize;
 
+use super::skipped::SkippedView;
 use crate::output;
 use crate::verb::{Ctx, Reply};
 
@@ -21,12 +23,6 @@ struct ScanView {
     skipped: Vec<SkippedView>,
 }
 
-#[derive(Debug, Serialize)]
-struct SkippedView {
-    path: String,
-    reason: String,
-}
-
 /// `botsync scan`.
 pub fn scan(ctx: &Ctx) -> Result<Reply> {
     let node = ctx.node()?;
@@ -42,15 +38,7 @@ pub fn scan(ctx: &Ctx) -> Result<Reply> {
         hashed_files: r.scan.hashed_files,
         hashed_bytes: r.scan.hashed_bytes,
         unchanged: r.scan.unchanged,
-        skipped: r
-            .scan
-            .skipped
-            .iter()
-            .map(|s| SkippedView {
-                path: s.path.clone(),
-                reason: s.reason.to_string(),
-            })
-            .collect(),
+        skipped: r.scan.skipped.iter().map(SkippedView::of).collect(),
     };
     let human = {
         let mut s = format!(
@@ -66,69 +54,9 @@ pub fn scan(ctx: &Ctx) -> Result<Reply> {
             view.unchanged
         );
         for sk in &view.skipped {
-            s.push_str(&format!("  skipped {}: {}\n", sk.path, sk.reason));
+            s.push_str(&format!("  skipped {}\n", sk.line()));
         }
         s
     };
     Reply::ok(view, human)
-}
-
-/// `botsync status` (and `botsync` alone).
-pub fn status(ctx: &Ctx) -> Result<Reply> {
-    let node = ctx.node()?;
-    let peers = node.peers()?;
-    let (tree_root, files) = node.replica.workspace().snapshot();
-    let daemon = ctx.daemon.as_ref().map(|d| d.view());
-    let doc = serde_json::json!({
-        "ok": true,
-        "workspace": ctx.root.display().to_string(),
-        "name": node.name,
-        "id": node.identity.peer_id().to_copy_safe(),
-        "files_indexed": files,
-        "root": tree_root.to_hex(),
-        "daemon": daemon,
-        "peers": peers.peers.iter().map(|p| {
-            let link = daemon.as_ref().and_then(|d| d.peers.iter().find(|l| l.name == p.name));
-            serde_json::json!({
-                "name": p.name, "host": p.host, "port": p.port, "id": p.id.to_copy_safe(),
-                "link": link,
-            })
-        }).collect::<Vec<_>>(),
-    });
-    let mut s = format!(
-        "workspace {} ({})\nid {}\n{} files indexed at the last scan\n",
-        ctx.root.display(),
-        node.name,
-        node.identity.peer_id().to_copy_safe(),
-        files
-    );
-    match &daemon {
-        Some(d) => s.push_str(&format!(
-            "daemon pid {} listening on {}; auto-sync {}\n",
-            d.pid,
-            d.listening,
-            if d.auto { "on" } else { "off" }
-        )),
-        None => s.push_str("no daemon running (start one with `botsync serve`)\n"),
-    }
-    if peers.peers.is_empty() {
-        s.push_str("no peers; add one with `botsync add NAME HOST[:PORT] --id PEER_ID`\n");
-    }
-    for p in &peers.peers {
-        s.push_str(&format!(
-            "peer {:<16} {}:{}  {}",
-            p.name,
-            p.host,
-            p.port,
-            p.id.short()
-        ));
-        if let Some(l) = daemon
-            .as_ref()
-            .and_then(|d| d.peers.iter().find(|l| l.name == p.name))
-        {
-            s.push_str(&format!("  {}", l.describe()));
-        }
-        s.push('\n');
-    }
-    Reply::ok(doc, s)
 }

@@ -12,8 +12,11 @@ use botsync_proto::session::{self, SessionOptions, SessionReport};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::skipped::{self, SkippedView};
+use crate::context::STATE_DIR;
 use crate::exit::{ATTENTION, FAILED, OK};
 use crate::node::Node;
+use crate::node::last_sync::{self, SyncRecord};
 use crate::node::peers::Peer;
 use crate::output;
 use crate::verb::{Ctx, Mode, Reply};
@@ -55,7 +58,98 @@ struct PeerResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    report: Option<SessionReport>,
+    report: Option<ReportView>,
+}
+
+/// A session's report as `--json` prints it: every item with its planned action and (for a
+/// dry run) `"outcome": "planned"`, and what would move or moved in each direction.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReportView {
+    peer_id: Option<String>,
+    in_sync: bool,
+    dry_run: bool,
+    pulled: Vec<ItemView>,
+    pushed: Vec<ItemView>,
+    /// Files and bytes coming to us.
+    receive: Amount,
+    /// Files and bytes going to the peer.
+    send: Amount,
+    counters: botsync_proto::session::Counters,
+    bytes_sent: u64,
+    skipped: Vec<String>,
+    peer_skipped: u64,
+}
+
+/// Files written or deleted, and chunk bytes moved, in one direction.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Amount {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One item of a report.
+#[derive(Debug, Serialize)]
+struct ItemView {
+    path: String,
+    action: &'static str,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    size: u64,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conflict_copy: Option<String>,
+}
+
+impl ReportView {
+    pub(crate) fn of(r: &SessionReport) -> ReportView {
+        let items = |v: &[ItemReport]| v.iter().map(|i| ItemView::of(i, r.dry_run)).collect();
+        ReportView {
+            peer_id: r.peer.map(|p| p.to_copy_safe()),
+            in_sync: r.in_sync,
+            dry_run: r.dry_run,
+            pulled: items(&r.pulled),
+            pushed: items(&r.pushed),
+            receive: amount(&r.pulled),
+            send: amount(&r.pushed),
+            counters: r.counters,
+            bytes_sent: r.bytes_sent,
+            skipped: r.skipped.clone(),
+            peer_skipped: r.peer_skipped,
+        }
+    }
+}
+
+impl ItemView {
+    fn of(i: &ItemReport, dry_run: bool) -> ItemView {
+        let (outcome, reason) = match &i.outcome {
+            Outcome::Done if dry_run => ("planned", None),
+            Outcome::Unchanged if dry_run => ("planned_index_only", None),
+            Outcome::Done => ("done", None),
+            Outcome::Unchanged => ("index_only", None),
+            Outcome::LocalChanged => ("local_changed", None),
+            Outcome::MissingChunks => ("missing_chunks", None),
+            Outcome::Failed { reason } => ("failed", Some(reason.clone())),
+        };
+        ItemView {
+            path: i.path.to_string(),
+            action: i.action.name(),
+            outcome,
+            reason,
+            size: i.size,
+            bytes: i.bytes_fetched,
+            conflict_copy: i.conflict_copy.clone(),
+        }
+    }
+}
+
+/// What moves for these items: files written or deleted, and the chunk bytes fetched for them.
+pub(crate) fn amount(items: &[ItemReport]) -> Amount {
+    let moving = items.iter().filter(|i| i.action.writes_file());
+    Amount {
+        files: moving.clone().count() as u64,
+        bytes: moving.map(|i| i.bytes_fetched).sum(),
+    }
 }
 
 /// Run a session in `mode` with one peer or all, and report each.
@@ -63,33 +157,34 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
     let node = ctx.node()?;
     let peers = node.peers()?.select(peer)?;
     let mut results = Vec::new();
+    let mut reports = Vec::new();
     for p in &peers {
         let result = ctx
             .rt
-            .block_on(session_with(ctx, &node, p, mode.wire(), how));
+            .block_on(session_with(ctx, &node, p, mode.wire(), how, None));
         if let Some(d) = &ctx.daemon {
             d.record_sync(&p.name, result.as_ref().map_err(crate::exit::one_line));
         }
-        results.push(match result {
+        results.push(match &result {
             Ok(report) => PeerResult {
                 peer: p.name.clone(),
                 ok: true,
                 error: None,
-                report: Some(report),
+                report: Some(ReportView::of(report)),
             },
             Err(e) => PeerResult {
                 peer: p.name.clone(),
                 ok: false,
-                error: Some(crate::exit::one_line(&e)),
+                error: Some(crate::exit::one_line(e)),
                 report: None,
             },
         });
+        if let Ok(r) = result {
+            reports.push((p.name.clone(), r));
+        }
     }
     let failed = results.iter().any(|r| !r.ok);
-    let attention = results
-        .iter()
-        .filter_map(|r| r.report.as_ref())
-        .any(needs_attention);
+    let attention = reports.iter().any(|(_, r)| needs_attention(r));
     let code = if failed {
         FAILED
     } else if attention {
@@ -97,8 +192,19 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
     } else {
         OK
     };
-    let doc = serde_json::json!({ "ok": !failed, "exit_code": code, "dry_run": how.dry_run, "peers": results });
-    let human = human(&results, mode.wire(), how.dry_run, itemize);
+    let skipped = skipped::dedup(
+        reports
+            .iter()
+            .flat_map(|(_, r)| r.skipped.iter().map(|l| SkippedView::parse(l))),
+    );
+    let doc = serde_json::json!({
+        "ok": !failed,
+        "exit_code": code,
+        "dry_run": how.dry_run,
+        "peers": results,
+        "skipped": skipped,
+    });
+    let human = human(&reports, mode.wire(), how.dry_run, itemize, &skipped);
     let mut reply = Reply::ok(doc, human)?;
     reply.exit_code = code;
     // One line per failed peer on stderr, also with --json (where it is in the document too).
@@ -127,6 +233,7 @@ pub(crate) async fn session_with(
     peer: &Peer,
     mode: SessionMode,
     how: How,
+    dial: Option<Duration>,
 ) -> Result<SessionReport> {
     let mut opts = SessionOptions::new(mode, &node.name);
     opts.dry_run = how.dry_run;
@@ -142,7 +249,7 @@ pub(crate) async fn session_with(
     } else {
         "0.0.0.0:0".parse()?
     };
-    let endpoint = node.bind(bind)?;
+    let endpoint = node.bind_with(bind, dial)?;
     // Rescan while the connection is being set up.
     let pending = session::client::start_refresh(&node.replica);
     let conn = endpoint
@@ -165,6 +272,15 @@ pub(crate) async fn session_with(
     };
     conn.close(code);
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    if !how.dry_run {
+        let record = match &result {
+            Ok(r) => SyncRecord::now(true, crate::daemon::links::summarize(r)),
+            Err(e) => SyncRecord::now(false, e.to_string()),
+        };
+        if let Err(e) = last_sync::record(&node.root.join(STATE_DIR), &peer.name, record) {
+            tracing::debug!(error = %format!("{e:#}"), "could not record the last sync");
+        }
+    }
     result.with_context(|| format!("session with peer {}", peer.name))
 }
 
@@ -180,10 +296,15 @@ fn needs_attention(r: &SessionReport) -> bool {
         })
 }
 
-fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool) -> String {
+fn human(
+    reports: &[(String, SessionReport)],
+    mode: SessionMode,
+    dry_run: bool,
+    itemize: bool,
+    skipped: &[SkippedView],
+) -> String {
     let mut out = String::new();
-    for r in results {
-        let Some(rep) = &r.report else { continue };
+    for (peer, rep) in reports {
         let verb = match (dry_run, mode) {
             (true, _) if itemize => "diff with",
             (true, _) => "dry run with",
@@ -192,40 +313,49 @@ fn human(results: &[PeerResult], mode: SessionMode, dry_run: bool, itemize: bool
             _ => "sync with",
         };
         if rep.in_sync {
-            out.push_str(&format!("{verb} {}: already in sync\n", r.peer));
+            out.push_str(&format!("{verb} {peer}: already in sync\n"));
             continue;
         }
-        let moved = |items: &[ItemReport]| items.iter().filter(|i| i.action.writes_file()).count();
-        out.push_str(&format!(
-            "{verb} {}: {} in, {} out; {} received, {} sent\n",
-            r.peer,
-            moved(&rep.pulled),
-            moved(&rep.pushed),
-            output::bytes(rep.counters.chunk_wire_bytes_received),
-            output::bytes(rep.bytes_sent),
-        ));
+        let (rx, tx) = (amount(&rep.pulled), amount(&rep.pushed));
+        if dry_run {
+            out.push_str(&format!(
+                "{verb} {peer}: would receive {} files ({}), would send {} files ({}); nothing written\n",
+                rx.files,
+                output::bytes(rx.bytes),
+                tx.files,
+                output::bytes(tx.bytes),
+            ));
+        } else {
+            out.push_str(&format!(
+                "{verb} {peer}: {} in, {} out; {} received, {} sent\n",
+                rx.files,
+                tx.files,
+                output::bytes(rep.counters.chunk_wire_bytes_received),
+                output::bytes(rep.bytes_sent),
+            ));
+        }
         for (arrow, items) in [("<-", &rep.pulled), ("->", &rep.pushed)] {
             for i in items
                 .iter()
                 .filter(|i| itemize || i.action != Action::MergeVersion)
             {
-                out.push_str(&format!("  {arrow} {}\n", describe(i)));
+                out.push_str(&format!("  {arrow} {}\n", describe(i, dry_run)));
             }
-        }
-        for s in &rep.skipped {
-            out.push_str(&format!("  !! {s} (not synced)\n"));
         }
         if rep.peer_skipped > 0 {
             out.push_str(&format!(
-                "  !! {} files on {} could not be read there (not synced; see its log)\n",
-                rep.peer_skipped, r.peer
+                "  !! {} files on {peer} could not be read there (not synced; see `botsync scan` on {peer})\n",
+                rep.peer_skipped
             ));
         }
+    }
+    for s in skipped {
+        out.push_str(&format!("  !! {}\n", s.line()));
     }
     out
 }
 
-fn describe(i: &ItemReport) -> String {
+fn describe(i: &ItemReport, dry_run: bool) -> String {
     let mut s = format!("{} ({}", i.path, i.action.name());
     if i.action.writes_file() && i.action != Action::Delete {
         s.push_str(&format!(
@@ -236,6 +366,7 @@ fn describe(i: &ItemReport) -> String {
     }
     s.push(')');
     match &i.outcome {
+        _ if dry_run => {}
         Outcome::Done | Outcome::Unchanged => {}
         Outcome::LocalChanged => {
             s.push_str(" skipped: edited locally during the sync, retried next time")

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use botsync_engine::{Hash, PeerId};
@@ -19,6 +19,7 @@ use botsync_proto::session::{Progress, SessionOptions, SessionReport, client};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::node::last_sync::{self, SyncRecord};
 use crate::node::peers::Peer;
 use crate::node::replica::LiveReplica;
 
@@ -57,17 +58,6 @@ struct LinkState {
     last_sync: Option<SyncRecord>,
 }
 
-/// The last sync with a peer, as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SyncRecord {
-    /// When it ended (seconds since the epoch).
-    pub at: u64,
-    /// True if it succeeded.
-    pub ok: bool,
-    /// What it did, or why it failed.
-    pub summary: String,
-}
-
 /// A link as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkView {
@@ -81,31 +71,6 @@ pub struct LinkView {
     pub same_root: Option<bool>,
     /// The last sync with it.
     pub last_sync: Option<SyncRecord>,
-}
-
-impl LinkView {
-    /// One line for humans.
-    pub fn describe(&self) -> String {
-        let mut s = if self.connected {
-            "connected".to_owned()
-        } else {
-            match &self.last_error {
-                Some(e) => format!("unreachable ({e})"),
-                None => "not connected yet".to_owned(),
-            }
-        };
-        match self.same_root {
-            Some(true) => s.push_str(", in sync"),
-            Some(false) => s.push_str(", differs"),
-            None => {}
-        }
-        if let Some(l) = &self.last_sync {
-            let ago = now_secs().saturating_sub(l.at);
-            let how = if l.ok { "ok" } else { "failed" };
-            s.push_str(&format!(", last sync {ago} s ago {how}: {}", l.summary));
-        }
-        s
-    }
 }
 
 impl Links {
@@ -164,13 +129,12 @@ impl Links {
         )
         .await;
         let result = match result {
+            Ok(report) if opts.dry_run => Ok(report),
             Ok(report) => {
+                let record = SyncRecord::now(true, summarize(&report));
+                self.remember(&peer.name, &record);
                 let mut st = lock(&link.state);
-                st.last_sync = Some(SyncRecord {
-                    at: now_secs(),
-                    ok: true,
-                    summary: summarize(&report),
-                });
+                st.last_sync = Some(record);
                 // A two-way sync leaves both sides at one root.
                 if !opts.dry_run && opts.mode == botsync_proto::messages::SessionMode::Sync {
                     st.their_root = Some(self.replica.workspace().snapshot().0);
@@ -181,11 +145,11 @@ impl Links {
                 // The next session dials afresh.
                 e.close_code().close(&conn);
                 link.conn.lock().await.take();
-                lock(&link.state).last_sync = Some(SyncRecord {
-                    at: now_secs(),
-                    ok: false,
-                    summary: e.to_string(),
-                });
+                if !opts.dry_run {
+                    let record = SyncRecord::now(false, e.to_string());
+                    self.remember(&peer.name, &record);
+                    lock(&link.state).last_sync = Some(record);
+                }
                 Err(e)
             }
         };
@@ -269,6 +233,30 @@ impl Links {
     pub fn close_all(&self) {
         for link in self.lock().values() {
             link.stop();
+        }
+    }
+
+    /// Persist the last sync with `peer` for `status` (a failure to write is only logged).
+    fn remember(&self, peer: &str, record: &SyncRecord) {
+        let state = self
+            .replica
+            .workspace()
+            .root()
+            .join(crate::context::STATE_DIR);
+        if let Err(e) = last_sync::record(&state, peer, record.clone()) {
+            debug!(error = %format!("{e:#}"), "could not record the last sync");
+        }
+    }
+
+    /// The link's state for `status`: connected, and why the last dial failed if it did.
+    pub fn reachability(&self, peer: &Peer) -> (bool, Option<String>) {
+        let links = self.lock();
+        match links.get(&peer.id) {
+            Some(l) => {
+                let st = lock(&l.state);
+                (st.connected, st.last_error.clone())
+            }
+            None => (false, None),
         }
     }
 
@@ -384,13 +372,6 @@ pub fn summarize(r: &SessionReport) -> String {
         items.iter().filter(|i| i.action.writes_file()).count()
     };
     format!("{} in, {} out", moved(&r.pulled), moved(&r.pushed))
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Every mutex here guards plain values replaced whole: a poisoned one holds no broken state.

@@ -48,7 +48,7 @@ pub fn load(layout: &Layout) -> Result<Identity> {
     let key_pem = read_text(&key)?.ok_or_else(|| missing(layout))?;
     let cert_pem = read_text(&cert)?.ok_or_else(|| {
         usage(format!(
-            "identity certificate {} is missing; restore it from a backup or run `botsync init` in a fresh workspace",
+            "identity certificate {} is missing; run `botsync init` to rebuild it from key.pem (the id stays the same)",
             cert.display()
         ))
     })?;
@@ -61,7 +61,7 @@ pub fn load(layout: &Layout) -> Result<Identity> {
             garbled(path, &reason)
         }
         IdentityError::Mismatch => usage(format!(
-            "identity certificate {} does not belong to key {}; restore both files from the same backup",
+            "identity certificate {} does not belong to key {}; run `botsync init` to rebuild the certificate from the key",
             cert.display(),
             key.display()
         )),
@@ -69,17 +69,110 @@ pub fn load(layout: &Layout) -> Result<Identity> {
     })
 }
 
+/// What [`ensure`] did to the identity files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Both files were fine.
+    Kept,
+    /// A new workspace got its first identity.
+    Created,
+    /// The certificate was lost or damaged and was rebuilt from the key: the id is unchanged.
+    CertificateRebuilt,
+    /// The key was lost or damaged and a new identity was made (`--new-identity`).
+    Replaced,
+}
+
+impl Repair {
+    /// A stable name for `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Repair::Kept => "kept",
+            Repair::Created => "created",
+            Repair::CertificateRebuilt => "certificate_rebuilt",
+            Repair::Replaced => "replaced",
+        }
+    }
+}
+
+/// Make the identity usable, for `botsync init`: create it in a new workspace, rebuild a lost
+/// or damaged certificate from the key (same id), and replace a lost or damaged key only with
+/// `new_identity`. `existed`: `.botsync/` was there before this `init`.
+pub fn ensure(layout: &Layout, existed: bool, new_identity: bool) -> Result<Repair> {
+    let key = layout.identity_key();
+    if !key.exists() {
+        // A workspace that was used before (its identity directory, peers or index exist) had
+        // an id its peers know: a new one is only made when asked.
+        let used = existed
+            && (layout.identity().exists() || layout.peers().exists() || layout.db().exists());
+        if used && !new_identity {
+            return Err(missing(layout));
+        }
+        remove_if_present(&layout.identity_cert())?;
+        save(layout, &Identity::generate()?)?;
+        return Ok(if used {
+            Repair::Replaced
+        } else {
+            Repair::Created
+        });
+    }
+    check_key_mode(layout, &key)?;
+    let parsed = read_text(&key).and_then(|t| {
+        let text = t.ok_or_else(|| missing(layout))?;
+        Identity::from_key_pem(&text).map_err(|e| match e {
+            IdentityError::Garbled { reason, .. } => garbled(&key, &reason),
+            other => usage(other),
+        })
+    });
+    match parsed {
+        Ok(id) if new_identity => Err(usage(format!(
+            "this workspace's identity is fine (id {}); --new-identity only replaces a lost or damaged key",
+            id.peer_id().to_copy_safe()
+        ))),
+        Ok(id) => {
+            if load(layout).is_ok() {
+                return Ok(Repair::Kept);
+            }
+            write_new(&layout.identity_cert(), id.cert_pem().as_bytes(), 0o644)?;
+            Ok(Repair::CertificateRebuilt)
+        }
+        Err(_) if new_identity => {
+            let damaged = key.with_extension("pem.damaged");
+            fs::rename(&key, &damaged)
+                .with_context(|| format!("keeping the damaged key {} aside", key.display()))?;
+            remove_if_present(&layout.identity_cert())?;
+            save(layout, &Identity::generate()?)?;
+            Ok(Repair::Replaced)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 /// The error for a workspace without a key.
 fn missing(layout: &Layout) -> anyhow::Error {
     usage(format!(
-        "{} has no identity; run `botsync init` there first",
-        layout.root().display()
+        "{} has no identity key ({}); restore key.pem from a backup, or run `botsync init --new-identity` to make a new one (a new peer id: every peer must re-add it)",
+        layout.root().display(),
+        layout.identity_key().display()
     ))
 }
 
 fn garbled(path: &Path, reason: &str) -> anyhow::Error {
+    let is_key = path.file_name().is_some_and(|n| n == "key.pem");
+    let what_to_do = if is_key {
+        "restore it from a backup, or run `botsync init --new-identity` to make a new one (a new peer id: every peer must re-add it)"
+    } else {
+        "run `botsync init` to rebuild it from key.pem (the id stays the same)"
+    };
     usage(format!(
-        "identity file {} is garbled ({reason}); restore it from a backup or run `botsync init` in a fresh workspace",
+        "identity file {} is garbled ({reason}); {what_to_do}",
         path.display()
     ))
 }
@@ -270,13 +363,14 @@ mod tests {
     fn load_reports_a_missing_identity() {
         let (_dir, layout) = workspace();
         let text = load_usage_error(&layout);
-        assert_eq!(
-            text,
-            format!(
-                "{} has no identity; run `botsync init` there first",
+        assert!(
+            text.starts_with(&format!(
+                "{} has no identity key (",
                 layout.root().display()
-            )
+            )),
+            "{text}"
         );
+        assert!(text.contains("`botsync init --new-identity`"), "{text}");
     }
 
     #[test]
@@ -285,7 +379,10 @@ mod tests {
         fs::remove_file(layout.identity_cert()).unwrap();
         let text = load_usage_error(&layout);
         assert!(text.starts_with("identity certificate "), "{text}");
-        assert!(text.contains("cert.pem is missing; restore it"), "{text}");
+        assert!(
+            text.contains("cert.pem is missing; run `botsync init` to rebuild it"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -303,7 +400,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("restore it from a backup or run `botsync init` in a fresh workspace"),
+            text.ends_with("run `botsync init` to rebuild it from key.pem (the id stays the same)"),
             "{text}"
         );
     }
@@ -329,7 +426,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "identity certificate {} does not belong to key {}; restore both files from the same backup",
+                "identity certificate {} does not belong to key {}; run `botsync init` to rebuild the certificate from the key",
                 layout.identity_cert().display(),
                 layout.identity_key().display()
             )

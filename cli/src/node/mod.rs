@@ -2,6 +2,7 @@
 //! endpoint; shared by `sync`, `diff`, `serve` and `demo`.
 
 pub mod identity;
+pub mod last_sync;
 pub mod own_writes;
 pub mod peers;
 pub mod pending;
@@ -27,6 +28,22 @@ use crate::exit::UsageError;
 /// Environment variable: seconds a dial waits for the peer's answer.
 pub const CONNECT_TIMEOUT_ENV: &str = "BOTSYNC_CONNECT_TIMEOUT_SECS";
 
+/// Refuse an index path that is not a directory (the store would fail with a bare "File
+/// exists"), saying how to get a working one back.
+pub fn check_index_dir(layout: &Layout) -> Result<()> {
+    let db = layout.db();
+    match std::fs::symlink_metadata(&db) {
+        Ok(meta) if !meta.is_dir() => Err(UsageError::new(format!(
+            "{} is a file, not botsync's index directory; move it away (`mv {} {}.bad`) and run the verb again: the index is rebuilt by a rescan",
+            db.display(),
+            db.display(),
+            db.display()
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// An opened local workspace with its identity.
 #[derive(Debug)]
 pub struct Node {
@@ -43,7 +60,9 @@ pub struct Node {
 impl Node {
     /// Open the workspace at `root` as `agent`.
     pub fn open(root: &Path, agent: AgentLabel) -> Result<Node> {
-        let identity = identity::load(&Layout::new(root))?;
+        let layout = Layout::new(root);
+        check_index_dir(&layout)?;
+        let identity = identity::load(&layout)?;
         let local = Attribution {
             peer: identity.peer_id(),
             agent,
@@ -86,12 +105,24 @@ impl Node {
     /// A QUIC endpoint bound to `addr`. `BOTSYNC_CONNECT_TIMEOUT_SECS` overrides how long a dial
     /// waits for an answer (default 10 s).
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint> {
+        self.bind_with(addr, None)
+    }
+
+    /// [`Node::bind`], with dials waiting at most `dial` (a quick probe, as `status` makes).
+    pub fn bind_with(
+        &self,
+        addr: SocketAddr,
+        dial: Option<std::time::Duration>,
+    ) -> Result<Endpoint> {
         let mut options = EndpointOptions::default();
         if let Some(secs) = std::env::var(CONNECT_TIMEOUT_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
         {
             options.connect_timeout = std::time::Duration::from_secs(secs.max(1));
+        }
+        if let Some(dial) = dial {
+            options.connect_timeout = options.connect_timeout.min(dial);
         }
         Endpoint::bind_with(addr, Arc::clone(&self.identity), self.allowed()?, options).with_context(|| {
             format!("cannot listen on {addr}: is another botsync serve running? pick another port with --listen")

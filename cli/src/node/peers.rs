@@ -73,13 +73,36 @@ impl Peers {
         };
         serde_json::from_str(&text).map_err(|e| {
             UsageError::new(format!(
-                "{} line {}: {}; fix the file or re-add the peer with `botsync add`",
+                "{} line {} column {}: {}; fix it there by hand, or run `botsync peers --reset` to keep it as a backup and start an empty list (then `botsync add` each peer again)",
                 path.display(),
                 e.line(),
-                e
+                e.column(),
+                message_without_position(&e)
             ))
             .into()
         })
+    }
+
+    /// Keep the peers file (readable or not) as `peers.json.bak` and start an empty list;
+    /// returns the backup's path, or `None` if there was no file.
+    pub fn reset(state_dir: &Path) -> Result<Option<PathBuf>> {
+        let path = Peers::path(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let first = state_dir.join("peers.json.bak");
+        let backup = if first.exists() {
+            (1..)
+                .map(|n| state_dir.join(format!("peers.json.bak.{n}")))
+                .find(|p| !p.exists())
+                .unwrap_or(first)
+        } else {
+            first
+        };
+        fs::rename(&path, &backup)
+            .with_context(|| format!("keeping {} as {}", path.display(), backup.display()))?;
+        Peers::default().save(state_dir)?;
+        Ok(Some(backup))
     }
 
     /// Save atomically (temp file + rename).
@@ -146,6 +169,15 @@ impl Peers {
             )));
         };
         Ok(self.peers.remove(i))
+    }
+}
+
+/// serde_json's message without its " at line L column C" tail (the caller says where).
+fn message_without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
     }
 }
 
