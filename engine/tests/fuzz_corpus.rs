@@ -62,7 +62,10 @@ fn the_path_corpus_is_refused_or_canonical_and_confined() {
         assert_eq!(RelPath::new(p.as_str()).unwrap(), p, "{shown}");
         for c in p.components() {
             assert!(!c.is_empty() && c != "." && c != "..", "{shown}");
-            assert!(!c.chars().any(|ch| ch.is_control() || ch == '\\'), "{shown}");
+            assert!(
+                !c.chars().any(|ch| ch.is_control() || ch == '\\'),
+                "{shown}"
+            );
         }
         assert!(!p.as_str().starts_with(".botsync/"), "{shown}");
         let root = Path::new("/workspace");

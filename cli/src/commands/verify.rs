@@ -83,6 +83,7 @@ pub fn run(ctx: &Ctx, repair: bool) -> Result<Reply> {
                     &p,
                     SessionMode::Pull,
                     How::default(),
+                    None,
                 ));
                 pulls.push(PullView {
                     peer: p.name.clone(),
