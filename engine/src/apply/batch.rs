@@ -84,14 +84,22 @@ pub(super) fn run(
         .iter()
         .map(|item| prepare(ctx, *item, source).unwrap_or_else(|e| Step::Done(Err(e))))
         .collect();
+    // The crash points (`fail_point!`, compiled out of normal builds): the engine's tests kill
+    // a process at each of them and check what the next start finds (tests/crash_points.rs).
+    fail::fail_point!("apply::staged");
     sync_staged(&mut steps, items);
+    fail::fail_point!("apply::durable");
     let intended = record_intents(ctx, &mut steps, items);
+    fail::fail_point!("apply::intended");
     for (step, item) in steps.iter_mut().zip(items) {
         let taken = std::mem::replace(step, Step::Done(Ok(ApplyOutcome::AlreadyCurrent)));
         *step = place(ctx, *item, taken).unwrap_or_else(|e| Step::Done(Err(e)));
+        fail::fail_point!("apply::placed");
     }
     sync_dirs(&mut steps, items);
+    fail::fail_point!("apply::dirs-durable");
     let results = record_all(ctx, steps, items);
+    fail::fail_point!("apply::recorded");
     // An entry that failed after its rename keeps its intent: the next scan settles it.
     let settled = intended
         .iter()
