@@ -70,6 +70,20 @@ pub enum Request {
         /// On or off.
         on: bool,
     },
+    /// `conflicts list|show|resolve`.
+    Conflicts(crate::commands::conflicts::ConflictsRequest),
+    /// `history [PATH]`.
+    History {
+        /// One file, as typed.
+        path: Option<String>,
+        /// Records of each kind.
+        limit: usize,
+    },
+    /// `restore PATH[@VERSION]`.
+    Restore {
+        /// `PATH[@VERSION]` as typed.
+        target: String,
+    },
 }
 
 /// Which way a sync moves changes.
@@ -240,6 +254,11 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         } => crate::commands::sync::run(ctx, peer.as_deref(), mode, how, itemize),
         Request::Auto { on } => crate::commands::auto::set(ctx, on),
         Request::Verify { repair } => crate::commands::verify::run(ctx, repair),
+        Request::Conflicts(c) => crate::commands::conflicts::run(ctx, c),
+        Request::History { path, limit } => {
+            crate::commands::history::history(ctx, path.as_deref(), limit)
+        }
+        Request::Restore { target } => crate::commands::history::restore(ctx, &target),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

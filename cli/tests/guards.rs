@@ -14,7 +14,11 @@ fn everything(p: &Peer) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = p.tree().into_iter().map(|(_, b)| b).collect();
     let conflicts = p.path(".botsync/conflicts");
     for e in std::fs::read_dir(conflicts).unwrap() {
-        out.push(std::fs::read(e.unwrap().path()).unwrap());
+        let path = e.unwrap().path();
+        // `records/` holds the conflict records, not versions.
+        if path.is_file() {
+            out.push(std::fs::read(path).unwrap());
+        }
     }
     out
 }

@@ -90,8 +90,14 @@ fn status_through_the_daemon_uses_its_kept_links() {
 
 #[test]
 fn open_conflicts_and_private_includes_are_reported() {
-    let a = Peer::new("alpha");
-    a.write(".botsync/conflicts/memory/x.md.conflict-1", "old\n");
+    let (a, b, _server) = pair();
+    a.write("memory/x.md", "base\n");
+    a.ok(&["sync"]);
+    a.write("memory/x.md", "alpha's edit\n");
+    std::thread::sleep(Duration::from_millis(20));
+    b.write("memory/x.md", "beta's later edit\n");
+    let (code, _, _) = a.run(&["sync"]);
+    assert_eq!(code, 3, "a conflict needs attention");
     let cfg = a.path(".botsync/config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
     v["include"] = serde_json::json!(["IDENTITY.md"]);

@@ -235,6 +235,7 @@ fn concurrent_edits_keep_the_loser_in_conflicts() {
     let kept: Vec<_> = std::fs::read_dir(a.path(".botsync/conflicts"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     assert_eq!(kept.len(), 1);
     assert_eq!(std::fs::read(&kept[0]).unwrap(), b"alpha's edit\n");

@@ -21,6 +21,7 @@ pub mod chunk;
 pub mod chunkstore;
 pub mod chunktree;
 pub mod config;
+pub mod conflicts;
 pub mod entry;
 pub mod error;
 pub mod guard;

@@ -8,6 +8,9 @@
 //! without further checks.
 
 mod deceptive;
+mod ondisk;
+
+pub(crate) use self::ondisk::name_in;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -150,7 +153,8 @@ impl RelPath {
         self.0.is_empty()
     }
 
-    /// The path under `root` on the local file system.
+    /// The path under `root` on the local file system, spelled as normalized (see
+    /// [`RelPath::on_disk`] for the spelling a file already on disk has).
     pub fn to_fs(&self, root: &Path) -> PathBuf {
         let mut p = root.to_path_buf();
         for c in self.components() {

@@ -7,7 +7,8 @@
 //!   bytes can be read), kept consistent with `local` in the same transaction;
 //! - `peers` / `peer_meta`: what we last knew each peer had, and per-peer facts ([`PeerMeta`]);
 //! - `history` / `history_by_path`: append-only [`HistoryRecord`]s;
-//! - `kv`: namespaced key-value pairs for later features (locks, generator state);
+//! - `kv`: namespaced key-value pairs for later features (locks, generator state), and the
+//!   sync log ([`SessionRecord`]s, namespace `sessions`);
 //! - `meta`: the schema version, the local peer id and the last scan time.
 //!
 //! The index is a cache: if sled cannot open it, a record of the schema is missing or wrong, the
@@ -24,6 +25,7 @@ mod intents;
 mod kv;
 mod local;
 mod peers;
+mod sessions;
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,6 +40,7 @@ pub use history::{HistoryAction, HistoryRecord};
 pub use intents::ApplyIntent;
 pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
+pub use sessions::{SESSIONS_KEPT, SessionRecord};
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
 /// index with another version is moved aside and rebuilt from the files. 3: `Mode` holds the

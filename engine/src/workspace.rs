@@ -17,11 +17,12 @@ use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, So
 use crate::chunk::{ChunkRef, ChunkerParams};
 use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport, duration_ns};
 use crate::config::{ConfigError, SyncConfig};
+use crate::conflicts::{ConflictError, ConflictKind, ConflictStore, NewConflict, Side};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
 use crate::guard::{self, MassDelete};
 use crate::hash::Hash;
-use crate::layout::{Layout, STATE_DIR, SUBDIRS};
+use crate::layout::{Layout, SUBDIRS};
 use crate::merkle::MerkleChild;
 use crate::path::RelPath;
 use crate::peer::{Attribution, PeerId};
@@ -31,9 +32,11 @@ use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
 mod mirror;
+mod review;
 mod verify;
 
 use self::mirror::Mirror;
+pub use self::review::{Keep, Resolution, Restored, ReviewError};
 pub use self::verify::{Damaged, RepairReport, VerifyReport};
 
 /// Why a workspace operation failed.
@@ -66,6 +69,12 @@ pub enum WorkspaceError {
     /// A file-system operation failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Keeping or reading a conflict record failed.
+    #[error(transparent)]
+    Conflicts(#[from] ConflictError),
+    /// A review or restore request was refused (nothing was changed).
+    #[error(transparent)]
+    Review(#[from] ReviewError),
 }
 
 /// [`Workspace::collect_garbage`] runs at most once a day.
@@ -80,11 +89,11 @@ const COMMIT_SLICE: usize = 512;
 #[derive(Debug)]
 pub struct Workspace {
     root: PathBuf,
-    state: PathBuf,
     config: SyncConfig,
     selection: Selection,
     store: Store,
     chunks: ChunkStore,
+    conflicts: ConflictStore,
     local: Attribution,
     /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
     /// every commit this workspace makes.
@@ -149,11 +158,11 @@ impl Workspace {
         let mirror = Mirror::load(&store)?;
         let ws = Workspace {
             root: root.to_path_buf(),
-            state,
             config,
             selection,
             store,
             chunks,
+            conflicts: ConflictStore::new(&layout.conflicts()),
             local,
             mirror: Mutex::new(mirror),
         };
@@ -308,22 +317,35 @@ impl Workspace {
     pub fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, WorkspaceError> {
         let m = self.lock();
         let all = &m.index;
+        // Our files the same offer deletes cannot collide: a rename that only changes letter
+        // case (or a `conflicts resolve` on the other side) replaces one name by the other.
+        let dying: HashSet<&RelPath> = incoming
+            .iter()
+            .filter(|r| {
+                r.is_tombstone()
+                    && plan::decide(all.get(&r.path).map(|l| &l.entry), r) == Action::Delete
+            })
+            .map(|r| &r.path)
+            .collect();
         let by_fold: HashMap<String, RelPath> = all
             .iter()
-            .filter(|(_, l)| !l.entry.is_tombstone())
+            .filter(|(p, l)| !l.entry.is_tombstone() && !dying.contains(p))
             .map(|(p, _)| (p.case_fold_key(), p.clone()))
             .collect();
         let mut out = Vec::with_capacity(incoming.len());
         for remote in incoming {
+            let decided = plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote);
             let action = if self.selection.decide(&remote.path, false) != Decision::Synced {
                 Action::NotSelected
-            } else if let (Some(local), false) = (
+            } else if let (Some(local), true) = (
                 plan::case_collision(&remote.path, &by_fold),
-                remote.is_tombstone(),
+                decided.writes_file() && !remote.is_tombstone(),
             ) {
+                // Only a version we would write can collide: one our entry supersedes (a
+                // `conflicts resolve --keep local` tombstone) is simply not taken.
                 Action::CaseCollision { local }
             } else {
-                plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote)
+                decided
             };
             let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
             let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
@@ -375,7 +397,7 @@ impl Workspace {
             {
                 continue;
             }
-            let fs_path = loc.path.to_fs(&self.root);
+            let fs_path = loc.path.on_disk(&self.root);
             let Ok(mut f) = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
@@ -469,6 +491,14 @@ impl Workspace {
                         Outcome::Failed { reason }
                     }
                 };
+                // The loser was not replaced after all (edited meanwhile, chunks missing, a
+                // failure): it is still in place, so there is no conflict to keep.
+                if report.outcome != Outcome::Done
+                    && let Some(kept) = report.conflict_copy.take()
+                    && let Err(e) = self.conflicts.discard(&kept)
+                {
+                    tracing::warn!(path = %report.path, error = %e, "could not drop an unused conflict copy");
+                }
             }
             batch.clear();
             waiting.clear();
@@ -587,10 +617,11 @@ impl Workspace {
         let mut target = item.remote.clone();
         target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
         match &action {
-            Action::Nothing
-            | Action::KeepConflict
-            | Action::CaseCollision { .. }
-            | Action::NotSelected => Ok(None),
+            Action::CaseCollision { local: ours } => {
+                self.record_case_collision(ours, &item.remote, ctx.now_ns)?;
+                Ok(None)
+            }
+            Action::Nothing | Action::KeepConflict | Action::NotSelected => Ok(None),
             Action::MergeVersion | Action::RecordTombstone => {
                 let updated = match local {
                     Some(mut l) => {
@@ -618,8 +649,8 @@ impl Workspace {
         }
     }
 
-    /// Copy our losing version of a conflict to `.botsync/conflicts/`, named after the path, the
-    /// time and the winning peer. Returns the copy's path relative to the workspace.
+    /// Keep our losing version of a conflict in `.botsync/conflicts/` with its record
+    /// (docs/CONFLICTS.md). Returns the copy's path relative to the workspace.
     fn keep_conflict_copy(
         &self,
         ours: &FileEntry,
@@ -629,20 +660,48 @@ impl Workspace {
         if ours.is_tombstone() {
             return Ok(None);
         }
-        let src = ours.path.to_fs(&self.root);
-        let flat = ours.path.as_str().replace('/', "__");
-        let name = format!("{flat}.{now_ns}.{}", winner.changed_by.peer.short());
-        let dst = self.state.join("conflicts").join(&name);
-        match fs::copy(&src, &dst) {
-            Ok(_) => Ok(Some(format!("{STATE_DIR}/conflicts/{name}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IoError {
-                action: "keeping conflict copy",
-                path: dst,
-                source: e,
-            }
-            .into()),
-        }
+        let src = ours.path.on_disk(&self.root);
+        let record = self.conflicts.keep(
+            NewConflict {
+                kind: ConflictKind::Content,
+                local: ours,
+                remote: winner,
+                lost: Side::Local,
+                policy: "newest",
+                kept_on: self.local.peer,
+                now_ns,
+            },
+            Some(&src),
+        )?;
+        Ok(record.and_then(|r| r.kept))
+    }
+
+    /// Record that `remote` collides in letter case with our `ours`: the peer's version was not
+    /// taken; the record stays open until one side renames or `conflicts resolve` ends it.
+    fn record_case_collision(
+        &self,
+        ours: &RelPath,
+        remote: &FileEntry,
+        now_ns: i64,
+    ) -> Result<(), WorkspaceError> {
+        let Some(local) = self.store.local_get(ours)? else {
+            return Ok(());
+        };
+        self.conflicts.keep(
+            NewConflict {
+                kind: ConflictKind::CaseCollision {
+                    local_path: ours.clone(),
+                },
+                local: &local.entry,
+                remote,
+                lost: Side::Remote,
+                policy: "case-collision",
+                kept_on: self.local.peer,
+                now_ns,
+            },
+            None,
+        )?;
+        Ok(())
     }
 
     /// Re-read `paths` from the index into the mirror after apply committed them.

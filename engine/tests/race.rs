@@ -43,7 +43,10 @@ fn fetch(server: &Workspace, client: &Workspace, plan: &[PlanItem]) {
 fn conflict_copies(root: &Path) -> Vec<String> {
     fs::read_dir(root.join(".botsync/conflicts"))
         .unwrap()
-        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        // `records/` holds the conflict records, not versions.
+        .filter(|p| p.is_file())
+        .map(|p| fs::read_to_string(p).unwrap())
         .collect()
 }
 

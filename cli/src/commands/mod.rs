@@ -4,8 +4,10 @@
 
 pub(crate) mod auto;
 pub(crate) mod completions;
+pub(crate) mod conflicts;
 mod demo;
 mod discover;
+pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod peers;
 pub(crate) mod scan;
@@ -70,6 +72,12 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Two workspaces, two peers on loopback, a real sync; then clean up.
     Demo,
+    /// Review and resolve conflicts: `list` (default), `show PATH`, `resolve PATH --keep ...`.
+    Conflicts(conflicts::ConflictsArgs),
+    /// The sync log and what sync changed, per file (`history PATH` for one file's versions).
+    History(history::HistoryArgs),
+    /// Bring back a kept version of a file as a new local change: `restore PATH[@VERSION]`.
+    Restore(history::RestoreArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -108,6 +116,12 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Auto(a) => Request::Auto {
             on: a.state == auto::Switch::On,
         },
+        Command::Conflicts(a) => Request::Conflicts(conflicts::ConflictsRequest::from_args(a)?),
+        Command::History(a) => Request::History {
+            path: a.path,
+            limit: a.limit,
+        },
+        Command::Restore(a) => Request::Restore { target: a.target },
     };
     let root = g.workspace_root()?;
     let bars = Bars::new(g);

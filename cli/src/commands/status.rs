@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use botsync_engine::RelPath;
-use botsync_engine::layout::Layout;
 use botsync_engine::rules::{Decision, Selection};
 use botsync_proto::messages::SessionMode;
 use serde::Serialize;
@@ -120,7 +119,7 @@ pub fn status(ctx: &Ctx) -> Result<Reply> {
         daemon: ctx.daemon.as_ref().map(|d| d.view()),
         local_changes,
         pending_changes,
-        open_conflicts: open_conflicts(&ctx.root),
+        open_conflicts: crate::commands::conflicts::open_conflicts(node.replica.workspace()) as u64,
         private_included: private_included(&node),
         skipped: skipped::dedup(skipped_views),
         peers: statuses,
@@ -182,24 +181,6 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
     st
 }
 
-/// Files under `.botsync/conflicts/`: each is a kept version awaiting review.
-fn open_conflicts(root: &std::path::Path) -> u64 {
-    fn count(dir: &std::path::Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| match e.file_type() {
-                Ok(t) if t.is_dir() => count(&e.path()),
-                Ok(_) => 1,
-                Err(_) => 0,
-            })
-            .sum()
-    }
-    count(&Layout::new(root).conflicts())
-}
-
 /// `IDENTITY.md` and `config/` are private by default; an explicit `include` may select them.
 fn private_included(node: &Node) -> Vec<String> {
     let Ok(selection) = Selection::new(node.replica.workspace().config()) else {
@@ -255,7 +236,7 @@ fn human(v: &StatusView) -> String {
     }
     if v.open_conflicts > 0 {
         s.push_str(&format!(
-            "{} open conflicts: kept versions in .botsync/conflicts/ to review\n",
+            "{} open conflicts: see `botsync conflicts list`\n",
             v.open_conflicts
         ));
     }

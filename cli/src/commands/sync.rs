@@ -165,6 +165,15 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
         if let Some(d) = &ctx.daemon {
             d.record_sync(&p.name, result.as_ref().map_err(crate::exit::one_line));
         }
+        // In the daemon the link logs every session, automatic ones too.
+        if ctx.daemon.is_none() && !how.dry_run {
+            crate::commands::history::log_session(
+                node.replica.workspace(),
+                &p.name,
+                mode.wire(),
+                &result,
+            );
+        }
         results.push(match &result {
             Ok(report) => PeerResult {
                 peer: p.name.clone(),
@@ -334,12 +343,14 @@ fn human(
                 output::bytes(rep.bytes_sent),
             ));
         }
-        for (arrow, items) in [("<-", &rep.pulled), ("->", &rep.pushed)] {
+        for (arrow, items, here) in [("<-", &rep.pulled, true), ("->", &rep.pushed, false)] {
             for i in items
                 .iter()
                 .filter(|i| itemize || i.action != Action::MergeVersion)
             {
-                out.push_str(&format!("  {arrow} {}\n", describe(i, dry_run)));
+                out.push_str(&format!("  {arrow} {}", describe(i, dry_run)));
+                out.push_str(&loser(i, here, peer, dry_run));
+                out.push('\n');
             }
         }
         if rep.peer_skipped > 0 {
@@ -376,8 +387,39 @@ fn describe(i: &ItemReport, dry_run: bool) -> String {
         }
         Outcome::Failed { reason } => s.push_str(&format!(" FAILED: {reason}")),
     }
-    if let Some(c) = &i.conflict_copy {
-        s.push_str(&format!("; our version kept in {c}"));
-    }
     s
+}
+
+/// Which version of a conflict lost and on which machine it is kept. `here`: the item was
+/// decided and applied on this machine (pulled), else on the peer (pushed).
+fn loser(i: &ItemReport, here: bool, peer: &str, dry_run: bool) -> String {
+    let kept = |at: &str| match (&i.conflict_copy, dry_run) {
+        (_, true) => format!("would be kept {at}"),
+        (Some(c), false) => format!("kept {at} in {c}"),
+        (None, false) => "not kept (it was already gone)".to_owned(),
+    };
+    match (&i.action, here) {
+        (Action::TakeConflict, true) => {
+            format!("; our version lost to {peer}'s, {}", kept("here"))
+        }
+        (Action::TakeConflict, false) => {
+            format!(
+                "; {peer}'s version lost to ours, {}",
+                kept(&format!("on {peer}"))
+            )
+        }
+        (Action::KeepConflict, true) => {
+            format!("; {peer}'s version lost to ours (kept on {peer} when it takes ours)")
+        }
+        (Action::KeepConflict, false) => {
+            format!("; our version won on {peer}'s side; ours is kept here when we take {peer}'s")
+        }
+        (Action::CaseCollision { local }, true) => format!(
+            "; not taken: it differs only in letter case from our {local}; see `botsync conflicts list`"
+        ),
+        (Action::CaseCollision { local }, false) => format!(
+            "; not taken by {peer}: it differs only in letter case from its {local}; see `botsync conflicts list` there"
+        ),
+        _ => String::new(),
+    }
 }

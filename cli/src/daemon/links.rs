@@ -153,7 +153,16 @@ impl Links {
                 Err(e)
             }
         };
-        result.with_context(|| format!("session with peer {}", peer.name))
+        let result = result.with_context(|| format!("session with peer {}", peer.name));
+        if !opts.dry_run {
+            crate::commands::history::log_session(
+                self.replica.workspace(),
+                &peer.name,
+                opts.mode,
+                &result,
+            );
+        }
+        result
     }
 
     /// Start a sync with `peer` in the background unless one is already waiting.

@@ -324,6 +324,13 @@ async fn schedule(
                 }
                 LinkEvent::Served { peer, report } => {
                     debug!(peer = %peer, applied = report.applied.len(), "answered a session");
+                    let name = state
+                        .links
+                        .peers()
+                        .into_iter()
+                        .find(|p| p.id == peer)
+                        .map_or_else(|| peer.short(), |p| p.name);
+                    crate::commands::history::log_served(replica.workspace(), &name, &report);
                 }
             },
             Some(wake) = wakes.recv() => match wake {

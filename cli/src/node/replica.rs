@@ -116,6 +116,28 @@ impl LiveReplica {
         self.rescan_locked(None)
     }
 
+    /// Make a local change through the engine (`conflicts resolve`, `restore`): under the
+    /// writer lock, after a rescan (so edits made so far are recorded and kept, never
+    /// clobbered); the new root is announced like any local change.
+    pub fn local_change<T>(
+        &self,
+        change: impl FnOnce(&Workspace, i64) -> Result<T, WorkspaceError>,
+    ) -> Result<T, WorkspaceError> {
+        let _turn = self.turn();
+        self.pending.take();
+        self.rescan_locked(None)?;
+        let out = change(&self.ws, now_ns());
+        let (root, _) = self.ws.snapshot();
+        self.root.send_if_modified(|c| {
+            let changed = c.root != root;
+            if changed {
+                *c = RootChange { root, local: true };
+            }
+            changed
+        });
+        out
+    }
+
     /// Wait until no rescan or apply runs, and keep it so while the guard lives (shutdown).
     pub fn quiesce(&self) -> std::sync::MutexGuard<'_, ()> {
         self.turn()

@@ -212,7 +212,7 @@ impl<'a> LocalReader<'a> {
                 let file = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .open(loc.path.to_fs(self.root));
+                    .open(loc.path.on_disk(self.root));
                 // A location whose file is gone or unreadable is stale: try the next one.
                 let Ok(file) = file else { continue };
                 self.open = Some((loc.path.clone(), file));

@@ -170,7 +170,7 @@ fn prepare<'a>(
     let target = item.target;
     let path = &target.path;
     check_entry(target)?;
-    let fs_path = path.to_fs(ctx.root);
+    let fs_path = path.on_disk(ctx.root);
     let Some(dir) = prepare_parent(ctx.root, path, !target.is_tombstone())? else {
         // A parent directory is missing, so the file is already absent: as deleted as can be.
         return Ok(Step::Record(current(ctx, target, None)));

@@ -52,7 +52,9 @@ pub(super) fn prepare_parent(
     let mut dir = root.to_path_buf();
     let parent = path.parent().unwrap_or_else(RelPath::root);
     for comp in parent.components() {
-        dir.push(comp);
+        // A directory may be spelled in another Unicode normalization on disk.
+        let name = crate::path::name_in(&dir, comp);
+        dir.push(name);
         let unsafe_path = || ApplyError::UnsafePath {
             path: path.clone(),
             component: dir.clone(),
