@@ -414,3 +414,59 @@ fn a_missing_workspace_is_refused_not_emptied() {
     assert!(matches!(err, ScanError::NotAWorkspace { .. }));
     assert!(err.to_string().contains("not a botsync workspace"), "{err}");
 }
+
+/// Odd things an agent's machine leaves in a workspace: a Unix socket, a symlink loop, a name
+/// that is not UTF-8, a folder nested far past the path depth limit. Each is reported once,
+/// in its own words, and the scan goes on with everything else.
+#[test]
+fn sockets_link_loops_non_utf8_names_and_deep_folders_are_reported_and_the_scan_goes_on() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let mut ws = agent_workspace();
+    let _socket = std::os::unix::net::UnixListener::bind(ws.path("memory/agent.sock")).unwrap();
+    symlink(ws.path("memory/loop-b"), ws.path("memory/loop-a")).unwrap();
+    symlink(ws.path("memory/loop-a"), ws.path("memory/loop-b")).unwrap();
+    let latin1 = ws.path("memory").join(OsStr::from_bytes(b"caf\xe9.md"));
+    fs::write(&latin1, "written by an old tool\n").unwrap();
+    let mut deep = ws.path("memory/deep");
+    for _ in 0..200 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom.md"), "far down\n").unwrap();
+
+    let report = ws.scan();
+    assert_eq!(
+        changes(&report),
+        selected_paths(),
+        "only the ordinary files are recorded"
+    );
+    let mut skipped: Vec<(String, String)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.path.clone(), format!("{:?}", s.reason)))
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert_eq!(skipped[0].0, "memory/agent.sock");
+    assert_eq!(skipped[0].1, "Socket");
+    assert!(
+        skipped[1].0.starts_with("memory/caf") && skipped[1].1.starts_with("BadName(NotUtf8"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[2].0.starts_with("memory/deep/d/d/") && skipped[2].1.starts_with("BadName(TooLong"),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        skipped[3..],
+        [
+            ("memory/loop-a".to_owned(), "Symlink".to_owned()),
+            ("memory/loop-b".to_owned(), "Symlink".to_owned()),
+        ]
+    );
+    // Reported once, not once per scan step: the next scan says the same, no more.
+    let again = ws.scan();
+    assert_eq!(again.skipped.len(), 5, "{:?}", again.skipped);
+}

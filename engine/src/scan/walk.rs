@@ -433,10 +433,12 @@ impl Walker<'_> {
         out
     }
 
-    /// The path on disk of the entry `name` of `dir`, as the user sees it in a report.
+    /// The path of the entry `name` of `dir` as the user sees it in a report: relative to the
+    /// workspace root, undecodable bytes shown as U+FFFD.
     fn shown(self, dir: &Dir, name: &[u8]) -> String {
-        dir.fs_path(self.root)
-            .join(os_name(name))
+        let full = dir.fs_path(self.root).join(os_name(name));
+        full.strip_prefix(self.root)
+            .unwrap_or(&full)
             .to_string_lossy()
             .into_owned()
     }
@@ -714,6 +716,10 @@ mod tests {
             matches!(w.skipped[0].reason, SkipReason::BadName(_)),
             "{:?}",
             w.skipped
+        );
+        assert_eq!(
+            w.skipped[0].path, "memory/bad\u{FFFD}name.md",
+            "relative to the workspace, as every other report"
         );
     }
 
