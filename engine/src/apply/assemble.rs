@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -69,10 +69,22 @@ pub(super) fn assemble(
     let mut out = Assembled::default();
     let mut written: HashMap<Hash, u64> = HashMap::new();
     let mut missing_seen = HashSet::new();
+    let mut holes: HashSet<Hash> = HashSet::new();
     let mut reader = LocalReader::new(ctx.root);
     let mut offset = 0u64;
     for c in &target.chunks {
         let writing = out.missing.is_empty();
+        // A chunk of zeros seen before is a hole again: nothing to read back (a hole at the end
+        // is past the temp file's end until `set_len`).
+        if holes.contains(&c.id) {
+            if writing {
+                skip_hole(&mut temp.file, c.len)
+                    .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+                out.from_local += u64::from(c.len);
+                offset += u64::from(c.len);
+            }
+            continue;
+        }
         // Once a chunk is missing nothing more is written: skip what needs no lookup. A chunk
         // the store merely lists is still read (and verified) below: trusting its presence
         // would report one corrupt chunk per attempt instead of all of them at once.
@@ -124,10 +136,17 @@ pub(super) fn assemble(
             }
             continue;
         }
-        temp.file
-            .write_all(&bytes)
-            .map_err(|e| io_err(path, "writing", &temp.path, e))?;
-        written.entry(c.id).or_insert(offset);
+        if is_zero(&bytes) {
+            // A run of zeros is left as a hole, so a sparse file stays sparse (a file system
+            // without holes reads them back as the same zeros).
+            skip_hole(&mut temp.file, c.len).map_err(|e| io_err(path, "writing", &temp.path, e))?;
+            holes.insert(c.id);
+        } else {
+            temp.file
+                .write_all(&bytes)
+                .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+            written.entry(c.id).or_insert(offset);
+        }
         match origin {
             Origin::Local => out.from_local += u64::from(c.len),
             Origin::Store => out.from_store += u64::from(c.len),
@@ -135,7 +154,21 @@ pub(super) fn assemble(
         }
         offset += u64::from(c.len);
     }
+    if out.missing.is_empty() {
+        // A file that ends in a hole: the seek past it does not extend the file by itself.
+        temp.file
+            .set_len(offset)
+            .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+    }
     Ok(out)
+}
+
+fn skip_hole(file: &mut File, len: u32) -> io::Result<()> {
+    file.seek(SeekFrom::Current(i64::from(len))).map(|_| ())
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
