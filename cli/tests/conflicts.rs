@@ -78,7 +78,8 @@ fn a_conflict_is_listed_shown_and_says_truthfully_where_the_loser_is() {
     assert!(out.contains("-alpha's edit"), "{out}");
     assert!(out.contains("+beta's later edit"), "{out}");
 
-    let status = a.ok(&["status"]);
+    let (code, status, _) = a.run(&["status"]);
+    assert_eq!(code, 3, "status says attention is needed: {status}");
     assert_eq!(status["open_conflicts"], 1);
 }
 

@@ -102,7 +102,8 @@ fn open_conflicts_and_private_includes_are_reported() {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
     v["include"] = serde_json::json!(["IDENTITY.md"]);
     std::fs::write(&cfg, v.to_string()).unwrap();
-    let json = a.ok(&["status"]);
+    let (code, json, _) = a.run(&["status"]);
+    assert_eq!(code, 3, "open conflicts need attention: {json}");
     assert_eq!(json["open_conflicts"], 1, "{json}");
     assert_eq!(json["private_included"], serde_json::json!(["IDENTITY.md"]));
     let text =

@@ -125,7 +125,13 @@ pub fn status(ctx: &Ctx) -> Result<Reply> {
         peers: statuses,
     };
     let human = human(&view);
-    Reply::ok(view, human)
+    // Open conflicts need the user's attention: exit 3, as `conflicts list` does.
+    let attention = view.open_conflicts > 0;
+    let mut reply = Reply::ok(view, human)?;
+    if attention {
+        reply.exit_code = crate::exit::ATTENTION;
+    }
+    Ok(reply)
 }
 
 /// Ask `peer` with a dry-run session; how it answered.
