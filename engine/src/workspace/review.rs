@@ -491,12 +491,7 @@ impl Workspace {
         size: u64,
         now_ns: i64,
     ) -> Result<(), WorkspaceError> {
-        let current = self.store.local_get(path)?;
-        let mut version = current
-            .as_ref()
-            .map(|c| c.entry.version.clone())
-            .unwrap_or_default();
-        self.bump(&mut version, path)?;
+        let (current, version) = self.next_version(path)?;
         let live = current.as_ref().filter(|c| !c.entry.is_tombstone());
         let target = FileEntry {
             path: path.clone(),
@@ -516,15 +511,24 @@ impl Workspace {
 
     /// Delete `path` as a new local version (its content stays restorable).
     fn delete_version(&self, path: &RelPath, now_ns: i64) -> Result<(), WorkspaceError> {
+        let (current, version) = self.next_version(path)?;
+        let mut tomb = self.tombstone(path, version, now_ns);
+        tomb.parent = current.as_ref().map(|c| c.entry.content);
+        self.apply_local(tomb, current)
+    }
+
+    /// The index's entry for `path` and the version vector of a new local change to it.
+    fn next_version(
+        &self,
+        path: &RelPath,
+    ) -> Result<(Option<LocalEntry>, VersionVector), WorkspaceError> {
         let current = self.store.local_get(path)?;
         let mut version = current
             .as_ref()
             .map(|c| c.entry.version.clone())
             .unwrap_or_default();
         self.bump(&mut version, path)?;
-        let mut tomb = self.tombstone(path, version, now_ns);
-        tomb.parent = current.as_ref().map(|c| c.entry.content);
-        self.apply_local(tomb, current)
+        Ok((current, version))
     }
 
     fn apply_local(
