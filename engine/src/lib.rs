@@ -31,6 +31,7 @@ pub mod merkle;
 pub mod path;
 pub mod peer;
 pub mod plan;
+pub mod reconcile;
 pub mod rules;
 pub mod scan;
 pub mod store;
