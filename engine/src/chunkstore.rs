@@ -244,6 +244,19 @@ impl ChunkStore {
         }
     }
 
+    /// Write the manifest of a version whose chunks are in the store (not made durable).
+    fn put_manifest(&self, content: &Hash, chunks: &[ChunkRef]) -> Result<(), ChunkStoreError> {
+        if content_hash(chunks) != *content {
+            return Err(ChunkStoreError::Io(IoError {
+                action: "keeping a version whose chunks do not make its content",
+                path: self.manifest_path(content),
+                source: io::Error::from(io::ErrorKind::InvalidData),
+            }));
+        }
+        self.write_object(&self.manifest_path(content), &encode_manifest(chunks))?;
+        Ok(())
+    }
+
     fn chunk_path(&self, id: &Hash) -> PathBuf {
         let hex = id.to_hex();
         self.dir.join(&hex[..2]).join(&hex[2..])

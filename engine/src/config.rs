@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::reconcile::{MergeRule, Policies};
+
 /// The config format version this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -48,6 +50,10 @@ pub struct SyncConfig {
     pub name: Option<String>,
     /// What the daemon does on its own (`botsync auto on|off`).
     pub daemon: DaemonConfig,
+    /// Merge policies per path, tried in order before the built-in ones
+    /// ([`crate::reconcile::DEFAULT_RULES`]); the first matching pattern decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merge: Vec<MergeRule>,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -202,6 +208,10 @@ impl SyncConfig {
     pub fn template() -> String {
         let example = SyncConfig {
             name: Some("my-agent".to_owned()),
+            merge: vec![MergeRule {
+                pattern: "logs/*.txt".to_owned(),
+                policy: crate::reconcile::MergePolicy::Union,
+            }],
             ..SyncConfig::default()
         };
         example.to_json()
@@ -230,6 +240,7 @@ impl SyncConfig {
                 self.daemon.debounce_ms
             ));
         }
+        Policies::new(&self.merge)?;
         if self
             .listen
             .rsplit_once(':')
@@ -256,6 +267,7 @@ impl Default for SyncConfig {
             listen: DEFAULT_LISTEN.to_owned(),
             name: None,
             daemon: DaemonConfig::default(),
+            merge: Vec::new(),
         }
     }
 }

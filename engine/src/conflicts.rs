@@ -65,6 +65,12 @@ pub enum ConflictKind {
         /// Our path that the peer's collides with.
         local_path: RelPath,
     },
+    /// A `json` merge where both sides changed the same keys: the merge took the winner's
+    /// values there, and the loser is kept whole.
+    MergedKeys {
+        /// JSON pointers of the keys that took the winner's value.
+        keys: Vec<String>,
+    },
 }
 
 /// One version taking part in a conflict, as the record shows it.

@@ -153,6 +153,7 @@ mod tests {
                 tombstone: false,
                 version: VersionVector::default(),
             }),
+            policy: crate::reconcile::MergePolicy::Newest,
         }
     }
 

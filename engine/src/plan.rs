@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::entry::FileEntry;
 use crate::hash::Hash;
 use crate::path::RelPath;
+use crate::reconcile::MergePolicy;
 use crate::vector::{Causality, VersionVector};
 
 /// What the receiving side does with an incoming version.
@@ -39,19 +40,44 @@ pub enum Action {
     },
     /// The path is outside what this side syncs (its own selection rules): refused.
     NotSelected,
+    /// Concurrent versions of a path with a merging policy (union, json, text): the receiver
+    /// writes the merge of both (or, if the policy cannot merge them, falls back to `newest`).
+    Merge {
+        /// The policy that merges.
+        policy: MergePolicy,
+    },
+    /// Concurrent versions under the `skip` policy: both stay where they are; reported as an
+    /// open conflict until resolved.
+    SkipConflict,
+    /// Concurrent versions under the `manual` policy: ours stays in place, the remote version
+    /// is kept in `conflicts/` for review.
+    ReviewConflict,
 }
 
 impl Action {
     /// True if carrying the action out changes a file on disk.
     pub fn writes_file(&self) -> bool {
-        matches!(self, Action::Take | Action::Delete | Action::TakeConflict)
+        matches!(
+            self,
+            Action::Take | Action::Delete | Action::TakeConflict | Action::Merge { .. }
+        )
+    }
+
+    /// True if carrying the action out needs the remote version's content (its chunks are
+    /// fetched): the writes, and the review copy of `manual`.
+    pub fn needs_content(&self) -> bool {
+        self.writes_file() || *self == Action::ReviewConflict
     }
 
     /// True if the action reports a conflict (resolved or not).
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            Action::TakeConflict | Action::KeepConflict | Action::CaseCollision { .. }
+            Action::TakeConflict
+                | Action::KeepConflict
+                | Action::CaseCollision { .. }
+                | Action::SkipConflict
+                | Action::ReviewConflict
         )
     }
 
@@ -67,6 +93,9 @@ impl Action {
             Action::KeepConflict => "keep-conflict",
             Action::CaseCollision { .. } => "case-collision",
             Action::NotSelected => "not-selected",
+            Action::Merge { .. } => "merge",
+            Action::SkipConflict => "skip-conflict",
+            Action::ReviewConflict => "review-conflict",
         }
     }
 }
@@ -83,6 +112,9 @@ pub struct PlanItem {
     /// The local version the action was decided against (`None`: we had no entry). Apply
     /// re-checks it, so a write never replaces a version the plan did not see.
     pub base: Option<Base>,
+    /// The path's merge policy on the receiving side.
+    #[serde(default)]
+    pub policy: MergePolicy,
 }
 
 impl PlanItem {
@@ -103,7 +135,7 @@ impl PlanItem {
         {
             return self.action.clone();
         }
-        decide(current, &self.remote)
+        decide_with(current, &self.remote, self.policy)
     }
 }
 
@@ -175,10 +207,17 @@ pub enum Winner {
     Remote,
 }
 
-/// Decide what the receiver does with `remote`, given its own current version `local`.
-/// Case collisions are checked by the caller (it knows
-/// the other paths) through [`case_collision`].
+/// Decide what the receiver does with `remote`, given its own current version `local`, under
+/// the `newest` policy. Case collisions are checked by the caller (it knows the other paths)
+/// through [`case_collision`].
 pub fn decide(local: Option<&FileEntry>, remote: &FileEntry) -> Action {
+    decide_with(local, remote, MergePolicy::Newest)
+}
+
+/// [`decide`] under the path's merge `policy`: concurrent versions that are both files are
+/// merged (union, json, text), left alone (skip) or kept for review (manual); a tombstone
+/// against a file follows "modify beats delete" whatever the policy.
+pub fn decide_with(local: Option<&FileEntry>, remote: &FileEntry, policy: MergePolicy) -> Action {
     let Some(local) = local else {
         return if remote.is_tombstone() {
             Action::RecordTombstone
@@ -206,6 +245,15 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry) -> Action {
         }
         Causality::DominatedBy => Action::Nothing,
         // Equal vectors with different content only arise from a lost index; treat as concurrent.
+        Causality::Equal | Causality::Concurrent
+            if !local.is_tombstone() && !remote.is_tombstone() && policy != MergePolicy::Newest =>
+        {
+            match policy {
+                MergePolicy::Skip => Action::SkipConflict,
+                MergePolicy::Manual => Action::ReviewConflict,
+                _ => Action::Merge { policy },
+            }
+        }
         Causality::Equal | Causality::Concurrent => match winner(local, remote) {
             Winner::Remote if remote.is_tombstone() => Action::Delete,
             // Our side holds only a tombstone: there is no losing content to keep.
@@ -343,6 +391,7 @@ mod tests {
             remote: theirs.clone(),
             bytes_needed: 0,
             base: None,
+            policy: MergePolicy::Newest,
         };
         assert_eq!(planned.action_now(None), Action::Take);
         // Another session wrote a version this plan never saw: a conflict, never a Take.
@@ -356,6 +405,7 @@ mod tests {
             remote: ff,
             bytes_needed: 0,
             base: Some(Base::of(&ours)),
+            policy: MergePolicy::Newest,
         };
         assert_eq!(item.action_now(Some(&ours)), Action::Take);
     }

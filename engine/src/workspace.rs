@@ -27,10 +27,12 @@ use crate::merkle::MerkleChild;
 use crate::path::RelPath;
 use crate::peer::{Attribution, PeerId};
 use crate::plan::{self, Action, Base, ItemReport, Outcome, PlanItem};
+use crate::reconcile::Policies;
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
+mod merge;
 mod mirror;
 mod review;
 mod verify;
@@ -94,6 +96,8 @@ pub struct Workspace {
     store: Store,
     chunks: ChunkStore,
     conflicts: ConflictStore,
+    /// The merge policy of each path (config.json's `merge` rules, then the defaults).
+    policies: Policies,
     local: Attribution,
     /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
     /// every commit this workspace makes.
@@ -145,6 +149,10 @@ impl Workspace {
         }
         let config = SyncConfig::load(&layout.config())?;
         let selection = Selection::new(&config)?;
+        let policies = Policies::new(&config.merge).map_err(|problem| ConfigError::Invalid {
+            path: layout.config(),
+            problem,
+        })?;
         for sub in SUBDIRS {
             let dir = state.join(sub);
             fs::create_dir_all(&dir).io_context("creating", &dir)?;
@@ -163,6 +171,7 @@ impl Workspace {
             store,
             chunks,
             conflicts: ConflictStore::new(&layout.conflicts()),
+            policies,
             local,
             mirror: Mutex::new(mirror),
         };
@@ -334,7 +343,9 @@ impl Workspace {
             .collect();
         let mut out = Vec::with_capacity(incoming.len());
         for remote in incoming {
-            let decided = plan::decide(all.get(&remote.path).map(|l| &l.entry), &remote);
+            let policy = self.policies.for_path(&remote.path);
+            let decided =
+                plan::decide_with(all.get(&remote.path).map(|l| &l.entry), &remote, policy);
             let action = if self.selection.decide(&remote.path, false) != Decision::Synced {
                 Action::NotSelected
             } else if let (Some(local), true) = (
@@ -348,7 +359,7 @@ impl Workspace {
                 decided
             };
             let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
-            let bytes_needed = if action.writes_file() && !remote.is_tombstone() {
+            let bytes_needed = if action.needs_content() && !remote.is_tombstone() {
                 apply::missing_chunks(&self.store, &self.chunks, &remote)?
                     .iter()
                     .map(|c| u64::from(c.len))
@@ -361,6 +372,7 @@ impl Workspace {
                 action,
                 bytes_needed,
                 base,
+                policy,
             });
         }
         Ok(out)
@@ -377,7 +389,7 @@ impl Workspace {
     pub fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, WorkspaceError> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for item in items.iter().filter(|i| i.action.writes_file()) {
+        for item in items.iter().filter(|i| i.action.needs_content()) {
             for c in apply::missing_chunks(&self.store, &self.chunks, &item.remote)? {
                 if seen.insert(c.id) {
                     out.push(c);
@@ -469,8 +481,18 @@ impl Workspace {
                     Ok(ApplyOutcome::Written { .. } | ApplyOutcome::AlreadyCurrent)
                 )
             });
+            // Versions of paths with a merging policy stay in the store as the common
+            // ancestor of their next merge; the staged copies of all others go.
+            let (bases, plain): (Vec<_>, Vec<_>) = applied.partition(|((_, target, _), _)| {
+                !target.is_tombstone() && self.policy_of(&target.path).merges()
+            });
+            for ((_, target, _), _) in bases {
+                self.keep_merge_base(target);
+            }
             let unstaged = self.chunks.unstage(
-                applied.flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id)),
+                plain
+                    .into_iter()
+                    .flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id)),
             );
             tracing::debug!(unstaged, "staged chunks of applied files removed");
             for ((at, _, _), result) in batch.iter().zip(results) {
@@ -522,6 +544,13 @@ impl Workspace {
         }
         self.store.flush()?;
         self.reload(&paths)?;
+        // Same content on both sides: that version is common ground for the next merge.
+        let agreed: Vec<RelPath> = reports
+            .iter()
+            .filter(|r| r.action == Action::MergeVersion && r.outcome == Outcome::Unchanged)
+            .map(|r| r.path.clone())
+            .collect();
+        self.record_merge_bases(&agreed);
         Ok(reports)
     }
 
@@ -622,6 +651,22 @@ impl Workspace {
                 Ok(None)
             }
             Action::Nothing | Action::KeepConflict | Action::NotSelected => Ok(None),
+            Action::Merge { policy } => match &local {
+                Some(l) => Ok(self
+                    .carry_out_merge(ctx, item, l, *policy, report)?
+                    .map(|t| (t, local.clone()))),
+                None => Ok(Some((target, None))),
+            },
+            Action::ReviewConflict | Action::SkipConflict => {
+                if let Some(l) = &local {
+                    if action == Action::ReviewConflict {
+                        self.keep_for_review(item, l, ctx.now_ns, report)?;
+                    } else {
+                        self.record_skip(item, l, ctx.now_ns)?;
+                    }
+                }
+                Ok(None)
+            }
             Action::MergeVersion | Action::RecordTombstone => {
                 let updated = match local {
                     Some(mut l) => {
@@ -642,7 +687,7 @@ impl Workspace {
                     && let Some(l) = &local
                 {
                     report.conflict_copy =
-                        self.keep_conflict_copy(&l.entry, &item.remote, ctx.now_ns)?;
+                        self.keep_loser(&l.entry, &item.remote, "newest", ctx.now_ns)?;
                 }
                 Ok(Some((target, local)))
             }
@@ -651,10 +696,11 @@ impl Workspace {
 
     /// Keep our losing version of a conflict in `.botsync/conflicts/` with its record
     /// (docs/CONFLICTS.md). Returns the copy's path relative to the workspace.
-    fn keep_conflict_copy(
+    fn keep_loser(
         &self,
         ours: &FileEntry,
         winner: &FileEntry,
+        policy: &str,
         now_ns: i64,
     ) -> Result<Option<String>, WorkspaceError> {
         if ours.is_tombstone() {
@@ -667,7 +713,7 @@ impl Workspace {
                 local: ours,
                 remote: winner,
                 lost: Side::Local,
-                policy: "newest",
+                policy,
                 kept_on: self.local.peer,
                 now_ns,
             },

@@ -231,6 +231,7 @@ impl Replica for MemoryReplica {
                     action,
                     bytes_needed,
                     base,
+                    policy: botsync_engine::reconcile::MergePolicy::Newest,
                 }
             })
             .collect())

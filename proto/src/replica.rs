@@ -127,4 +127,11 @@ pub trait Replica: Send + Sync + 'static {
         root: Hash,
         entries: &[FileEntry],
     ) -> Result<(), ReplicaError>;
+
+    /// The peer took our current versions of `paths`: both sides hold them now, so each is the
+    /// common ancestor of that path's next merge (docs/CONFLICTS.md, *Merge policies*). Best
+    /// effort; a replica without merge policies ignores it.
+    fn record_merge_bases(&self, paths: &[RelPath]) {
+        let _ = paths;
+    }
 }

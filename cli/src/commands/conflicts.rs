@@ -225,7 +225,9 @@ fn diff_of(ctx: &Ctx, ws: &Workspace, r: &ConflictRecord) -> Result<String> {
                 "the peer's {} was not taken: it would replace {local_path} on a case-insensitive file system\n",
                 r.path
             ),
-            ConflictKind::Content => "no copy of the losing version was kept\n".to_owned(),
+            ConflictKind::Content | ConflictKind::MergedKeys { .. } => {
+                "no copy of the losing version was kept\n".to_owned()
+            }
         });
     };
     let old = std::fs::read(&kept)
@@ -334,7 +336,7 @@ fn describe(r: &ConflictRecord, names: &PeerNames) -> String {
             who(&r.remote),
             utc(r.at_ns)
         ),
-        ConflictKind::Content => {
+        ConflictKind::Content | ConflictKind::MergedKeys { .. } => {
             let (lost, won) = match r.lost {
                 Side::Local => (&r.local, &r.remote),
                 Side::Remote => (&r.remote, &r.local),
@@ -352,6 +354,12 @@ fn describe(r: &ConflictRecord, names: &PeerNames) -> String {
                 r.policy,
                 utc(r.at_ns)
             );
+            if let ConflictKind::MergedKeys { keys } = &r.kind {
+                s.push_str(&format!(
+                    "; merged, but both changed {}: the winner's values were kept there",
+                    keys.join(", ")
+                ));
+            }
             if let Some(k) = &r.kept {
                 s.push_str(&format!("; kept here in {k}"));
             }

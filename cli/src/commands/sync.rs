@@ -92,6 +92,9 @@ pub(crate) struct Amount {
 struct ItemView {
     path: String,
     action: &'static str,
+    /// The merge policy of a `merge` item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'static str>,
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -134,6 +137,10 @@ impl ItemView {
         ItemView {
             path: i.path.to_string(),
             action: i.action.name(),
+            policy: match &i.action {
+                Action::Merge { policy } => Some(policy.name()),
+                _ => None,
+            },
             outcome,
             reason,
             size: i.size,
@@ -298,6 +305,8 @@ fn needs_attention(r: &SessionReport) -> bool {
         || r.peer_skipped > 0
         || r.pulled.iter().chain(&r.pushed).any(|i| {
             i.action.is_conflict()
+                // A merge where both sides changed the same keys kept a loser for review.
+                || (matches!(i.action, Action::Merge { .. }) && i.conflict_copy.is_some())
                 || matches!(
                     i.outcome,
                     Outcome::LocalChanged | Outcome::MissingChunks | Outcome::Failed { .. }
@@ -413,6 +422,32 @@ fn loser(i: &ItemReport, here: bool, peer: &str, dry_run: bool) -> String {
         }
         (Action::KeepConflict, false) => {
             format!("; our version won on {peer}'s side; ours is kept here when we take {peer}'s")
+        }
+        (Action::Merge { policy }, true) => match &i.conflict_copy {
+            Some(c) => format!(
+                "; merged ({}); keys both sides changed took the newer value, the other version is kept here in {c}",
+                policy.name()
+            ),
+            None => format!("; merged ({})", policy.name()),
+        },
+        (Action::Merge { policy }, false) => format!("; merged ({}) on {peer}", policy.name()),
+        (Action::ReviewConflict, true) => format!(
+            "; kept ours (policy manual); {peer}'s version is kept here for review{}",
+            i.conflict_copy
+                .as_ref()
+                .map(|c| format!(" in {c}"))
+                .unwrap_or_default()
+        ),
+        (Action::ReviewConflict, false) => {
+            format!("; {peer} kept its version (policy manual); ours is kept there for review")
+        }
+        (Action::SkipConflict, true) => {
+            format!(
+                "; left alone (policy skip): ours and {peer}'s differ; see `botsync conflicts list`"
+            )
+        }
+        (Action::SkipConflict, false) => {
+            format!("; left alone by {peer} (policy skip); see `botsync conflicts list` there")
         }
         (Action::CaseCollision { local }, true) => format!(
             "; not taken: it differs only in letter case from our {local}; see `botsync conflicts list`"

@@ -340,4 +340,8 @@ impl Replica for LiveReplica {
     ) -> Result<(), ReplicaError> {
         self.ws.record_peer(peer, entries).map_err(err)
     }
+
+    fn record_merge_bases(&self, paths: &[RelPath]) {
+        self.ws.record_merge_bases(paths);
+    }
 }

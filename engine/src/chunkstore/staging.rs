@@ -13,6 +13,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::{ChunkStore, ChunkStoreError, STAGING};
+use crate::chunk::ChunkRef;
 use crate::hash::Hash;
 
 impl ChunkStore {
@@ -25,6 +26,28 @@ impl ChunkStore {
         }
         self.write_object(&self.staged_path(id), bytes)?;
         Ok(())
+    }
+
+    /// Keep the version made of `chunks` (content hash `content`) as a kept version: its
+    /// staged chunks are moved into the store and its manifest written. Best effort and not
+    /// made durable: it serves as the common ancestor of later merges (a lost one only means
+    /// the next merge of that path falls back to `newest`). Returns false if a chunk is in
+    /// neither place, so the version cannot be read back whole.
+    pub fn keep_staged(&self, content: &Hash, chunks: &[ChunkRef]) -> bool {
+        let mut whole = true;
+        for c in chunks {
+            let kept = self.chunk_path(&c.id);
+            if kept.is_file() {
+                continue;
+            }
+            let staged = self.staged_path(&c.id);
+            let moved = kept
+                .parent()
+                .is_some_and(|dir| fs::create_dir_all(dir).is_ok())
+                && fs::rename(&staged, &kept).is_ok();
+            whole &= moved;
+        }
+        whole && self.put_manifest(content, chunks).is_ok()
     }
 
     /// True if chunk `id` is staged.

@@ -332,6 +332,14 @@ impl Workspace {
         if let ConflictKind::CaseCollision { local_path } = &r.kind {
             return self.resolve_case(r, local_path, keep, dry_run, now_ns);
         }
+        // A kept peer version (`manual`, `skip`, a `json` key conflict it lost) is concurrent
+        // with ours: whatever the resolution, our version must now supersede it, or the next
+        // sync would raise the same conflict again.
+        if r.lost == Side::Remote && !dry_run {
+            let changed = self.resolve_one_kept(r, keep, now_ns)?;
+            self.absorb_remote(r, now_ns)?;
+            return Ok(changed);
+        }
         let kept_side_wanted = match (keep, r.lost) {
             (Keep::Merged, _) => return Ok(Vec::new()),
             (Keep::Local, Side::Local) | (Keep::Remote, Side::Remote) => true,
@@ -362,6 +370,50 @@ impl Workspace {
             self.write_kept(r, &r.path, now_ns)?;
         }
         Ok(vec![r.path.clone()])
+    }
+
+    /// Carry out `keep` for a record whose kept copy is the peer's version (the loser).
+    fn resolve_one_kept(
+        &self,
+        r: &ConflictRecord,
+        keep: Keep,
+        now_ns: i64,
+    ) -> Result<Vec<RelPath>, WorkspaceError> {
+        match keep {
+            Keep::Merged | Keep::Local => Ok(Vec::new()),
+            Keep::Remote => {
+                self.write_kept(r, &r.path, now_ns)?;
+                Ok(vec![r.path.clone()])
+            }
+            Keep::Both => {
+                let side = side_name(&r.path, &r.remote.peer_short())?;
+                self.write_kept(r, &side, now_ns)?;
+                Ok(vec![side])
+            }
+        }
+    }
+
+    /// Make our version of `r.path` supersede the peer's version of the record (its vector
+    /// merged into ours, our counter bumped; the content stays).
+    fn absorb_remote(&self, r: &ConflictRecord, now_ns: i64) -> Result<(), WorkspaceError> {
+        let theirs =
+            parse_vector(&r.remote.vector).ok_or_else(|| ReviewError::BadRecord(r.path.clone()))?;
+        let Some(mut current) = self.store.local_get(&r.path)? else {
+            return Ok(());
+        };
+        if matches!(
+            current.entry.version.compare(&theirs),
+            Causality::Dominates | Causality::Equal
+        ) {
+            return Ok(());
+        }
+        let mut version = current.entry.version.merge(&theirs);
+        self.bump(&mut version, &r.path)?;
+        current.entry.version = version;
+        current.entry.changed_by = self.local.clone();
+        current.recorded_at_ns = now_ns;
+        self.store.commit_local([LocalUpdate::Put(current)])?;
+        self.reload(std::slice::from_ref(&r.path))
     }
 
     /// A case collision: `r.path` is the peer's name, `ours` our name for the same file.

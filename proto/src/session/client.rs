@@ -294,6 +294,25 @@ async fn settle_conflicts<R: Replica + ?Sized>(
     offered: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
     theirs: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
 ) -> Result<(), SessionError> {
+    // Versions the peer took as they are here are common ground for later merges.
+    let agreed: Vec<botsync_engine::RelPath> = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.action,
+                botsync_engine::plan::Action::Take | botsync_engine::plan::Action::TakeConflict
+            ) && r.outcome == Outcome::Done
+                && offered.get(&r.path).is_some_and(|e| !e.is_tombstone())
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    if !agreed.is_empty() {
+        blocking(replica, move |r| {
+            r.record_merge_bases(&agreed);
+            Ok(())
+        })
+        .await?;
+    }
     let pairs: Vec<(&FileEntry, &FileEntry)> = results
         .iter()
         .filter(|r| {
@@ -315,6 +334,7 @@ async fn settle_conflicts<R: Replica + ?Sized>(
                 action: botsync_engine::plan::Action::MergeVersion,
                 bytes_needed: 0,
                 base: Some(botsync_engine::plan::Base::of(ours)),
+                policy: botsync_engine::reconcile::MergePolicy::Newest,
             }
         })
         .collect();

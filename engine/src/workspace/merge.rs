@@ -1,0 +1,318 @@
+//! Carrying out the merging policies (docs/CONFLICTS.md, *Merge policies*): reading the three
+//! versions (ours from disk, theirs from the chunks fetched for it, the common ancestor from the
+//! store), merging them with [`crate::reconcile`], and falling back to `newest` when a policy
+//! refuses. Also the `manual` and `skip` records, and the merge bases: the last version of a
+//! path both sides are known to have held, kept in the store as the ancestor of the next merge.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::{Workspace, WorkspaceError};
+use crate::apply::ApplyContext;
+use crate::chunk::{ChunkRef, Chunker};
+use crate::conflicts::{ConflictKind, NewConflict, Side};
+use crate::entry::{EntryKind, FileEntry, LocalEntry};
+use crate::hash::Hash;
+use crate::path::RelPath;
+use crate::plan::{self, Action, ItemReport, Outcome, PlanItem, Winner};
+use crate::reconcile::{self, MERGE_LIMIT, MergePolicy, Refusal};
+
+/// The index namespace of merge bases: path -> content hash of the common ancestor.
+const MERGE_BASES: &str = "merge-base";
+
+/// A version read for a merge, or why it could not be.
+enum Read3 {
+    Bytes(Vec<u8>),
+    /// Our file is not the version the index holds any more (edited since the scan).
+    LocalChanged,
+    /// A chunk of the peer's version is not here (the sync fetches it again).
+    Missing,
+    Refused(Refusal),
+}
+
+impl Workspace {
+    /// The merge policy of `path` on this side.
+    pub fn policy_of(&self, path: &RelPath) -> MergePolicy {
+        self.policies.for_path(path)
+    }
+
+    /// Carry out `Merge { policy }` for `item` against our `local` version. Returns the version
+    /// to write (the merge, or the peer's version when the policy refused and it wins), or
+    /// `None` when nothing is written (ours wins the fallback, or a version could not be read:
+    /// the report then says why).
+    pub(super) fn carry_out_merge(
+        &self,
+        ctx: &ApplyContext<'_>,
+        item: &PlanItem,
+        local: &LocalEntry,
+        policy: MergePolicy,
+        report: &mut ItemReport,
+    ) -> Result<Option<FileEntry>, WorkspaceError> {
+        let ours = &local.entry;
+        let theirs = &item.remote;
+        let ours_bytes = match self.read_ours(ours) {
+            Read3::Bytes(b) => b,
+            Read3::LocalChanged => {
+                report.outcome = Outcome::LocalChanged;
+                return Ok(None);
+            }
+            Read3::Refused(r) => return self.fall_back(ctx, item, local, policy, report, r),
+            Read3::Missing => {
+                report.outcome = Outcome::LocalChanged;
+                return Ok(None);
+            }
+        };
+        let theirs_bytes = match self.read_stored(theirs) {
+            Read3::Bytes(b) => b,
+            Read3::Missing | Read3::LocalChanged => {
+                report.outcome = Outcome::MissingChunks;
+                return Ok(None);
+            }
+            Read3::Refused(r) => return self.fall_back(ctx, item, local, policy, report, r),
+        };
+        let base = self.merge_base(&ours.path, [(ours, &ours_bytes), (theirs, &theirs_bytes)]);
+        let remote_wins = plan::winner(ours, theirs) == Winner::Remote;
+        let (w, l) = if remote_wins {
+            (&theirs_bytes, &ours_bytes)
+        } else {
+            (&ours_bytes, &theirs_bytes)
+        };
+        let merged = match reconcile::merge(policy, base.as_deref(), w, l) {
+            Ok(m) => m,
+            Err(refusal) => return self.fall_back(ctx, item, local, policy, report, refusal),
+        };
+        let (winner, loser) = if remote_wins {
+            (theirs, ours)
+        } else {
+            (ours, theirs)
+        };
+        if !merged.conflicts.is_empty() {
+            // Keys both sides changed took the winner's value: the loser is kept whole here,
+            // whichever side it came from (the other side may simply take this merge).
+            let kept = self.conflicts.keep_bytes(
+                NewConflict {
+                    kind: ConflictKind::MergedKeys {
+                        keys: merged.conflicts.clone(),
+                    },
+                    local: ours,
+                    remote: theirs,
+                    lost: if remote_wins {
+                        Side::Local
+                    } else {
+                        Side::Remote
+                    },
+                    policy: policy.name(),
+                    kept_on: self.local.peer,
+                    now_ns: ctx.now_ns,
+                },
+                l,
+            )?;
+            report.conflict_copy = kept.kept;
+        }
+        let digest = Chunker::new(theirs.chunker).digest_bytes(&merged.bytes);
+        let mut at = 0usize;
+        for c in &digest.chunks {
+            let end = at + c.len as usize;
+            self.chunks.put_staged(&c.id, &merged.bytes[at..end])?;
+            at = end;
+        }
+        report.size = digest.size;
+        Ok(Some(FileEntry {
+            path: theirs.path.clone(),
+            kind: EntryKind::File,
+            size: digest.size,
+            // The later of the two: both sides merging the same pair write the same entry.
+            mtime_ns: ours.mtime_ns.max(theirs.mtime_ns),
+            mode: winner.mode,
+            content: digest.content,
+            chunks: digest.chunks,
+            chunker: theirs.chunker,
+            version: plan::merged_version(Some(ours), theirs),
+            parent: Some(ours.content),
+            changed_by: if merged.bytes == *w {
+                winner.changed_by.clone()
+            } else if merged.bytes == *l {
+                loser.changed_by.clone()
+            } else {
+                self.local.clone()
+            },
+        }))
+    }
+
+    /// The policy refused: decide by `newest` as if the path had no merging policy, keeping
+    /// our loser here (the peer keeps its own when it takes ours). The record names the policy
+    /// and why it did not merge.
+    fn fall_back(
+        &self,
+        ctx: &ApplyContext<'_>,
+        item: &PlanItem,
+        local: &LocalEntry,
+        policy: MergePolicy,
+        report: &mut ItemReport,
+        refusal: Refusal,
+    ) -> Result<Option<FileEntry>, WorkspaceError> {
+        let ours = &local.entry;
+        tracing::info!(path = %ours.path, policy = policy.name(), why = %refusal, "not merged; newest wins");
+        let why = format!("{} (not merged: {refusal})", policy.name());
+        if plan::winner(ours, &item.remote) == Winner::Local {
+            report.action = Action::KeepConflict;
+            return Ok(None);
+        }
+        report.action = Action::TakeConflict;
+        report.conflict_copy = self.keep_loser(ours, &item.remote, &why, ctx.now_ns)?;
+        let mut target = item.remote.clone();
+        target.version = plan::merged_version(Some(ours), &item.remote);
+        Ok(Some(target))
+    }
+
+    /// `manual`: ours stays; the peer's version is kept in `conflicts/` for review.
+    pub(super) fn keep_for_review(
+        &self,
+        item: &PlanItem,
+        local: &LocalEntry,
+        now_ns: i64,
+        report: &mut ItemReport,
+    ) -> Result<(), WorkspaceError> {
+        let bytes = match self.read_stored(&item.remote) {
+            Read3::Bytes(b) => b,
+            Read3::Refused(r) => {
+                report.outcome = Outcome::Failed {
+                    reason: format!("the peer's version could not be kept for review: {r}"),
+                };
+                return Ok(());
+            }
+            Read3::Missing | Read3::LocalChanged => {
+                report.outcome = Outcome::MissingChunks;
+                return Ok(());
+            }
+        };
+        let record = self.conflicts.keep_bytes(
+            NewConflict {
+                kind: ConflictKind::Content,
+                local: &local.entry,
+                remote: &item.remote,
+                lost: Side::Remote,
+                policy: MergePolicy::Manual.name(),
+                kept_on: self.local.peer,
+                now_ns,
+            },
+            &bytes,
+        )?;
+        report.conflict_copy = record.kept;
+        Ok(())
+    }
+
+    /// `skip`: both versions stay where they are; the record keeps the conflict open.
+    pub(super) fn record_skip(
+        &self,
+        item: &PlanItem,
+        local: &LocalEntry,
+        now_ns: i64,
+    ) -> Result<(), WorkspaceError> {
+        self.conflicts.keep(
+            NewConflict {
+                kind: ConflictKind::Content,
+                local: &local.entry,
+                remote: &item.remote,
+                lost: Side::Remote,
+                policy: MergePolicy::Skip.name(),
+                kept_on: self.local.peer,
+                now_ns,
+            },
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Record that both sides now hold the current versions of `paths` (the ones with a
+    /// merging policy): each becomes the common ancestor of the next merge of its path. Chunks
+    /// staged for it are kept in the store; a version not found whole there is read from disk.
+    /// Best effort: a failure is logged and only means a later merge lacks its ancestor.
+    pub fn record_merge_bases(&self, paths: &[RelPath]) {
+        for path in paths.iter().filter(|p| self.policy_of(p).merges()) {
+            if let Ok(Some(current)) = self.store.local_get(path) {
+                self.keep_merge_base(&current.entry);
+            }
+        }
+    }
+
+    /// Keep `entry` (a version just applied or agreed, of a path with a merging policy) as
+    /// its path's merge base.
+    pub(super) fn keep_merge_base(&self, entry: &FileEntry) {
+        if entry.is_tombstone() || entry.size > MERGE_LIMIT {
+            return;
+        }
+        let kept = self.chunks.keep_staged(&entry.content, &entry.chunks)
+            || self
+                .chunks
+                .put_file_version(&entry.path.on_disk(&self.root), entry)
+                .is_ok_and(|k| k.matches_entry);
+        let stored = kept
+            && self
+                .store
+                .kv_put(MERGE_BASES, entry.path.as_str(), entry.content.as_bytes())
+                .is_ok();
+        if !stored {
+            tracing::debug!(path = %entry.path, "merge base not kept");
+        }
+    }
+
+    /// The common ancestor of `path`, if one is recorded and still readable.
+    fn merge_base<const N: usize>(
+        &self,
+        path: &RelPath,
+        known: [(&FileEntry, &Vec<u8>); N],
+    ) -> Option<Vec<u8>> {
+        let raw = self.store.kv_get(MERGE_BASES, path.as_str()).ok()??;
+        let content = Hash(<[u8; 32]>::try_from(raw.as_slice()).ok()?);
+        if let Some((_, bytes)) = known.iter().find(|(e, _)| e.content == content) {
+            return Some((*bytes).clone());
+        }
+        let chunks = self.chunks.manifest(&content).ok()??;
+        self.read_chunks(&chunks).ok()
+    }
+
+    /// Our version of a path from disk, checked against the index.
+    fn read_ours(&self, entry: &FileEntry) -> Read3 {
+        if entry.size > MERGE_LIMIT {
+            return Read3::Refused(Refusal::TooLarge);
+        }
+        let mut bytes = Vec::with_capacity(entry.size as usize);
+        let read = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(entry.path.on_disk(&self.root))
+            .and_then(|f| f.take(MERGE_LIMIT + 1).read_to_end(&mut bytes));
+        if read.is_err()
+            || Chunker::new(entry.chunker).digest_bytes(&bytes).content != entry.content
+        {
+            return Read3::LocalChanged;
+        }
+        Read3::Bytes(bytes)
+    }
+
+    /// A version from the chunk store or our own files (the peer's, after its chunks were
+    /// fetched).
+    fn read_stored(&self, entry: &FileEntry) -> Read3 {
+        if entry.size > MERGE_LIMIT {
+            return Read3::Refused(Refusal::TooLarge);
+        }
+        match self.read_chunks(&entry.chunks) {
+            Ok(b) => Read3::Bytes(b),
+            Err(()) => Read3::Missing,
+        }
+    }
+
+    fn read_chunks(&self, chunks: &[ChunkRef]) -> Result<Vec<u8>, ()> {
+        let mut out = Vec::new();
+        for c in chunks {
+            let bytes = match self.chunks.get(&c.id) {
+                Ok(Some(b)) => b,
+                _ => self.read_chunk(&c.id).ok().flatten().ok_or(())?,
+            };
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+}
