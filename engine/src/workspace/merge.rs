@@ -17,6 +17,7 @@ use crate::hash::Hash;
 use crate::path::RelPath;
 use crate::plan::{self, Action, ItemReport, Outcome, PlanItem, Winner};
 use crate::reconcile::{self, MERGE_LIMIT, MergePolicy, Refusal};
+use crate::vector::{Causality, VersionVector};
 
 /// The index namespace of merge bases: path -> content hash of the common ancestor.
 const MERGE_BASES: &str = "merge-base";
@@ -248,24 +249,33 @@ impl Workspace {
                 .chunks
                 .put_file_version(&entry.path.on_disk(&self.root), entry)
                 .is_ok_and(|k| k.matches_entry);
+        let record = postcard::to_allocvec(&(entry.content, &entry.version)).unwrap_or_default();
         let stored = kept
             && self
                 .store
-                .kv_put(MERGE_BASES, entry.path.as_str(), entry.content.as_bytes())
+                .kv_put(MERGE_BASES, entry.path.as_str(), &record)
                 .is_ok();
         if !stored {
             tracing::debug!(path = %entry.path, "merge base not kept");
         }
     }
 
-    /// The common ancestor of `path`, if one is recorded and still readable.
-    fn merge_base<const N: usize>(
-        &self,
-        path: &RelPath,
-        known: [(&FileEntry, &Vec<u8>); N],
-    ) -> Option<Vec<u8>> {
+    /// The common ancestor of the two `known` versions of `path`, if one is recorded, still
+    /// readable, and an ancestor of both: its version vector is dominated by (or equal to)
+    /// each of theirs. A base agreed with one peer is no ancestor of a third peer's version
+    /// that never saw it.
+    fn merge_base(&self, path: &RelPath, known: [(&FileEntry, &Vec<u8>); 2]) -> Option<Vec<u8>> {
         let raw = self.store.kv_get(MERGE_BASES, path.as_str()).ok()??;
-        let content = Hash(<[u8; 32]>::try_from(raw.as_slice()).ok()?);
+        let (content, version): (Hash, VersionVector) = postcard::from_bytes(&raw).ok()?;
+        let descends = |e: &FileEntry| {
+            matches!(
+                e.version.compare(&version),
+                Causality::Dominates | Causality::Equal
+            )
+        };
+        if !known.iter().all(|(e, _)| descends(e)) {
+            return None;
+        }
         if let Some((_, bytes)) = known.iter().find(|(e, _)| e.content == content) {
             return Some((*bytes).clone());
         }
