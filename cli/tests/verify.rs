@@ -13,7 +13,9 @@ use botsync_engine::store::{LocalUpdate, Store};
 use botsync_engine::{RelPath, StatSig};
 use common::{Peer, pair};
 
-const NOTE: &str = "memory/note.md";
+/// A `newest` path: a `text` one keeps its merge base in the store, and repair would restore it
+/// from there without asking the peer.
+const NOTE: &str = "memory/note.txt";
 
 /// Write `rel` dated a minute ago (old enough for the stat cache to trust it).
 fn write_old(p: &Peer, rel: &str, bytes: &[u8]) {
@@ -66,7 +68,7 @@ fn a_rotted_file_is_reported_never_sent_and_repaired_from_a_peer() {
     assert_eq!(json["damaged"][0]["path"], NOTE);
     let human = a.cmd().arg("verify").output().unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("damaged memory/note.md"), "{text}");
+    assert!(text.contains("damaged memory/note.txt"), "{text}");
     assert!(text.contains("botsync verify --repair"), "{text}");
 
     // A sync does not carry the rot to the peer: the stat says nothing changed.

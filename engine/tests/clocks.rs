@@ -13,8 +13,9 @@ use botsync_engine::plan::Action;
 
 use common::{open_workspace, wall_clock_ns};
 
+/// A path under the `newest` policy (MEMORY.md itself would be merged as text).
 fn memory() -> Vec<RelPath> {
-    vec![RelPath::new("MEMORY.md").unwrap()]
+    vec![RelPath::new("memory/notes.txt").unwrap()]
 }
 
 #[test]
@@ -24,7 +25,8 @@ fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
         open_workspace(x_dir.path(), 1),
         open_workspace(y_dir.path(), 2),
     );
-    fs::write(x_dir.path().join("MEMORY.md"), "v1\n").unwrap();
+    fs::create_dir_all(x_dir.path().join("memory")).unwrap();
+    fs::write(x_dir.path().join("memory/notes.txt"), "v1\n").unwrap();
     x.refresh(wall_clock_ns()).unwrap();
     let plan = y.plan(x.entries(&memory()).unwrap()).unwrap();
     for c in y.chunks_needed(&plan).unwrap() {
@@ -35,7 +37,7 @@ fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
     y.refresh(wall_clock_ns()).unwrap();
 
     // On X, a tool writes a version and dates it in 2100.
-    let p = x_dir.path().join("MEMORY.md");
+    let p = x_dir.path().join("memory/notes.txt");
     fs::write(&p, "x, dated 2100\n").unwrap();
     let year_2100 = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
     fs::File::options()
@@ -46,7 +48,7 @@ fn an_edit_made_after_a_version_dated_2100_wins_on_both_sides() {
         .unwrap();
     // A moment later, a real edit on Y.
     std::thread::sleep(Duration::from_millis(50));
-    fs::write(y_dir.path().join("MEMORY.md"), "y, a real edit\n").unwrap();
+    fs::write(y_dir.path().join("memory/notes.txt"), "y, a real edit\n").unwrap();
 
     // Both sides scan when the sync starts, after both changes.
     let now = wall_clock_ns();

@@ -1,4 +1,4 @@
-//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`),
+//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`, `merge_input`),
 //! replayed with the same checks as the fuzz targets, so every input a fuzzer ever kept (seeds,
 //! boundaries, former crashes) is checked on every test run and the targets never rot.
 
@@ -72,4 +72,36 @@ fn the_path_corpus_is_refused_or_canonical_and_confined() {
         assert!(p.to_fs(root).starts_with(root), "{shown}");
     }
     assert!(accepted >= 2, "the valid seeds are accepted");
+}
+
+#[test]
+fn the_merge_corpus_merges_the_same_either_way_and_loses_no_line() {
+    use botsync_engine::reconcile::{MergePolicy, merge, union};
+    let mut merged = 0;
+    for (file, data) in corpus("merge_input") {
+        let shown = file.display();
+        let mut parts = data.splitn(3, |b| *b == 0xFF);
+        let (Some(a), Some(x), Some(y)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        for ancestor in [None, Some(a)] {
+            if let Ok(m) = union::merge(ancestor, x, y) {
+                merged += 1;
+                assert_eq!(
+                    union::merge(ancestor, y, x).ok(),
+                    Some(m.clone()),
+                    "{shown}"
+                );
+                for side in [x, y] {
+                    for line in side.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        assert!(m.split(|b| *b == b'\n').any(|l| l == line), "{shown}");
+                    }
+                }
+            }
+            for policy in [MergePolicy::Json, MergePolicy::Text] {
+                let _ = merge(policy, ancestor, x, y);
+            }
+        }
+    }
+    assert!(merged >= 5, "the seeds merge");
 }
