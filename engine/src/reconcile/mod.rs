@@ -21,8 +21,8 @@ pub const MERGE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Why a policy did not merge two versions (the path then falls back to `newest`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// A log no longer begins with the common ancestor: lines were rewritten or removed.
-    #[error("{side} no longer begins with the common ancestor (a line was rewritten or removed)")]
+    /// A log lost lines of the common ancestor: they were rewritten or removed.
+    #[error("the {side} version lost lines of the common ancestor (rewritten or removed)")]
     Rewritten {
         /// Which version (`winner` or `loser`).
         side: &'static str,

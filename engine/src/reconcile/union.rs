@@ -5,8 +5,10 @@
 //! sorted by the line's timestamp field when it is a JSON object that has one, then by its bytes.
 //! The order depends on nothing but the lines, so every peer computes the same bytes whichever
 //! side merges and in whichever order merges happen. Lines are kept whole: a malformed or huge
-//! line is never cut. A version that no longer begins with the common ancestor (a rewritten or
+//! line is never cut. A version that lost a line of the common ancestor (a rewritten or
 //! truncated log) is refused: that is a conflict for the `newest` rule, never a truncation.
+//! (The ancestor need not be a byte prefix: an earlier merge may have sorted its new lines
+//! among lines the ancestor did not have.)
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -21,19 +23,22 @@ const TIMESTAMP_FIELDS: &[&str] = &["ts", "timestamp", "time", "created_at", "da
 
 /// Merge `ours` and `theirs`, both descended from `ancestor` when it is known.
 pub fn merge(ancestor: Option<&[u8]>, ours: &[u8], theirs: &[u8]) -> Result<Vec<u8>, Refusal> {
-    if let Some(a) = ancestor {
-        if !ours.starts_with(a) {
-            return Err(Refusal::Rewritten { side: "winner" });
-        }
-        if !theirs.starts_with(a) {
-            return Err(Refusal::Rewritten { side: "loser" });
-        }
-    }
     if ours == theirs {
         return Ok(ours.to_vec());
     }
     let o = lines(ours);
     let t = lines(theirs);
+    if let Some(a) = ancestor {
+        // Every line of the ancestor must still be there (earlier merges may have put lines
+        // in another order, so this is a count per line, not a byte prefix).
+        let before = count(&lines(a));
+        if !contains(&count(&o), &before) {
+            return Err(Refusal::Rewritten { side: "winner" });
+        }
+        if !contains(&count(&t), &before) {
+            return Err(Refusal::Rewritten { side: "loser" });
+        }
+    }
     let common = o.iter().zip(&t).take_while(|(a, b)| a == b).count();
     // A pure extension merges to the extension: its lines stay in the order they were written.
     if common == o.len() && ends_terminated(ours) {
@@ -75,6 +80,20 @@ fn lines(text: &[u8]) -> Vec<&[u8]> {
         out.pop();
     }
     out
+}
+
+fn count<'a>(lines: &[&'a [u8]]) -> BTreeMap<&'a [u8], usize> {
+    let mut out = BTreeMap::new();
+    for l in lines {
+        *out.entry(*l).or_default() += 1;
+    }
+    out
+}
+
+/// True if `all` has every line of `part` at least as often.
+fn contains(all: &BTreeMap<&[u8], usize>, part: &BTreeMap<&[u8], usize>) -> bool {
+    part.iter()
+        .all(|(line, n)| all.get(line).is_some_and(|have| have >= n))
 }
 
 fn ends_terminated(text: &[u8]) -> bool {
