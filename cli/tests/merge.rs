@@ -90,6 +90,16 @@ fn memory_edited_in_different_places_on_two_machines_merges() {
         .replace("- nothing", "- ship merges");
     assert_eq!(text(&a, "MEMORY.md"), want);
     assert_eq!(text(&b, "MEMORY.md"), want);
+    // The history says it was a merge, and the version it replaced stays restorable.
+    let (_, history, _) = a.run(&["history", "MEMORY.md"]);
+    let latest = &history["files"][0];
+    assert_eq!(latest["action"], "merged", "{history}");
+    let replaced = latest["replaced"].as_str().unwrap().to_owned();
+    a.ok(&["restore", &format!("MEMORY.md@{replaced}")]);
+    assert_eq!(
+        text(&a, "MEMORY.md"),
+        base.replace("likes tea", "likes green tea")
+    );
 }
 
 #[test]

@@ -193,6 +193,8 @@ pub struct ApplyItem<'a> {
     pub target: &'a FileEntry,
     /// What the path held when the sync was planned.
     pub expected: Option<&'a LocalEntry>,
+    /// The target is the merge of `expected` and a peer's version (history says `merged`).
+    pub merged: bool,
 }
 
 /// Make the workspace hold `target` at `target.path`, provided the path still is as `expected`
@@ -203,7 +205,15 @@ pub fn apply_entry(
     expected: Option<&LocalEntry>,
     source: &mut dyn ChunkSource,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let mut results = apply_batch(ctx, &[ApplyItem { target, expected }], source);
+    let mut results = apply_batch(
+        ctx,
+        &[ApplyItem {
+            target,
+            expected,
+            merged: false,
+        }],
+        source,
+    );
     match results.pop() {
         Some(result) => result,
         // `apply_batch` returns exactly one result per item.

@@ -468,9 +468,10 @@ impl Workspace {
                      reports: &mut [ItemReport]| {
             let apply_items: Vec<apply::ApplyItem<'_>> = batch
                 .iter()
-                .map(|(_, target, local)| apply::ApplyItem {
+                .map(|(at, target, local)| apply::ApplyItem {
                     target,
                     expected: local.as_ref(),
+                    merged: matches!(reports[*at].action, Action::Merge { .. }),
                 })
                 .collect();
             let results = apply::apply_batch(&ctx, &apply_items, &mut NoSource);

@@ -558,6 +558,7 @@ fn a_batch_applies_each_entry_independently() {
         .map(|(target, expected)| ApplyItem {
             target,
             expected: expected.as_ref(),
+            merged: false,
         })
         .collect();
     let ctx = ApplyContext {

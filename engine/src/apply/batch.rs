@@ -129,10 +129,10 @@ fn record_intents(
                 let old = items[i]
                     .expected
                     .filter(|e| !e.entry.is_tombstone() && s.old_present);
-                let action = if old.is_some() {
-                    HistoryAction::Modified
-                } else {
-                    HistoryAction::Created
+                let action = match old {
+                    Some(_) if items[i].merged => HistoryAction::Merged,
+                    Some(_) => HistoryAction::Modified,
+                    None => HistoryAction::Created,
                 };
                 history(ctx, target, action, old.map(|o| o.entry.content))
             }
@@ -338,10 +338,10 @@ fn place<'a>(
                 .file
                 .metadata()
                 .map_err(|e| io_err(path, "checking", &s.fs_path, e))?;
-            let action = if old.is_some() {
-                HistoryAction::Modified
-            } else {
-                HistoryAction::Created
+            let action = match old {
+                Some(_) if item.merged => HistoryAction::Merged,
+                Some(_) => HistoryAction::Modified,
+                None => HistoryAction::Created,
             };
             let outcome = ApplyOutcome::Written {
                 bytes_from_local: s.from_local,

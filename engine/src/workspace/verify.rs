@@ -177,6 +177,7 @@ impl Workspace {
             let item = ApplyItem {
                 target: &local.entry,
                 expected: Some(&on_disk),
+                merged: false,
             };
             let outcome = apply::apply_batch(&ctx, &[item], &mut NoSource).remove(0);
             touched.push(path.clone());
