@@ -83,6 +83,9 @@ pub enum Request {
     Restore {
         /// `PATH[@VERSION]` as typed.
         target: String,
+        /// Say what would be restored, change nothing.
+        #[serde(default)]
+        dry_run: bool,
     },
 }
 
@@ -258,7 +261,9 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::History { path, limit } => {
             crate::commands::history::history(ctx, path.as_deref(), limit)
         }
-        Request::Restore { target } => crate::commands::history::restore(ctx, &target),
+        Request::Restore { target, dry_run } => {
+            crate::commands::history::restore(ctx, &target, dry_run)
+        }
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

@@ -212,6 +212,16 @@ fn restore_brings_back_a_file_a_peer_deleted_and_it_syncs_back() {
     a.ok(&["sync"]);
     assert!(a.read("memory/keep.md").is_none(), "the deletion synced");
 
+    let dry = a.ok(&["restore", "--dry-run", "memory/keep.md"]);
+    assert_eq!(
+        (&dry["would_write"], &dry["written"]),
+        (&serde_json::json!(true), &serde_json::json!(false)),
+        "{dry}"
+    );
+    assert!(
+        a.read("memory/keep.md").is_none(),
+        "a dry run changes nothing"
+    );
     let restored = a.ok(&["restore", "memory/keep.md"]);
     assert_eq!(restored["written"], true, "{restored}");
     assert_eq!(a.read("memory/keep.md").unwrap(), b"precious\n");

@@ -164,7 +164,7 @@ fn restore_refuses_to_overwrite_an_edit_not_yet_scanned() {
     // An edit the index has not seen: restore must not clobber it.
     write(&a, "memory/x.md", "three, not scanned\n");
     let path = RelPath::new("memory/x.md").unwrap();
-    let err = a.restore(&path, None, NOW + 3 * SECOND).unwrap_err();
+    let err = a.restore(&path, None, false, NOW + 3 * SECOND).unwrap_err();
     assert!(
         matches!(&err, WorkspaceError::Review(ReviewError::EditedSinceScan(p)) if *p == path),
         "{err}"
@@ -172,7 +172,7 @@ fn restore_refuses_to_overwrite_an_edit_not_yet_scanned() {
     assert_eq!(read(&a, "memory/x.md").unwrap(), "three, not scanned\n");
 
     a.refresh(NOW + 4 * SECOND).unwrap();
-    let done = a.restore(&path, None, NOW + 5 * SECOND).unwrap();
+    let done = a.restore(&path, None, false, NOW + 5 * SECOND).unwrap();
     assert!(done.written);
     assert_eq!(read(&a, "memory/x.md").unwrap(), "one\n");
 }
@@ -193,6 +193,7 @@ fn a_collected_version_is_reported_gone_in_one_line() {
         .restore(
             &RelPath::new("memory/x.md").unwrap(),
             None,
+            false,
             NOW + 3 * SECOND,
         )
         .unwrap_err();

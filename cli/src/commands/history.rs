@@ -37,6 +37,9 @@ pub struct RestoreArgs {
     /// `PATH` or `PATH@VERSION`: VERSION is the start of a content hash as `history PATH`
     /// prints it (default: the version the latest sync replaced or deleted).
     pub target: String,
+    /// Say which version would be restored and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,7 +157,7 @@ pub fn history(ctx: &Ctx, typed: Option<&str>, limit: usize) -> Result<Reply> {
 }
 
 /// `botsync restore PATH[@VERSION]`.
-pub fn restore(ctx: &Ctx, target: &str) -> Result<Reply> {
+pub fn restore(ctx: &Ctx, target: &str, dry_run: bool) -> Result<Reply> {
     let (typed, version) = match target.rsplit_once('@') {
         Some((p, v)) if !v.is_empty() && v.chars().all(|c| c.is_ascii_hexdigit()) => (p, Some(v)),
         _ => (target, None),
@@ -163,12 +166,19 @@ pub fn restore(ctx: &Ctx, target: &str) -> Result<Reply> {
     let node = ctx.node()?;
     let restored = node
         .replica
-        .local_change(|ws, now| ws.restore(&path, version, now))
+        .local_change(|ws, now| ws.restore(&path, version, dry_run, now))
         .map_err(|e| match e {
             WorkspaceError::Review(e @ ReviewError::UnknownPath(_)) => usage(e),
             other => other.into(),
         })?;
-    let human = if restored.written {
+    let human = if restored.written && dry_run {
+        format!(
+            "would restore {} to version {} ({}); nothing was changed (dry run)\n",
+            restored.path,
+            restored.content.short(),
+            output::bytes(restored.size)
+        )
+    } else if restored.written {
         format!(
             "restored {} to version {} ({}); it syncs as a local edit\n",
             restored.path,
@@ -187,7 +197,9 @@ pub fn restore(ctx: &Ctx, target: &str) -> Result<Reply> {
         "path": restored.path,
         "version": restored.content.short(),
         "size": restored.size,
-        "written": restored.written,
+        "written": restored.written && !dry_run,
+        "dry_run": dry_run,
+        "would_write": restored.written && dry_run,
     });
     Reply::ok(doc, human)
 }

@@ -121,7 +121,10 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
             path: a.path,
             limit: a.limit,
         },
-        Command::Restore(a) => Request::Restore { target: a.target },
+        Command::Restore(a) => Request::Restore {
+            target: a.target,
+            dry_run: a.dry_run,
+        },
     };
     let root = g.workspace_root()?;
     let bars = Bars::new(g);

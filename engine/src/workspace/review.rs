@@ -155,7 +155,8 @@ pub struct Restored {
     pub content: Hash,
     /// Its size.
     pub size: u64,
-    /// False if the path already held that version (nothing was written).
+    /// False if the path already held that version (nothing was written); for a dry run,
+    /// whether it would be written.
     pub written: bool,
 }
 
@@ -254,11 +255,13 @@ impl Workspace {
 
     /// Bring back a kept version of `path` as a new local change: `version` is a prefix of its
     /// content hash as `history` prints it (default: the version the newest remote change
-    /// replaced or deleted). Refuses when the file was edited since the last scan.
+    /// replaced or deleted). Refuses when the file was edited since the last scan. With
+    /// `dry_run`, every check is made and nothing is written.
     pub fn restore(
         &self,
         path: &RelPath,
         version: Option<&str>,
+        dry_run: bool,
         now_ns: i64,
     ) -> Result<Restored, WorkspaceError> {
         let records = self.store.history_for(path, HISTORY_DEPTH)?;
@@ -312,7 +315,9 @@ impl Workspace {
                 written: false,
             });
         }
-        self.write_version(path, content, chunks, size, now_ns)?;
+        if !dry_run {
+            self.write_version(path, content, chunks, size, now_ns)?;
+        }
         Ok(Restored {
             path: path.clone(),
             content,
