@@ -5,7 +5,6 @@
 //! network code and reads no clock: callers pass `now_ns`. It owns the on-disk layout of
 //! `.botsync/` (PRODUCT.md §3) except the identity and `peers.json`, which the CLI and proto own.
 
-use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,20 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::apply::{self, ApplyContext, ApplyError, ApplyOutcome, ChunkSource, SourceError};
-use crate::chunk::{ChunkRef, ChunkerParams};
+use crate::apply::{self, ApplyError, ChunkSource, SourceError};
+use crate::chunk::ChunkerParams;
 use crate::chunkstore::{ChunkStore, ChunkStoreError, GcReport, duration_ns};
 use crate::config::{ConfigError, SyncConfig};
-use crate::conflicts::{ConflictError, ConflictKind, ConflictStore, NewConflict, Side};
+use crate::conflicts::{ConflictError, ConflictStore};
 use crate::entry::{FileEntry, LocalEntry};
 use crate::error::{IoContext, IoError};
-use crate::guard::{self, MassDelete};
 use crate::hash::Hash;
 use crate::layout::{Layout, SUBDIRS};
 use crate::merkle::MerkleChild;
 use crate::path::RelPath;
 use crate::peer::{Attribution, PeerId};
-use crate::plan::{self, Action, Base, ItemReport, Outcome, PlanItem};
 use crate::reconcile::Policies;
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
@@ -34,6 +31,7 @@ use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
 mod merge;
 mod mirror;
+mod receive;
 mod review;
 mod verify;
 
@@ -321,84 +319,6 @@ impl Workspace {
             .collect())
     }
 
-    /// Decide what to do with each incoming version, under our own selection rules. No clock
-    /// takes part: the decision depends on the entries alone (docs/CONFLICTS.md).
-    pub fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, WorkspaceError> {
-        let m = self.lock();
-        let all = &m.index;
-        // Our files the same offer deletes cannot collide: a rename that only changes letter
-        // case (or a `conflicts resolve` on the other side) replaces one name by the other.
-        let dying: HashSet<&RelPath> = incoming
-            .iter()
-            .filter(|r| {
-                r.is_tombstone()
-                    && plan::decide(all.get(&r.path).map(|l| &l.entry), r) == Action::Delete
-            })
-            .map(|r| &r.path)
-            .collect();
-        let by_fold: HashMap<String, RelPath> = all
-            .iter()
-            .filter(|(p, l)| !l.entry.is_tombstone() && !dying.contains(p))
-            .map(|(p, _)| (p.case_fold_key(), p.clone()))
-            .collect();
-        let mut out = Vec::with_capacity(incoming.len());
-        for remote in incoming {
-            let policy = self.policies.for_path(&remote.path);
-            let decided =
-                plan::decide_with(all.get(&remote.path).map(|l| &l.entry), &remote, policy);
-            let action = if self.selection.decide(&remote.path, false) != Decision::Synced {
-                Action::NotSelected
-            } else if let (Some(local), true) = (
-                plan::case_collision(&remote.path, &by_fold),
-                decided.writes_file() && !remote.is_tombstone(),
-            ) {
-                // Only a version we would write can collide: one our entry supersedes (a
-                // `conflicts resolve --keep local` tombstone) is simply not taken.
-                Action::CaseCollision { local }
-            } else {
-                decided
-            };
-            let base = all.get(&remote.path).map(|l| Base::of(&l.entry));
-            let bytes_needed = if action.needs_content() && !remote.is_tombstone() {
-                apply::missing_chunks(&self.store, &self.chunks, &remote)?
-                    .iter()
-                    .map(|c| u64::from(c.len))
-                    .sum()
-            } else {
-                0
-            };
-            out.push(PlanItem {
-                remote,
-                action,
-                bytes_needed,
-                base,
-                policy,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Refuse `items` if carrying them out would delete more files than `delete_threshold`
-    /// allows (docs/CONFLICTS.md, *Deletes*). Callers skip it for `--force` and dry runs.
-    pub fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
-        let synced = self.lock().tree.file_count();
-        guard::check(&self.config.delete_threshold, synced, items)
-    }
-
-    /// The chunks `items` need that exist nowhere locally, each once.
-    pub fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, WorkspaceError> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for item in items.iter().filter(|i| i.action.needs_content()) {
-            for c in apply::missing_chunks(&self.store, &self.chunks, &item.remote)? {
-                if seen.insert(c.id) {
-                    out.push(c);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// A chunk of a file we currently advertise, read from that file and verified. `None` if no
     /// indexed file holds it any more (it changed since the scan).
     pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
@@ -426,133 +346,6 @@ impl Workspace {
             }
         }
         Ok(None)
-    }
-
-    /// Stage a received chunk (verified against its id) in the chunk store until [`Workspace::apply`]
-    /// writes the files that need it.
-    pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), WorkspaceError> {
-        let put = self.chunks.put_staged(id, bytes);
-        if let Err(e) = &put
-            && is_disk_full(e)
-        {
-            // Never hold the disk full with a cache: the retry after freeing space must fit.
-            self.chunks.clear_staging();
-        }
-        Ok(put?)
-    }
-
-    /// Carry out planned items received from a peer; one report per item, in item order.
-    ///
-    /// Index-only actions and conflict copies happen item by item; files to write or delete
-    /// are gathered and applied [`apply::BATCH_FILES`] at a time through [`apply::apply_batch`],
-    /// so a batch costs two file-system syncs and one index commit. An item whose path is
-    /// already waiting in the batch first flushes it, so it sees the earlier item's result.
-    pub fn apply(
-        &self,
-        items: Vec<PlanItem>,
-        now_ns: i64,
-    ) -> Result<Vec<ItemReport>, WorkspaceError> {
-        let ctx = ApplyContext {
-            root: &self.root,
-            store: &self.store,
-            chunks: &self.chunks,
-            now_ns,
-        };
-        let paths: Vec<RelPath> = items.iter().map(|i| i.remote.path.clone()).collect();
-        let mut reports: Vec<ItemReport> = Vec::with_capacity(items.len());
-        // (report index, version to apply, local entry it replaces) waiting for the batch.
-        let mut batch: Vec<(usize, FileEntry, Option<LocalEntry>)> = Vec::new();
-        let mut waiting: HashSet<RelPath> = HashSet::new();
-        let flush = |batch: &mut Vec<(usize, FileEntry, Option<LocalEntry>)>,
-                     waiting: &mut HashSet<RelPath>,
-                     reports: &mut [ItemReport]| {
-            let apply_items: Vec<apply::ApplyItem<'_>> = batch
-                .iter()
-                .map(|(at, target, local)| apply::ApplyItem {
-                    target,
-                    expected: local.as_ref(),
-                    merged: matches!(reports[*at].action, Action::Merge { .. }),
-                })
-                .collect();
-            let results = apply::apply_batch(&ctx, &apply_items, &mut NoSource);
-            // The batch is durable: the chunks of files now on disk need no staged copy.
-            let applied = batch.iter().zip(&results).filter(|(_, r)| {
-                matches!(
-                    r,
-                    Ok(ApplyOutcome::Written { .. } | ApplyOutcome::AlreadyCurrent)
-                )
-            });
-            // Versions of paths with a merging policy stay in the store as the common
-            // ancestor of their next merge; the staged copies of all others go.
-            let (bases, plain): (Vec<_>, Vec<_>) = applied.partition(|((_, target, _), _)| {
-                !target.is_tombstone() && self.policy_of(&target.path).merges()
-            });
-            for ((_, target, _), _) in bases {
-                self.keep_merge_base(target);
-            }
-            let unstaged = self.chunks.unstage(
-                plain
-                    .into_iter()
-                    .flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id)),
-            );
-            tracing::debug!(unstaged, "staged chunks of applied files removed");
-            for ((at, _, _), result) in batch.iter().zip(results) {
-                let report = &mut reports[*at];
-                report.outcome = match result {
-                    Ok(ApplyOutcome::Written { .. } | ApplyOutcome::Deleted) => Outcome::Done,
-                    Ok(ApplyOutcome::AlreadyCurrent) => Outcome::Unchanged,
-                    Ok(ApplyOutcome::LocalChanged { .. }) => Outcome::LocalChanged,
-                    Ok(ApplyOutcome::MissingChunks { .. }) => Outcome::MissingChunks,
-                    Err(e) => {
-                        tracing::warn!(path = %report.path, error = %e, "apply failed");
-                        let reason = if is_disk_full(&e) {
-                            self.chunks.clear_staging();
-                            format!("disk full: {e}; free space and sync again")
-                        } else {
-                            e.to_string()
-                        };
-                        Outcome::Failed { reason }
-                    }
-                };
-                // The loser was not replaced after all (edited meanwhile, chunks missing, a
-                // failure): it is still in place, so there is no conflict to keep.
-                if report.outcome != Outcome::Done
-                    && let Some(kept) = report.conflict_copy.take()
-                    && let Err(e) = self.conflicts.discard(&kept)
-                {
-                    tracing::warn!(path = %report.path, error = %e, "could not drop an unused conflict copy");
-                }
-            }
-            batch.clear();
-            waiting.clear();
-        };
-        for item in items {
-            if waiting.contains(item.path()) {
-                flush(&mut batch, &mut waiting, &mut reports);
-            }
-            let (report, file) = self.apply_one(&ctx, item);
-            if let Some((target, local)) = file {
-                waiting.insert(target.path.clone());
-                batch.push((reports.len(), target, local));
-            }
-            reports.push(report);
-            if batch.len() >= apply::BATCH_FILES {
-                flush(&mut batch, &mut waiting, &mut reports);
-            }
-        }
-        if !batch.is_empty() {
-            flush(&mut batch, &mut waiting, &mut reports);
-        }
-        self.store.flush()?;
-        self.reload(&paths)?;
-        // Same content on both sides: that version is common ground for the next merge.
-        let agreed: Vec<RelPath> = reports
-            .iter()
-            .filter(|r| r.action == Action::MergeVersion && r.outcome == Outcome::Unchanged)
-            .map(|r| r.path.clone())
-            .collect();
-        self.record_merge_bases(&agreed);
-        Ok(reports)
     }
 
     /// Enforce the retention setting (`retention_days` of config.json): remove kept versions,
@@ -587,167 +380,6 @@ impl Workspace {
     /// Remember what `peer` had after a session.
     pub fn record_peer(&self, peer: PeerId, entries: &[FileEntry]) -> Result<(), WorkspaceError> {
         self.store.peer_put_many(&peer, entries.iter())?;
-        Ok(())
-    }
-
-    /// Start carrying out one item: its report, and the file to write or delete if any (the
-    /// report's outcome is then filled in by the batch).
-    fn apply_one(
-        &self,
-        ctx: &ApplyContext<'_>,
-        item: PlanItem,
-    ) -> (ItemReport, Option<(FileEntry, Option<LocalEntry>)>) {
-        let path = item.remote.path.clone();
-        let mut report = ItemReport {
-            path: path.clone(),
-            action: item.action.clone(),
-            outcome: Outcome::Unchanged,
-            size: item.remote.size,
-            bytes_fetched: item.bytes_needed,
-            conflict_copy: None,
-        };
-        match self.carry_out(ctx, &item, &mut report) {
-            Ok(file) => (report, file),
-            Err(e) => {
-                tracing::warn!(path = %path, error = %e, "apply failed");
-                report.outcome = Outcome::Failed {
-                    reason: e.to_string(),
-                };
-                (report, None)
-            }
-        }
-    }
-
-    /// Do the index-only part of an item (and keep the conflict copy of a file about to be
-    /// replaced); returns the version to apply and the local entry it replaces, if the item
-    /// writes or deletes a file.
-    ///
-    /// The item is first re-checked against the index as it is now (docs/CONFLICTS.md, the
-    /// race rule): if another session or a rescan changed the path since the plan, the item
-    /// is decided again, so a version the plan never saw becomes a conflict, never a silent
-    /// overwrite. The caller serializes applies, so nothing changes the index between this
-    /// check and the write (the file itself is re-checked by [`apply::apply_batch`]).
-    fn carry_out(
-        &self,
-        ctx: &ApplyContext<'_>,
-        item: &PlanItem,
-        report: &mut ItemReport,
-    ) -> Result<Option<(FileEntry, Option<LocalEntry>)>, WorkspaceError> {
-        let local = self.store.local_get(&item.remote.path)?;
-        let action = item.action_now(local.as_ref().map(|l| &l.entry));
-        if action != item.action {
-            tracing::debug!(
-                path = %item.remote.path,
-                planned = item.action.name(),
-                now = action.name(),
-                "the path changed between plan and apply; decided again"
-            );
-            report.action = action.clone();
-        }
-        let mut target = item.remote.clone();
-        target.version = plan::merged_version(local.as_ref().map(|l| &l.entry), &item.remote);
-        match &action {
-            Action::CaseCollision { local: ours } => {
-                self.record_case_collision(ours, &item.remote, ctx.now_ns)?;
-                Ok(None)
-            }
-            Action::Nothing | Action::KeepConflict | Action::NotSelected => Ok(None),
-            Action::Merge { policy } => match &local {
-                Some(l) => Ok(self
-                    .carry_out_merge(ctx, item, l, *policy, report)?
-                    .map(|t| (t, local.clone()))),
-                None => Ok(Some((target, None))),
-            },
-            Action::ReviewConflict | Action::SkipConflict => {
-                if let Some(l) = &local {
-                    if action == Action::ReviewConflict {
-                        self.keep_for_review(item, l, ctx.now_ns, report)?;
-                    } else {
-                        self.record_skip(item, l, ctx.now_ns)?;
-                    }
-                }
-                Ok(None)
-            }
-            Action::MergeVersion | Action::RecordTombstone => {
-                let updated = match local {
-                    Some(mut l) => {
-                        l.entry.version = target.version;
-                        l
-                    }
-                    None => LocalEntry {
-                        entry: target,
-                        stat: None,
-                        recorded_at_ns: ctx.now_ns,
-                    },
-                };
-                self.store.commit_local([LocalUpdate::Put(updated)])?;
-                Ok(None)
-            }
-            Action::Take | Action::Delete | Action::TakeConflict => {
-                if action == Action::TakeConflict
-                    && let Some(l) = &local
-                {
-                    report.conflict_copy =
-                        self.keep_loser(&l.entry, &item.remote, "newest", ctx.now_ns)?;
-                }
-                Ok(Some((target, local)))
-            }
-        }
-    }
-
-    /// Keep our losing version of a conflict in `.botsync/conflicts/` with its record
-    /// (docs/CONFLICTS.md). Returns the copy's path relative to the workspace.
-    fn keep_loser(
-        &self,
-        ours: &FileEntry,
-        winner: &FileEntry,
-        policy: &str,
-        now_ns: i64,
-    ) -> Result<Option<String>, WorkspaceError> {
-        if ours.is_tombstone() {
-            return Ok(None);
-        }
-        let src = ours.path.on_disk(&self.root);
-        let record = self.conflicts.keep(
-            NewConflict {
-                kind: ConflictKind::Content,
-                local: ours,
-                remote: winner,
-                lost: Side::Local,
-                policy,
-                kept_on: self.local.peer,
-                now_ns,
-            },
-            Some(&src),
-        )?;
-        Ok(record.and_then(|r| r.kept))
-    }
-
-    /// Record that `remote` collides in letter case with our `ours`: the peer's version was not
-    /// taken; the record stays open until one side renames or `conflicts resolve` ends it.
-    fn record_case_collision(
-        &self,
-        ours: &RelPath,
-        remote: &FileEntry,
-        now_ns: i64,
-    ) -> Result<(), WorkspaceError> {
-        let Some(local) = self.store.local_get(ours)? else {
-            return Ok(());
-        };
-        self.conflicts.keep(
-            NewConflict {
-                kind: ConflictKind::CaseCollision {
-                    local_path: ours.clone(),
-                },
-                local: &local.entry,
-                remote,
-                lost: Side::Remote,
-                policy: "case-collision",
-                kept_on: self.local.peer,
-                now_ns,
-            },
-            None,
-        )?;
         Ok(())
     }
 
