@@ -16,18 +16,19 @@
 pub mod batch;
 pub mod chunk;
 pub mod hello;
+pub mod report;
 pub mod tree;
 pub mod validate;
 
 use std::fmt;
 
-use botsync_engine::plan::ItemReport;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
+pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
 pub use tree::{
     ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
     TreeNodeReply, WireEntry,
@@ -141,7 +142,7 @@ pub enum Message {
     /// Tag 22. What the receiver did (or would do) with each offered entry that needed action.
     OfferResult {
         /// One batch of per-path reports.
-        items: Vec<ItemReport>,
+        items: Vec<WireReport>,
         /// True on the final batch.
         last: bool,
     },

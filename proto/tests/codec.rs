@@ -210,10 +210,10 @@ fn samples() -> Vec<(&'static str, Message)> {
         (
             "offer-result",
             Message::OfferResult {
-                items: vec![botsync_engine::plan::ItemReport {
+                items: vec![botsync_proto::messages::WireReport {
                     path: path("memory/a.md"),
-                    action: botsync_engine::plan::Action::Take,
-                    outcome: botsync_engine::plan::Outcome::Done,
+                    action: botsync_proto::messages::WireAction::Take,
+                    outcome: botsync_proto::messages::WireOutcome::Done,
                     size: 5,
                     bytes_fetched: 5,
                     conflict_copy: None,

@@ -9,6 +9,8 @@
 use botsync_engine::RelPath;
 use botsync_engine::plan::ItemReport;
 
+use super::WireReport;
+
 use super::{Message, NodeReply, WireEntry};
 use crate::codec::{CodecError, encoded_len};
 use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST};
@@ -47,9 +49,11 @@ pub fn flagged_batches<T: serde::Serialize>(
 pub fn result_batches(
     items: impl IntoIterator<Item = ItemReport>,
 ) -> Result<Vec<Message>, CodecError> {
-    flagged_batches(items, MAX_ENTRIES_PER_BATCH, |items, last| {
-        Message::OfferResult { items, last }
-    })
+    flagged_batches(
+        items.into_iter().map(WireReport::from),
+        MAX_ENTRIES_PER_BATCH,
+        |items, last| Message::OfferResult { items, last },
+    )
 }
 
 /// Split the answer to one `GetNodes` into `Nodes` messages, each holding whole directory

@@ -20,8 +20,8 @@ use crate::codec::CodecError;
 use crate::limits::*;
 
 /// An item report carries two free-form strings: bound them like error messages.
-fn validate_item(item: &botsync_engine::plan::ItemReport) -> Result<(), CodecError> {
-    if let botsync_engine::plan::Outcome::Failed { reason } = &item.outcome {
+fn validate_item(item: &super::WireReport) -> Result<(), CodecError> {
+    if let super::WireOutcome::Failed { reason } = &item.outcome {
         CodecError::check_limit("bytes of a failure reason", reason.len(), MAX_ERROR_MESSAGE)?;
     }
     if let Some(copy) = &item.conflict_copy {

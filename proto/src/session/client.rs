@@ -273,7 +273,7 @@ async fn push<R: Replica + ?Sized>(
             Err(e) => return Err(e),
             Ok(_) => return Err(SessionError::Protocol("expected offer result".into())),
         };
-        out.extend(items);
+        out.extend(items.into_iter().map(ItemReport::from));
         if last {
             break;
         }

@@ -30,7 +30,9 @@ async fn offer(script: &mut Script, entries: Vec<WireEntry>) -> Option<Vec<ItemR
         })
         .await;
     match script.recv().await {
-        Some(Message::OfferResult { items, .. }) => Some(items),
+        Some(Message::OfferResult { items, .. }) => {
+            Some(items.into_iter().map(ItemReport::from).collect())
+        }
         _ => None,
     }
 }
