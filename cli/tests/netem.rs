@@ -3,6 +3,8 @@
 //! converges to identical files; a blackout longer than the idle timeout fails with one clear
 //! line, and the next sync resumes without fetching again what was verified and kept.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Stdio;
@@ -197,7 +199,7 @@ fn a_blackout_longer_than_the_idle_timeout_fails_clearly_and_the_next_pull_resum
     for i in 0..12 {
         l.b.write(&format!("memory/blob{i}.bin"), noise(400_000, i));
     }
-    let mut pull =
+    let pull =
         l.a.cmd()
             .args(["--json", "pull"])
             .stdout(Stdio::piped())
