@@ -248,3 +248,64 @@ fn a_blackout_longer_than_the_idle_timeout_fails_clearly_and_the_next_pull_resum
         "the {kept} chunks kept before the blackout were not fetched again: {again} of {total}"
     );
 }
+
+/// Throughput at 1 % loss and 100 ms RTT across a non-loopback address: a benchmark, not a test
+/// (`benches/netem.sh` creates the dummy interface and runs it).
+#[test]
+#[ignore = "a benchmark: run by benches/netem.sh, which sets BOTSYNC_NETEM_IP"]
+fn throughput_at_one_percent_loss_and_100ms_rtt() {
+    let Ok(ip) = std::env::var("BOTSYNC_NETEM_IP") else {
+        panic!("set BOTSYNC_NETEM_IP to an address of a non-loopback interface (benches/netem.sh)");
+    };
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    let mb: usize = std::env::var("BOTSYNC_NETEM_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let loss: f64 = std::env::var("BOTSYNC_NETEM_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.01);
+    let imp = Impairment {
+        loss,
+        delay: Duration::from_millis(50),
+        mtu: 1280,
+        ..Impairment::CLEAN
+    };
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let server = b.serve_on(&format!("{ip}:0"));
+    b.add(&a, 7474);
+    let net = Netem::start_on(ip, server.port, imp, imp, 9);
+    a.ok(&[
+        "add",
+        "beta",
+        &format!("{ip}:{}", net.port),
+        "--id",
+        &b.id(),
+    ]);
+    for i in 0..mb {
+        b.write(&format!("memory/blob{i}.bin"), noise(1 << 20, i as u64));
+    }
+    let started = Instant::now();
+    let out = a
+        .cmd()
+        .env("BOTSYNC_CONNECT_TIMEOUT_SECS", "30")
+        .args(["--json", "pull"])
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.tree(), b.tree());
+    println!(
+        "netem: {mb} MiB pulled at {:.1} % loss, 100 ms RTT, MTU 1280: {secs:.1} s, {:.2} MB/s; datagrams dropped {}",
+        loss * 100.0,
+        (mb << 20) as f64 / secs / 1e6,
+        net.dropped()
+    );
+    drop(server);
+}

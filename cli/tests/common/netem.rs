@@ -92,9 +92,22 @@ impl Netem {
 
     /// Proxy with `up` applied to client → daemon and `down` to daemon → client.
     pub fn start_asym(target: u16, up: Impairment, down: Impairment, seed: u64) -> Netem {
-        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
-        back.connect(("127.0.0.1", target)).unwrap();
+        Netem::start_on("127.0.0.1".parse().unwrap(), target, up, down, seed)
+    }
+
+    /// Proxy on `ip` (both its sockets) to a daemon listening at `ip:target`. A non-loopback
+    /// `ip` (an address of a dummy interface) makes both peers use their non-loopback transport,
+    /// as across a Tailscale tunnel.
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        target: u16,
+        up: Impairment,
+        down: Impairment,
+        seed: u64,
+    ) -> Netem {
+        let front = UdpSocket::bind((ip, 0)).unwrap();
+        let back = UdpSocket::bind((ip, 0)).unwrap();
+        back.connect((ip, target)).unwrap();
         let port = front.local_addr().unwrap().port();
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let dark = Arc::new(AtomicBool::new(false));
