@@ -86,6 +86,39 @@ pub(crate) fn read_file(
     })
 }
 
+/// The whole content of the file the walk found, for the secret guard, if it is still the file
+/// whose stat facts are `sig` (what was hashed) before and after reading.
+pub(crate) fn read_to_check(
+    root: &Path,
+    found: &Found,
+    sig: &StatSig,
+) -> Result<Vec<u8>, ReadFailure> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(found.fs_path(root))
+        .map_err(ReadFailure::Io)?;
+    let same = |f: &File| -> Result<bool, ReadFailure> {
+        let now = StatSig::of(&f.metadata().map_err(ReadFailure::Io)?);
+        Ok(now.ino == sig.ino
+            && now.dev == sig.dev
+            && now.size == sig.size
+            && now.mtime_ns == sig.mtime_ns)
+    };
+    if !same(&file)? {
+        return Err(ReadFailure::Changed);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(sig.size).unwrap_or(0));
+    (&mut file)
+        .take(sig.size)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFailure::Io)?;
+    if !same(&file)? || bytes.len() as u64 != sig.size {
+        return Err(ReadFailure::Changed);
+    }
+    Ok(bytes)
+}
+
 /// [`digest_file`] of the first `len` bytes from the start of the file; a file now shorter
 /// than that changed under us.
 fn digest_prefix(
