@@ -28,6 +28,7 @@ pub mod guard;
 pub mod hash;
 pub mod layout;
 pub mod merkle;
+pub mod mesh;
 pub mod path;
 pub mod peer;
 pub mod plan;
