@@ -166,3 +166,134 @@ fn grep_tree(dir: &std::path::Path, needle: &[u8]) -> bool {
     }
     false
 }
+
+// `botsync config validate` and `botsync config template`: the seed's "config validation on
+// startup" and "push template" steps.
+
+fn write_config(p: &Peer, text: &str) {
+    std::fs::write(p.path(".botsync/config.json"), text).unwrap();
+}
+
+#[test]
+fn config_validate_passes_a_good_config_and_names_the_line_and_field_of_a_bad_one() {
+    let p = Peer::new("alpha");
+    let json = p.ok(&["config", "validate"]);
+    assert_eq!(json["ok"], true, "{json}");
+
+    write_config(&p, "{\n  \"version\": 1,\n  \"sync_skills\": \"yes\"\n}\n");
+    let out = p.cmd().args(["config", "validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("config.json line 3 column"), "{err}");
+    assert!(err.contains("field \"sync_skills\""), "{err}");
+    assert!(err.contains("botsync config validate"), "{err}");
+
+    let (code, json, _) = p.run(&["config", "validate"]);
+    assert_eq!(code, 2);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("field \"sync_skills\""),
+        "{json}"
+    );
+
+    write_config(
+        &p,
+        "{\n  \"delete_threshold\": {\n    \"percent\": 140\n  }\n}\n",
+    );
+    let out = p.cmd().args(["config", "validate"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json line 3, field \"delete_threshold.percent\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_daemon_refuses_to_start_on_an_invalid_config_with_the_same_line() {
+    let p = Peer::new("alpha");
+    write_config(&p, "{\n  \"secret_allow\": [\"a/{b\"]\n}\n");
+    let validate = p.cmd().args(["config", "validate"]).output().unwrap();
+    let mut child = p
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped = common::eventually(20, || child.try_wait().unwrap().is_some());
+    if !stopped {
+        let _ = child.kill();
+    }
+    assert!(stopped, "the daemon started on an invalid config");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let served = String::from_utf8_lossy(&out.stderr);
+    let validated = String::from_utf8_lossy(&validate.stderr);
+    assert!(served.contains("field \"secret_allow[0]\""), "{served}");
+    assert_eq!(served, validated);
+}
+
+const MESH_CONFIG: &str = r#"{
+  "mesh_agents": {
+    "cassian": {
+      "name": "Cassian Sandman",
+      "bot": "@Covault_Sandman_Bot",
+      "webhook": "http://100.112.130.22:18789/hooks/agent",
+      "tailscale_ip": "100.112.130.22",
+      "hook_token": "Zx8qL2mN9vB4cR7tY1wE6uI3oP5aS0dF"
+    }
+  },
+  "databases": {
+    "tasks": "2f835e81-2bbb-81b6-9700-e18108a40b1f"
+  },
+  "github": { "org": "covaultxyz", "token": "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngAbCdEf1234" },
+  "notion": { "token_file": "/home/agent/.secrets/notion-token" }
+}
+"#;
+
+#[test]
+fn config_template_prints_the_mesh_config_without_its_secrets() {
+    let p = Peer::new("alpha");
+    p.write(".secrets/mesh-config.json", MESH_CONFIG);
+    let out = p.cmd().args(["config", "template"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let template: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        !text.contains("Zx8qL2mN9vB4") && !text.contains("ghp_"),
+        "{text}"
+    );
+    assert_eq!(template["mesh_agents"]["cassian"]["hook_token"], "<secret>");
+    assert_eq!(template["github"]["token"], "<secret>");
+    assert_eq!(
+        template["notion"]["token_file"],
+        "/home/agent/.secrets/notion-token"
+    );
+    assert_eq!(
+        template["databases"]["tasks"],
+        "2f835e81-2bbb-81b6-9700-e18108a40b1f"
+    );
+
+    // Any file by name, and the stripped keys in the JSON document.
+    p.write("notes/mesh.json", MESH_CONFIG);
+    let json = p.ok(&[
+        "config",
+        "template",
+        &p.path("notes/mesh.json").to_string_lossy(),
+    ]);
+    assert_eq!(
+        json["stripped"],
+        serde_json::json!(["/mesh_agents/cassian/hook_token", "/github/token"])
+    );
+
+    // No file: one line saying what to do.
+    std::fs::remove_file(p.path(".secrets/mesh-config.json")).unwrap();
+    let out = p.cmd().args(["config", "template"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".secrets/mesh-config.json"), "{err}");
+    assert!(err.contains("botsync config template FILE"), "{err}");
+}
