@@ -143,7 +143,7 @@ pub fn describe(err: &ConfigError, text: &str) -> String {
             let field = field
                 .map(|f| format!(", field \"{f}\""))
                 .unwrap_or_default();
-            let message = message.split(", expected").next().unwrap_or(message);
+            let message = message.split(", expected one of").next().unwrap_or(message);
             format!(
                 "{} line {line} column {column}{field}: {message}; {FIX}",
                 path.display()
@@ -225,6 +225,7 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("field \"sync_skills\""), "{line}");
+        assert!(line.contains("expected a boolean"), "{line}");
         assert!(line.contains("botsync config validate"), "{line}");
     }
 
