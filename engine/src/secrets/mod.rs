@@ -44,6 +44,8 @@ pub struct SecretRules {
     keys: Vec<String>,
     patterns: Vec<Regex>,
     allow: Option<GlobSet>,
+    /// The assignment finder with the configured `keys` among its words; `None`: the built-in.
+    assignment: Option<Regex>,
 }
 
 impl SecretRules {
@@ -79,10 +81,25 @@ impl SecretRules {
                     .map_err(|e| format!("secret_allow is not a valid set of globs: {e}"))?,
             )
         };
+        let extra: Vec<String> = keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| regex::escape(k))
+            .collect();
+        let assignment = if extra.is_empty() {
+            None
+        } else {
+            let words = format!("{KEY_WORDS}|{}", extra.join("|"));
+            Some(
+                assignment_regex(&words)
+                    .map_err(|e| format!("secret_keys do not make a valid pattern: {e}"))?,
+            )
+        };
         Ok(SecretRules {
             keys: keys.to_vec(),
             patterns,
             allow,
+            assignment,
         })
     }
 
@@ -117,17 +134,19 @@ impl SecretRules {
                 hits.push((m.start(), SecretKind::Pattern { index }));
             }
         }
-        for caps in assignment().into_iter().flat_map(|a| a.captures_iter(text)) {
+        let assignment = self.assignment.as_ref().or_else(|| builtin_assignment());
+        for caps in assignment.into_iter().flat_map(|a| a.captures_iter(text)) {
             let (Some(key), Some(value)) = (caps.get(1), caps.get(2)) else {
                 continue;
             };
+            // The value first: most are short or plain, and that is cheaper to see.
+            if !std::str::from_utf8(value.as_bytes()).is_ok_and(looks_random) {
+                continue;
+            }
             let Ok(name) = std::str::from_utf8(key.as_bytes()) else {
                 continue;
             };
-            if !self.is_secret_key(name) {
-                continue;
-            }
-            if std::str::from_utf8(value.as_bytes()).is_ok_and(looks_random) {
+            if self.is_secret_key(name) {
                 hits.push((
                     value.start(),
                     SecretKind::KeyValue {
@@ -157,15 +176,25 @@ fn line_of(text: &[u8], offset: usize) -> u64 {
         .count() as u64
 }
 
-/// `key = value`, `key: value`, `"key": "value"`, `export KEY=value`: the key and the value.
-fn assignment() -> Option<&'static Regex> {
+/// Words any secret key name holds (a superset of `keys`' rules), as a regular expression.
+const KEY_WORDS: &str =
+    r"token|passw|secret|api[_.-]?key|private[_.-]?key|access[_.-]?key|credential|auth";
+
+/// `key = value`, `key: value`, `"key": "value"`, `export KEY=value` where the key holds one of
+/// `words` (a regular expression alternation; case-insensitive): the key and the value. The
+/// regex engine skips the rest of the text, so a large file without such a key costs one pass.
+fn assignment_regex(words: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!(
+        r#"(?i)["']?([a-z0-9_.-]*(?:{words})[a-z0-9_.-]*)["']?[ \t]*[:=][ \t]*["']?([^\s"',;}}\]]+)"#
+    ))
+}
+
+/// [`assignment_regex`] of the built-in key words.
+fn builtin_assignment() -> Option<&'static Regex> {
     static ASSIGNMENT: OnceLock<Option<Regex>> = OnceLock::new();
     ASSIGNMENT
-        .get_or_init(|| {
-            // A constant pattern, checked by the tests: it compiles.
-            Regex::new(r#"["']?([A-Za-z][A-Za-z0-9_.-]*)["']?[ \t]*[:=][ \t]*["']?([^\s"',;}\]]+)"#)
-                .ok()
-        })
+        // A constant pattern, checked by the tests: it compiles.
+        .get_or_init(|| assignment_regex(KEY_WORDS).ok())
         .as_ref()
 }
 
@@ -180,7 +209,7 @@ mod tests {
 
     #[test]
     fn the_assignment_pattern_compiles() {
-        assert!(assignment().is_some());
+        assert!(builtin_assignment().is_some());
     }
 
     #[test]
@@ -260,6 +289,17 @@ mod tests {
             let f = rules().check(file.as_bytes()).unwrap();
             assert_eq!((f.line, &f.kind), (2, kind), "{text}");
         }
+    }
+
+    #[test]
+    fn assignments_are_found_on_any_line_of_a_large_file() {
+        let mut text = "plain line of notes: nothing here\n".repeat(2000);
+        text.push_str("db.api-key = hT3kP9qW2zX7mV5nB8cL1dR4\n");
+        text.push_str("first\nlast_line_auth: Zx8qL2mN9vB4cR7tY1wE6uI3");
+        let f = rules().check(text.as_bytes()).unwrap();
+        assert_eq!(f.line, 2001);
+        let tail = "x\nlast_line_auth: Zx8qL2mN9vB4cR7tY1wE6uI3";
+        assert_eq!(rules().check(tail.as_bytes()).unwrap().line, 2);
     }
 
     #[test]
