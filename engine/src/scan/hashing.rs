@@ -86,34 +86,47 @@ pub(crate) fn read_file(
     })
 }
 
-/// The whole content of the file the walk found, for the secret guard, if it is still the file
-/// whose stat facts are `sig` (what was hashed) before and after reading.
+/// The bytes `d` describes, read again for the secret guard: the first `d.size` bytes of the
+/// file the walk found, proven to be the ones hashed by hashing them again (a log being appended
+/// keeps its prefix and passes; a file rewritten since the digest fails with `Changed`).
 pub(crate) fn read_to_check(
+    chunker: &Chunker,
     root: &Path,
     found: &Found,
-    sig: &StatSig,
+    d: &Digest,
 ) -> Result<Vec<u8>, ReadFailure> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(found.fs_path(root))
         .map_err(ReadFailure::Io)?;
-    let same = |f: &File| -> Result<bool, ReadFailure> {
-        let now = StatSig::of(&f.metadata().map_err(ReadFailure::Io)?);
-        Ok(now.ino == sig.ino
-            && now.dev == sig.dev
-            && now.size == sig.size
-            && now.mtime_ns == sig.mtime_ns)
-    };
-    if !same(&file)? {
-        return Err(ReadFailure::Changed);
+    let sig = StatSig::of(&file.metadata().map_err(ReadFailure::Io)?);
+    if sig.ino != d.sig.ino || sig.dev != d.sig.dev {
+        return Err(ReadFailure::Replaced);
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(sig.size).unwrap_or(0));
-    (&mut file)
-        .take(sig.size)
+    let mut bytes = Vec::with_capacity(usize::try_from(d.size).unwrap_or(0));
+    file.take(d.size)
         .read_to_end(&mut bytes)
         .map_err(ReadFailure::Io)?;
-    if !same(&file)? || bytes.len() as u64 != sig.size {
+    if bytes.len() as u64 != d.size {
+        return Err(ReadFailure::Changed);
+    }
+    let content = if d.size >= u64::from(chunker.params().min) {
+        digest_reader(chunker, &bytes[..])
+            .map_err(ReadFailure::Io)?
+            .2
+    } else {
+        let chunks: Vec<ChunkRef> = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChunkRef {
+                id: Hash::of(&bytes),
+                len: bytes.len() as u32,
+            }]
+        };
+        chunktree::content_hash(&chunks)
+    };
+    if content != d.content {
         return Err(ReadFailure::Changed);
     }
     Ok(bytes)

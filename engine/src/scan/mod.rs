@@ -286,7 +286,7 @@ fn compare(
                 })?;
             match ctx.secrets {
                 Some(rules) if is_new_content(*old, &d) => {
-                    secret_check(rules, ctx.root, found, &d)?;
+                    secret_check(rules, &chunker, ctx.root, found, &d)?;
                     Ok(d)
                 }
                 _ => Ok(d),
@@ -528,10 +528,11 @@ fn is_new_content(old: Option<&LocalEntry>, d: &Digest) -> bool {
 
 /// The secret guard on one freshly hashed file: a text file of at most
 /// [`MAX_CHECKED_BYTES`](crate::secrets::MAX_CHECKED_BYTES) outside `secret_allow` is read again
-/// and checked. It must still be the file that was hashed (same stat facts), or the check would
-/// judge other bytes than the ones sent.
+/// and checked. The bytes checked must be the ones hashed (they are hashed again), or the check
+/// would judge other bytes than the ones sent.
 fn secret_check(
     rules: &SecretRules,
+    chunker: &Chunker,
     root: &Path,
     found: &walk::Found,
     d: &Digest,
@@ -540,10 +541,11 @@ fn secret_check(
     {
         return Ok(());
     }
-    let bytes = hashing::read_to_check(root, found, &d.sig).map_err(|failure| match failure {
-        ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
-        ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
-    })?;
+    let bytes =
+        hashing::read_to_check(chunker, root, found, d).map_err(|failure| match failure {
+            ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+            ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
+        })?;
     match rules.check(&bytes) {
         Some(Finding { line, kind }) => {
             tracing::debug!(path = %found.rel, line, %kind, "secret found: not taken in");
@@ -899,6 +901,34 @@ mod tests {
         assert!(report.skipped.is_empty(), "{:?}", report.skipped);
         assert_eq!(report.changes.len(), 1);
         assert_eq!(report.changes[0].kind, ChangeKind::Added);
+    }
+
+    #[test]
+    fn a_secret_deep_in_a_file_of_many_chunks_is_found_and_a_large_file_is_not_read() {
+        let (dir, selection) = workspace();
+        let mut text = "a line of notes that says nothing at all\n".repeat(20_000);
+        text.push_str("AKIAIOSFODNN7EXAMPLE\n");
+        assert!(text.len() as u64 > u64::from(ChunkerParams::DEFAULT.min) * 4);
+        fs::write(dir.path().join("memory/long.md"), &text).unwrap();
+        let mut big = "x".repeat(crate::secrets::MAX_CHECKED_BYTES as usize);
+        big.push_str("\nAKIAIOSFODNN7EXAMPLE\n");
+        fs::write(dir.path().join("memory/big.md"), &big).unwrap();
+        let rules = SecretRules::default();
+        let mut c = ctx(dir.path(), &selection, NOW);
+        c.secrets = Some(&rules);
+        let report = scan(&c, &BTreeMap::new()).unwrap();
+        assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+        assert_eq!(report.skipped[0].path, "memory/long.md");
+        assert_eq!(
+            report.skipped[0].reason,
+            SkipReason::Secret {
+                line: 20_001,
+                kind: SecretKind::AwsAccessKey
+            }
+        );
+        // Past the size cap a file is data: taken in unchecked.
+        assert_eq!(report.changes.len(), 1);
+        assert_eq!(report.changes[0].entry.entry.path.as_str(), "memory/big.md");
     }
 
     #[test]
