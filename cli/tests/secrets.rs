@@ -297,3 +297,23 @@ fn config_template_prints_the_mesh_config_without_its_secrets() {
     assert!(err.contains(".secrets/mesh-config.json"), "{err}");
     assert!(err.contains("botsync config template FILE"), "{err}");
 }
+
+#[test]
+fn status_names_a_held_back_file_too() {
+    let (alpha, _beta, _server) = pair();
+    alpha.write("memory/deploy.md", PEM_NOTE);
+    // `status` reports (its exit code is about open conflicts, as before).
+    let (code, json, _) = alpha.run(&["status"]);
+    assert_eq!(code, 0, "{json}");
+    let skipped = json["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{json}");
+    assert_eq!(skipped[0]["path"], "memory/deploy.md");
+    assert_eq!(
+        skipped[0]["reason"],
+        "holds a secret: line 4 has a private key"
+    );
+    let out = alpha.cmd().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("memory/deploy.md"), "{text}");
+    assert!(text.contains("secret_allow"), "{text}");
+}
