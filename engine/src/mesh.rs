@@ -320,4 +320,60 @@ mod tests {
         assert!(merge_received(b"{}", None, b"[1,", &rules).is_err());
         assert!(strip_bytes(b"nope", &rules).is_err());
     }
+
+    /// A small JSON document of mesh-like keys (some secret, some references) and values (some
+    /// secret-looking).
+    fn doc() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "name",
+            "token",
+            "token_file",
+            "api_key",
+            "webhook",
+            "password",
+            "ip",
+            "agents",
+        ]);
+        let leaf = prop_oneof![
+            Just(json!("hello")),
+            Just(json!(TOKEN_A)),
+            Just(json!("ghp_R4nd0mT0k3nV4lu3F0rT3st1ngAbCdEf1234")),
+            Just(json!("2f835e81-2bbb-81b6-9700-e18108a40b1f")),
+            Just(json!(42)),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop::collection::vec((key.clone(), inner), 0..4).prop_map(|kv| {
+                Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            })
+        })
+    }
+
+    proptest::proptest! {
+        /// Stripping twice strips nothing more, and nothing secret-looking survives a strip.
+        #[test]
+        fn strip_is_idempotent_and_leaves_no_secret(d in doc()) {
+            let rules = SecretRules::default();
+            let once = strip(&d, &rules);
+            let twice = strip(&once.value, &rules);
+            proptest::prop_assert_eq!(&twice.value, &once.value);
+            proptest::prop_assert!(twice.stripped.is_empty());
+            let text = serde_json::to_string(&once.value).unwrap();
+            proptest::prop_assert!(!text.contains(TOKEN_A) && !text.contains("ghp_"), "{}", text);
+        }
+
+        /// A received document never brings a secret of the peer's, and ours stay.
+        #[test]
+        fn merge_received_keeps_ours_and_takes_none_of_theirs(ours in doc(), theirs in doc()) {
+            let rules = SecretRules::default();
+            let ours = json!({ "mine": ours, "token": TOKEN_A });
+            let theirs = json!({ "theirs": theirs, "token": TOKEN_B });
+            let m = merge_received(&bytes(&ours), None, &bytes(&theirs), &rules).unwrap();
+            let text = String::from_utf8(m.bytes).unwrap();
+            proptest::prop_assert!(!text.contains(TOKEN_B), "{}", text);
+            let merged: Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(&merged["token"], &json!(TOKEN_A));
+        }
+    }
 }

@@ -336,4 +336,26 @@ mod tests {
         let e = SecretRules::new(&[], &[], &["a/{b".into()]).unwrap_err();
         assert!(e.starts_with("secret_allow[0]"), "{e}");
     }
+
+    proptest::proptest! {
+        /// Any text: no panic, and a finding is on one of its lines.
+        #[test]
+        fn a_finding_is_on_a_line_of_the_text(
+            lines in proptest::collection::vec("[ -~]{0,60}", 0..30),
+            secret_at in proptest::option::of(0usize..30),
+        ) {
+            let mut lines = lines;
+            if let Some(at) = secret_at {
+                let at = at.min(lines.len());
+                lines.insert(at, "GH_TOKEN=ghp_R4nd0mT0k3nV4lu3F0rT3st1ngAbCdEf1234".to_owned());
+            }
+            let text = lines.join("\n");
+            if let Some(f) = rules().check(text.as_bytes()) {
+                proptest::prop_assert!(f.line >= 1 && f.line as usize <= lines.len().max(1));
+            }
+            if secret_at.is_some() {
+                proptest::prop_assert!(rules().check(text.as_bytes()).is_some());
+            }
+        }
+    }
 }
