@@ -77,6 +77,7 @@ fn bench_scan(c: &mut Criterion) {
         },
         now_ns: wall_clock_ns() + 60_000_000_000,
         chunker: ChunkerParams::DEFAULT,
+        secrets: None,
     };
     let empty = BTreeMap::new();
     let first = scan(&ctx, &empty).expect("cold scan");

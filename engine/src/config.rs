@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::reconcile::{MergeRule, Policies};
+use crate::secrets::SecretRules;
 
 /// The config format version this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
@@ -54,6 +55,16 @@ pub struct SyncConfig {
     /// ([`crate::reconcile::DEFAULT_RULES`]); the first matching pattern decides.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merge: Vec<MergeRule>,
+    /// Extra key names that hold secrets (matched case-insensitively inside a key's name), on
+    /// top of the built-in ones ([`crate::secrets::keys::SECRET_WORDS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<String>,
+    /// Extra regular expressions of secret values: a file holding a match is not sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_patterns: Vec<String>,
+    /// Glob paths that may hold secrets and are sent anyway (the secret guard's allow rules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_allow: Vec<String>,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -217,6 +228,12 @@ impl SyncConfig {
         example.to_json()
     }
 
+    /// The secret guard's compiled settings (`secret_keys`, `secret_patterns`, `secret_allow`);
+    /// the error names the entry that does not compile.
+    pub fn secret_rules(&self) -> Result<SecretRules, String> {
+        SecretRules::new(&self.secret_keys, &self.secret_patterns, &self.secret_allow)
+    }
+
     /// Check values that parse but make no sense; the problem is described for the user.
     fn validate(&self) -> Result<(), String> {
         if self.version != CONFIG_VERSION {
@@ -241,6 +258,7 @@ impl SyncConfig {
             ));
         }
         Policies::new(&self.merge)?;
+        self.secret_rules()?;
         if self
             .listen
             .rsplit_once(':')
@@ -268,6 +286,9 @@ impl Default for SyncConfig {
             name: None,
             daemon: DaemonConfig::default(),
             merge: Vec::new(),
+            secret_keys: Vec::new(),
+            secret_patterns: Vec::new(),
+            secret_allow: Vec::new(),
         }
     }
 }
@@ -414,5 +435,17 @@ mod tests {
             err.to_string().contains("/nonexistent/botsync/config.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_settings_parse_and_bad_ones_name_the_entry() {
+        let text = r#"{ "secret_keys": ["signing"], "secret_patterns": ["acme_[0-9]+"], "secret_allow": ["notes/keys/**"] }"#;
+        let c = SyncConfig::parse(Path::new("config.json"), text).unwrap();
+        assert!(c.secret_rules().unwrap().allows("notes/keys/a.pem"));
+        let err = SyncConfig::parse(Path::new("config.json"), r#"{ "secret_patterns": ["(x"] }"#)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("secret_patterns[0]"), "{err}");
+        assert!(!SyncConfig::default().to_json().contains("secret"));
     }
 }

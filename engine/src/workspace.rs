@@ -27,6 +27,7 @@ use crate::peer::{Attribution, PeerId};
 use crate::reconcile::Policies;
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
+use crate::secrets::SecretRules;
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
 mod merge;
@@ -96,6 +97,8 @@ pub struct Workspace {
     conflicts: ConflictStore,
     /// The merge policy of each path (config.json's `merge` rules, then the defaults).
     policies: Policies,
+    /// The secret guard's settings (`secret_keys`, `secret_patterns`, `secret_allow`).
+    secrets: SecretRules,
     local: Attribution,
     /// The local index in memory (decoded once at open) and its Merkle tree, kept in step with
     /// every commit this workspace makes.
@@ -151,6 +154,12 @@ impl Workspace {
             path: layout.config(),
             problem,
         })?;
+        let secrets = config
+            .secret_rules()
+            .map_err(|problem| ConfigError::Invalid {
+                path: layout.config(),
+                problem,
+            })?;
         for sub in SUBDIRS {
             let dir = state.join(sub);
             fs::create_dir_all(&dir).io_context("creating", &dir)?;
@@ -170,6 +179,7 @@ impl Workspace {
             chunks,
             conflicts: ConflictStore::new(&layout.conflicts()),
             policies,
+            secrets,
             local,
             mirror: Mutex::new(mirror),
         };
@@ -245,6 +255,7 @@ impl Workspace {
             local: self.local.clone(),
             now_ns,
             chunker: ChunkerParams::DEFAULT,
+            secrets: Some(&self.secrets),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod auto;
 pub(crate) mod completions;
+pub(crate) mod config;
 pub(crate) mod conflicts;
 mod demo;
 mod discover;
@@ -78,6 +79,9 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Bring back a kept version of a file as a new local change: `restore PATH[@VERSION]`.
     Restore(history::RestoreArgs),
+    /// Check .botsync/config.json (`validate`), or print the secret-free template of the mesh
+    /// config (`template [FILE]`).
+    Config(config::ConfigArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -90,6 +94,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Init(a) => return init::init(a, g),
         Command::Serve(a) => return serve::serve(a, g),
         Command::Demo => return demo::demo(g),
+        Command::Config(a) => return config::config(a, g),
         Command::Status => Request::Status,
         Command::Id => Request::Id,
         Command::Add(a) => Request::Add {

@@ -24,6 +24,9 @@ pub fn serve(args: ServeArgs, g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     // One daemon per workspace, decided before anything is opened (the first holds the index).
     let layout = botsync_engine::layout::Layout::new(&root);
+    // An invalid config stops the daemon before anything starts, with the line `config
+    // validate` prints.
+    crate::commands::config::check(&layout.config())?;
     let lock = PidLock::acquire(&layout.daemon_pid())?;
     // A verb run without a daemon may have the index open: the daemon waits for it.
     let turn = IndexTurn::take(&layout.index_lock(), || {

@@ -115,6 +115,10 @@ const REASONS: &[(&str, &str)] = &[
         "it was being written; the next sync takes it once it holds still",
     ),
     (
+        "holds a secret",
+        "move the secret into .secrets/ (never synced), or send the file anyway by adding its path to \"secret_allow\" in .botsync/config.json",
+    ),
+    (
         "the version counter",
         "this peer's counter for the file is exhausted; copy the file to a new name",
     ),
@@ -138,6 +142,14 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_line_names_the_line_and_the_allow_rule() {
+        let v = SkippedView::parse("notes/deploy.md: holds a secret: line 4 has a private key");
+        assert_eq!(v.path, "notes/deploy.md");
+        assert_eq!(v.reason, "holds a secret: line 4 has a private key");
+        assert!(v.what_to_do.contains("secret_allow"), "{}", v.what_to_do);
+    }
+
+    #[test]
     fn every_reason_has_advice_of_its_own() {
         for r in [
             SkipReason::Symlink,
@@ -147,6 +159,10 @@ mod tests {
             SkipReason::Unreadable("permission denied".into()),
             SkipReason::NameCollision,
             SkipReason::ChangedWhileReading,
+            SkipReason::Secret {
+                line: 3,
+                kind: botsync_engine::secrets::SecretKind::GitHubToken,
+            },
         ] {
             assert_ne!(
                 advice(&r),

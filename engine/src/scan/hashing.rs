@@ -86,6 +86,52 @@ pub(crate) fn read_file(
     })
 }
 
+/// The bytes `d` describes, read again for the secret guard: the first `d.size` bytes of the
+/// file the walk found, proven to be the ones hashed by hashing them again (a log being appended
+/// keeps its prefix and passes; a file rewritten since the digest fails with `Changed`).
+pub(crate) fn read_to_check(
+    chunker: &Chunker,
+    root: &Path,
+    found: &Found,
+    d: &Digest,
+) -> Result<Vec<u8>, ReadFailure> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(found.fs_path(root))
+        .map_err(ReadFailure::Io)?;
+    let sig = StatSig::of(&file.metadata().map_err(ReadFailure::Io)?);
+    if sig.ino != d.sig.ino || sig.dev != d.sig.dev {
+        return Err(ReadFailure::Replaced);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(d.size).unwrap_or(0));
+    file.take(d.size)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFailure::Io)?;
+    if bytes.len() as u64 != d.size {
+        return Err(ReadFailure::Changed);
+    }
+    let content = if d.size >= u64::from(chunker.params().min) {
+        digest_reader(chunker, &bytes[..])
+            .map_err(ReadFailure::Io)?
+            .2
+    } else {
+        let chunks: Vec<ChunkRef> = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChunkRef {
+                id: Hash::of(&bytes),
+                len: bytes.len() as u32,
+            }]
+        };
+        chunktree::content_hash(&chunks)
+    };
+    if content != d.content {
+        return Err(ReadFailure::Changed);
+    }
+    Ok(bytes)
+}
+
 /// [`digest_file`] of the first `len` bytes from the start of the file; a file now shorter
 /// than that changed under us.
 fn digest_prefix(

@@ -37,6 +37,7 @@ use crate::hash::Hash;
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::peer::Attribution;
 use crate::rules::{Decision, Selection};
+use crate::secrets::{Finding, SecretKind, SecretRules};
 use crate::vector::CounterExhausted;
 
 pub use self::partial::scan_under;
@@ -61,6 +62,9 @@ pub struct ScanContext<'a> {
     pub now_ns: i64,
     /// The chunker for new versions.
     pub chunker: ChunkerParams,
+    /// The secret guard: a new or changed text file holding a private key or a token is not
+    /// taken in ([`SkipReason::Secret`]); `None` checks nothing.
+    pub secrets: Option<&'a SecretRules>,
 }
 
 /// The result of one scan.
@@ -185,6 +189,14 @@ pub enum SkipReason {
     /// This peer's version counter for the path is at its maximum: the change cannot be
     /// counted, so it is not recorded (the previous entry stands).
     CounterExhausted(CounterExhausted),
+    /// The new content holds a secret (a private key, a token) and the path is not in
+    /// `secret_allow`: it is not sent (the previous entry, if any, stands).
+    Secret {
+        /// 1-based line of the first secret.
+        line: u64,
+        /// What was found there.
+        kind: SecretKind,
+    },
 }
 
 /// Why a scan could not run at all.
@@ -264,9 +276,22 @@ fn compare(
 
     // Hash on all cores; each file is independent.
     let chunker = Chunker::new(ctx.chunker);
-    let digests: Vec<Result<Digest, ReadFailure>> = to_hash
+    let digests: Vec<Result<Digest, SkipReason>> = to_hash
         .par_iter()
-        .map(|(found, _)| hashing::read_file(&chunker, ctx.root, found))
+        .map(|(found, old)| {
+            let d =
+                hashing::read_file(&chunker, ctx.root, found).map_err(|failure| match failure {
+                    ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+                    ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
+                })?;
+            match ctx.secrets {
+                Some(rules) if is_new_content(*old, &d) => {
+                    secret_check(rules, &chunker, ctx.root, found, &d)?;
+                    Ok(d)
+                }
+                _ => Ok(d),
+            }
+        })
         .collect();
     for ((found, old), digest) in to_hash.iter().zip(digests) {
         match digest {
@@ -275,12 +300,8 @@ fn compare(
                 report.hashed_bytes += d.size;
                 classify(ctx, &found.rel, *old, d, &mut report);
             }
-            // Not read: reported, and the previous entry (if any) stands.
-            Err(failure) => {
-                let reason = match failure {
-                    ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
-                    ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
-                };
+            // Not read, or held back: reported, and the previous entry (if any) stands.
+            Err(reason) => {
                 let path = found.rel.as_str().to_owned();
                 report.skipped.push(Skipped { path, reason });
             }
@@ -349,7 +370,8 @@ impl SkipReason {
             | SkipReason::BadName(_)
             | SkipReason::NameCollision
             | SkipReason::ChangedWhileReading
-            | SkipReason::CounterExhausted(_) => true,
+            | SkipReason::CounterExhausted(_)
+            | SkipReason::Secret { .. } => true,
         }
     }
 }
@@ -370,6 +392,9 @@ impl fmt::Display for SkipReason {
                 f.write_str("changed while reading; retried next scan")
             }
             SkipReason::CounterExhausted(e) => write!(f, "{e}"),
+            SkipReason::Secret { line, kind } => {
+                write!(f, "holds a secret: line {line} has {kind}")
+            }
         }
     }
 }
@@ -495,6 +520,41 @@ fn is_hidden(path: &RelPath, blind: &HashSet<RelPath>) -> bool {
     false
 }
 
+/// True if `d` is content the index does not hold for this path yet (the secret guard checks
+/// only those: an unchanged file was checked when it changed, or predates the guard).
+fn is_new_content(old: Option<&LocalEntry>, d: &Digest) -> bool {
+    old.is_none_or(|o| o.entry.is_tombstone() || o.entry.content != d.content)
+}
+
+/// The secret guard on one freshly hashed file: a text file of at most
+/// [`MAX_CHECKED_BYTES`](crate::secrets::MAX_CHECKED_BYTES) outside `secret_allow` is read again
+/// and checked. The bytes checked must be the ones hashed (they are hashed again), or the check
+/// would judge other bytes than the ones sent.
+fn secret_check(
+    rules: &SecretRules,
+    chunker: &Chunker,
+    root: &Path,
+    found: &walk::Found,
+    d: &Digest,
+) -> Result<(), SkipReason> {
+    if d.size == 0 || d.size > crate::secrets::MAX_CHECKED_BYTES || rules.allows(found.rel.as_str())
+    {
+        return Ok(());
+    }
+    let bytes =
+        hashing::read_to_check(chunker, root, found, d).map_err(|failure| match failure {
+            ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+            ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
+        })?;
+    match rules.check(&bytes) {
+        Some(Finding { line, kind }) => {
+            tracing::debug!(path = %found.rel, line, %kind, "secret found: not taken in");
+            Err(SkipReason::Secret { line, kind })
+        }
+        None => Ok(()),
+    }
+}
+
 /// True if the stat cache may vouch for `found` without reading it.
 fn is_trusted(old: &LocalEntry, found: &Found) -> bool {
     old.entry.kind == EntryKind::File
@@ -609,6 +669,7 @@ mod tests {
             },
             now_ns,
             chunker: ChunkerParams::DEFAULT,
+            secrets: None,
         }
     }
 
@@ -790,5 +851,100 @@ mod tests {
             entry.stat.unwrap().mtime_ns > now,
             "the stat cache keeps the real mtime"
         );
+    }
+
+    #[test]
+    fn a_file_holding_a_secret_is_held_back_and_an_allowed_one_is_taken() {
+        let (dir, selection) = workspace();
+        let rules = SecretRules::new(&[], &[], &["memory/keys/**".to_owned()]).unwrap();
+        let key = "notes\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n";
+        fs::create_dir_all(dir.path().join("memory/keys")).unwrap();
+        fs::write(dir.path().join("memory/deploy.md"), key).unwrap();
+        fs::write(dir.path().join("memory/keys/box.md"), key).unwrap();
+        fs::write(
+            dir.path().join("memory/ids.md"),
+            "tasks 2f835e81-2bbb-81b6-9700-e18108a40b1f\n",
+        )
+        .unwrap();
+        let mut c = ctx(dir.path(), &selection, NOW);
+        c.secrets = Some(&rules);
+        let report = scan(&c, &BTreeMap::new()).unwrap();
+        let taken: Vec<&str> = report
+            .changes
+            .iter()
+            .map(|c| c.entry.entry.path.as_str())
+            .collect();
+        assert_eq!(taken, ["memory/ids.md", "memory/keys/box.md"]);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].path, "memory/deploy.md");
+        assert_eq!(
+            report.skipped[0].reason,
+            SkipReason::Secret {
+                line: 2,
+                kind: SecretKind::PrivateKey
+            }
+        );
+        assert!(report.skipped[0].reason.leaves_changes_unsynced());
+        assert_eq!(
+            report.skipped[0].to_string(),
+            "memory/deploy.md: holds a secret: line 2 has a private key"
+        );
+
+        // Once the secret is taken out, the file is taken in.
+        let prev = index(&report);
+        fs::write(
+            dir.path().join("memory/deploy.md"),
+            "notes\nkey: see .secrets/\n",
+        )
+        .unwrap();
+        let report = scan(&c, &prev).unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        assert_eq!(report.changes.len(), 1);
+        assert_eq!(report.changes[0].kind, ChangeKind::Added);
+    }
+
+    #[test]
+    fn a_secret_deep_in_a_file_of_many_chunks_is_found_and_a_large_file_is_not_read() {
+        let (dir, selection) = workspace();
+        let mut text = "a line of notes that says nothing at all\n".repeat(20_000);
+        text.push_str("AKIAIOSFODNN7EXAMPLE\n");
+        assert!(text.len() as u64 > u64::from(ChunkerParams::DEFAULT.min) * 4);
+        fs::write(dir.path().join("memory/long.md"), &text).unwrap();
+        let mut big = "x".repeat(crate::secrets::MAX_CHECKED_BYTES as usize);
+        big.push_str("\nAKIAIOSFODNN7EXAMPLE\n");
+        fs::write(dir.path().join("memory/big.md"), &big).unwrap();
+        let rules = SecretRules::default();
+        let mut c = ctx(dir.path(), &selection, NOW);
+        c.secrets = Some(&rules);
+        let report = scan(&c, &BTreeMap::new()).unwrap();
+        assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+        assert_eq!(report.skipped[0].path, "memory/long.md");
+        assert_eq!(
+            report.skipped[0].reason,
+            SkipReason::Secret {
+                line: 20_001,
+                kind: SecretKind::AwsAccessKey
+            }
+        );
+        // Past the size cap a file is data: taken in unchecked.
+        assert_eq!(report.changes.len(), 1);
+        assert_eq!(report.changes[0].entry.entry.path.as_str(), "memory/big.md");
+    }
+
+    #[test]
+    fn a_known_file_whose_content_did_not_change_is_not_checked_again() {
+        let (dir, selection) = workspace();
+        let path = dir.path().join("memory/old.md");
+        fs::write(&path, "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngAbCdEf1234\n").unwrap();
+        // Indexed before the guard existed.
+        let prev = index(&scan(&ctx(dir.path(), &selection, NOW), &BTreeMap::new()).unwrap());
+        let rules = SecretRules::default();
+        let mut c = ctx(dir.path(), &selection, NOW + 10 * RACY_WINDOW_NS);
+        c.secrets = Some(&rules);
+        // Touched: hashed again, same content, not a change and not held back.
+        fs::write(&path, "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngAbCdEf1234\n").unwrap();
+        let report = scan(&c, &prev).unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        assert!(report.changes.is_empty());
     }
 }

@@ -135,6 +135,7 @@ impl Workspace {
             local: self.local.clone(),
             now_ns,
             chunker: ChunkerParams::DEFAULT,
+            secrets: None,
         };
         scan(&ctx, &self.index)
     }
