@@ -26,6 +26,7 @@ mod kv;
 mod local;
 mod peers;
 mod sessions;
+mod state;
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -14,6 +14,7 @@ pub(crate) mod scan;
 mod serve;
 mod service;
 mod skipped;
+pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod verify;
@@ -78,6 +79,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Bring back a kept version of a file as a new local change: `restore PATH[@VERSION]`.
     Restore(history::RestoreArgs),
+    /// Skill state: `state set KEY [VALUE]`, `get KEY`, `list [--pattern GLOB]`, `del KEY`.
+    State(state::StateArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -125,6 +128,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
             target: a.target,
             dry_run: a.dry_run,
         },
+        Command::State(a) => Request::State(state::StateRequest::from_args(a)?),
     };
     let root = g.workspace_root()?;
     let bars = Bars::new(g);
