@@ -34,6 +34,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod rules;
 pub mod scan;
+pub mod skill;
 pub mod state;
 pub mod store;
 pub mod vector;
