@@ -7,6 +7,7 @@ pub(crate) mod completions;
 pub(crate) mod conflicts;
 mod demo;
 mod discover;
+mod generate;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod peers;
@@ -81,6 +82,8 @@ pub enum Command {
     Restore(history::RestoreArgs),
     /// Skill state: `state set KEY [VALUE]`, `get KEY`, `list [--pattern GLOB]`, `del KEY`.
     State(state::StateArgs),
+    /// SYNC.json generators: `gen list`, `gen validate`, `gen run`, `gen approve`.
+    Gen(generate::GenArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -93,6 +96,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Init(a) => return init::init(a, g),
         Command::Serve(a) => return serve::serve(a, g),
         Command::Demo => return demo::demo(g),
+        Command::Gen(a) => return generate::gen_verb(a, g),
         Command::Status => Request::Status,
         Command::Id => Request::Id,
         Command::Add(a) => Request::Add {
