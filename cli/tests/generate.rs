@@ -353,3 +353,49 @@ fn validate_names_the_file_the_field_and_why() {
     );
     assert_eq!(a.read("GOOD.md").unwrap(), b"# Memory\n");
 }
+
+/// Copy a directory tree (permissions too: `fs::copy` keeps them).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_example_memory_manager_skill_renders_memories_into_memory_md() {
+    let a = Peer::new("alpha");
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/skills/memory-manager");
+    copy_tree(&example, &a.path("skills/memory-manager"));
+    a.ok(&["gen", "validate", "--skill", "memory-manager"]);
+    a.ok(&["gen", "approve", "--skill", "memory-manager"]);
+
+    a.ok(&["gen", "run", "--skill", "memory-manager"]);
+    assert!(memory(&a).contains("_No memories yet._"), "{}", memory(&a));
+
+    a.ok(&["state", "set", "memory:editor", "helix with vim keys"]);
+    a.ok(&["state", "set", "memory:git", "prefers small commits"]);
+    a.ok(&["state", "set", "notes:todo", "not a memory"]);
+    let _daemon = a.serve();
+    let run = a.ok(&["gen", "run", "--all"]);
+    assert_eq!(
+        run["runs"][0]["stdout"],
+        "memory-manager: rendered 2 keys\n"
+    );
+    let m = memory(&a);
+    assert!(m.starts_with("# Memory\n"), "{m}");
+    assert!(
+        m.ends_with(
+            "- **memory:editor**: helix with vim keys\n- **memory:git**: prefers small commits\n"
+        ),
+        "{m}"
+    );
+    assert!(!m.contains("notes:todo"), "{m}");
+}
