@@ -170,6 +170,15 @@ fn a_value_over_64_kib_is_refused_and_one_at_the_limit_is_kept() {
     assert_eq!(code, 0, "{err}");
     let got = a.ok(&["state", "get", "blob:max"]);
     assert_eq!(got["bytes"], 64 * 1024);
+
+    // Through the daemon's control socket too, with the bytes that take the most room there.
+    let _daemon = a.serve();
+    let (code, err) = set_from_stdin(&a, "blob:high", &vec![0xff; 64 * 1024]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(a.ok(&["state", "get", "blob:high"])["bytes"], 64 * 1024);
+    let (code, err) = set_from_stdin(&a, "blob:big", &vec![b'x'; 64 * 1024 + 1]);
+    assert_eq!(code, 2);
+    assert!(err.contains("more than the 65536"), "{err}");
 }
 
 /// Many callers at once: `set` and `list` interleaved, with the daemon running and without.
