@@ -2,7 +2,10 @@
 //! [`StateRecord`] per key, postcard-encoded. Writes are compare-and-swap loops, so concurrent
 //! writers in one process never lose an increment of a key's version vector.
 
-use super::codec::{decode, encode};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use super::codec::{SEP, decode, encode};
 use super::{Store, StoreError};
 use crate::peer::PeerId;
 use crate::state::{NAMESPACE, Patterns, StateRecord};
@@ -66,6 +69,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Copy the state rows of the index moved aside at `aside` (by a rebuild) into this one,
+    /// keeping rows already here: the index is a cache, but state is not. Returns how many rows
+    /// were copied; an aside index sled cannot open yields none (its rows stay in `aside`).
+    pub(super) fn salvage_state(&self, aside: &Path) -> usize {
+        let copy = || -> Result<usize, sled::Error> {
+            let old = sled::Config::new().path(aside).open()?;
+            let kv = old.open_tree("kv")?;
+            let mut prefix = NAMESPACE.as_bytes().to_vec();
+            prefix.push(SEP);
+            let mut n = 0;
+            for row in kv.scan_prefix(&prefix) {
+                let (k, v) = row?;
+                if self
+                    .kv
+                    .compare_and_swap(&k, None::<&[u8]>, Some(v))?
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        };
+        match catch_unwind(AssertUnwindSafe(copy)) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(aside = %aside.display(), error = %e, "could not copy skill state from the old index");
+                0
+            }
+            Err(_) => {
+                tracing::warn!(aside = %aside.display(), "sled panicked reading skill state from the old index");
+                0
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +139,31 @@ mod tests {
             .unwrap();
         assert!(store.state_get("memory:b").unwrap().unwrap().deleted);
         assert_eq!(store.state_get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn state_survives_a_rebuild_of_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (store, _) = Store::open(&dir).unwrap();
+        let p = PeerId([7; 32]);
+        store
+            .state_write("memory:a", b"kept".to_vec(), false, p, "bot", 1)
+            .unwrap();
+        store.kv_put("locks", "x", b"cache only").unwrap();
+        store
+            .meta
+            .insert(super::super::META_SCHEMA, &999u32.to_be_bytes()[..])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let (store, outcome) = Store::open(&dir).unwrap();
+        assert!(matches!(outcome, super::super::OpenOutcome::Rebuilt { .. }));
+        assert_eq!(store.state_get("memory:a").unwrap().unwrap().value, b"kept");
+        assert_eq!(
+            store.kv_get("locks", "x").unwrap(),
+            None,
+            "only state is carried over"
+        );
     }
 }
