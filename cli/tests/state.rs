@@ -98,6 +98,11 @@ fn remember_recall_list_and_forget(a: &Peer) {
     let (_, out, _) = human(a, &["state", "get", "memory:rust"]);
     assert_eq!(out, "prefers 2021 edition\n", "a set replaces the value");
 
+    a.ok(&["state", "set", "memory:balance", "-12"]);
+    let (_, out, _) = human(a, &["state", "get", "memory:balance"]);
+    assert_eq!(out, "-12\n", "a value may start with a dash");
+    a.ok(&["state", "del", "memory:balance"]);
+
     a.ok(&["state", "del", "memory:rust"]);
     let (code, _, err) = human(a, &["state", "get", "memory:rust"]);
     assert_eq!(code, 1, "a deleted key is missing");

@@ -31,6 +31,7 @@ pub enum StateAction {
         /// The key, e.g. `memory:rust` (no whitespace or glob characters).
         key: String,
         /// The value (default: all of stdin).
+        #[arg(allow_hyphen_values = true)]
         value: Option<String>,
     },
     /// Print KEY's value (exit code 1 if it is not set).
