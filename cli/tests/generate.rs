@@ -399,3 +399,27 @@ fn the_example_memory_manager_skill_renders_memories_into_memory_md() {
     );
     assert!(!m.contains("notes:todo"), "{m}");
 }
+
+#[test]
+fn an_output_directory_swapped_for_a_symlink_while_the_generator_runs_is_not_written_through() {
+    let a = Peer::new("alpha");
+    let outside = tempfile::tempdir().unwrap();
+    a.write("out/KEEP.md", "keep\n");
+    let script = format!(
+        "#!/bin/sh\nset -eu\necho new > \"$SYNC_OUTPUT_FILE\"\nmv \"$BOTSYNC_WORKSPACE/out\" \"$BOTSYNC_WORKSPACE/out.real\"\nln -s {} \"$BOTSYNC_WORKSPACE/out\"\n",
+        outside.path().display()
+    );
+    skill(&a, "swap", &manifest("out/M.md"), &script);
+    a.ok(&["gen", "approve", "--skill", "swap"]);
+    let (code, _, err) = human(&a, &["gen", "run", "--skill", "swap"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no longer safe") && err.contains("symlink"),
+        "{err}"
+    );
+    assert!(
+        !outside.path().join("M.md").exists(),
+        "nothing was written through the link"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}

@@ -497,6 +497,16 @@ fn run_one(
         patterns: c.manifest.patterns.clone(),
         timeout,
     };
-    let outcome = runner::run(&spec)?;
+    let file = s.manifest_path();
+    let recheck = || {
+        skill::resolve_output(
+            &file,
+            &c.manifest.output_file,
+            &gs.root,
+            &gs.config.data_dirs,
+        )
+        .map_err(|e| e.why)
+    };
+    let outcome = runner::run(&spec, &recheck)?;
     Ok((c, outcome))
 }

@@ -70,8 +70,13 @@ impl std::fmt::Display for RunFailure {
 
 impl std::error::Error for RunFailure {}
 
-/// Run `spec`'s generator and install its output.
-pub fn run(spec: &RunSpec) -> Result<RunOutcome> {
+/// Checks the output path again right before the install (it may have changed while the
+/// generator ran): the path it resolves to now, or why it is refused.
+pub type Recheck<'a> = &'a dyn Fn() -> Result<PathBuf, String>;
+
+/// Run `spec`'s generator and install its output (if `recheck` still resolves the output to
+/// the same path).
+pub fn run(spec: &RunSpec, recheck: Recheck<'_>) -> Result<RunOutcome> {
     let parent = spec
         .output
         .parent()
@@ -82,14 +87,14 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome> {
         spec.skill
     ));
     remove_if_there(&tmp);
-    let result = run_to(spec, &tmp);
+    let result = run_to(spec, &tmp, recheck);
     if result.is_err() {
         remove_if_there(&tmp);
     }
     result
 }
 
-fn run_to(spec: &RunSpec, tmp: &Path) -> Result<RunOutcome> {
+fn run_to(spec: &RunSpec, tmp: &Path, recheck: Recheck<'_>) -> Result<RunOutcome> {
     let started = Instant::now();
     let mut cmd = Command::new(&spec.program);
     cmd.current_dir(&spec.skill_dir)
@@ -168,10 +173,17 @@ fn run_to(spec: &RunSpec, tmp: &Path) -> Result<RunOutcome> {
         }
         .into());
     }
-    install(tmp, &spec.output).map_err(|e| RunFailure {
-        message: format!("{what} exited 0 but {e}; {kept}"),
-        stderr: stderr.clone(),
-    })?;
+    let still = match recheck() {
+        Ok(p) if p == spec.output => Ok(()),
+        Ok(p) => Err(anyhow!("the output now resolves to {}", p.display())),
+        Err(why) => Err(anyhow!("the output path is no longer safe ({why})")),
+    };
+    still
+        .and_then(|()| install(tmp, &spec.output))
+        .map_err(|e| RunFailure {
+            message: format!("{what} exited 0 but {e}; {kept}"),
+            stderr: stderr.clone(),
+        })?;
     Ok(RunOutcome {
         stdout,
         stderr,
