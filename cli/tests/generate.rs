@@ -423,3 +423,42 @@ fn an_output_directory_swapped_for_a_symlink_while_the_generator_runs_is_not_wri
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn skills_are_also_found_in_extra_roots_and_the_timeout_comes_from_gen_json() {
+    let a = Peer::new("alpha");
+    let extra = tempfile::tempdir().unwrap();
+    let dir = extra.path().join("slow");
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(dir.join("SKILL.md"), "# slow\n").unwrap();
+    std::fs::write(dir.join("SYNC.json"), manifest("SLOW.md")).unwrap();
+    let script = dir.join("scripts/sync.sh");
+    std::fs::write(&script, "#!/bin/sh\nsleep 300\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (_, out, _) = human(&a, &["gen", "list"]);
+    assert!(out.contains("no skills found under"), "{out}");
+    a.write(
+        ".botsync/gen.json",
+        format!(
+            r#"{{"skill_roots": ["{}"], "timeout_secs": 1}}"#,
+            extra.path().display()
+        ),
+    );
+    let list = a.ok(&["gen", "list"]);
+    assert_eq!(list["skills"][0]["name"], "slow", "{list}");
+    a.ok(&["gen", "approve", "--skill", "slow"]);
+    let started = Instant::now();
+    let (code, _, err) = human(&a, &["gen", "run", "--skill", "slow"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ran longer than 1s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    a.write(".botsync/gen.json", r#"{"timeout": 5}"#);
+    let (code, _, err) = human(&a, &["gen", "list"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("gen.json") && err.contains("timeout_secs"),
+        "{err}"
+    );
+}
