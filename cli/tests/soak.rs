@@ -117,6 +117,11 @@ fn five_daemons_in_a_full_mesh_converge_after_minutes_of_random_edits() {
         let who = rng.below(PEERS as u64) as usize;
         let p = &peers[who];
         match rng.below(10) {
+            _ if std::env::var_os("BOTSYNC_SOAK_SHARED").is_some() => {
+                let line = format!("{{\"peer\":{who},\"n\":{edits},\"shared\":true}}");
+                append(p, "memory/shared.jsonl", &line);
+                shared_lines.push(line);
+            }
             0..=3 => {
                 let line = format!("{{\"peer\":{who},\"n\":{edits},\"own\":true}}");
                 append(p, &format!("memory/log-p{who}.jsonl"), &line);
@@ -191,6 +196,14 @@ fn five_daemons_in_a_full_mesh_converge_after_minutes_of_random_edits() {
         }
         let have = lines_of(p, "memory/shared.jsonl");
         let lost: Vec<_> = shared_lines.iter().filter(|l| !have.contains(*l)).collect();
+        if !lost.is_empty() && std::env::var_os("BOTSYNC_SOAK_KEEP").is_some() {
+            for q in &peers {
+                println!("kept workspace {}: {}", q.name, q.root().display());
+            }
+            std::mem::forget(peers);
+            std::mem::forget(daemons);
+            panic!("lost lines of the shared log: {lost:?}");
+        }
         assert!(
             lost.is_empty(),
             "{} lost lines of the shared log: {lost:?}",

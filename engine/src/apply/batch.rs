@@ -11,9 +11,9 @@
 //! chunk assembly in [`super::assemble`] and the barriers in [`super::durable`].
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
@@ -316,12 +316,6 @@ fn place<'a>(
     let path = &target.path;
     match step {
         Step::Staged(mut s) => {
-            // Last moment to notice a local edit made while we were assembling.
-            if let LocalState::Changed = local_state(path, &s.fs_path, item.expected)? {
-                return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
-                    path: path.clone(),
-                })));
-            }
             let old = item
                 .expected
                 .filter(|e| !e.entry.is_tombstone() && s.old_present);
@@ -330,9 +324,37 @@ fn place<'a>(
             {
                 keep_version(ctx, path, &s.fs_path, &old.entry)?;
             }
+            // The file about to be replaced, held open from before the last check: a write
+            // that lands on it between that check and the rename (an agent appending to its
+            // log) shows on this handle afterwards.
+            let held = old.and_then(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&s.fs_path)
+                    .ok()
+            });
+            // Last moment to notice a local edit made while we were assembling.
+            let checked = match local_state(path, &s.fs_path, item.expected)? {
+                LocalState::Changed => {
+                    return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+                        path: path.clone(),
+                    })));
+                }
+                LocalState::Same(meta) => meta,
+            };
+            fail::fail_point!("apply::before-rename");
             fs::rename(&s.temp.path, &s.fs_path)
                 .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
             s.temp.keep = true;
+            if let (Some(held), Some(checked)) = (held, checked)
+                && written_since(&held, &checked)
+            {
+                rescue(path, &s, held)?;
+                return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+                    path: path.clone(),
+                })));
+            }
             let meta = s
                 .temp
                 .file
@@ -392,6 +414,45 @@ fn place<'a>(
         }
         other => Ok(other),
     }
+}
+
+/// True if the file held open (the one just replaced) changed after `checked` was taken of it.
+fn written_since(held: &File, checked: &fs::Metadata) -> bool {
+    match held.metadata() {
+        // Size and mtime: the rename itself changes the replaced inode's ctime (its link count).
+        Ok(now) => {
+            now.ino() == checked.ino()
+                && (now.len(), now.mtime(), now.mtime_nsec())
+                    != (checked.len(), checked.mtime(), checked.mtime_nsec())
+        }
+        Err(_) => false,
+    }
+}
+
+/// A local write landed on the replaced file in the instant before the rename: put those bytes
+/// back in place as the local version (written beside the target and renamed over it, made
+/// durable first), so the next scan sees a local change and the next sync merges it with the
+/// peer's version instead of losing it. The peer's version stays in the store.
+fn rescue(path: &RelPath, s: &Staged, mut held: File) -> Result<(), ApplyError> {
+    tracing::warn!(path = %path, "the file was written to while a peer's version replaced it; the local bytes are put back and merged at the next sync");
+    let (tmp_path, mut file) =
+        create_temp(&s.dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
+    let mut temp = TempFile {
+        path: tmp_path,
+        file: file
+            .try_clone()
+            .map_err(|e| io_err(path, "opening", &s.fs_path, e))?,
+        keep: false,
+    };
+    held.seek(io::SeekFrom::Start(0))
+        .and_then(|_| io::copy(&mut held, &mut file))
+        .and_then(|_| file.set_permissions(held.metadata()?.permissions()))
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io_err(path, "putting back local bytes", &temp.path, e))?;
+    fs::rename(&temp.path, &s.fs_path)
+        .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
+    temp.keep = true;
+    Ok(())
 }
 
 /// Second barrier: make every rename and unlink durable before the index records it. Each
