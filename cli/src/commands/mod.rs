@@ -71,9 +71,6 @@ pub enum Command {
     Service(service::ServiceArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
-    /// Check .botsync/config.json (`validate`), or print the secret-free template of the mesh
-    /// config (`template [FILE]`).
-    Config(config::ConfigArgs),
     /// Two workspaces, two peers on loopback, a real sync; then clean up.
     Demo,
     /// Review and resolve conflicts: `list` (default), `show PATH`, `resolve PATH --keep ...`.
@@ -82,6 +79,9 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Bring back a kept version of a file as a new local change: `restore PATH[@VERSION]`.
     Restore(history::RestoreArgs),
+    /// Check .botsync/config.json (`validate`), or print the secret-free template of the mesh
+    /// config (`template [FILE]`).
+    Config(config::ConfigArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -89,12 +89,12 @@ pub enum Command {
 pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<i32> {
     let request = match command {
         Command::Completions(a) => return completions::print(a, cli()),
-        Command::Config(a) => return config::config(a, g),
         Command::Discover(a) => return discover::discover(a, g),
         Command::Service(a) => return service::service(a, g),
         Command::Init(a) => return init::init(a, g),
         Command::Serve(a) => return serve::serve(a, g),
         Command::Demo => return demo::demo(g),
+        Command::Config(a) => return config::config(a, g),
         Command::Status => Request::Status,
         Command::Id => Request::Id,
         Command::Add(a) => Request::Add {
