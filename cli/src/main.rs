@@ -8,6 +8,7 @@ mod exit;
 mod node;
 mod output;
 mod progress;
+mod runner;
 mod verb;
 
 use std::io::IsTerminal;

@@ -87,6 +87,8 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// `state set|get|list|del`.
+    State(crate::commands::state::StateRequest),
 }
 
 /// Which way a sync moves changes.
@@ -264,6 +266,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::Restore { target, dry_run } => {
             crate::commands::history::restore(ctx, &target, dry_run)
         }
+        Request::State(s) => crate::commands::state::run(ctx, s),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

@@ -36,6 +36,8 @@ pub mod reconcile;
 pub mod rules;
 pub mod scan;
 pub mod secrets;
+pub mod skill;
+pub mod state;
 pub mod store;
 pub mod vector;
 pub mod workspace;

@@ -26,6 +26,7 @@ mod kv;
 mod local;
 mod peers;
 mod sessions;
+mod state;
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -393,6 +394,11 @@ impl Store {
         match wait_for_lock(lock_pauses(), || Store::try_open(dir)) {
             Ok((store, SchemaState::Fresh)) => {
                 store.write_schema()?;
+                // Skill state is not a cache: carry it over (issue 14).
+                let kept = store.salvage_state(&aside);
+                if kept > 0 {
+                    tracing::info!(rows = kept, "skill state carried over from the old index");
+                }
                 Ok((store, OpenOutcome::Rebuilt { reason }))
             }
             Ok((_, SchemaState::Current | SchemaState::Unusable(_)))

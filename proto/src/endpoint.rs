@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use botsync_engine::PeerId;
-use quinn::congestion::CubicConfig;
+use quinn::congestion::{BbrConfig, CubicConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
     ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt,
@@ -122,7 +122,12 @@ impl EndpointOptions {
     /// The quinn transport configuration for a peer at a non-loopback address (every path that
     /// may cross a Tailscale tunnel).
     pub fn transport_config(&self) -> TransportConfig {
-        self.transport_with_mtu(self.initial_mtu, self.max_mtu)
+        let mut t = self.transport_with_mtu(self.initial_mtu, self.max_mtu);
+        // BBR, not the default Cubic: across a tunnel with a little random loss (Wi-Fi, a busy
+        // uplink), Cubic halves its window at each loss and a 100 ms path at 1 % loss crawls
+        // (docs/BENCHMARKS.md, benches/netem.sh); BBR paces at the measured bottleneck rate.
+        t.congestion_controller_factory(Arc::new(BbrConfig::default()));
+        t
     }
 
     /// The quinn transport configuration for a peer at `remote`: for a loopback address the

@@ -8,6 +8,7 @@ pub(crate) mod config;
 pub(crate) mod conflicts;
 mod demo;
 mod discover;
+mod generate;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod peers;
@@ -15,6 +16,7 @@ pub(crate) mod scan;
 mod serve;
 mod service;
 mod skipped;
+pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod verify;
@@ -82,6 +84,10 @@ pub enum Command {
     /// Check .botsync/config.json (`validate`), or print the secret-free template of the mesh
     /// config (`template [FILE]`).
     Config(config::ConfigArgs),
+    /// Skill state: `state set KEY [VALUE]`, `get KEY`, `list [--pattern GLOB]`, `del KEY`.
+    State(state::StateArgs),
+    /// SYNC.json generators: `gen list`, `gen validate`, `gen run`, `gen approve`.
+    Gen(generate::GenArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -95,6 +101,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Serve(a) => return serve::serve(a, g),
         Command::Demo => return demo::demo(g),
         Command::Config(a) => return config::config(a, g),
+        Command::Gen(a) => return generate::gen_verb(a, g),
         Command::Status => Request::Status,
         Command::Id => Request::Id,
         Command::Add(a) => Request::Add {
@@ -130,6 +137,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
             target: a.target,
             dry_run: a.dry_run,
         },
+        Command::State(a) => Request::State(state::StateRequest::from_args(a)?),
     };
     let root = g.workspace_root()?;
     let bars = Bars::new(g);

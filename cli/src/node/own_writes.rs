@@ -4,7 +4,8 @@
 //! A path is noted before its apply starts (its events may arrive before the apply returns) and,
 //! once written, with the file's identity (inode, size, mtime). An event for a noted path is ours
 //! only while the file is still exactly what we wrote: an edit right after an apply changes the
-//! mtime or size and counts as a local change. Notes expire after [`QUIET`].
+//! mtime or size and counts as a local change, and a file created again right after an apply
+//! deleted it is the user's. Notes expire after [`QUIET`].
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -26,8 +27,9 @@ struct Written {
 #[derive(Debug, Clone, Copy)]
 struct Note {
     at: Instant,
-    /// `None` while the apply runs.
-    written: Option<Written>,
+    /// `None` while the apply runs; then what it left: a file, or `Some(None)`: nothing (a
+    /// delete).
+    written: Option<Option<Written>>,
 }
 
 /// The notes of one workspace.
@@ -62,7 +64,7 @@ impl OwnWrites {
         let at = Instant::now();
         for (p, ok) in done {
             if ok {
-                let written = self.stat(p);
+                let written = Some(self.stat(p));
                 notes.insert(p.to_owned(), Note { at, written });
             } else {
                 notes.remove(p);
@@ -78,7 +80,7 @@ impl OwnWrites {
         if let Some(note) = notes.get(rel) {
             return match note.written {
                 None => true,
-                Some(w) => self.stat(rel) == Some(w),
+                Some(left) => self.stat(rel) == left,
             };
         }
         // The directories an apply created or wrote into.
@@ -122,6 +124,20 @@ mod tests {
         assert!(!own.is_ours("memory/b.md"), "another file");
         std::fs::write(dir.path().join("memory/a.md"), "the user's edit, longer\n").unwrap();
         assert!(!own.is_ours("memory/a.md"), "edited after the apply");
+    }
+
+    #[test]
+    fn a_file_created_again_right_after_an_apply_deleted_it_is_the_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = OwnWrites::new(dir.path());
+        let path = dir.path().join("note.md");
+        std::fs::write(&path, "old\n").unwrap();
+        own.applying(["note.md"].into_iter());
+        std::fs::remove_file(&path).unwrap();
+        own.applied([("note.md", true)].into_iter());
+        assert!(own.is_ours("note.md"), "the delete's own event");
+        std::fs::write(&path, "written again by the user\n").unwrap();
+        assert!(!own.is_ours("note.md"), "created again after the delete");
     }
 
     #[test]

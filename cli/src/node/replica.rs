@@ -316,6 +316,14 @@ impl Replica for LiveReplica {
             let done = matches!(r.outcome, Outcome::Done | Outcome::Unchanged);
             (r.path.as_str(), done)
         }));
+        // A path the apply found changed on disk holds a local edit the index has not seen yet
+        // (made in the instant before the apply): the next refresh rescans it.
+        self.note_changed(
+            reports
+                .iter()
+                .filter(|r| r.outcome == Outcome::LocalChanged)
+                .map(|r| r.path.as_str()),
+        );
         let (root, _) = self.ws.snapshot();
         self.root.send_if_modified(|c| {
             let changed = c.root != root;

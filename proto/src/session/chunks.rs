@@ -70,14 +70,29 @@ pub(crate) async fn fetch<R: Replica + ?Sized>(
         });
     }
     let mut total = Fetched::default();
+    let mut failed = None;
     while let Some(joined) = tasks.join_next().await {
-        let got = joined.map_err(|e| SessionError::Task(e.to_string()))??;
+        let got = match joined.map_err(|e| SessionError::Task(e.to_string())) {
+            Ok(Ok(got)) => got,
+            Ok(Err(e)) | Err(e) => {
+                // The other streams finish the batch they are reading (or fail on the same
+                // dead connection) and keep what they verified; no new batch starts.
+                if let Ok(mut q) = queue.lock() {
+                    q.clear();
+                }
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         total.counters.chunks_received += got.counters.chunks_received;
         total.counters.chunk_bytes_received += got.counters.chunk_bytes_received;
         total.counters.chunk_wire_bytes_received += got.counters.chunk_wire_bytes_received;
         total.missing.extend(got.missing);
     }
-    Ok(total)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 /// Bytes of new files fetched before they are applied: what a sync holds in the chunk store on
@@ -227,9 +242,65 @@ async fn fetch_batch<R: Replica + ?Sized>(
     let ids: Vec<Hash> = batch.iter().map(|c| c.id).collect();
     write_frame(&mut send, &Message::GetChunks { ids: ids.clone() }).await?;
     let _ = send.finish();
-    let mut verified = Vec::with_capacity(ids.len());
-    for want in &batch {
-        match read_frame(&mut recv).await? {
+    // Verified chunks are kept as they arrive (a few at a time, in one blocking call): a
+    // connection lost in the middle of a batch refetches only what had not arrived yet.
+    let mut verified: Vec<(Hash, Vec<u8>)> = Vec::new();
+    let mut verified_bytes = 0usize;
+    let read = read_batch(
+        &mut recv,
+        &batch,
+        how,
+        got,
+        progress,
+        |chunk| {
+            verified_bytes += chunk.1.len();
+            verified.push(chunk);
+            if verified_bytes >= KEEP_EVERY_BYTES {
+                verified_bytes = 0;
+                Some(std::mem::take(&mut verified))
+            } else {
+                None
+            }
+        },
+        replica,
+    )
+    .await;
+    let kept = keep(replica, verified).await;
+    read.and(kept)
+}
+
+/// Verified chunks buffered before they are written to the chunk store.
+const KEEP_EVERY_BYTES: usize = 64 * 1024;
+
+async fn keep<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    verified: Vec<(Hash, Vec<u8>)>,
+) -> Result<(), SessionError> {
+    if verified.is_empty() {
+        return Ok(());
+    }
+    blocking(replica, move |r| {
+        for (id, bytes) in &verified {
+            r.put_chunk(id, bytes)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Read the replies to one `GetChunks`, handing each verified chunk to `on_chunk`; whatever
+/// `on_chunk` returns is written to the chunk store before the next frame is read.
+async fn read_batch<R: Replica + ?Sized>(
+    recv: &mut quinn::RecvStream,
+    batch: &[ChunkRef],
+    how: Fetch,
+    got: &mut Fetched,
+    progress: &dyn Progress,
+    mut on_chunk: impl FnMut((Hash, Vec<u8>)) -> Option<Vec<(Hash, Vec<u8>)>>,
+    replica: &Arc<R>,
+) -> Result<(), SessionError> {
+    for want in batch {
+        match read_frame(recv).await? {
             Some(Message::ChunkData(data)) => {
                 if data.id != want.id {
                     return Err(SessionError::Protocol(format!(
@@ -258,7 +329,9 @@ async fn fetch_batch<R: Replica + ?Sized>(
                 progress.event(ProgressEvent::Received {
                     bytes: bytes.len() as u64,
                 });
-                verified.push((want.id, bytes));
+                if let Some(full) = on_chunk((want.id, bytes)) {
+                    keep(replica, full).await?;
+                }
             }
             Some(Message::Error {
                 code: ErrorCode::NotFound,
@@ -278,11 +351,5 @@ async fn fetch_batch<R: Replica + ?Sized>(
             None => return Err(SessionError::Protocol("chunk stream ended early".into())),
         }
     }
-    blocking(replica, move |r| {
-        for (id, bytes) in &verified {
-            r.put_chunk(id, bytes)?;
-        }
-        Ok(())
-    })
-    .await
+    Ok(())
 }

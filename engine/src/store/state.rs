@@ -1,0 +1,169 @@
+//! Skill state rows ([`crate::state`]) in the `kv` tree under the namespace `state`: one
+//! [`StateRecord`] per key, postcard-encoded. Writes are compare-and-swap loops, so concurrent
+//! writers in one process never lose an increment of a key's version vector.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use super::codec::{SEP, decode, encode};
+use super::{Store, StoreError};
+use crate::peer::PeerId;
+use crate::state::{NAMESPACE, Patterns, StateRecord};
+
+impl Store {
+    /// The record of `key` (a tombstone too); `None` if it was never set.
+    pub fn state_get(&self, key: &str) -> Result<Option<StateRecord>, StoreError> {
+        let Some(bytes) = self.kv_get(NAMESPACE, key)? else {
+            return Ok(None);
+        };
+        match decode::<StateRecord>(&bytes) {
+            Ok(r) => Ok(Some(r)),
+            Err(reason) => {
+                self.report("kv", key.as_bytes(), reason);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Write `key` (a value, or a tombstone with `deleted`) as `peer`/`agent` at `at_ns`; the
+    /// key's version vector advances. Returns the new record.
+    pub fn state_write(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        deleted: bool,
+        peer: PeerId,
+        agent: &str,
+        at_ns: i64,
+    ) -> Result<StateRecord, StoreError> {
+        loop {
+            let old = self.kv_get(NAMESPACE, key)?;
+            let prev = old.as_deref().and_then(|b| decode::<StateRecord>(b).ok());
+            let rec = StateRecord::next(prev.as_ref(), value.clone(), deleted, peer, agent, at_ns);
+            let new = encode("state record", &rec)?;
+            if self
+                .kv_compare_and_swap(NAMESPACE, key, old.as_deref(), Some(&new))?
+                .is_ok()
+            {
+                return Ok(rec);
+            }
+        }
+    }
+
+    /// Every record whose key matches `patterns`, in key order (tombstones too).
+    pub fn state_list(
+        &self,
+        patterns: &Patterns,
+    ) -> Result<Vec<(String, StateRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, bytes) in self.kv_list(NAMESPACE)? {
+            if !patterns.matches(&key) {
+                continue;
+            }
+            match decode::<StateRecord>(&bytes) {
+                Ok(r) => out.push((key, r)),
+                Err(reason) => self.report("kv", key.as_bytes(), reason),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Copy the state rows of the index moved aside at `aside` (by a rebuild) into this one,
+    /// keeping rows already here: the index is a cache, but state is not. Returns how many rows
+    /// were copied; an aside index sled cannot open yields none (its rows stay in `aside`).
+    pub(super) fn salvage_state(&self, aside: &Path) -> usize {
+        let copy = || -> Result<usize, sled::Error> {
+            let old = sled::Config::new().path(aside).open()?;
+            let kv = old.open_tree("kv")?;
+            let mut prefix = NAMESPACE.as_bytes().to_vec();
+            prefix.push(SEP);
+            let mut n = 0;
+            for row in kv.scan_prefix(&prefix) {
+                let (k, v) = row?;
+                if self
+                    .kv
+                    .compare_and_swap(&k, None::<&[u8]>, Some(v))?
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        };
+        match catch_unwind(AssertUnwindSafe(copy)) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(aside = %aside.display(), error = %e, "could not copy skill state from the old index");
+                0
+            }
+            Err(_) => {
+                tracing::warn!(aside = %aside.display(), "sled panicked reading skill state from the old index");
+                0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_list_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        let p = PeerId([7; 32]);
+        store
+            .state_write("memory:a", b"1".to_vec(), false, p, "bot", 1)
+            .unwrap();
+        store
+            .state_write("memory:b", b"2".to_vec(), false, p, "bot", 2)
+            .unwrap();
+        store
+            .state_write("notes:c", b"3".to_vec(), false, p, "", 3)
+            .unwrap();
+        let r = store
+            .state_write("memory:a", b"11".to_vec(), false, p, "bot", 4)
+            .unwrap();
+        assert_eq!(r.vector().counter(&p), 2);
+        assert_eq!(store.state_get("memory:a").unwrap().unwrap().value, b"11");
+        let mem = store
+            .state_list(&Patterns::new(&["memory:*"]).unwrap())
+            .unwrap();
+        let keys: Vec<&str> = mem.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["memory:a", "memory:b"]);
+        store
+            .state_write("memory:b", Vec::new(), true, p, "bot", 5)
+            .unwrap();
+        assert!(store.state_get("memory:b").unwrap().unwrap().deleted);
+        assert_eq!(store.state_get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn state_survives_a_rebuild_of_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (store, _) = Store::open(&dir).unwrap();
+        let p = PeerId([7; 32]);
+        store
+            .state_write("memory:a", b"kept".to_vec(), false, p, "bot", 1)
+            .unwrap();
+        store.kv_put("locks", "x", b"cache only").unwrap();
+        store
+            .meta
+            .insert(super::super::META_SCHEMA, &999u32.to_be_bytes()[..])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let (store, outcome) = Store::open(&dir).unwrap();
+        assert!(matches!(outcome, super::super::OpenOutcome::Rebuilt { .. }));
+        assert_eq!(store.state_get("memory:a").unwrap().unwrap().value, b"kept");
+        assert_eq!(
+            store.kv_get("locks", "x").unwrap(),
+            None,
+            "only state is carried over"
+        );
+    }
+}
