@@ -344,3 +344,24 @@ fn a_held_back_file_is_not_overwritten_by_the_peers_version() {
     );
     assert!(!grep_tree(beta.root(), b"ghp_R4nd0mT0k3n"));
 }
+
+#[test]
+fn with_daemons_and_auto_sync_a_token_note_stays_home_and_is_named() {
+    let (alpha, beta) = (Peer::new("alpha"), Peer::new("beta"));
+    let (da, db) = (alpha.serve(), beta.serve());
+    alpha.add(&beta, db.port);
+    beta.add(&alpha, da.port);
+    alpha.ok(&["auto", "on"]);
+    // The watcher sees both files; the daemon's partial rescan holds the token note back.
+    alpha.write("memory/github.md", TOKEN_NOTE);
+    alpha.write("memory/plain.md", "nothing to hide\n");
+    assert!(
+        common::eventually(30, || beta.read("memory/plain.md").is_some()),
+        "the plain note never reached beta"
+    );
+    let (code, json, _) = alpha.run(&["sync"]);
+    assert_eq!(code, 3, "{json}");
+    assert_eq!(json["skipped"][0]["path"], "memory/github.md", "{json}");
+    assert_eq!(beta.read("memory/github.md"), None);
+    assert!(!grep_tree(beta.root(), b"ghp_R4nd0mT0k3n"));
+}
