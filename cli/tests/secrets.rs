@@ -317,3 +317,51 @@ fn status_names_a_held_back_file_too() {
     assert!(text.contains("memory/deploy.md"), "{text}");
     assert!(text.contains("secret_allow"), "{text}");
 }
+
+#[test]
+fn a_held_back_file_is_not_overwritten_by_the_peers_version() {
+    let (alpha, beta, _server) = pair();
+    // Both have a note at one path; alpha's, never synced, holds a token.
+    beta.write("memory/github.md", "# github\nbeta's notes\n");
+    alpha.write("memory/github.md", TOKEN_NOTE);
+    // Both have a synced note; alpha's edit adds a token, beta edits it too.
+    alpha.write("memory/edited.md", "v1\n");
+    let (code, json, _) = alpha.run(&["push"]);
+    assert_eq!(code, 3, "{json}");
+    assert_eq!(beta.read("memory/edited.md").unwrap(), b"v1\n");
+    alpha.write("memory/edited.md", format!("v2\n{TOKEN_NOTE}"));
+    beta.write("memory/edited.md", "v1\nbeta edited\n");
+
+    let (code, json, _) = alpha.run(&["sync"]);
+    assert_eq!(code, 3, "{json}");
+    assert_eq!(
+        alpha.read("memory/github.md").unwrap(),
+        TOKEN_NOTE.as_bytes()
+    );
+    assert_eq!(
+        alpha.read("memory/edited.md").unwrap(),
+        format!("v2\n{TOKEN_NOTE}").as_bytes()
+    );
+    assert!(!grep_tree(beta.root(), b"ghp_R4nd0mT0k3n"));
+}
+
+#[test]
+fn with_daemons_and_auto_sync_a_token_note_stays_home_and_is_named() {
+    let (alpha, beta) = (Peer::new("alpha"), Peer::new("beta"));
+    let (da, db) = (alpha.serve(), beta.serve());
+    alpha.add(&beta, db.port);
+    beta.add(&alpha, da.port);
+    alpha.ok(&["auto", "on"]);
+    // The watcher sees both files; the daemon's partial rescan holds the token note back.
+    alpha.write("memory/github.md", TOKEN_NOTE);
+    alpha.write("memory/plain.md", "nothing to hide\n");
+    assert!(
+        common::eventually(30, || beta.read("memory/plain.md").is_some()),
+        "the plain note never reached beta"
+    );
+    let (code, json, _) = alpha.run(&["sync"]);
+    assert_eq!(code, 3, "{json}");
+    assert_eq!(json["skipped"][0]["path"], "memory/github.md", "{json}");
+    assert_eq!(beta.read("memory/github.md"), None);
+    assert!(!grep_tree(beta.root(), b"ghp_R4nd0mT0k3n"));
+}

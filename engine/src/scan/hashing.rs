@@ -49,12 +49,26 @@ pub(crate) enum ReadFailure {
     Changed,
 }
 
-/// Open, hash and re-check the file the walk found in the workspace at `root`.
+/// Open, hash and re-check the file the walk found in the workspace at `root` ([`read_file_keeping`]
+/// without the bytes; the scan itself calls that).
+#[cfg(test)]
 pub(crate) fn read_file(
     chunker: &Chunker,
     root: &Path,
     found: &Found,
 ) -> Result<Digest, ReadFailure> {
+    read_file_keeping(chunker, root, found, false).map(|(d, _)| d)
+}
+
+/// [`read_file`], also handing back the bytes hashed when `keep_small` is set and the file is
+/// smaller than one minimum chunk (most agent files): the secret guard checks them without
+/// reading the file again.
+pub(crate) fn read_file_keeping(
+    chunker: &Chunker,
+    root: &Path,
+    found: &Found,
+    keep_small: bool,
+) -> Result<(Digest, Option<Vec<u8>>), ReadFailure> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -65,7 +79,20 @@ pub(crate) fn read_file(
     if !before.is_file() || sig.ino != found.sig.ino || sig.dev != found.sig.dev {
         return Err(ReadFailure::Replaced);
     }
-    let (size, chunks, content) = digest_prefix(chunker, &file, sig.size)?;
+    let (size, chunks, content, kept) = if keep_small && sig.size < u64::from(chunker.params().min)
+    {
+        // Freshly opened: the position is the start. A file that shrank fails the exact read.
+        let mut bytes = vec![0u8; usize::try_from(sig.size).unwrap_or(0)];
+        (&file).read_exact(&mut bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ReadFailure::Changed,
+            _ => ReadFailure::Io(e),
+        })?;
+        let (chunks, content) = digest_bytes(&bytes);
+        (sig.size, chunks, content, Some(bytes))
+    } else {
+        let (size, chunks, content) = digest_prefix(chunker, &file, sig.size)?;
+        (size, chunks, content, None)
+    };
     let after = StatSig::of(&file.metadata().map_err(ReadFailure::Io)?);
     let held_still = after.size == sig.size && after.mtime_ns == sig.mtime_ns;
     if !held_still {
@@ -77,13 +104,14 @@ pub(crate) fn read_file(
         }
         tracing::debug!(path = %found.rel, bytes = sig.size, "growing file: its stable prefix recorded");
     }
-    Ok(Digest {
+    let digest = Digest {
         size,
         chunks,
         content,
         sig,
         mode: Mode::from_st_mode(before.mode()),
-    })
+    };
+    Ok((digest, kept))
 }
 
 /// The bytes `d` describes, read again for the secret guard: the first `d.size` bytes of the
@@ -116,15 +144,7 @@ pub(crate) fn read_to_check(
             .map_err(ReadFailure::Io)?
             .2
     } else {
-        let chunks: Vec<ChunkRef> = if bytes.is_empty() {
-            Vec::new()
-        } else {
-            vec![ChunkRef {
-                id: Hash::of(&bytes),
-                len: bytes.len() as u32,
-            }]
-        };
-        chunktree::content_hash(&chunks)
+        digest_bytes(&bytes).1
     };
     if content != d.content {
         return Err(ReadFailure::Changed);
@@ -169,16 +189,23 @@ pub(crate) fn digest_file(
     let mut bytes = vec![0u8; expected as usize];
     let mut reader = file;
     reader.read_exact(&mut bytes)?;
+    let (chunks, content) = digest_bytes(&bytes);
+    Ok((expected, chunks, content))
+}
+
+/// The chunks and content hash of a whole file smaller than one minimum chunk: one chunk (none
+/// when empty).
+fn digest_bytes(bytes: &[u8]) -> (Vec<ChunkRef>, Hash) {
     let chunks = if bytes.is_empty() {
         Vec::new()
     } else {
         vec![ChunkRef {
-            id: Hash::of(&bytes),
+            id: Hash::of(bytes),
             len: bytes.len() as u32,
         }]
     };
     let content = chunktree::content_hash(&chunks);
-    Ok((expected, chunks, content))
+    (chunks, content)
 }
 
 /// Chunk and hash a reader through the chunker's two-thread pipeline.
@@ -277,5 +304,32 @@ mod tests {
             read_file(&Chunker::default(), Path::new(NO_ROOT), &f),
             Err(ReadFailure::Replaced)
         ));
+    }
+
+    #[test]
+    fn a_small_file_hands_back_the_bytes_it_hashed_and_a_large_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunker = Chunker::default();
+        let small = dir.path().join("small.md");
+        fs::write(&small, b"small note\n").unwrap();
+        let (d, kept) =
+            read_file_keeping(&chunker, Path::new(NO_ROOT), &found(&small), true).unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"small note\n"[..]));
+        let plain = read_file(&chunker, Path::new(NO_ROOT), &found(&small)).unwrap();
+        assert_eq!(
+            (d.content, d.chunks, d.size),
+            (plain.content, plain.chunks, plain.size)
+        );
+        let (_, kept) =
+            read_file_keeping(&chunker, Path::new(NO_ROOT), &found(&small), false).unwrap();
+        assert_eq!(kept, None);
+
+        let large = dir.path().join("large.md");
+        fs::write(&large, vec![b'a'; 3 * chunker.params().min as usize]).unwrap();
+        let (d, kept) =
+            read_file_keeping(&chunker, Path::new(NO_ROOT), &found(&large), true).unwrap();
+        assert_eq!(kept, None);
+        let bytes = read_to_check(&chunker, Path::new(NO_ROOT), &found(&large), &d).unwrap();
+        assert_eq!(bytes.len() as u64, d.size);
     }
 }

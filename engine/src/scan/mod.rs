@@ -276,23 +276,28 @@ fn compare(
 
     // Hash on all cores; each file is independent.
     let chunker = Chunker::new(ctx.chunker);
-    let digests: Vec<Result<Digest, SkipReason>> = to_hash
-        .par_iter()
-        .map(|(found, old)| {
-            let d =
-                hashing::read_file(&chunker, ctx.root, found).map_err(|failure| match failure {
-                    ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
-                    ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
-                })?;
-            match ctx.secrets {
-                Some(rules) if is_new_content(*old, &d) => {
-                    secret_check(rules, &chunker, ctx.root, found, &d)?;
-                    Ok(d)
+    let digests: Vec<Result<Digest, SkipReason>> =
+        to_hash
+            .par_iter()
+            .map(|(found, old)| {
+                // A small file's bytes are kept for the secret guard (and dropped right after it).
+                let keep = ctx.secrets.is_some();
+                let (d, small) = hashing::read_file_keeping(&chunker, ctx.root, found, keep)
+                    .map_err(|failure| match failure {
+                        ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+                        ReadFailure::Replaced | ReadFailure::Changed => {
+                            SkipReason::ChangedWhileReading
+                        }
+                    })?;
+                match ctx.secrets {
+                    Some(rules) if is_new_content(*old, &d) => {
+                        secret_check(rules, &chunker, ctx.root, found, &d, small.as_deref())?;
+                        Ok(d)
+                    }
+                    _ => Ok(d),
                 }
-                _ => Ok(d),
-            }
-        })
-        .collect();
+            })
+            .collect();
     for ((found, old), digest) in to_hash.iter().zip(digests) {
         match digest {
             Ok(d) => {
@@ -528,7 +533,7 @@ fn is_new_content(old: Option<&LocalEntry>, d: &Digest) -> bool {
 
 /// The secret guard on one freshly hashed file: a text file of at most
 /// [`MAX_CHECKED_BYTES`](crate::secrets::MAX_CHECKED_BYTES) outside `secret_allow` is read again
-/// and checked. The bytes checked must be the ones hashed (they are hashed again), or the check
+/// and checked (a small file's bytes, `small`, come from the hashing read itself). The bytes checked must be the ones hashed (they are hashed again), or the check
 /// would judge other bytes than the ones sent.
 fn secret_check(
     rules: &SecretRules,
@@ -536,17 +541,27 @@ fn secret_check(
     root: &Path,
     found: &walk::Found,
     d: &Digest,
+    small: Option<&[u8]>,
 ) -> Result<(), SkipReason> {
     if d.size == 0 || d.size > crate::secrets::MAX_CHECKED_BYTES || rules.allows(found.rel.as_str())
     {
         return Ok(());
     }
-    let bytes =
-        hashing::read_to_check(chunker, root, found, d).map_err(|failure| match failure {
-            ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
-            ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
-        })?;
-    match rules.check(&bytes) {
+    let read;
+    let bytes = match small {
+        // The very bytes hashed.
+        Some(bytes) => bytes,
+        None => {
+            read = hashing::read_to_check(chunker, root, found, d).map_err(
+                |failure| match failure {
+                    ReadFailure::Io(e) => SkipReason::Unreadable(e.to_string()),
+                    ReadFailure::Replaced | ReadFailure::Changed => SkipReason::ChangedWhileReading,
+                },
+            )?;
+            &read[..]
+        }
+    };
+    match rules.check(bytes) {
         Some(Finding { line, kind }) => {
             tracing::debug!(path = %found.rel, line, %kind, "secret found: not taken in");
             Err(SkipReason::Secret { line, kind })
