@@ -39,14 +39,21 @@ pub fn merge(ancestor: Option<&[u8]>, ours: &[u8], theirs: &[u8]) -> Result<Vec<
             return Err(Refusal::Rewritten { side: "loser" });
         }
     }
-    let common = o.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let shared = o.iter().zip(&t).take_while(|(a, b)| a == b).count();
     // A pure extension merges to the extension: its lines stay in the order they were written.
-    if common == o.len() && ends_terminated(ours) {
+    if shared == o.len() && ends_terminated(ours) {
         return Ok(theirs.to_vec());
     }
-    if common == t.len() && ends_terminated(theirs) {
+    if shared == t.len() && ends_terminated(theirs) {
         return Ok(ours.to_vec());
     }
+    // Lines past the ancestor are sorted even where both sides happen to start alike: how far
+    // they agree depends on the order earlier merges ran in, and the bytes must not (the merge
+    // is associative; tests/merge_laws.rs).
+    let common = match ancestor {
+        Some(a) => shared.min(lines(a).len()),
+        None => shared,
+    };
     let mut counts: BTreeMap<&[u8], (usize, usize)> = BTreeMap::new();
     for line in &o[common..] {
         counts.entry(line).or_default().0 += 1;
