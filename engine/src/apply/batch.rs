@@ -50,7 +50,18 @@ enum Step<'a> {
         dir: PathBuf,
         /// The device the directory is on.
         dev: u64,
+        /// The replaced file, still open: checked again once the batch is durable.
+        replaced: Option<Box<Replaced>>,
     },
+}
+
+/// A file an apply replaced, held open with what the last check saw of it: a local write still
+/// in flight when the rename happened lands on it, and must not be lost.
+struct Replaced {
+    held: File,
+    checked: fs::Metadata,
+    fs_path: PathBuf,
+    dir: PathBuf,
 }
 
 /// An assembled, verified temp file.
@@ -98,6 +109,7 @@ pub(super) fn run(
     }
     sync_dirs(&mut steps, items);
     fail::fail_point!("apply::dirs-durable");
+    recheck_replaced(&mut steps, items);
     let results = record_all(ctx, steps, items);
     fail::fail_point!("apply::recorded");
     // An entry that failed after its rename keeps its intent: the next scan settles it.
@@ -347,10 +359,19 @@ fn place<'a>(
             fs::rename(&s.temp.path, &s.fs_path)
                 .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
             s.temp.keep = true;
-            if let (Some(held), Some(checked)) = (held, checked)
-                && written_since(&held, &checked)
+            let replaced = match (held, checked) {
+                (Some(held), Some(checked)) => Some(Box::new(Replaced {
+                    held,
+                    checked,
+                    fs_path: s.fs_path.clone(),
+                    dir: s.dir.clone(),
+                })),
+                _ => None,
+            };
+            if let Some(r) = &replaced
+                && written_since(&r.held, &r.checked)
             {
-                rescue(path, &s, held)?;
+                rescue(path, r)?;
                 return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
                     path: path.clone(),
                 })));
@@ -384,6 +405,7 @@ fn place<'a>(
                 },
                 dir: s.dir,
                 dev: s.dev,
+                replaced,
             })
         }
         Step::Delete {
@@ -410,7 +432,12 @@ fn place<'a>(
                 local,
                 history: Some(history),
             };
-            Ok(Step::Placed { pending, dir, dev })
+            Ok(Step::Placed {
+                pending,
+                dir,
+                dev,
+                replaced: None,
+            })
         }
         other => Ok(other),
     }
@@ -433,15 +460,16 @@ fn written_since(held: &File, checked: &fs::Metadata) -> bool {
 /// back in place as the local version (written beside the target and renamed over it, made
 /// durable first), so the next scan sees a local change and the next sync merges it with the
 /// peer's version instead of losing it. The peer's version stays in the store.
-fn rescue(path: &RelPath, s: &Staged, mut held: File) -> Result<(), ApplyError> {
+fn rescue(path: &RelPath, r: &Replaced) -> Result<(), ApplyError> {
+    let mut held = &r.held;
     tracing::warn!(path = %path, "the file was written to while a peer's version replaced it; the local bytes are put back and merged at the next sync");
     let (tmp_path, mut file) =
-        create_temp(&s.dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
+        create_temp(&r.dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
     let mut temp = TempFile {
         path: tmp_path,
         file: file
             .try_clone()
-            .map_err(|e| io_err(path, "opening", &s.fs_path, e))?,
+            .map_err(|e| io_err(path, "opening", &r.fs_path, e))?,
         keep: false,
     };
     held.seek(io::SeekFrom::Start(0))
@@ -449,10 +477,31 @@ fn rescue(path: &RelPath, s: &Staged, mut held: File) -> Result<(), ApplyError> 
         .and_then(|_| file.set_permissions(held.metadata()?.permissions()))
         .and_then(|_| file.sync_all())
         .map_err(|e| io_err(path, "putting back local bytes", &temp.path, e))?;
-    fs::rename(&temp.path, &s.fs_path)
-        .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
+    fs::rename(&temp.path, &r.fs_path)
+        .map_err(|e| io_err(path, "renaming into place", &r.fs_path, e))?;
     temp.keep = true;
     Ok(())
+}
+
+/// Once the batch is durable (milliseconds after the renames), look at each replaced file once
+/// more: a local write that was in flight during the rename has landed by now.
+fn recheck_replaced(steps: &mut [Step<'_>], items: &[ApplyItem<'_>]) {
+    for (step, item) in steps.iter_mut().zip(items) {
+        let Step::Placed {
+            replaced: Some(r), ..
+        } = step
+        else {
+            continue;
+        };
+        if !written_since(&r.held, &r.checked) {
+            continue;
+        }
+        let path = &item.target.path;
+        *step = match rescue(path, r) {
+            Ok(()) => Step::Done(Ok(ApplyOutcome::LocalChanged { path: path.clone() })),
+            Err(e) => Step::Done(Err(e)),
+        };
+    }
 }
 
 /// Second barrier: make every rename and unlink durable before the index records it. Each
