@@ -1,6 +1,7 @@
 //! The `union` merge of append-only logs (JSONL, `*.log`, daily memory notes).
 //!
-//! The result is the part both versions share, then every line either side added after it,
+//! The result is the part both versions share (at most the ancestor's lines, when it is known),
+//! then every line either side added after it,
 //! once each (a line both added once appears once; a line one side added twice appears twice),
 //! sorted by the line's timestamp field when it is a JSON object that has one, then by its bytes.
 //! The order depends on nothing but the lines, so every peer computes the same bytes whichever
