@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Peer, Server, pair};
+use common::{Peer, Server, human, pair};
 
 /// Alpha and beta both edit `path` after a first sync; beta's edit is later, so alpha's
 /// version loses and is kept on alpha.
@@ -23,16 +23,6 @@ fn conflicted_at(path: &str) -> (Peer, Peer, Server) {
 
 fn conflicted() -> (Peer, Peer, Server) {
     conflicted_at("MEMORY.md")
-}
-
-/// Run without `--json`: (exit code, stdout, stderr).
-fn human(p: &Peer, args: &[&str]) -> (i32, String, String) {
-    let out = p.cmd().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

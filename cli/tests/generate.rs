@@ -9,17 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::Peer;
-
-/// Run without `--json`: (exit code, stdout, stderr).
-fn human(p: &Peer, args: &[&str]) -> (i32, String, String) {
-    let out = p.cmd().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{Peer, human};
 
 /// A skill `skills/NAME/` with SKILL.md, the manifest `sync_json` and an executable
 /// `scripts/sync.sh` holding `script`.

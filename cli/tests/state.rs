@@ -9,17 +9,7 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::Peer;
-
-/// Run without `--json`: (exit code, stdout, stderr).
-fn human(p: &Peer, args: &[&str]) -> (i32, String, String) {
-    let out = p.cmd().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{Peer, human};
 
 /// `state set KEY` with the value on stdin.
 fn set_from_stdin(p: &Peer, key: &str, value: &[u8]) -> (i32, String) {

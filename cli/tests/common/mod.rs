@@ -215,6 +215,16 @@ pub fn signal(child: &Child, name: &str) {
     assert!(ok, "kill -{name} failed");
 }
 
+/// Run without `--json`: (exit code, stdout, stderr).
+pub fn human(p: &Peer, args: &[&str]) -> (i32, String, String) {
+    let out = p.cmd().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Poll `check` every 50 ms until it holds or `secs` pass; true if it held.
 pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
