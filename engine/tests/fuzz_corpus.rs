@@ -1,4 +1,4 @@
-//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`, `merge_input`),
+//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`, `merge_input`, `sync_json`),
 //! replayed with the same checks as the fuzz targets, so every input a fuzzer ever kept (seeds,
 //! boundaries, former crashes) is checked on every test run and the targets never rot.
 
@@ -104,4 +104,31 @@ fn the_merge_corpus_merges_the_same_either_way_and_loses_no_line() {
         }
     }
     assert!(merged >= 5, "the seeds merge");
+}
+
+#[test]
+fn the_sync_json_corpus_is_refused_naming_the_file_or_holds_what_the_runner_needs() {
+    let file = Path::new("skills/fuzz/SYNC.json");
+    let mut accepted = 0;
+    for (seed, data) in corpus("sync_json") {
+        match botsync_engine::skill::Manifest::parse(file, &data) {
+            Ok(m) => {
+                accepted += 1;
+                assert_eq!(m.version, "1", "{}", seed.display());
+                assert!(!m.patterns.is_empty(), "{}", seed.display());
+                let g = Path::new(&m.generator);
+                assert!(
+                    g.is_relative() && g.components().all(|c| c != std::path::Component::ParentDir),
+                    "{}",
+                    seed.display()
+                );
+            }
+            Err(e) => assert!(
+                e.to_string().contains("skills/fuzz/SYNC.json"),
+                "{}: {e}",
+                seed.display()
+            ),
+        }
+    }
+    assert!(accepted >= 1, "the valid seed is accepted");
 }
