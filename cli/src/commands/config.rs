@@ -35,7 +35,7 @@ pub enum ConfigAction {
     /// Check .botsync/config.json; a problem is one line naming the file, line and field.
     Validate,
     /// Print the secret-free template of a mesh config file (default
-    /// .secrets/mesh-config.json): secret values become "<secret>".
+    /// .secrets/mesh-config.json): secret values become `"<secret>"`.
     Template {
         /// The JSON file (default: .secrets/mesh-config.json in the workspace).
         file: Option<PathBuf>,
