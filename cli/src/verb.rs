@@ -89,6 +89,12 @@ pub enum Request {
     },
     /// `state set|get|list|del`.
     State(crate::commands::state::StateRequest),
+    /// `say MESSAGE`.
+    Say(crate::commands::feed::SayRequest),
+    /// `feed [--follow]`.
+    Feed(crate::commands::feed::FeedRequest),
+    /// `handoff`, `handoff done`, `handoffs`.
+    Handoff(crate::commands::handoff::HandoffRequest),
 }
 
 /// Which way a sync moves changes.
@@ -162,6 +168,15 @@ impl Reply {
 /// control socket in the daemon, nothing otherwise).
 pub type ProgressFactory = Arc<dyn Fn(&str) -> Arc<dyn Progress> + Send + Sync>;
 
+/// Where a streaming verb (`feed --follow`) sends its items: to the caller over the control
+/// socket, while the caller is there.
+pub trait ItemSink: Send + Sync {
+    /// Send one item; false if the caller has gone.
+    fn send(&self, item: serde_json::Value) -> bool;
+    /// True while the caller listens.
+    fn is_open(&self) -> bool;
+}
+
 /// Where a request runs: the workspace, who asks, and the daemon if it is the daemon that runs it.
 pub struct Ctx {
     /// The workspace root.
@@ -176,6 +191,8 @@ pub struct Ctx {
     pub daemon: Option<Arc<DaemonState>>,
     /// Called once if opening the workspace must wait for another process that has it.
     pub on_wait: Arc<dyn Fn() + Send + Sync>,
+    /// Set when the caller takes streamed items (over the control socket).
+    pub items: Option<Arc<dyn ItemSink>>,
     node: OnceLock<Arc<Node>>,
     /// Without a daemon: our turn on the index, taken when the workspace is first opened and
     /// held until the verb is done.
@@ -201,6 +218,7 @@ impl Ctx {
             progress: Arc::new(|_| Arc::new(NoProgress) as Arc<dyn Progress>),
             daemon: None,
             on_wait: Arc::new(|| {}),
+            items: None,
             node: OnceLock::new(),
             turn: OnceLock::new(),
         }
@@ -222,6 +240,7 @@ impl Ctx {
             progress,
             daemon: Some(state),
             on_wait: Arc::new(|| {}),
+            items: None,
             node,
             turn: OnceLock::new(),
         }
@@ -267,6 +286,9 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
             crate::commands::history::restore(ctx, &target, dry_run)
         }
         Request::State(s) => crate::commands::state::run(ctx, s),
+        Request::Say(s) => crate::commands::feed::say(ctx, &s),
+        Request::Feed(f) => crate::commands::feed::feed(ctx, &f),
+        Request::Handoff(h) => crate::commands::handoff::run(ctx, h),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod conflicts;
 pub mod entry;
 pub mod error;
+pub mod feed;
 pub mod guard;
 pub mod hash;
 pub mod layout;

@@ -2,13 +2,16 @@
 //! run as a [`Request`]: through the daemon's control socket when a daemon holds the workspace,
 //! else in this process. Only this module tree prints to the user.
 
+mod attribution;
 pub(crate) mod auto;
 pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod conflicts;
 mod demo;
 mod discover;
+pub(crate) mod feed;
 mod generate;
+pub(crate) mod handoff;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod peers;
@@ -88,6 +91,18 @@ pub enum Command {
     State(state::StateArgs),
     /// SYNC.json generators: `gen list`, `gen validate`, `gen run`, `gen approve`.
     Gen(generate::GenArgs),
+    /// Post to the coordination feed: `say MESSAGE [--type T] [--mention NAME]...`.
+    Say(feed::SayArgs),
+    /// Read the coordination feed: `feed [--follow] [--since TIME] [--mentions NAME]`.
+    Feed(feed::FeedArgs),
+    /// Hand work to another agent: `handoff --to AGENT --artifact PATH --context TEXT`,
+    /// `handoff done ID`.
+    Handoff(handoff::HandoffArgs),
+    /// List handoffs: `handoffs [--open]`.
+    Handoffs(handoff::HandoffsArgs),
+    /// Print the commit trailer `[botsync] AI/@AGENT | Machine: NAME`, or install it in a
+    /// git repository's commit-msg hook (`--install-hook`).
+    Attribution(attribution::AttributionArgs),
 }
 
 /// Run a verb; returns the process exit code. `cli` builds the whole command line's
@@ -102,6 +117,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Demo => return demo::demo(g),
         Command::Config(a) => return config::config(a, g),
         Command::Gen(a) => return generate::gen_verb(a, g),
+        Command::Attribution(a) => return attribution::attribution(a, g),
         Command::Status => Request::Status,
         Command::Id => Request::Id,
         Command::Add(a) => Request::Add {
@@ -138,14 +154,21 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
             dry_run: a.dry_run,
         },
         Command::State(a) => Request::State(state::StateRequest::from_args(a)?),
+        Command::Say(a) => Request::Say(feed::SayRequest::from_args(a)?),
+        Command::Feed(a) => Request::Feed(feed::FeedRequest::from_args(a)?),
+        Command::Handoff(a) => Request::Handoff(handoff::HandoffRequest::from_args(a)?),
+        Command::Handoffs(a) => Request::Handoff(handoff::HandoffRequest::List { open: a.open }),
     };
     let root = g.workspace_root()?;
     let bars = Bars::new(g);
     let reply = match control::Client::connect(&root)? {
         // A daemon holds the workspace: it runs the verb.
-        Some(client) => client.call(&request, &g.agent, |peer, event| {
-            bars.for_peer(peer).event(event)
-        })?,
+        Some(client) => client.call(
+            &request,
+            &g.agent,
+            |peer, event| bars.for_peer(peer).event(event),
+            |item| feed::print_item(item, g),
+        )?,
         None => {
             let rt = sync::runtime()?;
             let mut ctx = Ctx::direct(&root, g.agent.clone(), rt.handle().clone());

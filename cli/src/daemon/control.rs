@@ -7,10 +7,12 @@
 //! ```text
 //! client → daemon   {"version":1,"agent":"claude","request":{"verb":"sync","peer":null,...}}
 //! daemon → client   {"type":"progress","peer":"mini","event":{"received":{"bytes":65536}}}   (0 or more)
+//! daemon → client   {"type":"item","doc":{...}}   (0 or more: a streaming verb's items, `feed --follow`)
 //! daemon → client   {"type":"reply","exit_code":0,"doc":{...},"human":"...","warnings":[],"error":null}
 //! ```
 //!
-//! The reply's `doc` is exactly what the verb prints with `--json`. A request of another
+//! The reply's `doc` is exactly what the verb prints with `--json`. A client that closes its end
+//! stops a streaming verb (the daemon reads EOF). A request of another
 //! version is answered with an error naming both versions.
 
 use std::io::{BufRead, BufReader, Write};
@@ -56,7 +58,14 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line {
-    Progress { peer: String, event: EventView },
+    Progress {
+        peer: String,
+        event: EventView,
+    },
+    /// One item of a streaming verb (`feed --follow`).
+    Item {
+        doc: serde_json::Value,
+    },
     Reply(Reply),
 }
 
@@ -139,12 +148,13 @@ impl Client {
         }
     }
 
-    /// Send `request` and wait for its reply, passing progress events on.
+    /// Send `request` and wait for its reply, passing progress events and streamed items on.
     pub fn call(
         mut self,
         request: &Request,
         agent: &AgentLabel,
         mut on_progress: impl FnMut(&str, ProgressEvent),
+        mut on_item: impl FnMut(&serde_json::Value),
     ) -> Result<Reply> {
         let envelope = Envelope {
             version: CONTROL_VERSION,
@@ -161,6 +171,7 @@ impl Client {
             let line = line.context("reading the daemon's reply")?;
             match serde_json::from_str::<Line>(&line) {
                 Ok(Line::Progress { peer, event }) => on_progress(&peer, event.into()),
+                Ok(Line::Item { doc }) => on_item(&doc),
                 Ok(Line::Reply(reply)) => return Ok(reply),
                 Err(e) => bail!(
                     "the daemon sent a line this botsync does not understand ({e}); restart it with this version"
@@ -271,20 +282,35 @@ async fn answer(stream: UnixStream, state: Arc<DaemonState>) {
                         tx: progress_tx.clone(),
                     }) as Arc<dyn Progress>
                 });
-                let ctx = Ctx::in_daemon(
+                let mut ctx = Ctx::in_daemon(
                     Arc::clone(&state),
                     AgentLabel::new(&env.agent),
                     tokio::runtime::Handle::current(),
                     factory,
                 );
+                ctx.items = Some(Arc::new(Forward {
+                    peer: String::new(),
+                    tx: tx.clone(),
+                }));
                 let request = env.request;
                 let work = tokio::task::spawn_blocking(move || verb::exec(request, &ctx));
                 // Progress flows while the verb runs.
                 let mut work = std::pin::pin!(work);
+                // A caller that hangs up ends the stream: its end of the socket reads as EOF.
+                let mut gone = [0u8; 1];
+                let mut listening = true;
                 loop {
                     tokio::select! {
                         done = &mut work => break done.unwrap_or_else(|e| Reply::failed(&anyhow::anyhow!("the verb's task failed: {e}"))),
                         Some(l) = rx.recv() => { if write_line(&mut write, &l).await.is_err() { return; } }
+                        n = reader.read(&mut gone), if listening => {
+                            if matches!(n, Ok(0) | Err(_)) {
+                                // Closing our receiver tells a streaming verb to stop; a
+                                // plain verb runs to its end and its reply is dropped.
+                                rx.close();
+                                listening = false;
+                            }
+                        }
                     }
                 }
             }
@@ -310,6 +336,16 @@ async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, l: &Line) -> std::
 struct Forward {
     peer: String,
     tx: mpsc::UnboundedSender<Line>,
+}
+
+impl verb::ItemSink for Forward {
+    fn send(&self, doc: serde_json::Value) -> bool {
+        self.tx.send(Line::Item { doc }).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
 }
 
 impl Progress for Forward {
