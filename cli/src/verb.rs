@@ -95,6 +95,11 @@ pub enum Request {
     Feed(crate::commands::feed::FeedRequest),
     /// `handoff`, `handoff done`, `handoffs`.
     Handoff(crate::commands::handoff::HandoffRequest),
+    /// `check [PEER]`.
+    Check {
+        /// One peer, or all.
+        peer: Option<String>,
+    },
 }
 
 /// Which way a sync moves changes.
@@ -191,6 +196,8 @@ pub struct Ctx {
     pub daemon: Option<Arc<DaemonState>>,
     /// Called once if opening the workspace must wait for another process that has it.
     pub on_wait: Arc<dyn Fn() + Send + Sync>,
+    /// The caller's `AI_IDENTITY` and machine name, for what it posts to the feed.
+    pub caller: crate::commands::feed::CallerEnv,
     /// Set when the caller takes streamed items (over the control socket).
     pub items: Option<Arc<dyn ItemSink>>,
     node: OnceLock<Arc<Node>>,
@@ -218,6 +225,7 @@ impl Ctx {
             progress: Arc::new(|_| Arc::new(NoProgress) as Arc<dyn Progress>),
             daemon: None,
             on_wait: Arc::new(|| {}),
+            caller: crate::commands::feed::CallerEnv::here(),
             items: None,
             node: OnceLock::new(),
             turn: OnceLock::new(),
@@ -240,6 +248,7 @@ impl Ctx {
             progress,
             daemon: Some(state),
             on_wait: Arc::new(|| {}),
+            caller: crate::commands::feed::CallerEnv::default(),
             items: None,
             node,
             turn: OnceLock::new(),
@@ -289,6 +298,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::Say(s) => crate::commands::feed::say(ctx, &s),
         Request::Feed(f) => crate::commands::feed::feed(ctx, &f),
         Request::Handoff(h) => crate::commands::handoff::run(ctx, h),
+        Request::Check { peer } => crate::commands::check::check(ctx, peer.as_deref()),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

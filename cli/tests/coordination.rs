@@ -324,3 +324,87 @@ fn commits_carry_the_committing_agents_trailer_once_the_hook_is_installed() {
     assert_eq!(code, 1);
     assert!(err.contains("not a shell script"), "{err}");
 }
+
+#[test]
+fn check_says_who_pushed_since_the_last_pull_and_a_pull_clears_it() {
+    // Milo's machine runs its daemon as milo: what its watcher finds is milo's.
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let mut cmd = b.cmd();
+    cmd.env("BOTSYNC_AGENT", "milo");
+    let server = Server::spawn(cmd, "127.0.0.1:0");
+    a.add(&b, server.port);
+    b.add(&a, 7474);
+    let (code, out, _) = human(&a, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("beta: nothing new since your last pull"),
+        "{out}"
+    );
+    b.write("memory/plan.md", "the plan, by milo\n");
+    b.write("memory/notes.md", "notes\n");
+    b.ok(&["scan"]);
+    let (code, out, _) = human(&a, &["check"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("WARNING: @milo on beta changed 2 files you have not pulled from beta"),
+        "{out}"
+    );
+    assert!(
+        out.contains("memory/notes.md, memory/plan.md")
+            || out.contains("memory/plan.md, memory/notes.md"),
+        "{out}"
+    );
+    assert!(out.contains("botsync pull"), "{out}");
+    let (code, doc, _) = a.run(&["check"]);
+    assert_eq!(code, 3);
+    assert_eq!(doc["pushed_since_last_pull"], true);
+    assert_eq!(doc["peers"][0]["pushed"][0]["agent"], "milo");
+    assert_eq!(doc["peers"][0]["pushed"][0]["files"], 2);
+    // check is a dry run: nothing arrived.
+    assert!(a.read("memory/plan.md").is_none());
+    a.ok(&["pull"]);
+    let (code, out, _) = human(&a, &["check"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn check_against_a_peer_that_is_down_exits_1_naming_it() {
+    let (a, b, server) = common::pair();
+    drop(server);
+    let _ = b;
+    let (code, _, err) = human(&a, &["check"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("could not check beta"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_push_that_moved_files_says_so_in_the_feed_on_both_sides() {
+    let (a, b, _server) = common::pair();
+    // Without a feed, a push leaves none behind.
+    a.write("memory/first.md", "first\n");
+    a.ok(&["push"]);
+    assert!(a.read("memory/bot-sync/feed.jsonl").is_none());
+    as_agent(&a, "sebastian", &["say", "starting on the hero copy"]);
+    a.ok(&["push"]);
+    a.write("memory/hero.md", "hero copy\n");
+    as_agent(&a, "sebastian", &["push"]);
+    let on_b = b.ok(&["feed", "--type", "sync"]);
+    let m = &on_b.as_array().unwrap()[0];
+    assert_eq!(m["agent_id"], "sebastian");
+    assert_eq!(m["message"], "pushed 1 file to beta (memory/hero.md)");
+    // The push leaves both sides in sync, feed included.
+    assert_eq!(a.tree(), b.tree());
+    // Nothing moved: nothing said.
+    as_agent(&a, "sebastian", &["sync"]);
+    assert_eq!(
+        b.ok(&["feed", "--type", "sync"]).as_array().unwrap().len(),
+        1
+    );
+    // The last sync on record is the one asked for, not the feed's follow-up push.
+    let status = a.ok(&["status"]);
+    assert_eq!(
+        status["peers"][0]["last_sync"]["summary"], "already in sync",
+        "{status}"
+    );
+}

@@ -196,6 +196,13 @@ pub struct ItemReport {
     pub bytes_fetched: u64,
     /// Where our losing version was kept, for conflicts (workspace-relative, under `.botsync/`).
     pub conflict_copy: Option<String>,
+    /// Who made the incoming version (its peer and agent), when the report knows it: `check`
+    /// names who changed what since the last pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<crate::peer::Attribution>,
+    /// The incoming version's modification time (ns since the epoch; 0 if unknown).
+    #[serde(default)]
+    pub mtime_ns: i64,
 }
 
 /// Which of two concurrent versions wins.

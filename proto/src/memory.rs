@@ -308,6 +308,8 @@ impl Replica for MemoryReplica {
                 size: item.remote.size,
                 bytes_fetched: item.bytes_needed,
                 conflict_copy: None,
+                changed_by: Some(item.remote.changed_by.clone()),
+                mtime_ns: item.remote.mtime_ns,
             });
         }
         Ok(out)

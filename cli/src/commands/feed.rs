@@ -64,8 +64,9 @@ pub struct FeedArgs {
     pub limit: usize,
 }
 
-/// Who is posting, as the caller's environment says (the daemon's environment is not the
-/// caller's): `AI_IDENTITY` and `MACHINE_ID`, as in the seed.
+/// Who is asking, as the caller's environment says (the daemon's environment is not the
+/// caller's, so it travels with the request like `--agent`): `AI_IDENTITY` and `MACHINE_ID`,
+/// as in the seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CallerEnv {
     /// `AI_IDENTITY`.
@@ -102,8 +103,6 @@ pub struct SayRequest {
     pub meta: Option<String>,
     /// The handoff record of a handoff.
     pub handoff: Option<HandoffRecord>,
-    /// Who asks.
-    pub env: CallerEnv,
 }
 
 impl SayRequest {
@@ -117,11 +116,22 @@ impl SayRequest {
             project: a.project,
             meta: a.meta,
             handoff: None,
-            env: CallerEnv::here(),
         };
         // Fail on bad input here, with the usage exit code, not after a daemon round trip.
         Message::new(req.post()?, &Author::default(), 0, 0).map_err(usage)?;
         Ok(req)
+    }
+
+    /// A `sync` message (posted after a completed sync verb).
+    pub fn sync(text: String) -> SayRequest {
+        SayRequest {
+            text,
+            kind: Kind::Sync,
+            mentions: Vec::new(),
+            project: None,
+            meta: None,
+            handoff: None,
+        }
     }
 
     fn post(&self) -> Result<Post> {
@@ -207,9 +217,9 @@ pub fn post(ctx: &Ctx, req: &SayRequest) -> Result<Message> {
     let node = ctx.node()?;
     let author = Author {
         peer: node.identity.peer_id().short(),
-        machine: req.env.machine.clone(),
+        machine: ctx.caller.machine.clone(),
         agent: ctx.agent.as_str().to_owned(),
-        ai: req.env.ai.clone(),
+        ai: ctx.caller.ai.clone(),
     };
     let m = Message::new(req.post()?, &author, now_ms(), nonce()).map_err(usage)?;
     append(&ctx.root, &m)?;

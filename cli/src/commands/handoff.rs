@@ -8,7 +8,7 @@ use botsync_engine::feed::{self, Handoff, HandoffRecord, Kind};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::feed::{CallerEnv, SayRequest, post, read};
+use crate::commands::feed::{SayRequest, post, read};
 use crate::exit::usage;
 use crate::verb::{Ctx, Reply};
 
@@ -61,8 +61,6 @@ pub enum HandoffRequest {
     Done {
         /// Its id.
         id: String,
-        /// Who asks.
-        env: CallerEnv,
     },
     /// List them.
     List {
@@ -75,10 +73,7 @@ impl HandoffRequest {
     /// The request for parsed `handoff` arguments.
     pub fn from_args(a: HandoffArgs) -> Result<HandoffRequest> {
         if let Some(HandoffAction::Done { id }) = a.action {
-            return Ok(HandoffRequest::Done {
-                id,
-                env: CallerEnv::here(),
-            });
+            return Ok(HandoffRequest::Done { id });
         }
         let (Some(to), Some(artifact), Some(context)) = (a.to, a.artifact, a.context) else {
             return Err(usage(
@@ -98,7 +93,6 @@ impl HandoffRequest {
                 artifact,
                 context,
             }),
-            env: CallerEnv::here(),
         }))
     }
 }
@@ -114,7 +108,7 @@ pub fn run(ctx: &Ctx, req: HandoffRequest) -> Result<Reply> {
             );
             Reply::ok(&m, human)
         }
-        HandoffRequest::Done { id, env } => {
+        HandoffRequest::Done { id } => {
             let open = feed::handoffs(&read(&ctx.root)?);
             let Some(h) = open.iter().find(|h| h.id == id) else {
                 return Err(usage(format!(
@@ -135,7 +129,6 @@ pub fn run(ctx: &Ctx, req: HandoffRequest) -> Result<Reply> {
                 project: None,
                 meta: None,
                 handoff: Some(HandoffRecord::Done { of: id.clone() }),
-                env,
             };
             let m = post(ctx, &say)?;
             Reply::ok(&m, format!("handoff {id} marked done"))

@@ -4,6 +4,7 @@
 
 mod attribution;
 pub(crate) mod auto;
+pub(crate) mod check;
 pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod conflicts;
@@ -98,6 +99,8 @@ pub enum Command {
     /// Hand work to another agent: `handoff --to AGENT --artifact PATH --context TEXT`,
     /// `handoff done ID`.
     Handoff(handoff::HandoffArgs),
+    /// Has anyone pushed since this peer's last pull, and who? (exit 3 if so)
+    Check(CheckArgs),
     /// List handoffs: `handoffs [--open]`.
     Handoffs(handoff::HandoffsArgs),
     /// Print the commit trailer `[botsync] AI/@AGENT | Machine: NAME`, or install it in a
@@ -157,6 +160,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Say(a) => Request::Say(feed::SayRequest::from_args(a)?),
         Command::Feed(a) => Request::Feed(feed::FeedRequest::from_args(a)?),
         Command::Handoff(a) => Request::Handoff(handoff::HandoffRequest::from_args(a)?),
+        Command::Check(a) => Request::Check { peer: a.peer },
         Command::Handoffs(a) => Request::Handoff(handoff::HandoffRequest::List { open: a.open }),
     };
     let root = g.workspace_root()?;
@@ -187,6 +191,13 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
     };
     bars.finish();
     Ok(print(reply, g))
+}
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Ask only this peer (default: every peer).
+    pub peer: Option<String>,
 }
 
 fn sync_request(a: sync::SyncArgs, mode: Mode) -> Request {

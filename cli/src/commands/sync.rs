@@ -13,6 +13,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::skipped::{self, SkippedView};
+use crate::commands::feed::SayRequest;
 use crate::context::STATE_DIR;
 use crate::exit::{ATTENTION, FAILED, OK};
 use crate::node::Node;
@@ -229,7 +230,105 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
         .filter(|r| !r.ok)
         .map(|r| r.error.clone().unwrap_or_else(|| "unknown failure".into()))
         .collect();
+    // The seed's "notify the chatroom" step: in a workspace whose agents use the feed (it
+    // exists), a push or two-way sync that moved files says so there, and sends that line to
+    // the same peers at once so a finished sync leaves everyone in sync. A pull changes
+    // nothing the others need to hear about.
+    if !how.dry_run
+        && mode != Mode::Pull
+        && ctx.root.join(botsync_engine::feed::FEED_PATH).is_file()
+        && let Some(text) = feed_line(&reports)
+        && let Err(e) = announce(ctx, &node, &reports, text)
+    {
+        reply.warnings.push(format!(
+            "the sync is done, but posting it to the feed failed: {}",
+            crate::exit::one_line(&e)
+        ));
+    }
     Ok(reply)
+}
+
+/// Post `text` as a `sync` message, then push it to the peers that took part.
+fn announce(
+    ctx: &Ctx,
+    node: &Arc<Node>,
+    reports: &[(String, SessionReport)],
+    text: String,
+) -> Result<()> {
+    crate::commands::feed::post(ctx, &SayRequest::sync(text))?;
+    let peers = node.peers()?;
+    for (name, _) in reports {
+        let p = peers.select(Some(name))?;
+        for p in &p {
+            let how = How {
+                dry_run: false,
+                force: false,
+            };
+            ctx.rt
+                .block_on(session_with(ctx, node, p, SessionMode::Push, how, None))
+                .with_context(|| format!("sending the feed's sync message to {name}"))?;
+        }
+    }
+    // The last sync with each peer is the one the user asked for, not the feed's follow-up.
+    for (name, report) in reports {
+        let record = SyncRecord::now(true, crate::daemon::links::summarize(report));
+        match &ctx.daemon {
+            Some(d) => {
+                for p in peers.select(Some(name))? {
+                    d.links.set_last_sync(&p, record.clone());
+                }
+            }
+            None => last_sync::record(&ctx.root.join(STATE_DIR), name, record)?,
+        }
+    }
+    Ok(())
+}
+
+/// The feed's `sync` message for a completed sync verb ("pulled 2 files from beta (a.md,
+/// b.md); pushed 1 file to gamma (c.md)"), or `None` if it moved nothing but the feed itself
+/// (posting then would make every sync post again, forever).
+fn feed_line(reports: &[(String, SessionReport)]) -> Option<String> {
+    let moved = |items: &[ItemReport]| -> Vec<String> {
+        items
+            .iter()
+            .filter(|i| {
+                i.outcome == Outcome::Done
+                    && (i.action.writes_file() || i.action == Action::Delete)
+                    && i.path.as_str() != botsync_engine::feed::FEED_PATH
+            })
+            .map(|i| i.path.to_string())
+            .collect()
+    };
+    let list = |paths: &[String]| {
+        let mut s = paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        if paths.len() > 3 {
+            s.push_str(&format!(", and {} more", paths.len() - 3));
+        }
+        s
+    };
+    let plural = |n: usize| if n == 1 { "file" } else { "files" };
+    let mut parts = Vec::new();
+    for (peer, r) in reports {
+        let pulled = moved(&r.pulled);
+        if !pulled.is_empty() {
+            parts.push(format!(
+                "pulled {} {} from {peer} ({})",
+                pulled.len(),
+                plural(pulled.len()),
+                list(&pulled)
+            ));
+        }
+        let pushed = moved(&r.pushed);
+        if !pushed.is_empty() {
+            parts.push(format!(
+                "pushed {} {} to {peer} ({})",
+                pushed.len(),
+                plural(pushed.len()),
+                list(&pushed)
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A runtime for one verb.

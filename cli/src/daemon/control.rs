@@ -51,6 +51,9 @@ struct Envelope {
     version: u32,
     #[serde(default)]
     agent: String,
+    /// The caller's `AI_IDENTITY` and machine name (the daemon's environment is not its).
+    #[serde(default)]
+    caller: crate::commands::feed::CallerEnv,
     request: Request,
 }
 
@@ -159,6 +162,7 @@ impl Client {
         let envelope = Envelope {
             version: CONTROL_VERSION,
             agent: agent.as_str().to_owned(),
+            caller: crate::commands::feed::CallerEnv::here(),
             request: request.clone(),
         };
         let mut line = serde_json::to_vec(&envelope)?;
@@ -288,6 +292,7 @@ async fn answer(stream: UnixStream, state: Arc<DaemonState>) {
                     tokio::runtime::Handle::current(),
                     factory,
                 );
+                ctx.caller = env.caller.clone();
                 ctx.items = Some(Arc::new(Forward {
                     peer: String::new(),
                     tx: tx.clone(),

@@ -245,6 +245,13 @@ impl Links {
         }
     }
 
+    /// Make `record` the last sync with `peer` (a verb's follow-up session, such as the feed's
+    /// sync message, must not replace the sync the user asked for).
+    pub fn set_last_sync(&self, peer: &Peer, record: SyncRecord) {
+        self.remember(&peer.name, &record);
+        lock(&self.link(peer).state).last_sync = Some(record);
+    }
+
     /// Persist the last sync with `peer` for `status` (a failure to write is only logged).
     fn remember(&self, peer: &str, record: &SyncRecord) {
         let state = self

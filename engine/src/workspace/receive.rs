@@ -237,6 +237,8 @@ impl Workspace {
             size: item.remote.size,
             bytes_fetched: item.bytes_needed,
             conflict_copy: None,
+            changed_by: Some(item.remote.changed_by.clone()),
+            mtime_ns: item.remote.mtime_ns,
         };
         match self.carry_out(ctx, &item, &mut report) {
             Ok(file) => (report, file),

@@ -210,6 +210,9 @@ impl From<WireReport> for ItemReport {
             size: r.size,
             bytes_fetched: r.bytes_fetched,
             conflict_copy: r.conflict_copy,
+            // The wire report does not carry them: the pusher knows its own versions.
+            changed_by: None,
+            mtime_ns: 0,
         }
     }
 }

@@ -356,5 +356,7 @@ pub(crate) fn dry_report(i: &PlanItem) -> ItemReport {
         size: i.remote.size,
         bytes_fetched: i.bytes_needed,
         conflict_copy: None,
+        changed_by: Some(i.remote.changed_by.clone()),
+        mtime_ns: i.remote.mtime_ns,
     }
 }

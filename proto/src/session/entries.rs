@@ -135,6 +135,8 @@ pub(crate) async fn screen<R: Replica + ?Sized>(
                     size: remote.size,
                     bytes_fetched: 0,
                     conflict_copy: None,
+                    changed_by: Some(remote.changed_by.clone()),
+                    mtime_ns: remote.mtime_ns,
                 });
             }
         }
