@@ -146,7 +146,7 @@ fn authors(pulled: &[ItemReport], names: &PeerNames) -> Vec<Author> {
             (ns, a)
         })
         .collect();
-    out.sort_by(|x, y| y.0.cmp(&x.0));
+    out.sort_by_key(|x| std::cmp::Reverse(x.0));
     out.into_iter().map(|(_, a)| a).collect()
 }
 
