@@ -3,6 +3,7 @@
 
 mod commands;
 mod context;
+mod coord;
 mod daemon;
 mod exit;
 mod node;

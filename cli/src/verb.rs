@@ -95,6 +95,8 @@ pub enum Request {
     Feed(crate::commands::feed::FeedRequest),
     /// `handoff`, `handoff done`, `handoffs`.
     Handoff(crate::commands::handoff::HandoffRequest),
+    /// `lock acquire|release|renew|status`.
+    Lock(crate::commands::lock::LockRequest),
     /// `check [PEER]`.
     Check {
         /// One peer, or all.
@@ -298,6 +300,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::Say(s) => crate::commands::feed::say(ctx, &s),
         Request::Feed(f) => crate::commands::feed::feed(ctx, &f),
         Request::Handoff(h) => crate::commands::handoff::run(ctx, h),
+        Request::Lock(l) => crate::commands::lock::run(ctx, l),
         Request::Check { peer } => crate::commands::check::check(ctx, peer.as_deref()),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))

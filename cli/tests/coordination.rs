@@ -10,49 +10,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Peer, Server, eventually, human};
+use common::{Peer, Server, as_agent, eventually, human, mesh};
 use serde_json::Value;
-
-/// Peers with running daemons that know each other, syncing on their own.
-fn mesh(names: &[&str]) -> Vec<(Peer, Server)> {
-    let peers: Vec<(Peer, Server)> = names
-        .iter()
-        .map(|n| {
-            let p = Peer::new(n);
-            let s = p.serve();
-            (p, s)
-        })
-        .collect();
-    for (p, _) in &peers {
-        for (q, s) in &peers {
-            if p.name != q.name {
-                p.add(q, s.port);
-            }
-        }
-    }
-    for (p, _) in &peers {
-        p.ok(&["auto", "on"]);
-    }
-    peers
-}
-
-fn as_agent(p: &Peer, agent: &str, args: &[&str]) -> Value {
-    let out = p
-        .cmd()
-        .env("BOTSYNC_AGENT", agent)
-        .env("AI_IDENTITY", "claude")
-        .env("MACHINE_ID", format!("{}-box", p.name))
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} as {agent} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn feed_ids(p: &Peer) -> Vec<String> {
     p.ok(&["feed", "--limit", "0"])
@@ -150,7 +109,7 @@ fn bad_messages_are_refused_with_one_line_and_nothing_is_written() {
 
 #[test]
 fn follow_prints_a_message_said_on_another_machine_as_it_arrives() {
-    let peers = mesh(&["north", "south"]);
+    let peers = mesh(&["north", "south"], true);
     let (north, south) = (&peers[0].0, &peers[1].0);
     as_agent(north, "marcus", &["say", "before the follow"]);
     let mut follow = south
@@ -192,7 +151,7 @@ fn follow_prints_a_message_said_on_another_machine_as_it_arrives() {
 
 #[test]
 fn messages_said_at_once_on_three_machines_read_in_one_order_everywhere() {
-    let peers = mesh(&["ash", "birch", "cedar"]);
+    let peers = mesh(&["ash", "birch", "cedar"], true);
     std::thread::scope(|s| {
         for (p, _) in &peers {
             s.spawn(move || {

@@ -65,6 +65,11 @@ pub struct SyncConfig {
     /// Glob paths that may hold secrets and are sent anyway (the secret guard's allow rules).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_allow: Vec<String>,
+    /// The peers whose daemons replicate the lock table (docs/LOCKS.md): configured peer
+    /// names, and `self` (or this workspace's name) for this one. Empty: this peer and every
+    /// configured peer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock_voters: Vec<String>,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -289,6 +294,7 @@ impl Default for SyncConfig {
             secret_keys: Vec::new(),
             secret_patterns: Vec::new(),
             secret_allow: Vec::new(),
+            lock_voters: Vec::new(),
         }
     }
 }

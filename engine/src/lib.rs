@@ -28,6 +28,7 @@ pub mod feed;
 pub mod guard;
 pub mod hash;
 pub mod layout;
+pub mod locks;
 pub mod merkle;
 pub mod mesh;
 pub mod path;

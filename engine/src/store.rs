@@ -25,6 +25,7 @@ mod intents;
 mod kv;
 mod local;
 mod peers;
+mod raft;
 mod sessions;
 mod state;
 
@@ -41,6 +42,7 @@ pub use history::{HistoryAction, HistoryRecord};
 pub use intents::ApplyIntent;
 pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
+pub use raft::RaftLog;
 pub use sessions::{SESSIONS_KEPT, SessionRecord};
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an

@@ -253,7 +253,18 @@ impl Endpoint {
         addr: SocketAddr,
         expected: PeerId,
     ) -> Result<Connection, ConnectError> {
-        let (tls, slot) = tls::client_config(&self.identity, expected)?;
+        self.connect_for(addr, expected, tls::ALPN).await
+    }
+
+    /// [`Endpoint::connect`] for the protocol `alpn` ([`tls::ALPN`] for sync sessions,
+    /// [`tls::COORD_ALPN`] for coordination).
+    pub async fn connect_for(
+        &self,
+        addr: SocketAddr,
+        expected: PeerId,
+        alpn: &[u8],
+    ) -> Result<Connection, ConnectError> {
+        let (tls, slot) = tls::client_config_for(&self.identity, expected, alpn)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| EndpointError::QuicTls {
             reason: e.to_string(),
         })?;
@@ -453,6 +464,15 @@ impl Connection {
     /// The underlying QUIC connection.
     pub fn quinn(&self) -> &quinn::Connection {
         &self.inner
+    }
+
+    /// True if this is a coordination connection ([`tls::COORD_ALPN`]), not a sync one.
+    pub fn is_coordination(&self) -> bool {
+        self.inner
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol)
+            .is_some_and(|p| p == tls::COORD_ALPN)
     }
 
     /// Split into the QUIC connection and the peer id.

@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod close;
 pub mod codec;
+pub mod coordination;
 pub mod endpoint;
 pub mod frame;
 pub mod identity;

@@ -70,6 +70,10 @@ pub const MAX_PEER_NAME: usize = 64;
 /// Longest agent label, in bytes (the engine's own cap).
 pub const MAX_AGENT_LABEL: usize = AgentLabel::MAX_LEN;
 
+/// Largest body of a `Coordinate` or `Coordinated` message (a coordination request or answer,
+/// docs/LOCKS.md), in bytes.
+pub const MAX_COORD_BODY: usize = 1024 * 1024;
+
 /// Longest human-readable text in an `Error` message, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
 

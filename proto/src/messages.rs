@@ -2,9 +2,10 @@
 //!
 //! [`Message`] is the one type on the wire. Its variant order **is** the protocol: bincode
 //! encodes the variant index as the message tag, so variants are append-only: a message is
-//! never removed or moved, only replaced by a `Reserved*` slot. The last eight tags are reserved
-//! for the coordination messages of seed 004 (locks, chat, handoff); decoding one is the error
-//! "unsupported message" until a later protocol version defines it.
+//! never removed or moved, only replaced by a `Reserved*` slot. Tags 13 and 14 carry the
+//! coordination protocol of seed 004 (docs/LOCKS.md) on coordination connections; tags 15 to 20
+//! stay reserved, and decoding one is the error "unsupported message" until a later protocol
+//! version defines it.
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
 //! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes) and [`chunk`] (chunk payloads
@@ -109,10 +110,17 @@ pub enum Message {
     },
     /// Tag 12. The sender is done; the receiver finishes and closes.
     Goodbye,
-    /// Tag 13, reserved: TTL lock acquire (seed 004).
-    ReservedLockAcquire,
-    /// Tag 14, reserved: lock release.
-    ReservedLockRelease,
+    /// Tag 13. A request of the coordination protocol (docs/LOCKS.md): alone on a stream of a
+    /// coordination connection (ALPN [`crate::tls::COORD_ALPN`]), never on a sync connection.
+    Coordinate {
+        /// The request, a JSON document (≤ [`crate::limits::MAX_COORD_BODY`] bytes).
+        body: Vec<u8>,
+    },
+    /// Tag 14. The answer to a [`Message::Coordinate`], on the same stream.
+    Coordinated {
+        /// The answer, a JSON document (≤ [`crate::limits::MAX_COORD_BODY`] bytes).
+        body: Vec<u8>,
+    },
     /// Tag 15, reserved: lock status.
     ReservedLockStatus,
     /// Tag 16, reserved: chat room message.
@@ -168,8 +176,8 @@ impl Message {
             Message::Changed { .. } => 10,
             Message::Error { .. } => 11,
             Message::Goodbye => 12,
-            Message::ReservedLockAcquire => 13,
-            Message::ReservedLockRelease => 14,
+            Message::Coordinate { .. } => 13,
+            Message::Coordinated { .. } => 14,
             Message::ReservedLockStatus => 15,
             Message::ReservedChatSay => 16,
             Message::ReservedChatFeed => 17,
@@ -199,6 +207,8 @@ impl Message {
             Message::Goodbye => "goodbye",
             Message::Offer { .. } => "offer",
             Message::OfferResult { .. } => "offer-result",
+            Message::Coordinate { .. } => "coordinate",
+            Message::Coordinated { .. } => "coordinated",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -206,8 +216,6 @@ impl Message {
     /// For a reserved slot, its name; `None` for a message this version implements.
     pub fn reserved_name(&self) -> Option<&'static str> {
         Some(match self {
-            Message::ReservedLockAcquire => "reserved-lock-acquire",
-            Message::ReservedLockRelease => "reserved-lock-release",
             Message::ReservedLockStatus => "reserved-lock-status",
             Message::ReservedChatSay => "reserved-chat-say",
             Message::ReservedChatFeed => "reserved-chat-feed",
@@ -321,8 +329,6 @@ mod tests {
 
     fn reserved() -> Vec<Message> {
         vec![
-            Message::ReservedLockAcquire,
-            Message::ReservedLockRelease,
             Message::ReservedLockStatus,
             Message::ReservedChatSay,
             Message::ReservedChatFeed,
@@ -333,9 +339,9 @@ mod tests {
     }
 
     #[test]
-    fn reserved_slots_are_the_last_eight_tags() {
+    fn reserved_slots_are_tags_15_to_20() {
         let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
-        assert_eq!(tags, (13..=20).collect::<Vec<_>>());
+        assert_eq!(tags, (15..=20).collect::<Vec<_>>());
         assert!(
             reserved()
                 .iter()

@@ -31,6 +31,11 @@ use crate::identity::{Identity, peer_id_of_cert};
 /// The ALPN protocol id: the protocol's major version lives here and in `Hello`.
 pub const ALPN: &[u8] = b"botsync/1";
 
+/// The ALPN of coordination connections (the replicated lock table, docs/LOCKS.md): the same
+/// pinned TLS, a separate connection, so a peer without coordination refuses it at the
+/// handshake and its sync connections never see a coordination message.
+pub const COORD_ALPN: &[u8] = b"botsync-coord/1";
+
 /// The set of peer ids this peer accepts connections from (the ids in peers.json).
 ///
 /// Cloning shares the set: the endpoint's verifier sees an update made through any clone at the
@@ -273,7 +278,7 @@ pub fn server_config(
             vec![identity.cert_der().clone()],
             identity.private_key_der(),
         )?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), COORD_ALPN.to_vec()];
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok((config, slot))
@@ -286,6 +291,15 @@ pub fn client_config(
     identity: &Identity,
     expected: PeerId,
 ) -> Result<(rustls::ClientConfig, VerdictSlot), TlsError> {
+    client_config_for(identity, expected, ALPN)
+}
+
+/// [`client_config`] asking for the protocol `alpn` ([`ALPN`] or [`COORD_ALPN`]).
+pub fn client_config_for(
+    identity: &Identity,
+    expected: PeerId,
+    alpn: &[u8],
+) -> Result<(rustls::ClientConfig, VerdictSlot), TlsError> {
     let slot = VerdictSlot::default();
     let verifier = PinnedServerVerifier::new(expected, slot.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
@@ -296,7 +310,7 @@ pub fn client_config(
             vec![identity.cert_der().clone()],
             identity.private_key_der(),
         )?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     Ok((config, slot))
 }
@@ -456,7 +470,10 @@ mod tests {
         let me = identity();
         let (server, _) = server_config(&me, AllowedPeers::new()).unwrap();
         let (client, _) = client_config(&me, me.peer_id()).unwrap();
-        assert_eq!(server.alpn_protocols, vec![ALPN.to_vec()]);
+        assert_eq!(
+            server.alpn_protocols,
+            vec![ALPN.to_vec(), COORD_ALPN.to_vec()]
+        );
         assert_eq!(client.alpn_protocols, vec![ALPN.to_vec()]);
         assert_eq!(server.send_tls13_tickets, 0);
     }

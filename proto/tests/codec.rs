@@ -221,6 +221,18 @@ fn samples() -> Vec<(&'static str, Message)> {
                 last: true,
             },
         ),
+        (
+            "coordinate",
+            Message::Coordinate {
+                body: br#"{"vote":1}"#.to_vec(),
+            },
+        ),
+        (
+            "coordinated",
+            Message::Coordinated {
+                body: br#"{"ok":true}"#.to_vec(),
+            },
+        ),
     ]
 }
 

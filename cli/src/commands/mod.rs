@@ -15,6 +15,7 @@ mod generate;
 pub(crate) mod handoff;
 pub(crate) mod history;
 pub(crate) mod init;
+pub(crate) mod lock;
 pub(crate) mod peers;
 pub(crate) mod scan;
 mod serve;
@@ -101,6 +102,9 @@ pub enum Command {
     Handoff(handoff::HandoffArgs),
     /// Has anyone pushed since this peer's last pull, and who? (exit 3 if so)
     Check(CheckArgs),
+    /// TTL locks across the mesh: `lock acquire NAME [--ttl 5m] [--wait 1m]`, `lock release
+    /// NAME`, `lock renew NAME`, `lock status`.
+    Lock(lock::LockArgs),
     /// List handoffs: `handoffs [--open]`.
     Handoffs(handoff::HandoffsArgs),
     /// Print the commit trailer `[botsync] AI/@AGENT | Machine: NAME`, or install it in a
@@ -160,6 +164,7 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
         Command::Say(a) => Request::Say(feed::SayRequest::from_args(a)?),
         Command::Feed(a) => Request::Feed(feed::FeedRequest::from_args(a)?),
         Command::Handoff(a) => Request::Handoff(handoff::HandoffRequest::from_args(a)?),
+        Command::Lock(a) => Request::Lock(lock::LockRequest::from_args(a)?),
         Command::Check(a) => Request::Check { peer: a.peer },
         Command::Handoffs(a) => Request::Handoff(handoff::HandoffRequest::List { open: a.open }),
     };

@@ -50,6 +50,8 @@ pub struct DaemonState {
     pub listening: SocketAddr,
     /// The kept connections.
     pub links: Arc<Links>,
+    /// The replicated lock table.
+    pub coord: Arc<crate::coord::Coordinator>,
     auto: AtomicBool,
     endpoint: Arc<Endpoint>,
     wake: mpsc::UnboundedSender<Wake>,
@@ -157,6 +159,8 @@ pub fn run(
         let endpoint = Arc::new(node.bind(listen)?);
         let listening = endpoint.local_addr()?;
         let links = Links::new(Arc::clone(&endpoint), Arc::clone(&node.replica));
+        let coord =
+            crate::coord::Coordinator::start(Arc::clone(&node), Arc::clone(&endpoint)).await?;
         let (wake, wakes) = mpsc::unbounded_channel();
         let config = node.replica.workspace().config().daemon;
         let state = Arc::new(DaemonState {
@@ -164,6 +168,7 @@ pub fn run(
             pid: std::process::id(),
             listening,
             links,
+            coord: Arc::clone(&coord),
             auto: AtomicBool::new(config.auto),
             endpoint: Arc::clone(&endpoint),
             wake,
@@ -179,6 +184,7 @@ pub fn run(
                 Arc::clone(&endpoint),
                 Arc::clone(&node),
                 link_tx,
+                Arc::clone(&coord),
             )),
             tokio::spawn(control.run(Arc::clone(&state))),
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
@@ -197,6 +203,7 @@ pub fn run(
         // once our lock is gone.
         let _ = std::fs::remove_file(&socket);
         state.links.close_all();
+        coord.shutdown().await;
         endpoint.close(CloseCode::Shutdown);
         // A rescan or apply in progress finishes (every file old or new, the index in step);
         // none starts after this.
@@ -224,6 +231,7 @@ pub async fn accept_peers(
     endpoint: Arc<Endpoint>,
     node: Arc<Node>,
     events: mpsc::UnboundedSender<LinkEvent>,
+    coord: Arc<crate::coord::Coordinator>,
 ) {
     // One budget for every peer's connections: connections, sessions and request streams are
     // capped per peer and in total, and each phase of a session has its deadline.
@@ -239,6 +247,7 @@ pub async fn accept_peers(
         let node = Arc::clone(&node);
         let events = events.clone();
         let budget = budget.clone();
+        let coord = Arc::clone(&coord);
         tokio::spawn(async move {
             let conn = match incoming.accept().await {
                 Ok(c) => c,
@@ -247,7 +256,12 @@ pub async fn accept_peers(
                     return;
                 }
             };
+            let coordination = conn.is_coordination();
             let (quinn, peer) = conn.into_parts();
+            if coordination {
+                botsync_proto::coordination::serve(quinn, peer, coord).await;
+                return;
+            }
             let opts = ServeOptions::new(&node.name, budget);
             match serve_connection(quinn, peer, Arc::clone(&node.replica), opts, events).await {
                 Ok(n) => debug!(peer = %peer, sessions = n, "connection ended"),

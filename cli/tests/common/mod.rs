@@ -295,3 +295,48 @@ pub fn staged_chunks(peer: &Peer) -> u64 {
     let dir = peer.path(".botsync/store/staging");
     if dir.exists() { count_files(&dir) } else { 0 }
 }
+
+/// Peers with running daemons that all know each other (syncing on their own if `auto`).
+pub fn mesh(names: &[&str], auto: bool) -> Vec<(Peer, Server)> {
+    let peers: Vec<(Peer, Server)> = names
+        .iter()
+        .map(|n| {
+            let p = Peer::new(n);
+            let s = p.serve();
+            (p, s)
+        })
+        .collect();
+    for (p, _) in &peers {
+        for (q, s) in &peers {
+            if p.name != q.name {
+                p.add(q, s.port);
+            }
+        }
+    }
+    if auto {
+        for (p, _) in &peers {
+            p.ok(&["auto", "on"]);
+        }
+    }
+    peers
+}
+
+/// Run `args` with `--json` as `agent` (with `AI_IDENTITY=claude`, `MACHINE_ID=NAME-box`); must
+/// succeed.
+pub fn as_agent(p: &Peer, agent: &str, args: &[&str]) -> Value {
+    let out = p
+        .cmd()
+        .env("BOTSYNC_AGENT", agent)
+        .env("AI_IDENTITY", "claude")
+        .env("MACHINE_ID", format!("{}-box", p.name))
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} as {agent} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

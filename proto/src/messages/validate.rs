@@ -105,10 +105,11 @@ impl Message {
                 )?;
                 items.iter().try_for_each(validate_item)
             }
+            Message::Coordinate { body } | Message::Coordinated { body } => {
+                CodecError::check_limit("coordination body bytes", body.len(), MAX_COORD_BODY)
+            }
             Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
-            Message::ReservedLockAcquire
-            | Message::ReservedLockRelease
-            | Message::ReservedLockStatus
+            Message::ReservedLockStatus
             | Message::ReservedChatSay
             | Message::ReservedChatFeed
             | Message::ReservedHandoff

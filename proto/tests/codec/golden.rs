@@ -171,6 +171,20 @@ const GOLDEN: &[(&str, &str)] = &[
          00                      // conflict_copy: None
          01                      // last true",
     ),
+    (
+        "coordinate",
+        "00 00 00 0c             // frame length 12
+         0d                      // tag 13 Coordinate
+         0a                      // body: 10 bytes
+         7b 22 76 6f 74 65 22 3a 31 7d // {\"vote\":1}",
+    ),
+    (
+        "coordinated",
+        "00 00 00 0d             // frame length 13
+         0e                      // tag 14 Coordinated
+         0b                      // body: 11 bytes
+         7b 22 6f 6b 22 3a 74 72 75 65 7d // {\"ok\":true}",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -221,10 +235,10 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::Error { .. }
         | Message::Goodbye
         | Message::Offer { .. }
-        | Message::OfferResult { .. } => Some(m.tag()),
-        Message::ReservedLockAcquire
-        | Message::ReservedLockRelease
-        | Message::ReservedLockStatus
+        | Message::OfferResult { .. }
+        | Message::Coordinate { .. }
+        | Message::Coordinated { .. } => Some(m.tag()),
+        Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
         | Message::ReservedHandoff
@@ -257,13 +271,13 @@ fn goldens_cover_every_implemented_tag() {
         .filter_map(|(_, m)| covered_tag(m))
         .collect();
     tags.sort_unstable();
-    let implemented: Vec<u32> = (0..=12).chain(21..=22).collect();
+    let implemented: Vec<u32> = (0..=14).chain(21..=22).collect();
     assert_eq!(tags, implemented);
 }
 
 #[test]
 fn reserved_tags_are_unsupported_and_later_tags_unknown() {
-    for tag in 13u8..21 {
+    for tag in 15u8..21 {
         let err = decode(&[tag]).unwrap_err();
         assert!(
             matches!(err, CodecError::Unsupported { tag: t, .. } if t == u32::from(tag)),
