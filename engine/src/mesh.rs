@@ -7,12 +7,18 @@
 //! `botsync config template` prints and what may leave the machine. [`merge_received`] is the
 //! receiving side: a 3-way key-wise merge ([`crate::reconcile::json`]) of our stripped file with
 //! theirs, then our own secret values put back where the merged document holds a placeholder.
-//! Pure: bytes in, bytes out; wiring it into sync is the session's business.
+//! Pure: bytes in, bytes out; wiring it into sync is the session's business. [`diff`] lists the
+//! keys two documents disagree on (parity checks, merge reports).
+
+pub mod diff;
 
 use serde_json::Value;
 
 use crate::reconcile::{Refusal, json};
 use crate::secrets::SecretRules;
+
+/// The mesh config file every workspace designates, whatever its config says (the seed's file).
+pub const DEFAULT_PATH: &str = ".secrets/mesh-config.json";
 
 /// What a stripped secret value reads as.
 pub const PLACEHOLDER: &str = "<secret>";

@@ -2,13 +2,15 @@
 //!
 //! [`Message`] is the one type on the wire. Its variant order **is** the protocol: bincode
 //! encodes the variant index as the message tag, so variants are append-only: a message is
-//! never removed or moved, only replaced by a `Reserved*` slot. The last eight tags are reserved
-//! for the coordination messages of seed 004 (locks, chat, handoff); decoding one is the error
-//! "unsupported message" until a later protocol version defines it.
+//! never removed or moved, only replaced by a `Reserved*` slot. Tags 13-20 are reserved for the
+//! coordination messages of seed 004 (locks, chat, handoff) and tags 23-24 for state sync;
+//! decoding one is the error "unsupported message" until a later protocol version defines it.
+//! Tags 25-28 carry the mesh config and parity checks ([`mesh`]), each pair behind its feature
+//! bit, so a peer without the feature never receives them.
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
-//! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes) and [`chunk`] (chunk payloads
-//! and their compression). Post-decode checks are in [`validate`]; [`batch`] splits long lists
+//! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes), [`chunk`] (chunk payloads
+//! and their compression) and [`mesh`] (mesh config files and parity reports). Post-decode checks are in [`validate`]; [`batch`] splits long lists
 //! into messages that fit. What this module does not own:
 //! bytes (that is [`crate::codec`]) and the order in which messages may be sent (the session).
 //! `docs/PROTOCOL.md` describes every message; change both in the same commit.
@@ -16,6 +18,7 @@
 pub mod batch;
 pub mod chunk;
 pub mod hello;
+pub mod mesh;
 pub mod report;
 pub mod tree;
 pub mod validate;
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
+pub use mesh::{MeshFile, ParityInfo, Policy};
 pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
 pub use tree::{
     ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
@@ -146,11 +150,27 @@ pub enum Message {
         /// True on the final batch.
         last: bool,
     },
+    /// Tag 23, reserved: state sync.
+    ReservedState1,
+    /// Tag 24, reserved: state sync.
+    ReservedState2,
+    /// Tag 25 (feature `mesh-config`). Ask for the peer's designated mesh config files.
+    GetMeshConfig,
+    /// Tag 26 (feature `mesh-config`). The sender's designated mesh config files, stripped of
+    /// their secrets: the answer to `GetMeshConfig`, or the initiator's push.
+    MeshConfig {
+        /// The files (at most [`crate::limits::MAX_MESH_FILES`]).
+        files: Vec<MeshFile>,
+    },
+    /// Tag 27 (feature `parity`). Ask for the peer's parity report.
+    GetParity,
+    /// Tag 28 (feature `parity`). The sender's root, selection rules and stripped mesh config.
+    Parity(ParityInfo),
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 23;
+    pub const TAG_COUNT: u32 = 29;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -178,6 +198,12 @@ impl Message {
             Message::ReservedCoordination2 => 20,
             Message::Offer { .. } => 21,
             Message::OfferResult { .. } => 22,
+            Message::ReservedState1 => 23,
+            Message::ReservedState2 => 24,
+            Message::GetMeshConfig => 25,
+            Message::MeshConfig { .. } => 26,
+            Message::GetParity => 27,
+            Message::Parity(_) => 28,
         }
     }
 
@@ -199,6 +225,10 @@ impl Message {
             Message::Goodbye => "goodbye",
             Message::Offer { .. } => "offer",
             Message::OfferResult { .. } => "offer-result",
+            Message::GetMeshConfig => "get-mesh-config",
+            Message::MeshConfig { .. } => "mesh-config",
+            Message::GetParity => "get-parity",
+            Message::Parity(_) => "parity",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -214,6 +244,8 @@ impl Message {
             Message::ReservedHandoff => "reserved-handoff",
             Message::ReservedCoordination1 => "reserved-coordination-1",
             Message::ReservedCoordination2 => "reserved-coordination-2",
+            Message::ReservedState1 => "reserved-state-1",
+            Message::ReservedState2 => "reserved-state-2",
             _ => return None,
         })
     }
@@ -309,6 +341,8 @@ impl fmt::Display for Message {
             Message::OfferResult { items, last } => {
                 write!(f, "offer-result ({} items, last={last})", items.len())
             }
+            Message::MeshConfig { files } => write!(f, "mesh-config ({} files)", files.len()),
+            Message::Parity(p) => write!(f, "parity ({}, {} files)", p.root, p.files),
             _ => f.write_str(self.kind()),
         }
     }
@@ -329,13 +363,15 @@ mod tests {
             Message::ReservedHandoff,
             Message::ReservedCoordination1,
             Message::ReservedCoordination2,
+            Message::ReservedState1,
+            Message::ReservedState2,
         ]
     }
 
     #[test]
-    fn reserved_slots_are_the_last_eight_tags() {
+    fn reserved_slots_are_the_coordination_and_state_tags() {
         let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
-        assert_eq!(tags, (13..=20).collect::<Vec<_>>());
+        assert_eq!(tags, (13..=20).chain(23..=24).collect::<Vec<_>>());
         assert!(
             reserved()
                 .iter()

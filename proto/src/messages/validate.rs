@@ -105,8 +105,16 @@ impl Message {
                 )?;
                 items.iter().try_for_each(validate_item)
             }
-            Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
-            Message::ReservedLockAcquire
+            Message::MeshConfig { files } => super::mesh::validate_files(files),
+            Message::Parity(info) => super::mesh::validate_parity(info),
+            Message::Summary { .. }
+            | Message::Changed { .. }
+            | Message::Goodbye
+            | Message::GetMeshConfig
+            | Message::GetParity => Ok(()),
+            Message::ReservedState1
+            | Message::ReservedState2
+            | Message::ReservedLockAcquire
             | Message::ReservedLockRelease
             | Message::ReservedLockStatus
             | Message::ReservedChatSay
