@@ -89,6 +89,11 @@ pub enum Request {
     },
     /// `state set|get|list|del`.
     State(crate::commands::state::StateRequest),
+    /// `parity [PEER]`.
+    Parity {
+        /// One peer, or all.
+        peer: Option<String>,
+    },
 }
 
 /// Which way a sync moves changes.
@@ -267,6 +272,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
             crate::commands::history::restore(ctx, &target, dry_run)
         }
         Request::State(s) => crate::commands::state::run(ctx, s),
+        Request::Parity { peer } => crate::commands::parity::run(ctx, peer.as_deref()),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

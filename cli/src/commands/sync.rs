@@ -48,6 +48,9 @@ pub struct How {
     pub dry_run: bool,
     /// Let deletions exceed the delete threshold.
     pub force: bool,
+    /// Ask the peer for its parity report (`parity`, `status`), if it supports it.
+    #[serde(default)]
+    pub parity: bool,
 }
 
 /// One peer's result, as printed.
@@ -257,6 +260,7 @@ pub(crate) async fn session_with(
     let mut opts = SessionOptions::new(mode, &node.name);
     opts.dry_run = how.dry_run;
     opts.force = how.force;
+    opts.parity = how.parity;
     opts.agent = ctx.agent.clone();
     let progress = (ctx.progress)(&peer.name);
     if let Some(d) = &ctx.daemon {

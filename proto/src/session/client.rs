@@ -114,7 +114,7 @@ async fn run_inner<R: Replica + ?Sized>(
     } else {
         None
     };
-    if opts.parity {
+    if opts.parity && negotiated.features.contains(Features::PARITY) {
         report.parity = Some(mesh::ask_parity(&mut ctl).await?);
     }
 

@@ -40,11 +40,8 @@ pub(crate) async fn receive(ctl: &mut Control) -> Result<Vec<MeshFile>, SessionE
     }
 }
 
-/// As the initiator: ask the responder for its parity report.
+/// As the initiator of a session that negotiated `parity`: ask the responder for its report.
 pub(crate) async fn ask_parity(ctl: &mut Control) -> Result<ParityInfo, SessionError> {
-    if !ctl.features.contains(Features::PARITY) {
-        return Err(SessionError::Unsupported { feature: "parity" });
-    }
     ctl.send(&Message::GetParity).await?;
     ctl.counters.round_trips += 1;
     match ctl.recv().await? {

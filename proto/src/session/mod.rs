@@ -52,7 +52,8 @@ pub struct SessionOptions {
     /// How long to wait for the peer's chunk and chunk-tree replies and for it to take our
     /// frames.
     pub deadlines: Deadlines,
-    /// Ask the peer for its parity report after the summaries (`botsync parity`).
+    /// Ask the peer for its parity report after the summaries (`botsync parity`), if it
+    /// supports the `parity` feature ([`SessionReport::parity`] stays `None` otherwise).
     pub parity: bool,
 }
 
@@ -223,12 +224,6 @@ pub enum SessionError {
         phase: Phase,
         /// Its deadline.
         after: std::time::Duration,
-    },
-    /// The peer's botsync lacks a feature this session needs.
-    #[error("the peer does not support {feature}; upgrade botsync there")]
-    Unsupported {
-        /// The feature's name.
-        feature: &'static str,
     },
     /// Serving the peer would exceed a resource budget; the connection is closed with `busy`.
     #[error("busy: {0}")]
