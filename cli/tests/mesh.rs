@@ -156,3 +156,25 @@ fn an_agent_without_the_file_gets_it_without_anyones_secrets_and_a_push_goes_one
     assert_eq!(on_b["github"]["token"], secrets_of("beta")[1].as_str());
     assert!(files_containing(b.root(), &secrets_of("alpha")[1]).is_empty());
 }
+
+#[test]
+fn a_mesh_config_that_is_not_json_is_reported_by_sync_and_named_by_config_validate() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let sb = b.serve();
+    a.add(&b, sb.port);
+    b.add(&a, 7474);
+    write_mesh(&b, &own_config("beta", sb.port));
+    a.write(MESH, "{\n  \"mesh_agents\": {,\n}\n");
+
+    let (code, out, err) = human(&a, &["pull", "beta"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("!! mesh config: beta's version of .secrets/mesh-config.json not merged"),
+        "{out}"
+    );
+    assert_eq!(a.read(MESH).unwrap(), b"{\n  \"mesh_agents\": {,\n}\n");
+    let (code, _, err) = human(&a, &["config", "validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mesh-config.json line 2 column"), "{err}");
+    assert!(err.contains("not valid JSON"), "{err}");
+}
