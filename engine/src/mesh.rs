@@ -97,6 +97,18 @@ pub fn merge_received(
     })
 }
 
+/// True if `a` and `b` hold the same JSON document, whatever the order of their keys (or, if
+/// either is not JSON, the same bytes).
+pub fn same_document(a: &[u8], b: &[u8]) -> bool {
+    match (
+        serde_json::from_slice::<Value>(a),
+        serde_json::from_slice::<Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 fn strip_value(value: &Value, rules: &SecretRules, pointer: &str, out: &mut Vec<String>) -> Value {
     match value {
         Value::Object(map) => Value::Object(
@@ -240,6 +252,18 @@ mod tests {
             "http://100.112.130.22:18789/hooks/agent"
         );
         assert_eq!(s.value["github"]["token"], PLACEHOLDER);
+    }
+
+    #[test]
+    fn the_same_document_in_another_key_order_is_the_same() {
+        assert!(same_document(
+            br#"{"a": 1, "b": {"c": 2}}"#,
+            br#"{"b":{"c":2},"a":1}"#
+        ));
+        assert!(!same_document(br#"{"a": 1}"#, br#"{"a": 2}"#));
+        assert!(!same_document(br#"[1, 2]"#, br#"[2, 1]"#));
+        assert!(same_document(b"not json", b"not json"));
+        assert!(!same_document(b"not json", b"{}"));
     }
 
     #[test]

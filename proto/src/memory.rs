@@ -437,12 +437,20 @@ impl Replica for MemoryReplica {
         Ok(changes)
     }
 
-    fn mesh_config_sent(&self, peer: PeerId, files: &[MeshFile]) {
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
         let mut st = self.lock();
-        for f in files {
-            st.mesh_bases
-                .insert((peer, f.path.clone()), f.content.clone());
+        let mut all = true;
+        for o in ours {
+            let same = theirs
+                .iter()
+                .any(|t| t.path == o.path && mesh::same_document(&t.content, &o.content));
+            if same {
+                st.mesh_bases
+                    .insert((peer, o.path.clone()), o.content.clone());
+            }
+            all &= same;
         }
+        all
     }
 
     fn policy(&self) -> Result<Policy, ReplicaError> {

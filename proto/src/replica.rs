@@ -168,10 +168,13 @@ pub trait Replica: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// `files` (from [`Replica::mesh_config`]) went to `peer`: they are the common ancestor of
-    /// the next merge of its versions. Best effort.
-    fn mesh_config_sent(&self, peer: PeerId, files: &[MeshFile]) {
-        let _ = (peer, files);
+    /// `ours` (from [`Replica::mesh_config`]) and `theirs` (what `peer` holds now): the files
+    /// both hold with the same content (as JSON documents, key order aside) are the common
+    /// ancestor of the next merge with `peer`. True if every file of `ours` is agreed. Best
+    /// effort on the recording.
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        let _ = peer;
+        ours.iter().all(|o| theirs.contains(o))
     }
 
     /// Our selection rules, for a parity check.

@@ -135,6 +135,31 @@ async fn a_sync_shares_the_config_and_each_side_keeps_its_own_secret() {
 }
 
 #[tokio::test]
+async fn an_agent_removed_on_one_side_is_removed_on_the_other() {
+    let p = pair().await;
+    p.ours
+        .write_mesh(PATH, &config(TOKEN_A, json!({"a": 1, "gone": 2})));
+    p.theirs.write_mesh(PATH, &config(TOKEN_B, json!({"b": 3})));
+    p.run(SessionMode::Sync).await;
+    assert_eq!(
+        read(&p.theirs)["mesh_agents"],
+        json!({"b": 3, "a": 1, "gone": 2})
+    );
+    let mut ours = read(&p.ours);
+    ours["mesh_agents"].as_object_mut().unwrap().remove("gone");
+    p.ours
+        .write_mesh(PATH, &serde_json::to_vec_pretty(&ours).unwrap());
+    let report = p.run(SessionMode::Sync).await;
+    assert!(
+        report.mesh.is_empty(),
+        "nothing changes here: {:?}",
+        report.mesh
+    );
+    assert_eq!(read(&p.theirs)["mesh_agents"], json!({"b": 3, "a": 1}));
+    assert_eq!(read(&p.ours)["mesh_agents"], json!({"a": 1, "b": 3}));
+}
+
+#[tokio::test]
 async fn pull_takes_theirs_and_push_gives_ours_only() {
     let p = pair().await;
     p.ours.write_mesh(PATH, &config(TOKEN_A, json!({"a": 1})));

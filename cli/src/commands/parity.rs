@@ -230,10 +230,20 @@ pub fn run(ctx: &Ctx, peer: Option<&str>) -> Result<Reply> {
     let mut drift = false;
     for p in &peers {
         match check(ctx, &node, p) {
-            Ok(parity) => {
+            Ok(Some(parity)) => {
                 drift |= parity.drifts();
                 human.push_str(&format!("{}: {}\n", parity.peer, parity.summary()));
                 docs.push(serde_json::to_value(&parity)?);
+            }
+            Ok(None) => {
+                let line = format!(
+                    "parity: peer {} at {}:{} runs a botsync without parity checks; upgrade botsync there",
+                    p.name, p.host, p.port
+                );
+                docs.push(
+                    serde_json::json!({ "peer": p.name, "state": "unsupported", "error": line }),
+                );
+                errors.push(line);
             }
             Err(e) => {
                 let line = format!(
@@ -269,8 +279,8 @@ pub fn run(ctx: &Ctx, peer: Option<&str>) -> Result<Reply> {
     Ok(reply)
 }
 
-/// Ask `peer` and judge its answer.
-pub(crate) fn check(ctx: &Ctx, node: &Arc<Node>, peer: &Peer) -> Result<PeerParity> {
+/// Ask `peer` and judge its answer (`None`: its botsync has no parity checks).
+pub(crate) fn check(ctx: &Ctx, node: &Arc<Node>, peer: &Peer) -> Result<Option<PeerParity>> {
     let how = How {
         dry_run: true,
         parity: true,
@@ -282,17 +292,21 @@ pub(crate) fn check(ctx: &Ctx, node: &Arc<Node>, peer: &Peer) -> Result<PeerPari
     judge(node, peer, &report)
 }
 
-/// The verdict on `peer` from a dry-run session report that asked for parity.
-pub(crate) fn judge(node: &Node, peer: &Peer, report: &SessionReport) -> Result<PeerParity> {
+/// The verdict on `peer` from a dry-run session report that asked for parity (`None` if the
+/// peer sent no parity report: its botsync has no parity checks).
+pub(crate) fn judge(
+    node: &Node,
+    peer: &Peer,
+    report: &SessionReport,
+) -> Result<Option<PeerParity>> {
     let Some(info) = &report.parity else {
-        anyhow::bail!(
-            "peer {} runs a botsync without parity checks; upgrade botsync there",
-            peer.name
-        );
+        return Ok(None);
     };
     let ours = node.replica.policy()?;
     let our_mesh = node.replica.mesh_config()?;
-    Ok(PeerParity::of(&peer.name, report, info, &ours, &our_mesh))
+    Ok(Some(PeerParity::of(
+        &peer.name, report, info, &ours, &our_mesh,
+    )))
 }
 
 fn list(paths: impl Iterator<Item = String>) -> PathList {

@@ -186,7 +186,7 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
             st.roots_match = Some(r.in_sync);
             st.receive = Some(amount(&r.pulled));
             st.send = Some(amount(&r.pushed));
-            if let Ok(p) = super::parity::judge(node, peer, &r) {
+            if let Ok(Some(p)) = super::parity::judge(node, peer, &r) {
                 st.parity = Some(p.state);
                 st.parity_line = Some(p.summary());
             }

@@ -104,13 +104,20 @@ impl<'a> MeshConfigs<'a> {
         out
     }
 
-    /// `files` are agreed with `peer`: keep them as the ancestor of the next merge.
-    pub fn record_agreed(&self, peer: PeerId, files: &[MeshFile]) {
-        for f in files {
-            if let Err(e) = self.save_base(peer, &f.path, &f.content) {
+    /// Of `ours`, the files `theirs` holds with the same content (key order aside) are agreed
+    /// with `peer`: kept as the ancestor of the next merge. True if all of `ours` are.
+    pub fn record_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        let mut all = true;
+        for o in ours {
+            let same = theirs
+                .iter()
+                .any(|t| t.path == o.path && mesh::same_document(&t.content, &o.content));
+            if same && let Err(e) = self.save_base(peer, &o.path, &o.content) {
                 tracing::debug!(error = %format!("{e:#}"), "could not keep the mesh config ancestor");
             }
+            all &= same;
         }
+        all
     }
 
     fn take_one(&self, peer: PeerId, file: MeshFile) -> Result<Option<MeshChange>> {

@@ -368,9 +368,10 @@ impl Replica for LiveReplica {
         Ok(self.mesh()?.take(peer, files))
     }
 
-    fn mesh_config_sent(&self, peer: PeerId, files: &[MeshFile]) {
-        if let Ok(m) = self.mesh() {
-            m.record_agreed(peer, files);
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        match self.mesh() {
+            Ok(m) => m.record_agreed(peer, ours, theirs),
+            Err(_) => false,
         }
     }
 

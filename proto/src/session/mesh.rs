@@ -76,24 +76,29 @@ pub(crate) async fn exchange<R: Replica + ?Sized>(
         return Ok(changes);
     }
     let files = blocking(replica, |r| r.mesh_config()).await?;
-    let same = theirs
-        .as_ref()
-        .is_some_and(|t| files.iter().all(|f| t.contains(f)));
-    let agreed: Vec<MeshFile> = if files.is_empty() || same {
-        files
-    } else {
-        ctl.send(&Message::MeshConfig {
-            files: files.clone(),
+    if files.is_empty() {
+        return Ok(changes);
+    }
+    if let Some(theirs) = theirs {
+        // After our merge, theirs may already be ours (key order aside): nothing to push.
+        let ours = files.clone();
+        if blocking(replica, move |r| {
+            Ok(r.mesh_config_agreed(peer, &ours, &theirs))
         })
-        .await?;
-        ctl.counters.round_trips += 1;
-        // The responder's files after its merge: the ones equal to ours are agreed.
-        let after = receive(ctl).await?;
-        files.into_iter().filter(|f| after.contains(f)).collect()
-    };
+        .await?
+        {
+            return Ok(changes);
+        }
+    }
+    ctl.send(&Message::MeshConfig {
+        files: files.clone(),
+    })
+    .await?;
+    ctl.counters.round_trips += 1;
+    // The responder's files after its merge: the ones equal to ours are agreed.
+    let after = receive(ctl).await?;
     blocking(replica, move |r| {
-        r.mesh_config_sent(peer, &agreed);
-        Ok(())
+        Ok(r.mesh_config_agreed(peer, &files, &after))
     })
     .await?;
     Ok(changes)
