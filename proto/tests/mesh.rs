@@ -261,3 +261,55 @@ async fn mesh_config_pushed_in_a_pull_session_is_refused() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_secret_a_hostile_peer_pushes_is_stripped_before_it_is_written() {
+    let p = pair().await;
+    p.theirs.write_mesh(PATH, &config(TOKEN_B, json!({"b": 2})));
+    let conn = p.client.connect(p.addr, p.server_id).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Hello::current("raw", Default::default());
+    write_frame(&mut send, &Message::Hello(hello))
+        .await
+        .unwrap();
+    let summary = Message::Summary {
+        root: botsync_engine::Hash::ZERO,
+        files: 0,
+        mode: SessionMode::Push,
+        skipped: 0,
+    };
+    write_frame(&mut send, &summary).await.unwrap();
+    assert!(matches!(
+        read_frame(&mut recv).await.unwrap(),
+        Some(Message::Hello(_))
+    ));
+    assert!(matches!(
+        read_frame(&mut recv).await.unwrap(),
+        Some(Message::Summary { .. })
+    ));
+    // Not stripped: a token under a secret key, another under an innocent one.
+    let unstripped = serde_json::to_vec(&json!({
+        "mesh_agents": {"b": 2, "evil": {"note": TOKEN_A}},
+        "github": {"org": "covaultxyz", "token": TOKEN_A}
+    }))
+    .unwrap();
+    let push = Message::MeshConfig {
+        files: vec![botsync_proto::messages::MeshFile {
+            path: botsync_engine::RelPath::new(PATH).unwrap(),
+            content: unstripped,
+        }],
+    };
+    write_frame(&mut send, &push).await.unwrap();
+    let Some(Message::MeshConfig { files }) = read_frame(&mut recv).await.unwrap() else {
+        panic!("expected the responder's files after its merge");
+    };
+    let answered = String::from_utf8(files[0].content.clone()).unwrap();
+    assert!(
+        !answered.contains(TOKEN_A) && !answered.contains(TOKEN_B),
+        "{answered}"
+    );
+    let written = String::from_utf8(p.theirs.read_mesh(PATH).unwrap()).unwrap();
+    assert!(!written.contains(TOKEN_A), "{written}");
+    assert!(written.contains(TOKEN_B), "its own token stays: {written}");
+    assert_eq!(read(&p.theirs)["mesh_agents"]["evil"]["note"], "<secret>");
+}
