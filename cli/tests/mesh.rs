@@ -178,3 +178,25 @@ fn a_mesh_config_that_is_not_json_is_reported_by_sync_and_named_by_config_valida
     assert!(err.contains("mesh-config.json line 2 column"), "{err}");
     assert!(err.contains("not valid JSON"), "{err}");
 }
+
+#[test]
+fn a_key_both_agents_changed_keeps_each_ones_value_and_the_sync_asks_for_attention() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let sb = b.serve();
+    a.add(&b, sb.port);
+    b.add(&a, 7474);
+    write_mesh(&a, &json!({"shared": {"channel": "#general"}}));
+    a.ok(&["push", "beta"]);
+    assert_eq!(read_mesh(&b)["shared"]["channel"], "#general");
+
+    write_mesh(&a, &json!({"shared": {"channel": "#ops"}}));
+    write_mesh(&b, &json!({"shared": {"channel": "#dev"}}));
+    let (code, out, err) = human(&a, &["pull", "beta"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("changed on both sides, ours kept: /shared/channel"),
+        "{out}"
+    );
+    assert_eq!(read_mesh(&a)["shared"]["channel"], "#ops");
+    assert_eq!(read_mesh(&b)["shared"]["channel"], "#dev");
+}

@@ -310,7 +310,8 @@ pub(crate) async fn session_with(
 fn needs_attention(r: &SessionReport) -> bool {
     !r.skipped.is_empty()
         || r.peer_skipped > 0
-        || r.mesh.iter().any(|m| m.refused.is_some())
+        // A mesh config key both sides changed kept ours: the user decides.
+        || r.mesh.iter().any(|m| m.refused.is_some() || !m.conflicts.is_empty())
         || r.pulled.iter().chain(&r.pushed).any(|i| {
             i.action.is_conflict()
                 // A merge where both sides changed the same keys kept a loser for review.
