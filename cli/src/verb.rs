@@ -102,6 +102,11 @@ pub enum Request {
         /// One peer, or all.
         peer: Option<String>,
     },
+    /// `parity [PEER]`.
+    Parity {
+        /// One peer, or all.
+        peer: Option<String>,
+    },
 }
 
 /// Which way a sync moves changes.
@@ -302,6 +307,7 @@ pub fn exec(request: Request, ctx: &Ctx) -> Reply {
         Request::Handoff(h) => crate::commands::handoff::run(ctx, h),
         Request::Lock(l) => crate::commands::lock::run(ctx, l),
         Request::Check { peer } => crate::commands::check::check(ctx, peer.as_deref()),
+        Request::Parity { peer } => crate::commands::parity::run(ctx, peer.as_deref()),
     };
     result.unwrap_or_else(|e| Reply::failed(&e))
 }

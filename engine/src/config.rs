@@ -70,6 +70,10 @@ pub struct SyncConfig {
     /// configured peer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lock_voters: Vec<String>,
+    /// Workspace-relative JSON files synced as mesh config (stripped of secrets, merged
+    /// key-wise), on top of [`crate::mesh::DEFAULT_PATH`]; they are left out of the file sync.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mesh_config: Vec<String>,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -233,6 +237,28 @@ impl SyncConfig {
         example.to_json()
     }
 
+    /// Every designated mesh config file: [`crate::mesh::DEFAULT_PATH`], then `mesh_config`,
+    /// each once. The error names the entry that is not a plain workspace-relative path.
+    pub fn mesh_config_paths(&self) -> Result<Vec<crate::RelPath>, String> {
+        let mut out =
+            vec![crate::RelPath::new(crate::mesh::DEFAULT_PATH).map_err(|e| e.to_string())?];
+        for (i, p) in self.mesh_config.iter().enumerate() {
+            let bad = |why: &str| format!("mesh_config[{i}] {p:?} {why}");
+            if p.contains(['*', '?', '[', ']', '!', '\\']) {
+                return Err(bad("must be a plain path, not a pattern"));
+            }
+            let path = crate::RelPath::new(p.trim_start_matches('/'))
+                .map_err(|e| bad(&format!("is not a workspace-relative path: {e}")))?;
+            if path.as_str().split('/').any(|c| c == ".botsync") {
+                return Err(bad("is inside .botsync/"));
+            }
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+        Ok(out)
+    }
+
     /// The secret guard's compiled settings (`secret_keys`, `secret_patterns`, `secret_allow`);
     /// the error names the entry that does not compile.
     pub fn secret_rules(&self) -> Result<SecretRules, String> {
@@ -264,6 +290,7 @@ impl SyncConfig {
         }
         Policies::new(&self.merge)?;
         self.secret_rules()?;
+        self.mesh_config_paths()?;
         if self
             .listen
             .rsplit_once(':')
@@ -295,6 +322,7 @@ impl Default for SyncConfig {
             secret_patterns: Vec::new(),
             secret_allow: Vec::new(),
             lock_voters: Vec::new(),
+            mesh_config: Vec::new(),
         }
     }
 }
@@ -453,5 +481,31 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
         assert!(err.to_string().contains("secret_patterns[0]"), "{err}");
         assert!(!SyncConfig::default().to_json().contains("secret"));
+    }
+
+    #[test]
+    fn mesh_config_paths_start_with_the_default_and_bad_ones_name_the_entry() {
+        let c = SyncConfig::parse(
+            Path::new("config.json"),
+            r#"{ "mesh_config": ["config/mesh.json", ".secrets/mesh-config.json"] }"#,
+        )
+        .unwrap();
+        let paths: Vec<String> = c
+            .mesh_config_paths()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(paths, [crate::mesh::DEFAULT_PATH, "config/mesh.json"]);
+        for (bad, why) in [
+            (r#"["config/*.json"]"#, "not a pattern"),
+            (r#"["../mesh.json"]"#, "workspace-relative"),
+            (r#"[".botsync/mesh.json"]"#, "inside .botsync"),
+        ] {
+            let text = format!(r#"{{ "mesh_config": {bad} }}"#);
+            let err = SyncConfig::parse(Path::new("config.json"), &text).unwrap_err();
+            assert!(err.to_string().contains("mesh_config[0]"), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 }

@@ -7,12 +7,18 @@
 //! `botsync config template` prints and what may leave the machine. [`merge_received`] is the
 //! receiving side: a 3-way key-wise merge ([`crate::reconcile::json`]) of our stripped file with
 //! theirs, then our own secret values put back where the merged document holds a placeholder.
-//! Pure: bytes in, bytes out; wiring it into sync is the session's business.
+//! Pure: bytes in, bytes out; wiring it into sync is the session's business. [`diff`] lists the
+//! keys two documents disagree on (parity checks, merge reports).
+
+pub mod diff;
 
 use serde_json::Value;
 
 use crate::reconcile::{Refusal, json};
 use crate::secrets::SecretRules;
+
+/// The mesh config file every workspace designates, whatever its config says (the seed's file).
+pub const DEFAULT_PATH: &str = ".secrets/mesh-config.json";
 
 /// What a stripped secret value reads as.
 pub const PLACEHOLDER: &str = "<secret>";
@@ -89,6 +95,18 @@ pub fn merge_received(
         bytes: pretty(&value),
         conflicts: merged.conflicts,
     })
+}
+
+/// True if `a` and `b` hold the same JSON document, whatever the order of their keys (or, if
+/// either is not JSON, the same bytes).
+pub fn same_document(a: &[u8], b: &[u8]) -> bool {
+    match (
+        serde_json::from_slice::<Value>(a),
+        serde_json::from_slice::<Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn strip_value(value: &Value, rules: &SecretRules, pointer: &str, out: &mut Vec<String>) -> Value {
@@ -234,6 +252,18 @@ mod tests {
             "http://100.112.130.22:18789/hooks/agent"
         );
         assert_eq!(s.value["github"]["token"], PLACEHOLDER);
+    }
+
+    #[test]
+    fn the_same_document_in_another_key_order_is_the_same() {
+        assert!(same_document(
+            br#"{"a": 1, "b": {"c": 2}}"#,
+            br#"{"b":{"c":2},"a":1}"#
+        ));
+        assert!(!same_document(br#"{"a": 1}"#, br#"{"a": 2}"#));
+        assert!(!same_document(br#"[1, 2]"#, br#"[2, 1]"#));
+        assert!(same_document(b"not json", b"not json"));
+        assert!(!same_document(b"not json", b"{}"));
     }
 
     #[test]

@@ -108,6 +108,42 @@ struct Rule {
     components: Option<Vec<Option<GlobMatcher>>>,
 }
 
+/// The selection rules of `config` in the order they apply, one line each (`include /memory/`,
+/// `exclude *.tmp`): what a parity check compares to tell "differs by policy".
+pub fn describe(config: &SyncConfig) -> Vec<String> {
+    patterns(config)
+        .into_iter()
+        .map(|(p, s)| match s {
+            Source::Include => format!("include {p}"),
+            Source::Exclude => format!("exclude {p}"),
+        })
+        .collect()
+}
+
+/// Every pattern of `config`'s selection, in order: defaults, `include`, `exclude`, then the
+/// designated mesh config files as anchored excludes.
+fn patterns(config: &SyncConfig) -> Vec<(String, Source)> {
+    let mut out: Vec<(String, Source)> = vec![
+        ("/memory/".into(), Source::Include),
+        ("/MEMORY.md".into(), Source::Include),
+        ("/USER.md".into(), Source::Include),
+    ];
+    if config.sync_skills {
+        out.push(("/skills/".into(), Source::Include));
+    }
+    out.push(("/IDENTITY.md".into(), Source::Exclude));
+    out.push(("/config/".into(), Source::Exclude));
+    out.extend(config.include.iter().map(|p| (p.clone(), Source::Include)));
+    out.extend(config.exclude.iter().map(|p| (p.clone(), Source::Exclude)));
+    out.extend(
+        config
+            .mesh_config
+            .iter()
+            .map(|p| (format!("/{}", p.trim_start_matches('/')), Source::Exclude)),
+    );
+    out
+}
+
 /// Where a pattern came from, for error messages and its default sense.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -116,28 +152,15 @@ enum Source {
 }
 
 impl Selection {
-    /// Compile the selection of `config`: defaults, then `include`, then `exclude`.
+    /// Compile the selection of `config`: defaults, then `include`, then `exclude`, then the
+    /// designated mesh config files (they travel stripped, never as files).
     pub fn new(config: &SyncConfig) -> Result<Selection, RulesError> {
-        let mut defaults: Vec<(&str, Source)> = vec![
-            ("/memory/", Source::Include),
-            ("/MEMORY.md", Source::Include),
-            ("/USER.md", Source::Include),
-        ];
-        if config.sync_skills {
-            defaults.push(("/skills/", Source::Include));
-        }
-        defaults.push(("/IDENTITY.md", Source::Exclude));
-        defaults.push(("/config/", Source::Exclude));
-
-        let user = config
-            .include
-            .iter()
-            .map(|p| (p.as_str(), Source::Include))
-            .chain(config.exclude.iter().map(|p| (p.as_str(), Source::Exclude)));
+        let patterns = patterns(config);
+        let user = patterns.iter().map(|(p, s)| (p.as_str(), *s));
 
         let mut rules = Vec::new();
         let mut builder = GlobSetBuilder::new();
-        for (pattern, source) in defaults.into_iter().chain(user) {
+        for (pattern, source) in user {
             if let Some((rule, glob)) = compile(pattern, source)? {
                 rules.push(rule);
                 builder.add(glob);
@@ -761,5 +784,24 @@ mod tests {
     fn comments_are_ignored() {
         let s = sel(&["# nothing here"], &[], false);
         assert_eq!(file(&s, "# nothing here"), Decision::NotSelected);
+    }
+
+    #[test]
+    fn mesh_config_files_are_described_and_left_out_of_the_file_sync() {
+        let config = SyncConfig {
+            include: vec!["config/".into()],
+            mesh_config: vec!["config/mesh.json".into()],
+            ..SyncConfig::default()
+        };
+        let s = Selection::new(&config).unwrap();
+        assert_eq!(file(&s, "config/shared.json"), Decision::Synced);
+        assert_eq!(file(&s, "config/mesh.json"), Decision::NotSelected);
+        let rules = describe(&config);
+        assert_eq!(rules.first().map(String::as_str), Some("include /memory/"));
+        assert_eq!(
+            rules.last().map(String::as_str),
+            Some("exclude /config/mesh.json")
+        );
+        assert_ne!(rules, describe(&SyncConfig::default()));
     }
 }

@@ -77,11 +77,28 @@ pub const MAX_COORD_BODY: usize = 1024 * 1024;
 /// Longest human-readable text in an `Error` message, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
 
+/// Most designated mesh config files in one `MeshConfig` or `Parity` message.
+pub const MAX_MESH_FILES: usize = 8;
+
+/// Largest stripped mesh config file in bytes (256 KiB): a mesh config is a few KiB of JSON.
+pub const MAX_MESH_FILE_BYTES: usize = 256 * 1024;
+
+/// Most selection rules in a `Parity` report.
+pub const MAX_POLICY_RULES: usize = 256;
+
+/// Longest selection rule in a `Parity` report, in bytes.
+pub const MAX_POLICY_RULE_BYTES: usize = 1024;
+
 /// Length of the frame's length prefix in bytes.
 pub const FRAME_HEADER_LEN: usize = 4;
 
 // The frame must hold the largest chunk with room for its header fields.
 const _: () = assert!(MAX_CHUNK_LEN + 1024 < MAX_FRAME);
+// Every mesh file at its cap, and the policy at its caps, fit one frame with room to spare.
+const _: () = assert!(
+    MAX_MESH_FILES * (MAX_MESH_FILE_BYTES + 1024) + MAX_POLICY_RULES * (MAX_POLICY_RULE_BYTES + 8)
+        < MAX_FRAME
+);
 // The length prefix is a u32.
 const _: () = assert!(MAX_FRAME <= u32::MAX as usize);
 

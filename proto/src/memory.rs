@@ -17,8 +17,11 @@ use botsync_engine::{
     PeerId, RelPath,
 };
 
-use crate::messages::NodeChild;
-use crate::replica::{Replica, ReplicaError, Snapshot};
+use botsync_engine::mesh;
+use botsync_engine::secrets::SecretRules;
+
+use crate::messages::{MeshFile, NodeChild, Policy};
+use crate::replica::{MeshChange, Replica, ReplicaError, Snapshot};
 
 /// An in-memory workspace.
 #[derive(Debug)]
@@ -40,6 +43,12 @@ struct State {
     /// The Merkle tree over `entries`, built on demand and dropped by every change (a session
     /// asks for many directories between changes).
     tree: Option<MerkleTree>,
+    /// Designated mesh config files, with their secrets (outside the synced selection).
+    mesh: BTreeMap<RelPath, Vec<u8>>,
+    /// The stripped mesh config last exchanged with each peer, per file.
+    mesh_bases: HashMap<(PeerId, RelPath), Vec<u8>>,
+    /// The selection rules reported to parity checks.
+    policy: Vec<String>,
 }
 
 impl MemoryReplica {
@@ -60,6 +69,25 @@ impl MemoryReplica {
     /// Set the mass-delete guard's threshold.
     pub fn set_delete_threshold(&self, threshold: DeleteThreshold) {
         self.lock().delete_threshold = threshold;
+    }
+
+    /// Write a designated mesh config file (secrets and all); any path written here is
+    /// designated, besides [`mesh::DEFAULT_PATH`].
+    pub fn write_mesh(&self, path: &str, bytes: &[u8]) {
+        if let Ok(path) = RelPath::new(path) {
+            self.lock().mesh.insert(path, bytes.to_vec());
+        }
+    }
+
+    /// A designated mesh config file as it is here.
+    pub fn read_mesh(&self, path: &str) -> Option<Vec<u8>> {
+        let path = RelPath::new(path).ok()?;
+        self.lock().mesh.get(&path).cloned()
+    }
+
+    /// Set the selection rules reported to parity checks.
+    pub fn set_policy(&self, rules: &[&str]) {
+        self.lock().policy = rules.iter().map(|r| (*r).to_owned()).collect();
     }
 
     /// A local edit: write `bytes` at `path` (bumps our counter, records the parent).
@@ -172,6 +200,62 @@ fn assemble(chunks: &HashMap<Hash, Vec<u8>>, list: &[ChunkRef]) -> Option<Vec<u8
         out.extend_from_slice(chunks.get(&c.id)?);
     }
     Some(out)
+}
+
+/// Merge one received file into `st` (a designated path); the change made, if any.
+fn merge_mesh(st: &mut State, peer: PeerId, file: MeshFile) -> Option<MeshChange> {
+    let rules = SecretRules::default();
+    let path = file.path.to_string();
+    let refused = |why: String| MeshChange {
+        path: path.clone(),
+        created: false,
+        keys: Vec::new(),
+        conflicts: Vec::new(),
+        refused: Some(why),
+    };
+    let (theirs, _) = match mesh::strip_bytes(&file.content, &rules) {
+        Ok(t) => t,
+        Err(e) => return Some(refused(format!("received version is not JSON: {e}"))),
+    };
+    let change = match st.mesh.get(&file.path) {
+        None => {
+            let keys = mesh::diff::diff_bytes(b"{}", &theirs).unwrap_or_default();
+            st.mesh.insert(file.path.clone(), theirs.clone());
+            MeshChange {
+                path,
+                created: true,
+                keys: keys.into_iter().map(|k| k.pointer).collect(),
+                conflicts: Vec::new(),
+                refused: None,
+            }
+        }
+        Some(own) => {
+            let base = st.mesh_bases.get(&(peer, file.path.clone()));
+            let merged = match mesh::merge_received(own, base.map(Vec::as_slice), &theirs, &rules) {
+                Ok(m) => m,
+                Err(e) => return Some(refused(e.to_string())),
+            };
+            let before = mesh::strip_bytes(own, &rules)
+                .map(|s| s.0)
+                .unwrap_or_default();
+            let after = mesh::strip_bytes(&merged.bytes, &rules)
+                .map(|s| s.0)
+                .unwrap_or_default();
+            let keys = mesh::diff::diff_bytes(&before, &after).unwrap_or_default();
+            if merged.bytes != *own {
+                st.mesh.insert(file.path.clone(), merged.bytes);
+            }
+            MeshChange {
+                path,
+                created: false,
+                keys: keys.into_iter().map(|k| k.pointer).collect(),
+                conflicts: merged.conflicts,
+                refused: None,
+            }
+        }
+    };
+    st.mesh_bases.insert((peer, file.path), theirs);
+    (change.created || !change.keys.is_empty() || !change.conflicts.is_empty()).then_some(change)
 }
 
 impl Replica for MemoryReplica {
@@ -322,5 +406,56 @@ impl Replica for MemoryReplica {
         _entries: &[FileEntry],
     ) -> Result<(), ReplicaError> {
         Ok(())
+    }
+
+    fn mesh_config(&self) -> Result<Vec<MeshFile>, ReplicaError> {
+        let rules = SecretRules::default();
+        Ok(self
+            .lock()
+            .mesh
+            .iter()
+            .filter_map(|(path, bytes)| {
+                let (content, _) = mesh::strip_bytes(bytes, &rules).ok()?;
+                Some(MeshFile {
+                    path: path.clone(),
+                    content,
+                })
+            })
+            .collect())
+    }
+
+    fn take_mesh_config(
+        &self,
+        peer: PeerId,
+        files: Vec<MeshFile>,
+    ) -> Result<Vec<MeshChange>, ReplicaError> {
+        let mut st = self.lock();
+        let mut changes = Vec::new();
+        for f in files {
+            if f.path.as_str() == mesh::DEFAULT_PATH || st.mesh.contains_key(&f.path) {
+                changes.extend(merge_mesh(&mut st, peer, f));
+            }
+        }
+        Ok(changes)
+    }
+
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        let mut st = self.lock();
+        let mut all = true;
+        for o in ours {
+            let same = theirs
+                .iter()
+                .any(|t| t.path == o.path && mesh::same_document(&t.content, &o.content));
+            if same {
+                st.mesh_bases
+                    .insert((peer, o.path.clone()), o.content.clone());
+            }
+            all &= same;
+        }
+        all
+    }
+
+    fn policy(&self) -> Result<Policy, ReplicaError> {
+        Ok(Policy::of(self.lock().policy.clone()))
     }
 }

@@ -3,13 +3,15 @@
 //! [`Message`] is the one type on the wire. Its variant order **is** the protocol: bincode
 //! encodes the variant index as the message tag, so variants are append-only: a message is
 //! never removed or moved, only replaced by a `Reserved*` slot. Tags 13 and 14 carry the
-//! coordination protocol of seed 004 (docs/LOCKS.md) on coordination connections; tags 15 to 20
-//! stay reserved, and decoding one is the error "unsupported message" until a later protocol
-//! version defines it.
+//! coordination protocol of seed 004 (docs/LOCKS.md) on coordination connections only; tags 15
+//! to 20 stay reserved for later coordination messages and tags 23-24 for state sync: decoding
+//! one is the error "unsupported message" until a later protocol version defines it. Tags 25-28
+//! carry the mesh config and parity checks ([`mesh`]), each pair behind its feature bit, so a
+//! peer without the feature never receives them.
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
-//! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes) and [`chunk`] (chunk payloads
-//! and their compression). Post-decode checks are in [`validate`]; [`batch`] splits long lists
+//! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes), [`chunk`] (chunk payloads
+//! and their compression) and [`mesh`] (mesh config files and parity reports). Post-decode checks are in [`validate`]; [`batch`] splits long lists
 //! into messages that fit. What this module does not own:
 //! bytes (that is [`crate::codec`]) and the order in which messages may be sent (the session).
 //! `docs/PROTOCOL.md` describes every message; change both in the same commit.
@@ -17,6 +19,7 @@
 pub mod batch;
 pub mod chunk;
 pub mod hello;
+pub mod mesh;
 pub mod report;
 pub mod tree;
 pub mod validate;
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
+pub use mesh::{MeshFile, ParityInfo, Policy};
 pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
 pub use tree::{
     ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
@@ -154,11 +158,27 @@ pub enum Message {
         /// True on the final batch.
         last: bool,
     },
+    /// Tag 23, reserved: state sync.
+    ReservedState1,
+    /// Tag 24, reserved: state sync.
+    ReservedState2,
+    /// Tag 25 (feature `mesh-config`). Ask for the peer's designated mesh config files.
+    GetMeshConfig,
+    /// Tag 26 (feature `mesh-config`). The sender's designated mesh config files, stripped of
+    /// their secrets: the answer to `GetMeshConfig`, or the initiator's push.
+    MeshConfig {
+        /// The files (at most [`crate::limits::MAX_MESH_FILES`]).
+        files: Vec<MeshFile>,
+    },
+    /// Tag 27 (feature `parity`). Ask for the peer's parity report.
+    GetParity,
+    /// Tag 28 (feature `parity`). The sender's root, selection rules and stripped mesh config.
+    Parity(ParityInfo),
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 23;
+    pub const TAG_COUNT: u32 = 29;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -186,6 +206,12 @@ impl Message {
             Message::ReservedCoordination2 => 20,
             Message::Offer { .. } => 21,
             Message::OfferResult { .. } => 22,
+            Message::ReservedState1 => 23,
+            Message::ReservedState2 => 24,
+            Message::GetMeshConfig => 25,
+            Message::MeshConfig { .. } => 26,
+            Message::GetParity => 27,
+            Message::Parity(_) => 28,
         }
     }
 
@@ -209,6 +235,10 @@ impl Message {
             Message::OfferResult { .. } => "offer-result",
             Message::Coordinate { .. } => "coordinate",
             Message::Coordinated { .. } => "coordinated",
+            Message::GetMeshConfig => "get-mesh-config",
+            Message::MeshConfig { .. } => "mesh-config",
+            Message::GetParity => "get-parity",
+            Message::Parity(_) => "parity",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -222,6 +252,8 @@ impl Message {
             Message::ReservedHandoff => "reserved-handoff",
             Message::ReservedCoordination1 => "reserved-coordination-1",
             Message::ReservedCoordination2 => "reserved-coordination-2",
+            Message::ReservedState1 => "reserved-state-1",
+            Message::ReservedState2 => "reserved-state-2",
             _ => return None,
         })
     }
@@ -317,6 +349,8 @@ impl fmt::Display for Message {
             Message::OfferResult { items, last } => {
                 write!(f, "offer-result ({} items, last={last})", items.len())
             }
+            Message::MeshConfig { files } => write!(f, "mesh-config ({} files)", files.len()),
+            Message::Parity(p) => write!(f, "parity ({}, {} files)", p.root, p.files),
             _ => f.write_str(self.kind()),
         }
     }
@@ -335,13 +369,15 @@ mod tests {
             Message::ReservedHandoff,
             Message::ReservedCoordination1,
             Message::ReservedCoordination2,
+            Message::ReservedState1,
+            Message::ReservedState2,
         ]
     }
 
     #[test]
-    fn reserved_slots_are_tags_15_to_20() {
+    fn reserved_slots_are_the_coordination_and_state_tags() {
         let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
-        assert_eq!(tags, (15..=20).collect::<Vec<_>>());
+        assert_eq!(tags, (15..=20).chain(23..=24).collect::<Vec<_>>());
         assert!(
             reserved()
                 .iter()

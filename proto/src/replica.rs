@@ -9,7 +9,7 @@ use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
-use crate::messages::NodeChild;
+use crate::messages::{MeshFile, NodeChild, Policy};
 
 /// The state of a replica after a refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,22 @@ pub struct Snapshot {
     /// Selected files the rescan could not read (`path: reason`), whose changes this session
     /// cannot carry: while any is listed, the session does not report "in sync".
     pub skipped: Vec<String>,
+}
+
+/// A designated mesh config file changed by a peer's version (merged into ours, or created).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MeshChange {
+    /// The file, workspace-relative.
+    pub path: String,
+    /// True if the file did not exist here and was created from the peer's version.
+    pub created: bool,
+    /// JSON pointers of the keys whose value changed here.
+    pub keys: Vec<String>,
+    /// JSON pointers of keys both sides changed differently (ours was kept).
+    pub conflicts: Vec<String>,
+    /// Set when the peer's version was not taken: why (our file is not JSON, a disk error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A failure inside the replica (disk, index); the session reports it and ends.
@@ -133,5 +149,36 @@ pub trait Replica: Send + Sync + 'static {
     /// effort; a replica without merge policies ignores it.
     fn record_merge_bases(&self, paths: &[RelPath]) {
         let _ = paths;
+    }
+
+    /// Our designated mesh config files, stripped of their secrets: what may go to a peer. A
+    /// replica without mesh config has none.
+    fn mesh_config(&self) -> Result<Vec<MeshFile>, ReplicaError> {
+        Ok(Vec::new())
+    }
+
+    /// Merge `peer`'s stripped mesh config files into ours, keeping our secrets; files that are
+    /// not designated here are ignored. Returns the files that changed.
+    fn take_mesh_config(
+        &self,
+        peer: PeerId,
+        files: Vec<MeshFile>,
+    ) -> Result<Vec<MeshChange>, ReplicaError> {
+        let _ = (peer, files);
+        Ok(Vec::new())
+    }
+
+    /// `ours` (from [`Replica::mesh_config`]) and `theirs` (what `peer` holds now): the files
+    /// both hold with the same content (as JSON documents, key order aside) are the common
+    /// ancestor of the next merge with `peer`. True if every file of `ours` is agreed. Best
+    /// effort on the recording.
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        let _ = peer;
+        ours.iter().all(|o| theirs.contains(o))
+    }
+
+    /// Our selection rules, for a parity check.
+    fn policy(&self) -> Result<Policy, ReplicaError> {
+        Ok(Policy::default())
     }
 }

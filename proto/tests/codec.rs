@@ -233,6 +233,29 @@ fn samples() -> Vec<(&'static str, Message)> {
                 body: br#"{"ok":true}"#.to_vec(),
             },
         ),
+        ("get-mesh-config", Message::GetMeshConfig),
+        (
+            "mesh-config",
+            Message::MeshConfig {
+                files: vec![botsync_proto::messages::MeshFile {
+                    path: path(".secrets/m.json"),
+                    content: b"{\"a\":1}".to_vec(),
+                }],
+            },
+        ),
+        ("get-parity", Message::GetParity),
+        (
+            "parity",
+            Message::Parity(botsync_proto::messages::ParityInfo {
+                root: Hash([0x22; 32]),
+                files: 3,
+                policy: botsync_proto::messages::Policy {
+                    digest: Hash([0x33; 32]),
+                    rules: vec!["include /m/".into()],
+                },
+                mesh: vec![],
+            }),
+        ),
     ]
 }
 

@@ -204,9 +204,9 @@ async fn a_workspace_in_sync_costs_one_round_trip() {
     let report = p.sync().await;
     assert!(report.in_sync);
     assert_eq!(report.counters.round_trips, 1);
-    // Hello and Summary out, Hello and Summary back, Goodbye.
+    // Hello and Summary out, Hello, Summary and the volunteered MeshConfig back, Goodbye.
     assert_eq!(report.counters.messages_sent, 3);
-    assert_eq!(report.counters.messages_received, 2);
+    assert_eq!(report.counters.messages_received, 3);
 }
 
 #[tokio::test]

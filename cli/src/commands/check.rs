@@ -57,6 +57,7 @@ pub fn check(ctx: &Ctx, peer: Option<&str>) -> Result<Reply> {
     let how = How {
         dry_run: true,
         force: false,
+        parity: false,
     };
     let mut checks = Vec::new();
     for p in &peers {

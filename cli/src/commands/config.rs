@@ -20,7 +20,7 @@ use crate::context::Globals;
 use crate::exit::{OK, usage};
 
 /// The mesh config file `template` reads when no file is given, relative to the workspace.
-pub const DEFAULT_MESH_CONFIG: &str = ".secrets/mesh-config.json";
+pub const DEFAULT_MESH_CONFIG: &str = mesh::DEFAULT_PATH;
 
 /// Arguments of `botsync config`.
 #[derive(Debug, Args)]
@@ -73,7 +73,23 @@ pub fn check(config_path: &Path) -> Result<SyncConfig> {
 fn validate(g: &Globals) -> Result<i32> {
     let root = g.workspace_root()?;
     let path = Layout::new(&root).config();
-    check(&path)?;
+    let config = check(&path)?;
+    // The mesh config files too: one that is not JSON neither syncs nor takes peers' versions.
+    for rel in config.mesh_config_paths().map_err(usage)? {
+        let file = root.join(rel.as_str());
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            return Err(usage(format!(
+                "{} line {} column {}: not valid JSON ({}); fix it there: until then this mesh config neither syncs nor takes peers' versions",
+                file.display(),
+                e.line(),
+                e.column(),
+                message_without_position(&e)
+            )));
+        }
+    }
     let doc = serde_json::json!({ "ok": true, "exit_code": OK, "file": path });
     g.out.emit(&doc, || format!("{}: valid", path.display()))?;
     Ok(OK)

@@ -16,6 +16,7 @@ pub(crate) mod handoff;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod lock;
+pub(crate) mod parity;
 pub(crate) mod peers;
 pub(crate) mod scan;
 mod serve;
@@ -62,6 +63,9 @@ pub enum Command {
     Pull(sync::SyncArgs),
     /// The itemized plan in both directions, exactly what `sync` would do.
     Diff(sync::DiffArgs),
+    /// Does every peer hold what we hold? Files, selection rules and mesh config, per peer
+    /// (exit 0 in parity, 3 on drift, 1 if a peer cannot be reached).
+    Parity(parity::ParityArgs),
     /// Rescan the workspace and print its manifest summary.
     Scan,
     /// Re-read every synced file and stored chunk against the index (finds bit rot the stat
@@ -142,10 +146,11 @@ pub fn run(command: Command, g: &Globals, cli: fn() -> clap::Command) -> Result<
             mode: Mode::Sync,
             how: sync::How {
                 dry_run: true,
-                force: false,
+                ..sync::How::default()
             },
             itemize: true,
         },
+        Command::Parity(a) => Request::Parity { peer: a.peer },
         Command::Scan => Request::Scan,
         Command::Verify(a) => Request::Verify { repair: a.repair },
         Command::Auto(a) => Request::Auto {
@@ -212,6 +217,7 @@ fn sync_request(a: sync::SyncArgs, mode: Mode) -> Request {
         how: sync::How {
             dry_run: a.dry_run,
             force: a.force,
+            parity: false,
         },
         itemize: false,
     }

@@ -2,9 +2,10 @@
 //! answers (and why not), whether the two trees are equal, what would move each way, and when
 //! the last sync was.
 //!
-//! Each peer is asked with a dry-run session (one round trip when the roots are equal): over the
-//! daemon's kept connection when a daemon runs, else over a dial that waits at most
-//! [`DIAL`]. Nothing is written on either side.
+//! Each peer is asked with a dry-run session (one round trip when the roots are equal, plus one
+//! for its parity report, judged as `botsync parity` does): over the daemon's kept connection
+//! when a daemon runs, else over a dial that waits at most [`DIAL`]. Nothing is written on
+//! either side.
 
 use std::time::Duration;
 
@@ -74,6 +75,12 @@ struct PeerStatus {
     /// What a sync would send there.
     send: Option<Amount>,
     last_sync: Option<SyncRecord>,
+    /// Its parity (`parity` verb's verdict: `in_parity`, `behind`, `ahead`, `diverged`,
+    /// `differs_by_policy`, `mesh_drift`), from this status's dry run; null if it did not answer
+    /// or cannot tell (an older botsync).
+    parity: Option<super::parity::State>,
+    /// The parity in one line.
+    parity_line: Option<String>,
     #[serde(skip)]
     to_send: Vec<String>,
 }
@@ -147,6 +154,8 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
         receive: None,
         send: None,
         last_sync: None,
+        parity: None,
+        parity_line: None,
         to_send: Vec::new(),
     };
     if let Some(d) = &ctx.daemon {
@@ -159,7 +168,8 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
     }
     let how = How {
         dry_run: true,
-        force: false,
+        parity: true,
+        ..How::default()
     };
     let asked = ctx.rt.block_on(async {
         tokio::time::timeout(
@@ -176,6 +186,10 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
             st.roots_match = Some(r.in_sync);
             st.receive = Some(amount(&r.pulled));
             st.send = Some(amount(&r.pushed));
+            if let Ok(Some(p)) = super::parity::judge(node, peer, &r) {
+                st.parity = Some(p.state);
+                st.parity_line = Some(p.summary());
+            }
             st.to_send = r
                 .pushed
                 .iter()
@@ -285,6 +299,9 @@ fn human(v: &StatusView) -> String {
         match &p.last_sync {
             Some(l) => s.push_str(&format!("; last sync {}", l.describe())),
             None => s.push_str("; never synced"),
+        }
+        if let Some(line) = &p.parity_line {
+            s.push_str(&format!("\n  parity: {line}"));
         }
         s.push('\n');
     }

@@ -49,6 +49,9 @@ pub struct How {
     pub dry_run: bool,
     /// Let deletions exceed the delete threshold.
     pub force: bool,
+    /// Ask the peer for its parity report (`parity`, `status`), if it supports it.
+    #[serde(default)]
+    pub parity: bool,
 }
 
 /// One peer's result, as printed.
@@ -79,6 +82,8 @@ pub(crate) struct ReportView {
     bytes_sent: u64,
     skipped: Vec<String>,
     peer_skipped: u64,
+    /// Mesh config files the peer's version changed here.
+    mesh: Vec<botsync_proto::replica::MeshChange>,
 }
 
 /// Files written or deleted, and chunk bytes moved, in one direction.
@@ -120,6 +125,7 @@ impl ReportView {
             bytes_sent: r.bytes_sent,
             skipped: r.skipped.clone(),
             peer_skipped: r.peer_skipped,
+            mesh: r.mesh.clone(),
         }
     }
 }
@@ -263,6 +269,7 @@ fn announce(
             let how = How {
                 dry_run: false,
                 force: false,
+                parity: false,
             };
             ctx.rt
                 .block_on(session_with(ctx, node, p, SessionMode::Push, how, None))
@@ -353,6 +360,7 @@ pub(crate) async fn session_with(
     let mut opts = SessionOptions::new(mode, &node.name);
     opts.dry_run = how.dry_run;
     opts.force = how.force;
+    opts.parity = how.parity;
     opts.agent = ctx.agent.clone();
     let progress = (ctx.progress)(&peer.name);
     if let Some(d) = &ctx.daemon {
@@ -402,6 +410,8 @@ pub(crate) async fn session_with(
 fn needs_attention(r: &SessionReport) -> bool {
     !r.skipped.is_empty()
         || r.peer_skipped > 0
+        // A mesh config key both sides changed kept ours: the user decides.
+        || r.mesh.iter().any(|m| m.refused.is_some() || !m.conflicts.is_empty())
         || r.pulled.iter().chain(&r.pushed).any(|i| {
             i.action.is_conflict()
                 // A merge where both sides changed the same keys kept a loser for review.
@@ -431,6 +441,7 @@ fn human(
         };
         if rep.in_sync {
             out.push_str(&format!("{verb} {peer}: already in sync\n"));
+            out.push_str(&mesh_lines(&rep.mesh, peer));
             continue;
         }
         let (rx, tx) = (amount(&rep.pulled), amount(&rep.pushed));
@@ -461,6 +472,7 @@ fn human(
                 out.push('\n');
             }
         }
+        out.push_str(&mesh_lines(&rep.mesh, peer));
         if rep.peer_skipped > 0 {
             out.push_str(&format!(
                 "  !! {} files on {peer} could not be read there (not synced; see `botsync scan` on {peer})\n",
@@ -470,6 +482,61 @@ fn human(
     }
     for s in skipped {
         out.push_str(&format!("  !! {}\n", s.line()));
+    }
+    out
+}
+
+/// One line per mesh config file `peer`'s version changed here: "mesh config: merged 2 keys
+/// from PEER into FILE (...)".
+pub(crate) fn mesh_lines(changes: &[botsync_proto::replica::MeshChange], peer: &str) -> String {
+    const SHOWN: usize = 5;
+    let list = |keys: &[String]| {
+        let mut s = keys
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if keys.len() > SHOWN {
+            s.push_str(&format!(", and {} more", keys.len() - SHOWN));
+        }
+        s
+    };
+    let mut out = String::new();
+    for c in changes {
+        let keys = |n: usize| if n == 1 { "key" } else { "keys" };
+        let line = if let Some(why) = &c.refused {
+            format!(
+                "  !! mesh config: {}'s version of {} not merged: {why}",
+                peer, c.path
+            )
+        } else if c.created {
+            format!(
+                "  mesh config: created {} from {peer} ({} {}); its secret values read \"<secret>\": fill in yours",
+                c.path,
+                c.keys.len(),
+                keys(c.keys.len())
+            )
+        } else {
+            let mut l = format!(
+                "  mesh config: merged {} {} from {peer} into {}",
+                c.keys.len(),
+                keys(c.keys.len()),
+                c.path
+            );
+            if !c.keys.is_empty() {
+                l.push_str(&format!(" ({})", list(&c.keys)));
+            }
+            if !c.conflicts.is_empty() {
+                l.push_str(&format!(
+                    "; changed on both sides, ours kept: {}",
+                    list(&c.conflicts)
+                ));
+            }
+            l
+        };
+        out.push_str(&line);
+        out.push('\n');
     }
     out
 }

@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod last_sync;
+pub mod mesh_config;
 pub mod own_writes;
 pub mod peers;
 pub mod pending;

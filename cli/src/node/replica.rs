@@ -9,9 +9,10 @@ use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::workspace::{Refresh, RepairReport, VerifyReport, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
-use botsync_proto::messages::NodeChild;
-use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
+use botsync_proto::messages::{MeshFile, NodeChild, Policy};
+use botsync_proto::replica::{MeshChange, Replica, ReplicaError, Snapshot};
 
+use super::mesh_config::MeshConfigs;
 use super::own_writes::OwnWrites;
 use super::pending::{Pending, PendingScan};
 
@@ -351,5 +352,40 @@ impl Replica for LiveReplica {
 
     fn record_merge_bases(&self, paths: &[RelPath]) {
         self.ws.record_merge_bases(paths);
+    }
+
+    fn mesh_config(&self) -> Result<Vec<MeshFile>, ReplicaError> {
+        Ok(self.mesh()?.stripped())
+    }
+
+    fn take_mesh_config(
+        &self,
+        peer: PeerId,
+        files: Vec<MeshFile>,
+    ) -> Result<Vec<MeshChange>, ReplicaError> {
+        // Two sessions merging into the same file take turns.
+        let _turn = self.turn();
+        Ok(self.mesh()?.take(peer, files))
+    }
+
+    fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
+        match self.mesh() {
+            Ok(m) => m.record_agreed(peer, ours, theirs),
+            Err(_) => false,
+        }
+    }
+
+    fn policy(&self) -> Result<Policy, ReplicaError> {
+        Ok(Policy::of(botsync_engine::rules::describe(
+            self.ws.config(),
+        )))
+    }
+}
+
+impl LiveReplica {
+    /// The workspace's designated mesh config files.
+    fn mesh(&self) -> Result<MeshConfigs<'_>, ReplicaError> {
+        MeshConfigs::new(self.ws.root(), self.ws.config())
+            .map_err(|e| ReplicaError::other(format!("{e:#}")))
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+pub mod mesh;
 pub mod netem;
 
 use std::io::{BufRead, BufReader};

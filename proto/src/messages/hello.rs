@@ -28,8 +28,14 @@ impl Features {
     /// Large files' chunk lists may be elided and fetched as chunk-tree nodes.
     pub const CHUNK_TREE: Features = Features(2);
 
+    /// Bit 5: designated mesh config files travel stripped (`GetMeshConfig` / `MeshConfig`).
+    pub const MESH_CONFIG: Features = Features(1 << 5);
+    /// Bit 6: the peer answers parity checks (`GetParity` / `Parity`).
+    pub const PARITY: Features = Features(1 << 6);
+
     /// Every feature this implementation supports.
-    pub const SUPPORTED: Features = Features(Self::ZSTD.0 | Self::CHUNK_TREE.0);
+    pub const SUPPORTED: Features =
+        Features(Self::ZSTD.0 | Self::CHUNK_TREE.0 | Self::MESH_CONFIG.0 | Self::PARITY.0);
 
     /// From raw bits (any bits allowed).
     pub const fn from_bits(bits: u64) -> Features {
@@ -65,6 +71,12 @@ impl fmt::Debug for Features {
         }
         if self.contains(Features::CHUNK_TREE) {
             names.push("chunk-tree".to_owned());
+        }
+        if self.contains(Features::MESH_CONFIG) {
+            names.push("mesh-config".to_owned());
+        }
+        if self.contains(Features::PARITY) {
+            names.push("parity".to_owned());
         }
         let unknown = self.0 & !Features::SUPPORTED.0;
         if unknown != 0 {

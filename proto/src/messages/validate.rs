@@ -108,8 +108,16 @@ impl Message {
             Message::Coordinate { body } | Message::Coordinated { body } => {
                 CodecError::check_limit("coordination body bytes", body.len(), MAX_COORD_BODY)
             }
-            Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
-            Message::ReservedLockStatus
+            Message::MeshConfig { files } => super::mesh::validate_files(files),
+            Message::Parity(info) => super::mesh::validate_parity(info),
+            Message::Summary { .. }
+            | Message::Changed { .. }
+            | Message::Goodbye
+            | Message::GetMeshConfig
+            | Message::GetParity => Ok(()),
+            Message::ReservedState1
+            | Message::ReservedState2
+            | Message::ReservedLockStatus
             | Message::ReservedChatSay
             | Message::ReservedChatFeed
             | Message::ReservedHandoff

@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info_span};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
-    SessionReport, blocking, chunks, descent, entries,
+    SessionReport, blocking, chunks, descent, entries, mesh,
 };
 use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
@@ -108,6 +108,15 @@ async fn run_inner<R: Replica + ?Sized>(
         return Err(SessionError::Protocol("expected summary".into()));
     };
     report.peer_skipped = their_skipped;
+    report.root = snap.root;
+    let theirs_mesh = if mesh::volunteered(negotiated.features, opts.mode) {
+        Some(mesh::receive(&mut ctl).await?)
+    } else {
+        None
+    };
+    if opts.parity && negotiated.features.contains(Features::PARITY) {
+        report.parity = Some(mesh::ask_parity(&mut ctl).await?);
+    }
 
     let advertised = Advertised::default();
     let bytes_served = Arc::new(AtomicU64::new(0));
@@ -172,6 +181,9 @@ async fn run_inner<R: Replica + ?Sized>(
         if !opts.dry_run {
             blocking(&replica, move |r| r.record_peer(peer, their_root, &remote)).await?;
         }
+    }
+    if !opts.dry_run {
+        report.mesh = mesh::exchange(&mut ctl, &replica, peer, opts.mode, theirs_mesh).await?;
     }
     ctl.send(&Message::Goodbye).await?;
     let _ = ctl.send.finish();

@@ -14,6 +14,7 @@ pub mod client;
 pub mod descent;
 pub mod entries;
 pub mod link;
+pub mod mesh;
 pub mod server;
 pub mod service;
 pub mod tree;
@@ -51,6 +52,9 @@ pub struct SessionOptions {
     /// How long to wait for the peer's chunk and chunk-tree replies and for it to take our
     /// frames.
     pub deadlines: Deadlines,
+    /// Ask the peer for its parity report after the summaries (`botsync parity`), if it
+    /// supports the `parity` feature ([`SessionReport::parity`] stays `None` otherwise).
+    pub parity: bool,
 }
 
 impl SessionOptions {
@@ -65,6 +69,7 @@ impl SessionOptions {
             streams: 6,
             force: false,
             deadlines: Deadlines::DEFAULT,
+            parity: false,
         }
     }
 }
@@ -110,6 +115,14 @@ pub struct SessionReport {
     pub skipped: Vec<String>,
     /// How many selected files the peer's rescan could not read (from its `Summary`).
     pub peer_skipped: u64,
+    /// Our root at the start of the session.
+    #[serde(skip)]
+    pub root: botsync_engine::Hash,
+    /// Mesh config files the peer's version changed here.
+    pub mesh: Vec<crate::replica::MeshChange>,
+    /// The peer's parity report, when [`SessionOptions::parity`] asked for it.
+    #[serde(skip)]
+    pub parity: Option<crate::messages::ParityInfo>,
 }
 
 fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {

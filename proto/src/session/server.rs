@@ -13,7 +13,7 @@ use super::client::{PendingRefresh, dry_report};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Activity, Advertised, Control, NoProgress, SessionError, blocking, chunks,
-    entries, refuse, within,
+    entries, mesh, refuse, within,
 };
 use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
@@ -52,6 +52,8 @@ pub struct ServeReport {
     pub applied: Vec<ItemReport>,
     /// True if the initiator only compared roots.
     pub in_sync: bool,
+    /// Mesh config files the initiator's push changed here.
+    pub mesh: Vec<crate::replica::MeshChange>,
 }
 
 /// Answer the session the peer `peer` opens on `conn`, until it says goodbye or closes. A
@@ -262,6 +264,8 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         let mut offered = Vec::new();
         // The initiator's mode, once its Summary arrived.
         let mut mode = None;
+        // Our state as told in our Summary (a parity report repeats it).
+        let mut ours = None;
         // Paths the initiator asked entries for: the only paths it may offer.
         let mut asked: HashSet<RelPath> = HashSet::new();
         loop {
@@ -298,6 +302,31 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                         skipped: snap.skipped.len() as u64,
                     })
                     .await?;
+                    if mesh::volunteered(self.features, theirs) {
+                        mesh::send_ours(ctl, self.replica).await?;
+                    }
+                    ours = Some(snap);
+                }
+                m @ (Message::GetMeshConfig | Message::MeshConfig { .. } | Message::GetParity) => {
+                    let (Some(mode), Some(snap)) = (mode, ours.as_ref()) else {
+                        let why = format!("{} before the summaries", m.kind());
+                        return Err(self.refuse(ctl, why).await);
+                    };
+                    if let Some(why) = mesh::refusal(&m, mode, self.features) {
+                        return Err(self.refuse(ctl, why).await);
+                    }
+                    match m {
+                        Message::GetParity => {
+                            mesh::answer_parity(ctl, self.replica, snap).await?;
+                        }
+                        Message::GetMeshConfig => mesh::send_ours(ctl, self.replica).await?,
+                        Message::MeshConfig { files } => {
+                            let changes =
+                                mesh::take_pushed(ctl, self.replica, self.peer, files).await?;
+                            report.mesh.extend(changes);
+                        }
+                        _ => {}
+                    }
                 }
                 Message::GetNodes { paths } if mode.is_some() => {
                     let nodes = blocking(self.replica, move |r| {

@@ -30,7 +30,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     out.push(("message_decode", "boundary-empty".into(), Vec::new()));
     out.push(("message_decode", "boundary-reserved-tag".into(), vec![13]));
-    out.push(("message_decode", "boundary-unknown-tag".into(), vec![21]));
+    out.push((
+        "message_decode",
+        "boundary-unknown-tag".into(),
+        vec![Message::TAG_COUNT as u8],
+    ));
     out.push((
         "message_decode",
         "boundary-trailing-byte".into(),

@@ -185,6 +185,37 @@ const GOLDEN: &[(&str, &str)] = &[
          0b                      // body: 11 bytes
          7b 22 6f 6b 22 3a 74 72 75 65 7d // {\"ok\":true}",
     ),
+    (
+        "get-mesh-config",
+        "00 00 00 01             // frame length 1
+         19                      // tag 25 GetMeshConfig (no fields)",
+    ),
+    (
+        "mesh-config",
+        "00 00 00 1a             // frame length 26
+         1a                      // tag 26 MeshConfig
+         01                      // 1 file
+         0f 2e 73 65 63 72 65 74 73 2f 6d 2e 6a 73 6f 6e
+                                 // path: length 15, \".secrets/m.json\"
+         07 7b 22 61 22 3a 31 7d // content: length 7, {\"a\":1} (stripped JSON)",
+    ),
+    (
+        "get-parity",
+        "00 00 00 01             // frame length 1
+         1b                      // tag 27 GetParity (no fields)",
+    ),
+    (
+        "parity",
+        "00 00 00 50             // frame length 80
+         1c                      // tag 28 Parity
+         22*32                   // root hash
+         03                      // files 3
+         33*32                   // policy digest
+         01                      // 1 rule
+         0b 69 6e 63 6c 75 64 65 20 2f 6d 2f
+                                 // rule: length 11, \"include /m/\"
+         00                      // 0 mesh files",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -237,13 +268,19 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::Offer { .. }
         | Message::OfferResult { .. }
         | Message::Coordinate { .. }
-        | Message::Coordinated { .. } => Some(m.tag()),
+        | Message::Coordinated { .. }
+        | Message::GetMeshConfig
+        | Message::MeshConfig { .. }
+        | Message::GetParity
+        | Message::Parity(_) => Some(m.tag()),
         Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
         | Message::ReservedHandoff
         | Message::ReservedCoordination1
-        | Message::ReservedCoordination2 => None,
+        | Message::ReservedCoordination2
+        | Message::ReservedState1
+        | Message::ReservedState2 => None,
     }
 }
 
@@ -271,13 +308,13 @@ fn goldens_cover_every_implemented_tag() {
         .filter_map(|(_, m)| covered_tag(m))
         .collect();
     tags.sort_unstable();
-    let implemented: Vec<u32> = (0..=14).chain(21..=22).collect();
+    let implemented: Vec<u32> = (0..=14).chain(21..=22).chain(25..=28).collect();
     assert_eq!(tags, implemented);
 }
 
 #[test]
 fn reserved_tags_are_unsupported_and_later_tags_unknown() {
-    for tag in 15u8..21 {
+    for tag in (15u8..21).chain(23..25) {
         let err = decode(&[tag]).unwrap_err();
         assert!(
             matches!(err, CodecError::Unsupported { tag: t, .. } if t == u32::from(tag)),

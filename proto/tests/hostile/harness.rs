@@ -221,6 +221,15 @@ impl Script {
         .await;
         assert!(matches!(self.recv().await, Some(Message::Hello(_))));
         assert!(matches!(self.recv().await, Some(Message::Summary { .. })));
+        // A sync or pull with mesh-config negotiated: the responder volunteers its mesh config.
+        if features.contains(Features::MESH_CONFIG)
+            && matches!(mode, SessionMode::Sync | SessionMode::Pull)
+        {
+            assert!(matches!(
+                self.recv().await,
+                Some(Message::MeshConfig { .. })
+            ));
+        }
     }
 
     /// End the session as an honest initiator does.
