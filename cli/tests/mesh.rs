@@ -200,3 +200,37 @@ fn a_key_both_agents_changed_keeps_each_ones_value_and_the_sync_asks_for_attenti
     assert_eq!(read_mesh(&a)["shared"]["channel"], "#ops");
     assert_eq!(read_mesh(&b)["shared"]["channel"], "#dev");
 }
+
+#[test]
+fn a_mesh_config_change_is_told_in_the_feed_of_a_workspace_that_has_one() {
+    let mesh = three_daemons();
+    for (p, s) in &mesh {
+        write_mesh(p, &own_config(&p.name, s.port));
+    }
+    let (a, b) = (&mesh[0].0, &mesh[1].0);
+    // beta's agents use the feed; alpha's do not.
+    b.ok(&["say", "hello"]);
+    let mut on_a = read_mesh(a);
+    on_a["mesh_agents"]["delta"] = json!({"name": "delta", "tailscale_ip": "100.64.0.4"});
+    write_mesh(a, &on_a);
+    b.ok(&["pull", "alpha"]);
+    let said = b.ok(&["feed", "--type", "sync"]);
+    let lines: Vec<&str> = said
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("mesh config .secrets/mesh-config.json: merged from")
+                && l.contains("/mesh_agents/delta")
+        ),
+        "{lines:?}"
+    );
+    // No token travels in the feed line either.
+    for secret in secrets_of("alpha") {
+        assert!(files_containing(b.root(), &secret).is_empty());
+    }
+    assert!(a.read("memory/bot-sync/feed.jsonl").is_none());
+}

@@ -4,8 +4,7 @@
 //! shows; `feed --follow` asks the daemon to push each new message as it lands, whether it was
 //! said here or arrived from a peer.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,7 +82,7 @@ impl CallerEnv {
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
-            machine: machine_name(),
+            machine: crate::node::feed::machine_name(),
         }
     }
 }
@@ -222,7 +221,7 @@ pub fn post(ctx: &Ctx, req: &SayRequest) -> Result<Message> {
         ai: ctx.caller.ai.clone(),
     };
     let m = Message::new(req.post()?, &author, now_ms(), nonce()).map_err(usage)?;
-    append(&ctx.root, &m)?;
+    crate::node::feed::append(&ctx.root, &m)?;
     if ctx.daemon.is_some() {
         node.replica.note_changed([FEED_PATH]);
         node.replica.refresh().map_err(|e| {
@@ -327,17 +326,6 @@ pub fn line(m: &Message) -> String {
     s
 }
 
-/// The machine's name: `MACHINE_ID` (the seed's variable), else the host name.
-pub fn machine_name() -> String {
-    match std::env::var("MACHINE_ID") {
-        Ok(m) if !m.trim().is_empty() => m.trim().to_owned(),
-        _ => rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned(),
-    }
-}
-
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -351,41 +339,6 @@ fn read_new(root: &Path, seen: &mut std::collections::HashSet<String>) -> Result
         .into_iter()
         .filter(|m| seen.insert(m.id.clone()))
         .collect())
-}
-
-/// Append `m` as one line: a single `O_APPEND` write, so concurrent posters never interleave,
-/// then fsync (a said message survives a crash).
-fn append(root: &Path, m: &Message) -> Result<()> {
-    let path = root.join(FEED_PATH);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // A file cut mid-line by a crash gets its own line end first, so ours stays whole.
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut bytes = Vec::new();
-    if len > 0 && !ends_with_newline(&path, len) {
-        bytes.push(b'\n');
-    }
-    bytes.extend_from_slice(m.to_line().as_bytes());
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_data())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-fn ends_with_newline(path: &Path, len: u64) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut last = [0u8; 1];
-    fs::File::open(path)
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(len - 1))?;
-            f.read_exact(&mut last)
-        })
-        .map_or(true, |()| last[0] == b'\n')
 }
 
 /// Tells apart two messages of one author in one millisecond.

@@ -242,7 +242,7 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
     // nothing the others need to hear about.
     if !how.dry_run
         && mode != Mode::Pull
-        && ctx.root.join(botsync_engine::feed::FEED_PATH).is_file()
+        && crate::node::feed::exists(&ctx.root)
         && let Some(text) = feed_line(&reports)
         && let Err(e) = announce(ctx, &node, &reports, text)
     {

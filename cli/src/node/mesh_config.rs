@@ -31,6 +31,8 @@ pub struct MeshConfigs<'a> {
     root: &'a Path,
     paths: Vec<RelPath>,
     rules: SecretRules,
+    /// This peer, when changes are posted to the feed.
+    me: Option<PeerId>,
 }
 
 impl<'a> MeshConfigs<'a> {
@@ -44,7 +46,18 @@ impl<'a> MeshConfigs<'a> {
             .secret_rules()
             .map_err(anyhow::Error::msg)
             .context("config.json secret settings")?;
-        Ok(MeshConfigs { root, paths, rules })
+        Ok(MeshConfigs {
+            root,
+            paths,
+            rules,
+            me: None,
+        })
+    }
+
+    /// Post completed changes to the coordination feed as `me` (when the workspace has one).
+    pub fn posting_as(mut self, me: PeerId) -> MeshConfigs<'a> {
+        self.me = Some(me);
+        self
     }
 
     /// Every designated file that exists here, stripped of its secrets. A file that is not JSON
@@ -88,7 +101,7 @@ impl<'a> MeshConfigs<'a> {
             let path = file.path.to_string();
             match self.take_one(peer, file) {
                 Ok(Some(change)) => {
-                    announce(peer, &change);
+                    announce(self.root, self.me, peer, &change);
                     out.push(change);
                 }
                 Ok(None) => {}
@@ -197,8 +210,9 @@ impl<'a> MeshConfigs<'a> {
 }
 
 /// A designated mesh config file changed from a peer's version: the one place every completed
-/// change passes. It is logged here; the coordination feed (seed 004) posts its line from here.
-pub fn announce(peer: PeerId, change: &MeshChange) {
+/// change passes. It is logged, and in a workspace whose agents use the coordination feed (seed
+/// 004; the file exists) posted there as a `sync` message by `me`.
+pub fn announce(root: &Path, me: Option<PeerId>, peer: PeerId, change: &MeshChange) {
     tracing::info!(
         peer = %peer,
         path = %change.path,
@@ -207,6 +221,47 @@ pub fn announce(peer: PeerId, change: &MeshChange) {
         conflicts = ?change.conflicts,
         "mesh config changed"
     );
+    let Some(me) = me else { return };
+    if !crate::node::feed::exists(root) {
+        return;
+    }
+    let what = if change.created { "created" } else { "merged" };
+    let mut text = format!("mesh config {}: {what} from {}", change.path, peer.short());
+    if !change.keys.is_empty() {
+        let mut keys: Vec<&str> = change.keys.iter().map(String::as_str).take(5).collect();
+        if change.keys.len() > 5 {
+            keys.push("...");
+        }
+        text.push_str(&format!(" ({})", keys.join(", ")));
+    }
+    if !change.conflicts.is_empty() {
+        text.push_str(&format!(
+            "; {} key(s) changed on both sides, ours kept",
+            change.conflicts.len()
+        ));
+    }
+    let author = botsync_engine::feed::Author {
+        peer: me.short(),
+        machine: crate::node::feed::machine_name(),
+        agent: String::new(),
+        ai: String::new(),
+    };
+    let post = botsync_engine::feed::Post {
+        text,
+        kind: Some(botsync_engine::feed::Kind::Sync),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match botsync_engine::feed::Message::new(post, &author, now, u64::from(std::process::id())) {
+        Ok(m) => {
+            if let Err(e) = crate::node::feed::append(root, &m) {
+                tracing::warn!(error = %format!("{e:#}"), "could not post the mesh config change to the feed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not post the mesh config change to the feed"),
+    }
 }
 
 /// Write `bytes` to `dst` atomically: a temporary file beside it with `mode` (0600 for a new

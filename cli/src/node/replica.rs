@@ -386,6 +386,7 @@ impl LiveReplica {
     /// The workspace's designated mesh config files.
     fn mesh(&self) -> Result<MeshConfigs<'_>, ReplicaError> {
         MeshConfigs::new(self.ws.root(), self.ws.config())
+            .map(|m| m.posting_as(botsync_proto::replica::Replica::local_peer(self)))
             .map_err(|e| ReplicaError::other(format!("{e:#}")))
     }
 }
