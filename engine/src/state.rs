@@ -22,6 +22,10 @@ use crate::vector::VersionVector;
 /// The `kv` namespace that holds state rows.
 pub const NAMESPACE: &str = "state";
 
+/// The `kv` namespace that keeps the losing values of concurrent writes from peers, for review
+/// (`state list --json` shows them under `conflicts`).
+pub const CONFLICT_NAMESPACE: &str = "state-conflict";
+
 /// The largest value `state set` accepts: 64 KiB.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 

@@ -42,6 +42,7 @@ pub use intents::ApplyIntent;
 pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
 pub use sessions::{SESSIONS_KEPT, SessionRecord};
+pub use state::StateTaken;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
 /// index with another version is moved aside and rebuilt from the files. 3: `Mode` holds the
