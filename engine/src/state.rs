@@ -137,6 +137,35 @@ impl Patterns {
     }
 }
 
+/// The keys that travel between two peers: those matching both peers' `state_sync` patterns.
+/// Unlike [`Patterns`], an empty list here matches nothing: a peer without `state_sync` shares
+/// no state.
+#[derive(Debug, Clone)]
+pub struct SharedKeys {
+    ours: Patterns,
+    theirs: Patterns,
+    none: bool,
+}
+
+impl SharedKeys {
+    /// The keys matching both `ours` and `theirs`.
+    pub fn new<S: AsRef<str>, T: AsRef<str>>(
+        ours: &[S],
+        theirs: &[T],
+    ) -> Result<SharedKeys, StateError> {
+        Ok(SharedKeys {
+            none: ours.is_empty() || theirs.is_empty(),
+            ours: Patterns::new(ours)?,
+            theirs: Patterns::new(theirs)?,
+        })
+    }
+
+    /// Whether `key` travels.
+    pub fn matches(&self, key: &str) -> bool {
+        !self.none && self.ours.matches(key) && self.theirs.matches(key)
+    }
+}
+
 /// Check one pattern.
 pub fn validate_pattern(pattern: &str) -> Result<(), StateError> {
     compile(pattern).map(|_| ())
@@ -256,6 +285,15 @@ mod tests {
         assert!(validate_pattern("memory:[").is_err());
         assert!(validate_pattern("").is_err());
         assert!(validate_pattern("a,b").is_err());
+    }
+
+    #[test]
+    fn shared_keys_match_both_sides_and_none_without_patterns() {
+        let both = SharedKeys::new(&["memory:*", "notes:*"], &["memory:*"]).unwrap();
+        assert!(both.matches("memory:x"));
+        assert!(!both.matches("notes:x"));
+        let none = SharedKeys::new::<&str, &str>(&["memory:*"], &[]).unwrap();
+        assert!(!none.matches("memory:x"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! It follows the engine's rules (chunking, version vectors, [`plan::decide`], the Merkle tree)
 //! but has no selection rules, no stat cache and no crash safety: it is a test double.
 
+mod state;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -17,14 +19,15 @@ use botsync_engine::{
     PeerId, RelPath,
 };
 
-use crate::messages::NodeChild;
-use crate::replica::{Replica, ReplicaError, Snapshot};
+use crate::messages::{NodeChild, WireState};
+use crate::replica::{Replica, ReplicaError, Snapshot, StateApplied};
 
 /// An in-memory workspace.
 #[derive(Debug)]
 pub struct MemoryReplica {
     local: Attribution,
     state: Mutex<State>,
+    kv: state::MemoryState,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +57,7 @@ impl MemoryReplica {
                 clock: 1_000_000_000,
                 ..State::default()
             }),
+            kv: state::MemoryState::default(),
         }
     }
 
@@ -138,6 +142,31 @@ impl MemoryReplica {
             .filter(|e| !e.is_tombstone())
             .map(|e| e.path.to_string())
             .collect()
+    }
+
+    /// Set the `state_sync` patterns: the skill state keys this replica shares.
+    pub fn set_state_sync(&self, patterns: &[&str]) {
+        self.kv.set_patterns(patterns);
+    }
+
+    /// A local `state set` of `key`.
+    pub fn state_set(&self, key: &str, value: &[u8]) {
+        self.kv.write(key, Some(value), self.local.peer);
+    }
+
+    /// A local `state del` of `key` (a tombstone).
+    pub fn state_del(&self, key: &str) {
+        self.kv.write(key, None, self.local.peer);
+    }
+
+    /// The record of `key` (a tombstone too).
+    pub fn state(&self, key: &str) -> Option<botsync_engine::state::StateRecord> {
+        self.kv.get(key)
+    }
+
+    /// The losing values of state conflicts kept for review, as (key, record).
+    pub fn state_conflicts(&self) -> Vec<(String, botsync_engine::state::StateRecord)> {
+        self.kv.losers()
     }
 
     /// Chunks received through [`Replica::put_chunk`] so far.
@@ -320,5 +349,21 @@ impl Replica for MemoryReplica {
         _entries: &[FileEntry],
     ) -> Result<(), ReplicaError> {
         Ok(())
+    }
+
+    fn state_patterns(&self) -> Vec<String> {
+        self.kv.patterns()
+    }
+
+    fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
+        self.kv.records(theirs)
+    }
+
+    fn apply_state(
+        &self,
+        records: Vec<WireState>,
+        _peer: PeerId,
+    ) -> Result<StateApplied, ReplicaError> {
+        self.kv.apply(records, self.local.peer)
     }
 }

@@ -17,6 +17,7 @@ pub mod batch;
 pub mod chunk;
 pub mod hello;
 pub mod report;
+pub mod state;
 pub mod tree;
 pub mod validate;
 
@@ -25,10 +26,13 @@ use std::fmt;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
-pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
+pub use batch::{
+    entry_batches, flagged_batches, node_batches, path_requests, result_batches, state_batches,
+};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
 pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
+pub use state::WireState;
 pub use tree::{
     ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
     TreeNodeReply, WireEntry,
@@ -146,11 +150,26 @@ pub enum Message {
         /// True on the final batch.
         last: bool,
     },
+    /// Tag 23 (feature STATE). The sender's `state_sync` patterns: "send me your records of the
+    /// keys that match these and yours". The initiator sends it after the file phase; the
+    /// responder answers with its own `GetState`, then its `State` batches.
+    GetState {
+        /// The sender's `state_sync` patterns (globs over keys).
+        patterns: Vec<String>,
+    },
+    /// Tag 24 (feature STATE). One batch of skill state records; the last batch of a reply (or
+    /// of the initiator's push) has `last` set.
+    State {
+        /// The records of this batch.
+        records: Vec<WireState>,
+        /// True on the final batch.
+        last: bool,
+    },
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 23;
+    pub const TAG_COUNT: u32 = 25;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -178,6 +197,8 @@ impl Message {
             Message::ReservedCoordination2 => 20,
             Message::Offer { .. } => 21,
             Message::OfferResult { .. } => 22,
+            Message::GetState { .. } => 23,
+            Message::State { .. } => 24,
         }
     }
 
@@ -199,6 +220,8 @@ impl Message {
             Message::Goodbye => "goodbye",
             Message::Offer { .. } => "offer",
             Message::OfferResult { .. } => "offer-result",
+            Message::GetState { .. } => "get-state",
+            Message::State { .. } => "state",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -308,6 +331,12 @@ impl fmt::Display for Message {
             }
             Message::OfferResult { items, last } => {
                 write!(f, "offer-result ({} items, last={last})", items.len())
+            }
+            Message::GetState { patterns } => {
+                write!(f, "get-state ({} patterns)", patterns.len())
+            }
+            Message::State { records, last } => {
+                write!(f, "state ({} records, last={last})", records.len())
             }
             _ => f.write_str(self.kind()),
         }

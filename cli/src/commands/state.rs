@@ -180,14 +180,22 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 .into_iter()
                 .filter(|(_, r)| !r.deleted)
                 .collect();
+            let conflicts = store.state_conflicts(&matcher)?;
             let mut human = String::new();
             for (k, r) in &rows {
                 human.push_str(&format!("{k}\t{}\n", one_line_value(&r.value)));
+            }
+            if !conflicts.is_empty() {
+                human.push_str(&format!(
+                    "{} losing value(s) of concurrent writes kept for review: `botsync state list --json` shows them under \"conflicts\"\n",
+                    conflicts.len()
+                ));
             }
             let doc = serde_json::json!({
                 "ok": true,
                 "patterns": patterns,
                 "state": rows.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
+                "conflicts": conflicts.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
             });
             Reply::ok(doc, human)
         }

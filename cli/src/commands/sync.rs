@@ -78,6 +78,8 @@ pub(crate) struct ReportView {
     bytes_sent: u64,
     skipped: Vec<String>,
     peer_skipped: u64,
+    /// What the state phase did (skill state keys taken and sent).
+    state: botsync_proto::session::state::StateReport,
 }
 
 /// Files written or deleted, and chunk bytes moved, in one direction.
@@ -119,6 +121,7 @@ impl ReportView {
             bytes_sent: r.bytes_sent,
             skipped: r.skipped.clone(),
             peer_skipped: r.peer_skipped,
+            state: r.state.clone(),
         }
     }
 }
@@ -332,6 +335,7 @@ fn human(
         };
         if rep.in_sync {
             out.push_str(&format!("{verb} {peer}: already in sync\n"));
+            out.push_str(&state_lines(&rep.state));
             continue;
         }
         let (rx, tx) = (amount(&rep.pulled), amount(&rep.pushed));
@@ -368,9 +372,34 @@ fn human(
                 rep.peer_skipped
             ));
         }
+        out.push_str(&state_lines(&rep.state));
     }
     for s in skipped {
         out.push_str(&format!("  !! {}\n", s.line()));
+    }
+    out
+}
+
+/// The state phase in a few lines: keys taken and sent, conflicts kept, refusals.
+fn state_lines(st: &botsync_proto::session::state::StateReport) -> String {
+    let pulled = &st.pulled;
+    if pulled.changed.is_empty() && pulled.refused.is_empty() && st.pushed == 0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "  state: {} keys in, {} out",
+        pulled.changed.len(),
+        st.pushed
+    );
+    if !pulled.conflicts.is_empty() {
+        out.push_str(&format!(
+            "; {} concurrent writes, the losing values kept (`botsync state list --json`)",
+            pulled.conflicts.len()
+        ));
+    }
+    out.push('\n');
+    for r in &pulled.refused {
+        out.push_str(&format!("  !! {r}\n"));
     }
     out
 }

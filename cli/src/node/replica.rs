@@ -9,11 +9,12 @@ use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::workspace::{Refresh, RepairReport, VerifyReport, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
-use botsync_proto::messages::NodeChild;
-use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
+use botsync_proto::messages::{NodeChild, WireState};
+use botsync_proto::replica::{Replica, ReplicaError, Snapshot, StateApplied};
 
 use super::own_writes::OwnWrites;
 use super::pending::{Pending, PendingScan};
+use super::state_sync;
 
 /// Environment variable for tests: abort the process after this many received chunks, to
 /// simulate a sync killed mid-transfer at a reproducible point.
@@ -287,6 +288,22 @@ impl Replica for LiveReplica {
 
     fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
         self.ws.read_chunk(id).map_err(err)
+    }
+
+    fn state_patterns(&self) -> Vec<String> {
+        self.ws.config().state_sync.clone()
+    }
+
+    fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
+        state_sync::records(&self.ws, theirs)
+    }
+
+    fn apply_state(
+        &self,
+        records: Vec<WireState>,
+        peer: PeerId,
+    ) -> Result<StateApplied, ReplicaError> {
+        state_sync::apply(&self.ws, records, peer)
     }
 
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {

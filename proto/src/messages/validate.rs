@@ -105,6 +105,27 @@ impl Message {
                 )?;
                 items.iter().try_for_each(validate_item)
             }
+            Message::GetState { patterns } => {
+                CodecError::check_limit(
+                    "patterns in a state request",
+                    patterns.len(),
+                    MAX_STATE_PATTERNS,
+                )?;
+                patterns
+                    .iter()
+                    .try_for_each(|p| super::state::validate_pattern(p))
+            }
+            Message::State { records, .. } => {
+                CodecError::check_limit(
+                    "records in a state batch",
+                    records.len(),
+                    MAX_STATE_RECORDS_PER_BATCH,
+                )?;
+                records.iter().try_for_each(|r| {
+                    r.validate()?;
+                    validate_vector(&r.version)
+                })
+            }
             Message::Summary { .. } | Message::Changed { .. } | Message::Goodbye => Ok(()),
             Message::ReservedLockAcquire
             | Message::ReservedLockRelease

@@ -16,6 +16,7 @@ pub mod entries;
 pub mod link;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -110,6 +111,8 @@ pub struct SessionReport {
     pub skipped: Vec<String>,
     /// How many selected files the peer's rescan could not read (from its `Summary`).
     pub peer_skipped: u64,
+    /// What the state phase did (feature STATE).
+    pub state: state::StateReport,
 }
 
 fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {

@@ -171,6 +171,28 @@ const GOLDEN: &[(&str, &str)] = &[
          00                      // conflict_copy: None
          01                      // last true",
     ),
+    (
+        "get-state",
+        "00 00 00 0b             // frame length 11
+         17                      // tag 23 GetState
+         01                      // patterns: 1
+         08 6d 65 6d 6f 72 79 3a 2a   // \"memory:*\"",
+    ),
+    (
+        "state",
+        "00 00 00 59             // frame length 89
+         18                      // tag 24 State
+         01                      // records: 1
+         08 6d 65 6d 6f 72 79 3a 78   // key \"memory:x\"
+         02 68 69                // value: length 2, \"hi\"
+         00                      // deleted false
+         01                      // version: 1 peer
+         66*32 03                //   peer id, counter 3
+         66*32                   // author
+         03 62 6f 74             // agent \"bot\"
+         fb d0 07                // at_ns 1000: zigzag 2000, marker fb then u16 little-endian
+         01                      // last true",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -221,7 +243,9 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::Error { .. }
         | Message::Goodbye
         | Message::Offer { .. }
-        | Message::OfferResult { .. } => Some(m.tag()),
+        | Message::OfferResult { .. }
+        | Message::GetState { .. }
+        | Message::State { .. } => Some(m.tag()),
         Message::ReservedLockAcquire
         | Message::ReservedLockRelease
         | Message::ReservedLockStatus
@@ -257,7 +281,7 @@ fn goldens_cover_every_implemented_tag() {
         .filter_map(|(_, m)| covered_tag(m))
         .collect();
     tags.sort_unstable();
-    let implemented: Vec<u32> = (0..=12).chain(21..=22).collect();
+    let implemented: Vec<u32> = (0..=12).chain(21..=24).collect();
     assert_eq!(tags, implemented);
 }
 
