@@ -10,21 +10,11 @@ mod common;
 use common::{Peer, Server};
 use serde_json::Value;
 
-/// Set config keys in `.botsync/config.json` (before the daemon starts: it reads it then).
-fn configure(p: &Peer, keys: Value) {
-    let path = p.path(".botsync/config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    for (k, v) in keys.as_object().unwrap() {
-        config[k] = v.clone();
-    }
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
-
 /// Two peers sharing `state_sync` patterns, each with a running daemon.
 fn two_daemons(alpha: Value, beta: Value) -> (Peer, Server, Peer, Server) {
     let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
-    configure(&a, alpha);
-    configure(&b, beta);
+    a.configure(alpha);
+    b.configure(beta);
     let (da, db) = (a.serve(), b.serve());
     a.add(&b, db.port);
     b.add(&a, da.port);
@@ -152,7 +142,7 @@ fn without_state_sync_no_state_travels() {
 #[test]
 fn an_invalid_state_sync_pattern_is_one_clear_error() {
     let p = Peer::new("alpha");
-    configure(&p, serde_json::json!({ "state_sync": ["memory:["] }));
+    p.configure(serde_json::json!({ "state_sync": ["memory:["] }));
     let (code, _, stderr) = p.run(&["state", "list"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("state_sync: invalid pattern"), "{stderr}");

@@ -8,7 +8,7 @@ pub(crate) mod config;
 pub(crate) mod conflicts;
 mod demo;
 mod discover;
-mod generate;
+pub(crate) mod generate;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod peers;

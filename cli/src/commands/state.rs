@@ -151,6 +151,7 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 ctx.agent.as_str(),
                 now_ns(),
             )?;
+            node.replica.state_changes().note([key.clone()], true);
             let doc = serde_json::json!({
                 "ok": true,
                 "key": key,
@@ -215,6 +216,7 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 ctx.agent.as_str(),
                 now_ns(),
             )?;
+            node.replica.state_changes().note([key.clone()], true);
             let doc = serde_json::json!({ "ok": true, "key": key, "deleted": true });
             Reply::ok(doc, format!("deleted {key}\n"))
         }

@@ -14,7 +14,7 @@ use botsync_proto::replica::{Replica, ReplicaError, Snapshot, StateApplied};
 
 use super::own_writes::OwnWrites;
 use super::pending::{Pending, PendingScan};
-use super::state_sync;
+use super::state_sync::{self, StateChanges};
 
 /// Environment variable for tests: abort the process after this many received chunks, to
 /// simulate a sync killed mid-transfer at a reproducible point.
@@ -42,6 +42,8 @@ pub struct LiveReplica {
     rescans: AtomicU64,
     /// Of those, the ones that walked only the paths the watcher reported.
     partial_rescans: AtomicU64,
+    /// Skill state keys changed since the daemon last looked (regeneration).
+    state: StateChanges,
 }
 
 /// The workspace's Merkle root changed, and why.
@@ -72,7 +74,13 @@ impl LiveReplica {
             root: tokio::sync::watch::Sender::new(RootChange { root, local: false }),
             rescans: AtomicU64::new(0),
             partial_rescans: AtomicU64::new(0),
+            state: StateChanges::default(),
         }
+    }
+
+    /// The skill state keys changed since the daemon last took them.
+    pub fn state_changes(&self) -> &StateChanges {
+        &self.state
     }
 
     /// A watcher now reports every change: refreshes skip the rescan while nothing changed.
@@ -303,7 +311,9 @@ impl Replica for LiveReplica {
         records: Vec<WireState>,
         peer: PeerId,
     ) -> Result<StateApplied, ReplicaError> {
-        state_sync::apply(&self.ws, records, peer)
+        let applied = state_sync::apply(&self.ws, records, peer)?;
+        self.state.note(applied.changed.iter().cloned(), false);
+        Ok(applied)
     }
 
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {
