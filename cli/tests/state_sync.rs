@@ -71,7 +71,15 @@ fn concurrent_sets_of_one_key_converge_on_both_with_the_loser_kept() {
     let (a, _da, b, _db) = shared();
     a.ok(&["state", "set", "memory:plan", "from alpha"]);
     b.ok(&["state", "set", "memory:plan", "from beta"]);
-    a.ok(&["sync"]);
+    let (code, sync, _) = a.run(&["sync"]);
+    assert_eq!(
+        code, 3,
+        "a conflict kept for review needs attention: {sync}"
+    );
+    assert_eq!(
+        sync["peers"][0]["state"]["pulled"]["conflicts"][0],
+        "memory:plan"
+    );
     let (va, vb) = (value(&a, "memory:plan"), value(&b, "memory:plan"));
     assert_eq!(va, vb, "both sides hold one value");
     // Beta wrote last: the newest write wins, as for files.

@@ -8,13 +8,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use botsync_engine::PeerId;
+use botsync_engine::{Hash, PeerId, VersionVector};
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
+use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
-use botsync_proto::messages::SessionMode;
-use botsync_proto::replica::StateApplied;
+use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireState};
+use botsync_proto::replica::{Replica, StateApplied};
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
 use botsync_proto::tls::AllowedPeers;
@@ -95,6 +96,42 @@ impl Pair {
         conn.close(CloseCode::Done);
         (report, self.served.recv().await.unwrap())
     }
+}
+
+impl Pair {
+    /// A raw control stream to the server after `Hello` and `Summary` in `mode`, for a hostile
+    /// initiator.
+    async fn raw(
+        &self,
+        mode: SessionMode,
+    ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+        let conn = self
+            .endpoint
+            .connect(self.addr, self.server_id)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.quinn().open_bi().await.unwrap();
+        let summary = Message::Summary {
+            root: Hash::ZERO,
+            files: 0,
+            mode,
+            skipped: 0,
+        };
+        for m in [
+            Message::Hello(Hello::current("hostile", Default::default())),
+            summary,
+        ] {
+            write_frame(&mut send, &m).await.unwrap();
+        }
+        for _ in 0..2 {
+            read_frame(&mut recv).await.unwrap().unwrap();
+        }
+        (conn.quinn().clone(), send, recv)
+    }
+}
+
+async fn next(recv: &mut quinn::RecvStream) -> Message {
+    read_frame(recv).await.unwrap().unwrap()
 }
 
 fn value(r: &MemoryReplica, key: &str) -> Option<Vec<u8>> {
@@ -194,4 +231,80 @@ async fn without_state_sync_on_either_side_nothing_travels() {
         !report.state.exchanged,
         "an initiator without state_sync skips the phase"
     );
+}
+
+#[tokio::test]
+async fn a_version_claiming_the_receivers_writes_is_refused_and_nothing_is_stored() {
+    let mut p = pair().await;
+    let me = p.client.local_peer();
+    let (_conn, mut send, mut recv) = p.raw(SessionMode::Sync).await;
+    let ask = Message::GetState {
+        patterns: vec!["memory:*".into()],
+    };
+    write_frame(&mut send, &ask).await.unwrap();
+    assert!(matches!(next(&mut recv).await, Message::GetState { .. }));
+    assert!(matches!(
+        next(&mut recv).await,
+        Message::State { last: true, .. }
+    ));
+    let forged = WireState {
+        key: "memory:x".into(),
+        value: b"forged".to_vec(),
+        deleted: false,
+        // A million writes by the server it never made: enough to push its counter far ahead.
+        version: VersionVector::from_pairs([(p.server_id, 1 << 20), (me, 1)]),
+        author: me,
+        agent: String::new(),
+        at_ns: 1,
+    };
+    let push = Message::State {
+        records: vec![forged],
+        last: true,
+    };
+    write_frame(&mut send, &push).await.unwrap();
+    let ack = next(&mut recv).await;
+    assert_eq!(
+        ack,
+        Message::State {
+            records: vec![],
+            last: true
+        }
+    );
+    write_frame(&mut send, &Message::Goodbye).await.unwrap();
+    let served = p.served.recv().await.unwrap();
+    assert_eq!(served.refused.len(), 1, "{served:?}");
+    assert!(served.refused[0].contains("counts 1048576 writes by this peer"));
+    assert!(p.server.state("memory:x").is_none());
+}
+
+#[tokio::test]
+async fn state_pushed_in_a_pull_session_or_before_asking_is_refused() {
+    let p = pair().await;
+    let push = Message::State {
+        records: vec![],
+        last: true,
+    };
+    for (mode, ask_first) in [(SessionMode::Pull, true), (SessionMode::Sync, false)] {
+        let (_conn, mut send, mut recv) = p.raw(mode).await;
+        if ask_first {
+            let ask = Message::GetState {
+                patterns: vec!["memory:*".into()],
+            };
+            write_frame(&mut send, &ask).await.unwrap();
+            next(&mut recv).await;
+            next(&mut recv).await;
+        }
+        write_frame(&mut send, &push).await.unwrap();
+        let reply = read_frame(&mut recv).await.unwrap();
+        assert!(
+            matches!(
+                reply,
+                Some(Message::Error {
+                    code: ErrorCode::UnexpectedMessage,
+                    ..
+                })
+            ),
+            "{mode:?}: {reply:?}"
+        );
+    }
 }

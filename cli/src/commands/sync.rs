@@ -306,6 +306,9 @@ pub(crate) async fn session_with(
 fn needs_attention(r: &SessionReport) -> bool {
     !r.skipped.is_empty()
         || r.peer_skipped > 0
+        // A state key's losing value kept for review, or a record refused.
+        || !r.state.pulled.conflicts.is_empty()
+        || !r.state.pulled.refused.is_empty()
         || r.pulled.iter().chain(&r.pushed).any(|i| {
             i.action.is_conflict()
                 // A merge where both sides changed the same keys kept a loser for review.
