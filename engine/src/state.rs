@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::peer::PeerId;
-use crate::vector::VersionVector;
+use crate::vector::{CounterExhausted, VersionVector};
 
 /// The `kv` namespace that holds state rows.
 pub const NAMESPACE: &str = "state";
@@ -222,7 +222,8 @@ impl StateRecord {
     }
 
     /// The next write after `prev` (if any) by `peer`/`agent` at `at_ns`: the vector is `prev`'s
-    /// with `peer`'s counter advanced.
+    /// with `peer`'s counter advanced. A counter at its maximum cannot advance: the write is
+    /// refused rather than recorded under a vector peers already hold.
     pub fn next(
         prev: Option<&StateRecord>,
         value: Vec<u8>,
@@ -230,26 +231,24 @@ impl StateRecord {
         peer: PeerId,
         agent: &str,
         at_ns: i64,
-    ) -> StateRecord {
+    ) -> Result<StateRecord, CounterExhausted> {
         let mut vv = prev.map(StateRecord::vector).unwrap_or_default();
-        if vv.increment(peer).is_err() {
-            // A counter at u64::MAX cannot advance; the write still replaces the value here.
-            tracing::warn!("state version counter exhausted");
-        }
-        StateRecord {
+        vv.increment(peer)?;
+        Ok(StateRecord {
             value,
             peer,
             agent: agent.to_owned(),
             at_ns,
             version: vv.iter().map(|(p, c)| (*p, *c)).collect(),
             deleted,
-        }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vector::MAX_VERSION_COUNTER;
 
     #[test]
     fn keys() {
@@ -299,10 +298,15 @@ mod tests {
     #[test]
     fn versions_advance() {
         let p = PeerId([1; 32]);
-        let a = StateRecord::next(None, b"1".to_vec(), false, p, "bot", 5);
+        let a = StateRecord::next(None, b"1".to_vec(), false, p, "bot", 5).unwrap();
         assert_eq!(a.vector().counter(&p), 1);
-        let b = StateRecord::next(Some(&a), Vec::new(), true, p, "bot", 6);
+        let b = StateRecord::next(Some(&a), Vec::new(), true, p, "bot", 6).unwrap();
         assert_eq!(b.vector().counter(&p), 2);
         assert!(b.deleted);
+        let full = StateRecord {
+            version: vec![(p, MAX_VERSION_COUNTER)],
+            ..b
+        };
+        assert!(StateRecord::next(Some(&full), Vec::new(), false, p, "", 7).is_err());
     }
 }

@@ -132,6 +132,15 @@ pub enum StoreError {
         /// The encoder's message.
         reason: String,
     },
+    /// A state key's version counter reached its maximum: the write cannot be counted.
+    #[error("state {key}: {source}")]
+    StateCounter {
+        /// The key.
+        key: String,
+        /// Whose counter.
+        #[source]
+        source: crate::vector::CounterExhausted,
+    },
     /// A caller-supplied key is not acceptable.
     #[error("index: invalid {what} {value:?}: {reason}")]
     InvalidKey {

@@ -52,7 +52,11 @@ impl Store {
         loop {
             let old = self.kv_get(NAMESPACE, key)?;
             let prev = old.as_deref().and_then(|b| decode::<StateRecord>(b).ok());
-            let rec = StateRecord::next(prev.as_ref(), value.clone(), deleted, peer, agent, at_ns);
+            let rec = StateRecord::next(prev.as_ref(), value.clone(), deleted, peer, agent, at_ns)
+                .map_err(|source| StoreError::StateCounter {
+                    key: key.to_owned(),
+                    source,
+                })?;
             let new = encode("state record", &rec)?;
             if self
                 .kv_compare_and_swap(NAMESPACE, key, old.as_deref(), Some(&new))?
@@ -229,7 +233,7 @@ mod tests {
         store
             .state_write("memory:a", b"mine".to_vec(), false, me, "bot", 1)
             .unwrap();
-        let theirs = StateRecord::next(None, b"theirs".to_vec(), false, them, "", 2);
+        let theirs = StateRecord::next(None, b"theirs".to_vec(), false, them, "", 2).unwrap();
         let taken = store.state_take("memory:a", &theirs, me).unwrap();
         assert_eq!(taken, Ok(StateTaken::Changed { conflict: true }));
         let now = store.state_get("memory:a").unwrap().unwrap();

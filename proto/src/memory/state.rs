@@ -36,15 +36,17 @@ impl MemoryState {
         st.clock += 1_000;
         let at = st.clock;
         let prev = st.records.get(key);
-        let rec = StateRecord::next(
+        // As the store: a write whose counter cannot advance is not recorded.
+        if let Ok(rec) = StateRecord::next(
             prev,
             value.unwrap_or_default().to_vec(),
             value.is_none(),
             peer,
             "memory",
             at,
-        );
-        st.records.insert(key.to_owned(), rec);
+        ) {
+            st.records.insert(key.to_owned(), rec);
+        }
     }
 
     pub(super) fn get(&self, key: &str) -> Option<StateRecord> {

@@ -12,7 +12,7 @@
 //! without `state_sync` skips the phase. The receiver of a record decides what to do with it
 //! (its replica: own patterns, claims, merge); this module only moves records and counts them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use botsync_engine::vector::Causality;
@@ -64,7 +64,11 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
     // Ours as they are before anything of the peer's is taken (see the module documentation).
     let mine = blocking(replica, move |r| r.state_records(&theirs)).await?;
     let pull = matches!(mode, SessionMode::Sync | SessionMode::Pull);
-    let mut seen: HashMap<String, VersionVector> = HashMap::new();
+    // Our versions by key, and the keys the responder already holds as new as ours: only those
+    // are remembered from its records, so the memory spent here is bounded by our own state.
+    let ours: HashMap<&str, &VersionVector> =
+        mine.iter().map(|w| (w.key.as_str(), &w.version)).collect();
+    let mut covered: HashSet<String> = HashSet::new();
     let mut count = Counter::default();
     loop {
         let (records, last) = match ctl.recv_within(Phase::Reply).await? {
@@ -77,7 +81,19 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
             }
         };
         count.add(records.len())?;
-        seen.extend(records.iter().map(|r| (r.key.clone(), r.version.clone())));
+        covered.extend(
+            records
+                .iter()
+                .filter(|r| {
+                    ours.get(r.key.as_str()).is_some_and(|v| {
+                        matches!(
+                            v.compare(&r.version),
+                            Causality::Equal | Causality::DominatedBy
+                        )
+                    })
+                })
+                .map(|r| r.key.clone()),
+        );
         if pull && !records.is_empty() {
             let applied = blocking(replica, move |r| r.apply_state(records, peer)).await?;
             report.pulled.extend(applied);
@@ -89,14 +105,7 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
     if matches!(mode, SessionMode::Sync | SessionMode::Push) {
         let offer: Vec<WireState> = mine
             .into_iter()
-            .filter(|w| {
-                seen.get(&w.key).is_none_or(|v| {
-                    !matches!(
-                        w.version.compare(v),
-                        Causality::Equal | Causality::DominatedBy
-                    )
-                })
-            })
+            .filter(|w| !covered.contains(&w.key))
             .collect();
         report.pushed = offer.len() as u64;
         send(ctl, offer).await?;
