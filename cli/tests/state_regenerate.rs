@@ -1,8 +1,9 @@
 //! Generators run by the daemon (issue 14), as a user meets them: two daemons on 127.0.0.1
 //! sharing `memory:*`, each with the example memory-manager skill. A memory saved on alpha is
 //! rendered into MEMORY.md by each peer's own daemon, identically; a SYNC.json changed on alpha
-//! does not run on beta until beta approves it; `generate_before_sync` renders before a sync; and
-//! with `auto` on, a saved memory reaches the peer with no command.
+//! does not run on beta until beta approves it; `generate_before_sync` renders before a sync;
+//! with `auto` on, a saved memory reaches the peer with no command; and a generator's own output
+//! (or a key no manifest matches) never runs it again.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -168,5 +169,55 @@ fn with_auto_on_a_saved_memory_reaches_the_peer_with_no_command() {
             code == 0 && json["value"] == "travels by itself"
         }),
         "alpha's daemon never synced the state change"
+    );
+}
+
+#[test]
+fn matching_changes_run_the_generator_and_neither_its_output_nor_other_keys_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Peer::new("alpha");
+    a.configure(json!({ "state_sync": ["memory:*"] }));
+    // A generator that counts its runs beside itself and renders the memories.
+    let dir = a.path("skills/counter");
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(dir.join("SKILL.md"), "# counter\n").unwrap();
+    std::fs::write(
+        dir.join("SYNC.json"),
+        r#"{"version":"1","outputFile":"MEMORY.md","patterns":["memory:*"],"generator":"./scripts/sync.sh"}"#,
+    )
+    .unwrap();
+    let script = dir.join("scripts/sync.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nset -eu\necho run >> \"$SKILL_DIR/runs.log\"\nbotsync state list --pattern \"$SYNC_PATTERNS\" > \"$SYNC_OUTPUT_FILE\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    a.ok(&["gen", "approve", "--skill", "counter"]);
+    let _daemon = a.serve();
+    let runs = || {
+        std::fs::read_to_string(dir.join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for (k, v) in [("memory:a", "1"), ("memory:b", "2"), ("memory:c", "3")] {
+        a.ok(&["state", "set", k, v]);
+    }
+    assert!(rendered(&a, "memory:c\t3"), "{:?}", memory_md(&a));
+    // Long enough for the watcher to see MEMORY.md and for any re-run to happen.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let settled = runs();
+    assert!(
+        (1..=3).contains(&settled),
+        "debounced: at most one run per change, got {settled}"
+    );
+    // A key no manifest matches runs nothing; the output written above ran nothing either.
+    a.ok(&["state", "set", "notes:x", "unrelated"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        runs(),
+        settled,
+        "the generator ran again without a matching change"
     );
 }

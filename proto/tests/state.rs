@@ -308,3 +308,39 @@ async fn state_pushed_in_a_pull_session_or_before_asking_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_peer_without_the_state_feature_never_gets_state_messages_and_may_not_send_them() {
+    let p = pair().await;
+    let conn = p.endpoint.connect(p.addr, p.server_id).await.unwrap();
+    let (mut send, mut recv) = conn.quinn().open_bi().await.unwrap();
+    // An older peer: no STATE bit in its Hello.
+    let mut hello = Hello::current("old", Default::default());
+    hello.features = botsync_proto::messages::Features::ZSTD;
+    let summary = Message::Summary {
+        root: Hash::ZERO,
+        files: 0,
+        mode: SessionMode::Sync,
+        skipped: 0,
+    };
+    for m in [Message::Hello(hello), summary] {
+        write_frame(&mut send, &m).await.unwrap();
+    }
+    next(&mut recv).await;
+    next(&mut recv).await;
+    let ask = Message::GetState {
+        patterns: vec!["memory:*".into()],
+    };
+    write_frame(&mut send, &ask).await.unwrap();
+    let reply = read_frame(&mut recv).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            Some(Message::Error {
+                code: ErrorCode::UnexpectedMessage,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+}
