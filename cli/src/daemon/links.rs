@@ -117,8 +117,7 @@ impl Links {
         let _turn = link.session.lock().await;
         link.queued.store(false, Ordering::SeqCst);
         if !opts.dry_run {
-            let ws = self.replica.workspace();
-            super::regenerate::before_sync(ws.root(), ws.config().generate_before_sync).await;
+            super::regenerate::before_sync(&self.replica).await;
         }
         // Rescan (if the watcher saw anything) while the connection is checked or dialed.
         let pending = client::start_refresh(&self.replica);

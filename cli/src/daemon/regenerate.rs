@@ -11,7 +11,7 @@
 //! After a local change, a daemon with `auto` on then syncs, so the change reaches the peers
 //! without waiting for the heartbeat.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::DaemonState;
 use crate::commands::generate::{AutoRun, run_approved};
+use crate::node::replica::LiveReplica;
 
 /// How long state changes must be quiet before the generators run.
 pub const DEBOUNCE: Duration = Duration::from_millis(700);
@@ -56,15 +57,33 @@ pub async fn run(state: Arc<DaemonState>) {
     }
 }
 
-/// With `generate_before_sync`, run every approved generator of the workspace at `root` now
-/// (a sync is about to start); without it, nothing.
-pub async fn before_sync(root: &Path, enabled: bool) {
-    if !enabled {
+/// With `generate_before_sync`, run every approved generator of `replica`'s workspace now (a
+/// sync is about to start); without it, nothing. The outputs written are noted as changed, so
+/// the sync's rescan takes them in even before the watcher reports them.
+pub async fn before_sync(replica: &Arc<LiveReplica>) {
+    let ws = replica.workspace();
+    if !ws.config().generate_before_sync {
         return;
     }
-    let dir: PathBuf = root.to_path_buf();
+    let root: PathBuf = ws.root().to_path_buf();
+    let dir = root.clone();
     match tokio::task::spawn_blocking(move || run_approved(&dir, None)).await {
-        Ok(Ok(runs)) => log_runs("before sync", &runs),
+        Ok(Ok(runs)) => {
+            log_runs("before sync", &runs);
+            let outputs: Vec<&PathBuf> =
+                runs.iter().filter_map(|r| r.result.as_ref().ok()).collect();
+            let written: Vec<String> = outputs
+                .iter()
+                .filter_map(|out| out.strip_prefix(&root).ok())
+                .filter_map(|rel| rel.to_str().map(str::to_owned))
+                .collect();
+            replica.note_changed(written.iter().map(String::as_str));
+            if written.len() < outputs.len() {
+                // An output outside the root as spelled here (a data directory, another
+                // spelling of the root): rescan everything rather than miss it.
+                replica.mark_dirty();
+            }
+        }
         Ok(Err(e)) => warn!(error = %format!("{e:#}"), "cannot run the generators before a sync"),
         Err(e) => warn!(error = %e, "generator task failed"),
     }
