@@ -98,6 +98,10 @@ fn concurrent_sets_of_one_key_converge_on_both_with_the_loser_kept() {
     let again = a.ok(&["sync"]);
     assert_eq!(again["peers"][0]["state"]["pushed"], 0, "{again}");
     assert_eq!(
+        again["peers"][0]["state"]["received"], 0,
+        "equal digests: beta sends no record: {again}"
+    );
+    assert_eq!(
         again["peers"][0]["state"]["pulled"]["changed"]
             .as_array()
             .unwrap()

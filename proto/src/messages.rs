@@ -156,6 +156,9 @@ pub enum Message {
     GetState {
         /// The sender's `state_sync` patterns (globs over keys).
         patterns: Vec<String>,
+        /// [`state::digest`] of the initiator's records matching `patterns`; of the responder's
+        /// records it shares with the initiator. Equal digests: no record moves.
+        digest: Hash,
     },
     /// Tag 24 (feature STATE). One batch of skill state records; the last batch of a reply (or
     /// of the initiator's push) has `last` set.
@@ -332,7 +335,7 @@ impl fmt::Display for Message {
             Message::OfferResult { items, last } => {
                 write!(f, "offer-result ({} items, last={last})", items.len())
             }
-            Message::GetState { patterns } => {
+            Message::GetState { patterns, .. } => {
                 write!(f, "get-state ({} patterns)", patterns.len())
             }
             Message::State { records, last } => {

@@ -162,7 +162,8 @@ pub trait Replica: Send + Sync + 'static {
     }
 
     /// The current records (tombstones too) of the keys that match both our `state_sync`
-    /// patterns and the peer's `theirs` (none if either list is empty).
+    /// patterns and the peer's `theirs` (none if either list is empty), in key order (the
+    /// state digest is taken over them in this order).
     fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
         let _ = theirs;
         Ok(Vec::new())

@@ -225,6 +225,7 @@ fn samples() -> Vec<(&'static str, Message)> {
             "get-state",
             Message::GetState {
                 patterns: vec!["memory:*".into()],
+                digest: Hash([0x77; 32]),
             },
         ),
         (

@@ -240,6 +240,7 @@ async fn a_version_claiming_the_receivers_writes_is_refused_and_nothing_is_store
     let (_conn, mut send, mut recv) = p.raw(SessionMode::Sync).await;
     let ask = Message::GetState {
         patterns: vec!["memory:*".into()],
+        digest: Hash::ZERO,
     };
     write_frame(&mut send, &ask).await.unwrap();
     assert!(matches!(next(&mut recv).await, Message::GetState { .. }));
@@ -289,6 +290,7 @@ async fn state_pushed_in_a_pull_session_or_before_asking_is_refused() {
         if ask_first {
             let ask = Message::GetState {
                 patterns: vec!["memory:*".into()],
+                digest: Hash::ZERO,
             };
             write_frame(&mut send, &ask).await.unwrap();
             next(&mut recv).await;
@@ -330,6 +332,7 @@ async fn a_peer_without_the_state_feature_never_gets_state_messages_and_may_not_
     next(&mut recv).await;
     let ask = Message::GetState {
         patterns: vec!["memory:*".into()],
+        digest: Hash::ZERO,
     };
     write_frame(&mut send, &ask).await.unwrap();
     let reply = read_frame(&mut recv).await.unwrap();
@@ -343,4 +346,28 @@ async fn a_peer_without_the_state_feature_never_gets_state_messages_and_may_not_
         ),
         "{reply:?}"
     );
+}
+
+#[tokio::test]
+async fn an_unchanged_state_is_not_sent_again() {
+    let mut p = pair().await;
+    let big = vec![b'm'; 60_000];
+    p.server.state_set("memory:big", &big);
+    p.client.state_set("memory:small", b"s");
+    let (first, _) = p.session(SessionMode::Sync).await;
+    assert_eq!((first.state.received, first.state.pushed), (1, 1));
+    assert_eq!(value(&p.client, "memory:big").unwrap(), big);
+    // Equal digests on both sides: no record moves either way.
+    let (report, served) = p.session(SessionMode::Sync).await;
+    assert_eq!(
+        report.state.received, 0,
+        "the responder sent its records again"
+    );
+    assert_eq!(report.state.pushed, 0);
+    assert_eq!(served, StateApplied::default());
+    // One change on either side: the records move again, and converge.
+    p.client.state_set("memory:small", b"s2");
+    let (report, served) = p.session(SessionMode::Sync).await;
+    assert_eq!(report.state.pushed, 1);
+    assert_eq!(served.changed, ["memory:small"]);
 }

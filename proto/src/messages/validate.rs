@@ -105,7 +105,7 @@ impl Message {
                 )?;
                 items.iter().try_for_each(validate_item)
             }
-            Message::GetState { patterns } => {
+            Message::GetState { patterns, .. } => {
                 CodecError::check_limit(
                     "patterns in a state request",
                     patterns.len(),

@@ -357,13 +357,13 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                         }
                     }
                 }
-                Message::GetState { patterns }
+                Message::GetState { patterns, digest }
                     if mode.is_some()
                         && !state_asked
                         && self.features.contains(Features::STATE) =>
                 {
                     state_asked = true;
-                    state::answer(ctl, self.replica, patterns).await?;
+                    state::answer(ctl, self.replica, patterns, digest).await?;
                 }
                 Message::State { records, last }
                     if state_asked

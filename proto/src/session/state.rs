@@ -1,9 +1,12 @@
 //! The state phase of a session (feature STATE, issue 14): skill state records travel after the
 //! file phase, in `GetState` / `State` on the control stream.
 //!
-//! The initiator sends `GetState` with its `state_sync` patterns; the responder answers with its
-//! own `GetState`, then its records of the keys matching both lists in `State` batches (the
-//! last marked). The initiator takes them if it pulls, then, if it pushes, sends in `State`
+//! The initiator sends `GetState` with its `state_sync` patterns and the digest of its records
+//! matching them; the responder answers with its own `GetState` (its patterns, the digest of
+//! the records it shares with the initiator), then those records in `State` batches (the last
+//! marked), or none if the two digests are equal. If the responder's digest equals the digest
+//! of the initiator's shared records, the initiator pushes nothing: an unchanged state costs one
+//! round trip of three small messages. The initiator takes them if it pulls, then, if it pushes, sends in `State`
 //! batches its records as they were **before** it took the responder's (any it holds that the
 //! responder's versions do not already cover), which the responder takes and confirms with one
 //! empty `State` marked last. Sending the records
@@ -16,13 +19,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use botsync_engine::vector::Causality;
-use botsync_engine::{PeerId, VersionVector};
+use botsync_engine::{Hash, PeerId, VersionVector};
 use serde::Serialize;
 
 use super::{Control, SessionError, blocking};
 use crate::budget::Phase;
 use crate::frame::FrameError;
 use crate::limits::MAX_STATE_RECORDS_PER_SESSION;
+use crate::messages::state::digest as state_digest;
 use crate::messages::{Message, SessionMode, WireState, state_batches};
 use crate::replica::{Replica, StateApplied};
 
@@ -31,6 +35,8 @@ use crate::replica::{Replica, StateApplied};
 pub struct StateReport {
     /// True if both sides negotiated STATE and the phase ran.
     pub exchanged: bool,
+    /// Records the peer sent (none when both digests agreed).
+    pub received: u64,
     /// What taking the peer's records did here.
     pub pulled: StateApplied,
     /// Records sent to the peer.
@@ -50,10 +56,18 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
         return Ok(report);
     }
     report.exchanged = true;
-    ctl.send(&Message::GetState { patterns: ours }).await?;
+    let asked = ours.clone();
+    let own = blocking(replica, move |r| r.state_records(&asked)).await?;
+    let digest = state_digest(&own).map_err(FrameError::from)?;
+    drop(own);
+    ctl.send(&Message::GetState {
+        patterns: ours,
+        digest,
+    })
+    .await?;
     ctl.counters.round_trips += 1;
-    let theirs = match ctl.recv_within(Phase::Reply).await? {
-        Message::GetState { patterns } => patterns,
+    let (theirs, their_digest) = match ctl.recv_within(Phase::Reply).await? {
+        Message::GetState { patterns, digest } => (patterns, digest),
         other => {
             return Err(SessionError::Protocol(format!(
                 "expected get-state, got {}",
@@ -63,6 +77,8 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
     };
     // Ours as they are before anything of the peer's is taken (see the module documentation).
     let mine = blocking(replica, move |r| r.state_records(&theirs)).await?;
+    // The responder holds exactly our shared records: nothing to push.
+    let in_step = state_digest(&mine).map_err(FrameError::from)? == their_digest;
     let pull = matches!(mode, SessionMode::Sync | SessionMode::Pull);
     // Our versions by key, and the keys the responder already holds as new as ours: only those
     // are remembered from its records, so the memory spent here is bounded by our own state.
@@ -81,6 +97,7 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
             }
         };
         count.add(records.len())?;
+        report.received += records.len() as u64;
         covered.extend(
             records
                 .iter()
@@ -102,7 +119,7 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
             break;
         }
     }
-    if matches!(mode, SessionMode::Sync | SessionMode::Push) {
+    if matches!(mode, SessionMode::Sync | SessionMode::Push) && !in_step {
         let offer: Vec<WireState> = mine
             .into_iter()
             .filter(|w| !covered.contains(&w.key))
@@ -126,12 +143,14 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
     Ok(report)
 }
 
-/// Answer the initiator's `GetState` with its `theirs` patterns: our patterns, then our records
-/// of the keys matching both.
+/// Answer the initiator's `GetState` with its `theirs` patterns and `their_digest`: our patterns
+/// and the digest of our records of the keys matching both, then those records (none if the
+/// digests are equal: the initiator holds them all already).
 pub(crate) async fn answer<R: Replica + ?Sized>(
     ctl: &mut Control,
     replica: &Arc<R>,
     theirs: Vec<String>,
+    their_digest: Hash,
 ) -> Result<(), SessionError> {
     let (ours, records) = blocking(replica, move |r| {
         let ours = r.state_patterns();
@@ -143,7 +162,15 @@ pub(crate) async fn answer<R: Replica + ?Sized>(
         Ok((ours, records))
     })
     .await?;
-    ctl.send(&Message::GetState { patterns: ours }).await?;
+    let digest = state_digest(&records).map_err(FrameError::from)?;
+    ctl.send(&Message::GetState {
+        patterns: ours,
+        digest,
+    })
+    .await?;
+    if digest == their_digest {
+        return send(ctl, Vec::new()).await;
+    }
     send(ctl, records).await
 }
 

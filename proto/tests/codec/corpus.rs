@@ -65,6 +65,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let not_state = encode(&Message::GetState {
         patterns: vec!["memory:*".into()],
+        digest: Hash::ZERO,
     })
     .unwrap();
     out.push(("state_records", "boundary-not-state".into(), not_state));

@@ -173,10 +173,11 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "get-state",
-        "00 00 00 0b             // frame length 11
+        "00 00 00 2b             // frame length 43
          17                      // tag 23 GetState
          01                      // patterns: 1
-         08 6d 65 6d 6f 72 79 3a 2a   // \"memory:*\"",
+         08 6d 65 6d 6f 72 79 3a 2a   // \"memory:*\"
+         77*32                   // digest",
     ),
     (
         "state",
