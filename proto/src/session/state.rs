@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use botsync_engine::vector::Causality;
-use botsync_engine::{Hash, PeerId, VersionVector};
+use botsync_engine::{Hash, PeerId};
 use serde::Serialize;
 
 use super::{Control, SessionError, blocking};
@@ -82,8 +82,7 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
     let pull = matches!(mode, SessionMode::Sync | SessionMode::Pull);
     // Our versions by key, and the keys the responder already holds as new as ours: only those
     // are remembered from its records, so the memory spent here is bounded by our own state.
-    let ours: HashMap<&str, &VersionVector> =
-        mine.iter().map(|w| (w.key.as_str(), &w.version)).collect();
+    let ours: HashMap<&str, &WireState> = mine.iter().map(|w| (w.key.as_str(), w)).collect();
     let mut covered: HashSet<String> = HashSet::new();
     let mut count = Counter::default();
     loop {
@@ -102,12 +101,14 @@ pub(crate) async fn initiate<R: Replica + ?Sized>(
             records
                 .iter()
                 .filter(|r| {
-                    ours.get(r.key.as_str()).is_some_and(|v| {
-                        matches!(
-                            v.compare(&r.version),
-                            Causality::Equal | Causality::DominatedBy
-                        )
-                    })
+                    // An equal vector over another value (a lost index) is not covered: both
+                    // sides must see the pair to decide it alike.
+                    ours.get(r.key.as_str())
+                        .is_some_and(|w| match w.version.compare(&r.version) {
+                            Causality::DominatedBy => true,
+                            Causality::Equal => *w == *r,
+                            _ => false,
+                        })
                 })
                 .map(|r| r.key.clone()),
         );
