@@ -74,6 +74,15 @@ pub struct SyncConfig {
     /// key-wise), on top of [`crate::mesh::DEFAULT_PATH`]; they are left out of the file sync.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mesh_config: Vec<String>,
+    /// Skill state keys that travel between peers (globs as in `state list --pattern`, such as
+    /// `memory:*`); none by default: no state leaves this machine. A key travels only if it
+    /// matches the patterns of both peers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_sync: Vec<String>,
+    /// The daemon runs the approved SYNC.json generators before each sync it starts or serves
+    /// through its control socket.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub generate_before_sync: bool,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -291,6 +300,9 @@ impl SyncConfig {
         Policies::new(&self.merge)?;
         self.secret_rules()?;
         self.mesh_config_paths()?;
+        for p in &self.state_sync {
+            crate::state::validate_pattern(p).map_err(|e| format!("state_sync: {e}"))?;
+        }
         if self
             .listen
             .rsplit_once(':')
@@ -323,6 +335,8 @@ impl Default for SyncConfig {
             secret_allow: Vec::new(),
             lock_voters: Vec::new(),
             mesh_config: Vec::new(),
+            state_sync: Vec::new(),
+            generate_before_sync: false,
         }
     }
 }
@@ -412,6 +426,21 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn state_sync_patterns_are_validated() {
+        let ok = r#"{ "state_sync": ["memory:*", "notes:*"], "generate_before_sync": true }"#;
+        let c = SyncConfig::parse(Path::new("c.json"), ok).unwrap();
+        assert_eq!(c.state_sync, ["memory:*", "notes:*"]);
+        assert!(c.generate_before_sync);
+        assert!(SyncConfig::default().state_sync.is_empty());
+        let bad = r#"{ "state_sync": ["memory:["] }"#;
+        let err = SyncConfig::parse(Path::new("c.json"), bad).unwrap_err();
+        assert!(
+            err.to_string().contains("state_sync: invalid pattern"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod scan;
 pub mod secrets;
 pub mod skill;
 pub mod state;
+pub mod state_merge;
 pub mod store;
 pub mod vector;
 pub mod workspace;

@@ -17,10 +17,14 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::peer::PeerId;
-use crate::vector::VersionVector;
+use crate::vector::{CounterExhausted, VersionVector};
 
 /// The `kv` namespace that holds state rows.
 pub const NAMESPACE: &str = "state";
+
+/// The `kv` namespace that keeps the losing values of concurrent writes from peers, for review
+/// (`state list --json` shows them under `conflicts`).
+pub const CONFLICT_NAMESPACE: &str = "state-conflict";
 
 /// The largest value `state set` accepts: 64 KiB.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -133,6 +137,35 @@ impl Patterns {
     }
 }
 
+/// The keys that travel between two peers: those matching both peers' `state_sync` patterns.
+/// Unlike [`Patterns`], an empty list here matches nothing: a peer without `state_sync` shares
+/// no state.
+#[derive(Debug, Clone)]
+pub struct SharedKeys {
+    ours: Patterns,
+    theirs: Patterns,
+    none: bool,
+}
+
+impl SharedKeys {
+    /// The keys matching both `ours` and `theirs`.
+    pub fn new<S: AsRef<str>, T: AsRef<str>>(
+        ours: &[S],
+        theirs: &[T],
+    ) -> Result<SharedKeys, StateError> {
+        Ok(SharedKeys {
+            none: ours.is_empty() || theirs.is_empty(),
+            ours: Patterns::new(ours)?,
+            theirs: Patterns::new(theirs)?,
+        })
+    }
+
+    /// Whether `key` travels.
+    pub fn matches(&self, key: &str) -> bool {
+        !self.none && self.ours.matches(key) && self.theirs.matches(key)
+    }
+}
+
 /// Check one pattern.
 pub fn validate_pattern(pattern: &str) -> Result<(), StateError> {
     compile(pattern).map(|_| ())
@@ -189,7 +222,8 @@ impl StateRecord {
     }
 
     /// The next write after `prev` (if any) by `peer`/`agent` at `at_ns`: the vector is `prev`'s
-    /// with `peer`'s counter advanced.
+    /// with `peer`'s counter advanced. A counter at its maximum cannot advance: the write is
+    /// refused rather than recorded under a vector peers already hold.
     pub fn next(
         prev: Option<&StateRecord>,
         value: Vec<u8>,
@@ -197,26 +231,24 @@ impl StateRecord {
         peer: PeerId,
         agent: &str,
         at_ns: i64,
-    ) -> StateRecord {
+    ) -> Result<StateRecord, CounterExhausted> {
         let mut vv = prev.map(StateRecord::vector).unwrap_or_default();
-        if vv.increment(peer).is_err() {
-            // A counter at u64::MAX cannot advance; the write still replaces the value here.
-            tracing::warn!("state version counter exhausted");
-        }
-        StateRecord {
+        vv.increment(peer)?;
+        Ok(StateRecord {
             value,
             peer,
             agent: agent.to_owned(),
             at_ns,
             version: vv.iter().map(|(p, c)| (*p, *c)).collect(),
             deleted,
-        }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vector::MAX_VERSION_COUNTER;
 
     #[test]
     fn keys() {
@@ -255,12 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn shared_keys_match_both_sides_and_none_without_patterns() {
+        let both = SharedKeys::new(&["memory:*", "notes:*"], &["memory:*"]).unwrap();
+        assert!(both.matches("memory:x"));
+        assert!(!both.matches("notes:x"));
+        let none = SharedKeys::new::<&str, &str>(&["memory:*"], &[]).unwrap();
+        assert!(!none.matches("memory:x"));
+    }
+
+    #[test]
     fn versions_advance() {
         let p = PeerId([1; 32]);
-        let a = StateRecord::next(None, b"1".to_vec(), false, p, "bot", 5);
+        let a = StateRecord::next(None, b"1".to_vec(), false, p, "bot", 5).unwrap();
         assert_eq!(a.vector().counter(&p), 1);
-        let b = StateRecord::next(Some(&a), Vec::new(), true, p, "bot", 6);
+        let b = StateRecord::next(Some(&a), Vec::new(), true, p, "bot", 6).unwrap();
         assert_eq!(b.vector().counter(&p), 2);
         assert!(b.deleted);
+        let full = StateRecord {
+            version: vec![(p, MAX_VERSION_COUNTER)],
+            ..b
+        };
+        assert!(StateRecord::next(Some(&full), Vec::new(), false, p, "", 7).is_err());
     }
 }

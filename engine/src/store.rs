@@ -44,6 +44,7 @@ pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
 pub use raft::RaftLog;
 pub use sessions::{SESSIONS_KEPT, SessionRecord};
+pub use state::StateTaken;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
 /// index with another version is moved aside and rebuilt from the files. 3: `Mode` holds the
@@ -132,6 +133,15 @@ pub enum StoreError {
         what: &'static str,
         /// The encoder's message.
         reason: String,
+    },
+    /// A state key's version counter reached its maximum: the write cannot be counted.
+    #[error("state {key}: {source}")]
+    StateCounter {
+        /// The key.
+        key: String,
+        /// Whose counter.
+        #[source]
+        source: crate::vector::CounterExhausted,
     },
     /// A caller-supplied key is not acceptable.
     #[error("index: invalid {what} {value:?}: {reason}")]

@@ -19,7 +19,7 @@ pub const MAX_VERSION_COUNTER: u64 = 1 << 48;
 /// A change that could not be counted: `peer`'s counter already holds the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the version counter of peer {peer} reached its maximum ({counter}); this path cannot record another change"
+    "the version counter of peer {peer} reached its maximum ({counter}); this path (or state key) cannot record another change"
 )]
 pub struct CounterExhausted {
     /// The peer whose change was not counted.

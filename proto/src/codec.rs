@@ -220,6 +220,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
     Ok(message)
 }
 
+/// Feed `value`'s wire encoding to `hasher` (for digests over wire values, such as the state
+/// digest of `GetState`), without building it in memory.
+pub fn hash_encoding<T: serde::Serialize>(
+    value: &T,
+    hasher: &mut blake3::Hasher,
+) -> Result<(), CodecError> {
+    struct Feed<'a>(&'a mut blake3::Hasher);
+    impl bincode::enc::write::Writer for Feed<'_> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            self.0.update(bytes);
+            Ok(())
+        }
+    }
+    bincode::serde::encode_into_writer(value, Feed(hasher), config())
+        .map_err(|e| CodecError::Malformed(format!("cannot hash a value: {e}")))
+}
+
 /// The number of bytes `value` takes in a payload, without allocating it: used to pack batches
 /// under [`MAX_FRAME`].
 pub fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> {

@@ -64,6 +64,19 @@ pub const MAX_TREE_NODE_CHILDREN: usize = FANOUT;
 /// Most peers in one version vector.
 pub const MAX_VECTOR_PEERS: usize = 1024;
 
+/// Most patterns in one `GetState`.
+pub const MAX_STATE_PATTERNS: usize = 64;
+
+/// Most records in one `State` batch (batches are also split to fit [`MAX_FRAME`]).
+pub const MAX_STATE_RECORDS_PER_BATCH: usize = 256;
+
+/// Most state records one side accepts from the other in one session: a peer cannot make the
+/// receiver hold an unbounded list of keys.
+pub const MAX_STATE_RECORDS_PER_SESSION: usize = 65_536;
+
+/// Largest state value in bytes (the engine's own cap, 64 KiB).
+pub const MAX_STATE_VALUE: usize = botsync_engine::state::MAX_VALUE_BYTES;
+
 /// Longest peer name in `Hello`, in bytes.
 pub const MAX_PEER_NAME: usize = 64;
 
@@ -105,6 +118,9 @@ const _: () = assert!(MAX_FRAME <= u32::MAX as usize);
 // A full inline chunk list (32-byte id + at most 5-byte varint length each) is a small part of
 // a frame, so an entry batch can always hold many entries.
 const _: () = assert!(MAX_INLINE_CHUNKS * 37 < MAX_FRAME / 16);
+
+// One state record of the largest value (with its key, vector and label) always fits a frame.
+const _: () = assert!(MAX_STATE_VALUE + 64 * 1024 < MAX_FRAME);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test

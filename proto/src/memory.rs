@@ -4,6 +4,8 @@
 //! It follows the engine's rules (chunking, version vectors, [`plan::decide`], the Merkle tree)
 //! but has no selection rules, no stat cache and no crash safety: it is a test double.
 
+mod state;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,14 +22,15 @@ use botsync_engine::{
 use botsync_engine::mesh;
 use botsync_engine::secrets::SecretRules;
 
-use crate::messages::{MeshFile, NodeChild, Policy};
-use crate::replica::{MeshChange, Replica, ReplicaError, Snapshot};
+use crate::messages::{MeshFile, NodeChild, Policy, WireState};
+use crate::replica::{MeshChange, Replica, ReplicaError, Snapshot, StateApplied};
 
 /// An in-memory workspace.
 #[derive(Debug)]
 pub struct MemoryReplica {
     local: Attribution,
     state: Mutex<State>,
+    kv: state::MemoryState,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +66,7 @@ impl MemoryReplica {
                 clock: 1_000_000_000,
                 ..State::default()
             }),
+            kv: state::MemoryState::default(),
         }
     }
 
@@ -166,6 +170,31 @@ impl MemoryReplica {
             .filter(|e| !e.is_tombstone())
             .map(|e| e.path.to_string())
             .collect()
+    }
+
+    /// Set the `state_sync` patterns: the skill state keys this replica shares.
+    pub fn set_state_sync(&self, patterns: &[&str]) {
+        self.kv.set_patterns(patterns);
+    }
+
+    /// A local `state set` of `key`.
+    pub fn state_set(&self, key: &str, value: &[u8]) {
+        self.kv.write(key, Some(value), self.local.peer);
+    }
+
+    /// A local `state del` of `key` (a tombstone).
+    pub fn state_del(&self, key: &str) {
+        self.kv.write(key, None, self.local.peer);
+    }
+
+    /// The record of `key` (a tombstone too).
+    pub fn state(&self, key: &str) -> Option<botsync_engine::state::StateRecord> {
+        self.kv.get(key)
+    }
+
+    /// The losing values of state conflicts kept for review, as (key, record).
+    pub fn state_conflicts(&self) -> Vec<(String, botsync_engine::state::StateRecord)> {
+        self.kv.losers()
     }
 
     /// Chunks received through [`Replica::put_chunk`] so far.
@@ -457,5 +486,21 @@ impl Replica for MemoryReplica {
 
     fn policy(&self) -> Result<Policy, ReplicaError> {
         Ok(Policy::of(self.lock().policy.clone()))
+    }
+
+    fn state_patterns(&self) -> Vec<String> {
+        self.kv.patterns()
+    }
+
+    fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
+        self.kv.records(theirs)
+    }
+
+    fn apply_state(
+        &self,
+        records: Vec<WireState>,
+        _peer: PeerId,
+    ) -> Result<StateApplied, ReplicaError> {
+        self.kv.apply(records, self.local.peer)
     }
 }

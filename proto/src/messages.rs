@@ -4,10 +4,10 @@
 //! encodes the variant index as the message tag, so variants are append-only: a message is
 //! never removed or moved, only replaced by a `Reserved*` slot. Tags 13 and 14 carry the
 //! coordination protocol of seed 004 (docs/LOCKS.md) on coordination connections only; tags 15
-//! to 20 stay reserved for later coordination messages and tags 23-24 for state sync: decoding
-//! one is the error "unsupported message" until a later protocol version defines it. Tags 25-28
-//! carry the mesh config and parity checks ([`mesh`]), each pair behind its feature bit, so a
-//! peer without the feature never receives them.
+//! to 20 stay reserved for later coordination messages: decoding one is the error "unsupported
+//! message" until a later protocol version defines it. Tags 23-24 carry skill state, tags 25-28
+//! the mesh config and parity checks ([`mesh`]), each pair behind its feature bit, so a peer
+//! without the feature never receives them.
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
 //! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes), [`chunk`] (chunk payloads
@@ -21,6 +21,7 @@ pub mod chunk;
 pub mod hello;
 pub mod mesh;
 pub mod report;
+pub mod state;
 pub mod tree;
 pub mod validate;
 
@@ -29,11 +30,14 @@ use std::fmt;
 use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
-pub use batch::{entry_batches, flagged_batches, node_batches, path_requests, result_batches};
+pub use batch::{
+    entry_batches, flagged_batches, node_batches, path_requests, result_batches, state_batches,
+};
 pub use chunk::{ChunkData, Compression};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
 pub use mesh::{MeshFile, ParityInfo, Policy};
 pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
+pub use state::WireState;
 pub use tree::{
     ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
     TreeNodeReply, WireEntry,
@@ -158,10 +162,24 @@ pub enum Message {
         /// True on the final batch.
         last: bool,
     },
-    /// Tag 23, reserved: state sync.
-    ReservedState1,
-    /// Tag 24, reserved: state sync.
-    ReservedState2,
+    /// Tag 23 (feature STATE). The sender's `state_sync` patterns: "send me your records of the
+    /// keys that match these and yours". The initiator sends it after the file phase; the
+    /// responder answers with its own `GetState`, then its `State` batches.
+    GetState {
+        /// The sender's `state_sync` patterns (globs over keys).
+        patterns: Vec<String>,
+        /// [`state::digest`] of the initiator's records matching `patterns`; of the responder's
+        /// records it shares with the initiator. Equal digests: no record moves.
+        digest: Hash,
+    },
+    /// Tag 24 (feature STATE). One batch of skill state records; the last batch of a reply (or
+    /// of the initiator's push) has `last` set.
+    State {
+        /// The records of this batch.
+        records: Vec<WireState>,
+        /// True on the final batch.
+        last: bool,
+    },
     /// Tag 25 (feature `mesh-config`). Ask for the peer's designated mesh config files.
     GetMeshConfig,
     /// Tag 26 (feature `mesh-config`). The sender's designated mesh config files, stripped of
@@ -206,8 +224,8 @@ impl Message {
             Message::ReservedCoordination2 => 20,
             Message::Offer { .. } => 21,
             Message::OfferResult { .. } => 22,
-            Message::ReservedState1 => 23,
-            Message::ReservedState2 => 24,
+            Message::GetState { .. } => 23,
+            Message::State { .. } => 24,
             Message::GetMeshConfig => 25,
             Message::MeshConfig { .. } => 26,
             Message::GetParity => 27,
@@ -239,6 +257,8 @@ impl Message {
             Message::MeshConfig { .. } => "mesh-config",
             Message::GetParity => "get-parity",
             Message::Parity(_) => "parity",
+            Message::GetState { .. } => "get-state",
+            Message::State { .. } => "state",
             other => other.reserved_name().unwrap_or("reserved"),
         }
     }
@@ -252,8 +272,6 @@ impl Message {
             Message::ReservedHandoff => "reserved-handoff",
             Message::ReservedCoordination1 => "reserved-coordination-1",
             Message::ReservedCoordination2 => "reserved-coordination-2",
-            Message::ReservedState1 => "reserved-state-1",
-            Message::ReservedState2 => "reserved-state-2",
             _ => return None,
         })
     }
@@ -351,6 +369,12 @@ impl fmt::Display for Message {
             }
             Message::MeshConfig { files } => write!(f, "mesh-config ({} files)", files.len()),
             Message::Parity(p) => write!(f, "parity ({}, {} files)", p.root, p.files),
+            Message::GetState { patterns, .. } => {
+                write!(f, "get-state ({} patterns)", patterns.len())
+            }
+            Message::State { records, last } => {
+                write!(f, "state ({} records, last={last})", records.len())
+            }
             _ => f.write_str(self.kind()),
         }
     }
@@ -369,15 +393,13 @@ mod tests {
             Message::ReservedHandoff,
             Message::ReservedCoordination1,
             Message::ReservedCoordination2,
-            Message::ReservedState1,
-            Message::ReservedState2,
         ]
     }
 
     #[test]
-    fn reserved_slots_are_the_coordination_and_state_tags() {
+    fn reserved_slots_are_tags_15_to_20() {
         let tags: Vec<u32> = reserved().iter().map(Message::tag).collect();
-        assert_eq!(tags, (15..=20).chain(23..=24).collect::<Vec<_>>());
+        assert_eq!(tags, (15..=20).collect::<Vec<_>>());
         assert!(
             reserved()
                 .iter()

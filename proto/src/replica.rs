@@ -9,7 +9,7 @@ use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
-use crate::messages::{MeshFile, NodeChild, Policy};
+use crate::messages::{MeshFile, NodeChild, Policy, WireState};
 
 /// The state of a replica after a refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,26 @@ pub struct MeshChange {
     /// Set when the peer's version was not taken: why (our file is not JSON, a disk error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+}
+
+/// What taking a peer's state records did ([`Replica::apply_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateApplied {
+    /// Keys whose record here changed.
+    pub changed: Vec<String>,
+    /// Of those, keys where a concurrent write lost and its value was kept for review.
+    pub conflicts: Vec<String>,
+    /// Records refused (`key: why`): claims this replica cannot believe.
+    pub refused: Vec<String>,
+}
+
+impl StateApplied {
+    /// Add what another batch did.
+    pub fn extend(&mut self, other: StateApplied) {
+        self.changed.extend(other.changed);
+        self.conflicts.extend(other.conflicts);
+        self.refused.extend(other.refused);
+    }
 }
 
 /// A failure inside the replica (disk, index); the session reports it and ends.
@@ -180,5 +200,30 @@ pub trait Replica: Send + Sync + 'static {
     /// Our selection rules, for a parity check.
     fn policy(&self) -> Result<Policy, ReplicaError> {
         Ok(Policy::default())
+    }
+
+    /// This replica's `state_sync` patterns: the skill state keys it shares (none by default:
+    /// no state travels).
+    fn state_patterns(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The current records (tombstones too) of the keys that match both our `state_sync`
+    /// patterns and the peer's `theirs` (none if either list is empty), in key order (the
+    /// state digest is taken over them in this order).
+    fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
+        let _ = theirs;
+        Ok(Vec::new())
+    }
+
+    /// Take state records received from `peer`: keys outside our `state_sync` are ignored,
+    /// versions whose claims we cannot believe refused, the rest merged per key.
+    fn apply_state(
+        &self,
+        records: Vec<WireState>,
+        peer: PeerId,
+    ) -> Result<StateApplied, ReplicaError> {
+        let _ = (records, peer);
+        Ok(StateApplied::default())
     }
 }

@@ -20,7 +20,7 @@ use botsync_proto::limits::MAX_FRAME;
 use botsync_proto::messages::{
     ChildKind, ChunkData, ChunkListing, Compression, ErrorCode, Features, Hello, Message,
     NodeChild, NodeReply, SessionMode, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply,
-    WireEntry,
+    WireEntry, WireState,
 };
 
 fn path(s: &str) -> RelPath {
@@ -255,6 +255,28 @@ fn samples() -> Vec<(&'static str, Message)> {
                 },
                 mesh: vec![],
             }),
+        ),
+        (
+            "get-state",
+            Message::GetState {
+                patterns: vec!["memory:*".into()],
+                digest: Hash([0x77; 32]),
+            },
+        ),
+        (
+            "state",
+            Message::State {
+                records: vec![WireState {
+                    key: "memory:x".into(),
+                    value: b"hi".to_vec(),
+                    deleted: false,
+                    version: VersionVector::from_pairs([(PeerId([0x66; 32]), 3)]),
+                    author: PeerId([0x66; 32]),
+                    agent: "bot".into(),
+                    at_ns: 1000,
+                }],
+                last: true,
+            },
         ),
     ]
 }

@@ -158,6 +158,30 @@ fn computed() -> Vec<(&'static str, String)> {
     v.push(("root empty-workspace", MerkleTree::new().root().to_hex()));
     v.push(("root workspace", tree.root().to_hex()));
 
+    v.push((
+        "state-digest none",
+        botsync_proto::messages::state::digest(&[])
+            .unwrap()
+            .to_hex(),
+    ));
+    let record = botsync_proto::messages::WireState {
+        key: "memory:editor".into(),
+        value: b"helix".to_vec(),
+        deleted: false,
+        version: botsync_engine::VersionVector::from_pairs([(
+            botsync_engine::PeerId([0x11; 32]),
+            1,
+        )]),
+        author: botsync_engine::PeerId([0x11; 32]),
+        agent: String::new(),
+        at_ns: 1_700_000_000_000_000_000,
+    };
+    v.push((
+        "state-digest one-record",
+        botsync_proto::messages::state::digest(&[record])
+            .unwrap()
+            .to_hex(),
+    ));
     let hello = Hello::current("vector", AgentLabel::default());
     v.push((
         "frame Hello",

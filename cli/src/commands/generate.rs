@@ -3,18 +3,21 @@
 //!
 //! These verbs run in this process, never through the daemon, and never open the index: a
 //! generator calls `botsync state list` itself, which must find the index free (or the daemon).
+//! The daemon runs approved generators itself through [`run_approved`], under the same checks
+//! (`cli/src/daemon/regenerate.rs`).
 //!
 //! Local settings live in `.botsync/gen.json` (optional, never synced):
 //! `{"timeout_secs": 60, "data_dirs": ["/data"], "skill_roots": ["/data/.codex/skills"]}`.
 //! Approvals live in `.botsync/approvals.json`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use botsync_engine::layout::Layout;
 use botsync_engine::skill::{self, Manifest, SkillDir, SkillError};
+use botsync_engine::state::Patterns;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +115,11 @@ struct Checked {
 
 impl Gen {
     fn open(g: &Globals) -> Result<Gen> {
-        let root = g.workspace_root()?;
+        Gen::at(g.workspace_root()?)
+    }
+
+    /// The skills and settings of the workspace at `root`.
+    fn at(root: PathBuf) -> Result<Gen> {
         let layout = Layout::new(&root);
         let path = layout.state().join("gen.json");
         let config: GenConfig = match std::fs::read(&path) {
@@ -463,6 +470,55 @@ fn run(gs: &Gen, g: &Globals, which: &Which, timeout: Option<u64>) -> Result<i32
         eprintln!("botsync: error: {line}");
     }
     Ok(code)
+}
+
+/// What one run started by the daemon did: the output written, or why not (a skill that awaits
+/// approval is not run and says so).
+#[derive(Debug)]
+pub(crate) struct AutoRun {
+    /// The skill.
+    pub skill: String,
+    /// The output it wrote, or the one-line reason it did not run or failed.
+    pub result: std::result::Result<PathBuf, String>,
+}
+
+/// Run, as `gen run` does (same checks, approval required), every skill with a SYNC.json in the
+/// workspace at `root` whose patterns match one of `changed` (every skill when `None`), one
+/// after the other.
+pub(crate) fn run_approved(
+    root: &Path,
+    changed: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Vec<AutoRun>> {
+    let gs = Gen::at(root.to_path_buf())?;
+    let timeout = gs
+        .config
+        .timeout_secs
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let approvals = gs.approvals()?;
+    let mut out = Vec::new();
+    for s in gs.skills.iter().filter(|s| s.has_manifest) {
+        if let Some(keys) = changed {
+            // An invalid manifest matches nothing here; `gen validate` says why.
+            let Ok((manifest, _)) = Manifest::load(&s.manifest_path()) else {
+                continue;
+            };
+            let Ok(patterns) = Patterns::new(&manifest.patterns) else {
+                continue;
+            };
+            if !keys.iter().any(|k| patterns.matches(k)) {
+                continue;
+            }
+        }
+        let result = run_one(&gs, &approvals, s, timeout)
+            .map(|(c, _)| c.output)
+            .map_err(|e| crate::exit::one_line(&e));
+        out.push(AutoRun {
+            skill: s.name.clone(),
+            result,
+        });
+    }
+    Ok(out)
 }
 
 fn run_one(

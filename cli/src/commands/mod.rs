@@ -11,7 +11,7 @@ pub(crate) mod conflicts;
 mod demo;
 mod discover;
 pub(crate) mod feed;
-mod generate;
+pub(crate) mod generate;
 pub(crate) mod handoff;
 pub(crate) mod history;
 pub(crate) mod init;

@@ -151,6 +151,7 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 ctx.agent.as_str(),
                 now_ns(),
             )?;
+            node.replica.state_changes().note([key.clone()], true);
             let doc = serde_json::json!({
                 "ok": true,
                 "key": key,
@@ -180,14 +181,22 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 .into_iter()
                 .filter(|(_, r)| !r.deleted)
                 .collect();
+            let conflicts = store.state_conflicts(&matcher)?;
             let mut human = String::new();
             for (k, r) in &rows {
                 human.push_str(&format!("{k}\t{}\n", one_line_value(&r.value)));
+            }
+            if !conflicts.is_empty() {
+                human.push_str(&format!(
+                    "{} losing value(s) of concurrent writes kept for review: `botsync state list --json` shows them under \"conflicts\"\n",
+                    conflicts.len()
+                ));
             }
             let doc = serde_json::json!({
                 "ok": true,
                 "patterns": patterns,
                 "state": rows.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
+                "conflicts": conflicts.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
             });
             Reply::ok(doc, human)
         }
@@ -207,6 +216,7 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 ctx.agent.as_str(),
                 now_ns(),
             )?;
+            node.replica.state_changes().note([key.clone()], true);
             let doc = serde_json::json!({ "ok": true, "key": key, "deleted": true });
             Reply::ok(doc, format!("deleted {key}\n"))
         }

@@ -84,6 +84,8 @@ pub(crate) struct ReportView {
     peer_skipped: u64,
     /// Mesh config files the peer's version changed here.
     mesh: Vec<botsync_proto::replica::MeshChange>,
+    /// What the state phase did (skill state keys taken and sent).
+    state: botsync_proto::session::state::StateReport,
 }
 
 /// Files written or deleted, and chunk bytes moved, in one direction.
@@ -126,6 +128,7 @@ impl ReportView {
             skipped: r.skipped.clone(),
             peer_skipped: r.peer_skipped,
             mesh: r.mesh.clone(),
+            state: r.state.clone(),
         }
     }
 }
@@ -412,6 +415,9 @@ fn needs_attention(r: &SessionReport) -> bool {
         || r.peer_skipped > 0
         // A mesh config key both sides changed kept ours: the user decides.
         || r.mesh.iter().any(|m| m.refused.is_some() || !m.conflicts.is_empty())
+        // A state key's losing value kept for review, or a record refused.
+        || !r.state.pulled.conflicts.is_empty()
+        || !r.state.pulled.refused.is_empty()
         || r.pulled.iter().chain(&r.pushed).any(|i| {
             i.action.is_conflict()
                 // A merge where both sides changed the same keys kept a loser for review.
@@ -442,6 +448,7 @@ fn human(
         if rep.in_sync {
             out.push_str(&format!("{verb} {peer}: already in sync\n"));
             out.push_str(&mesh_lines(&rep.mesh, peer));
+            out.push_str(&state_lines(&rep.state));
             continue;
         }
         let (rx, tx) = (amount(&rep.pulled), amount(&rep.pushed));
@@ -479,6 +486,7 @@ fn human(
                 rep.peer_skipped
             ));
         }
+        out.push_str(&state_lines(&rep.state));
     }
     for s in skipped {
         out.push_str(&format!("  !! {}\n", s.line()));
@@ -537,6 +545,30 @@ pub(crate) fn mesh_lines(changes: &[botsync_proto::replica::MeshChange], peer: &
         };
         out.push_str(&line);
         out.push('\n');
+    }
+    out
+}
+
+/// The state phase in a few lines: keys taken and sent, conflicts kept, refusals.
+fn state_lines(st: &botsync_proto::session::state::StateReport) -> String {
+    let pulled = &st.pulled;
+    if pulled.changed.is_empty() && pulled.refused.is_empty() && st.pushed == 0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "  state: {} keys in, {} out",
+        pulled.changed.len(),
+        st.pushed
+    );
+    if !pulled.conflicts.is_empty() {
+        out.push_str(&format!(
+            "; {} concurrent writes, the losing values kept (`botsync state list --json`)",
+            pulled.conflicts.len()
+        ));
+    }
+    out.push('\n');
+    for r in &pulled.refused {
+        out.push_str(&format!("  !! {r}\n"));
     }
     out
 }

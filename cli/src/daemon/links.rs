@@ -116,6 +116,9 @@ impl Links {
         let link = self.link(peer);
         let _turn = link.session.lock().await;
         link.queued.store(false, Ordering::SeqCst);
+        if !opts.dry_run {
+            super::regenerate::before_sync(&self.replica).await;
+        }
         // Rescan (if the watcher saw anything) while the connection is checked or dialed.
         let pending = client::start_refresh(&self.replica);
         let conn = link.connection(&self.endpoint).await?;

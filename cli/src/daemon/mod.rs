@@ -12,6 +12,7 @@
 pub mod control;
 pub mod links;
 pub mod pidlock;
+pub mod regenerate;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -188,6 +189,7 @@ pub fn run(
             )),
             tokio::spawn(control.run(Arc::clone(&state))),
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
+            tokio::spawn(regenerate::run(Arc::clone(&state))),
         ];
         state.reload_peers();
         info!(%listening, pid = state.pid, auto = state.auto(), "daemon started");

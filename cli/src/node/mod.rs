@@ -9,6 +9,7 @@ pub mod own_writes;
 pub mod peers;
 pub mod pending;
 pub mod replica;
+pub mod state_sync;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,12 +9,13 @@ use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::workspace::{Refresh, RepairReport, VerifyReport, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
-use botsync_proto::messages::{MeshFile, NodeChild, Policy};
-use botsync_proto::replica::{MeshChange, Replica, ReplicaError, Snapshot};
+use botsync_proto::messages::{MeshFile, NodeChild, Policy, WireState};
+use botsync_proto::replica::{MeshChange, Replica, ReplicaError, Snapshot, StateApplied};
 
 use super::mesh_config::MeshConfigs;
 use super::own_writes::OwnWrites;
 use super::pending::{Pending, PendingScan};
+use super::state_sync::{self, StateChanges};
 
 /// Environment variable for tests: abort the process after this many received chunks, to
 /// simulate a sync killed mid-transfer at a reproducible point.
@@ -42,6 +43,8 @@ pub struct LiveReplica {
     rescans: AtomicU64,
     /// Of those, the ones that walked only the paths the watcher reported.
     partial_rescans: AtomicU64,
+    /// Skill state keys changed since the daemon last looked (regeneration).
+    state: StateChanges,
 }
 
 /// The workspace's Merkle root changed, and why.
@@ -72,7 +75,13 @@ impl LiveReplica {
             root: tokio::sync::watch::Sender::new(RootChange { root, local: false }),
             rescans: AtomicU64::new(0),
             partial_rescans: AtomicU64::new(0),
+            state: StateChanges::default(),
         }
+    }
+
+    /// The skill state keys changed since the daemon last took them.
+    pub fn state_changes(&self) -> &StateChanges {
+        &self.state
     }
 
     /// A watcher now reports every change: refreshes skip the rescan while nothing changed.
@@ -288,6 +297,24 @@ impl Replica for LiveReplica {
 
     fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
         self.ws.read_chunk(id).map_err(err)
+    }
+
+    fn state_patterns(&self) -> Vec<String> {
+        self.ws.config().state_sync.clone()
+    }
+
+    fn state_records(&self, theirs: &[String]) -> Result<Vec<WireState>, ReplicaError> {
+        state_sync::records(&self.ws, theirs)
+    }
+
+    fn apply_state(
+        &self,
+        records: Vec<WireState>,
+        peer: PeerId,
+    ) -> Result<StateApplied, ReplicaError> {
+        let applied = state_sync::apply(&self.ws, records, peer)?;
+        self.state.note(applied.changed.iter().cloned(), false);
+        Ok(applied)
     }
 
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {

@@ -89,6 +89,16 @@ impl Peer {
         ]);
     }
 
+    /// Set top-level keys of `.botsync/config.json` (a daemon reads it when it starts).
+    pub fn configure(&self, keys: Value) {
+        let path = self.path(".botsync/config.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for (k, v) in keys.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
     }

@@ -8,7 +8,20 @@ use std::path::Path;
 use super::codec::{SEP, decode, encode};
 use super::{Store, StoreError};
 use crate::peer::PeerId;
-use crate::state::{NAMESPACE, Patterns, StateRecord};
+use crate::state::{CONFLICT_NAMESPACE, NAMESPACE, Patterns, StateRecord};
+use crate::state_merge::{self, StateMerge, StateRefusal};
+
+/// What taking a peer's version of a key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateTaken {
+    /// Nothing changed here: ours was as new or newer.
+    Unchanged,
+    /// The key's record here changed.
+    Changed {
+        /// True if a concurrent write lost and its value was kept for review.
+        conflict: bool,
+    },
+}
 
 impl Store {
     /// The record of `key` (a tombstone too); `None` if it was never set.
@@ -39,7 +52,11 @@ impl Store {
         loop {
             let old = self.kv_get(NAMESPACE, key)?;
             let prev = old.as_deref().and_then(|b| decode::<StateRecord>(b).ok());
-            let rec = StateRecord::next(prev.as_ref(), value.clone(), deleted, peer, agent, at_ns);
+            let rec = StateRecord::next(prev.as_ref(), value.clone(), deleted, peer, agent, at_ns)
+                .map_err(|source| StoreError::StateCounter {
+                    key: key.to_owned(),
+                    source,
+                })?;
             let new = encode("state record", &rec)?;
             if self
                 .kv_compare_and_swap(NAMESPACE, key, old.as_deref(), Some(&new))?
@@ -70,6 +87,71 @@ impl Store {
 }
 
 impl Store {
+    /// Take a peer's version `remote` of `key` as the peer `receiver` (this one): check its
+    /// claims ([`state_merge::check_claims`]), merge it with ours ([`state_merge::merge`]) and
+    /// keep a losing value for review. The outer error is the store's; the inner one a refused
+    /// version, of which nothing is stored.
+    pub fn state_take(
+        &self,
+        key: &str,
+        remote: &StateRecord,
+        receiver: PeerId,
+    ) -> Result<Result<StateTaken, StateRefusal>, StoreError> {
+        loop {
+            let old = self.kv_get(NAMESPACE, key)?;
+            let local = old.as_deref().and_then(|b| decode::<StateRecord>(b).ok());
+            if let Err(refusal) = state_merge::check_claims(key, local.as_ref(), remote, receiver) {
+                return Ok(Err(refusal));
+            }
+            let (record, loser) = match state_merge::merge(local.as_ref(), remote) {
+                StateMerge::Keep => return Ok(Ok(StateTaken::Unchanged)),
+                StateMerge::Store { record, loser } => (record, loser),
+            };
+            let new = encode("state record", &record)?;
+            if self
+                .kv_compare_and_swap(NAMESPACE, key, old.as_deref(), Some(&new))?
+                .is_err()
+            {
+                continue;
+            }
+            if let Some(loser) = &loser {
+                let bytes = encode("state conflict", loser)?;
+                self.kv_put(CONFLICT_NAMESPACE, &conflict_id(key, loser), &bytes)?;
+            }
+            return Ok(Ok(StateTaken::Changed {
+                conflict: loser.is_some(),
+            }));
+        }
+    }
+
+    /// The losing values of state conflicts whose key matches `patterns`, as (key, record), in
+    /// key order.
+    pub fn state_conflicts(
+        &self,
+        patterns: &Patterns,
+    ) -> Result<Vec<(String, StateRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (id, bytes) in self.kv_list(CONFLICT_NAMESPACE)? {
+            let key = id.split(' ').next().unwrap_or_default().to_owned();
+            if !patterns.matches(&key) {
+                continue;
+            }
+            match decode::<StateRecord>(&bytes) {
+                Ok(r) => out.push((key, r)),
+                Err(reason) => self.report("kv", id.as_bytes(), reason),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The row id of a kept losing value: the key, its author and its time (keys hold no spaces),
+/// so each losing write is kept once however often it arrives.
+fn conflict_id(key: &str, loser: &StateRecord) -> String {
+    format!("{key} {} {}", loser.peer.to_copy_safe(), loser.at_ns)
+}
+
+impl Store {
     /// Copy the state rows of the index moved aside at `aside` (by a rebuild) into this one,
     /// keeping rows already here: the index is a cache, but state is not. Returns how many rows
     /// were copied; an aside index sled cannot open yields none (its rows stay in `aside`).
@@ -77,17 +159,19 @@ impl Store {
         let copy = || -> Result<usize, sled::Error> {
             let old = sled::Config::new().path(aside).open()?;
             let kv = old.open_tree("kv")?;
-            let mut prefix = NAMESPACE.as_bytes().to_vec();
-            prefix.push(SEP);
             let mut n = 0;
-            for row in kv.scan_prefix(&prefix) {
-                let (k, v) = row?;
-                if self
-                    .kv
-                    .compare_and_swap(&k, None::<&[u8]>, Some(v))?
-                    .is_ok()
-                {
-                    n += 1;
+            for ns in [NAMESPACE, CONFLICT_NAMESPACE] {
+                let mut prefix = ns.as_bytes().to_vec();
+                prefix.push(SEP);
+                for row in kv.scan_prefix(&prefix) {
+                    let (k, v) = row?;
+                    if self
+                        .kv
+                        .compare_and_swap(&k, None::<&[u8]>, Some(v))?
+                        .is_ok()
+                    {
+                        n += 1;
+                    }
                 }
             }
             Ok(n)
@@ -139,6 +223,42 @@ mod tests {
             .unwrap();
         assert!(store.state_get("memory:b").unwrap().unwrap().deleted);
         assert_eq!(store.state_get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn a_concurrent_version_from_a_peer_converges_and_keeps_the_loser() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        let (me, them) = (PeerId([7; 32]), PeerId([8; 32]));
+        store
+            .state_write("memory:a", b"mine".to_vec(), false, me, "bot", 1)
+            .unwrap();
+        let theirs = StateRecord::next(None, b"theirs".to_vec(), false, them, "", 2).unwrap();
+        let taken = store.state_take("memory:a", &theirs, me).unwrap();
+        assert_eq!(taken, Ok(StateTaken::Changed { conflict: true }));
+        let now = store.state_get("memory:a").unwrap().unwrap();
+        assert_eq!(now.value, b"theirs");
+        assert_eq!(
+            (now.vector().counter(&me), now.vector().counter(&them)),
+            (1, 1)
+        );
+        let kept = store
+            .state_conflicts(&Patterns::new(&["memory:*"]).unwrap())
+            .unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1.value, b"mine");
+        // The same version again changes nothing.
+        assert_eq!(
+            store.state_take("memory:a", &theirs, me).unwrap(),
+            Ok(StateTaken::Unchanged)
+        );
+        // A version that claims writes of ours we never made is refused.
+        let forged = StateRecord {
+            version: vec![(me, 1 << 20), (them, 1)],
+            ..theirs
+        };
+        assert!(store.state_take("memory:b", &forged, me).unwrap().is_err());
+        assert_eq!(store.state_get("memory:b").unwrap(), None);
     }
 
     #[test]

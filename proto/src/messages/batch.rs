@@ -45,6 +45,18 @@ pub fn flagged_batches<T: serde::Serialize>(
         .collect())
 }
 
+/// Split state records into `State` batches; the last has `last` set, and no records give one
+/// empty batch with `last` set.
+pub fn state_batches(
+    records: impl IntoIterator<Item = super::WireState>,
+) -> Result<Vec<Message>, CodecError> {
+    flagged_batches(
+        records,
+        crate::limits::MAX_STATE_RECORDS_PER_BATCH,
+        |records, last| Message::State { records, last },
+    )
+}
+
 /// Split `OfferResult` items into batches; the last has `last` set.
 pub fn result_batches(
     items: impl IntoIterator<Item = ItemReport>,

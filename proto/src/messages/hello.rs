@@ -27,6 +27,9 @@ impl Features {
     pub const ZSTD: Features = Features(1);
     /// Large files' chunk lists may be elided and fetched as chunk-tree nodes.
     pub const CHUNK_TREE: Features = Features(2);
+    /// Skill state travels in `GetState` / `State` (bit 4; bits 2 and 3 are unused, 5 and 6
+    /// are taken by mesh configuration).
+    pub const STATE: Features = Features(1 << 4);
 
     /// Bit 5: designated mesh config files travel stripped (`GetMeshConfig` / `MeshConfig`).
     pub const MESH_CONFIG: Features = Features(1 << 5);
@@ -34,8 +37,9 @@ impl Features {
     pub const PARITY: Features = Features(1 << 6);
 
     /// Every feature this implementation supports.
-    pub const SUPPORTED: Features =
-        Features(Self::ZSTD.0 | Self::CHUNK_TREE.0 | Self::MESH_CONFIG.0 | Self::PARITY.0);
+    pub const SUPPORTED: Features = Features(
+        Self::ZSTD.0 | Self::CHUNK_TREE.0 | Self::STATE.0 | Self::MESH_CONFIG.0 | Self::PARITY.0,
+    );
 
     /// From raw bits (any bits allowed).
     pub const fn from_bits(bits: u64) -> Features {

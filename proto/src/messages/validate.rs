@@ -105,6 +105,27 @@ impl Message {
                 )?;
                 items.iter().try_for_each(validate_item)
             }
+            Message::GetState { patterns, .. } => {
+                CodecError::check_limit(
+                    "patterns in a state request",
+                    patterns.len(),
+                    MAX_STATE_PATTERNS,
+                )?;
+                patterns
+                    .iter()
+                    .try_for_each(|p| super::state::validate_pattern(p))
+            }
+            Message::State { records, .. } => {
+                CodecError::check_limit(
+                    "records in a state batch",
+                    records.len(),
+                    MAX_STATE_RECORDS_PER_BATCH,
+                )?;
+                records.iter().try_for_each(|r| {
+                    r.validate()?;
+                    validate_vector(&r.version)
+                })
+            }
             Message::Coordinate { body } | Message::Coordinated { body } => {
                 CodecError::check_limit("coordination body bytes", body.len(), MAX_COORD_BODY)
             }
@@ -115,9 +136,7 @@ impl Message {
             | Message::Goodbye
             | Message::GetMeshConfig
             | Message::GetParity => Ok(()),
-            Message::ReservedState1
-            | Message::ReservedState2
-            | Message::ReservedLockStatus
+            Message::ReservedLockStatus
             | Message::ReservedChatSay
             | Message::ReservedChatFeed
             | Message::ReservedHandoff

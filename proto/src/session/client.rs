@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info_span};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
-    SessionReport, blocking, chunks, descent, entries, mesh,
+    SessionReport, blocking, chunks, descent, entries, mesh, state,
 };
 use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
@@ -184,6 +184,12 @@ async fn run_inner<R: Replica + ?Sized>(
     }
     if !opts.dry_run {
         report.mesh = mesh::exchange(&mut ctl, &replica, peer, opts.mode, theirs_mesh).await?;
+    }
+    if negotiated.features.contains(Features::STATE)
+        && !opts.dry_run
+        && opts.mode != SessionMode::DryRun
+    {
+        report.state = state::initiate(&mut ctl, &replica, peer, opts.mode).await?;
     }
     ctl.send(&Message::Goodbye).await?;
     let _ = ctl.send.finish();

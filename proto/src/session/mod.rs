@@ -17,6 +17,7 @@ pub mod link;
 pub mod mesh;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -123,6 +124,8 @@ pub struct SessionReport {
     /// The peer's parity report, when [`SessionOptions::parity`] asked for it.
     #[serde(skip)]
     pub parity: Option<crate::messages::ParityInfo>,
+    /// What the state phase did (feature STATE).
+    pub state: state::StateReport,
 }
 
 fn ser_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {

@@ -13,7 +13,7 @@ use super::client::{PendingRefresh, dry_report};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Activity, Advertised, Control, NoProgress, SessionError, blocking, chunks,
-    entries, mesh, refuse, within,
+    entries, mesh, refuse, state, within,
 };
 use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
@@ -54,6 +54,8 @@ pub struct ServeReport {
     pub in_sync: bool,
     /// Mesh config files the initiator's push changed here.
     pub mesh: Vec<crate::replica::MeshChange>,
+    /// What taking the initiator's pushed state records did (feature STATE).
+    pub state: crate::replica::StateApplied,
 }
 
 /// Answer the session the peer `peer` opens on `conn`, until it says goodbye or closes. A
@@ -268,6 +270,10 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         let mut ours = None;
         // Paths the initiator asked entries for: the only paths it may offer.
         let mut asked: HashSet<RelPath> = HashSet::new();
+        // The state phase: asked for once; then the initiator's pushed records, counted.
+        let mut state_asked = false;
+        let mut state_pushed = false;
+        let mut state_count = state::Counter::default();
         loop {
             let phase = match mode {
                 None => Phase::Summary,
@@ -378,6 +384,38 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                             }
                             Err(e) => return Err(e),
                         }
+                    }
+                }
+                Message::GetState { patterns, digest }
+                    if mode.is_some()
+                        && !state_asked
+                        && self.features.contains(Features::STATE) =>
+                {
+                    state_asked = true;
+                    state::answer(ctl, self.replica, patterns, digest).await?;
+                }
+                Message::State { records, last }
+                    if state_asked
+                        && !state_pushed
+                        && matches!(mode, Some(SessionMode::Sync | SessionMode::Push)) =>
+                {
+                    state_pushed = last;
+                    if let Err(e) = state_count.add(records.len()) {
+                        return Err(self.refuse(ctl, e.to_string()).await);
+                    }
+                    if !records.is_empty() {
+                        let peer = self.peer;
+                        let applied =
+                            blocking(self.replica, move |r| r.apply_state(records, peer)).await?;
+                        report.state.extend(applied);
+                    }
+                    if last {
+                        // Taken: the initiator may end the session now.
+                        ctl.send(&Message::State {
+                            records: Vec::new(),
+                            last: true,
+                        })
+                        .await?;
                     }
                 }
                 Message::Goodbye => return Ok(report),

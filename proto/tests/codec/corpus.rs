@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-const TARGETS: [&str; 2] = ["message_decode", "frame_decoder"];
+const TARGETS: [&str; 3] = ["message_decode", "frame_decoder", "state_records"];
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +60,82 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         hello[..hello.len() - 1].to_vec(),
     ));
     out.push(("frame_decoder", "boundary-all-messages".into(), all_frames));
+    for (name, records) in state_seeds() {
+        let m = Message::State {
+            records,
+            last: true,
+        };
+        out.push(("state_records", format!("seed-{name}"), encode(&m).unwrap()));
+    }
+    let not_state = encode(&Message::GetState {
+        patterns: vec!["memory:*".into()],
+        digest: Hash::ZERO,
+    })
+    .unwrap();
+    out.push(("state_records", "boundary-not-state".into(), not_state));
     out
+}
+
+/// The `state_records` seeds: record lists a peer may send.
+fn state_seeds() -> Vec<(&'static str, Vec<WireState>)> {
+    let rec = |value: &[u8], deleted: bool, author: u8, at_ns: i64, vv: &[(u8, u64)]| WireState {
+        key: "memory:x".into(),
+        value: value.to_vec(),
+        deleted,
+        version: VersionVector::from_pairs(vv.iter().map(|&(p, c)| (PeerId([p; 32]), c))),
+        author: PeerId([author; 32]),
+        agent: "bot".into(),
+        at_ns,
+    };
+    vec![
+        (
+            "concurrent",
+            vec![
+                rec(b"a", false, 1, 10, &[(1, 1)]),
+                rec(b"b", false, 2, 10, &[(2, 1)]),
+            ],
+        ),
+        (
+            "descendant",
+            vec![
+                rec(b"a", false, 1, 10, &[(1, 1)]),
+                rec(b"c", false, 2, 5, &[(1, 1), (2, 1)]),
+            ],
+        ),
+        (
+            "tombstone",
+            vec![
+                rec(b"", true, 1, 99, &[(1, 2)]),
+                rec(b"kept", false, 2, 1, &[(2, 1)]),
+            ],
+        ),
+    ]
+}
+
+/// The law the `state_records` target checks, replayed here over its corpus.
+fn state_merge_converges(bytes: &[u8]) {
+    use botsync_engine::state::StateRecord;
+    use botsync_engine::state_merge::{StateMerge, check_claims, merge};
+    let Ok(Message::State { records, .. }) = decode(bytes) else {
+        return;
+    };
+    let after =
+        |local: Option<StateRecord>, remote: &StateRecord| match merge(local.as_ref(), remote) {
+            StateMerge::Keep => local,
+            StateMerge::Store { record, .. } => Some(record),
+        };
+    let records: Vec<StateRecord> = records
+        .into_iter()
+        .map(|w| w.into_record().1)
+        .filter(|r| check_claims("k", None, r, PeerId([0xee; 32])).is_ok())
+        .collect();
+    for a in &records {
+        for b in &records {
+            let one = after(Some(a.clone()), b);
+            assert_eq!(one, after(Some(b.clone()), a));
+            assert_eq!(after(one.clone(), b), one);
+        }
+    }
 }
 
 #[test]
@@ -91,6 +166,9 @@ fn every_corpus_file_replays_without_panic() {
     for target in TARGETS {
         for file in std::fs::read_dir(corpus_dir(target)).unwrap() {
             let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            if target == "state_records" {
+                state_merge_converges(&bytes);
+            }
             if let Ok(m) = decode(&bytes) {
                 assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
             }
@@ -114,6 +192,11 @@ fn seeds_decode_as_their_names_say() {
         let ok = name.starts_with("seed-") || name == "boundary-all-messages";
         match target {
             "message_decode" => assert_eq!(decode(&bytes).is_ok(), ok, "{name}"),
+            "state_records" => assert_eq!(
+                matches!(decode(&bytes), Ok(Message::State { .. })),
+                ok,
+                "{name}"
+            ),
             _ => {
                 let mut dec = FrameDecoder::new();
                 dec.push(&bytes);
