@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,13 +13,10 @@ use botsync_engine::PeerId;
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
-use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode};
 use botsync_proto::replica::Replica;
-use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
-use botsync_proto::tls::AllowedPeers;
 use serde_json::{Value, json};
 
 const PATH: &str = ".secrets/mesh-config.json";
@@ -33,34 +32,15 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
-    let server_identity = Identity::generate().unwrap();
-    let client_identity = Identity::generate().unwrap();
-    let (server_id, client_id) = (server_identity.peer_id(), client_identity.peer_id());
-    let server = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        server_identity,
-        [client_id].into_iter().collect::<AllowedPeers>(),
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    let client = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        client_identity,
-        AllowedPeers::new(),
-    )
-    .unwrap();
+    let common::Endpoints {
+        listener,
+        addr,
+        server_id,
+        client,
+        client_id,
+    } = common::endpoints();
     let theirs = Arc::new(MemoryReplica::new(server_id));
-    let replica = Arc::clone(&theirs);
-    tokio::spawn(async move {
-        while let Some(incoming) = server.accept().await {
-            let Ok(conn) = incoming.accept().await else {
-                continue;
-            };
-            let (quinn, peer) = conn.into_parts();
-            let opts = ServeOptions::new("server", botsync_proto::budget::Budget::default());
-            let _ = serve(quinn, peer, Arc::clone(&replica), opts).await;
-        }
-    });
+    common::serve_forever(listener, Arc::clone(&theirs), |_| {});
     Pair {
         addr,
         server_id,

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,13 +14,10 @@ use botsync_engine::{Hash, PeerId, VersionVector};
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
-use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireState};
 use botsync_proto::replica::{Replica, StateApplied};
-use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
-use botsync_proto::tls::AllowedPeers;
 
 /// A listening replica ("server") and a dialing one ("client").
 struct Pair {
@@ -31,36 +30,17 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
-    let (server_identity, client_identity) =
-        (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let (server_id, client_id) = (server_identity.peer_id(), client_identity.peer_id());
-    let listener = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        server_identity,
-        [client_id].into_iter().collect::<AllowedPeers>(),
-    )
-    .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        client_identity,
-        AllowedPeers::new(),
-    )
-    .unwrap();
+    let common::Endpoints {
+        listener,
+        addr,
+        server_id,
+        client: endpoint,
+        client_id,
+    } = common::endpoints();
     let server = Arc::new(MemoryReplica::new(server_id));
     let (tx, served) = tokio::sync::mpsc::unbounded_channel();
-    let replica = Arc::clone(&server);
-    tokio::spawn(async move {
-        while let Some(incoming) = listener.accept().await {
-            let Ok(conn) = incoming.accept().await else {
-                continue;
-            };
-            let (quinn, peer) = conn.into_parts();
-            let opts = ServeOptions::new("server", botsync_proto::budget::Budget::default());
-            if let Ok(report) = serve(quinn, peer, Arc::clone(&replica), opts).await {
-                let _ = tx.send(report.state);
-            }
-        }
+    common::serve_forever(listener, Arc::clone(&server), move |report| {
+        let _ = tx.send(report.state);
     });
     let client = Arc::new(MemoryReplica::new(client_id));
     for r in [&client, &server] {

@@ -1,0 +1,77 @@
+//! Shared set-up of the session tests: two endpoints on 127.0.0.1 that trust each other, and a
+//! listener answering one session per connection against an in-memory replica.
+
+#![allow(dead_code)] // each test crate uses what it needs
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use botsync_engine::PeerId;
+use botsync_proto::endpoint::Endpoint;
+use botsync_proto::identity::Identity;
+use botsync_proto::memory::MemoryReplica;
+use botsync_proto::session::server::{ServeOptions, ServeReport, serve};
+use botsync_proto::tls::AllowedPeers;
+
+/// A listener that trusts the dialer, and the dialer.
+pub struct Endpoints {
+    /// The listening endpoint (give it to [`serve_forever`]).
+    pub listener: Endpoint,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its id.
+    pub server_id: PeerId,
+    /// The dialing endpoint.
+    pub client: Endpoint,
+    /// Its id.
+    pub client_id: PeerId,
+}
+
+/// Fresh identities for both sides and their endpoints.
+pub fn endpoints() -> Endpoints {
+    let (server_identity, client_identity) =
+        (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (server_id, client_id) = (server_identity.peer_id(), client_identity.peer_id());
+    let listener = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        server_identity,
+        [client_id].into_iter().collect::<AllowedPeers>(),
+    )
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        client_identity,
+        AllowedPeers::new(),
+    )
+    .unwrap();
+    Endpoints {
+        listener,
+        addr,
+        server_id,
+        client,
+        client_id,
+    }
+}
+
+/// Answer one session per connection on `listener` against `replica`, forever; each report of a
+/// session that ended well goes to `on_report`.
+pub fn serve_forever(
+    listener: Endpoint,
+    replica: Arc<MemoryReplica>,
+    on_report: impl Fn(ServeReport) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(incoming) = listener.accept().await {
+            let Ok(conn) = incoming.accept().await else {
+                continue;
+            };
+            let (quinn, peer) = conn.into_parts();
+            let opts = ServeOptions::new("server", botsync_proto::budget::Budget::default());
+            if let Ok(report) = serve(quinn, peer, Arc::clone(&replica), opts).await {
+                on_report(report);
+            }
+        }
+    });
+}
