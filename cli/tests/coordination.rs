@@ -367,3 +367,35 @@ fn a_push_that_moved_files_says_so_in_the_feed_on_both_sides() {
         "{status}"
     );
 }
+
+#[test]
+fn status_shows_per_peer_what_last_came_in_and_went_out_and_who_made_it() {
+    // Milo's machine runs its daemon as milo.
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let mut cmd = b.cmd();
+    cmd.env("BOTSYNC_AGENT", "milo");
+    let server = Server::spawn(cmd, "127.0.0.1:0");
+    a.add(&b, server.port);
+    b.add(&a, 7474);
+    a.write("memory/plan.md", "the plan\n");
+    as_agent(&a, "claude", &["push"]);
+    b.write("memory/review.md", "reviewed by milo\n");
+    b.ok(&["scan"]);
+    a.ok(&["pull"]);
+    let status = a.run(&["status"]).1;
+    let peer = &status["peers"][0];
+    assert_eq!(peer["last_out"]["files"], 1, "{peer}");
+    assert_eq!(peer["last_out"]["paths"][0], "memory/plan.md");
+    assert_eq!(peer["last_out"]["by"][0], "@claude");
+    assert_eq!(peer["last_in"]["paths"][0], "memory/review.md");
+    assert_eq!(peer["last_in"]["by"][0], "@milo on beta");
+    let (_, out, _) = human(&a, &["status"]);
+    assert!(
+        out.contains("last in: ") && out.contains("by @milo on beta (memory/review.md)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("last out: ") && out.contains("by @claude (memory/plan.md)"),
+        "{out}"
+    );
+}

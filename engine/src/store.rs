@@ -43,7 +43,7 @@ pub use intents::ApplyIntent;
 pub use local::{ChunkLocation, LocalUpdate};
 pub use peers::PeerMeta;
 pub use raft::RaftLog;
-pub use sessions::{SESSIONS_KEPT, SessionRecord};
+pub use sessions::{PATHS_KEPT, SESSIONS_KEPT, SessionRecord};
 pub use state::StateTaken;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an

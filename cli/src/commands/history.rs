@@ -219,6 +219,11 @@ impl PeerNames {
         PeerNames(names)
     }
 
+    /// Names from `(id, name)` pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (PeerId, String)>) -> PeerNames {
+        PeerNames(pairs.into_iter().collect())
+    }
+
     /// The name of `id`, or its short form.
     pub fn name(&self, id: &PeerId) -> String {
         self.0.get(id).cloned().unwrap_or_else(|| id.short())
@@ -233,14 +238,16 @@ impl PeerNames {
     }
 }
 
-/// Append a session to the sync log (`history`); a failure to log only warns.
-pub fn log_session(ws: &Workspace, peer: &str, mode: SessionMode, result: &Result<SessionReport>) {
-    let moved = |items: &[ItemReport]| {
-        items
-            .iter()
-            .filter(|i| i.action.writes_file() && i.outcome == Outcome::Done)
-            .count() as u64
-    };
+/// Append a session to the sync log (`history`, the `in`/`out` lines of `status`); a failure to
+/// log only warns. `agent` ran it here; `names` turns authors' peer ids into names.
+pub fn log_session(
+    ws: &Workspace,
+    peer: &str,
+    mode: SessionMode,
+    agent: &botsync_engine::AgentLabel,
+    names: &PeerNames,
+    result: &Result<SessionReport>,
+) {
     // A session that changed nothing (an automatic heartbeat) is not worth a line.
     if result
         .as_ref()
@@ -248,6 +255,10 @@ pub fn log_session(ws: &Workspace, peer: &str, mode: SessionMode, result: &Resul
     {
         return;
     }
+    let none: &[ItemReport] = &[];
+    let (pulled, pushed) = result
+        .as_ref()
+        .map_or((none, none), |r| (&r.pulled[..], &r.pushed[..]));
     let record = SessionRecord {
         at_ns: crate::node::replica::now_ns(),
         peer: peer.to_owned(),
@@ -258,16 +269,18 @@ pub fn log_session(ws: &Workspace, peer: &str, mode: SessionMode, result: &Resul
             SessionMode::DryRun => "dry-run",
         }
         .to_owned(),
-        received: result.as_ref().map_or(0, |r| moved(&r.pulled)),
-        sent: result.as_ref().map_or(0, |r| moved(&r.pushed)),
-        conflicts: result.as_ref().map_or(0, |r| {
-            r.pulled
-                .iter()
-                .chain(&r.pushed)
-                .filter(|i| i.action.is_conflict())
-                .count() as u64
-        }),
+        received: moved(pulled).count() as u64,
+        sent: moved(pushed).count() as u64,
+        conflicts: pulled
+            .iter()
+            .chain(pushed)
+            .filter(|i| i.action.is_conflict())
+            .count() as u64,
         error: result.as_ref().err().map(crate::exit::one_line),
+        in_paths: paths(pulled),
+        out_paths: paths(pushed),
+        in_by: authors(pulled, names),
+        agent: agent.as_str().to_owned(),
     };
     if let Err(e) = ws.store().session_append(&record) {
         tracing::warn!(error = %e, "could not log the session");
@@ -276,12 +289,8 @@ pub fn log_session(ws: &Workspace, peer: &str, mode: SessionMode, result: &Resul
 
 /// Log a session a peer started here (the daemon answered it): only what it pushed to us is
 /// known, so `sent` is 0.
-pub fn log_served(ws: &Workspace, peer: &str, report: &ServeReport) {
-    let received = report
-        .applied
-        .iter()
-        .filter(|i| i.action.writes_file() && i.outcome == Outcome::Done)
-        .count() as u64;
+pub fn log_served(ws: &Workspace, peer: &str, names: &PeerNames, report: &ServeReport) {
+    let received = moved(&report.applied).count() as u64;
     let conflicts = report
         .applied
         .iter()
@@ -298,10 +307,45 @@ pub fn log_served(ws: &Workspace, peer: &str, report: &ServeReport) {
         sent: 0,
         conflicts,
         error: None,
+        in_paths: paths(&report.applied),
+        out_paths: Vec::new(),
+        in_by: authors(&report.applied, names),
+        agent: String::new(),
     };
     if let Err(e) = ws.store().session_append(&record) {
         tracing::warn!(error = %e, "could not log the session");
     }
+}
+
+/// The items that wrote or deleted a file.
+fn moved(items: &[ItemReport]) -> impl Iterator<Item = &ItemReport> {
+    items
+        .iter()
+        .filter(|i| i.action.writes_file() && i.outcome == Outcome::Done)
+}
+
+fn paths(items: &[ItemReport]) -> Vec<String> {
+    moved(items)
+        .take(botsync_engine::store::PATHS_KEPT)
+        .map(|i| i.path.to_string())
+        .collect()
+}
+
+/// Who made the versions of `items` that moved: `@agent on peer` (or the peer alone), each once.
+fn authors(items: &[ItemReport], names: &PeerNames) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for by in moved(items).filter_map(|i| i.changed_by.as_ref()) {
+        let peer = names.name(&by.peer);
+        let who = if by.agent.as_str().is_empty() {
+            peer
+        } else {
+            format!("@{} on {peer}", by.agent)
+        };
+        if !out.contains(&who) {
+            out.push(who);
+        }
+    }
+    out
 }
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of a time in ns since the epoch.

@@ -81,8 +81,78 @@ struct PeerStatus {
     parity: Option<super::parity::State>,
     /// The parity in one line.
     parity_line: Option<String>,
+    /// The last time its changes arrived here (its push or our pull), from the sync log.
+    last_in: Option<Moved>,
+    /// The last time our changes went to it (our push or sync), from the sync log.
+    last_out: Option<Moved>,
     #[serde(skip)]
     to_send: Vec<String>,
+}
+
+/// Files that moved in one session, as the sync log recorded them.
+#[derive(Debug, Serialize)]
+struct Moved {
+    /// When (UTC).
+    at: String,
+    /// How many files were written or deleted.
+    files: u64,
+    /// Some of them.
+    paths: Vec<String>,
+    /// Who made the versions (for `last_in`: `@agent on peer`) or who ran the session here
+    /// (for `last_out`: the agent).
+    by: Vec<String>,
+}
+
+impl Moved {
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "{} UTC, {} file{}",
+            self.at,
+            self.files,
+            if self.files == 1 { "" } else { "s" }
+        );
+        if !self.by.is_empty() {
+            s.push_str(&format!(" by {}", self.by.join(", ")));
+        }
+        if !self.paths.is_empty() {
+            let more = if self.files as usize > self.paths.len() {
+                ", ..."
+            } else {
+                ""
+            };
+            s.push_str(&format!(" ({}{more})", self.paths.join(", ")));
+        }
+        s
+    }
+}
+
+/// The newest logged sessions with `peer` that brought changes in, and that sent changes out.
+fn last_moves(
+    log: &[botsync_engine::store::SessionRecord],
+    peer: &str,
+) -> (Option<Moved>, Option<Moved>) {
+    let ok = |r: &&botsync_engine::store::SessionRecord| r.peer == peer && r.error.is_none();
+    let last_in = log
+        .iter()
+        .filter(ok)
+        .find(|r| r.received > 0)
+        .map(|r| Moved {
+            at: super::history::utc(r.at_ns),
+            files: r.received,
+            paths: r.in_paths.clone(),
+            by: r.in_by.clone(),
+        });
+    let last_out = log.iter().filter(ok).find(|r| r.sent > 0).map(|r| Moved {
+        at: super::history::utc(r.at_ns),
+        files: r.sent,
+        paths: r.out_paths.clone(),
+        by: if r.agent.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!("@{}", r.agent)]
+        },
+    });
+    (last_in, last_out)
 }
 
 /// `botsync status`.
@@ -102,10 +172,17 @@ pub fn status(ctx: &Ctx) -> Result<Reply> {
         None
     };
     let last = last_sync::load(&ctx.root.join(STATE_DIR));
+    let log = node
+        .replica
+        .workspace()
+        .store()
+        .sessions_recent(botsync_engine::store::SESSIONS_KEPT)
+        .unwrap_or_default();
     let mut statuses = Vec::new();
     for p in &peers.peers {
         let mut st = probe(ctx, &node, p);
         st.last_sync = last.get(&p.name).cloned();
+        (st.last_in, st.last_out) = last_moves(&log, &p.name);
         statuses.push(st);
     }
     let answered = statuses.iter().any(|s| s.reachable);
@@ -156,6 +233,8 @@ fn probe(ctx: &Ctx, node: &std::sync::Arc<Node>, peer: &Peer) -> PeerStatus {
         last_sync: None,
         parity: None,
         parity_line: None,
+        last_in: None,
+        last_out: None,
         to_send: Vec::new(),
     };
     if let Some(d) = &ctx.daemon {
@@ -302,6 +381,12 @@ fn human(v: &StatusView) -> String {
         }
         if let Some(line) = &p.parity_line {
             s.push_str(&format!("\n  parity: {line}"));
+        }
+        if let Some(m) = &p.last_in {
+            s.push_str(&format!("\n  last in: {}", m.describe()));
+        }
+        if let Some(m) = &p.last_out {
+            s.push_str(&format!("\n  last out: {}", m.describe()));
         }
         s.push('\n');
     }

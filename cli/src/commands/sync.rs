@@ -188,6 +188,8 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
                 node.replica.workspace(),
                 &p.name,
                 mode.wire(),
+                &ctx.agent,
+                &crate::commands::history::PeerNames::of(&node),
                 &result,
             );
         }

@@ -158,10 +158,19 @@ impl Links {
         };
         let result = result.with_context(|| format!("session with peer {}", peer.name));
         if !opts.dry_run {
+            use botsync_proto::replica::Replica as _;
+            let names = crate::commands::history::PeerNames::from_pairs(
+                self.peers()
+                    .into_iter()
+                    .map(|p| (p.id, p.name))
+                    .chain([(self.replica.local_peer(), "here".to_owned())]),
+            );
             crate::commands::history::log_session(
                 self.replica.workspace(),
                 &peer.name,
                 opts.mode,
+                &opts.agent,
+                &names,
                 &result,
             );
         }

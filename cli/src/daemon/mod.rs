@@ -346,7 +346,8 @@ async fn schedule(
                         .into_iter()
                         .find(|p| p.id == peer)
                         .map_or_else(|| peer.short(), |p| p.name);
-                    crate::commands::history::log_served(replica.workspace(), &name, &report);
+                    let names = crate::commands::history::PeerNames::of(&state.node);
+                    crate::commands::history::log_served(replica.workspace(), &name, &names, &report);
                 }
             },
             Some(wake) = wakes.recv() => match wake {

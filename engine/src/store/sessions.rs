@@ -29,6 +29,56 @@ pub struct SessionRecord {
     pub conflicts: u64,
     /// The one-line error, if the session failed.
     pub error: Option<String>,
+    /// Up to [`PATHS_KEPT`] of the paths written or deleted here.
+    pub in_paths: Vec<String>,
+    /// Up to [`PATHS_KEPT`] of the paths written or deleted on the peer.
+    pub out_paths: Vec<String>,
+    /// Who made the versions that arrived here (`@agent on peer`, each once).
+    pub in_by: Vec<String>,
+    /// The agent that ran the session here (empty for one a peer started).
+    pub agent: String,
+}
+
+/// How many paths a record keeps per direction.
+pub const PATHS_KEPT: usize = 5;
+
+/// The record as written before it named paths and agents; read back with those empty.
+#[derive(Deserialize)]
+struct SessionRecordV1 {
+    at_ns: i64,
+    peer: String,
+    direction: String,
+    received: u64,
+    sent: u64,
+    conflicts: u64,
+    error: Option<String>,
+}
+
+impl From<SessionRecordV1> for SessionRecord {
+    fn from(r: SessionRecordV1) -> SessionRecord {
+        SessionRecord {
+            at_ns: r.at_ns,
+            peer: r.peer,
+            direction: r.direction,
+            received: r.received,
+            sent: r.sent,
+            conflicts: r.conflicts,
+            error: r.error,
+            in_paths: Vec::new(),
+            out_paths: Vec::new(),
+            in_by: Vec::new(),
+            agent: String::new(),
+        }
+    }
+}
+
+/// A stored record, in the current form or the first one.
+fn decode_record(bytes: &[u8]) -> Result<SessionRecord, String> {
+    decode::<SessionRecord>(bytes).or_else(|e| {
+        decode::<SessionRecordV1>(bytes)
+            .map(SessionRecord::from)
+            .map_err(|_| e)
+    })
 }
 
 impl Store {
@@ -49,7 +99,7 @@ impl Store {
             .kv_list(NAMESPACE)?
             .into_iter()
             .rev()
-            .filter_map(|(k, v)| match decode::<SessionRecord>(&v) {
+            .filter_map(|(k, v)| match decode_record(&v) {
                 Ok(r) => Some(r),
                 Err(reason) => {
                     self.report("kv", k.as_bytes(), &reason);
@@ -79,6 +129,10 @@ mod tests {
                     sent: 0,
                     conflicts: 0,
                     error: None,
+                    in_paths: vec!["memory/a.md".into()],
+                    out_paths: Vec::new(),
+                    in_by: vec!["@milo on beta".into()],
+                    agent: "claude".into(),
                 })
                 .unwrap();
         }
@@ -91,5 +145,40 @@ mod tests {
             store.sessions_recent(usize::MAX).unwrap().len(),
             SESSIONS_KEPT
         );
+    }
+
+    #[test]
+    fn a_record_of_the_first_form_reads_back_without_paths_or_agents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        #[derive(Serialize)]
+        struct Old {
+            at_ns: i64,
+            peer: String,
+            direction: String,
+            received: u64,
+            sent: u64,
+            conflicts: u64,
+            error: Option<String>,
+        }
+        let old = Old {
+            at_ns: 7,
+            peer: "beta".into(),
+            direction: "pull".into(),
+            received: 2,
+            sent: 0,
+            conflicts: 0,
+            error: None,
+        };
+        store
+            .kv_put(
+                NAMESPACE,
+                "00000000000000000007",
+                &encode("old", &old).unwrap(),
+            )
+            .unwrap();
+        let read = store.sessions_recent(1).unwrap();
+        assert_eq!(read[0].received, 2);
+        assert!(read[0].in_paths.is_empty() && read[0].agent.is_empty());
     }
 }
