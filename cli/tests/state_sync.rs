@@ -111,6 +111,42 @@ fn concurrent_sets_of_one_key_converge_on_both_with_the_loser_kept() {
 }
 
 #[test]
+fn a_conflict_is_ended_by_keeping_the_kept_value_which_then_travels() {
+    let (a, _da, b, _db) = shared();
+    a.ok(&["state", "set", "memory:plan", "from alpha"]);
+    b.ok(&["state", "set", "memory:plan", "from beta"]);
+    a.run(&["sync"]);
+    assert_eq!(value(&a, "memory:plan").as_deref(), Some("from beta"));
+    // Nothing to resolve on a key without conflicts; a bad --keep is a usage error.
+    let (code, _, err) = common::human(&a, &["state", "resolve", "memory:other"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no kept losing values"), "{err}");
+    let (code, _, err) = common::human(&a, &["state", "resolve", "memory:plan", "--keep", "mine"]);
+    assert_eq!(code, 2, "{err}");
+    // `conflicts list` counts the state key too, and asks for attention.
+    let (code, listed_conflicts, _) = common::human(&a, &["conflicts", "list"]);
+    assert_eq!(code, 3);
+    assert!(
+        listed_conflicts.contains("memory:plan")
+            && listed_conflicts.contains("botsync state resolve KEY"),
+        "{listed_conflicts}"
+    );
+    // Alpha keeps its own (the kept) value: a new write, so it wins everywhere.
+    let resolved = a.ok(&["state", "resolve", "memory:plan", "--keep", "kept"]);
+    assert_eq!(resolved["forgotten"], 1);
+    assert_eq!(value(&a, "memory:plan").as_deref(), Some("from alpha"));
+    assert!(listed(&a)["conflicts"].as_array().unwrap().is_empty());
+    assert_eq!(common::human(&a, &["conflicts", "list"]).0, 0);
+    a.ok(&["sync"]);
+    assert_eq!(value(&b, "memory:plan").as_deref(), Some("from alpha"));
+    // Beta ends its copy of the conflict keeping what it now holds.
+    let resolved = b.ok(&["state", "resolve", "memory:plan"]);
+    assert_eq!(resolved["kept"], "current");
+    assert!(listed(&b)["conflicts"].as_array().unwrap().is_empty());
+    assert_eq!(value(&b, "memory:plan").as_deref(), Some("from alpha"));
+}
+
+#[test]
 fn a_delete_travels_as_a_tombstone() {
     let (a, _da, b, _db) = shared();
     a.ok(&["state", "set", "memory:old", "soon gone"]);

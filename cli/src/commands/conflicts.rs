@@ -174,9 +174,37 @@ fn list(ctx: &Ctx) -> Result<Reply> {
             "see one with `botsync conflicts show PATH`; end it with `botsync conflicts resolve PATH --keep local|remote|both|merged`\n",
         );
     }
-    let code = if open.is_empty() { OK } else { ATTENTION };
-    let doc =
-        serde_json::json!({ "ok": true, "exit_code": code, "open": open.len(), "conflicts": open });
+    // Skill state keys with kept losing values are conflicts too (ended with `state resolve`).
+    let every_key =
+        botsync_engine::state::Patterns::new::<&str>(&[]).map_err(anyhow::Error::msg)?;
+    let mut state_keys: Vec<String> = node
+        .replica
+        .workspace()
+        .store()
+        .state_conflicts(&every_key)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    state_keys.dedup();
+    if !state_keys.is_empty() {
+        human.push_str(&format!(
+            "{} skill state key(s) with losing values kept for review: {}; see them with `botsync state list --json`, end each with `botsync state resolve KEY [--keep current|kept]`\n",
+            state_keys.len(),
+            state_keys.join(", ")
+        ));
+    }
+    let code = if open.is_empty() && state_keys.is_empty() {
+        OK
+    } else {
+        ATTENTION
+    };
+    let doc = serde_json::json!({
+        "ok": true,
+        "exit_code": code,
+        "open": open.len(),
+        "conflicts": open,
+        "state_keys": state_keys,
+    });
     let mut reply = Reply::ok(doc, human)?;
     reply.exit_code = code;
     Ok(reply)

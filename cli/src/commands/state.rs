@@ -50,6 +50,15 @@ pub enum StateAction {
         /// The key.
         key: String,
     },
+    /// End KEY's conflicts: keep the current value (default) or the newest kept losing value,
+    /// and forget the kept ones.
+    Resolve {
+        /// The key.
+        key: String,
+        /// Which value stays: `current` or `kept`.
+        #[arg(long, value_name = "WHICH", default_value = "current")]
+        keep: String,
+    },
 }
 
 /// A `state` request, as data (it runs in the daemon when one holds the workspace).
@@ -78,6 +87,13 @@ pub enum StateRequest {
         /// The key.
         key: String,
     },
+    /// `state resolve`.
+    Resolve {
+        /// The key.
+        key: String,
+        /// True: the newest kept losing value becomes the current one.
+        take_kept: bool,
+    },
 }
 
 impl StateRequest {
@@ -101,6 +117,19 @@ impl StateRequest {
             StateAction::Del { key } => {
                 state::validate_key(&key).map_err(usage)?;
                 StateRequest::Del { key }
+            }
+            StateAction::Resolve { key, keep } => {
+                state::validate_key(&key).map_err(usage)?;
+                let take_kept = match keep.as_str() {
+                    "current" => false,
+                    "kept" => true,
+                    other => {
+                        return Err(usage(format!(
+                            "--keep {other:?}: give `current` (the value now) or `kept` (the newest losing value)"
+                        )));
+                    }
+                };
+                StateRequest::Resolve { key, take_kept }
             }
             StateAction::List { patterns } => {
                 let patterns = split_patterns(&patterns);
@@ -197,6 +226,49 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
                 "patterns": patterns,
                 "state": rows.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
                 "conflicts": conflicts.iter().map(|(k, r)| entry(k, r, &names)).collect::<Vec<_>>(),
+            });
+            Reply::ok(doc, human)
+        }
+        StateRequest::Resolve { key, take_kept } => {
+            let kept = store.state_conflicts(&Patterns::new(&[key.clone()]).map_err(usage)?)?;
+            if kept.is_empty() {
+                return Err(anyhow!(
+                    "state key {key:?} has no kept losing values; `botsync state list --json` shows the conflicts under \"conflicts\""
+                ));
+            }
+            let mut human = String::new();
+            if take_kept {
+                let newest = kept
+                    .iter()
+                    .map(|(_, r)| r)
+                    .max_by_key(|r| r.at_ns)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no kept value for {key:?}"))?;
+                // A new local write: it travels to the peers like any `state set`.
+                store.state_write(
+                    &key,
+                    newest.value.clone(),
+                    newest.deleted,
+                    node.identity.peer_id(),
+                    ctx.agent.as_str(),
+                    now_ns(),
+                )?;
+                node.replica.state_changes().note([key.clone()], true);
+                human.push_str(&format!(
+                    "{key} now holds the kept value from {}\n",
+                    utc(newest.at_ns)
+                ));
+            }
+            let dropped = store.state_drop_conflicts(&key)?;
+            human.push_str(&format!(
+                "{key}: {} kept value(s) forgotten\n",
+                dropped.len()
+            ));
+            let doc = serde_json::json!({
+                "ok": true,
+                "key": key,
+                "kept": if take_kept { "kept" } else { "current" },
+                "forgotten": dropped.len(),
             });
             Reply::ok(doc, human)
         }

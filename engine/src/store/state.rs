@@ -145,6 +145,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Forget the kept losing values of `key` (its conflicts are resolved); returns them, oldest
+    /// first.
+    pub fn state_drop_conflicts(&self, key: &str) -> Result<Vec<StateRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (id, bytes) in self.kv_list(CONFLICT_NAMESPACE)? {
+            if id.split(' ').next() != Some(key) {
+                continue;
+            }
+            if let Ok(r) = decode::<StateRecord>(&bytes) {
+                out.push(r);
+            }
+            self.kv_del(CONFLICT_NAMESPACE, &id)?;
+        }
+        out.sort_by_key(|r| r.at_ns);
+        Ok(out)
+    }
+}
+
 /// The row id of a kept losing value: the key, its author and its time (keys hold no spaces),
 /// so each losing write is kept once however often it arrives.
 fn conflict_id(key: &str, loser: &StateRecord) -> String {
