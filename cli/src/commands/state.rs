@@ -230,7 +230,8 @@ pub fn run(ctx: &Ctx, request: StateRequest) -> Result<Reply> {
             Reply::ok(doc, human)
         }
         StateRequest::Resolve { key, take_kept } => {
-            let kept = store.state_conflicts(&Patterns::new(&[key.clone()]).map_err(usage)?)?;
+            let kept = store
+                .state_conflicts(&Patterns::new(std::slice::from_ref(&key)).map_err(usage)?)?;
             if kept.is_empty() {
                 return Err(anyhow!(
                     "state key {key:?} has no kept losing values; `botsync state list --json` shows the conflicts under \"conflicts\""
