@@ -234,3 +234,44 @@ fn a_mesh_config_change_is_told_in_the_feed_of_a_workspace_that_has_one() {
     }
     assert!(a.read("memory/bot-sync/feed.jsonl").is_none());
 }
+
+#[test]
+fn an_edit_of_the_mesh_config_reaches_every_daemon_by_itself_and_then_all_is_quiet() {
+    let mesh = three_daemons();
+    for (p, s) in &mesh {
+        write_mesh(p, &own_config(&p.name, s.port));
+    }
+    let (a, b, c) = (&mesh[0].0, &mesh[1].0, &mesh[2].0);
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    for p in [a, b, c] {
+        p.ok(&["auto", "on"]);
+    }
+    let mut on_a = read_mesh(a);
+    on_a["mesh_agents"]["delta"] = json!({"name": "delta", "tailscale_ip": "100.64.0.4"});
+    write_mesh(a, &on_a);
+    for p in [b, c] {
+        assert!(
+            common::eventually(30, || read_mesh(p)["mesh_agents"].get("delta").is_some()),
+            "{} never got alpha's edit: {}",
+            p.name,
+            read_mesh(p)
+        );
+        assert_eq!(
+            read_mesh(p)["github"]["token"],
+            secrets_of(&p.name)[1].as_str()
+        );
+    }
+    // The merges the peers wrote are not edits: no sync keeps another one going (every real
+    // session a daemon starts rewrites its record of the last sync with that peer).
+    let last_syncs =
+        |p: &Peer| std::fs::read_to_string(p.path(".botsync/last-sync.json")).unwrap_or_default();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before: Vec<String> = [a, b, c].iter().map(|p| last_syncs(p)).collect();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let after: Vec<String> = [a, b, c].iter().map(|p| last_syncs(p)).collect();
+    assert_eq!(
+        before, after,
+        "syncs kept going after the mesh config converged"
+    );
+}

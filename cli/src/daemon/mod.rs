@@ -291,6 +291,17 @@ async fn schedule(
     let mut roots = replica.subscribe();
     let mut rescan_at: Option<Instant> = None;
     let mut burst: Option<Instant> = None;
+    // The designated mesh config files are not in the Merkle tree: an edit of one starts a sync
+    // itself (with `auto`), after the same debounce as a rescan.
+    let mesh_paths: Vec<String> = replica
+        .workspace()
+        .config()
+        .mesh_config_paths()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let mut mesh_edited = false;
     loop {
         let deadline = rescan_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -299,9 +310,12 @@ async fn schedule(
                 // over.
                 // A file written without pause (a log) still gets rescanned every few seconds.
                 debug!(?signal, "file-system change");
-                if signal == FsSignal::Overflow {
+                match &signal {
                     // Events were lost: only a full rescan knows what changed.
-                    replica.mark_dirty();
+                    FsSignal::Overflow => replica.mark_dirty(),
+                    FsSignal::Changed(paths) => {
+                        mesh_edited |= paths.iter().any(|p| mesh_paths.contains(p));
+                    }
                 }
                 let now = Instant::now();
                 let first = *burst.get_or_insert(now);
@@ -311,6 +325,9 @@ async fn schedule(
                 rescan_at = None;
                 burst = None;
                 refresh(&replica).await;
+                if std::mem::take(&mut mesh_edited) && state.auto() {
+                    sync_all(&state, "mesh config edited");
+                }
             }
             _ = full_rescan.tick() => {
                 replica.mark_dirty();

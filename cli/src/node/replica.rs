@@ -392,7 +392,21 @@ impl Replica for LiveReplica {
     ) -> Result<Vec<MeshChange>, ReplicaError> {
         // Two sessions merging into the same file take turns.
         let _turn = self.turn();
-        Ok(self.mesh()?.take(peer, files))
+        let mesh = self.mesh()?;
+        // Our writes of these files are not edits: the watcher must not start a sync for them.
+        let designated: Vec<String> = self
+            .ws
+            .config()
+            .mesh_config_paths()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        self.own.applying(designated.iter().map(String::as_str));
+        let changes = mesh.take(peer, files);
+        self.own
+            .applied(designated.iter().map(|p| (p.as_str(), true)));
+        Ok(changes)
     }
 
     fn mesh_config_agreed(&self, peer: PeerId, ours: &[MeshFile], theirs: &[MeshFile]) -> bool {
