@@ -266,7 +266,22 @@ pub fn announce(root: &Path, me: Option<PeerId>, peer: PeerId, change: &MeshChan
 
 /// Write `bytes` to `dst` atomically: a temporary file beside it with `mode` (0600 for a new
 /// file), fsync, rename, fsync of the directory (created 0700 if missing).
+/// A symlinked file (the config kept in a secrets store, linked into `.secrets/`) is written
+/// where the link points: the link stays a link.
 fn write_atomic(dst: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    let linked;
+    let dst = match fs::symlink_metadata(dst) {
+        Ok(m) if m.file_type().is_symlink() => {
+            linked = fs::canonicalize(dst).with_context(|| {
+                format!(
+                    "{} is a symbolic link to a file that does not exist; point it at the mesh config or replace it with the file",
+                    dst.display()
+                )
+            })?;
+            linked.as_path()
+        }
+        _ => dst,
+    };
     let dir = dst
         .parent()
         .with_context(|| format!("{} has no directory", dst.display()))?;
@@ -388,5 +403,30 @@ mod tests {
         let changes = configs.take(PeerId([7; 32]), vec![file(&json!({"a": 1}))]);
         assert!(changes[0].refused.is_some(), "{changes:?}");
         assert_eq!(fs::read_to_string(&dst).unwrap(), "{ broken");
+    }
+
+    #[test]
+    fn a_symlinked_config_is_merged_into_its_target_and_stays_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let target = store.path().join("mesh.json");
+        let ours = json!({"agents": {"a": {"ip": "1"}}, "github": {"token": TOKEN}});
+        fs::write(&target, serde_json::to_vec_pretty(&ours).unwrap()).unwrap();
+        let link = dir.path().join(mesh::DEFAULT_PATH);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let configs = MeshConfigs::new(dir.path(), &SyncConfig::default()).unwrap();
+        let theirs = json!({"agents": {"a": {"ip": "1"}, "b": {"ip": "2"}}, "github": {"token": "<secret>"}});
+        let changes = configs.take(PeerId([7; 32]), vec![file(&theirs)]);
+        assert_eq!(changes[0].keys, ["/agents/b"], "{changes:?}");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let now: Value = serde_json::from_slice(&fs::read(&target).unwrap()).unwrap();
+        assert_eq!(now["agents"]["b"]["ip"], "2");
+        assert_eq!(now["github"]["token"], TOKEN);
     }
 }
