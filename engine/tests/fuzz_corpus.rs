@@ -1,4 +1,5 @@
-//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`, `merge_input`, `sync_json`),
+//! The fuzz corpora of the engine's decoders (`fuzz/corpus/config_parse`, `path_parse`, `merge_input`, `sync_json`,
+//! `feed_parse`, `lock_commands`),
 //! replayed with the same checks as the fuzz targets, so every input a fuzzer ever kept (seeds,
 //! boundaries, former crashes) is checked on every test run and the targets never rot.
 
@@ -131,4 +132,48 @@ fn the_sync_json_corpus_is_refused_naming_the_file_or_holds_what_the_runner_need
         }
     }
     assert!(accepted >= 1, "the valid seed is accepted");
+}
+
+#[test]
+fn the_feed_corpus_reads_in_one_order_and_round_trips() {
+    let mut messages = 0;
+    for (seed, data) in corpus("feed_parse") {
+        let feed = botsync_engine::feed::Feed::parse(&data);
+        for w in feed.messages.windows(2) {
+            let key = |m: &botsync_engine::feed::Message| (m.at_ms().unwrap_or(0), m.id.clone());
+            assert!(key(&w[0]) < key(&w[1]), "{}", seed.display());
+        }
+        for m in &feed.messages {
+            let again = botsync_engine::feed::Feed::parse(m.to_line().as_bytes());
+            assert_eq!(&again.messages[0], m, "{}", seed.display());
+        }
+        let _ = botsync_engine::feed::handoffs(&feed);
+        messages += feed.messages.len();
+    }
+    assert!(messages >= 4, "the seeds hold messages");
+}
+
+#[test]
+fn the_lock_command_corpus_keeps_the_tables_laws() {
+    use botsync_engine::locks::{Answer, Command, LockTable};
+    let mut applied = 0;
+    for (seed, data) in corpus("lock_commands") {
+        let Ok(commands) = serde_json::from_slice::<Vec<Command>>(&data) else {
+            continue;
+        };
+        let mut table = LockTable::default();
+        let mut last = 0;
+        for c in &commands {
+            let acquire = matches!(c, Command::Acquire { .. });
+            if let Answer::Held(l) = table.apply(c)
+                && acquire
+            {
+                assert!(l.token > last, "{}", seed.display());
+                last = l.token;
+            }
+            assert_eq!(table.last_token(), last, "{}", seed.display());
+            applied += 1;
+        }
+    }
+    assert!(applied >= 8, "the seeds hold commands");
 }
