@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         let held = table.held(now);
         for (i, a) in held.iter().enumerate() {
             for b in &held[i + 1..] {
-                assert!(!(a.name == b.name && a.project == b.project), "two leases of one lock");
+                assert!(
+                    !(a.name == b.name && a.project == b.project),
+                    "two leases of one lock"
+                );
             }
         }
         assert_eq!(table.last_token(), last);
