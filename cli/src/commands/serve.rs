@@ -69,9 +69,9 @@ pub async fn spawn(
     let local = endpoint.local_addr().context("reading the bound address")?;
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move { while drain.recv().await.is_some() {} });
-    let coord = crate::coord::Coordinator::start(Arc::clone(&node), Arc::clone(&endpoint)).await?;
+    // The demo's peers keep no lock table: coordination connections to them are refused.
     Ok((
         local,
-        tokio::spawn(crate::daemon::accept_peers(endpoint, node, events, coord)),
+        tokio::spawn(crate::daemon::accept_peers(endpoint, node, events, None)),
     ))
 }

@@ -185,7 +185,7 @@ pub fn run(
                 Arc::clone(&endpoint),
                 Arc::clone(&node),
                 link_tx,
-                Arc::clone(&coord),
+                Some(Arc::clone(&coord)),
             )),
             tokio::spawn(control.run(Arc::clone(&state))),
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
@@ -233,7 +233,7 @@ pub async fn accept_peers(
     endpoint: Arc<Endpoint>,
     node: Arc<Node>,
     events: mpsc::UnboundedSender<LinkEvent>,
-    coord: Arc<crate::coord::Coordinator>,
+    coord: Option<Arc<crate::coord::Coordinator>>,
 ) {
     // One budget for every peer's connections: connections, sessions and request streams are
     // capped per peer and in total, and each phase of a session has its deadline.
@@ -249,7 +249,7 @@ pub async fn accept_peers(
         let node = Arc::clone(&node);
         let events = events.clone();
         let budget = budget.clone();
-        let coord = Arc::clone(&coord);
+        let coord = coord.clone();
         tokio::spawn(async move {
             let conn = match incoming.accept().await {
                 Ok(c) => c,
@@ -261,7 +261,10 @@ pub async fn accept_peers(
             let coordination = conn.is_coordination();
             let (quinn, peer) = conn.into_parts();
             if coordination {
-                botsync_proto::coordination::serve(quinn, peer, coord).await;
+                match coord {
+                    Some(coord) => botsync_proto::coordination::serve(quinn, peer, coord).await,
+                    None => CloseCode::ProtocolError.close(&quinn),
+                }
                 return;
             }
             let opts = ServeOptions::new(&node.name, budget);
