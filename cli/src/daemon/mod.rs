@@ -296,14 +296,7 @@ async fn schedule(
     let mut burst: Option<Instant> = None;
     // The designated mesh config files are not in the Merkle tree: an edit of one starts a sync
     // itself (with `auto`), after the same debounce as a rescan.
-    let mesh_paths: Vec<String> = replica
-        .workspace()
-        .config()
-        .mesh_config_paths()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    let mesh_paths = replica.mesh_paths();
     let mut mesh_edited = false;
     loop {
         let deadline = rescan_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));

@@ -394,14 +394,7 @@ impl Replica for LiveReplica {
         let _turn = self.turn();
         let mesh = self.mesh()?;
         // Our writes of these files are not edits: the watcher must not start a sync for them.
-        let designated: Vec<String> = self
-            .ws
-            .config()
-            .mesh_config_paths()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
+        let designated = self.mesh_paths();
         self.own.applying(designated.iter().map(String::as_str));
         let changes = mesh.take(peer, files);
         self.own
@@ -424,6 +417,18 @@ impl Replica for LiveReplica {
 }
 
 impl LiveReplica {
+    /// The workspace-relative paths of the designated mesh config files (none if the config
+    /// names an invalid one: `config validate` says which).
+    pub fn mesh_paths(&self) -> Vec<String> {
+        self.ws
+            .config()
+            .mesh_config_paths()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     /// The workspace's designated mesh config files.
     fn mesh(&self) -> Result<MeshConfigs<'_>, ReplicaError> {
         MeshConfigs::new(self.ws.root(), self.ws.config())
