@@ -94,6 +94,46 @@ fn no_secrets(v: &Value) -> Value {
     v
 }
 
+impl Pair {
+    /// A raw control stream to the listener after `Hello` and `Summary` in `mode` (both
+    /// answered), for a hand-driven initiator.
+    async fn raw(
+        &self,
+        mode: SessionMode,
+    ) -> (
+        botsync_proto::endpoint::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ) {
+        let conn = self
+            .client
+            .connect(self.addr, self.server_id)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = Hello::current("raw", Default::default());
+        write_frame(&mut send, &Message::Hello(hello))
+            .await
+            .unwrap();
+        let summary = Message::Summary {
+            root: botsync_engine::Hash::ZERO,
+            files: 0,
+            mode,
+            skipped: 0,
+        };
+        write_frame(&mut send, &summary).await.unwrap();
+        assert!(matches!(
+            read_frame(&mut recv).await.unwrap(),
+            Some(Message::Hello(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut recv).await.unwrap(),
+            Some(Message::Summary { .. })
+        ));
+        (conn, send, recv)
+    }
+}
+
 #[tokio::test]
 async fn a_sync_shares_the_config_and_each_side_keeps_its_own_secret() {
     let p = pair().await;
@@ -204,27 +244,7 @@ async fn parity_returns_the_peers_root_rules_and_stripped_config() {
 #[tokio::test]
 async fn mesh_config_pushed_in_a_pull_session_is_refused() {
     let p = pair().await;
-    let conn = p.client.connect(p.addr, p.server_id).await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Hello::current("raw", Default::default());
-    write_frame(&mut send, &Message::Hello(hello))
-        .await
-        .unwrap();
-    let summary = Message::Summary {
-        root: botsync_engine::Hash::ZERO,
-        files: 0,
-        mode: SessionMode::Pull,
-        skipped: 0,
-    };
-    write_frame(&mut send, &summary).await.unwrap();
-    assert!(matches!(
-        read_frame(&mut recv).await.unwrap(),
-        Some(Message::Hello(_))
-    ));
-    assert!(matches!(
-        read_frame(&mut recv).await.unwrap(),
-        Some(Message::Summary { .. })
-    ));
+    let (_conn, mut send, mut recv) = p.raw(SessionMode::Pull).await;
     // A pull: the responder volunteers its (empty) mesh config after its summary.
     assert_eq!(
         read_frame(&mut recv).await.unwrap(),
@@ -246,27 +266,7 @@ async fn mesh_config_pushed_in_a_pull_session_is_refused() {
 async fn a_secret_a_hostile_peer_pushes_is_stripped_before_it_is_written() {
     let p = pair().await;
     p.theirs.write_mesh(PATH, &config(TOKEN_B, json!({"b": 2})));
-    let conn = p.client.connect(p.addr, p.server_id).await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Hello::current("raw", Default::default());
-    write_frame(&mut send, &Message::Hello(hello))
-        .await
-        .unwrap();
-    let summary = Message::Summary {
-        root: botsync_engine::Hash::ZERO,
-        files: 0,
-        mode: SessionMode::Push,
-        skipped: 0,
-    };
-    write_frame(&mut send, &summary).await.unwrap();
-    assert!(matches!(
-        read_frame(&mut recv).await.unwrap(),
-        Some(Message::Hello(_))
-    ));
-    assert!(matches!(
-        read_frame(&mut recv).await.unwrap(),
-        Some(Message::Summary { .. })
-    ));
+    let (_conn, mut send, mut recv) = p.raw(SessionMode::Push).await;
     // Not stripped: a token under a secret key, another under an innocent one.
     let unstripped = serde_json::to_vec(&json!({
         "mesh_agents": {"b": 2, "evil": {"note": TOKEN_A}},

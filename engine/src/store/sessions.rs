@@ -44,6 +44,7 @@ pub const PATHS_KEPT: usize = 5;
 
 /// The record as written before it named paths and agents; read back with those empty.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct SessionRecordV1 {
     at_ns: i64,
     peer: String,
@@ -151,17 +152,7 @@ mod tests {
     fn a_record_of_the_first_form_reads_back_without_paths_or_agents() {
         let tmp = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
-        #[derive(Serialize)]
-        struct Old {
-            at_ns: i64,
-            peer: String,
-            direction: String,
-            received: u64,
-            sent: u64,
-            conflicts: u64,
-            error: Option<String>,
-        }
-        let old = Old {
+        let old = SessionRecordV1 {
             at_ns: 7,
             peer: "beta".into(),
             direction: "pull".into(),
