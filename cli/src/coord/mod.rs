@@ -498,3 +498,6 @@ fn voters(node: &Node) -> Result<Voters> {
     }
     Ok(Voters { members, names })
 }
+
+#[cfg(test)]
+mod tests;
