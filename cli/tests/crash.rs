@@ -37,8 +37,14 @@ fn edit_some(p: &Peer, round: usize) {
     }
 }
 
-/// Deterministic "random" kill delays between 30 ms and 1.2 s.
+/// Deterministic "random" kill delays between 30 ms and 1.2 s: `n` of them, or
+/// `BOTSYNC_CRASH_ROUNDS` (the long run of `benches/crash-loop.sh`).
 fn delays(n: usize) -> Vec<Duration> {
+    let n = std::env::var("BOTSYNC_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    eprintln!("crash loop: {n} kills");
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..n)
         .map(|_| {
@@ -94,6 +100,15 @@ fn assert_recovered(from: &Peer, to: &Peer, verb: &str, peer: &str) {
         "the clean sync reports no conflict: {json}"
     );
     assert!(from.tree() == to.tree(), "both sides hold the same files");
+    assert_index_matches_disk(to);
+}
+
+/// A fresh scan finds nothing the index does not already say: the kills left no phantom change.
+fn assert_index_matches_disk(p: &Peer) {
+    let scan = p.ok(&["scan"]);
+    for field in ["added", "modified", "deleted"] {
+        assert_eq!(scan[field], 0, "a rescan after the kills: {scan}");
+    }
 }
 
 fn counter(json: &serde_json::Value, name: &str) -> u64 {
@@ -175,4 +190,5 @@ fn a_daemon_killed_while_receiving_a_push_recovers_without_false_conflicts() {
         &temps[..temps.len().min(3)]
     );
     assert_eq!(conflict_copies(&b), 0);
+    assert_index_matches_disk(&b);
 }
