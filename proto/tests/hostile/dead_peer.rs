@@ -16,11 +16,15 @@ use crate::harness::listen_memory;
 /// A UDP relay in front of `server`: what it forwards, and a switch that drops everything.
 struct Relay {
     addr: SocketAddr,
+    /// Bytes forwarded from the dialer to the server.
     forwarded: Arc<AtomicU64>,
+    /// Bytes forwarded from the server back to the dialer.
+    returned: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
 }
 
-async fn relay(server: SocketAddr) -> Relay {
+/// `pace`: bytes per second the server's replies are held to (none: as fast as they come).
+async fn relay(server: SocketAddr, pace: Option<u64>) -> Relay {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     back.connect(server).await.unwrap();
@@ -47,14 +51,20 @@ async fn relay(server: SocketAddr) -> Relay {
             }
         });
     }
+    let returned = Arc::new(AtomicU64::new(0));
     {
-        let cut = Arc::clone(&cut);
+        let (cut, returned) = (Arc::clone(&cut), Arc::clone(&returned));
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             while let Ok(n) = back.recv(&mut buf).await {
                 let to = *client_addr.lock().unwrap();
                 if let (Some(to), false) = (to, cut.load(Ordering::SeqCst)) {
+                    returned.fetch_add(n as u64, Ordering::SeqCst);
                     let _ = front.send_to(&buf[..n], to).await;
+                    if let Some(rate) = pace {
+                        tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate))
+                            .await;
+                    }
                 }
             }
         });
@@ -62,6 +72,7 @@ async fn relay(server: SocketAddr) -> Relay {
     Relay {
         addr,
         forwarded,
+        returned,
         cut,
     }
 }
@@ -82,7 +93,7 @@ fn noise(len: usize) -> Vec<u8> {
 async fn a_peer_that_vanishes_mid_push_is_noticed_within_seconds() {
     let s = listen_memory().await;
     s.client_replica.write("memory/big.bin", &noise(48 << 20));
-    let relay = relay(s.addr).await;
+    let relay = relay(s.addr, None).await;
     let conn = s.client.connect(relay.addr, s.id).await.unwrap();
     let replica = Arc::clone(&s.client_replica);
     let id = s.id;
@@ -109,5 +120,61 @@ async fn a_peer_that_vanishes_mid_push_is_noticed_within_seconds() {
     assert!(
         !line.contains('\n') && line.contains("stopped answering"),
         "{line}"
+    );
+}
+
+fn note(i: usize) -> Vec<u8> {
+    let mut bytes = noise(8192 + i);
+    bytes.truncate(8192);
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    bytes
+}
+
+/// Issue 17: chunks are kept as they arrive, not when their batch completes. 256 notes of
+/// 8 KiB (one chunk each) are pulled over one request stream, in batches of 1 MiB: 128 chunks.
+/// The link dies as soon as the first chunk is in the store, in the middle of the first batch.
+/// What arrived is kept (fewer than a batch: keeping per batch would keep none, or 128), and the
+/// next pull fetches only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_that_arrived_before_the_link_died_mid_batch_are_not_fetched_again() {
+    let s = listen_memory().await;
+    for i in 0..256 {
+        s.replica.write(&format!("memory/n{i:03}.md"), &note(i));
+    }
+    // Replies held to 4 MB/s, so a batch takes a quarter of a second to arrive.
+    let relay = relay(s.addr, Some(4_000_000)).await;
+    let conn = s.client.connect(relay.addr, s.id).await.unwrap();
+    let replica = Arc::clone(&s.client_replica);
+    let id = s.id;
+    let pull = tokio::spawn(async move {
+        let mut opts = SessionOptions::new(SessionMode::Pull, "client");
+        opts.streams = 1;
+        client::run(&conn, id, replica, &opts, Arc::new(NoProgress)).await
+    });
+    while s.client_replica.chunks_received() == 0 {
+        assert!(!pull.is_finished(), "the pull ended before the cut");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    relay.cut.store(true, Ordering::SeqCst);
+    let result = tokio::time::timeout(Duration::from_secs(20), pull)
+        .await
+        .expect("the pull noticed the dead link")
+        .unwrap();
+    assert!(result.is_err(), "a pull over a dead link fails");
+    let kept = s.client_replica.chunks_received();
+    assert!(
+        kept > 0 && kept < 128,
+        "kept {kept} chunks when the link died inside the first batch of 128"
+    );
+
+    // The next pull, over a working link, fetches only what had not arrived.
+    let again = s.session(SessionMode::Pull).await.unwrap();
+    assert_eq!(s.client_replica.files().len(), 256);
+    assert_eq!(s.client_replica.read("memory/n200.md"), Some(note(200)));
+    assert_eq!(
+        again.counters.chunks_received + kept,
+        256,
+        "{kept} kept before the cut, {} fetched after",
+        again.counters.chunks_received
     );
 }
