@@ -18,6 +18,7 @@
 
 pub mod batch;
 pub mod chunk;
+pub mod entry;
 pub mod hello;
 pub mod mesh;
 pub mod report;
@@ -34,13 +35,15 @@ pub use batch::{
     entry_batches, flagged_batches, node_batches, path_requests, result_batches, state_batches,
 };
 pub use chunk::{ChunkData, Compression};
+pub use entry::{
+    ChunkListing, WireChunk, WireChunker, WireChunkerKind, WireEntry, WireFile, WireKind,
+};
 pub use hello::{Features, Hello, Negotiated, PROTOCOL_VERSION, SessionMode, VersionMismatch};
 pub use mesh::{MeshFile, ParityInfo, Policy};
 pub use report::{WireAction, WireOutcome, WirePolicy, WireReport};
 pub use state::WireState;
 pub use tree::{
-    ChildKind, ChunkListing, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody,
-    TreeNodeReply, WireEntry,
+    ChildKind, NodeChild, NodeReply, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply,
 };
 
 /// One protocol message. The variant index is the tag on the wire: append only.

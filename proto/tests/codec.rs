@@ -120,12 +120,9 @@ fn samples() -> Vec<(&'static str, Message)> {
             "entries",
             Message::Entries {
                 entries: vec![
+                    WireEntry::inline(sample_entry()),
                     WireEntry {
-                        entry: sample_entry(),
-                        listing: ChunkListing::Inline,
-                    },
-                    WireEntry {
-                        entry: big_entry(),
+                        file: big_entry().into(),
                         listing: ChunkListing::Elided { chunk_count: 8192 },
                     },
                 ],

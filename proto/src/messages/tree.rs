@@ -9,7 +9,7 @@
 //! to the content it announced.
 
 use botsync_engine::chunktree::{FANOUT, inner_node, leaf_node};
-use botsync_engine::{ChunkRef, FileEntry, Hash, RelPath};
+use botsync_engine::{ChunkRef, Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
 /// Whether a directory child is a directory or a file.
@@ -54,50 +54,6 @@ pub struct NodeReply {
     /// Its children sorted by name (byte order), as the engine hashes them. A path that is not
     /// a directory on the replying side has no children.
     pub children: Vec<NodeChild>,
-}
-
-/// How an entry's chunk list travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChunkListing {
-    /// `entry.chunks` is the complete list (≤ [`crate::limits::MAX_INLINE_CHUNKS`]).
-    Inline,
-    /// `entry.chunks` is empty; the file has `chunk_count` chunks whose tree has root
-    /// `entry.content`. Fetch the nodes that differ from the local version with `GetTreeNodes`.
-    Elided {
-        /// How many chunks the file has (≥ 1).
-        chunk_count: u32,
-    },
-}
-
-/// A file entry as sent in an `Entries` batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireEntry {
-    /// The entry (with `chunks` empty when elided).
-    pub entry: FileEntry,
-    /// Whether `entry.chunks` is complete.
-    pub listing: ChunkListing,
-}
-
-impl WireEntry {
-    /// Wrap an entry for the wire, eliding its chunk list when it has more than `max_inline`
-    /// chunks (never more than [`crate::limits::MAX_INLINE_CHUNKS`], so the result always
-    /// encodes). Only elide when the peer negotiated `Features::CHUNK_TREE`.
-    pub fn new(mut entry: FileEntry, max_inline: usize) -> WireEntry {
-        let count = entry.chunks.len();
-        match u32::try_from(count) {
-            Ok(chunk_count) if count > max_inline.min(crate::limits::MAX_INLINE_CHUNKS) => {
-                entry.chunks = Vec::new();
-                WireEntry {
-                    entry,
-                    listing: ChunkListing::Elided { chunk_count },
-                }
-            }
-            _ => WireEntry {
-                entry,
-                listing: ChunkListing::Inline,
-            },
-        }
-    }
 }
 
 /// The address of a node in a file's chunk tree: `level` 0 holds the leaf nodes (each over up

@@ -9,12 +9,14 @@
 //! whether a hash is right: those need state ([`crate::messages::ChunkData::into_verified_bytes`]
 //! checks chunk hashes; the session checks tree nodes).
 
+use botsync_engine::entry::Mode;
 use botsync_engine::path::MAX_COMPONENT_BYTES;
 use botsync_engine::vector::MAX_VERSION_COUNTER;
-use botsync_engine::{AgentLabel, FileEntry, VersionVector};
+use botsync_engine::{AgentLabel, ChunkerParams, VersionVector};
 
+use super::entry::{ChunkListing, WireEntry};
 use super::hello::sanitize_name;
-use super::tree::{ChunkListing, NodeChild, TreeNodeBody, TreeNodeReply, WireEntry};
+use super::tree::{NodeChild, TreeNodeBody, TreeNodeReply};
 use super::{Hello, Message};
 use crate::codec::CodecError;
 use crate::limits::*;
@@ -187,7 +189,7 @@ fn validate_child(child: &NodeChild) -> Result<(), CodecError> {
 }
 
 fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
-    let entry: &FileEntry = &wire.entry;
+    let entry = &wire.file;
     match wire.listing {
         ChunkListing::Inline => {
             CodecError::check_limit(
@@ -210,26 +212,30 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
         validate_chunk_len(chunk.len)?;
     }
     validate_chunk_count(wire)?;
-    if !entry.mode.is_valid() {
+    if !(Mode {
+        permissions: entry.mode,
+    })
+    .is_valid()
+    {
         return Err(CodecError::Malformed(format!(
             "entry {} has mode {:o}, beyond the permission bits 0o777",
-            entry.path, entry.mode.permissions
+            entry.path, entry.mode
         )));
     }
-    if !entry.chunker.is_valid() {
+    if !ChunkerParams::from(entry.chunker).is_valid() {
         return Err(CodecError::Malformed(format!(
             "entry {} has invalid chunker parameters",
             entry.path
         )));
     }
     validate_vector(&entry.version)?;
-    validate_agent(&entry.changed_by.agent)
+    validate_agent(&entry.agent)
 }
 
 /// Work per file is bounded by its size: the declared chunker minimum is at least
 /// [`MIN_CHUNK_FLOOR`], and the chunk count (inline or elided) at most what the size allows.
 fn validate_chunk_count(wire: &WireEntry) -> Result<(), CodecError> {
-    let entry = &wire.entry;
+    let entry = &wire.file;
     if entry.is_tombstone() {
         return Ok(());
     }
@@ -322,9 +328,7 @@ fn validate_tree_node(node: &TreeNodeReply) -> Result<(), CodecError> {
 mod tests {
     use super::*;
     use crate::messages::{ChunkData, Compression, SubtreeRef, TreeAddr};
-    use botsync_engine::{
-        Attribution, ChunkRef, ChunkerParams, EntryKind, Hash, Mode, PeerId, RelPath,
-    };
+    use botsync_engine::{Attribution, ChunkRef, EntryKind, FileEntry, Hash, PeerId, RelPath};
 
     fn entry(chunks: usize) -> FileEntry {
         FileEntry {
@@ -362,7 +366,7 @@ mod tests {
     #[test]
     fn long_chunk_lists_are_elided_and_valid() {
         let wire = WireEntry::new(entry(MAX_INLINE_CHUNKS + 1), MAX_INLINE_CHUNKS);
-        assert!(wire.entry.chunks.is_empty());
+        assert!(wire.file.chunks.is_empty());
         assert_eq!(
             wire.listing,
             ChunkListing::Elided {
@@ -377,12 +381,12 @@ mod tests {
     #[test]
     fn too_many_inline_chunks_are_refused() {
         let wire = WireEntry {
-            entry: entry(MAX_INLINE_CHUNKS + 1),
+            file: entry(MAX_INLINE_CHUNKS + 1).into(),
             listing: ChunkListing::Inline,
         };
         assert_eq!(
-            WireEntry::new(wire.entry.clone(), usize::MAX)
-                .entry
+            WireEntry::new(wire.file.clone().into(), usize::MAX)
+                .file
                 .chunks
                 .len(),
             0
@@ -396,7 +400,7 @@ mod tests {
     #[test]
     fn elided_entry_with_chunks_is_malformed() {
         let wire = WireEntry {
-            entry: entry(2),
+            file: entry(2).into(),
             listing: ChunkListing::Elided { chunk_count: 2 },
         };
         assert!(matches!(
@@ -411,7 +415,7 @@ mod tests {
         let peer = PeerId([1; 32]);
         e.version = VersionVector::from_pairs([(peer, MAX_VERSION_COUNTER)]);
         let wire = |e: FileEntry| WireEntry {
-            entry: e,
+            file: e.into(),
             listing: ChunkListing::Inline,
         };
         assert_eq!(entries(vec![wire(e.clone())]).validate(), Ok(()));
@@ -429,7 +433,7 @@ mod tests {
         let mut e = entry(1);
         e.chunks[0].len = MAX_CHUNK_LEN as u32 + 1;
         let wire = WireEntry {
-            entry: e,
+            file: e.into(),
             listing: ChunkListing::Inline,
         };
         assert!(entries(vec![wire]).validate().is_err());

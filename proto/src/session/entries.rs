@@ -73,16 +73,16 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
     {
         return Err(FrameError::from(CodecError::Malformed(format!(
             "entry {} has an elided chunk list, but CHUNK_TREE was not negotiated",
-            w.entry.path
+            w.file.path
         )))
         .into());
     }
     let mut out = Vec::with_capacity(wire.len());
     for w in wire {
         match w.listing {
-            ChunkListing::Inline => out.push(w.entry),
+            ChunkListing::Inline => out.push(w.file.into()),
             ChunkListing::Elided { chunk_count } => {
-                let mut entry = w.entry;
+                let mut entry = FileEntry::from(w.file);
                 let path = entry.path.clone();
                 let ours = blocking(replica, move |r| r.entries(&[path])).await?;
                 let local = ours

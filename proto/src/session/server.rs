@@ -567,11 +567,11 @@ fn offer_refusal(
     }
     batch
         .iter()
-        .find(|w| !asked.contains(&w.entry.path))
+        .find(|w| !asked.contains(&w.file.path))
         .map(|w| {
             format!(
                 "offer of {}, whose entries were never asked for in this session",
-                w.entry.path
+                w.file.path
             )
         })
 }

@@ -78,7 +78,10 @@ fn entry() -> impl Strategy<Value = WireEntry> {
                     Some(chunk_count) => ChunkListing::Elided { chunk_count },
                     None => ChunkListing::Inline,
                 };
-                WireEntry { entry, listing }
+                WireEntry {
+                    file: entry.into(),
+                    listing,
+                }
             },
         )
 }
@@ -198,6 +201,14 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
 }
 
 proptest! {
+    /// The wire's file record and the engine's convert both ways without loss: the edge is
+    /// the only place they meet.
+    #[test]
+    fn wire_files_convert_to_engine_entries_and_back(w in entry()) {
+        let engine = botsync_engine::FileEntry::from(w.file.clone());
+        prop_assert_eq!(botsync_proto::messages::WireFile::from(engine), w.file);
+    }
+
     #[test]
     fn decode_inverts_encode(m in message()) {
         let bytes = encode(&m).unwrap();

@@ -3,10 +3,11 @@
 //! chunker's minimum, which is at least `MIN_CHUNK_FLOOR`); a count beyond that is a malformed
 //! entry, refused before anything is allocated for it (`docs/PROTOCOL.md`, "Limits").
 
-use botsync_engine::{ChunkRef, EntryKind, Hash};
+use botsync_engine::{ChunkRef, Hash};
 use botsync_proto::close::CloseCode;
 use botsync_proto::limits::MIN_CHUNK_FLOOR;
 use botsync_proto::messages::{ChunkListing, Message, SessionMode};
+use botsync_proto::messages::{WireChunk, WireKind};
 
 use crate::harness::{listen_memory, tombstone};
 
@@ -19,11 +20,11 @@ async fn offer_and_expect_bad_message(listing: ChunkListing, chunks: Vec<ChunkRe
     script.open(SessionMode::Push).await;
     script.ask_entries(&["memory/big.bin"]).await;
     let mut entry = tombstone("memory/big.bin", s.client_id, &[(s.client_id, 1)]);
-    entry.entry.kind = EntryKind::File;
-    entry.entry.size = SIZE;
-    entry.entry.content = Hash::of(b"some content");
-    entry.entry.chunks = chunks;
-    entry.entry.chunker.min = min;
+    entry.file.kind = WireKind::File;
+    entry.file.size = SIZE;
+    entry.file.content = Hash::of(b"some content");
+    entry.file.chunks = chunks.into_iter().map(WireChunk::from).collect();
+    entry.file.chunker.min = min;
     entry.listing = listing;
     script
         .send_unchecked(&Message::Offer {

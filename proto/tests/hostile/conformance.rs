@@ -5,13 +5,14 @@
 //! answered in its place while the reply goes on.
 
 use botsync_engine::chunktree::content_hash;
-use botsync_engine::{ChunkRef, EntryKind, Hash, PeerId, VersionVector};
+use botsync_engine::{ChunkRef, Hash, PeerId, VersionVector};
 use botsync_proto::close::CloseCode;
 use botsync_proto::codec::{CodecError, decode, encode};
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::messages::{
     ChunkData, ChunkListing, Compression, ErrorCode, Features, Message, SessionMode, WireEntry,
 };
+use botsync_proto::messages::{WireChunk, WireKind};
 
 use crate::harness::{Script, listen_memory, tombstone};
 
@@ -32,10 +33,10 @@ fn file(path: &str, author: PeerId, data: &[u8]) -> WireEntry {
         id: Hash::of(data),
         len: data.len() as u32,
     }];
-    w.entry.kind = EntryKind::File;
-    w.entry.size = data.len() as u64;
-    w.entry.content = content_hash(&chunks);
-    w.entry.chunks = chunks;
+    w.file.kind = WireKind::File;
+    w.file.size = data.len() as u64;
+    w.file.content = content_hash(&chunks);
+    w.file.chunks = chunks.into_iter().map(WireChunk::from).collect();
     w
 }
 
@@ -173,7 +174,7 @@ async fn an_elided_chunk_list_without_chunk_tree_is_refused() {
     script.open_with(Features::ZSTD, SessionMode::Push).await;
     script.ask_entries(&["memory/big.bin"]).await;
     let mut entry = file("memory/big.bin", s.client_id, b"x");
-    entry.entry.chunks.clear();
+    entry.file.chunks.clear();
     entry.listing = ChunkListing::Elided { chunk_count: 2000 };
     offer(&mut script, vec![entry]).await;
     assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
@@ -203,7 +204,7 @@ async fn a_varint_longer_than_needed_is_refused() {
 fn unsorted_or_repeated_vector_peers_are_refused() {
     let (x, y) = (PeerId([0x11; 32]), PeerId([0x22; 32]));
     let mut w = tombstone("memory/a.md", x, &[]);
-    w.entry.version = VersionVector::from_pairs([(x, 5), (y, 7)]);
+    w.file.version = VersionVector::from_pairs([(x, 5), (y, 7)]);
     let bytes = encode(&Message::Offer {
         entries: vec![w],
         dry_run: true,

@@ -18,8 +18,6 @@ struct Relay {
     addr: SocketAddr,
     /// Bytes forwarded from the dialer to the server.
     forwarded: Arc<AtomicU64>,
-    /// Bytes forwarded from the server back to the dialer.
-    returned: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
 }
 
@@ -51,15 +49,13 @@ async fn relay(server: SocketAddr, pace: Option<u64>) -> Relay {
             }
         });
     }
-    let returned = Arc::new(AtomicU64::new(0));
     {
-        let (cut, returned) = (Arc::clone(&cut), Arc::clone(&returned));
+        let cut = Arc::clone(&cut);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             while let Ok(n) = back.recv(&mut buf).await {
                 let to = *client_addr.lock().unwrap();
                 if let (Some(to), false) = (to, cut.load(Ordering::SeqCst)) {
-                    returned.fetch_add(n as u64, Ordering::SeqCst);
                     let _ = front.send_to(&buf[..n], to).await;
                     if let Some(rate) = pace {
                         tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate))
@@ -72,7 +68,6 @@ async fn relay(server: SocketAddr, pace: Option<u64>) -> Relay {
     Relay {
         addr,
         forwarded,
-        returned,
         cut,
     }
 }

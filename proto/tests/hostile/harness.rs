@@ -15,7 +15,7 @@ use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
-use botsync_proto::messages::{ChunkListing, Features, Hello, Message, SessionMode, WireEntry};
+use botsync_proto::messages::{Features, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
@@ -275,25 +275,22 @@ pub async fn closed_within(conn: &quinn::Connection, secs: u64) -> Option<CloseC
 
 /// A tombstone of `path` by `author` with the given vector: an entry that needs no chunks.
 pub fn tombstone(path: &str, author: PeerId, version: &[(PeerId, u64)]) -> WireEntry {
-    WireEntry {
-        entry: FileEntry {
-            path: RelPath::new(path).unwrap(),
-            kind: EntryKind::Tombstone,
-            size: 0,
-            mtime_ns: 2_000_000_000,
-            mode: Mode::default(),
-            content: Hash::ZERO,
-            chunks: Vec::new(),
-            chunker: ChunkerParams::DEFAULT,
-            version: VersionVector::from_pairs(version.iter().copied()),
-            parent: None,
-            changed_by: Attribution {
-                peer: author,
-                agent: AgentLabel::new("script"),
-            },
+    WireEntry::inline(FileEntry {
+        path: RelPath::new(path).unwrap(),
+        kind: EntryKind::Tombstone,
+        size: 0,
+        mtime_ns: 2_000_000_000,
+        mode: Mode::default(),
+        content: Hash::ZERO,
+        chunks: Vec::new(),
+        chunker: ChunkerParams::DEFAULT,
+        version: VersionVector::from_pairs(version.iter().copied()),
+        parent: None,
+        changed_by: Attribution {
+            peer: author,
+            agent: AgentLabel::new("script"),
         },
-        listing: ChunkListing::Inline,
-    }
+    })
 }
 
 /// The version vector `replica` holds for `path`.

@@ -2,7 +2,7 @@
 //! setgid, sticky, file-type bits) is a malformed entry (`docs/PROTOCOL.md`, `FileEntry`).
 
 use botsync_proto::close::CloseCode;
-use botsync_proto::messages::{Message, SessionMode};
+use botsync_proto::messages::{Message, SessionMode, WireKind};
 
 use crate::harness::{listen_memory, tombstone};
 
@@ -13,8 +13,8 @@ async fn an_entry_with_setuid_or_file_type_bits_is_refused() {
         let mut script = s.script().await;
         script.open(SessionMode::Push).await;
         let mut entry = tombstone("memory/run.sh", s.client_id, &[(s.client_id, 1)]);
-        entry.entry.kind = botsync_engine::EntryKind::File;
-        entry.entry.mode.permissions = bits;
+        entry.file.kind = WireKind::File;
+        entry.file.mode = bits;
         script
             .send_unchecked(&Message::Offer {
                 entries: vec![entry],

@@ -13,7 +13,7 @@ use botsync_proto::budget::{BudgetStats, Deadlines, Limits};
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::ConnectError;
 use botsync_proto::memory::MemoryReplica;
-use botsync_proto::messages::{ChunkListing, ErrorCode, Hello, Message, SessionMode, WireEntry};
+use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
 
 use crate::harness::{Script, Server, closed_within, listen_with};
@@ -61,7 +61,7 @@ async fn chunk_ids(script: &mut Script, path: &str) -> Vec<Hash> {
         .await;
     match script.recv().await {
         Some(Message::Entries { entries, .. }) => {
-            entries[0].entry.chunks.iter().map(|c| c.id).collect()
+            entries[0].file.chunks.iter().map(|c| c.id).collect()
         }
         other => panic!("expected entries, got {other:?}"),
     }
@@ -330,10 +330,7 @@ async fn a_push_that_never_answers_get_chunks_is_timed_out() {
         script.ask_entries(&["notes/new.md"]).await;
         script
             .send(&Message::Offer {
-                entries: vec![WireEntry {
-                    entry,
-                    listing: ChunkListing::Inline,
-                }],
+                entries: vec![WireEntry::inline(entry)],
                 dry_run: false,
                 last: true,
                 force: false,

@@ -18,7 +18,7 @@ use crate::harness::{Script, listen, listen_memory, tombstone, version_of};
 async fn offer(script: &mut Script, entries: Vec<WireEntry>) -> Option<Vec<ItemReport>> {
     script.open(SessionMode::Push).await;
     // Offers carry only paths whose entries were asked for (after a descent).
-    let paths: Vec<String> = entries.iter().map(|w| w.entry.path.to_string()).collect();
+    let paths: Vec<String> = entries.iter().map(|w| w.file.path.to_string()).collect();
     let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
     script.ask_entries(&paths).await;
     script
