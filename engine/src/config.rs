@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::reconcile::{MergeRule, Policies};
 use crate::secrets::SecretRules;
 
+mod limits;
+
+pub use limits::ServeLimits;
+
 /// The config format version this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -83,6 +87,10 @@ pub struct SyncConfig {
     /// through its control socket.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub generate_before_sync: bool,
+    /// What peers may make this one hold, and the deadline of each session phase; unset
+    /// fields keep the protocol's defaults.
+    #[serde(skip_serializing_if = "ServeLimits::is_default")]
+    pub limits: ServeLimits,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -297,6 +305,7 @@ impl SyncConfig {
                 self.daemon.debounce_ms
             ));
         }
+        self.limits.validate()?;
         Policies::new(&self.merge)?;
         self.secret_rules()?;
         self.mesh_config_paths()?;
@@ -337,6 +346,7 @@ impl Default for SyncConfig {
             mesh_config: Vec::new(),
             state_sync: Vec::new(),
             generate_before_sync: false,
+            limits: ServeLimits::default(),
         }
     }
 }

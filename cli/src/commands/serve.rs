@@ -65,6 +65,7 @@ pub async fn spawn(
     node: Arc<Node>,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let limits = crate::node::limits::limits(&node.replica.workspace().config().limits)?;
     let endpoint = Arc::new(node.bind(addr)?);
     let local = endpoint.local_addr().context("reading the bound address")?;
     let (events, mut drain) = tokio::sync::mpsc::unbounded_channel();
@@ -72,6 +73,8 @@ pub async fn spawn(
     // The demo's peers keep no lock table: coordination connections to them are refused.
     Ok((
         local,
-        tokio::spawn(crate::daemon::accept_peers(endpoint, node, events, None)),
+        tokio::spawn(crate::daemon::accept_peers(
+            endpoint, node, events, None, limits,
+        )),
     ))
 }

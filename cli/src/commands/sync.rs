@@ -363,6 +363,7 @@ pub(crate) async fn session_with(
     dial: Option<Duration>,
 ) -> Result<SessionReport> {
     let mut opts = SessionOptions::new(mode, &node.name);
+    opts.deadlines = crate::node::limits::deadlines(&node.replica.workspace().config().limits);
     opts.dry_run = how.dry_run;
     opts.force = how.force;
     opts.parity = how.parity;

@@ -141,7 +141,10 @@ impl DaemonState {
     }
 
     fn sync_options(&self) -> SessionOptions {
-        SessionOptions::new(SessionMode::Sync, &self.node.name)
+        let mut opts = SessionOptions::new(SessionMode::Sync, &self.node.name);
+        opts.deadlines =
+            crate::node::limits::deadlines(&self.node.replica.workspace().config().limits);
+        opts
     }
 }
 
@@ -155,6 +158,7 @@ pub fn run(
     announce: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let layout = Layout::new(&node.root);
+    let limits = crate::node::limits::limits(&node.replica.workspace().config().limits)?;
     let rt = crate::commands::sync::runtime()?;
     rt.block_on(async move {
         let endpoint = Arc::new(node.bind(listen)?);
@@ -186,6 +190,7 @@ pub fn run(
                 Arc::clone(&node),
                 link_tx,
                 Some(Arc::clone(&coord)),
+                limits,
             )),
             tokio::spawn(control.run(Arc::clone(&state))),
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
@@ -234,10 +239,12 @@ pub async fn accept_peers(
     node: Arc<Node>,
     events: mpsc::UnboundedSender<LinkEvent>,
     coord: Option<Arc<crate::coord::Coordinator>>,
+    limits: Limits,
 ) {
     // One budget for every peer's connections: connections, sessions and request streams are
-    // capped per peer and in total, and each phase of a session has its deadline.
-    let budget = Budget::new(Limits::DEFAULT);
+    // capped per peer and in total, and each phase of a session has its deadline
+    // (`limits` in config.json over the protocol's defaults).
+    let budget = Budget::new(limits);
     while let Some(incoming) = endpoint.accept().await {
         // peers.json may have been edited by hand: the next handshake sees the new set.
         match node.peers() {

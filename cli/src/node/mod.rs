@@ -4,6 +4,7 @@
 pub mod feed;
 pub mod identity;
 pub mod last_sync;
+pub mod limits;
 pub mod mesh_config;
 pub mod own_writes;
 pub mod peers;
