@@ -15,6 +15,7 @@ pub mod descent;
 pub mod entries;
 pub mod link;
 pub mod mesh;
+pub mod order;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -1,7 +1,6 @@
 //! The answering side of a session (`botsync serve`): answer the initiator's requests and take
 //! its offered versions under our own rules.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -10,6 +9,7 @@ use botsync_engine::{PeerId, RelPath};
 use tracing::{Instrument, debug, info_span};
 
 use super::client::{PendingRefresh, dry_report};
+use super::order::{ResponderOrder, Step};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Activity, Advertised, Control, NoProgress, SessionError, blocking, chunks,
@@ -19,7 +19,7 @@ use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
 use crate::frame::read_frame;
 use crate::messages::{
-    ErrorCode, Features, Hello, Message, NodeReply, SessionMode, node_batches, result_batches,
+    ErrorCode, Features, Hello, Message, NodeReply, node_batches, result_batches,
 };
 use crate::replica::Replica;
 
@@ -264,18 +264,12 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
     ) -> Result<ServeReport, SessionError> {
         let mut report = ServeReport::default();
         let mut offered = Vec::new();
-        // The initiator's mode, once its Summary arrived.
-        let mut mode = None;
+        // Which message may come next (the pure rules of `order.rs`).
+        let mut order = ResponderOrder::new(self.features);
         // Our state as told in our Summary (a parity report repeats it).
         let mut ours = None;
-        // Paths the initiator asked entries for: the only paths it may offer.
-        let mut asked: HashSet<RelPath> = HashSet::new();
-        // The state phase: asked for once; then the initiator's pushed records, counted.
-        let mut state_asked = false;
-        let mut state_pushed = false;
-        let mut state_count = state::Counter::default();
         loop {
-            let phase = match mode {
+            let phase = match order.mode() {
                 None => Phase::Summary,
                 Some(_) => Phase::Request,
             };
@@ -287,11 +281,12 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                 Err(e) => return Err(e.into()),
             };
             ctl.counters.messages_received += 1;
-            match msg {
-                Message::Summary {
-                    root, mode: theirs, ..
-                } if mode.is_none() => {
-                    mode = Some(theirs);
+            let step = match order.accept(&msg) {
+                Ok(step) => step,
+                Err(why) => return Err(self.refuse(ctl, why).await),
+            };
+            match (step, msg) {
+                (Step::Summary(theirs), Message::Summary { root, .. }) => {
                     // Fresh state: the rescan (stat cache) started at Hello must finish first.
                     let snap = match pending.take() {
                         Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
@@ -313,28 +308,17 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                     }
                     ours = Some(snap);
                 }
-                m @ (Message::GetMeshConfig | Message::MeshConfig { .. } | Message::GetParity) => {
-                    let (Some(mode), Some(snap)) = (mode, ours.as_ref()) else {
-                        let why = format!("{} before the summaries", m.kind());
-                        return Err(self.refuse(ctl, why).await);
-                    };
-                    if let Some(why) = mesh::refusal(&m, mode, self.features) {
-                        return Err(self.refuse(ctl, why).await);
-                    }
-                    match m {
-                        Message::GetParity => {
-                            mesh::answer_parity(ctl, self.replica, snap).await?;
-                        }
-                        Message::GetMeshConfig => mesh::send_ours(ctl, self.replica).await?,
-                        Message::MeshConfig { files } => {
-                            let changes =
-                                mesh::take_pushed(ctl, self.replica, self.peer, files).await?;
-                            report.mesh.extend(changes);
-                        }
-                        _ => {}
+                (Step::Mesh, Message::GetParity) => {
+                    if let Some(snap) = ours.as_ref() {
+                        mesh::answer_parity(ctl, self.replica, snap).await?;
                     }
                 }
-                Message::GetNodes { paths } if mode.is_some() => {
+                (Step::Mesh, Message::GetMeshConfig) => mesh::send_ours(ctl, self.replica).await?,
+                (Step::Mesh, Message::MeshConfig { files }) => {
+                    let changes = mesh::take_pushed(ctl, self.replica, self.peer, files).await?;
+                    report.mesh.extend(changes);
+                }
+                (Step::Nodes, Message::GetNodes { paths }) => {
                     let nodes = blocking(self.replica, move |r| {
                         paths
                             .into_iter()
@@ -349,19 +333,18 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                     .await?;
                     self.send_nodes(ctl, nodes).await?;
                 }
-                Message::GetEntries { paths } if mode.is_some() => {
-                    asked.extend(paths.iter().cloned());
+                (Step::Entries, Message::GetEntries { paths }) => {
                     entries::answer(ctl, self.replica, self.advertised, paths).await?;
                 }
-                Message::Offer {
-                    entries: batch,
-                    dry_run,
-                    last,
-                    force,
-                } if mode.is_some() => {
-                    if let Some(why) = offer_refusal(mode, dry_run, &batch, &asked) {
-                        return Err(self.refuse(ctl, why).await);
-                    }
+                (
+                    Step::Offer { last },
+                    Message::Offer {
+                        entries: batch,
+                        dry_run,
+                        force,
+                        ..
+                    },
+                ) => {
                     offered.extend(batch);
                     if last {
                         let wire = std::mem::take(&mut offered);
@@ -386,23 +369,10 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                         }
                     }
                 }
-                Message::GetState { patterns, digest }
-                    if mode.is_some()
-                        && !state_asked
-                        && self.features.contains(Features::STATE) =>
-                {
-                    state_asked = true;
+                (Step::StateAsked, Message::GetState { patterns, digest }) => {
                     state::answer(ctl, self.replica, patterns, digest).await?;
                 }
-                Message::State { records, last }
-                    if state_asked
-                        && !state_pushed
-                        && matches!(mode, Some(SessionMode::Sync | SessionMode::Push)) =>
-                {
-                    state_pushed = last;
-                    if let Err(e) = state_count.add(records.len()) {
-                        return Err(self.refuse(ctl, e.to_string()).await);
-                    }
+                (Step::StatePushed { last }, Message::State { records, .. }) => {
                     if !records.is_empty() {
                         let peer = self.peer;
                         let applied =
@@ -418,9 +388,11 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                         .await?;
                     }
                 }
-                Message::Goodbye => return Ok(report),
-                other => {
-                    let why = format!("unexpected {} here", other.kind());
+                (Step::Goodbye, _) => return Ok(report),
+                (step, other) => {
+                    // The order accepted a message its step does not describe: a bug here,
+                    // not the peer's fault, but still no reason to act on it.
+                    let why = format!("{} taken as {step:?}", other.kind());
                     return Err(self.refuse(ctl, why).await);
                 }
             }
@@ -553,29 +525,6 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
 /// Why an `Offer` batch is out of order, if it is: offers belong to sessions whose initiator
 /// pushes (mode `Sync` or `Push`; `DryRun` only with `dry_run`), and carry only paths the
 /// initiator asked entries for (after the descent that found them differing).
-fn offer_refusal(
-    mode: Option<SessionMode>,
-    dry_run: bool,
-    batch: &[crate::messages::WireEntry],
-    asked: &HashSet<RelPath>,
-) -> Option<String> {
-    match mode {
-        Some(SessionMode::Sync | SessionMode::Push) => {}
-        Some(SessionMode::DryRun) if dry_run => {}
-        Some(m) => return Some(format!("offer in a session whose summary said {m:?}")),
-        None => return Some("offer before the summaries".to_owned()),
-    }
-    batch
-        .iter()
-        .find(|w| !asked.contains(&w.file.path))
-        .map(|w| {
-            format!(
-                "offer of {}, whose entries were never asked for in this session",
-                w.file.path
-            )
-        })
-}
-
 async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {
     let batches = result_batches(items).map_err(crate::frame::FrameError::from)?;
     for batch in &batches {
