@@ -1,7 +1,7 @@
 //! Fetching chunks from the peer: batches of ids over parallel request streams, every chunk
 //! verified against its id and kept by the replica before anything is applied. A chunk the
 //! peer cannot provide (its file changed while being sent) is reported missing, not fatal.
-//! With the `delta` feature a batch whose chunks have delta bases ([`super::delta`]) is asked
+//! With the `delta` feature a batch whose chunks have delta bases (module `session::delta`) is asked
 //! for with `GetChunksAgainst`, naming only bases this side could read, which it keeps in memory
 //! to decode the answers.
 
