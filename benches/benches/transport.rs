@@ -5,10 +5,10 @@
 //! unidirectional streams of one connection, over TCP on one TLS stream. An iteration ends when
 //! the receiver has every byte (QUIC: every stream finished; TCP: a one-byte acknowledgement).
 //!
-//! Variants: `quic_loopback_mtu` is what botsync ships for a loopback peer (MTU discovery up to
-//! 65507-byte datagrams, segmentation offload off); `quic_tailscale_mtu` forces the bound every
-//! other peer gets (1232 bytes, so packets fit Tailscale's 1280-byte tunnel) to show what the cap
-//! costs on loopback.
+//! Variants: `quic_loopback_mtu` is what botsync ships for a loopback peer (65488-byte datagrams
+//! from the first packet, no MTU discovery, segmentation offload off); `quic_tailscale_mtu` forces
+//! the size every other peer reaches (1232 bytes, so packets fit Tailscale's 1280-byte tunnel) to
+//! show what the cap costs on loopback.
 //!
 //! Run: `cargo bench -p botsync-benches --bench transport`. To compare other loopback bounds, add
 //! them with `BOTSYNC_BENCH_MTUS=4096,16384` (variants `quic_mtu_N`); `BOTSYNC_BENCH_STATS=1`
@@ -53,6 +53,7 @@ fn transport(c: &mut Criterion) {
 
     for (name, loopback_max_mtu) in quic_variants() {
         let options = EndpointOptions {
+            loopback_initial_mtu: loopback_max_mtu,
             loopback_max_mtu,
             ..EndpointOptions::default()
         };
@@ -65,7 +66,7 @@ fn transport(c: &mut Criterion) {
     group.finish();
 }
 
-/// The QUIC variants: name and the MTU discovery bound towards the loopback peer.
+/// The QUIC variants: name and the (fixed) datagram size towards the loopback peer.
 /// `BOTSYNC_BENCH_MTUS=4096,8192` adds a sweep of other bounds (used to choose the default).
 fn quic_variants() -> Vec<(String, u16)> {
     let mut variants = vec![

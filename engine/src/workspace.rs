@@ -359,6 +359,13 @@ impl Workspace {
         Ok(None)
     }
 
+    /// A chunk from the chunk store (kept versions, merge bases, staged chunks), verified; `None`
+    /// if the store does not hold it. For compressing against a version a peer holds (a merge
+    /// base is the version both sides last agreed on): never for serving content.
+    pub fn read_kept_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
+        Ok(self.chunks.get(id)?)
+    }
+
     /// Enforce the retention setting (`retention_days` of config.json): remove kept versions,
     /// staged chunks and history records older than it. Runs at most once per [`GC_INTERVAL_NS`]
     /// (the time of the last run is in the index); returns `None` when it was not due. Files the

@@ -14,11 +14,17 @@
 //! exception is a peer whose address is loopback (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z` on a
 //! dual-stack socket): no tunnel sits between two processes on one machine, the loopback
 //! interface carries 64 KiB packets, and bulk throughput there is bounded by the CPU cost per
-//! packet (encryption, acknowledgements, system calls). Such connections use
-//! [`EndpointOptions::loopback_max_mtu`] (the largest IPv4 UDP payload, 65507) as their discovery
-//! bound, on both sides: the dialer picks its transport by the address it dials
+//! packet (encryption, acknowledgements, system calls). Such connections send datagrams of
+//! [`EndpointOptions::loopback_initial_mtu`] (65488 bytes: the loopback interface's 65536-byte MTU
+//! less the IPv6 and UDP headers, so valid for `::1` and `127.0.0.1` alike) from the first packet
+//! and run no MTU discovery, on both sides: the dialer picks its transport by the address it dials
 //! ([`Endpoint::connect`]), the listener by the address an attempt comes from
 //! ([`Incoming::accept`]). [`EndpointOptions::transport_config_for`] is that rule in one place.
+//! No discovery, because its binary search from 1200 bytes sends a dozen padded probes of up to
+//! 64 KiB each way, about 720 kB per side on every connection: more than a no-op sync's own
+//! bytes a hundred times over, and it made every byte figure measured on loopback meaningless.
+//! A datagram is still never larger than the peer accepts (its `max_udp_payload_size`), and
+//! should a loopback interface carry less, quinn's black-hole detection falls back to 1200 bytes.
 //! Loopback connections also turn segmentation offload (GSO) off: quinn batches up to 10
 //! datagrams in one send, and a batch of datagrams above 6550 bytes exceeds what one UDP send may
 //! carry (see `exceeds_gso_batch`). The endpoint accepts datagrams up to the larger of the two bounds from any
@@ -69,7 +75,8 @@ pub struct EndpointOptions {
     pub max_mtu: u16,
     /// UDP payload size used from the first packet to a loopback peer (see the module docs).
     pub loopback_initial_mtu: u16,
-    /// Largest UDP payload MTU discovery may probe towards a loopback peer (see the module docs).
+    /// Largest UDP payload MTU discovery may probe towards a loopback peer; discovery runs only
+    /// when this exceeds `loopback_initial_mtu` (by default they are equal: see the module docs).
     pub loopback_max_mtu: u16,
     /// Send a keep-alive after this much silence: a live peer is never silent longer, so
     /// `idle_timeout` can be short (and NAT and Tailscale mappings stay open).
@@ -143,16 +150,18 @@ impl EndpointOptions {
 
     fn loopback_transport_config(&self) -> TransportConfig {
         let mut t = self.transport_with_mtu(self.loopback_initial_mtu, self.loopback_max_mtu);
-        if exceeds_gso_batch(self.loopback_max_mtu) {
+        let largest = self.loopback_initial_mtu.max(self.loopback_max_mtu);
+        if exceeds_gso_batch(largest) {
             t.enable_segmentation_offload(false);
         }
         // RFC 9002's initial window is 10 datagrams; quinn's default counts 1200-byte ones
-        // (14720 bytes) and only grows it to 2 datagrams when the MTU grows. Two MTU probes of
-        // ~60 KB in flight then exhaust the window, and a close frame waits behind them until
-        // the closing side has drained and answers the peer with a stateless reset (seen as
-        // "reset by peer" instead of the close code). Ten loopback datagrams keep that room.
+        // (14720 bytes), less than one loopback datagram, and grows it to only 2 datagrams when
+        // the MTU grows. With MTU probes of ~60 KB in flight (when discovery is configured) a
+        // close frame then waited behind them until the closing side had drained and answered
+        // the peer with a stateless reset ("reset by peer" instead of the close code). Ten
+        // loopback datagrams keep that room.
         let mut cubic = CubicConfig::default();
-        cubic.initial_window(10 * u64::from(self.loopback_max_mtu.max(QUIC_MIN_MTU)));
+        cubic.initial_window(10 * u64::from(largest.max(QUIC_MIN_MTU)));
         t.congestion_controller_factory(Arc::new(cubic));
         t
     }
@@ -166,10 +175,13 @@ impl EndpointOptions {
         }
     }
 
-    /// The largest UDP payload this endpoint accepts from any peer: the larger of the two
-    /// discovery bounds, never below QUIC's 1200-byte minimum.
+    /// The largest UDP payload this endpoint accepts from any peer: the largest of the sizes it
+    /// may send, never below QUIC's 1200-byte minimum.
     pub fn max_accepted_payload(&self) -> u16 {
-        self.max_mtu.max(self.loopback_max_mtu).max(QUIC_MIN_MTU)
+        self.max_mtu
+            .max(self.loopback_max_mtu)
+            .max(self.loopback_initial_mtu)
+            .max(QUIC_MIN_MTU)
     }
 
     fn transport_with_mtu(&self, initial_mtu: u16, max_mtu: u16) -> TransportConfig {
@@ -612,14 +624,16 @@ const MAX_IPV4_UDP_PAYLOAD: u16 = 65507;
 /// Datagrams quinn 0.11 puts in one segmentation-offload send (`MAX_TRANSMIT_SEGMENTS`).
 const QUINN_GSO_SEGMENTS: usize = 10;
 
-/// Loopback peers start at the QUIC minimum like everyone else: the handshake then works with
-/// any peer's receive buffer, and discovery reaches the bound within a few loopback round trips.
-const LOOPBACK_INITIAL_MTU: u16 = QUIC_MIN_MTU;
+/// UDP payload towards loopback peers, from the first packet: the loopback interface's default
+/// MTU (65536 on Linux) less the IPv6 (40) and UDP (8) headers, which fits IPv4 loopback too. The size was chosen with
+/// `benches/benches/transport.rs`: 64 MiB moved in about 61 ms at the 65507 bound, 69 ms at 32 KiB,
+/// 103 ms at 16 KiB, 115 ms at 6 KiB (with offload), 280 ms at 1232 (load average 5-6). The
+/// client's first datagram is still padded to 1200 bytes only, and nothing larger is sent before
+/// the peer's transport parameters say what it accepts.
+const LOOPBACK_INITIAL_MTU: u16 = 65488;
 
-/// Discovery bound towards loopback peers: the largest IPv4 UDP payload (valid for `::1` too).
-/// Chosen with `benches/benches/transport.rs`: 64 MiB moved in about 61 ms at this bound, 69 ms at
-/// 32 KiB, 103 ms at 16 KiB, 115 ms at 6 KiB (with offload), 280 ms at 1232 (load average 5-6).
-const LOOPBACK_MAX_MTU: u16 = MAX_IPV4_UDP_PAYLOAD;
+/// Equal to [`LOOPBACK_INITIAL_MTU`]: no MTU discovery towards loopback peers (module docs).
+const LOOPBACK_MAX_MTU: u16 = LOOPBACK_INITIAL_MTU;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -681,8 +695,9 @@ mod tests {
         assert!(wide.contains("upper_bound: 1232"), "{wide}");
         assert!(wide.contains("enable_segmentation_offload: true"), "{wide}");
         let near = format!("{:?}", o.transport_config_for(addr("127.0.0.1:7474")));
-        let bound = format!("upper_bound: {}", o.loopback_max_mtu);
-        assert!(near.contains(&bound), "{near}");
+        let initial = format!("initial_mtu: {}", o.loopback_initial_mtu);
+        assert!(near.contains(&initial), "{near}");
+        assert!(near.contains("mtu_discovery_config: None"), "{near}");
         assert!(
             near.contains("enable_segmentation_offload: false"),
             "{near}"
@@ -696,6 +711,7 @@ mod tests {
         assert!(o.max_accepted_payload() >= o.max_mtu);
         let tiny = EndpointOptions {
             max_mtu: 1000,
+            loopback_initial_mtu: 1000,
             loopback_max_mtu: 1000,
             ..o
         };
@@ -708,6 +724,15 @@ mod tests {
         assert!(!exceeds_gso_batch(6550));
         assert!(exceeds_gso_batch(6551));
         assert!(exceeds_gso_batch(LOOPBACK_MAX_MTU));
+    }
+
+    #[test]
+    fn loopback_datagrams_fit_the_loopback_link_over_ipv4_and_ipv6() {
+        let o = EndpointOptions::default();
+        assert_eq!(o.loopback_initial_mtu, o.loopback_max_mtu);
+        assert!(usize::from(o.loopback_initial_mtu) + 40 + 8 <= 65536);
+        assert!(o.loopback_initial_mtu <= MAX_IPV4_UDP_PAYLOAD);
+        assert!(o.max_accepted_payload() >= o.loopback_initial_mtu);
     }
 
     #[test]

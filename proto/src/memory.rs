@@ -376,6 +376,25 @@ impl Replica for MemoryReplica {
         Ok(advertised.then(|| st.chunks.get(id).cloned()).flatten())
     }
 
+    fn current_chunks(
+        &self,
+        paths: &[RelPath],
+    ) -> Result<Vec<(RelPath, Vec<ChunkRef>)>, ReplicaError> {
+        let st = self.lock();
+        Ok(paths
+            .iter()
+            .filter_map(|p| st.entries.get(p))
+            .filter(|e| !e.is_tombstone())
+            .map(|e| (e.path.clone(), e.chunks.clone()))
+            .collect())
+    }
+
+    /// Every chunk this replica ever held (it forgets none): like a workspace's store of kept
+    /// versions, it still has the version a peer last took after a local edit replaced it.
+    fn read_delta_base(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.lock().chunks.get(id).cloned())
+    }
+
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError> {
         if Hash::of(bytes) != *id {
             return Err(ReplicaError::other(format!(

@@ -7,7 +7,7 @@
 //! to 20 stay reserved for later coordination messages: decoding one is the error "unsupported
 //! message" until a later protocol version defines it. Tags 23-24 carry skill state, tags 25-28
 //! the mesh config and parity checks ([`mesh`]), each pair behind its feature bit, so a peer
-//! without the feature never receives them.
+//! without the feature never receives them; tag 29 asks for chunks as deltas (feature `delta`).
 //!
 //! The payload types live in submodules by concern: [`hello`] (handshake and negotiation),
 //! [`tree`] (workspace Merkle nodes, entries and chunk-tree nodes), [`chunk`] (chunk payloads
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{
     entry_batches, flagged_batches, node_batches, path_requests, result_batches, state_batches,
 };
-pub use chunk::{ChunkData, Compression};
+pub use chunk::{ChunkData, ChunkWant, Compression};
 pub use entry::{
     ChunkListing, WireChunk, WireChunker, WireChunkerKind, WireEntry, WireFile, WireKind,
 };
@@ -195,11 +195,18 @@ pub enum Message {
     GetParity,
     /// Tag 28 (feature `parity`). The sender's root, selection rules and stripped mesh config.
     Parity(ParityInfo),
+    /// Tag 29 (feature `delta`). Ask for chunk payloads, naming for each a chunk we hold that
+    /// the answer may be compressed against; answered like `GetChunks`, one `ChunkData` (or
+    /// `Error(NotFound)`) per want, in order.
+    GetChunksAgainst {
+        /// The chunks wanted, each with its optional base.
+        wants: Vec<ChunkWant>,
+    },
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 29;
+    pub const TAG_COUNT: u32 = 30;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -233,6 +240,7 @@ impl Message {
             Message::MeshConfig { .. } => 26,
             Message::GetParity => 27,
             Message::Parity(_) => 28,
+            Message::GetChunksAgainst { .. } => 29,
         }
     }
 
@@ -248,6 +256,7 @@ impl Message {
             Message::GetTreeNodes { .. } => "get-tree-nodes",
             Message::TreeNodes { .. } => "tree-nodes",
             Message::GetChunks { .. } => "get-chunks",
+            Message::GetChunksAgainst { .. } => "get-chunks-against",
             Message::ChunkData(_) => "chunk-data",
             Message::Changed { .. } => "changed",
             Message::Error { .. } => "error",
@@ -350,6 +359,10 @@ impl fmt::Display for Message {
                 write!(f, "tree-nodes ({content}, {} nodes)", nodes.len())
             }
             Message::GetChunks { ids } => write!(f, "get-chunks ({} ids)", ids.len()),
+            Message::GetChunksAgainst { wants } => {
+                let bases = wants.iter().filter(|w| w.base.is_some()).count();
+                write!(f, "get-chunks-against ({} ids, {bases} bases)", wants.len())
+            }
             Message::ChunkData(c) => write!(f, "chunk-data ({}, {} bytes)", c.id, c.data.len()),
             Message::Summary { root, .. } | Message::Changed { root } => {
                 write!(f, "{} ({root})", self.kind())

@@ -149,6 +149,24 @@ pub trait Replica: Send + Sync + 'static {
     /// instance because the file changed since it was scanned).
     fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError>;
 
+    /// The chunk lists of our current versions of `paths` (files only; unknown paths and
+    /// tombstones are left out): where a fetch looks for delta bases (feature `delta`). A
+    /// replica that offers none gets whole chunks.
+    fn current_chunks(
+        &self,
+        paths: &[RelPath],
+    ) -> Result<Vec<(RelPath, Vec<ChunkRef>)>, ReplicaError> {
+        let _ = paths;
+        Ok(Vec::new())
+    }
+
+    /// The bytes of chunk `id`, verified, to compress a chunk against for a peer that says it
+    /// holds `id` (feature `delta`): from our current files like [`Replica::read_chunk`], or from
+    /// a version we keep. Never sent to the peer; `None` if we have it nowhere.
+    fn read_delta_base(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
+        self.read_chunk(id)
+    }
+
     /// Keep a received chunk whose bytes were verified against `id`; a re-run of an interrupted
     /// session finds it here and does not fetch it again.
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError>;

@@ -18,8 +18,8 @@ use botsync_proto::codec::{CodecError, decode, encode};
 use botsync_proto::frame::{FrameDecoder, encode_frame};
 use botsync_proto::limits::MAX_FRAME;
 use botsync_proto::messages::{
-    ChildKind, ChunkData, ChunkListing, Compression, ErrorCode, Features, Hello, Message,
-    NodeChild, NodeReply, SessionMode, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply,
+    ChildKind, ChunkData, ChunkListing, ChunkWant, Compression, ErrorCode, Features, Hello,
+    Message, NodeChild, NodeReply, SessionMode, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply,
     WireEntry, WireState,
 };
 
@@ -274,6 +274,29 @@ fn samples() -> Vec<(&'static str, Message)> {
                 }],
                 last: true,
             },
+        ),
+        (
+            "get-chunks-against",
+            Message::GetChunksAgainst {
+                wants: vec![
+                    ChunkWant {
+                        id: Hash([0x55; 32]),
+                        base: Some(Hash([0x44; 32])),
+                    },
+                    ChunkWant {
+                        id: Hash([0x66; 32]),
+                        base: None,
+                    },
+                ],
+            },
+        ),
+        (
+            "chunk-data-delta",
+            Message::ChunkData(ChunkData {
+                id: Hash([0x55; 32]),
+                compression: Compression::ZstdDelta,
+                data: vec![0x28, 0xb5, 0x2f, 0xfd],
+            }),
         ),
     ]
 }

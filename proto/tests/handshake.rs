@@ -445,6 +445,58 @@ async fn two_peers_on_one_machine_outgrow_the_tailscale_packet_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_exchange_between_loopback_peers_sends_only_its_own_bytes() {
+    // Regression (BENCHMARKS.md bug 2): path MTU discovery towards a loopback peer searched from
+    // 1200 to 65507 bytes with padded probes, ~720 kB each way on every connection, which buried
+    // a no-op sync's few kB of protocol in the benchmarks' byte counts.
+    const ROUNDS: usize = 10;
+    const MESSAGE: usize = 256;
+    let (laptop, server) = (Machine::new(), Arc::new(Machine::new()));
+    laptop.trust(&server);
+    server.trust(&laptop);
+    let (dialed, accepted) = attempt(&laptop, &server).await;
+    let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+    let echo = tokio::spawn(async move {
+        let (mut send, mut recv) = accepted.accept_bi().await.unwrap();
+        let mut message = [0u8; MESSAGE];
+        for _ in 0..ROUNDS {
+            recv.read_exact(&mut message).await.unwrap();
+            send.write_all(&message).await.unwrap();
+        }
+        accepted
+    });
+    let (mut send, mut recv) = dialed.open_bi().await.unwrap();
+    let mut reply = [0u8; MESSAGE];
+    for round in 0..ROUNDS {
+        let message = [u8::try_from(round).unwrap(); MESSAGE];
+        send.write_all(&message).await.unwrap();
+        recv.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, message);
+    }
+    let accepted = echo.await.unwrap();
+    // A session lingers a little after its last message; discovery would run meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The handshake (two certificates) plus 2.5 kB of messages and their acknowledgements.
+    const BOUND: u64 = 16 * 1024;
+    for (side, conn) in [("dialer", &dialed), ("listener", &accepted)] {
+        let stats = conn.stats();
+        assert!(
+            stats.udp_tx.bytes < BOUND,
+            "{side} sent {} bytes in {} datagrams: {:?}",
+            stats.udp_tx.bytes,
+            stats.udp_tx.datagrams,
+            stats.path
+        );
+        assert!(
+            stats.path.current_mtu > EndpointOptions::default().max_mtu,
+            "{side}"
+        );
+    }
+    dialed.close(CloseCode::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_right_after_mtu_probes_reaches_a_loopback_peer_as_its_code() {
     // Regression: with ~60 KB MTU probes in flight, quinn's default initial window left no room
     // for the close frame; the dialer saw a stateless reset ("reset by peer") instead of the code.

@@ -55,6 +55,7 @@ async fn kept_connection() -> Kept {
             name: "server".into(),
             streams: 4,
             budget: botsync_proto::budget::Budget::default(),
+            features: botsync_proto::messages::Features::SUPPORTED,
         };
         let _ = serve_connection(quinn, peer, replica, opts, tx).await;
     });

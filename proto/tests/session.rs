@@ -96,6 +96,7 @@ async fn pair_with<R: Replica + ReplicaDyn>(server_replica: Arc<R>) -> Pair {
                 name: "server".into(),
                 streams: 4,
                 budget: botsync_proto::budget::Budget::default(),
+                features: botsync_proto::messages::Features::SUPPORTED,
             };
             let result = serve(quinn, peer, Arc::clone(&replica), opts).await;
             let _ = tx.send(result.map(|r| r.applied.len()).map_err(|e| e.to_string()));

@@ -17,7 +17,7 @@ use botsync_engine::{
 };
 use botsync_proto::codec::encode;
 use botsync_proto::frame::encode_frame;
-use botsync_proto::messages::{Hello, Message, NodeReply, SessionMode};
+use botsync_proto::messages::{ChunkWant, Hello, Message, NodeReply, SessionMode};
 
 const BEGIN: &str = "<!-- test-vectors:begin -->";
 const END: &str = "<!-- test-vectors:end -->";
@@ -198,6 +198,22 @@ fn computed() -> Vec<(&'static str, String)> {
         ids: two.iter().map(|c| c.id).collect(),
     };
     v.push(("frame GetChunks", hex(&encode_frame(&get).unwrap())));
+    let against = Message::GetChunksAgainst {
+        wants: vec![
+            ChunkWant {
+                id: two[1].id,
+                base: Some(two[0].id),
+            },
+            ChunkWant {
+                id: two[0].id,
+                base: None,
+            },
+        ],
+    };
+    v.push((
+        "frame GetChunksAgainst",
+        hex(&encode_frame(&against).unwrap()),
+    ));
     let root = RelPath::new("").unwrap();
     let nodes = Message::Nodes {
         nodes: vec![NodeReply {

@@ -6,8 +6,14 @@
 //! only while the file is still exactly what we wrote: an edit right after an apply changes the
 //! mtime or size and counts as a local change, and a file created again right after an apply
 //! deleted it is the user's. Notes expire after [`QUIET`].
+//!
+//! An apply of 20,000 files notes 20,000 paths and then sees several events for each, so every
+//! operation here is constant time in the number of notes (or in the depth of a path): notes expire
+//! from the front of a queue in the order they were made, and each directory keeps a count of the
+//! live notes under it. (Sweeping every note on every event, as before, took 40 % of a daemon's
+//! CPU while it applied 20,000 small files.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,7 +42,18 @@ struct Note {
 #[derive(Debug)]
 pub struct OwnWrites {
     root: PathBuf,
-    notes: Mutex<HashMap<String, Note>>,
+    notes: Mutex<Notes>,
+}
+
+/// The notes, with what makes expiry and the directory question cheap.
+#[derive(Debug, Default)]
+struct Notes {
+    by_path: HashMap<String, Note>,
+    /// Every note made, oldest first: (when, path). A path noted again has an older entry here
+    /// too, which expiry skips (the note's `at` is newer).
+    made: VecDeque<(Instant, String)>,
+    /// For each directory, the number of live notes of paths under it.
+    under: HashMap<String, usize>,
 }
 
 impl OwnWrites {
@@ -44,7 +61,7 @@ impl OwnWrites {
     pub fn new(root: &Path) -> OwnWrites {
         OwnWrites {
             root: root.to_path_buf(),
-            notes: Mutex::new(HashMap::new()),
+            notes: Mutex::new(Notes::default()),
         }
     }
 
@@ -53,7 +70,7 @@ impl OwnWrites {
         let mut notes = self.lock();
         let at = Instant::now();
         for p in paths {
-            notes.insert(p.to_owned(), Note { at, written: None });
+            notes.insert(p, Note { at, written: None });
         }
     }
 
@@ -65,7 +82,7 @@ impl OwnWrites {
         for (p, ok) in done {
             if ok {
                 let written = Some(self.stat(p));
-                notes.insert(p.to_owned(), Note { at, written });
+                notes.insert(p, Note { at, written });
             } else {
                 notes.remove(p);
             }
@@ -76,17 +93,15 @@ impl OwnWrites {
     /// what we wrote, or is a directory an apply wrote into.
     pub fn is_ours(&self, rel: &str) -> bool {
         let mut notes = self.lock();
-        notes.retain(|_, n| n.at.elapsed() < QUIET);
-        if let Some(note) = notes.get(rel) {
+        notes.expire(Instant::now());
+        if let Some(note) = notes.by_path.get(rel) {
             return match note.written {
                 None => true,
                 Some(left) => self.stat(rel) == left,
             };
         }
         // The directories an apply created or wrote into.
-        notes
-            .keys()
-            .any(|p| p.len() > rel.len() && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/')
+        notes.under.contains_key(rel)
     }
 
     fn stat(&self, rel: &str) -> Option<Written> {
@@ -98,10 +113,60 @@ impl OwnWrites {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Note>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Notes> {
         // Plain values replaced whole: a poisoned lock holds no broken state.
         self.notes.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl Notes {
+    /// Note `path` (replacing its previous note).
+    fn insert(&mut self, path: &str, note: Note) {
+        self.made.push_back((note.at, path.to_owned()));
+        if self.by_path.insert(path.to_owned(), note).is_none() {
+            for dir in ancestors(path) {
+                *self.under.entry(dir.to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Drop the note of `path`, if any.
+    fn remove(&mut self, path: &str) {
+        if self.by_path.remove(path).is_none() {
+            return;
+        }
+        for dir in ancestors(path) {
+            if let Some(n) = self.under.get_mut(dir) {
+                *n -= 1;
+                if *n == 0 {
+                    self.under.remove(dir);
+                }
+            }
+        }
+    }
+
+    /// Drop the notes older than [`QUIET`] at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.made.front() {
+            if now.saturating_duration_since(*at) < QUIET {
+                break;
+            }
+            let Some((at, path)) = self.made.pop_front() else {
+                break;
+            };
+            // Only the entry of the path's current note removes it.
+            if self.by_path.get(&path).is_some_and(|n| n.at == at) {
+                self.remove(&path);
+            }
+        }
+    }
+}
+
+/// The directories above `path` (`a/b/c` gives `a/b`, then `a`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.char_indices()
+        .filter(|(_, c)| *c == '/')
+        .map(|(i, _)| &path[..i])
 }
 
 #[cfg(test)]
@@ -138,6 +203,38 @@ mod tests {
         assert!(own.is_ours("note.md"), "the delete's own event");
         std::fs::write(&path, "written again by the user\n").unwrap();
         assert!(!own.is_ours("note.md"), "created again after the delete");
+    }
+
+    #[test]
+    fn notes_expire_after_the_quiet_period_and_so_do_their_directories() {
+        let mut notes = Notes::default();
+        let t0 = Instant::now();
+        let note = |at| Note { at, written: None };
+        notes.insert("memory/notes/a.md", note(t0));
+        notes.insert("memory/b.md", note(t0));
+        notes.insert("memory/notes/a.md", note(t0 + QUIET / 2));
+        assert!(notes.under.contains_key("memory/notes"));
+        assert_eq!(notes.under.get("memory"), Some(&2));
+        // The first note of a.md expires, but a.md was noted again since: it stays.
+        notes.expire(t0 + QUIET);
+        assert!(notes.by_path.contains_key("memory/notes/a.md"));
+        assert!(!notes.by_path.contains_key("memory/b.md"));
+        assert_eq!(notes.under.get("memory"), Some(&1));
+        notes.expire(t0 + QUIET * 2);
+        assert!(notes.by_path.is_empty());
+        assert!(notes.under.is_empty());
+        assert!(notes.made.is_empty());
+    }
+
+    #[test]
+    fn a_failed_apply_no_longer_counts_for_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = OwnWrites::new(dir.path());
+        own.applying(["a/b/c.md", "a/d.md"].into_iter());
+        assert!(own.is_ours("a/b") && own.is_ours("a"));
+        own.applied([("a/b/c.md", false), ("a/d.md", true)].into_iter());
+        assert!(!own.is_ours("a/b"), "only the failed file was under it");
+        assert!(own.is_ours("a"), "a/d.md was written");
     }
 
     #[test]

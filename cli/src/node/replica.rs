@@ -299,6 +299,27 @@ impl Replica for LiveReplica {
         self.ws.read_chunk(id).map_err(err)
     }
 
+    fn current_chunks(
+        &self,
+        paths: &[RelPath],
+    ) -> Result<Vec<(RelPath, Vec<ChunkRef>)>, ReplicaError> {
+        let entries = self.ws.entries(paths).map_err(err)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_tombstone())
+            .map(|e| (e.path, e.chunks))
+            .collect())
+    }
+
+    /// Our current files first, then the chunk store: after a local edit, the version the peer
+    /// holds is still there as the merge base this side kept when the peer took it.
+    fn read_delta_base(&self, id: &Hash) -> Result<Option<Vec<u8>>, ReplicaError> {
+        match self.ws.read_chunk(id).map_err(err)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.ws.read_kept_chunk(id).map_err(err),
+        }
+    }
+
     fn state_patterns(&self) -> Vec<String> {
         self.ws.config().state_sync.clone()
     }

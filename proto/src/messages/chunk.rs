@@ -6,9 +6,16 @@
 //! cost CPU. The receiver never trusts the payload: decompression is capped at
 //! [`MAX_CHUNK_LEN`] (a zstd bomb fails instead of allocating) and the result must hash to the
 //! chunk id, else [`CodecError::BadChunk`].
+//!
+//! With the `delta` feature a chunk can also travel as a zstd frame compressed against a *base*:
+//! a chunk the receiver holds (in its current version of the same path) and named in its
+//! request ([`ChunkWant`]), used as a raw-content prefix dictionary on both sides
+//! ([`Compression::ZstdDelta`]). An edited note of 1-30 KB is one chunk; against the version the
+//! receiver has, it travels as a few hundred bytes instead of whole.
 
 use botsync_engine::Hash;
 use serde::{Deserialize, Serialize};
+use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
 use crate::codec::CodecError;
 use crate::limits::MAX_CHUNK_LEN;
@@ -23,6 +30,20 @@ pub enum Compression {
     None,
     /// A single zstd frame that decompresses to the chunk bytes.
     Zstd,
+    /// A single zstd frame that decompresses to the chunk bytes given the base chunk the request
+    /// named for this id ([`ChunkWant::base`]) as a raw-content prefix (`ZSTD_refPrefix`). Only
+    /// in answer to a `GetChunksAgainst` that named a base for this id (feature `delta`).
+    ZstdDelta,
+}
+
+/// One chunk asked for in a `GetChunksAgainst`: its id and, optionally, a chunk the asker holds
+/// that the answer may be compressed against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkWant {
+    /// The chunk wanted.
+    pub id: Hash,
+    /// A chunk the asker holds (of its current version of the same path), or `None`.
+    pub base: Option<Hash>,
 }
 
 /// One chunk's payload, answering one id of a `GetChunks`.
@@ -58,9 +79,32 @@ impl ChunkData {
         }
     }
 
+    /// Prepare `raw` (the bytes of chunk `id`) for sending to a peer that holds `base`: zstd
+    /// against `base` if that is smaller than what [`ChunkData::compress`] gives (with zstd),
+    /// else that.
+    pub fn compress_against(id: Hash, raw: Vec<u8>, base: &[u8]) -> ChunkData {
+        let delta = delta_compress(&raw, base);
+        let plain = ChunkData::compress(id, raw, true);
+        match delta {
+            Some(data) if data.len() < plain.data.len() => ChunkData {
+                id,
+                compression: Compression::ZstdDelta,
+                data,
+            },
+            _ => plain,
+        }
+    }
+
     /// The chunk's raw bytes, decompressed (capped at [`MAX_CHUNK_LEN`]) and verified against
-    /// `id`.
+    /// `id`. A [`Compression::ZstdDelta`] payload is refused: it needs its base
+    /// ([`ChunkData::into_verified_bytes_against`]).
     pub fn into_verified_bytes(self) -> Result<Vec<u8>, CodecError> {
+        self.into_verified_bytes_against(None)
+    }
+
+    /// [`ChunkData::into_verified_bytes`], with the bytes of the base the request named for this
+    /// id (if any) to decode a [`Compression::ZstdDelta`] payload.
+    pub fn into_verified_bytes_against(self, base: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
         let id = self.id;
         let raw = match self.compression {
             Compression::None => self.data,
@@ -70,6 +114,16 @@ impl ChunkData {
                         id,
                         reason: "zstd payload is corrupt or exceeds the chunk size limit",
                     }
+                })?
+            }
+            Compression::ZstdDelta => {
+                let base = base.ok_or(CodecError::BadChunk {
+                    id,
+                    reason: "delta payload for a chunk asked for without a base",
+                })?;
+                delta_decompress(&self.data, base).ok_or(CodecError::BadChunk {
+                    id,
+                    reason: "delta payload is corrupt or exceeds the chunk size limit",
                 })?
             }
         };
@@ -87,6 +141,27 @@ impl ChunkData {
         }
         Ok(raw)
     }
+}
+
+/// `raw` as one zstd frame (level [`ZSTD_LEVEL`]) with `base` as its raw-content prefix.
+fn delta_compress(raw: &[u8], base: &[u8]) -> Option<Vec<u8>> {
+    let mut cctx = CCtx::try_create()?;
+    cctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+        .ok()?;
+    cctx.ref_prefix(base).ok()?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+    cctx.compress2(&mut out, raw).ok()?;
+    Some(out)
+}
+
+/// Decode a [`delta_compress`] frame; never writes more than [`MAX_CHUNK_LEN`] bytes (a larger
+/// frame is an error, not an allocation).
+fn delta_decompress(data: &[u8], base: &[u8]) -> Option<Vec<u8>> {
+    let mut dctx = DCtx::try_create()?;
+    dctx.ref_prefix(base).ok()?;
+    let mut out = Vec::with_capacity(MAX_CHUNK_LEN);
+    dctx.decompress(&mut out, data).ok()?;
+    Some(out)
 }
 
 impl std::fmt::Debug for ChunkData {
@@ -174,6 +249,70 @@ mod tests {
             data: packed,
         };
         let err = c.into_verified_bytes().unwrap_err();
+        assert!(matches!(err, CodecError::BadChunk { .. }), "{err}");
+    }
+
+    /// A note, and the same note with one line replaced and a line appended.
+    fn edited_note() -> (Vec<u8>, Vec<u8>) {
+        let old: Vec<u8> = (0..400)
+            .flat_map(|i| format!("- line {i}: the agent noted {}\n", i * 7919 % 1013).into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.splice(
+            9000..9040,
+            b"- a sentence written in this edit".iter().copied(),
+        );
+        new.extend_from_slice(b"- [ ] follow up tomorrow\n");
+        (old, new)
+    }
+
+    #[test]
+    fn an_edited_chunk_travels_as_a_small_delta_against_its_base() {
+        let (old, new) = edited_note();
+        let id = Hash::of(&new);
+        let plain = ChunkData::compress(id, new.clone(), true);
+        let c = ChunkData::compress_against(id, new.clone(), &old);
+        assert_eq!(c.compression, Compression::ZstdDelta);
+        assert!(
+            c.data.len() * 10 < plain.data.len(),
+            "{} vs {}",
+            c.data.len(),
+            plain.data.len()
+        );
+        assert_eq!(c.into_verified_bytes_against(Some(&old)).unwrap(), new);
+    }
+
+    #[test]
+    fn an_unrelated_base_falls_back_to_plain_zstd() {
+        let raw = text(20_000);
+        let c = ChunkData::compress_against(Hash::of(&raw), raw.clone(), &noise(20_000));
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.into_verified_bytes_against(None).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_delta_without_its_base_or_with_another_is_a_bad_chunk() {
+        let (old, new) = edited_note();
+        let c = ChunkData::compress_against(Hash::of(&new), new, &old);
+        assert_eq!(c.compression, Compression::ZstdDelta);
+        for base in [None, Some(&noise(old.len())[..])] {
+            let err = c.clone().into_verified_bytes_against(base).unwrap_err();
+            assert!(matches!(err, CodecError::BadChunk { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_delta_bomb_is_refused_without_inflating() {
+        let base = vec![7u8; 1024];
+        let huge = vec![7u8; MAX_CHUNK_LEN + 1];
+        let packed = delta_compress(&huge, &base).unwrap();
+        assert!(packed.len() < 1024);
+        let c = ChunkData {
+            id: Hash::of(&huge),
+            compression: Compression::ZstdDelta,
+            data: packed,
+        };
+        let err = c.into_verified_bytes_against(Some(&base)).unwrap_err();
         assert!(matches!(err, CodecError::BadChunk { .. }), "{err}");
     }
 

@@ -35,10 +35,18 @@ impl Features {
     pub const MESH_CONFIG: Features = Features(1 << 5);
     /// Bit 6: the peer answers parity checks (`GetParity` / `Parity`).
     pub const PARITY: Features = Features(1 << 6);
+    /// Bit 7: chunks may be asked for against a base the asker holds (`GetChunksAgainst`) and
+    /// answered as zstd deltas against it (`Compression::ZstdDelta`). Needs `ZSTD` too.
+    pub const DELTA: Features = Features(1 << 7);
 
     /// Every feature this implementation supports.
     pub const SUPPORTED: Features = Features(
-        Self::ZSTD.0 | Self::CHUNK_TREE.0 | Self::STATE.0 | Self::MESH_CONFIG.0 | Self::PARITY.0,
+        Self::ZSTD.0
+            | Self::CHUNK_TREE.0
+            | Self::STATE.0
+            | Self::MESH_CONFIG.0
+            | Self::PARITY.0
+            | Self::DELTA.0,
     );
 
     /// From raw bits (any bits allowed).
@@ -81,6 +89,9 @@ impl fmt::Debug for Features {
         }
         if self.contains(Features::PARITY) {
             names.push("parity".to_owned());
+        }
+        if self.contains(Features::DELTA) {
+            names.push("delta".to_owned());
         }
         let unknown = self.0 & !Features::SUPPORTED.0;
         if unknown != 0 {

@@ -85,6 +85,9 @@ impl Message {
             Message::GetChunks { ids } => {
                 CodecError::check_limit("chunk ids in a request", ids.len(), MAX_IDS_PER_REQUEST)
             }
+            Message::GetChunksAgainst { wants } => {
+                CodecError::check_limit("chunk ids in a request", wants.len(), MAX_IDS_PER_REQUEST)
+            }
             Message::ChunkData(chunk) => {
                 CodecError::check_limit("chunk payload bytes", chunk.data.len(), MAX_CHUNK_LEN)
             }

@@ -1,8 +1,11 @@
 //! Fetching chunks from the peer: batches of ids over parallel request streams, every chunk
 //! verified against its id and kept by the replica before anything is applied. A chunk the
 //! peer cannot provide (its file changed while being sent) is reported missing, not fatal.
+//! With the `delta` feature a batch whose chunks have delta bases (module `session::delta`) is asked
+//! for with `GetChunksAgainst`, naming only bases this side could read, which it keeps in memory
+//! to decode the answers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use crate::budget::Phase;
 use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::MAX_IDS_PER_REQUEST;
-use crate::messages::{Compression, ErrorCode, Message};
+use crate::messages::{ChunkWant, Compression, ErrorCode, Message};
 use crate::replica::Replica;
 
 /// Target raw bytes per request batch: large enough to fill the pipe, small enough to keep
@@ -37,33 +40,47 @@ pub(crate) struct Fetch {
     pub streams: usize,
     /// True if the ZSTD feature was negotiated: without it a zstd payload is `bad-message`.
     pub zstd: bool,
+    /// True if the DELTA feature was negotiated (with ZSTD): chunks may be asked for against
+    /// bases.
+    pub delta: bool,
     /// How long one batch's whole reply may take to arrive.
     pub deadline: Duration,
 }
 
-/// Fetch `needed` from the peer as `how` says.
-pub(crate) async fn fetch<R: Replica + ?Sized>(
+/// Fetch `needed` from the peer as `how` says, each chunk against its base in `bases` (if any).
+async fn fetch<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     needed: Vec<ChunkRef>,
+    bases: HashMap<Hash, ChunkRef>,
     how: Fetch,
     progress: Arc<dyn Progress>,
 ) -> Result<Fetched, SessionError> {
     let queue: Arc<Mutex<VecDeque<Vec<ChunkRef>>>> = Arc::new(Mutex::new(batches(needed).into()));
+    let bases = Arc::new(bases);
     let mut tasks = JoinSet::new();
     for _ in 0..how.streams.max(1) {
-        let (conn, replica, queue, progress) = (
+        let (conn, replica, queue, progress, bases) = (
             conn.clone(),
             Arc::clone(replica),
             Arc::clone(&queue),
             Arc::clone(&progress),
+            Arc::clone(&bases),
         );
         tasks.spawn(async move {
             let mut got = Fetched::default();
             loop {
                 let batch = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(batch) = batch else { break };
-                let one = fetch_batch(&conn, &replica, batch, how, &mut got, progress.as_ref());
+                let one = fetch_batch(
+                    &conn,
+                    &replica,
+                    batch,
+                    &bases,
+                    how,
+                    &mut got,
+                    progress.as_ref(),
+                );
                 within(Phase::ChunkBatch, how.deadline, one).await??;
             }
             Ok::<_, SessionError>(got)
@@ -168,7 +185,8 @@ async fn group_round<R: Replica + ?Sized>(
 ) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
-    let mut fetched = fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
+    let bases = delta_bases(replica, &items, &needed, how).await?;
+    let mut fetched = fetch(conn, replica, needed, bases, how, Arc::clone(progress)).await?;
     let again = items.clone();
     let mut reports = blocking(replica, move |r| r.apply(items, peer)).await?;
     let retry: Vec<(usize, PlanItem)> = reports
@@ -189,7 +207,16 @@ async fn group_round<R: Replica + ?Sized>(
         chunks = needed.len(),
         "chunks missing at apply (corrupt or changed locally): fetching them again"
     );
-    let more = fetch(conn, replica, needed, how, Arc::clone(progress)).await?;
+    // The repair round asks for whole chunks: it runs when something local was not as planned.
+    let more = fetch(
+        conn,
+        replica,
+        needed,
+        HashMap::new(),
+        how,
+        Arc::clone(progress),
+    )
+    .await?;
     fetched.counters.chunks_received += more.counters.chunks_received;
     fetched.counters.chunk_bytes_received += more.counters.chunk_bytes_received;
     fetched.counters.chunk_wire_bytes_received += more.counters.chunk_wire_bytes_received;
@@ -199,6 +226,29 @@ async fn group_round<R: Replica + ?Sized>(
         reports[i] = report;
     }
     Ok((reports, fetched))
+}
+
+/// The delta bases of `needed` for `items` (none unless `how.delta`).
+async fn delta_bases<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    items: &[PlanItem],
+    needed: &[ChunkRef],
+    how: Fetch,
+) -> Result<HashMap<Hash, ChunkRef>, SessionError> {
+    if !how.delta || needed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (items, needed) = (items.to_vec(), needed.to_vec());
+    blocking(replica, move |r| {
+        let paths: Vec<_> = items
+            .iter()
+            .filter(|i| i.action.writes_file())
+            .map(|i| i.remote.path.clone())
+            .collect();
+        let current = r.current_chunks(&paths)?;
+        Ok(super::delta::bases(&items, &needed, &current))
+    })
+    .await
 }
 
 impl Fetched {
@@ -234,14 +284,39 @@ async fn fetch_batch<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     batch: Vec<ChunkRef>,
+    bases: &HashMap<Hash, ChunkRef>,
     how: Fetch,
     got: &mut Fetched,
     progress: &dyn Progress,
 ) -> Result<(), SessionError> {
+    let held = read_bases(replica, &batch, bases).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
-    let ids: Vec<Hash> = batch.iter().map(|c| c.id).collect();
-    write_frame(&mut send, &Message::GetChunks { ids: ids.clone() }).await?;
+    let request = if held.is_empty() {
+        Message::GetChunks {
+            ids: batch.iter().map(|c| c.id).collect(),
+        }
+    } else {
+        let base_of = |id: &Hash| bases.get(id).map(|b| b.id).filter(|b| held.contains_key(b));
+        Message::GetChunksAgainst {
+            wants: batch
+                .iter()
+                .map(|c| ChunkWant {
+                    id: c.id,
+                    base: base_of(&c.id),
+                })
+                .collect(),
+        }
+    };
+    write_frame(&mut send, &request).await?;
     let _ = send.finish();
+    // The base bytes each chunk was asked against, to decode a delta answer.
+    let against: HashMap<Hash, &[u8]> = match &request {
+        Message::GetChunksAgainst { wants } => wants
+            .iter()
+            .filter_map(|w| Some((w.id, held.get(&w.base?)?.as_slice())))
+            .collect(),
+        _ => HashMap::new(),
+    };
     // Verified chunks are kept as they arrive (a few at a time, in one blocking call): a
     // connection lost in the middle of a batch refetches only what had not arrived yet.
     let mut verified: Vec<(Hash, Vec<u8>)> = Vec::new();
@@ -249,6 +324,7 @@ async fn fetch_batch<R: Replica + ?Sized>(
     let read = read_batch(
         &mut recv,
         &batch,
+        &against,
         how,
         got,
         progress,
@@ -272,6 +348,41 @@ async fn fetch_batch<R: Replica + ?Sized>(
 /// Verified chunks buffered before they are written to the chunk store.
 const KEEP_EVERY_BYTES: usize = 64 * 1024;
 
+/// Most bytes of delta bases held for one batch (each distinct base once): bases beyond it are
+/// not named, and their chunks come whole.
+const BASE_BYTES_PER_BATCH: u64 = 2 * BATCH_BYTES;
+
+/// Read (from our current files, verified) the distinct bases of `batch`'s chunks, up to
+/// [`BASE_BYTES_PER_BATCH`]; a base that cannot be read (its file changed) is left out.
+async fn read_bases<R: Replica + ?Sized>(
+    replica: &Arc<R>,
+    batch: &[ChunkRef],
+    bases: &HashMap<Hash, ChunkRef>,
+) -> Result<HashMap<Hash, Vec<u8>>, SessionError> {
+    let mut wanted: Vec<Hash> = Vec::new();
+    let mut bytes = 0u64;
+    for base in batch.iter().filter_map(|c| bases.get(&c.id)) {
+        if wanted.contains(&base.id) || bytes + u64::from(base.len) > BASE_BYTES_PER_BATCH {
+            continue;
+        }
+        bytes += u64::from(base.len);
+        wanted.push(base.id);
+    }
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    blocking(replica, move |r| {
+        let mut held = HashMap::new();
+        for id in wanted {
+            if let Some(bytes) = r.read_chunk(&id)? {
+                held.insert(id, bytes);
+            }
+        }
+        Ok(held)
+    })
+    .await
+}
+
 async fn keep<R: Replica + ?Sized>(
     replica: &Arc<R>,
     verified: Vec<(Hash, Vec<u8>)>,
@@ -290,9 +401,11 @@ async fn keep<R: Replica + ?Sized>(
 
 /// Read the replies to one `GetChunks`, handing each verified chunk to `on_chunk`; whatever
 /// `on_chunk` returns is written to the chunk store before the next frame is read.
+#[allow(clippy::too_many_arguments)] // one fetch's state, passed down once
 async fn read_batch<R: Replica + ?Sized>(
     recv: &mut quinn::RecvStream,
     batch: &[ChunkRef],
+    against: &HashMap<Hash, &[u8]>,
     how: Fetch,
     got: &mut Fetched,
     progress: &dyn Progress,
@@ -316,7 +429,10 @@ async fn read_batch<R: Replica + ?Sized>(
                     .into());
                 }
                 let wire = data.data.len() as u64;
-                let bytes = data.into_verified_bytes().map_err(FrameError::from)?;
+                let base = against.get(&want.id).copied();
+                let bytes = data
+                    .into_verified_bytes_against(base)
+                    .map_err(FrameError::from)?;
                 if bytes.len() != want.len as usize {
                     return Err(SessionError::Protocol(format!(
                         "chunk {} has the wrong length",

@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info_span};
 use super::service::{self, Service, ServiceSlot};
 use super::{
     AbortOnDrop, Advertised, Control, Progress, ProgressEvent, SessionError, SessionOptions,
-    SessionReport, blocking, chunks, descent, entries, mesh, state,
+    SessionReport, blocking, chunks, delta, descent, entries, mesh, state,
 };
 use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
@@ -78,7 +78,8 @@ async fn run_inner<R: Replica + ?Sized>(
     };
 
     // Hello and Summary go together: a workspace already in sync costs one round trip.
-    let hello = Hello::current(&opts.name, opts.agent.clone());
+    let mut hello = Hello::current(&opts.name, opts.agent.clone());
+    hello.features = hello.features.intersection(opts.features);
     ctl.send(&Message::Hello(hello.clone())).await?;
     let snap = pending
         .await
@@ -125,6 +126,7 @@ async fn run_inner<R: Replica + ?Sized>(
         replica: Arc::clone(&replica),
         advertised: advertised.clone(),
         zstd: negotiated.features.contains(Features::ZSTD),
+        delta: delta::negotiated(negotiated.features),
         bytes_served: Arc::clone(&bytes_served),
         progress: Arc::clone(&progress),
         budget: None,
@@ -224,6 +226,7 @@ async fn pull<R: Replica + ?Sized>(
     let how = chunks::Fetch {
         streams: opts.streams,
         zstd: ctl.features.contains(Features::ZSTD),
+        delta: delta::negotiated(ctl.features),
         deadline: opts.deadlines.chunk_batch,
     };
     let (reports, fetched) =

@@ -11,6 +11,7 @@
 
 pub mod chunks;
 pub mod client;
+mod delta;
 pub mod descent;
 pub mod entries;
 pub mod link;
@@ -57,6 +58,9 @@ pub struct SessionOptions {
     /// Ask the peer for its parity report after the summaries (`botsync parity`), if it
     /// supports the `parity` feature ([`SessionReport::parity`] stays `None` otherwise).
     pub parity: bool,
+    /// The optional features this side offers in `Hello` (all it supports by default; tests
+    /// and benchmarks turn some off to speak like an older peer).
+    pub features: Features,
 }
 
 impl SessionOptions {
@@ -72,6 +76,7 @@ impl SessionOptions {
             force: false,
             deadlines: Deadlines::DEFAULT,
             parity: false,
+            features: Features::SUPPORTED,
         }
     }
 }

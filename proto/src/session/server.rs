@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub streams: usize,
     /// The listener's shared budget (connections, sessions, requests) and its deadlines.
     pub budget: Budget,
+    /// The optional features we offer in `Hello` (all we support by default).
+    pub features: Features,
 }
 
 impl ServeOptions {
@@ -41,6 +43,7 @@ impl ServeOptions {
             name: name.to_owned(),
             streams: 6,
             budget,
+            features: Features::SUPPORTED,
         }
     }
 }
@@ -171,7 +174,8 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
         };
         // Rescan while the initiator rescans; the answer to its Summary waits for it.
         let pending = super::client::start_refresh(&replica);
-        let hello = Hello::current(&opts.name, botsync_engine::AgentLabel::default());
+        let mut hello = Hello::current(&opts.name, botsync_engine::AgentLabel::default());
+        hello.features = hello.features.intersection(opts.features);
         ctl.send(&Message::Hello(hello.clone())).await?;
         let negotiated = match hello.negotiate(&theirs) {
             Ok(n) => n,
@@ -195,6 +199,7 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             replica: Arc::clone(&replica),
             advertised: advertised.clone(),
             zstd: negotiated.features.contains(Features::ZSTD),
+            delta: super::delta::negotiated(negotiated.features),
             bytes_served: Arc::new(AtomicU64::new(0)),
             progress: Arc::new(NoProgress),
             budget: Some(admission.budget().clone()),
@@ -508,6 +513,7 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         let fetch = chunks::Fetch {
             streams: self.opts.streams,
             zstd: self.features.contains(Features::ZSTD),
+            delta: super::delta::negotiated(self.features),
             deadline,
         };
         let (applied, fetched) =

@@ -6,7 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use botsync_engine::Hash;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -15,7 +14,7 @@ use super::tree::NodeTable;
 use super::{Activity, Advertised, Progress, ProgressEvent, SessionError, blocking, within};
 use crate::budget::{Admission, Budget, Deadlines, Phase};
 use crate::frame::{read_frame, write_frame};
-use crate::messages::{ChunkData, ErrorCode, Message};
+use crate::messages::{ChunkData, ChunkWant, ErrorCode, Message};
 use crate::replica::Replica;
 
 /// Chunks read from disk per blocking call: bounds memory per stream (≤ 4 × 256 KiB).
@@ -27,6 +26,9 @@ pub(crate) struct Service<R: Replica + ?Sized> {
     pub replica: Arc<R>,
     pub advertised: Advertised,
     pub zstd: bool,
+    /// True if the `delta` feature was negotiated (with `zstd`): `GetChunksAgainst` is answered,
+    /// with deltas where they are smaller. Without it that request is a protocol error.
+    pub delta: bool,
     /// Raw chunk bytes served.
     pub bytes_served: Arc<AtomicU64>,
     /// Where to report chunk bytes served.
@@ -46,6 +48,7 @@ impl<R: Replica + ?Sized> Clone for Service<R> {
             replica: Arc::clone(&self.replica),
             advertised: self.advertised.clone(),
             zstd: self.zstd,
+            delta: self.delta,
             bytes_served: Arc::clone(&self.bytes_served),
             progress: Arc::clone(&self.progress),
             budget: self.budget.clone(),
@@ -65,7 +68,13 @@ impl<R: Replica + ?Sized> Service<R> {
         _recv: RecvStream,
     ) -> Result<(), SessionError> {
         match first {
-            Message::GetChunks { ids } => self.send_chunks(ids, &mut send).await?,
+            Message::GetChunks { ids } => {
+                let wants = ids.into_iter().map(|id| ChunkWant { id, base: None });
+                self.send_chunks(wants.collect(), &mut send).await?;
+            }
+            Message::GetChunksAgainst { wants } if self.delta => {
+                self.send_chunks(wants, &mut send).await?;
+            }
             Message::GetTreeNodes { content, nodes } => {
                 let table = self.advertised.get(&content).map(|c| NodeTable::build(&c));
                 let replies: Option<Vec<_>> =
@@ -102,19 +111,33 @@ impl<R: Replica + ?Sized> Service<R> {
         Ok(())
     }
 
-    async fn send_chunks(&self, ids: Vec<Hash>, send: &mut SendStream) -> Result<(), SessionError> {
-        for group in ids.chunks(READ_GROUP) {
+    /// Answer each want in order: its chunk compressed against its base when the base is one we
+    /// can read (our files or our store) and that is smaller, else as `GetChunks` would.
+    async fn send_chunks(
+        &self,
+        wants: Vec<ChunkWant>,
+        send: &mut SendStream,
+    ) -> Result<(), SessionError> {
+        for group in wants.chunks(READ_GROUP) {
             let group = group.to_vec();
             let zstd = self.zstd;
             let frames = blocking(&self.replica, move |r| {
                 group
                     .into_iter()
-                    .map(|id| {
+                    .map(|ChunkWant { id, base }| {
                         Ok(match r.read_chunk(&id)? {
-                            Some(raw) => (
-                                raw.len() as u64,
-                                Message::ChunkData(ChunkData::compress(id, raw, zstd)),
-                            ),
+                            Some(raw) => {
+                                let len = raw.len() as u64;
+                                let base = match base {
+                                    Some(b) => r.read_delta_base(&b)?,
+                                    None => None,
+                                };
+                                let data = match base {
+                                    Some(base) => ChunkData::compress_against(id, raw, &base),
+                                    None => ChunkData::compress(id, raw, zstd),
+                                };
+                                (len, Message::ChunkData(data))
+                            }
                             None => (
                                 0,
                                 Message::Error {

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-const TARGETS: [&str; 3] = ["message_decode", "frame_decoder", "state_records"];
+const TARGETS: [&str; 4] = [
+    "message_decode",
+    "frame_decoder",
+    "state_records",
+    "chunk_delta",
+];
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,7 +78,57 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     })
     .unwrap();
     out.push(("state_records", "boundary-not-state".into(), not_state));
+    out.extend(delta_seeds());
     out
+}
+
+/// The `chunk_delta` seeds: a base length (u16 little-endian), the base, then a payload.
+fn delta_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let input = |base: &[u8], payload: &[u8]| {
+        let mut v = u16::try_from(base.len()).unwrap().to_le_bytes().to_vec();
+        v.extend_from_slice(base);
+        v.extend_from_slice(payload);
+        v
+    };
+    let old: Vec<u8> = (0..200)
+        .flat_map(|i| format!("- note line {i}: keep answers short\n").into_bytes())
+        .collect();
+    let mut new = old.clone();
+    new.splice(3000..3010, b"an edit".iter().copied());
+    let delta = ChunkData::compress_against(Hash::of(&new), new.clone(), &old);
+    assert_eq!(delta.compression, Compression::ZstdDelta);
+    vec![
+        ("chunk_delta", "seed-edited-note".into(), input(&old, &new)),
+        (
+            "chunk_delta",
+            "seed-real-delta".into(),
+            input(&old, &delta.data),
+        ),
+        ("chunk_delta", "seed-no-base".into(), input(&[], &new)),
+        ("chunk_delta", "boundary-short".into(), vec![1]),
+    ]
+}
+
+/// The laws the `chunk_delta` target checks, replayed here over its corpus.
+fn delta_decodes_safely_and_round_trips(bytes: &[u8]) {
+    let Some((len, rest)) = bytes.split_first_chunk::<2>() else {
+        return;
+    };
+    let len = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+    let (base, payload) = rest.split_at(len);
+    let peer_sent = ChunkData {
+        id: Hash::of(payload),
+        compression: Compression::ZstdDelta,
+        data: payload.to_vec(),
+    };
+    if let Ok(out) = peer_sent.into_verified_bytes_against(Some(base)) {
+        assert_eq!(Hash::of(&out), Hash::of(payload));
+    }
+    let sent = ChunkData::compress_against(Hash::of(payload), payload.to_vec(), base);
+    assert_eq!(
+        sent.into_verified_bytes_against(Some(base)).ok().as_deref(),
+        Some(payload)
+    );
 }
 
 /// The `state_records` seeds: record lists a peer may send.
@@ -169,6 +224,11 @@ fn every_corpus_file_replays_without_panic() {
             if target == "state_records" {
                 state_merge_converges(&bytes);
             }
+            if target == "chunk_delta" {
+                delta_decodes_safely_and_round_trips(&bytes);
+                replayed += 1;
+                continue;
+            }
             if let Ok(m) = decode(&bytes) {
                 assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
             }
@@ -192,6 +252,7 @@ fn seeds_decode_as_their_names_say() {
         let ok = name.starts_with("seed-") || name == "boundary-all-messages";
         match target {
             "message_decode" => assert_eq!(decode(&bytes).is_ok(), ok, "{name}"),
+            "chunk_delta" => assert_eq!(bytes.len() >= 2, ok, "{name}"),
             "state_records" => assert_eq!(
                 matches!(decode(&bytes), Ok(Message::State { .. })),
                 ok,

@@ -128,7 +128,7 @@ const GOLDEN: &[(&str, &str)] = &[
          09                      // tag 9 ChunkData
          ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3
          50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f   // id BLAKE3(\"hello\")
-         00                      // compression None (Zstd 1)
+         00                      // compression None (Zstd 1, ZstdDelta 2)
          05 68 65 6c 6c 6f       // data: length 5, \"hello\"",
     ),
     (
@@ -239,6 +239,24 @@ const GOLDEN: &[(&str, &str)] = &[
          fb d0 07                // at_ns 1000: zigzag 2000, marker fb then u16 little-endian
          01                      // last true",
     ),
+    (
+        "get-chunks-against",
+        "00 00 00 64             // frame length 100
+         1d                      // tag 29 GetChunksAgainst
+         02                      // 2 wants
+         55*32                   // want 1: chunk id
+         01 44*32                //   base: Some, the chunk id we hold
+         66*32                   // want 2: chunk id
+         00                      //   base: None",
+    ),
+    (
+        "chunk-data-delta",
+        "00 00 00 27             // frame length 39
+         09                      // tag 9 ChunkData
+         55*32                   // id
+         02                      // compression ZstdDelta (None 0, Zstd 1)
+         04 28 b5 2f fd          // data: length 4, a zstd frame's magic number",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -297,7 +315,8 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::GetMeshConfig
         | Message::MeshConfig { .. }
         | Message::GetParity
-        | Message::Parity(_) => Some(m.tag()),
+        | Message::Parity(_)
+        | Message::GetChunksAgainst { .. } => Some(m.tag()),
         Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
@@ -331,7 +350,8 @@ fn goldens_cover_every_implemented_tag() {
         .filter_map(|(_, m)| covered_tag(m))
         .collect();
     tags.sort_unstable();
-    let implemented: Vec<u32> = (0..=14).chain(21..=28).collect();
+    tags.dedup(); // `ChunkData` has a sample per kind of payload
+    let implemented: Vec<u32> = (0..=14).chain(21..=29).collect();
     assert_eq!(tags, implemented);
 }
 

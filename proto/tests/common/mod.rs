@@ -11,6 +11,7 @@ use botsync_engine::PeerId;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::identity::Identity;
 use botsync_proto::memory::MemoryReplica;
+use botsync_proto::messages::Features;
 use botsync_proto::session::server::{ServeOptions, ServeReport, serve};
 use botsync_proto::tls::AllowedPeers;
 
@@ -62,13 +63,24 @@ pub fn serve_forever(
     replica: Arc<MemoryReplica>,
     on_report: impl Fn(ServeReport) + Send + 'static,
 ) {
+    serve_forever_offering(listener, replica, Features::SUPPORTED, on_report);
+}
+
+/// [`serve_forever`], offering only `features` in the listener's `Hello` (an older peer).
+pub fn serve_forever_offering(
+    listener: Endpoint,
+    replica: Arc<MemoryReplica>,
+    features: Features,
+    on_report: impl Fn(ServeReport) + Send + 'static,
+) {
     tokio::spawn(async move {
         while let Some(incoming) = listener.accept().await {
             let Ok(conn) = incoming.accept().await else {
                 continue;
             };
             let (quinn, peer) = conn.into_parts();
-            let opts = ServeOptions::new("server", botsync_proto::budget::Budget::default());
+            let mut opts = ServeOptions::new("server", botsync_proto::budget::Budget::default());
+            opts.features = features;
             if let Ok(report) = serve(quinn, peer, Arc::clone(&replica), opts).await {
                 on_report(report);
             }

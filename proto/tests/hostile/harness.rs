@@ -88,6 +88,7 @@ pub async fn listen_with<R: Replica>(
                 name: "server".into(),
                 streams: 4,
                 budget: served_budget.clone(),
+                features: botsync_proto::messages::Features::SUPPORTED,
             };
             let (tx, replica) = (tx.clone(), Arc::clone(&served_replica));
             let one = async move {
