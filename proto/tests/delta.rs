@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use botsync_engine::PeerId;
-use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{Features, SessionMode};
-use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
+use botsync_proto::session::{SessionOptions, SessionReport};
 
 /// The client's and the listener's replicas, and a session runner.
 struct Peers {
@@ -48,24 +47,9 @@ impl Peers {
 
     /// One session in `mode`, the client offering `features`.
     async fn session(&self, mode: SessionMode, features: Features) -> SessionReport {
-        let conn = self
-            .dialer
-            .connect(self.addr, self.server_id)
-            .await
-            .unwrap();
         let mut opts = SessionOptions::new(mode, "client");
         opts.features = features;
-        let report = client::run(
-            &conn,
-            self.server_id,
-            Arc::clone(&self.client),
-            &opts,
-            Arc::new(NoProgress),
-        )
-        .await
-        .unwrap();
-        conn.close(CloseCode::Done);
-        report
+        common::run_session(&self.dialer, self.addr, self.server_id, &self.client, &opts).await
     }
 }
 

@@ -10,13 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use botsync_engine::PeerId;
-use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode};
 use botsync_proto::replica::Replica;
-use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
+use botsync_proto::session::{SessionOptions, SessionReport};
 use serde_json::{Value, json};
 
 const PATH: &str = ".secrets/mesh-config.json";
@@ -52,22 +51,7 @@ async fn pair() -> Pair {
 
 impl Pair {
     async fn session(&self, opts: SessionOptions) -> SessionReport {
-        let conn = self
-            .client
-            .connect(self.addr, self.server_id)
-            .await
-            .unwrap();
-        let report = client::run(
-            &conn,
-            self.server_id,
-            Arc::clone(&self.ours),
-            &opts,
-            Arc::new(NoProgress),
-        )
-        .await
-        .unwrap();
-        conn.close(CloseCode::Done);
-        report
+        common::run_session(&self.client, self.addr, self.server_id, &self.ours, &opts).await
     }
 
     async fn run(&self, mode: SessionMode) -> SessionReport {

@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use botsync_engine::{Hash, PeerId, VersionVector};
-use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireState};
 use botsync_proto::replica::{Replica, StateApplied};
-use botsync_proto::session::{NoProgress, SessionOptions, SessionReport, client};
+use botsync_proto::session::{SessionOptions, SessionReport};
 
 /// A listening replica ("server") and a dialing one ("client").
 struct Pair {
@@ -58,22 +57,15 @@ async fn pair() -> Pair {
 
 impl Pair {
     async fn session(&mut self, mode: SessionMode) -> (SessionReport, StateApplied) {
-        let conn = self
-            .endpoint
-            .connect(self.addr, self.server_id)
-            .await
-            .unwrap();
         let opts = SessionOptions::new(mode, "client");
-        let report = client::run(
-            &conn,
+        let report = common::run_session(
+            &self.endpoint,
+            self.addr,
             self.server_id,
-            Arc::clone(&self.client),
+            &self.client,
             &opts,
-            Arc::new(NoProgress),
         )
-        .await
-        .unwrap();
-        conn.close(CloseCode::Done);
+        .await;
         (report, self.served.recv().await.unwrap())
     }
 }

@@ -87,3 +87,26 @@ pub fn serve_forever_offering(
         }
     });
 }
+
+/// One whole session of `replica` over a fresh connection from `client` to the peer `server_id`
+/// at `addr`, as the initiator with `opts`; the connection is closed after it.
+pub async fn run_session(
+    client: &Endpoint,
+    addr: SocketAddr,
+    server_id: PeerId,
+    replica: &Arc<MemoryReplica>,
+    opts: &botsync_proto::session::SessionOptions,
+) -> botsync_proto::session::SessionReport {
+    let conn = client.connect(addr, server_id).await.unwrap();
+    let report = botsync_proto::session::client::run(
+        &conn,
+        server_id,
+        Arc::clone(replica),
+        opts,
+        Arc::new(botsync_proto::session::NoProgress),
+    )
+    .await
+    .unwrap();
+    conn.close(botsync_proto::close::CloseCode::Done);
+    report
+}
