@@ -452,3 +452,33 @@ fn skills_are_also_found_in_extra_roots_and_the_timeout_comes_from_gen_json() {
         "{err}"
     );
 }
+
+#[test]
+fn a_scan_while_the_generator_runs_does_not_sweep_its_output() {
+    // Found in CI: the daemon rescanned while a generator ran and removed its half-written
+    // SYNC_OUTPUT_FILE as a stale temp, so the run failed with "wrote nothing". Here the
+    // generator itself starts the scan between writing and exiting.
+    let a = approved(
+        "#!/bin/sh\nset -eu\necho fresh > \"$SYNC_OUTPUT_FILE\"\nbotsync scan > /dev/null\n",
+    );
+    let run = a.ok(&["gen", "run", "--skill", "mem"]);
+    assert_eq!(run["runs"][0]["ok"], true, "{run}");
+    assert_eq!(memory(&a), "fresh\n");
+    let scan = a.ok(&["scan"]);
+    assert_eq!(scan["skipped"], serde_json::json!([]), "{scan}");
+}
+
+#[test]
+fn a_generator_killed_mid_run_leaves_no_temp_after_the_next_run() {
+    // A `gen run` killed before it installed leaves `.botsync-tmp-gen-PID-SKILL`; a scan never
+    // syncs it and the next run of any generator in that directory removes it (its process is gone).
+    let a = approved("#!/bin/sh\nset -eu\necho new > \"$SYNC_OUTPUT_FILE\"\n");
+    let dead = a.path(".botsync-tmp-gen-999999999-mem");
+    std::fs::write(&dead, "left by a killed run\n").unwrap();
+    let scan = a.ok(&["scan"]);
+    assert_eq!(scan["files"], 1, "only MEMORY.md: {scan}");
+    assert!(dead.exists(), "a scan leaves generator temps to the runner");
+    a.ok(&["gen", "run", "--skill", "mem"]);
+    assert_eq!(memory(&a), "new\n");
+    assert!(!dead.exists(), "the dead run's temp is swept");
+}

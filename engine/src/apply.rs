@@ -46,6 +46,12 @@ pub use recover::{Recovery, recover};
 /// Prefix of the temporary files apply creates next to their targets; the scanner ignores them.
 pub const TEMP_PREFIX: &str = ".botsync-tmp-";
 
+/// Prefix of the output file a SYNC.json generator is writing (`.botsync-tmp-gen-PID-SKILL`). It
+/// starts with [`TEMP_PREFIX`], so it is never synced; unlike apply's temps it lives while a
+/// generator runs, which may be during a scan, so a scan leaves it alone and the generator
+/// runner sweeps those whose process is gone.
+pub const GENERATOR_TEMP_PREFIX: &str = ".botsync-tmp-gen-";
+
 /// The largest chunk accepted from an entry (FastCDC's own maximum): bounds what one chunk can
 /// make us allocate.
 pub const MAX_CHUNK_LEN: u32 = 16 * 1024 * 1024;

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use botsync_engine::apply::GENERATOR_TEMP_PREFIX;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
 /// The most of each of stdout and stderr kept from a generator: 1 MiB (the rest is read and
@@ -81,8 +82,9 @@ pub fn run(spec: &RunSpec, recheck: Recheck<'_>) -> Result<RunOutcome> {
         .output
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", spec.output.display()))?;
+    sweep_dead_runs(parent);
     let tmp = parent.join(format!(
-        ".botsync-tmp-gen-{}-{}",
+        "{GENERATOR_TEMP_PREFIX}{}-{}",
         std::process::id(),
         spec.skill
     ));
@@ -228,6 +230,39 @@ fn search_path() -> String {
     dirs.push("/usr/bin".to_owned());
     dirs.push("/bin".to_owned());
     dirs.join(":")
+}
+
+/// Remove from `dir` the outputs of generator runs whose process is gone (a `gen run` or a
+/// daemon killed before it installed). A run still going, here or in another process, is left
+/// alone: a scan never removes these, so this is where they end.
+fn sweep_dead_runs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(GENERATOR_TEMP_PREFIX))
+        else {
+            continue;
+        };
+        let alive = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(Pid::from_raw)
+            .is_some_and(|pid| {
+                // EPERM means it exists under another user: still running.
+                !matches!(
+                    rustix::process::test_kill_process(pid),
+                    Err(rustix::io::Errno::SRCH)
+                )
+            });
+        if !alive {
+            remove_if_there(&e.path());
+        }
+    }
 }
 
 fn remove_if_there(p: &Path) {

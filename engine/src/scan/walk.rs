@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rustix::fs::FileType;
 
-use crate::apply::TEMP_PREFIX;
+use crate::apply::{GENERATOR_TEMP_PREFIX, TEMP_PREFIX};
 use crate::entry::{Mode, StatSig};
 use crate::path::{PathError, RelPath, STATE_DIR};
 use crate::rules::{Decision, DirScope, Selection};
@@ -355,8 +355,11 @@ impl Walker<'_> {
             if name.starts_with(TEMP_PREFIX.as_bytes()) {
                 // Apply's temp files live only while an apply runs, and applies never run
                 // during a scan of the same workspace: one seen now was left by a killed
-                // process. Never synced; removed once listing is over.
-                if handle.entry_type(name, file_type).ok() == Some(FileType::RegularFile) {
+                // process. Never synced; removed once listing is over. A generator's output
+                // is written while it runs, scan or not: skipped, and left to the runner.
+                if !name.starts_with(GENERATOR_TEMP_PREFIX.as_bytes())
+                    && handle.entry_type(name, file_type).ok() == Some(FileType::RegularFile)
+                {
                     stale.push(name.to_vec());
                 }
                 return;
