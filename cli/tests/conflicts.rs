@@ -255,3 +255,24 @@ fn resolving_as_merged_takes_the_file_as_edited_and_it_syncs() {
         b"alpha's edit\nbeta's later edit\n"
     );
 }
+
+#[test]
+fn an_agent_that_overwrote_its_memory_gets_it_back_without_any_peer() {
+    let a = Peer::new("alpha");
+    a.configure(serde_json::json!({ "local_versions": { "every_secs": 0 } }));
+    a.write("MEMORY.md", "# Memory\n- the user prefers helix\n");
+    a.ok(&["scan"]);
+    a.write("MEMORY.md", "# Memory\n");
+    a.ok(&["scan"]);
+
+    let (code, out, _) = human(&a, &["history", "MEMORY.md"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("modified MEMORY.md  by alpha"), "{out}");
+    assert!(out.contains("`botsync restore MEMORY.md@"), "{out}");
+    let restored = a.ok(&["restore", "MEMORY.md"]);
+    assert_eq!(restored["written"], true, "{restored}");
+    assert_eq!(
+        a.read("MEMORY.md").unwrap(),
+        b"# Memory\n- the user prefers helix\n"
+    );
+}

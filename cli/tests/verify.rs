@@ -1,6 +1,7 @@
 //! `botsync verify` as a user whose disk started to fail: a file whose bytes rotted while its
 //! size and times stayed (no scan sees that) is reported, is not sent to peers as an edit, and
-//! `verify --repair` takes the good version back from a peer.
+//! `verify --repair` takes the good version back: from the local version the scanner kept, or
+//! else from a peer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use botsync_engine::store::{LocalUpdate, Store};
 use botsync_engine::{RelPath, StatSig};
 use common::{Peer, pair};
+use serde_json::json;
 
 /// A `newest` path: a `text` one keeps its merge base in the store, and repair would restore it
 /// from there without asking the peer.
@@ -56,6 +58,8 @@ fn rot(p: &Peer, rel: &str) {
 #[test]
 fn a_rotted_file_is_reported_never_sent_and_repaired_from_a_peer() {
     let (a, b, _server) = pair();
+    // No local copy to rebuild it from, as for a file above `local_versions.max_bytes`.
+    a.configure(json!({"local_versions": {"max_bytes": 0}}));
     write_old(&a, NOTE, b"the agent's long-term memory\n");
     a.ok(&["push", "beta"]);
     let (code, json, _) = a.run(&["verify"]);
@@ -81,4 +85,18 @@ fn a_rotted_file_is_reported_never_sent_and_repaired_from_a_peer() {
     assert_eq!(a.read(NOTE).unwrap(), b"the agent's long-term memory\n");
     let (code, json, _) = a.run(&["verify"]);
     assert_eq!(code, 0, "{json}");
+}
+
+#[test]
+fn a_rotted_note_is_rebuilt_from_the_version_the_scanner_kept_without_any_peer() {
+    let (a, _b, _server) = pair();
+    write_old(&a, NOTE, b"the agent's long-term memory\n");
+    a.ok(&["status"]);
+    rot(&a, NOTE);
+
+    let (code, json, stderr) = a.run(&["verify", "--repair"]);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert_eq!(json["repair"]["restored_locally"][0], NOTE, "{json}");
+    assert_eq!(json["repair"]["taken_from_peers"], json!([]), "{json}");
+    assert_eq!(a.read(NOTE).unwrap(), b"the agent's long-term memory\n");
 }

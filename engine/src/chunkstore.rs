@@ -164,6 +164,28 @@ impl ChunkStore {
         path: &Path,
         entry: &FileEntry,
     ) -> Result<KeptVersion, ChunkStoreError> {
+        let (kept, written) = self.store_version(path, entry)?;
+        sync_files(&written)?;
+        Ok(kept)
+    }
+
+    /// Keep the file version at `path` as [`ChunkStore::put_file_version`] does, without making
+    /// it durable: for copies of versions that are still on disk (the scanner's local versions).
+    /// A power loss may lose such a copy but never tears it, since every read is verified.
+    pub fn put_file_version_unsynced(
+        &self,
+        path: &Path,
+        entry: &FileEntry,
+    ) -> Result<KeptVersion, ChunkStoreError> {
+        self.store_version(path, entry).map(|(kept, _)| kept)
+    }
+
+    /// Read, chunk and store the version at `path`; returns it and the files newly written.
+    fn store_version(
+        &self,
+        path: &Path,
+        entry: &FileEntry,
+    ) -> Result<(KeptVersion, Vec<PathBuf>), ChunkStoreError> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -208,15 +230,15 @@ impl ChunkStore {
         if self.write_object(&manifest, &encode_manifest(&chunks))? {
             written.push(manifest);
         }
-        sync_files(&written)?;
         let matches_entry = content == entry.content && size == entry.size;
-        Ok(KeptVersion {
+        let kept = KeptVersion {
             content,
             chunks,
             size,
             new_bytes,
             matches_entry,
-        })
+        };
+        Ok((kept, written))
     }
 
     /// The chunk list of a kept version, by content hash; verified (a manifest that does not

@@ -22,8 +22,10 @@ use crate::reconcile::{MergeRule, Policies};
 use crate::secrets::SecretRules;
 
 mod limits;
+mod local_versions;
 
 pub use limits::ServeLimits;
+pub use local_versions::LocalVersions;
 
 /// The config format version this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
@@ -91,6 +93,9 @@ pub struct SyncConfig {
     /// fields keep the protocol's defaults.
     #[serde(skip_serializing_if = "ServeLimits::is_default")]
     pub limits: ServeLimits,
+    /// Which local versions the scanner keeps for `restore`.
+    #[serde(skip_serializing_if = "LocalVersions::is_default")]
+    pub local_versions: LocalVersions,
 }
 
 /// The daemon's schedule. Serving peers never stops; `auto` only decides whether the daemon
@@ -306,6 +311,7 @@ impl SyncConfig {
             ));
         }
         self.limits.validate()?;
+        self.local_versions.validate()?;
         Policies::new(&self.merge)?;
         self.secret_rules()?;
         self.mesh_config_paths()?;
@@ -347,6 +353,7 @@ impl Default for SyncConfig {
             state_sync: Vec::new(),
             generate_before_sync: false,
             limits: ServeLimits::default(),
+            local_versions: LocalVersions::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::secrets::SecretRules;
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
+mod local_versions;
 mod merge;
 mod mirror;
 mod receive;
@@ -268,6 +269,7 @@ impl Workspace {
         // The entries move on into the updates (then the mirror): a first scan of a large
         // workspace must not hold two copies of every entry.
         let (summary, changes, refreshed) = report.into_parts();
+        let kept = self.keep_scanned_versions(&changes, now_ns);
         let updates: Vec<LocalUpdate> = changes
             .into_iter()
             .map(|c| match c.kind {
@@ -288,6 +290,10 @@ impl Workspace {
             // issued again for other bytes, and the peer holding the first would see one
             // version with two contents.
             self.store.flush()?;
+        }
+        if let Err(e) = self.store.history_append_many(&kept) {
+            // The copies stay in the store until collected; only `history` misses them.
+            tracing::warn!(error = %e, "could not record the local versions kept for restore");
         }
         let (root, files) = {
             let mut m = self.lock();

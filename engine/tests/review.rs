@@ -11,6 +11,7 @@ use std::path::Path;
 
 use botsync_engine::conflicts::Side;
 use botsync_engine::plan::Outcome;
+use botsync_engine::store::HistoryAction;
 use botsync_engine::workspace::{Keep, ReviewError, Workspace, WorkspaceError};
 use botsync_engine::{Causality, RelPath};
 
@@ -171,9 +172,21 @@ fn restore_refuses_to_overwrite_an_edit_not_yet_scanned() {
     );
     assert_eq!(read(&a, "memory/x.md").unwrap(), "three, not scanned\n");
 
+    // Once scanned, the edit is a kept local version; restore (no version named) undoes the
+    // latest change: back to the peer's "two", and "one" is still there by its hash.
     a.refresh(NOW + 4 * SECOND).unwrap();
     let done = a.restore(&path, None, false, NOW + 5 * SECOND).unwrap();
     assert!(done.written);
+    assert_eq!(read(&a, "memory/x.md").unwrap(), "two\n");
+    let records = a.history(Some(&path), 100).unwrap();
+    let created = records
+        .iter()
+        .find(|r| r.action == HistoryAction::Created)
+        .expect("the first scan kept the version it found");
+    let one = created.new_content.unwrap().to_hex();
+    a.refresh(NOW + 6 * SECOND).unwrap();
+    a.restore(&path, Some(&one[..12]), false, NOW + 7 * SECOND)
+        .unwrap();
     assert_eq!(read(&a, "memory/x.md").unwrap(), "one\n");
 }
 

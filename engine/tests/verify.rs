@@ -10,6 +10,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
+use botsync_engine::config::SyncConfig;
 use botsync_engine::plan::Action;
 use botsync_engine::store::LocalUpdate;
 use botsync_engine::workspace::Workspace;
@@ -110,10 +111,36 @@ fn rot_is_repaired_from_another_local_copy_of_the_same_bytes() {
     assert!(ws.verify().unwrap().is_clean());
 }
 
+/// A workspace that keeps no local versions (as for a file larger than `local_versions.max_bytes`).
+fn without_local_versions(dir: &Path) -> Workspace {
+    Workspace::init(dir, Some("test")).unwrap();
+    let mut config = SyncConfig::default();
+    config.local_versions.max_bytes = 0;
+    config.save(&dir.join(".botsync/config.json")).unwrap();
+    open_workspace(dir, 1)
+}
+
+#[test]
+fn rot_of_a_version_the_scanner_kept_is_repaired_from_that_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    write(dir.path(), "memory/a.md", b"only copy on disk\n");
+    ws.refresh(wall_clock_ns()).unwrap();
+    let ws = rot(ws, dir.path(), "memory/a.md");
+
+    let repair = ws.repair(&[rel("memory/a.md")], wall_clock_ns()).unwrap();
+    assert_eq!(repair.restored, vec![rel("memory/a.md")], "{repair:?}");
+    assert_eq!(
+        fs::read(dir.path().join("memory/a.md")).unwrap(),
+        b"only copy on disk\n"
+    );
+    assert!(ws.verify().unwrap().is_clean());
+}
+
 #[test]
 fn rot_with_no_local_copy_waits_for_a_peer_and_is_never_offered_as_an_edit() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = open_workspace(dir.path(), 1);
+    let ws = without_local_versions(dir.path());
     write(dir.path(), "memory/a.md", b"only copy\n");
     ws.refresh(wall_clock_ns()).unwrap();
     let good = ws.entries(&[rel("memory/a.md")]).unwrap().remove(0);

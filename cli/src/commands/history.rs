@@ -124,10 +124,10 @@ pub fn history(ctx: &Ctx, typed: Option<&str>, limit: usize) -> Result<Reply> {
         }
     }
     match (&path, files.is_empty()) {
-        (Some(p), true) => human.push_str(&format!("no changes of {p} by sync recorded\n")),
-        (None, true) => human.push_str("no file changes by sync recorded\n"),
+        (Some(p), true) => human.push_str(&format!("no kept change of {p} recorded\n")),
+        (None, true) => human.push_str("no file changes recorded\n"),
         (Some(p), false) => human.push_str(&format!("{p} (newest first):\n")),
-        (None, false) => human.push_str("file changes by sync (newest first):\n"),
+        (None, false) => human.push_str("file changes (newest first):\n"),
     }
     for f in &files {
         human.push_str(&format!(

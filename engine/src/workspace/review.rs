@@ -88,7 +88,7 @@ pub enum ReviewError {
     EditedSinceScan(RelPath),
     /// The path has an entry but no history.
     #[error(
-        "{0} has no earlier version in its history (only versions replaced or deleted by a sync are kept)"
+        "{0} has no earlier version in its history (kept are versions a sync replaced or deleted, and local edits up to local_versions.max_bytes except of append-only logs)"
     )]
     NoHistory(RelPath),
     /// Nothing is known of the path.
@@ -105,9 +105,7 @@ pub enum ReviewError {
         version: String,
     },
     /// The history has no replaced or deleted version.
-    #[error(
-        "{0} has no replaced or deleted version to restore; `botsync history {0}` lists its versions"
-    )]
+    #[error("{0} has no earlier kept version to restore; `botsync history {0}` lists its versions")]
     NothingToRestore(RelPath),
     /// The version's chunks or manifest were collected.
     #[error(
@@ -254,8 +252,8 @@ impl Workspace {
     }
 
     /// Bring back a kept version of `path` as a new local change: `version` is a prefix of its
-    /// content hash as `history` prints it (default: the version the newest remote change
-    /// replaced or deleted). Refuses when the file was edited since the last scan. With
+    /// content hash as `history` prints it (default: the newest kept version that is not the
+    /// one in place). Refuses when the file was edited since the last scan. With
     /// `dry_run`, every check is made and nothing is written.
     pub fn restore(
         &self,
@@ -275,7 +273,26 @@ impl Workspace {
         }
         let wanted = version.map(str::to_ascii_lowercase);
         let content = match &wanted {
-            None => records.iter().find_map(|r| r.old_content),
+            None => {
+                // The newest version recorded that is not the one in place: the one a remote
+                // change replaced or deleted, or the local version before the latest edit.
+                // One no longer kept is passed over, unless none is kept (then it is "gone").
+                let now_in_place = current
+                    .as_ref()
+                    .filter(|c| !c.entry.is_tombstone())
+                    .map(|c| c.entry.content);
+                let candidates: Vec<Hash> = records
+                    .iter()
+                    .flat_map(|r| [r.new_content, r.old_content])
+                    .flatten()
+                    .filter(|h| Some(*h) != now_in_place)
+                    .collect();
+                candidates
+                    .iter()
+                    .find(|h| self.is_kept(h))
+                    .or(candidates.first())
+                    .copied()
+            }
             Some(v) => records
                 .iter()
                 .flat_map(|r| [r.old_content, r.new_content])

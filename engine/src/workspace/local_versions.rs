@@ -1,0 +1,120 @@
+//! Local versions the scanner keeps (docs/CONFLICTS.md, *History and restore*): when a scan
+//! finds a file created or edited here, a copy of that version goes to the chunk store and a
+//! history record names it, so `botsync restore` can bring back what an agent overwrote even
+//! though no sync was involved. A local deletion of a kept version is recorded too.
+//!
+//! What is kept is bounded by `local_versions` in config.json: versions up to `max_bytes`, at
+//! most one per path every `every_secs`, never for append-only (`union`) logs, whose every
+//! version is a prefix of the next. The copies are not fsynced (the file itself is on disk;
+//! reads of the store are verified, so a power loss can lose a copy, never tear one), and a
+//! copy that fails (a full disk) is logged and skipped: keeping history never fails a scan.
+
+use std::time::Duration;
+
+use crate::chunkstore::duration_ns;
+use crate::entry::FileEntry;
+use crate::hash::Hash;
+use crate::reconcile::MergePolicy;
+use crate::scan::{Change, ChangeKind};
+use crate::store::{HistoryAction, HistoryRecord};
+
+use super::Workspace;
+
+impl Workspace {
+    /// Keep the local versions among `changes` (a scan's, not yet committed: the mirror still
+    /// holds the versions they replace) that `local_versions` asks for; returns their history
+    /// records, to append once the scan is committed.
+    pub(super) fn keep_scanned_versions(
+        &self,
+        changes: &[Change],
+        now_ns: i64,
+    ) -> Vec<HistoryRecord> {
+        let rules = self.config.local_versions;
+        if !rules.enabled() || changes.is_empty() {
+            return Vec::new();
+        }
+        let every_ns = duration_ns(Duration::from_secs(rules.every_secs));
+        let before = self.lock().snapshot();
+        let mut records = Vec::new();
+        for change in changes {
+            let entry = &change.entry.entry;
+            let action = match change.kind {
+                ChangeKind::Added => HistoryAction::Created,
+                ChangeKind::Modified => HistoryAction::Modified,
+                ChangeKind::Deleted => HistoryAction::Deleted,
+                ChangeKind::MetadataOnly | ChangeKind::Unselected => continue,
+            };
+            if self.policy_of(&entry.path) == MergePolicy::Union {
+                continue;
+            }
+            let replaced = before
+                .get(&entry.path)
+                .filter(|l| !l.entry.is_tombstone())
+                .map(|l| l.entry.content)
+                .filter(|h| self.is_kept(h));
+            if action == HistoryAction::Deleted {
+                // Worth a record only if what was deleted can be brought back.
+                if replaced.is_some() {
+                    records.push(self.local_record(entry, action, replaced, now_ns));
+                }
+                continue;
+            }
+            if entry.size > rules.max_bytes || self.kept_recently(entry, now_ns, every_ns) {
+                continue;
+            }
+            let on_disk = entry.path.on_disk(&self.root);
+            match self.chunks.put_file_version_unsynced(&on_disk, entry) {
+                Ok(kept) if kept.matches_entry => {
+                    records.push(self.local_record(entry, action, replaced, now_ns));
+                }
+                // Changed again since the scan read it: the next scan sees that version.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path = %entry.path, error = %e, "could not keep a local version for restore");
+                }
+            }
+        }
+        records
+    }
+
+    /// True if the version `content` can be rebuilt from the store (its manifest is there and
+    /// verifies; its chunks are checked when it is read).
+    pub(super) fn is_kept(&self, content: &Hash) -> bool {
+        matches!(self.chunks.manifest(content), Ok(Some(_)))
+    }
+
+    /// True if a local version of `entry`'s path was kept less than `every_ns` ago.
+    fn kept_recently(&self, entry: &FileEntry, now_ns: i64, every_ns: i64) -> bool {
+        if every_ns == 0 {
+            return false;
+        }
+        let Ok(newest) = self.store.history_for(&entry.path, 1) else {
+            return false;
+        };
+        newest.first().is_some_and(|r| {
+            r.from_peer == self.local.peer
+                && matches!(r.action, HistoryAction::Created | HistoryAction::Modified)
+                && now_ns.saturating_sub(r.at_ns) < every_ns
+        })
+    }
+
+    fn local_record(
+        &self,
+        entry: &FileEntry,
+        action: HistoryAction,
+        replaced: Option<Hash>,
+        now_ns: i64,
+    ) -> HistoryRecord {
+        let live = !entry.is_tombstone();
+        HistoryRecord {
+            at_ns: now_ns,
+            path: entry.path.clone(),
+            action,
+            from_peer: self.local.peer,
+            agent: self.local.agent.clone(),
+            old_content: replaced,
+            new_content: live.then_some(entry.content),
+            bytes: if live { entry.size } else { 0 },
+        }
+    }
+}

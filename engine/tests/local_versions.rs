@@ -1,0 +1,158 @@
+//! Local versions the scanner keeps (docs/CONFLICTS.md, *History and restore*): an agent that
+//! overwrites a note, with no sync involved, can get the earlier version back; what is kept is
+//! bounded by `local_versions` (size, one per path per interval, never append-only logs).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use botsync_engine::RelPath;
+use botsync_engine::config::SyncConfig;
+use botsync_engine::store::HistoryAction;
+use botsync_engine::workspace::{ReviewError, Workspace, WorkspaceError};
+use common::{content_of, open_workspace};
+
+const NOW: i64 = 1_800_000_000_000_000_000;
+const MINUTE: i64 = 60 * 1_000_000_000;
+
+fn write(ws: &Workspace, rel: &str, text: &str) {
+    let p = ws.root().join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, text).unwrap();
+}
+
+fn read(ws: &Workspace, rel: &str) -> String {
+    fs::read_to_string(ws.root().join(rel)).unwrap()
+}
+
+fn path(rel: &str) -> RelPath {
+    RelPath::new(rel).unwrap()
+}
+
+/// A workspace whose config.json is `config`.
+fn with_config(dir: &Path, config: &SyncConfig) -> Workspace {
+    Workspace::init(dir, Some("test")).unwrap();
+    config.save(&dir.join(".botsync/config.json")).unwrap();
+    open_workspace(dir, 1)
+}
+
+#[test]
+fn an_overwritten_note_comes_back_without_any_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    write(&ws, "memory/plan.md", "the careful plan\n");
+    ws.refresh(NOW).unwrap();
+    write(&ws, "memory/plan.md", "oops\n");
+    ws.refresh(NOW + 2 * MINUTE).unwrap();
+
+    let history = ws.history(Some(&path("memory/plan.md")), 10).unwrap();
+    let actions: Vec<_> = history.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [HistoryAction::Modified, HistoryAction::Created],
+        "{history:?}"
+    );
+    assert_eq!(history[0].from_peer, ws.local().peer);
+    assert_eq!(
+        history[0].old_content,
+        Some(content_of(b"the careful plan\n"))
+    );
+
+    let restored = ws
+        .restore(&path("memory/plan.md"), None, false, NOW + 3 * MINUTE)
+        .unwrap();
+    assert!(restored.written);
+    assert_eq!(read(&ws, "memory/plan.md"), "the careful plan\n");
+    // The restore is itself a change: "oops" can be had back by its hash.
+    let oops = content_of(b"oops\n").to_hex();
+    ws.restore(
+        &path("memory/plan.md"),
+        Some(&oops[..10]),
+        false,
+        NOW + 4 * MINUTE,
+    )
+    .unwrap();
+    assert_eq!(read(&ws, "memory/plan.md"), "oops\n");
+}
+
+#[test]
+fn a_deleted_note_comes_back_and_the_deletion_is_in_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    write(&ws, "memory/todo.txt", "buy milk\n");
+    ws.refresh(NOW).unwrap();
+    fs::remove_file(ws.root().join("memory/todo.txt")).unwrap();
+    ws.refresh(NOW + MINUTE).unwrap();
+    let history = ws.history(Some(&path("memory/todo.txt")), 10).unwrap();
+    assert_eq!(history[0].action, HistoryAction::Deleted, "{history:?}");
+    ws.restore(&path("memory/todo.txt"), None, false, NOW + 2 * MINUTE)
+        .unwrap();
+    assert_eq!(read(&ws, "memory/todo.txt"), "buy milk\n");
+}
+
+#[test]
+fn rewrites_within_the_interval_keep_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    for (i, text) in ["v1\n", "v2\n", "v3\n", "v4\n"].iter().enumerate() {
+        write(&ws, "MEMORY.md", text);
+        ws.refresh(NOW + i as i64 * 10 * 1_000_000_000).unwrap();
+    }
+    let kept = ws.history(Some(&path("MEMORY.md")), 10).unwrap();
+    assert_eq!(kept.len(), 1, "one version a minute: {kept:?}");
+    assert_eq!(kept[0].new_content, Some(content_of(b"v1\n")));
+    // A minute after the kept one, the next rewrite is kept again.
+    write(&ws, "MEMORY.md", "v5\n");
+    ws.refresh(NOW + MINUTE).unwrap();
+    assert_eq!(ws.history(Some(&path("MEMORY.md")), 10).unwrap().len(), 2);
+}
+
+#[test]
+fn append_only_logs_large_files_and_a_zero_limit_keep_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SyncConfig::default();
+    config.local_versions.max_bytes = 1000;
+    let ws = with_config(dir.path(), &config);
+    write(&ws, "logs/agent.jsonl", "{\"a\":1}\n");
+    write(&ws, "memory/big.md", &"x".repeat(1001));
+    write(&ws, "memory/small.md", "small\n");
+    ws.refresh(NOW).unwrap();
+    assert!(
+        ws.history(Some(&path("logs/agent.jsonl")), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        ws.history(Some(&path("memory/big.md")), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ws.history(Some(&path("memory/small.md")), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = ws
+        .restore(&path("memory/big.md"), None, false, NOW + MINUTE)
+        .unwrap_err();
+    assert!(
+        matches!(err, WorkspaceError::Review(ReviewError::NoHistory(_))),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("local_versions.max_bytes"),
+        "{err}"
+    );
+
+    let off = tempfile::tempdir().unwrap();
+    let mut config = SyncConfig::default();
+    config.local_versions.max_bytes = 0;
+    let ws = with_config(off.path(), &config);
+    write(&ws, "memory/small.md", "small\n");
+    ws.refresh(NOW).unwrap();
+    assert!(ws.history(None, 10).unwrap().is_empty());
+}
