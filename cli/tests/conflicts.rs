@@ -276,3 +276,48 @@ fn an_agent_that_overwrote_its_memory_gets_it_back_without_any_peer() {
         b"# Memory\n- the user prefers helix\n"
     );
 }
+
+#[test]
+fn the_daemon_keeps_in_the_background_what_a_large_first_scan_deferred() {
+    let a = Peer::new("alpha");
+    let n = botsync_engine::workspace::INLINE_KEEP + 40;
+    for i in 0..n {
+        a.write(&format!("memory/n{i:04}.md"), format!("note {i}\n"));
+    }
+    let _daemon = a.serve();
+    a.ok(&["status"]);
+    // The scan copied INLINE_KEEP versions itself; the daemon keeps the other 40 shortly after.
+    let manifests = || walk_files(&a.path(".botsync/store/manifests"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while manifests() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} versions kept after 60 s",
+            manifests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let last = format!("memory/n{:04}.md", n - 1);
+    a.write(&last, "overwritten\n");
+    a.ok(&["scan"]);
+    a.ok(&["restore", &last]);
+    assert_eq!(
+        a.read(&last).unwrap(),
+        format!("note {}\n", n - 1).as_bytes()
+    );
+}
+
+/// Regular files under `dir`, at any depth.
+fn walk_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
+}

@@ -298,13 +298,11 @@ impl ChunkStore {
             refresh_age(target);
             return Ok(false);
         }
-        let parent = target.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(parent).io_context("creating a chunk directory", parent)?;
         let (tmp_path, mut tmp) = create_temp(&self.dir, TEMP_PREFIX)?;
         let written = tmp
             .write_all(bytes)
             .io_context("writing chunk", &tmp_path)
-            .and_then(|()| fs::rename(&tmp_path, target).io_context("storing chunk", target));
+            .and_then(|()| rename_into(&tmp_path, target, &self.dir));
         if let Err(e) = written {
             // Best effort: the temporary file is also collected by `gc`.
             let _ = fs::remove_file(&tmp_path);
@@ -318,6 +316,20 @@ impl ChunkStore {
         // If removal fails, the next read finds it corrupt again and retries.
         let _ = fs::remove_file(path);
         self.corrupt_removed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Rename `tmp` to `target`, creating `target`'s directory (under `root`) only when the rename
+/// finds it missing: the fan-out directories exist after the first objects, so a first scan
+/// that keeps thousands of versions does not pay a `mkdir` for each.
+fn rename_into(tmp: &Path, target: &Path, root: &Path) -> Result<(), IoError> {
+    match fs::rename(tmp, target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = target.parent().unwrap_or(root);
+            fs::create_dir_all(parent).io_context("creating a chunk directory", parent)?;
+            fs::rename(tmp, target).io_context("storing chunk", target)
+        }
+        other => other.io_context("storing chunk", target),
     }
 }
 

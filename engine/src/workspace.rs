@@ -37,6 +37,7 @@ mod receive;
 mod review;
 mod verify;
 
+pub use self::local_versions::{DeferredKept, INLINE_KEEP};
 use self::mirror::Mirror;
 pub use self::review::{Keep, Resolution, Restored, ReviewError};
 pub use self::verify::{Damaged, RepairReport, VerifyReport};

@@ -156,3 +156,68 @@ fn append_only_logs_large_files_and_a_zero_limit_keep_nothing() {
     ws.refresh(NOW).unwrap();
     assert!(ws.history(None, 10).unwrap().is_empty());
 }
+
+#[test]
+fn a_first_scan_of_many_files_defers_most_copies_and_the_deferred_ones_come_back_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    let n = botsync_engine::workspace::INLINE_KEEP + 44;
+    for i in 0..n {
+        write(&ws, &format!("memory/n{i:04}.md"), &format!("note {i}\n"));
+    }
+    ws.refresh(NOW).unwrap();
+    // The scan itself copied only INLINE_KEEP versions and noted the rest.
+    assert_eq!(
+        ws.history(None, n + 10).unwrap().len(),
+        botsync_engine::workspace::INLINE_KEEP
+    );
+    assert!(ws.has_deferred_versions());
+    let deferred = (0..n)
+        .map(|i| format!("memory/n{i:04}.md"))
+        .find(|p| ws.history(Some(&path(p)), 1).unwrap().is_empty())
+        .unwrap();
+
+    // A run told to stop keeps nothing and leaves the rest deferred.
+    assert_eq!(ws.keep_deferred_versions(|| true).kept, 0);
+    assert!(ws.has_deferred_versions());
+    let done = ws.keep_deferred_versions(|| false);
+    assert_eq!(done.kept, 44, "{done:?}");
+    assert_eq!(done.skipped, 0);
+    assert!(!ws.has_deferred_versions());
+    // Nothing left: a second run keeps nothing.
+    assert_eq!(ws.keep_deferred_versions(|| false).kept, 0);
+
+    let original = read(&ws, &deferred);
+    write(&ws, &deferred, "overwritten by a careless agent\n");
+    ws.refresh(NOW + 2 * MINUTE).unwrap();
+    ws.restore(&path(&deferred), None, false, NOW + 3 * MINUTE)
+        .unwrap();
+    assert_eq!(read(&ws, &deferred), original);
+}
+
+#[test]
+fn a_deferred_version_that_changed_before_it_was_kept_is_skipped_not_stored_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    let n = botsync_engine::workspace::INLINE_KEEP + 1;
+    for i in 0..n {
+        write(&ws, &format!("memory/n{i:04}.md"), &format!("note {i}\n"));
+    }
+    ws.refresh(NOW).unwrap();
+    let deferred = (0..n)
+        .map(|i| format!("memory/n{i:04}.md"))
+        .find(|p| ws.history(Some(&path(p)), 1).unwrap().is_empty())
+        .unwrap();
+    write(&ws, &deferred, "changed before the background copy\n");
+
+    let done = ws.keep_deferred_versions(|| false);
+    assert_eq!((done.kept, done.skipped), (0, 1), "{done:?}");
+    // The next scan sees the change and keeps that version itself.
+    ws.refresh(NOW + 2 * MINUTE).unwrap();
+    let history = ws.history(Some(&path(&deferred)), 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        history[0].new_content,
+        Some(content_of(b"changed before the background copy\n"))
+    );
+}

@@ -10,6 +10,7 @@
 //! the connections with `shutdown`, remove the socket.
 
 pub mod control;
+pub mod keep;
 pub mod links;
 pub mod pidlock;
 pub mod regenerate;
@@ -184,6 +185,7 @@ pub fn run(
         let control = control::Server::bind(&layout.control_socket())?;
         let socket = control.path().to_path_buf();
         let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let stop_keeping = Arc::new(AtomicBool::new(false));
         let tasks = [
             tokio::spawn(accept_peers(
                 Arc::clone(&endpoint),
@@ -195,6 +197,7 @@ pub fn run(
             tokio::spawn(control.run(Arc::clone(&state))),
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
             tokio::spawn(regenerate::run(Arc::clone(&state))),
+            tokio::spawn(keep::run(Arc::clone(&state), Arc::clone(&stop_keeping))),
         ];
         state.reload_peers();
         info!(%listening, pid = state.pid, auto = state.auto(), "daemon started");
@@ -202,6 +205,7 @@ pub fn run(
 
         let signal = shutdown_signal().await;
         info!(signal, "shutting down");
+        stop_keeping.store(true, Ordering::Relaxed);
         for t in &tasks {
             t.abort();
         }

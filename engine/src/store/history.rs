@@ -52,14 +52,26 @@ pub struct HistoryRecord {
     pub bytes: u64,
 }
 
+/// Records appended per transaction. A sled transaction holds a copy of every tree node it
+/// touches until it commits: the first scan of a 20,000-file workspace, appended in one, peaked
+/// at 140 MB (heaptrack); groups keep that to a few hundred kilobytes.
+const HISTORY_GROUP: usize = 256;
+
 impl Store {
     /// Append one record.
     pub fn history_append(&self, record: &HistoryRecord) -> Result<(), StoreError> {
         self.history_append_many(std::slice::from_ref(record))
     }
 
-    /// Append several records in one transaction.
+    /// Append several records, 256 per transaction (`HISTORY_GROUP`): a record and its path index
+    /// entry are written together, and a failure leaves the groups before it appended.
     pub fn history_append_many(&self, records: &[HistoryRecord]) -> Result<(), StoreError> {
+        records
+            .chunks(HISTORY_GROUP)
+            .try_for_each(|group| self.history_append_group(group))
+    }
+
+    fn history_append_group(&self, records: &[HistoryRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -173,6 +185,36 @@ mod tests {
             new_content: Some(Hash::of(path.as_bytes())),
             bytes: 10,
         }
+    }
+
+    #[test]
+    fn a_batch_larger_than_one_group_is_appended_whole_and_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        let n = HISTORY_GROUP * 2 + 7;
+        let records: Vec<HistoryRecord> = (0..n)
+            .map(|i| {
+                record(
+                    &format!("notes/{}.md", i % 50),
+                    i as i64,
+                    HistoryAction::Created,
+                )
+            })
+            .collect();
+        store.history_append_many(&records).unwrap();
+
+        let recent = store.history_recent(n + 1).unwrap();
+        assert_eq!(recent.len(), n);
+        assert!(recent.windows(2).all(|w| w[0].at_ns > w[1].at_ns));
+        let one = RelPath::new("notes/7.md").unwrap();
+        let times: Vec<i64> = store
+            .history_for(&one, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ns)
+            .collect();
+        let expected: Vec<i64> = (0..n as i64).rev().filter(|i| i % 50 == 7).collect();
+        assert_eq!(times, expected);
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! version is a prefix of the next. The copies are not fsynced (the file itself is on disk;
 //! reads of the store are verified, so a power loss can lose a copy, never tear one), and a
 //! copy that fails (a full disk) is logged and skipped: keeping history never fails a scan.
+//!
+//! A scan copies at most [`INLINE_KEEP`] versions itself. The first scan of a large workspace
+//! finds every file new, and copying 20,000 of them takes seconds (two new files each in the
+//! store; docs/BENCHMARKS.md, *First scan*): past that count the rest is deferred, noted in the
+//! index, and kept by [`Workspace::keep_deferred_versions`], which the daemon runs in the
+//! background. A deferred version that changes before it is kept is lost to restore, as an edit
+//! made between two scans is.
 
 use std::time::Duration;
 
@@ -19,6 +26,21 @@ use crate::scan::{Change, ChangeKind};
 use crate::store::{HistoryAction, HistoryRecord};
 
 use super::Workspace;
+
+/// Most versions one scan copies into the store itself; the rest are deferred.
+pub const INLINE_KEEP: usize = 256;
+
+const NAMESPACE: &str = "local_versions";
+const DEFERRED: &str = "deferred";
+
+/// What [`Workspace::keep_deferred_versions`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeferredKept {
+    /// Versions copied into the store.
+    pub kept: u64,
+    /// Versions that could not be copied (changed since the scan, unreadable, a full disk).
+    pub skipped: u64,
+}
 
 impl Workspace {
     /// Keep the local versions among `changes` (a scan's, not yet committed: the mirror still
@@ -36,6 +58,7 @@ impl Workspace {
         let every_ns = duration_ns(Duration::from_secs(rules.every_secs));
         let before = self.lock().snapshot();
         let mut records = Vec::new();
+        let mut copies = 0usize;
         for change in changes {
             let entry = &change.entry.entry;
             let action = match change.kind {
@@ -62,6 +85,11 @@ impl Workspace {
             if entry.size > rules.max_bytes || self.kept_recently(entry, now_ns, every_ns) {
                 continue;
             }
+            if copies == INLINE_KEEP {
+                self.set_deferred(true);
+                continue;
+            }
+            copies += 1;
             let on_disk = entry.path.on_disk(&self.root);
             match self.chunks.put_file_version_unsynced(&on_disk, entry) {
                 Ok(kept) if kept.matches_entry => {
@@ -75,6 +103,61 @@ impl Workspace {
             }
         }
         records
+    }
+
+    /// True if a scan deferred versions that [`Workspace::keep_deferred_versions`] has not kept
+    /// yet (remembered in the index across restarts).
+    pub fn has_deferred_versions(&self) -> bool {
+        matches!(self.store.kv_get(NAMESPACE, DEFERRED), Ok(Some(v)) if v == [1])
+    }
+
+    fn set_deferred(&self, deferred: bool) {
+        if let Err(e) = self
+            .store
+            .kv_put(NAMESPACE, DEFERRED, &[u8::from(deferred)])
+        {
+            tracing::warn!(error = %e, "could not note the deferred local versions");
+        }
+    }
+
+    /// Keep the versions in the index that a scan deferred (see the module docs): every live
+    /// file within `local_versions` whose version is not in the store yet. No history record
+    /// is written for them: the edit that later replaces one records it as the version it
+    /// replaced. Does nothing when no scan deferred any. `stop` is asked before each copy: when
+    /// it says true the rest stays deferred for the next run.
+    pub fn keep_deferred_versions(&self, stop: impl Fn() -> bool) -> DeferredKept {
+        let mut done = DeferredKept::default();
+        if !self.has_deferred_versions() {
+            return done;
+        }
+        // Cleared first: a scan that defers again while this runs sets it again.
+        self.set_deferred(false);
+        let rules = self.config.local_versions;
+        let index = self.lock().snapshot();
+        for local in index.values() {
+            if stop() {
+                self.set_deferred(true);
+                break;
+            }
+            let entry = &local.entry;
+            if entry.is_tombstone()
+                || entry.size > rules.max_bytes
+                || self.policy_of(&entry.path) == MergePolicy::Union
+                || self.is_kept(&entry.content)
+            {
+                continue;
+            }
+            let on_disk = entry.path.on_disk(&self.root);
+            match self.chunks.put_file_version_unsynced(&on_disk, entry) {
+                Ok(kept) if kept.matches_entry => done.kept += 1,
+                Ok(_) => done.skipped += 1,
+                Err(e) => {
+                    done.skipped += 1;
+                    tracing::warn!(path = %entry.path, error = %e, "could not keep a local version for restore");
+                }
+            }
+        }
+        done
     }
 
     /// True if the version `content` can be rebuilt from the store (its manifest is there and
