@@ -12,8 +12,8 @@ use std::path::Path;
 use botsync_engine::RelPath;
 use botsync_engine::config::SyncConfig;
 use botsync_engine::store::HistoryAction;
-use botsync_engine::workspace::{ReviewError, Workspace, WorkspaceError};
-use common::{content_of, open_workspace};
+use botsync_engine::workspace::{INLINE_KEEP, ReviewError, Workspace, WorkspaceError};
+use common::{content_of, open_workspace, open_workspace_with};
 
 const NOW: i64 = 1_800_000_000_000_000_000;
 const MINUTE: i64 = 60 * 1_000_000_000;
@@ -30,13 +30,6 @@ fn read(ws: &Workspace, rel: &str) -> String {
 
 fn path(rel: &str) -> RelPath {
     RelPath::new(rel).unwrap()
-}
-
-/// A workspace whose config.json is `config`.
-fn with_config(dir: &Path, config: &SyncConfig) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
-    config.save(&dir.join(".botsync/config.json")).unwrap();
-    open_workspace(dir, 1)
 }
 
 #[test]
@@ -115,7 +108,7 @@ fn append_only_logs_large_files_and_a_zero_limit_keep_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = SyncConfig::default();
     config.local_versions.max_bytes = 1000;
-    let ws = with_config(dir.path(), &config);
+    let ws = open_workspace_with(dir.path(), 1, &config);
     write(&ws, "logs/agent.jsonl", "{\"a\":1}\n");
     write(&ws, "memory/big.md", &"x".repeat(1001));
     write(&ws, "memory/small.md", "small\n");
@@ -151,31 +144,37 @@ fn append_only_logs_large_files_and_a_zero_limit_keep_nothing() {
     let off = tempfile::tempdir().unwrap();
     let mut config = SyncConfig::default();
     config.local_versions.max_bytes = 0;
-    let ws = with_config(off.path(), &config);
+    let ws = open_workspace_with(off.path(), 1, &config);
     write(&ws, "memory/small.md", "small\n");
     ws.refresh(NOW).unwrap();
     assert!(ws.history(None, 10).unwrap().is_empty());
 }
 
+/// A first scan of `INLINE_KEEP + beyond` new notes; returns the workspace and one note whose
+/// copy the scan deferred.
+fn first_scan_of_many(dir: &Path, beyond: usize) -> (Workspace, String) {
+    let ws = open_workspace(dir, 1);
+    let names: Vec<String> = (0..INLINE_KEEP + beyond)
+        .map(|i| format!("memory/n{i:04}.md"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        write(&ws, name, &format!("note {i}\n"));
+    }
+    ws.refresh(NOW).unwrap();
+    let deferred = names
+        .into_iter()
+        .find(|p| ws.history(Some(&path(p)), 1).unwrap().is_empty())
+        .unwrap();
+    (ws, deferred)
+}
+
 #[test]
 fn a_first_scan_of_many_files_defers_most_copies_and_the_deferred_ones_come_back_too() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = open_workspace(dir.path(), 1);
-    let n = botsync_engine::workspace::INLINE_KEEP + 44;
-    for i in 0..n {
-        write(&ws, &format!("memory/n{i:04}.md"), &format!("note {i}\n"));
-    }
-    ws.refresh(NOW).unwrap();
+    let (ws, deferred) = first_scan_of_many(dir.path(), 44);
     // The scan itself copied only INLINE_KEEP versions and noted the rest.
-    assert_eq!(
-        ws.history(None, n + 10).unwrap().len(),
-        botsync_engine::workspace::INLINE_KEEP
-    );
+    assert_eq!(ws.history(None, 1000).unwrap().len(), INLINE_KEEP);
     assert!(ws.has_deferred_versions());
-    let deferred = (0..n)
-        .map(|i| format!("memory/n{i:04}.md"))
-        .find(|p| ws.history(Some(&path(p)), 1).unwrap().is_empty())
-        .unwrap();
 
     // A run told to stop keeps nothing and leaves the rest deferred.
     assert_eq!(ws.keep_deferred_versions(|| true).kept, 0);
@@ -198,16 +197,7 @@ fn a_first_scan_of_many_files_defers_most_copies_and_the_deferred_ones_come_back
 #[test]
 fn a_deferred_version_that_changed_before_it_was_kept_is_skipped_not_stored_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = open_workspace(dir.path(), 1);
-    let n = botsync_engine::workspace::INLINE_KEEP + 1;
-    for i in 0..n {
-        write(&ws, &format!("memory/n{i:04}.md"), &format!("note {i}\n"));
-    }
-    ws.refresh(NOW).unwrap();
-    let deferred = (0..n)
-        .map(|i| format!("memory/n{i:04}.md"))
-        .find(|p| ws.history(Some(&path(p)), 1).unwrap().is_empty())
-        .unwrap();
+    let (ws, deferred) = first_scan_of_many(dir.path(), 1);
     write(&ws, &deferred, "changed before the background copy\n");
 
     let done = ws.keep_deferred_versions(|| false);

@@ -15,7 +15,7 @@ use botsync_engine::plan::Action;
 use botsync_engine::store::LocalUpdate;
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath, StatSig};
-use common::{open_workspace, wall_clock_ns};
+use common::{open_workspace, open_workspace_with, wall_clock_ns};
 
 fn me() -> Attribution {
     Attribution {
@@ -113,11 +113,9 @@ fn rot_is_repaired_from_another_local_copy_of_the_same_bytes() {
 
 /// A workspace that keeps no local versions (as for a file larger than `local_versions.max_bytes`).
 fn without_local_versions(dir: &Path) -> Workspace {
-    Workspace::init(dir, Some("test")).unwrap();
     let mut config = SyncConfig::default();
     config.local_versions.max_bytes = 0;
-    config.save(&dir.join(".botsync/config.json")).unwrap();
-    open_workspace(dir, 1)
+    open_workspace_with(dir, 1, &config)
 }
 
 #[test]

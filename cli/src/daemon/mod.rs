@@ -12,6 +12,7 @@
 pub mod control;
 pub mod keep;
 pub mod links;
+pub mod malloc;
 pub mod pidlock;
 pub mod regenerate;
 pub mod watcher;
@@ -158,6 +159,9 @@ pub fn run(
     listen: SocketAddr,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<()> {
+    if !malloc::tune() {
+        warn!("the allocator refused a fixed mmap threshold; memory may grow with uptime");
+    }
     let layout = Layout::new(&node.root);
     let limits = crate::node::limits::limits(&node.replica.workspace().config().limits)?;
     let rt = crate::commands::sync::runtime()?;

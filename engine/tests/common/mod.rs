@@ -179,6 +179,17 @@ pub fn open_workspace(dir: &Path, peer: u8) -> botsync_engine::workspace::Worksp
         .0
 }
 
+/// A new workspace whose config.json is `config`, opened as peer `peer`.
+pub fn open_workspace_with(
+    dir: &Path,
+    peer: u8,
+    config: &botsync_engine::config::SyncConfig,
+) -> botsync_engine::workspace::Workspace {
+    botsync_engine::workspace::Workspace::init(dir, Some("test")).unwrap();
+    config.save(&dir.join(".botsync/config.json")).unwrap();
+    open_workspace(dir, peer)
+}
+
 pub fn wall_clock_ns() -> i64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     i64::try_from(d.as_nanos()).unwrap()
