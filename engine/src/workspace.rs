@@ -270,7 +270,7 @@ impl Workspace {
         // The entries move on into the updates (then the mirror): a first scan of a large
         // workspace must not hold two copies of every entry.
         let (summary, changes, refreshed) = report.into_parts();
-        let kept = self.keep_scanned_versions(&changes, now_ns);
+        let (kept, deferred) = self.keep_scanned_versions(&changes, now_ns);
         let updates: Vec<LocalUpdate> = changes
             .into_iter()
             .map(|c| match c.kind {
@@ -306,6 +306,9 @@ impl Workspace {
             }
             (m.tree.root(), m.tree.file_count())
         };
+        if deferred {
+            self.set_deferred(true);
+        }
         Ok(Refresh {
             scan: summary,
             root,

@@ -45,20 +45,23 @@ pub struct DeferredKept {
 impl Workspace {
     /// Keep the local versions among `changes` (a scan's, not yet committed: the mirror still
     /// holds the versions they replace) that `local_versions` asks for; returns their history
-    /// records, to append once the scan is committed.
+    /// records, to append once the scan is committed, and whether copies were deferred (to
+    /// note with `Workspace::set_deferred` once the mirror holds the scan: the daemon's
+    /// keeper reads the mirror, and must not find the note before the versions).
     pub(super) fn keep_scanned_versions(
         &self,
         changes: &[Change],
         now_ns: i64,
-    ) -> Vec<HistoryRecord> {
+    ) -> (Vec<HistoryRecord>, bool) {
         let rules = self.config.local_versions;
         if !rules.enabled() || changes.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let every_ns = duration_ns(Duration::from_secs(rules.every_secs));
         let before = self.lock().snapshot();
         let mut records = Vec::new();
         let mut copies = 0usize;
+        let mut deferred = false;
         for change in changes {
             let entry = &change.entry.entry;
             let action = match change.kind {
@@ -86,7 +89,7 @@ impl Workspace {
                 continue;
             }
             if copies == INLINE_KEEP {
-                self.set_deferred(true);
+                deferred = true;
                 continue;
             }
             copies += 1;
@@ -102,7 +105,7 @@ impl Workspace {
                 }
             }
         }
-        records
+        (records, deferred)
     }
 
     /// True if a scan deferred versions that [`Workspace::keep_deferred_versions`] has not kept
@@ -111,7 +114,7 @@ impl Workspace {
         matches!(self.store.kv_get(NAMESPACE, DEFERRED), Ok(Some(v)) if v == [1])
     }
 
-    fn set_deferred(&self, deferred: bool) {
+    pub(super) fn set_deferred(&self, deferred: bool) {
         if let Err(e) = self
             .store
             .kv_put(NAMESPACE, DEFERRED, &[u8::from(deferred)])
