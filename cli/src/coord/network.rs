@@ -138,12 +138,17 @@ impl Net {
     }
 
     async fn connection(&self, peer: &Peer) -> Result<quinn::Connection, String> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&peer.id)
-            && c.close_reason().is_none()
         {
-            return Ok(c.clone());
+            let conns = self.conns.lock().await;
+            if let Some(c) = conns.get(&peer.id)
+                && c.close_reason().is_none()
+            {
+                return Ok(c.clone());
+            }
         }
+        // Dial without holding the map: a dead voter's handshake waits for its timeout, and
+        // the votes and appends to the live ones must not wait behind it (with the map held,
+        // two of three voters could not elect a leader while the third was down).
         let addr = peer.resolve().map_err(|e| format!("{e:#}"))?;
         let conn = self
             .endpoint
@@ -151,6 +156,13 @@ impl Net {
             .await
             .map_err(|e| e.to_string())?;
         let (quinn, _) = conn.into_parts();
+        let mut conns = self.conns.lock().await;
+        // Two calls may have dialed at once: keep the first live one (ours closes when dropped).
+        if let Some(c) = conns.get(&peer.id)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
         conns.insert(peer.id, quinn.clone());
         Ok(quinn)
     }
