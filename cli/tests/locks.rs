@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Peer, Server, human, mesh};
+use common::{Peer, Server, eventually, human, mesh};
 use serde_json::Value;
 
 /// `args` with `--json` as `agent` on `p`: (exit code, document, stderr).
@@ -229,4 +229,93 @@ fn locks_need_the_daemon_and_bad_arguments_are_refused_before_it_is_asked() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(why), "{args:?}: {err}");
     }
+}
+
+/// The table's voters as `p` has applied them, sorted.
+fn members(p: &Peer) -> Vec<String> {
+    let (_, status, _) = lock(p, "claude", &["status"]);
+    let mut m: Vec<String> = status["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[test]
+fn a_machine_that_joins_the_mesh_after_the_table_formed_becomes_one_of_its_voters() {
+    let mut peers = mesh(&["alpha", "beta", "gamma"], false);
+    let (code, _, err) = lock(
+        &peers[0].0,
+        "claude",
+        &["acquire", "deploy", "--ttl", "60s"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // delta joins: every peer lists it, it lists every peer (the default voters follow).
+    let delta = Peer::new("delta");
+    let s_delta = delta.serve();
+    for (p, s) in &peers {
+        p.add(&delta, s_delta.port);
+        delta.add(p, s.port);
+    }
+    // It does not form a table of its own: its request reaches the table the others formed.
+    let (code, refused, err) = lock(&delta, "gemini", &["acquire", "deploy"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(refused["lock"]["holder"]["agent"], "claude");
+    let four = vec!["alpha", "beta", "delta", "gamma"];
+    assert!(
+        eventually(30, || members(&peers[0].0) == four
+            && members(&delta) == four),
+        "alpha counts {:?}, delta {:?}",
+        members(&peers[0].0),
+        members(&delta)
+    );
+    // With alpha gone, beta, gamma and delta are 3 of 4: a majority only because delta votes.
+    let (alpha, s_alpha) = peers.remove(0);
+    s_alpha.kill();
+    let (code, got, err) = lock(&delta, "gemini", &["acquire", "review", "--ttl", "30s"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(got["holder"]["agent"], "gemini");
+    drop(alpha);
+}
+
+#[test]
+fn the_voters_shrink_to_the_one_always_on_machine_when_the_config_says_so() {
+    let mut peers = mesh(&["server", "laptop", "desktop"], false);
+    let ports: Vec<u16> = peers.iter().map(|(_, s)| s.port).collect();
+    let (code, first, err) = lock(&peers[1].0, "claude", &["acquire", "deploy", "--ttl", "1s"]);
+    assert_eq!(code, 0, "{err}");
+    // Every machine is told that only the server votes, and the daemons restart to read it.
+    let mut restarted = Vec::new();
+    for (i, (p, s)) in peers.drain(..).enumerate() {
+        s.terminate();
+        let voters = if i == 0 { "self" } else { "server" };
+        p.configure(serde_json::json!({ "lock_voters": [voters] }));
+        let s = restart(&p, ports[i]);
+        restarted.push((p, s));
+    }
+    let (desktop, s_desktop) = restarted.pop().unwrap();
+    let (server, laptop) = (&restarted[0].0, &restarted[1].0);
+    assert!(
+        eventually(30, || members(server) == ["server"]),
+        "the server counts {:?}",
+        members(server)
+    );
+    // Now the server alone is a majority: the laptop's lock works with the desktop off.
+    s_desktop.kill();
+    let (code, got, err) = lock(
+        laptop,
+        "claude",
+        &["acquire", "deploy", "--ttl", "30s", "--wait", "20s"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(got["token"].as_u64().unwrap() > first["token"].as_u64().unwrap());
+    let (code, status, _) = lock(laptop, "claude", &["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(status["voters"], serde_json::json!(["server"]));
+    drop(desktop);
 }

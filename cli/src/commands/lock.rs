@@ -263,11 +263,17 @@ pub fn run(ctx: &Ctx, req: LockRequest) -> Result<Reply> {
         LockRequest::Status => {
             let table = ctx.rt.block_on(coord.table())?;
             let held = table.held(now_ms());
-            let human = if held.is_empty() {
-                format!(
-                    "no lock is held (voters: {})",
-                    coord.voter_names().join(", ")
-                )
+            let voters = coord.voter_names();
+            let members = coord.members();
+            let changing = members.as_ref().filter(|m| {
+                let mut m = (*m).clone();
+                let mut v = voters.clone();
+                m.sort();
+                v.sort();
+                m != v
+            });
+            let mut human = if held.is_empty() {
+                format!("no lock is held (voters: {})", voters.join(", "))
             } else {
                 held.iter()
                     .map(|l| {
@@ -287,8 +293,14 @@ pub fn run(ctx: &Ctx, req: LockRequest) -> Result<Reply> {
                     .collect::<Vec<_>>()
                     .join("\n")
             };
+            if let Some(now) = changing {
+                human.push_str(&format!(
+                    "\nthe voters are changing: the table still counts {}",
+                    now.join(", ")
+                ));
+            }
             Reply::ok(
-                serde_json::json!({"voters": coord.voter_names(), "locks": held, "last_token": table.last_token()}),
+                serde_json::json!({"voters": voters, "members": members, "locks": held, "last_token": table.last_token()}),
                 human,
             )
         }

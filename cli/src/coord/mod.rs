@@ -11,6 +11,7 @@
 //!   with the time of the peer that proposed it.
 //! - **Status** is read from the table as this voter has applied it (a non-voter asks a voter).
 
+mod members;
 mod network;
 mod store;
 
@@ -62,6 +63,9 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(8);
 /// the whole deadline: an election elsewhere may already have replaced it).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a voter about to form the table waits for the others to say whether they have.
+const FORMED_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A request between coordinators (the body of a `Coordinate` message, JSON).
 #[derive(Debug, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)] // one request per stream; boxing buys nothing here
@@ -76,6 +80,9 @@ pub enum Rpc {
     Write(Command),
     /// The lock table as the answering voter has applied it.
     Status,
+    /// Whether the answering peer's copy of the table has formed (a new voter asks before it
+    /// forms one of its own; see `members`).
+    Formed,
 }
 
 /// The answer to an [`Rpc`] (the body of a `Coordinated` message, JSON).
@@ -91,6 +98,17 @@ pub enum RpcReply {
     Write(Result<Answer, String>),
     /// To [`Rpc::Status`].
     Status(Result<LockTable, String>),
+    /// To [`Rpc::Formed`].
+    Formed(bool),
+}
+
+/// Where the lock table is, seen from one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// This peer's Raft node holds it (formed now if it was not).
+    Here,
+    /// Other voters formed it and this peer is not (yet) a member: ask them.
+    Elsewhere,
 }
 
 /// The voter set and this peer's part in it.
@@ -107,7 +125,11 @@ pub struct Coordinator {
     me: PeerId,
     node: Arc<Node>,
     raft: Option<(Raft<LockRaft>, StateMachine)>,
+    /// True if the configuration makes this peer a voter (a peer configured out of the voters
+    /// keeps its Raft node while the table still counts it, see `members`).
+    configured_voter: bool,
     net: Net,
+    reconciler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -123,16 +145,19 @@ impl Coordinator {
     pub async fn start(node: Arc<Node>, endpoint: Arc<Endpoint>) -> Result<Arc<Coordinator>> {
         let me = node.identity.peer_id();
         let configured = &node.replica.workspace().config().lock_voters;
-        let votes =
+        let configured_voter =
             configured.is_empty() || configured.iter().any(|v| v == "self" || *v == node.name);
         let net = Net::new(endpoint, Arc::clone(&node));
-        let raft = if votes {
-            let log = node
-                .replica
-                .workspace()
-                .store()
-                .raft_log()
-                .context("opening the lock log")?;
+        let log = node
+            .replica
+            .workspace()
+            .store()
+            .raft_log()
+            .context("opening the lock log")?;
+        // A peer that was a voter keeps its Raft node until the table has moved to the
+        // configured voters: leaving at once could take the majority away from the others.
+        let was_voter = log.last().context("reading the lock log")?.is_some();
+        let raft = if configured_voter || was_voter {
             let sm = StateMachine::new(log.clone()).map_err(|e| anyhow!(e))?;
             let config = Config {
                 cluster_name: "botsync-locks".into(),
@@ -158,11 +183,35 @@ impl Coordinator {
             None
         };
         info!(voter = raft.is_some(), "lock table ready");
+        let reconciler = raft.as_ref().map(|(raft, _)| {
+            let (raft, node) = (raft.clone(), Arc::clone(&node));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(members::RECONCILE_EVERY).await;
+                    let wanted = match voters(&node) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            debug!(error = %e, "the configured lock voters cannot be read");
+                            continue;
+                        }
+                    };
+                    match members::reconcile(&raft, node_id(&me), &wanted).await {
+                        Ok(members::Step::Waiting(ids)) => {
+                            debug!(?ids, "new lock voters have not answered yet");
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(error = %e, "the lock voters could not change yet"),
+                    }
+                }
+            })
+        });
         Ok(Arc::new(Coordinator {
             me,
             node,
             raft,
+            configured_voter,
             net,
+            reconciler: std::sync::Mutex::new(reconciler),
         }))
     }
 
@@ -174,10 +223,14 @@ impl Coordinator {
     /// Propose `cmd` and wait until the mesh has committed and applied it.
     pub async fn write(&self, cmd: Command) -> Result<Answer> {
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let Some((raft, _)) = &self.raft else {
+        // A peer configured out of the voters keeps its Raft node only to vote while the table
+        // moves away from it; its own requests go to the configured voters.
+        let Some((raft, _)) = self.raft.as_ref().filter(|_| self.configured_voter) else {
             return self.write_via_voters(&cmd, deadline).await;
         };
-        self.ensure_initialized(raft).await?;
+        if self.ensure_initialized(raft).await? == Table::Elsewhere {
+            return self.write_via_voters(&cmd, deadline).await;
+        }
         let no_majority = self.no_majority();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -216,8 +269,9 @@ impl Coordinator {
 
     /// The lock table as this voter has applied it (a non-voter asks the voters in turn).
     pub async fn table(&self) -> Result<LockTable> {
-        if let Some((raft, sm)) = &self.raft {
-            self.ensure_initialized(raft).await?;
+        if let Some((raft, sm)) = self.raft.as_ref().filter(|_| self.configured_voter)
+            && self.ensure_initialized(raft).await? == Table::Here
+        {
             // The leader's table holds every committed write; a follower's may lag it by a
             // heartbeat. Ask the leader, and fall back to ours if it does not answer.
             if let Some(leader) = raft.current_leader().await
@@ -250,8 +304,37 @@ impl Coordinator {
         )
     }
 
+    /// The table's voters as this peer has applied them, by name (`None` on a peer that holds
+    /// no copy of the table). They differ from [`Coordinator::voter_names`] while a change of the
+    /// configured voters is under way.
+    pub fn members(&self) -> Option<Vec<String>> {
+        let (raft, _) = self.raft.as_ref()?;
+        let ids = members::current(raft);
+        if ids.is_empty() {
+            return None;
+        }
+        let names = self.node.peers().map(|p| p.peers).unwrap_or_default();
+        Some(
+            ids.into_iter()
+                .map(|id| {
+                    if id == node_id(&self.me) {
+                        self.node.name.clone()
+                    } else {
+                        names
+                            .iter()
+                            .find(|p| node_id(&p.id) == id)
+                            .map_or_else(|| format!("{id:016x}"), |p| p.name.clone())
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Stop Raft (daemon shutdown).
     pub async fn shutdown(&self) {
+        if let Some(task) = self.reconciler.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
         if let Some((raft, _)) = &self.raft {
             let _ = raft.shutdown().await;
         }
@@ -279,23 +362,45 @@ impl Coordinator {
         bail!("{} (last: {last})", self.no_majority())
     }
 
-    async fn ensure_initialized(&self, raft: &Raft<LockRaft>) -> Result<()> {
+    async fn ensure_initialized(&self, raft: &Raft<LockRaft>) -> Result<Table> {
         if raft.is_initialized().await.map_err(|e| anyhow!("{e}"))? {
-            return Ok(());
+            return Ok(Table::Here);
         }
-        // The voter set is fixed here, when the table forms: every voter that forms it must
-        // compute the same set (docs/LOCKS.md, "Voters").
+        // Only a configured voter forms the table, and only if no other voter has: a peer that
+        // joins a mesh whose table already formed waits for its leader to add it.
+        if !self.configured_voter || self.formed_elsewhere().await {
+            return Ok(Table::Elsewhere);
+        }
+        // Voters that form the table together must compute the same set (docs/LOCKS.md,
+        // "Forming the table").
         let members: BTreeMap<NodeId, BasicNode> = voters(&self.node)?
             .members
             .iter()
             .map(|(id, peer)| (*id, BasicNode::new(peer.to_copy_safe())))
             .collect();
         match raft.initialize(members).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Table::Here),
             // Another voter formed the table first, with the same voters: nothing to do.
-            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                Ok(Table::Here)
+            }
             Err(e) => Err(anyhow!("starting the lock table: {e}")),
         }
+    }
+
+    /// True if another configured voter answers that its copy of the table has formed.
+    async fn formed_elsewhere(&self) -> bool {
+        let mut asks = tokio::task::JoinSet::new();
+        for peer in self.voter_peers() {
+            let net = self.net.clone();
+            asks.spawn(async move { net.call_peer(&peer, &Rpc::Formed, FORMED_TIMEOUT).await });
+        }
+        while let Some(answer) = asks.join_next().await {
+            if let Ok(Ok(RpcReply::Formed(true))) = answer {
+                return true;
+            }
+        }
+        false
     }
 
     fn voter_peers(&self) -> Vec<Peer> {
@@ -327,12 +432,14 @@ impl Coordinator {
             Rpc::Append(r) => RpcReply::Append(raft.append_entries(r).await),
             Rpc::Snapshot(r) => RpcReply::Snapshot(raft.install_snapshot(r).await),
             Rpc::Write(cmd) => RpcReply::Write(self.write(cmd).await.map_err(|e| format!("{e:#}"))),
-            Rpc::Status => RpcReply::Status(
-                self.ensure_initialized(raft)
-                    .await
-                    .map(|()| sm.table())
-                    .map_err(|e| format!("{e:#}")),
-            ),
+            Rpc::Status => RpcReply::Status(match self.ensure_initialized(raft).await {
+                Ok(Table::Here) => Ok(sm.table()),
+                Ok(Table::Elsewhere) => {
+                    Err("this peer has not joined the lock table yet; ask another voter".into())
+                }
+                Err(e) => Err(format!("{e:#}")),
+            }),
+            Rpc::Formed => RpcReply::Formed(raft.is_initialized().await.unwrap_or(false)),
         }
     }
 }
@@ -358,6 +465,7 @@ fn refuse_raft(rpc: Rpc) -> RpcReply {
             RpcReply::Write(Err(why()))
         }
         Rpc::Status => RpcReply::Status(Err(why())),
+        Rpc::Formed => RpcReply::Formed(false),
     }
 }
 

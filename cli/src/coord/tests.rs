@@ -52,6 +52,7 @@ fn requests() -> Vec<Rpc> {
         }),
         Rpc::Write(acquire()),
         Rpc::Status,
+        Rpc::Formed,
     ]
 }
 
@@ -67,7 +68,7 @@ fn every_request_decodes_to_itself() {
 #[test]
 fn every_reply_decodes_to_itself() {
     for reply in [
-        RpcReply::Status(Err("no voter".into())),
+        RpcReply::Formed(true),
         RpcReply::Write(Err("not a voter".into())),
         RpcReply::Status(Ok(LockTable::default())),
     ] {
@@ -88,7 +89,7 @@ proptest! {
 
     #[test]
     fn a_damaged_request_decodes_or_is_refused(
-        which in 0usize..5,
+        which in 0usize..6,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
     ) {
         let mut bytes = serde_json::to_vec(&requests()[which]).unwrap();
