@@ -8,7 +8,7 @@
 //! [`TreeNodeReply::node_hash`], so a peer cannot make us accept a chunk list that does not belong
 //! to the content it announced.
 
-use botsync_engine::chunktree::{FANOUT, inner_node, leaf_node};
+use botsync_engine::chunktree::{ChunkTree, FANOUT, NodeAddr, TreeNode, inner_node, leaf_node};
 use botsync_engine::{ChunkRef, Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,24 @@ impl TreeAddr {
     }
 }
 
+impl From<TreeAddr> for NodeAddr {
+    fn from(a: TreeAddr) -> NodeAddr {
+        NodeAddr {
+            level: a.level,
+            index: a.index,
+        }
+    }
+}
+
+impl From<NodeAddr> for TreeAddr {
+    fn from(a: NodeAddr) -> TreeAddr {
+        TreeAddr {
+            level: a.level,
+            index: a.index,
+        }
+    }
+}
+
 /// A reference to a subtree from an inner chunk-tree node: its hash and the bytes it spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubtreeRef {
@@ -118,6 +136,64 @@ pub struct TreeNodeReply {
 }
 
 impl TreeNodeReply {
+    /// The node at `addr` of the engine's `tree`, as a reply (`None` if it has no such node).
+    pub fn from_tree(tree: &ChunkTree, addr: TreeAddr) -> Option<TreeNodeReply> {
+        let children = tree.children(usize::from(addr.level), u64::from(addr.index))?;
+        let body = if addr.level == 0 {
+            TreeNodeBody::Leaf(
+                children
+                    .nodes
+                    .iter()
+                    .map(|n| ChunkRef {
+                        id: n.hash,
+                        len: u32::try_from(n.span).unwrap_or(u32::MAX),
+                    })
+                    .collect(),
+            )
+        } else {
+            TreeNodeBody::Inner(
+                children
+                    .nodes
+                    .iter()
+                    .map(|n| SubtreeRef {
+                        hash: n.hash,
+                        span: n.span,
+                    })
+                    .collect(),
+            )
+        };
+        Some(TreeNodeReply { addr, body })
+    }
+
+    /// The node in the engine's form (its address and children), for
+    /// `botsync_engine::chunktree::Rebuild`; refused when the body's kind does not match the
+    /// level (`Leaf` exactly at level 0).
+    pub fn into_children(self) -> Result<(NodeAddr, Vec<TreeNode>), String> {
+        let nodes = match (self.addr.level, self.body) {
+            (0, TreeNodeBody::Leaf(chunks)) => chunks
+                .into_iter()
+                .map(|c| TreeNode {
+                    hash: c.id,
+                    span: u64::from(c.len),
+                })
+                .collect(),
+            (l, TreeNodeBody::Inner(refs)) if l > 0 => refs
+                .into_iter()
+                .map(|r| TreeNode {
+                    hash: r.hash,
+                    span: r.span,
+                })
+                .collect(),
+            _ => {
+                return Err(format!(
+                    "tree node (level {}, index {}) has the wrong kind",
+                    self.addr.level, self.addr.index
+                ));
+            }
+        };
+        Ok((self.addr.into(), nodes))
+    }
+
     /// The node's hash and byte span, computed as the engine does: compare it with the hash the
     /// parent node (or, for the root, the entry's content hash) promised before trusting the
     /// children.
@@ -195,6 +271,32 @@ mod tests {
                 TreeAddr { level: 0, index: 1 }
             ]
         );
+    }
+
+    /// Replies served from the engine's tree, turned back into the engine's form, rebuild the
+    /// list with the engine's walk; a body of the wrong kind is refused.
+    #[test]
+    fn replies_from_the_engine_tree_rebuild_its_list() {
+        use botsync_engine::chunktree::Rebuild;
+        let chunks = refs(5000);
+        let tree = ChunkTree::new(chunks.clone());
+        let mut r = Rebuild::new(tree.root(), 5000, ChunkTree::new(refs(10))).unwrap();
+        while r.finish().is_none() {
+            for addr in r.wanted() {
+                let reply = TreeNodeReply::from_tree(&tree, addr.into()).unwrap();
+                assert_eq!(reply.addr, TreeAddr::from(addr));
+                let (at, nodes) = reply.into_children().unwrap();
+                r.accept(at, nodes).unwrap();
+            }
+        }
+        assert_eq!(r.finish().unwrap(), chunks);
+        assert_eq!(TreeAddr::root(5000), TreeAddr { level: 2, index: 0 });
+        let wrong = TreeNodeReply {
+            addr: TreeAddr::root(5000),
+            body: TreeNodeBody::Leaf(refs(3)),
+        };
+        assert!(wrong.into_children().is_err());
+        assert!(TreeNodeReply::from_tree(&tree, TreeAddr { level: 3, index: 0 }).is_none());
     }
 
     #[test]

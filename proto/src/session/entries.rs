@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use botsync_engine::authority::check_claims;
+use botsync_engine::chunktree::{ChunkTree, Rebuild};
 use botsync_engine::plan::{Action, ItemReport, Outcome};
-use botsync_engine::{FileEntry, PeerId, RelPath};
+use botsync_engine::{FileEntry, Hash, PeerId, RelPath};
 use tracing::warn;
 
-use super::tree::{NodeTable, Rebuild};
 use super::{Advertised, Control, SessionError, blocking, within};
 use crate::budget::Phase;
 use crate::codec::CodecError;
@@ -18,7 +18,7 @@ use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
-use crate::messages::{ChunkListing, Message, WireEntry, flagged_batches};
+use crate::messages::{ChunkListing, Message, TreeAddr, WireEntry, flagged_batches};
 use crate::replica::Replica;
 
 /// Ask the peer for its entries of `paths` (pipelined: one round trip) and complete elided
@@ -85,17 +85,15 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
                 let mut entry = FileEntry::from(w.file);
                 let path = entry.path.clone();
                 let ours = blocking(replica, move |r| r.entries(&[path])).await?;
-                let local = ours
-                    .first()
-                    .filter(|e| !e.chunks.is_empty())
-                    .map(|e| NodeTable::build(&e.chunks).by_hash())
-                    .unwrap_or_default();
-                entry.chunks = rebuild(
-                    conn,
-                    Rebuild::new(entry.content, chunk_count, local),
-                    deadline,
-                )
-                .await?;
+                let local = ChunkTree::new(
+                    ours.into_iter()
+                        .next()
+                        .map(|e| e.chunks)
+                        .unwrap_or_default(),
+                );
+                let walk = Rebuild::new(entry.content, u64::from(chunk_count), local)
+                    .map_err(|e| SessionError::Protocol(format!("entry {}: {e}", entry.path)))?;
+                entry.chunks = rebuild(conn, entry.content, walk, deadline).await?;
                 out.push(entry);
             }
         }
@@ -144,20 +142,28 @@ pub(crate) async fn screen<R: Replica + ?Sized>(
     Ok((accepted, refused))
 }
 
+/// Drive the engine's [`Rebuild`] of the chunk list of `content`: ask the peer for the nodes it
+/// wants, a request stream per batch, until the list is whole.
 async fn rebuild(
     conn: &quinn::Connection,
-    mut r: Rebuild,
+    content: Hash,
+    mut walk: Rebuild,
     deadline: Duration,
 ) -> Result<Vec<botsync_engine::ChunkRef>, SessionError> {
     loop {
-        if let Some(list) = r.finish() {
+        if let Some(list) = walk.finish() {
             return Ok(list);
         }
-        let wanted = r.wanted();
+        let wanted: Vec<TreeAddr> = walk.wanted().into_iter().map(TreeAddr::from).collect();
+        if wanted.is_empty() {
+            return Err(SessionError::Protocol(format!(
+                "the chunk tree of {content} does not add up to its chunk count"
+            )));
+        }
         for batch in wanted.chunks(MAX_TREE_NODES_PER_REQUEST) {
             let (mut send, mut recv) = conn.open_bi().await?;
             let ask = Message::GetTreeNodes {
-                content: r.content(),
+                content,
                 nodes: batch.to_vec(),
             };
             let reply = async {
@@ -168,7 +174,10 @@ async fn rebuild(
             match within(Phase::ChunkBatch, deadline, reply).await?? {
                 Some(Message::TreeNodes { nodes, .. }) => {
                     for node in nodes {
-                        r.accept(node).map_err(SessionError::Protocol)?;
+                        let (addr, children) =
+                            node.into_children().map_err(SessionError::Protocol)?;
+                        walk.accept(addr, children)
+                            .map_err(|e| SessionError::Protocol(e.to_string()))?;
                     }
                 }
                 Some(Message::Error { code, message }) => {

@@ -20,11 +20,11 @@ pub mod order;
 pub mod server;
 pub mod service;
 pub mod state;
-pub mod tree;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use botsync_engine::chunktree::ChunkTree;
 use botsync_engine::plan::ItemReport;
 use botsync_engine::{ChunkRef, Hash, PeerId};
 use quinn::{RecvStream, SendStream};
@@ -454,20 +454,20 @@ pub(crate) async fn refuse_on(conn: &quinn::Connection, mut send: SendStream, me
     .await;
 }
 
-/// Chunk lists of the entries this side advertised in the session, by content hash: the
-/// chunk-tree service answers from here.
+/// The chunk trees of the entries this side advertised with elided lists in the session, by
+/// content hash, each built once: the chunk-tree service answers from here.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Advertised(Arc<Mutex<HashMap<Hash, Arc<Vec<ChunkRef>>>>>);
+pub(crate) struct Advertised(Arc<Mutex<HashMap<Hash, Arc<ChunkTree>>>>);
 
 impl Advertised {
     pub(crate) fn add(&self, content: Hash, chunks: &[ChunkRef]) {
         if let Ok(mut m) = self.0.lock() {
             m.entry(content)
-                .or_insert_with(|| Arc::new(chunks.to_vec()));
+                .or_insert_with(|| Arc::new(ChunkTree::new(chunks.to_vec())));
         }
     }
 
-    pub(crate) fn get(&self, content: &Hash) -> Option<Arc<Vec<ChunkRef>>> {
+    pub(crate) fn get(&self, content: &Hash) -> Option<Arc<ChunkTree>> {
         self.0.lock().ok().and_then(|m| m.get(content).cloned())
     }
 }

@@ -10,11 +10,10 @@ use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::tree::NodeTable;
 use super::{Activity, Advertised, Progress, ProgressEvent, SessionError, blocking, within};
 use crate::budget::{Admission, Budget, Deadlines, Phase};
 use crate::frame::{read_frame, write_frame};
-use crate::messages::{ChunkData, ChunkWant, ErrorCode, Message};
+use crate::messages::{ChunkData, ChunkWant, ErrorCode, Message, TreeNodeReply};
 use crate::replica::Replica;
 
 /// Chunks read from disk per blocking call: bounds memory per stream (≤ 4 × 256 KiB).
@@ -76,9 +75,13 @@ impl<R: Replica + ?Sized> Service<R> {
                 self.send_chunks(wants, &mut send).await?;
             }
             Message::GetTreeNodes { content, nodes } => {
-                let table = self.advertised.get(&content).map(|c| NodeTable::build(&c));
-                let replies: Option<Vec<_>> =
-                    table.and_then(|t| nodes.iter().map(|a| t.reply(*a)).collect());
+                let tree = self.advertised.get(&content);
+                let replies: Option<Vec<_>> = tree.and_then(|t| {
+                    nodes
+                        .iter()
+                        .map(|a| TreeNodeReply::from_tree(&t, *a))
+                        .collect()
+                });
                 let msg = match replies {
                     Some(nodes) => Message::TreeNodes { content, nodes },
                     None => Message::Error {
