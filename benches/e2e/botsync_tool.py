@@ -11,7 +11,11 @@ in two variants:
 * ``botsync-daemon``: the destination daemon keeps running between runs; if
   the config names ``src_serve`` and ``daemon_push`` a source daemon runs too
   and the measured command is ``daemon_push`` (which must return when the sync
-  is done); otherwise the measured command is the same ``push``.
+  is done); otherwise the measured command is the same ``push``. When the
+  source daemon has just been (re)started, the optional ``daemon_warm``
+  command runs first, unmeasured (botsync: ``check``, a dry-run pull that
+  changes nothing), so the run meets a daemon that is up and connected, as a
+  daemon that runs all the time is.
 
 Peak memory: the client from GNU time; a daemon from its ``VmHWM`` (reset
 before each run in the daemon variant). CPU: the client from GNU time, a
@@ -215,6 +219,7 @@ class BotsyncTool:
                 if not self.src_daemon.alive():
                     self.src_daemon.cmd = self.command("src_serve", "src", dataset) or []
                     self.src_daemon.start(("udp", self.cfg.src_port))
+                    self._warm(dataset)
                 cmd = self.command("daemon_push", "src", dataset)
             for daemon in (self.dst_daemon, self.src_daemon):
                 if daemon.pid:
@@ -261,6 +266,19 @@ class BotsyncTool:
     def _start_dst(self, dataset: str) -> None:
         self.dst_daemon.cmd = self.command("serve", "dst", dataset) or []
         self.dst_daemon.start(("udp", self.cfg.dst_port))
+
+    def _warm(self, dataset: str) -> None:
+        """Run ``daemon_warm`` (unmeasured) against a just started source daemon.
+
+        Exit 0 or 3 (botsync ``check``: something would arrive) both mean the
+        daemon answered; anything else is a failed set-up.
+        """
+        cmd = self.command("daemon_warm", "src", dataset)
+        if cmd is None:
+            return
+        done = run(cmd, env=self.env)
+        if done.returncode not in (0, 3):
+            raise RuntimeError(f"botsync daemon_warm ({dataset}) exited {done.returncode}: {done.stderr.strip()[-300:]}")
 
     def _run(self, key: str, side: str, dataset: str):
         cmd = self.command(key, side, dataset)

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--listen", required=True)
     push = sub.add_parser("push")
     push.add_argument("peer")
+    sub.add_parser("check")
     args = p.parse_args(argv)
     if args.workspace is None:
         p.error("-w WORKSPACE is required")
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         (state / "peers.json").write_text(json.dumps(peers) + "\n")
     elif args.verb == "serve":
         return serve_forever(ws, args.listen)
+    elif args.verb == "check":
+        # The real verb is a dry-run pull; the double has nothing to pull from.
+        return 0 if (state / "peers.json").is_file() else 1
     elif args.verb == "push":
         peers = json.loads((state / "peers.json").read_text())
         if args.peer not in peers:

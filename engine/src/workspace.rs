@@ -327,6 +327,14 @@ impl Workspace {
         self.lock().tree.children(dir)
     }
 
+    /// Every entry path (files and tombstones) at or below each of `dirs` in the Merkle tree.
+    pub fn paths_under(&self, dirs: &[RelPath]) -> Vec<RelPath> {
+        let m = self.lock();
+        dirs.iter()
+            .flat_map(|d| m.tree.entry_paths_under(d))
+            .collect()
+    }
+
     /// The current entries of `paths` (files and tombstones) as peers may see them; unknown
     /// paths are skipped, and so are files damaged on disk awaiting a peer's copy (their entry
     /// has an empty version vector: it claims nothing, see `workspace/verify.rs`).

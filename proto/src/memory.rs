@@ -313,6 +313,10 @@ impl Replica for MemoryReplica {
         }))
     }
 
+    fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError> {
+        Ok(self.with_tree(|t| dirs.iter().flat_map(|d| t.entry_paths_under(d)).collect()))
+    }
+
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
         let st = self.lock();
         Ok(paths

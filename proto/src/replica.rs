@@ -131,6 +131,10 @@ pub trait Replica: Send + Sync + 'static {
     /// The children of a directory of the current Merkle tree (`None`: no such directory).
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError>;
 
+    /// Every entry path (files and tombstones) at or below each of `dirs` in the current Merkle
+    /// tree: what the other side lacks when it has none of a directory.
+    fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError>;
+
     /// The current entries (files and tombstones) of these paths; unknown paths are skipped.
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError>;
 

@@ -489,6 +489,12 @@ impl Replica for Corrupting {
     ) -> Result<Option<Vec<botsync_proto::messages::NodeChild>>, ReplicaError> {
         self.0.children(d)
     }
+    fn paths_under(
+        &self,
+        d: &[botsync_engine::RelPath],
+    ) -> Result<Vec<botsync_engine::RelPath>, ReplicaError> {
+        self.0.paths_under(d)
+    }
     fn entries(
         &self,
         p: &[botsync_engine::RelPath],

@@ -279,6 +279,10 @@ impl Replica for LiveReplica {
             .map(|children| children.into_iter().map(NodeChild::from).collect()))
     }
 
+    fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError> {
+        Ok(self.ws.paths_under(dirs))
+    }
+
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
         self.ws.entries(paths).map_err(err)
     }

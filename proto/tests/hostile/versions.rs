@@ -133,6 +133,9 @@ impl Replica for Forging {
     fn children(&self, d: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
         self.inner.children(d)
     }
+    fn paths_under(&self, d: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError> {
+        self.inner.paths_under(d)
+    }
     fn entries(&self, p: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
         let mut entries = self.inner.entries(p)?;
         for e in &mut entries {
