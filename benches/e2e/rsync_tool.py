@@ -50,6 +50,8 @@ class RsyncTool:
         self.key = bench_root / "ssh" / "client_ed25519"
         self.known_hosts = bench_root / "ssh" / "known_hosts"
         self.server_time = bench_root / "run" / "rsync-server-time.txt"
+        # The server's GNU time writes here; on a fresh machine nothing else has made it yet.
+        self.server_time.parent.mkdir(parents=True, exist_ok=True)
         self.user = getpass.getuser()
 
     @staticmethod
