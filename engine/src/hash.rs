@@ -60,6 +60,9 @@ pub enum Domain {
     FileNode,
     /// A directory node in the workspace Merkle tree.
     DirNode,
+    /// One bucket of a large directory's children, compared without listing them
+    /// (`botsync-proto`, feature `BUCKETS`).
+    DirBucket,
 }
 
 impl Domain {
@@ -68,6 +71,7 @@ impl Domain {
             Domain::ChunkTree => b"botsync/chunk-tree/v1\0",
             Domain::FileNode => b"botsync/file-node/v1\0",
             Domain::DirNode => b"botsync/dir-node/v1\0",
+            Domain::DirBucket => b"botsync/dir-bucket/v1\0",
         }
     }
 }

@@ -17,6 +17,7 @@
 //! `docs/PROTOCOL.md` describes every message; change both in the same commit.
 
 pub mod batch;
+pub mod buckets;
 pub mod chunk;
 pub mod entry;
 pub mod hello;
@@ -32,8 +33,10 @@ use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{
-    entry_batches, flagged_batches, node_batches, path_requests, result_batches, state_batches,
+    bucket_batches, bucket_requests, entry_batches, flagged_batches, node_batches, path_requests,
+    result_batches, state_batches,
 };
+pub use buckets::{BucketAsk, BucketDigest, BucketReply};
 pub use chunk::{ChunkData, ChunkWant, Compression};
 pub use entry::{
     ChunkListing, WireChunk, WireChunker, WireChunkerKind, WireEntry, WireFile, WireKind,
@@ -202,11 +205,23 @@ pub enum Message {
         /// The chunks wanted, each with its optional base.
         wants: Vec<ChunkWant>,
     },
+    /// Tag 30 (feature `BUCKETS`). Ask for the children of large directories by buckets: only
+    /// the buckets whose digests differ from the asker's are answered (`messages/buckets.rs`).
+    GetBuckets {
+        /// The directories, each with the asker's bucket digests.
+        dirs: Vec<BucketAsk>,
+    },
+    /// Tag 31 (feature `BUCKETS`). The differing buckets of the asked directories and the
+    /// replier's children in them, in the order asked (split over messages like `Nodes`).
+    Buckets {
+        /// One reply per asked directory.
+        nodes: Vec<BucketReply>,
+    },
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 30;
+    pub const TAG_COUNT: u32 = 32;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -241,6 +256,8 @@ impl Message {
             Message::GetParity => 27,
             Message::Parity(_) => 28,
             Message::GetChunksAgainst { .. } => 29,
+            Message::GetBuckets { .. } => 30,
+            Message::Buckets { .. } => 31,
         }
     }
 
@@ -257,6 +274,8 @@ impl Message {
             Message::TreeNodes { .. } => "tree-nodes",
             Message::GetChunks { .. } => "get-chunks",
             Message::GetChunksAgainst { .. } => "get-chunks-against",
+            Message::GetBuckets { .. } => "get-buckets",
+            Message::Buckets { .. } => "buckets",
             Message::ChunkData(_) => "chunk-data",
             Message::Changed { .. } => "changed",
             Message::Error { .. } => "error",
@@ -349,6 +368,8 @@ impl fmt::Display for Message {
                 write!(f, "{} ({} paths)", self.kind(), paths.len())
             }
             Message::Nodes { nodes } => write!(f, "nodes ({} directories)", nodes.len()),
+            Message::GetBuckets { dirs } => write!(f, "get-buckets ({} directories)", dirs.len()),
+            Message::Buckets { nodes } => write!(f, "buckets ({} directories)", nodes.len()),
             Message::Entries { entries, last } => {
                 write!(f, "entries ({} entries, last={last})", entries.len())
             }

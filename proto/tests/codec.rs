@@ -18,9 +18,9 @@ use botsync_proto::codec::{CodecError, decode, encode};
 use botsync_proto::frame::{FrameDecoder, encode_frame};
 use botsync_proto::limits::MAX_FRAME;
 use botsync_proto::messages::{
-    ChildKind, ChunkData, ChunkListing, ChunkWant, Compression, ErrorCode, Features, Hello,
-    Message, NodeChild, NodeReply, SessionMode, SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply,
-    WireEntry, WireState,
+    BucketAsk, BucketDigest, BucketReply, ChildKind, ChunkData, ChunkListing, ChunkWant,
+    Compression, ErrorCode, Features, Hello, Message, NodeChild, NodeReply, SessionMode,
+    SubtreeRef, TreeAddr, TreeNodeBody, TreeNodeReply, WireEntry, WireState,
 };
 
 fn path(s: &str) -> RelPath {
@@ -297,6 +297,29 @@ fn samples() -> Vec<(&'static str, Message)> {
                 compression: Compression::ZstdDelta,
                 data: vec![0x28, 0xb5, 0x2f, 0xfd],
             }),
+        ),
+        (
+            "get-buckets",
+            Message::GetBuckets {
+                dirs: vec![BucketAsk {
+                    path: RelPath::new("memory").unwrap(),
+                    digests: vec![BucketDigest([0x11; 16]); 16],
+                }],
+            },
+        ),
+        (
+            "buckets",
+            Message::Buckets {
+                nodes: vec![BucketReply {
+                    path: RelPath::new("memory").unwrap(),
+                    differ: vec![3, 300],
+                    children: vec![NodeChild {
+                        name: "a.md".into(),
+                        kind: ChildKind::File,
+                        hash: Hash([0x22; 32]),
+                    }],
+                }],
+            },
         ),
     ]
 }

@@ -362,6 +362,35 @@ async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
     assert_eq!(p.client_replica.read(&path(23, 999)).unwrap(), b"same\n");
 }
 
+/// The agent workspace's shape: hundreds of notes in one directory, a few edited on each side.
+/// The directory is compared by buckets (feature `buckets`, negotiated by default): the edits
+/// of both sides, a deletion and a new note all arrive, and the roots agree.
+#[tokio::test]
+async fn a_large_directory_compared_by_buckets_syncs_every_change_both_ways() {
+    let p = pair().await;
+    let note = |i: usize| format!("memory/notes/n{i:04}.md");
+    for i in 0..600 {
+        p.client_replica
+            .write(&note(i), format!("note {i}\n").as_bytes());
+    }
+    p.sync().await;
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+    p.client_replica.write(&note(7), b"edited here\n");
+    p.client_replica.write(&note(600), b"a new note\n");
+    p.server_replica.write(&note(420), b"edited there\n");
+    p.server_replica.delete(&note(99));
+    let report = p.sync().await;
+    assert!(!report.in_sync);
+    assert_eq!(p.server_replica.read(&note(7)).unwrap(), b"edited here\n");
+    assert_eq!(p.server_replica.read(&note(600)).unwrap(), b"a new note\n");
+    assert_eq!(
+        p.client_replica.read(&note(420)).unwrap(),
+        b"edited there\n"
+    );
+    assert_eq!(p.client_replica.read(&note(99)), None);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
 /// A name that is a tombstone and a directory at once (the file `notes` was deleted, then
 /// `notes/b.md` created): the descent compares each with its own kind, so the directory is
 /// walked and its file arrives.

@@ -17,7 +17,9 @@ use botsync_engine::{
 };
 use botsync_proto::codec::encode;
 use botsync_proto::frame::encode_frame;
-use botsync_proto::messages::{ChunkWant, Hello, Message, NodeReply, SessionMode};
+use botsync_proto::messages::{
+    BucketAsk, ChunkWant, Hello, Message, NodeChild, NodeReply, SessionMode, buckets,
+};
 
 const BEGIN: &str = "<!-- test-vectors:begin -->";
 const END: &str = "<!-- test-vectors:end -->";
@@ -227,6 +229,33 @@ fn computed() -> Vec<(&'static str, String)> {
         }],
     };
     v.push(("frame Nodes root", hex(&encode_frame(&nodes).unwrap())));
+    // The root asked by 16 buckets, with the digests of an asker that has none of its children,
+    // and the answer: every bucket holding one of them differs.
+    let children: Vec<NodeChild> = tree
+        .children(&RelPath::root())
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    for (label, name) in [
+        ("bucket-of MEMORY.md in 16", "MEMORY.md"),
+        ("bucket-of memory in 16", "memory"),
+        ("bucket-of notes in 16", "notes"),
+    ] {
+        v.push((label, format!("{:04x}", buckets::bucket_of(name, 16))));
+    }
+    let ask = BucketAsk {
+        path: RelPath::root(),
+        digests: buckets::digests(&[], 16),
+    };
+    let get = Message::GetBuckets {
+        dirs: vec![ask.clone()],
+    };
+    v.push(("frame GetBuckets root", hex(&encode_frame(&get).unwrap())));
+    let reply = Message::Buckets {
+        nodes: vec![buckets::answer(&ask, children)],
+    };
+    v.push(("frame Buckets root", hex(&encode_frame(&reply).unwrap())));
     // The payload alone decodes back: a second implementation can start from either.
     assert!(encode(&nodes).is_ok());
     v

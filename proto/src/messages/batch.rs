@@ -11,7 +11,7 @@ use botsync_engine::plan::ItemReport;
 
 use super::WireReport;
 
-use super::{Message, NodeReply, WireEntry};
+use super::{BucketAsk, BucketReply, Message, NodeReply, WireEntry};
 use crate::codec::{CodecError, encoded_len};
 use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST};
 
@@ -79,6 +79,31 @@ pub fn node_batches(
     Ok(groups
         .into_iter()
         .map(|nodes| Message::Nodes { nodes })
+        .collect())
+}
+
+/// Split the answer to one `GetBuckets` into `Buckets` messages, as [`node_batches`] does.
+pub fn bucket_batches(
+    nodes: impl IntoIterator<Item = BucketReply>,
+) -> Result<Vec<Message>, CodecError> {
+    let groups = pack(nodes, MAX_NODES_PER_REPLY)?;
+    Ok(groups
+        .into_iter()
+        .map(|nodes| Message::Buckets { nodes })
+        .collect())
+}
+
+/// Split bucket asks into `GetBuckets` requests, each within the frame. No asks give no request.
+pub fn bucket_requests(
+    dirs: impl IntoIterator<Item = BucketAsk>,
+) -> Result<Vec<Message>, CodecError> {
+    let mut groups = pack(dirs, MAX_PATHS_PER_REQUEST)?;
+    if groups.first().is_some_and(Vec::is_empty) {
+        groups.clear();
+    }
+    Ok(groups
+        .into_iter()
+        .map(|dirs| Message::GetBuckets { dirs })
         .collect())
 }
 

@@ -38,6 +38,9 @@ impl Features {
     /// Bit 7: chunks may be asked for against a base the asker holds (`GetChunksAgainst`) and
     /// answered as zstd deltas against it (`Compression::ZstdDelta`). Needs `ZSTD` too.
     pub const DELTA: Features = Features(1 << 7);
+    /// Bit 8: large directories may be compared by buckets of their children (`GetBuckets` /
+    /// `Buckets`).
+    pub const BUCKETS: Features = Features(1 << 8);
 
     /// Every feature this implementation supports.
     pub const SUPPORTED: Features = Features(
@@ -46,7 +49,8 @@ impl Features {
             | Self::STATE.0
             | Self::MESH_CONFIG.0
             | Self::PARITY.0
-            | Self::DELTA.0,
+            | Self::DELTA.0
+            | Self::BUCKETS.0,
     );
 
     /// From raw bits (any bits allowed).

@@ -61,6 +61,53 @@ impl Message {
                 }
                 Ok(())
             }
+            Message::GetBuckets { dirs } => {
+                CodecError::check_limit(
+                    "directories in a request",
+                    dirs.len(),
+                    MAX_PATHS_PER_REQUEST,
+                )?;
+                match dirs
+                    .iter()
+                    .find(|d| !super::buckets::valid_bucket_count(d.digests.len()))
+                {
+                    Some(d) => Err(CodecError::Malformed(format!(
+                        "{} buckets for {}: a power of two from {} to {} is needed",
+                        d.digests.len(),
+                        d.path,
+                        super::buckets::MIN_BUCKETS,
+                        super::buckets::MAX_BUCKETS
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            Message::Buckets { nodes } => {
+                CodecError::check_limit(
+                    "directories in a buckets reply",
+                    nodes.len(),
+                    MAX_NODES_PER_REPLY,
+                )?;
+                for node in nodes {
+                    CodecError::check_limit(
+                        "differing buckets",
+                        node.differ.len(),
+                        super::buckets::MAX_BUCKETS,
+                    )?;
+                    if node.differ.windows(2).any(|w| w[0] >= w[1]) {
+                        return Err(CodecError::Malformed(format!(
+                            "buckets of {} not strictly increasing",
+                            node.path
+                        )));
+                    }
+                    CodecError::check_limit(
+                        "children of a directory",
+                        node.children.len(),
+                        MAX_NODE_CHILDREN,
+                    )?;
+                    node.children.iter().try_for_each(validate_child)?;
+                }
+                Ok(())
+            }
             Message::Entries { entries, .. } => {
                 CodecError::check_limit(
                     "entries in a batch",

@@ -144,7 +144,8 @@ async fn run_inner<R: Replica + ?Sized>(
         // Equal roots, but a file either side could not read may hold changes.
         report.in_sync = report.skipped.is_empty() && their_skipped == 0;
     } else {
-        let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica)
+        let buckets = negotiated.features.contains(Features::BUCKETS);
+        let paths: Vec<_> = descent::differing_paths(&mut ctl, &replica, buckets)
             .await?
             .into_iter()
             .collect();

@@ -1,9 +1,10 @@
 //! Merkle descent: find the paths whose entries differ, visiting only directories whose hashes
 //! differ, one round trip per tree level.
 //!
-//! [`Descent`] is the walk as a pure state machine: it says which directories to ask about
-//! ([`Descent::requests`]), takes the peer's `Nodes` replies ([`Descent::accept`]) and our own
-//! children of the same directories ([`Descent::step`]), and says which of our directories the
+//! [`Descent`] is the walk as a pure state machine: given our children of the directories of
+//! one level it says what to ask ([`Descent::requests`]: `GetNodes`, and `GetBuckets` for large
+//! directories when the peer negotiated `BUCKETS`), takes the peer's replies
+//! ([`Descent::accept`]), compares ([`Descent::step`]) and says which of our directories the
 //! peer lacks entirely, whose entry paths it then takes ([`Descent::add_ours`]). It does no I/O;
 //! [`differing_paths`] drives it over the control stream and the replica.
 
@@ -13,24 +14,25 @@ use std::sync::Arc;
 use botsync_engine::RelPath;
 
 use super::{Control, SessionError, blocking};
-use crate::limits::MAX_PATHS_PER_REQUEST;
-use crate::messages::{ChildKind, Message, NodeChild};
+use crate::messages::buckets::{BUCKET_FROM_CHILDREN, bucket_count_for, bucket_of, digests};
+use crate::messages::{BucketAsk, ChildKind, Message, NodeChild, bucket_requests, path_requests};
 use crate::replica::Replica;
 
 /// Walk both Merkle trees from the root and return every file path (ours or theirs) whose
-/// leaf differs. The caller knows the roots differ.
+/// leaf differs. The caller knows the roots differ. With `buckets` (the feature was negotiated)
+/// large directories are compared by buckets of their children.
 pub(crate) async fn differing_paths<R: Replica + ?Sized>(
     ctl: &mut Control,
     replica: &Arc<R>,
+    buckets: bool,
 ) -> Result<BTreeSet<RelPath>, SessionError> {
-    let mut walk = Descent::new();
+    let mut walk = if buckets {
+        Descent::with_buckets(BUCKET_FROM_CHILDREN)
+    } else {
+        Descent::new()
+    };
     while !walk.is_done() {
         ctl.counters.round_trips += 1;
-        let requests = walk.requests();
-        ctl.exchange(&requests, |reply| {
-            walk.accept(reply).map_err(SessionError::Protocol)
-        })
-        .await?;
         let dirs = walk.frontier().to_vec();
         let ours: Vec<Vec<NodeChild>> = blocking(replica, move |r| {
             dirs.iter()
@@ -38,7 +40,12 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
                 .collect()
         })
         .await?;
-        let only_ours = walk.step(ours).map_err(SessionError::Protocol)?;
+        let requests = walk.requests(ours).map_err(SessionError::Protocol)?;
+        ctl.exchange(&requests, |reply| {
+            walk.accept(reply).map_err(SessionError::Protocol)
+        })
+        .await?;
+        let only_ours = walk.step().map_err(SessionError::Protocol)?;
         if !only_ours.is_empty() {
             let found = blocking(replica, move |r| r.paths_under(&only_ours)).await?;
             walk.add_ours(found);
@@ -47,13 +54,32 @@ pub(crate) async fn differing_paths<R: Replica + ?Sized>(
     Ok(walk.finish())
 }
 
+/// The peer's answer for one directory.
+#[derive(Debug)]
+enum Theirs {
+    /// Every child (`Nodes`).
+    Whole(Vec<NodeChild>),
+    /// The children of the buckets that differ (`Buckets`), and which buckets those are.
+    Buckets {
+        differ: Vec<bool>,
+        children: Vec<NodeChild>,
+    },
+}
+
 /// The Merkle descent as a pure state machine; see the module docs.
 #[derive(Debug)]
 pub struct Descent {
-    /// The directories of this level, in the order they are asked.
+    /// Directories with at least this many children of ours are asked by buckets (`None`:
+    /// never, the peer did not negotiate `BUCKETS`).
+    bucket_from: Option<usize>,
+    /// The directories of this level, in the order they are asked: those asked whole first.
     frontier: Vec<RelPath>,
-    /// The peer's children of the frontier directories answered so far, in that order.
-    theirs: Vec<Vec<NodeChild>>,
+    /// Our children of each frontier directory, once [`Descent::requests`] had them.
+    ours: Vec<Vec<NodeChild>>,
+    /// The bucket count each frontier directory was asked with (`None`: asked whole).
+    asked: Vec<Option<usize>>,
+    /// The peer's answers so far, in frontier order.
+    theirs: Vec<Theirs>,
     /// Paths found to differ.
     out: BTreeSet<RelPath>,
 }
@@ -65,12 +91,24 @@ impl Default for Descent {
 }
 
 impl Descent {
-    /// Start at the root (whose hashes the caller knows differ).
+    /// Start at the root (whose hashes the caller knows differ); every directory is asked whole.
     pub fn new() -> Descent {
         Descent {
+            bucket_from: None,
             frontier: vec![RelPath::root()],
+            ours: Vec::new(),
+            asked: Vec::new(),
             theirs: Vec::new(),
             out: BTreeSet::new(),
+        }
+    }
+
+    /// Start at the root; directories with at least `from_children` children of ours are asked
+    /// by buckets (the peer negotiated `BUCKETS`).
+    pub fn with_buckets(from_children: usize) -> Descent {
+        Descent {
+            bucket_from: Some(from_children),
+            ..Descent::new()
         }
     }
 
@@ -79,60 +117,160 @@ impl Descent {
         self.frontier.is_empty()
     }
 
-    /// The directories of the current level.
+    /// The directories of the current level (give our children of them to
+    /// [`Descent::requests`], in this order).
     pub fn frontier(&self) -> &[RelPath] {
         &self.frontier
     }
 
-    /// The `GetNodes` requests of the current level (several when it has many directories).
-    pub fn requests(&self) -> Vec<Message> {
-        self.frontier
-            .chunks(MAX_PATHS_PER_REQUEST)
-            .map(|b| Message::GetNodes { paths: b.to_vec() })
-            .collect()
+    /// The requests of the current level, given our children of each frontier directory:
+    /// `GetNodes` for the directories asked whole, then `GetBuckets` for the large ones.
+    pub fn requests(&mut self, ours: Vec<Vec<NodeChild>>) -> Result<Vec<Message>, String> {
+        if ours.len() != self.frontier.len() || !self.theirs.is_empty() {
+            return Err(format!(
+                "our children of {} directories for a level of {}",
+                ours.len(),
+                self.frontier.len()
+            ));
+        }
+        let from = self.bucket_from;
+        let mut level: Vec<(RelPath, Vec<NodeChild>, Option<usize>)> = self
+            .frontier
+            .drain(..)
+            .zip(ours)
+            .map(|(dir, ours)| {
+                let by_buckets = from.is_some_and(|n| ours.len() >= n);
+                let count = by_buckets.then(|| bucket_count_for(ours.len()));
+                (dir, ours, count)
+            })
+            .collect();
+        // Stable: directories asked whole keep their order, then the bucketed ones.
+        level.sort_by_key(|(_, _, count)| count.is_some());
+        let mut whole = Vec::new();
+        let mut asks = Vec::new();
+        for (dir, ours, count) in level {
+            match count {
+                None => whole.push(dir.clone()),
+                Some(count) => asks.push(BucketAsk {
+                    path: dir.clone(),
+                    digests: digests(&ours, count),
+                }),
+            }
+            self.frontier.push(dir);
+            self.ours.push(ours);
+            self.asked.push(count);
+        }
+        let mut requests = path_requests(whole, true).map_err(|e| e.to_string())?;
+        requests.extend(bucket_requests(asks).map_err(|e| e.to_string())?);
+        Ok(requests)
     }
 
-    /// Take one `Nodes` reply; true once every directory of the level is answered. The answer
-    /// to one `GetNodes` may come in several `Nodes` messages (a responder splits replies that
+    /// Take one `Nodes` or `Buckets` reply; true once every directory of the level is answered.
+    /// The answer to one request may come in several messages (a responder splits replies that
     /// do not fit one frame): directories are matched in the order asked, whatever the messages
     /// they travel in.
     pub fn accept(&mut self, reply: Message) -> Result<bool, String> {
-        let Message::Nodes { nodes } = reply else {
-            return Err(format!("expected nodes, got {}", reply.kind()));
-        };
         let remaining = self.frontier.len() - self.theirs.len();
-        if nodes.is_empty() || nodes.len() > remaining {
-            return Err(format!(
-                "a nodes reply of {} directories when {remaining} remain to be answered",
-                nodes.len()
-            ));
-        }
-        for node in nodes {
-            if self.frontier.get(self.theirs.len()) != Some(&node.path) {
-                return Err("nodes reply does not match the request".into());
+        let fits = |kind: &str, count: usize| {
+            if count == 0 || count > remaining {
+                return Err(format!(
+                    "a {kind} reply of {count} directories when {remaining} remain to be answered"
+                ));
             }
-            self.theirs.push(node.children);
+            Ok(())
+        };
+        match reply {
+            Message::Nodes { nodes } => {
+                fits("nodes", nodes.len())?;
+                for node in nodes {
+                    let at = self.theirs.len();
+                    if self.frontier.get(at) != Some(&node.path)
+                        || self.asked.get(at) != Some(&None)
+                    {
+                        return Err("nodes reply does not match the request".into());
+                    }
+                    self.theirs.push(Theirs::Whole(node.children));
+                }
+            }
+            Message::Buckets { nodes } => {
+                fits("buckets", nodes.len())?;
+                for node in nodes {
+                    let at = self.theirs.len();
+                    let Some(count) = self
+                        .asked
+                        .get(at)
+                        .copied()
+                        .flatten()
+                        .filter(|_| self.frontier.get(at) == Some(&node.path))
+                    else {
+                        return Err("buckets reply does not match the request".into());
+                    };
+                    let mut differ = vec![false; count];
+                    for &b in &node.differ {
+                        let slot = differ
+                            .get_mut(usize::from(b))
+                            .ok_or_else(|| format!("bucket {b} of {count} in {}", node.path))?;
+                        *slot = true;
+                    }
+                    if let Some(c) = node
+                        .children
+                        .iter()
+                        .find(|c| !differ[usize::from(bucket_of(&c.name, count))])
+                    {
+                        return Err(format!(
+                            "{} lists {} in a bucket it did not say differs",
+                            node.path, c.name
+                        ));
+                    }
+                    self.theirs.push(Theirs::Buckets {
+                        differ,
+                        children: node.children,
+                    });
+                }
+            }
+            other => return Err(format!("expected nodes, got {}", other.kind())),
         }
         Ok(self.theirs.len() == self.frontier.len())
     }
 
-    /// Compare the level once every reply is in: `ours` are our children of the frontier
-    /// directories, in order. Moves to the next level and returns our directories the peer has
-    /// none of (the caller lists their entries with [`Descent::add_ours`]).
-    pub fn step(&mut self, ours: Vec<Vec<NodeChild>>) -> Result<Vec<RelPath>, String> {
-        if self.theirs.len() != self.frontier.len() || ours.len() != self.frontier.len() {
+    /// Compare the level once every reply is in. Moves to the next level and returns our
+    /// directories the peer has none of (the caller lists their entries with
+    /// [`Descent::add_ours`]).
+    pub fn step(&mut self) -> Result<Vec<RelPath>, String> {
+        if self.theirs.len() != self.frontier.len() || self.ours.len() != self.frontier.len() {
             return Err(format!(
                 "a level of {} directories compared with {} replies and {} of ours",
                 self.frontier.len(),
                 self.theirs.len(),
-                ours.len()
+                self.ours.len()
             ));
         }
         let mut next = Vec::new();
         let mut only_ours = Vec::new();
+        let frontier = std::mem::take(&mut self.frontier);
+        let ours = std::mem::take(&mut self.ours);
         let theirs = std::mem::take(&mut self.theirs);
-        for ((dir, ours), theirs) in self.frontier.iter().zip(&ours).zip(&theirs) {
-            compare_dir(dir, ours, theirs, &mut self.out, &mut next, &mut only_ours)?;
+        self.asked.clear();
+        for ((dir, ours), theirs) in frontier.iter().zip(ours).zip(theirs) {
+            let (ours, theirs) = match theirs {
+                Theirs::Whole(children) => (ours, children),
+                Theirs::Buckets { differ, children } => {
+                    let count = differ.len();
+                    let ours = ours
+                        .into_iter()
+                        .filter(|c| differ[usize::from(bucket_of(&c.name, count))])
+                        .collect();
+                    (ours, children)
+                }
+            };
+            compare_dir(
+                dir,
+                &ours,
+                &theirs,
+                &mut self.out,
+                &mut next,
+                &mut only_ours,
+            )?;
         }
         self.frontier = next;
         Ok(only_ours)

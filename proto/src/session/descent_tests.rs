@@ -15,6 +15,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::messages::NodeReply;
+use crate::messages::buckets::answer;
 
 fn entry(path: &str, content: &[u8], tombstone: bool) -> FileEntry {
     FileEntry {
@@ -51,43 +52,54 @@ fn children(tree: &MerkleTree, dir: &RelPath) -> Vec<NodeChild> {
         .collect()
 }
 
-/// Run the walk of `ours` against `theirs`: replies split one directory per message, to
-/// exercise replies that span several messages. Returns the paths and the round trips.
-fn descend(ours: &MerkleTree, theirs: &MerkleTree) -> (BTreeSet<RelPath>, usize) {
-    let mut walk = Descent::new();
-    let mut levels = 0;
+/// Run the walk of `ours` against `theirs` (directories of at least `bucket_from` children by
+/// buckets, if given): replies one directory per message, to exercise replies that span several
+/// messages. Returns the paths, the round trips and the encoded bytes of the replies.
+fn descend(
+    ours: &MerkleTree,
+    theirs: &MerkleTree,
+    bucket_from: Option<usize>,
+) -> (BTreeSet<RelPath>, usize, usize) {
+    let mut walk = match bucket_from {
+        Some(n) => Descent::with_buckets(n),
+        None => Descent::new(),
+    };
+    let (mut levels, mut bytes) = (0, 0);
     while !walk.is_done() {
         levels += 1;
-        let asked: Vec<RelPath> = walk
-            .requests()
-            .into_iter()
-            .flat_map(|m| match m {
-                Message::GetNodes { paths } => paths,
-                other => panic!("asked {other:?}"),
-            })
-            .collect();
-        assert_eq!(asked, walk.frontier());
-        let mut done = false;
-        for dir in &asked {
-            assert!(!done, "answered before the last reply");
-            let reply = Message::Nodes {
-                nodes: vec![NodeReply {
-                    path: dir.clone(),
-                    children: children(theirs, dir),
-                }],
-            };
-            done = walk.accept(reply).unwrap();
-        }
-        assert!(done);
         let mine = walk.frontier().iter().map(|d| children(ours, d)).collect();
-        let only_ours = walk.step(mine).unwrap();
+        let mut replies = Vec::new();
+        for request in walk.requests(mine).unwrap() {
+            match request {
+                Message::GetNodes { paths } => {
+                    replies.extend(paths.iter().map(|dir| Message::Nodes {
+                        nodes: vec![NodeReply {
+                            path: dir.clone(),
+                            children: children(theirs, dir),
+                        }],
+                    }))
+                }
+                Message::GetBuckets { dirs } => {
+                    replies.extend(dirs.iter().map(|ask| Message::Buckets {
+                        nodes: vec![answer(ask, children(theirs, &ask.path))],
+                    }))
+                }
+                other => panic!("asked {other:?}"),
+            }
+        }
+        let count = replies.len();
+        for (i, reply) in replies.into_iter().enumerate() {
+            bytes += crate::codec::encode(&reply).unwrap().len();
+            assert_eq!(walk.accept(reply).unwrap(), i + 1 == count);
+        }
+        let only_ours = walk.step().unwrap();
         let found: Vec<RelPath> = only_ours
             .iter()
             .flat_map(|d| ours.entry_paths_under(d))
             .collect();
         walk.add_ours(found);
     }
-    (walk.finish(), levels)
+    (walk.finish(), levels, bytes)
 }
 
 /// The paths whose entries differ, by brute force.
@@ -117,7 +129,7 @@ fn only_the_changed_directory_is_visited() {
     edited[2] = entry("memory/2026-12-02.md", b"two, edited", false);
     edited.push(entry("notes/new/idea.md", b"idea", false));
     let (ours, theirs) = (MerkleTree::build(&base), MerkleTree::build(&edited));
-    let (paths, levels) = descend(&ours, &theirs);
+    let (paths, levels, _) = descend(&ours, &theirs, None);
     let want: BTreeSet<RelPath> = ["memory/2026-12-02.md", "notes/new/idea.md"]
         .iter()
         .map(|p| RelPath::new(p).unwrap())
@@ -125,7 +137,7 @@ fn only_the_changed_directory_is_visited() {
     assert_eq!(paths, want);
     assert_eq!(levels, 3, "root, memory and notes, notes/new");
     // Seen from the other side, notes/ is ours alone: its entries are listed without asking.
-    let (paths, levels) = descend(&theirs, &ours);
+    let (paths, levels, _) = descend(&theirs, &ours, None);
     assert_eq!(paths, want);
     assert_eq!(levels, 2);
 }
@@ -133,6 +145,8 @@ fn only_the_changed_directory_is_visited() {
 #[test]
 fn replies_that_do_not_match_the_request_are_refused() {
     let mut walk = Descent::new();
+    assert!(walk.step().is_err(), "compared before the replies");
+    walk.requests(vec![Vec::new()]).unwrap();
     let other = RelPath::new("memory").unwrap();
     let wrong_dir = Message::Nodes {
         nodes: vec![NodeReply {
@@ -155,10 +169,45 @@ fn replies_that_do_not_match_the_request_are_refused() {
     };
     assert!(walk.accept(two).is_err(), "more directories than asked");
     assert!(walk.accept(Message::Goodbye).is_err());
+    let bucketed = Message::Buckets {
+        nodes: vec![answer(
+            &BucketAsk {
+                path: RelPath::root(),
+                digests: digests(&[], 16),
+            },
+            Vec::new(),
+        )],
+    };
     assert!(
-        walk.step(Vec::new()).is_err(),
-        "compared before the replies"
+        walk.accept(bucketed).is_err(),
+        "buckets for a directory asked whole"
     );
+}
+
+/// The agent workspace's case: 3,000 notes in one directory, two of them edited. Asked by
+/// buckets, the reply lists a few dozen children instead of all of them.
+#[test]
+fn a_large_directory_with_two_edits_costs_a_few_buckets() {
+    let base: Vec<FileEntry> = (0..3_000)
+        .map(|i| {
+            entry(
+                &format!("memory/notes/n{i:05}-a-note.md"),
+                &[1, (i % 251) as u8],
+                false,
+            )
+        })
+        .collect();
+    let mut edited = base.clone();
+    edited[17] = entry("memory/notes/n00017-a-note.md", b"edited", false);
+    edited[2_900] = entry("memory/notes/n02900-a-note.md", b"edited too", false);
+    let (ours, theirs) = (MerkleTree::build(&base), MerkleTree::build(&edited));
+    let (whole, _, whole_bytes) = descend(&ours, &theirs, None);
+    let (bucketed, levels, bucket_bytes) = descend(&ours, &theirs, Some(BUCKET_FROM_CHILDREN));
+    assert_eq!(whole, bucketed);
+    assert_eq!(whole.len(), 2);
+    assert_eq!(levels, 3);
+    assert!(whole_bytes > 150_000, "{whole_bytes} bytes listed whole");
+    assert!(bucket_bytes < 2_000, "{bucket_bytes} bytes by buckets");
 }
 
 fn workspace() -> impl Strategy<Value = Vec<FileEntry>> {
@@ -183,12 +232,17 @@ fn workspace() -> impl Strategy<Value = Vec<FileEntry>> {
 }
 
 proptest! {
-    /// Law: the descent finds exactly the paths whose entries differ, in either direction.
+    /// Law: the descent finds exactly the paths whose entries differ, in either direction,
+    /// whether directories are listed whole or compared by buckets (from two children on, so
+    /// that the small trees here exercise them).
     #[test]
     fn the_descent_finds_exactly_the_differing_paths(ours in workspace(), theirs in workspace()) {
         let (a, b) = (MerkleTree::build(&ours), MerkleTree::build(&theirs));
         prop_assume!(a.root() != b.root());
-        let (found, _) = descend(&a, &b);
-        prop_assert_eq!(found, naive(&ours, &theirs));
+        let want = naive(&ours, &theirs);
+        let (found, _, _) = descend(&a, &b, None);
+        prop_assert_eq!(&found, &want);
+        let (found, _, _) = descend(&a, &b, Some(2));
+        prop_assert_eq!(&found, &want);
     }
 }

@@ -133,6 +133,9 @@ impl ResponderOrder {
                 }
             }
             Message::GetNodes { .. } => Ok(Step::Nodes),
+            Message::GetBuckets { .. } if self.features.contains(Features::BUCKETS) => {
+                Ok(Step::Nodes)
+            }
             Message::GetEntries { paths } => {
                 self.asked.extend(paths.iter().cloned());
                 Ok(Step::Entries)
@@ -222,6 +225,19 @@ mod tests {
                 .unwrap_err()
                 .contains("after the session ended")
         );
+    }
+
+    #[test]
+    fn buckets_are_asked_only_with_the_feature() {
+        let get = Message::GetBuckets { dirs: vec![] };
+        let mut o = ResponderOrder::new(Features::SUPPORTED);
+        o.accept(&summary(SessionMode::Pull)).unwrap();
+        assert_eq!(o.accept(&get), Ok(Step::Nodes));
+        let without = Features::from_bits(Features::SUPPORTED.bits() & !Features::BUCKETS.bits());
+        let mut o = ResponderOrder::new(without);
+        o.accept(&summary(SessionMode::Pull)).unwrap();
+        assert!(o.accept(&get).is_err());
+        assert_eq!(o.phase(), Phase::Done);
     }
 
     #[test]

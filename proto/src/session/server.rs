@@ -17,9 +17,11 @@ use super::{
 };
 use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
+use crate::codec::CodecError;
 use crate::frame::read_frame;
 use crate::messages::{
-    ErrorCode, Features, Hello, Message, NodeReply, node_batches, result_batches,
+    ErrorCode, Features, Hello, Message, NodeReply, bucket_batches, buckets, node_batches,
+    result_batches,
 };
 use crate::replica::Replica;
 
@@ -338,6 +340,25 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                     .await?;
                     self.send_nodes(ctl, nodes).await?;
                 }
+                (Step::Nodes, Message::GetBuckets { dirs }) => {
+                    let nodes = blocking(self.replica, move |r| {
+                        dirs.iter()
+                            .map(|ask| {
+                                Ok(buckets::answer(
+                                    ask,
+                                    r.children(&ask.path)?.unwrap_or_default(),
+                                ))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await?;
+                    let sizes: Vec<(RelPath, usize)> = nodes
+                        .iter()
+                        .map(|n| (n.path.clone(), n.children.len()))
+                        .collect();
+                    self.send_replies(ctl, &sizes, bucket_batches(nodes))
+                        .await?;
+                }
                 (Step::Entries, Message::GetEntries { paths }) => {
                     entries::answer(ctl, self.replica, self.advertised, paths).await?;
                 }
@@ -430,19 +451,29 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
         }
     }
 
-    /// Answer one `GetNodes` with as many `Nodes` messages as its replies need frames. A
-    /// directory whose listing alone exceeds a frame cannot be sent: the initiator is told so in
-    /// `Error(Internal)` and the session ends with `internal`.
+    /// Answer one `GetNodes` with as many `Nodes` messages as its replies need frames.
     async fn send_nodes(
         &self,
         ctl: &mut Control,
         nodes: Vec<NodeReply>,
     ) -> Result<(), SessionError> {
-        let largest = nodes
+        let sizes: Vec<(RelPath, usize)> = nodes
             .iter()
-            .max_by_key(|n| n.children.len())
-            .map(|n| (n.path.clone(), n.children.len()));
-        match node_batches(nodes) {
+            .map(|n| (n.path.clone(), n.children.len()))
+            .collect();
+        self.send_replies(ctl, &sizes, node_batches(nodes)).await
+    }
+
+    /// Send the `batches` of one `GetNodes` or `GetBuckets` answer (`sizes`: each directory and
+    /// the children it lists). A directory whose listing alone exceeds a frame cannot be sent:
+    /// the initiator is told so in `Error(Internal)` and the session ends with `internal`.
+    async fn send_replies(
+        &self,
+        ctl: &mut Control,
+        sizes: &[(RelPath, usize)],
+        batches: Result<Vec<Message>, CodecError>,
+    ) -> Result<(), SessionError> {
+        match batches {
             Ok(batches) => {
                 for batch in &batches {
                     ctl.send(batch).await?;
@@ -450,7 +481,11 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
                 Ok(())
             }
             Err(e) => {
-                let (path, children) = largest.unwrap_or((RelPath::root(), 0));
+                let (path, children) = sizes
+                    .iter()
+                    .max_by_key(|(_, n)| *n)
+                    .cloned()
+                    .unwrap_or((RelPath::root(), 0));
                 let why = format!(
                     "directory \"{path}\" has {children} entries, more than one frame can list ({e}); split it into subdirectories"
                 );

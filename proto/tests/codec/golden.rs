@@ -257,6 +257,29 @@ const GOLDEN: &[(&str, &str)] = &[
          02                      // compression ZstdDelta (None 0, Zstd 1)
          04 28 b5 2f fd          // data: length 4, a zstd frame's magic number",
     ),
+    (
+        "get-buckets",
+        "00 00 01 0a             // frame length 266
+         1e                      // tag 30 GetBuckets
+         01                      // 1 directory
+         06 6d 65 6d 6f 72 79    // path \"memory\"
+         10                      // 16 bucket digests
+         11*256                  // 16 digests of 16 bytes",
+    ),
+    (
+        "buckets",
+        "00 00 00 35             // frame length 53
+         1f                      // tag 31 Buckets
+         01                      // 1 directory
+         06 6d 65 6d 6f 72 79    // path \"memory\"
+         02                      // 2 differing buckets
+         03                      // bucket 3
+         fb 2c 01                // bucket 300
+         01                      // 1 child
+         04 61 2e 6d 64          //   name \"a.md\"
+         01                      //   kind File
+         22*32                   //   hash",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -316,7 +339,9 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::MeshConfig { .. }
         | Message::GetParity
         | Message::Parity(_)
-        | Message::GetChunksAgainst { .. } => Some(m.tag()),
+        | Message::GetChunksAgainst { .. }
+        | Message::GetBuckets { .. }
+        | Message::Buckets { .. } => Some(m.tag()),
         Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
@@ -351,7 +376,7 @@ fn goldens_cover_every_implemented_tag() {
         .collect();
     tags.sort_unstable();
     tags.dedup(); // `ChunkData` has a sample per kind of payload
-    let implemented: Vec<u32> = (0..=14).chain(21..=29).collect();
+    let implemented: Vec<u32> = (0..=14).chain(21..=31).collect();
     assert_eq!(tags, implemented);
 }
 
