@@ -1,18 +1,20 @@
 //! The responder does what `docs/PROTOCOL.md` says, where the hostile peer found it did not:
 //! refusals carry `Error(UnexpectedMessage)` before the `protocol-error` close, a malformed
 //! request stream closes the connection, offers come only where the session allows them,
-//! un-negotiated features and non-canonical encodings are refused, and a missing chunk is
-//! answered in its place while the reply goes on.
+//! un-negotiated features and non-canonical encodings are refused, a missing chunk is
+//! answered in its place while the reply goes on, and large directories asked by buckets are
+//! answered by the rules of tag 30.
 
 use botsync_engine::chunktree::content_hash;
-use botsync_engine::{ChunkRef, Hash, PeerId, VersionVector};
+use botsync_engine::{ChunkRef, Hash, PeerId, RelPath, VersionVector};
 use botsync_proto::close::CloseCode;
 use botsync_proto::codec::{CodecError, decode, encode};
 use botsync_proto::frame::{read_frame, write_frame};
+use botsync_proto::messages::{BucketAsk, BucketDigest, WireChunk, WireKind, buckets};
 use botsync_proto::messages::{
     ChunkData, ChunkListing, Compression, ErrorCode, Features, Message, SessionMode, WireEntry,
 };
-use botsync_proto::messages::{WireChunk, WireKind};
+use botsync_proto::replica::Replica;
 
 use crate::harness::{Script, listen_memory, tombstone};
 
@@ -263,4 +265,96 @@ async fn a_missing_chunk_is_answered_in_its_place_and_the_reply_goes_on() {
         }
     ));
     assert!(matches!(&replies[2], Message::ChunkData(c) if c.id == ids[2]));
+}
+
+/// `GetBuckets` is a request of feature `buckets`: without it negotiated it is out of order.
+#[tokio::test]
+async fn buckets_asked_without_the_feature_are_refused() {
+    let mut s = listen_memory().await;
+    let mut script = s.script().await;
+    script
+        .open_with(
+            Features::ZSTD.union(Features::CHUNK_TREE),
+            SessionMode::Pull,
+        )
+        .await;
+    script
+        .send(&Message::GetBuckets {
+            dirs: vec![BucketAsk {
+                path: RelPath::root(),
+                digests: buckets::digests(&[], 16),
+            }],
+        })
+        .await;
+    let reply = script.recv().await;
+    assert!(is_unexpected(&reply), "{reply:?}");
+    assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
+    assert!(s.served().await.unwrap_err().contains("get-buckets"));
+}
+
+/// A bucket count that is not a power of two from 16 to 4096 does not decode.
+#[tokio::test]
+async fn a_bucket_count_outside_the_rules_is_a_bad_message() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Pull).await;
+    // tag 30, one directory, the root (""), 16 digests: then spelled as 17.
+    let mut payload = encode(&Message::GetBuckets {
+        dirs: vec![BucketAsk {
+            path: RelPath::root(),
+            digests: vec![BucketDigest([7; 16]); 16],
+        }],
+    })
+    .unwrap();
+    assert_eq!(payload[..4], [30, 1, 0, 16]);
+    payload[3] = 17;
+    payload.extend_from_slice(&[7; 16]);
+    assert!(matches!(decode(&payload), Err(CodecError::Malformed(_))));
+    script.send_raw(&payload).await;
+    assert_eq!(script.closed_within(5).await, Some(CloseCode::BadMessage));
+}
+
+/// The responder lists only the children of the buckets whose digests differ from the asker's.
+#[tokio::test]
+async fn the_responder_answers_only_the_differing_buckets() {
+    let s = listen_memory().await;
+    for i in 0..300 {
+        s.replica
+            .write(&format!("notes/n{i:03}.md"), format!("{i}\n").as_bytes());
+    }
+    let notes = RelPath::new("notes").unwrap();
+    let mut ours = s.replica.children(&notes).unwrap().unwrap();
+    assert_eq!(ours.len(), 300);
+    // The asker's copy of one note differs; another note it does not have at all.
+    ours[10].hash = Hash::of(b"edited");
+    let gone = ours.remove(200);
+    let count = buckets::bucket_count_for(ours.len());
+    let mut script = s.script().await;
+    script.open(SessionMode::Pull).await;
+    script
+        .send(&Message::GetBuckets {
+            dirs: vec![BucketAsk {
+                path: notes.clone(),
+                digests: buckets::digests(&ours, count),
+            }],
+        })
+        .await;
+    let Some(Message::Buckets { nodes }) = script.recv().await else {
+        panic!("expected buckets");
+    };
+    assert_eq!(nodes.len(), 1);
+    let mut want = vec![
+        buckets::bucket_of(&ours[10].name, count),
+        buckets::bucket_of(&gone.name, count),
+    ];
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(nodes[0].differ, want);
+    let names: Vec<&str> = nodes[0].children.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.contains(&"n010.md") && names.contains(&"n200.md"),
+        "{names:?}"
+    );
+    assert!(names.len() < 20, "{} children listed", names.len());
+    script.goodbye().await;
 }
