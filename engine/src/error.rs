@@ -3,6 +3,17 @@
 use std::io;
 use std::path::PathBuf;
 
+/// The error a fault point injects (`fail::fail_point!`, active only in builds with the `fail`
+/// crate's `failpoints` feature, as the engine's tests are): `ENOSPC` when the point's argument
+/// says so (`return(ENOSPC)`), `EIO` otherwise.
+#[allow(dead_code)] // referenced only from fault points, which normal builds compile out
+pub(crate) fn injected(arg: Option<String>) -> io::Error {
+    match arg.as_deref() {
+        Some("ENOSPC") => io::Error::from_raw_os_error(libc::ENOSPC),
+        _ => io::Error::from_raw_os_error(libc::EIO),
+    }
+}
+
 /// An I/O failure on a named path.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path}: {source}")]

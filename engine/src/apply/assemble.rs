@@ -142,6 +142,13 @@ pub(super) fn assemble(
             skip_hole(&mut temp.file, c.len).map_err(|e| io_err(path, "writing", &temp.path, e))?;
             holes.insert(c.id);
         } else {
+            // A fault point (tests only): the disk fails this write.
+            fail::fail_point!("apply::write", |arg| Err(io_err(
+                path,
+                "writing",
+                &temp.path,
+                crate::error::injected(arg)
+            )));
             temp.file
                 .write_all(&bytes)
                 .map_err(|e| io_err(path, "writing", &temp.path, e))?;

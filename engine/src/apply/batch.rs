@@ -356,6 +356,13 @@ fn place<'a>(
                 LocalState::Same(meta) => meta,
             };
             fail::fail_point!("apply::before-rename");
+            // A fault point (tests only): the rename fails.
+            fail::fail_point!("apply::rename", |arg| Err(io_err(
+                path,
+                "renaming into place",
+                &s.fs_path,
+                crate::error::injected(arg)
+            )));
             fs::rename(&s.temp.path, &s.fs_path)
                 .map_err(|e| io_err(path, "renaming into place", &s.fs_path, e))?;
             s.temp.keep = true;

@@ -64,6 +64,14 @@ pub(super) fn barrier(
     targets: &[Durable<'_>],
     dev: impl Fn(usize) -> u64,
 ) -> (Vec<io::Result<()>>, SyncCounts) {
+    // A fault point (tests only): the disk fails every flush of this barrier.
+    fail::fail_point!("apply::sync", |arg| (
+        targets
+            .iter()
+            .map(|_| Err(crate::error::injected(arg.clone())))
+            .collect(),
+        SyncCounts::default()
+    ));
     let mut by_dev: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for i in 0..targets.len() {
         by_dev.entry(dev(i)).or_default().push(i);

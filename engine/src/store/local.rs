@@ -101,6 +101,12 @@ impl Store {
         if prepared.is_empty() {
             return Ok(());
         }
+        // A fault point (tests only): the index's disk fails this commit.
+        fail::fail_point!("store::commit", |arg| Err(StoreError::Db {
+            path: self.dir.clone(),
+            action: "committing local entries".into(),
+            source: sled::Error::Io(crate::error::injected(arg)),
+        }));
         let result = (&self.local, &self.chunks).transaction(|(local, chunks)| {
             // Old records that failed to decode; collected per attempt (sled may retry).
             let mut corrupt = Vec::new();

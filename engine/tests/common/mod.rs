@@ -17,6 +17,8 @@ use botsync_engine::rules::Selection;
 use botsync_engine::scan::{ChangeKind, ScanContext, ScanReport, scan};
 use botsync_engine::{AgentLabel, Attribution, ChunkerParams, Hash, LocalEntry, PeerId, RelPath};
 
+pub mod round;
+
 /// How far the test clock moves per scan: far more than the racy window, so files written
 /// before a scan are trusted by the stat cache after it.
 pub const SCAN_TICK_NS: i64 = 10_000_000_000;
