@@ -1,7 +1,7 @@
 //! Entry exchange: asking for and answering `GetEntries`, and completing entries whose chunk
 //! list was elided by walking the peer's chunk tree (only the nodes we do not already have).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,27 +34,71 @@ pub(crate) async fn request<R: Replica + ?Sized>(
         return Ok(Vec::new());
     }
     ctl.counters.round_trips += 1;
-    // Pipelined batches, replies read while sending (see `Control::exchange`); each request is
-    // answered by `Entries` messages up to one marked `last`.
-    let requests: Vec<Message> = paths
-        .chunks(MAX_PATHS_PER_REQUEST)
-        .map(|b| Message::GetEntries { paths: b.to_vec() })
-        .collect();
-    let mut remaining = requests.len();
-    let mut wire = Vec::new();
+    // Pipelined batches, replies read while sending (see `Control::exchange`).
+    let (mut phase, requests) = EntriesAsked::new(paths);
     ctl.exchange(&requests, |reply| {
-        let Message::Entries { entries, last } = reply else {
-            return Err(SessionError::Protocol("expected entries".into()));
-        };
-        wire.extend(entries);
-        if last {
-            remaining -= 1;
-        }
-        Ok(remaining == 0)
+        phase.accept(reply).map_err(SessionError::Protocol)
     })
     .await?;
     let deadline = ctl.deadlines.chunk_batch;
-    complete(conn, replica, wire, chunk_tree, deadline).await
+    complete(conn, replica, phase.finish(), chunk_tree, deadline).await
+}
+
+/// The entries exchange of the initiator as a pure state machine: the `GetEntries` requests for
+/// some paths, then the peer's `Entries` batches, each request answered up to a batch marked
+/// `last`. An entry for a path that was not asked for, or a second entry for one path, is a
+/// protocol error: a responder answers what it was asked, nothing else.
+#[derive(Debug)]
+pub struct EntriesAsked {
+    /// Asked paths not answered yet.
+    open: HashSet<RelPath>,
+    /// Requests whose last batch has not come yet.
+    requests_left: usize,
+    received: Vec<WireEntry>,
+}
+
+impl EntriesAsked {
+    /// The state for asking `paths` (one or more), and the requests to send.
+    pub fn new(paths: &[RelPath]) -> (EntriesAsked, Vec<Message>) {
+        let requests: Vec<Message> = paths
+            .chunks(MAX_PATHS_PER_REQUEST)
+            .map(|b| Message::GetEntries { paths: b.to_vec() })
+            .collect();
+        let phase = EntriesAsked {
+            open: paths.iter().cloned().collect(),
+            requests_left: requests.len(),
+            received: Vec::new(),
+        };
+        (phase, requests)
+    }
+
+    /// Take one reply; true once every request has had its last batch.
+    pub fn accept(&mut self, reply: Message) -> Result<bool, String> {
+        let Message::Entries { entries, last } = reply else {
+            return Err(format!("expected entries, got {}", reply.kind()));
+        };
+        if self.requests_left == 0 {
+            return Err("entries after the last batch of every request".into());
+        }
+        for entry in entries {
+            if !self.open.remove(&entry.file.path) {
+                return Err(format!(
+                    "an entry for {}, which was not asked for or was already answered",
+                    entry.file.path
+                ));
+            }
+            self.received.push(entry);
+        }
+        if last {
+            self.requests_left -= 1;
+        }
+        Ok(self.requests_left == 0)
+    }
+
+    /// The entries received (the peer has none for the paths it did not answer).
+    pub fn finish(self) -> Vec<WireEntry> {
+        self.received
+    }
 }
 
 /// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones. An elided
@@ -232,4 +276,75 @@ pub(crate) async fn send_batches(
 /// Entries by path, for planning.
 pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {
     entries.into_iter().map(|e| (e.path.clone(), e)).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use botsync_engine::chunk::ChunkerParams;
+    use botsync_engine::entry::Mode;
+    use botsync_engine::{AgentLabel, Attribution, EntryKind, VersionVector};
+
+    use super::*;
+
+    fn entry(path: &str) -> WireEntry {
+        let file = FileEntry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            mode: Mode::default(),
+            content: Hash::of(path.as_bytes()),
+            chunks: Vec::new(),
+            chunker: ChunkerParams::DEFAULT,
+            version: VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
+            parent: None,
+            changed_by: Attribution {
+                peer: PeerId([1; 32]),
+                agent: AgentLabel::new("test"),
+            },
+        };
+        WireEntry::new(file, MAX_INLINE_CHUNKS)
+    }
+
+    fn paths(n: usize) -> Vec<RelPath> {
+        (0..n)
+            .map(|i| RelPath::new(&format!("memory/n{i:04}.md")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_request_is_answered_up_to_its_last_batch() {
+        let asked = paths(1500);
+        let (mut phase, requests) = EntriesAsked::new(&asked);
+        assert_eq!(requests.len(), 2, "1024 paths a request");
+        let first: Vec<WireEntry> = asked[..1024].iter().map(|p| entry(p.as_str())).collect();
+        let reply = |entries: Vec<WireEntry>, last| Message::Entries { entries, last };
+        assert!(!phase.accept(reply(first[..500].to_vec(), false)).unwrap());
+        assert!(!phase.accept(reply(first[500..].to_vec(), true)).unwrap());
+        // The peer has only some of the second request's paths: it says so by leaving them out.
+        let second = vec![entry(asked[1400].as_str())];
+        assert!(phase.accept(reply(second, true)).unwrap());
+        assert_eq!(phase.finish().len(), 1025);
+    }
+
+    #[test]
+    fn entries_never_asked_for_or_sent_twice_are_refused() {
+        let asked = paths(3);
+        let reply = |entries: Vec<WireEntry>| Message::Entries {
+            entries,
+            last: true,
+        };
+        let (mut phase, _) = EntriesAsked::new(&asked);
+        let err = phase.accept(reply(vec![entry("USER.md")])).unwrap_err();
+        assert!(err.contains("USER.md"), "{err}");
+        let (mut phase, _) = EntriesAsked::new(&asked);
+        let twice = vec![entry(asked[0].as_str()), entry(asked[0].as_str())];
+        assert!(phase.accept(reply(twice)).is_err());
+        let (mut phase, _) = EntriesAsked::new(&asked);
+        assert!(phase.accept(reply(vec![])).unwrap());
+        assert!(phase.accept(reply(vec![])).is_err(), "after the last batch");
+        let (mut phase, _) = EntriesAsked::new(&asked);
+        assert!(phase.accept(Message::Goodbye).is_err());
+    }
 }
