@@ -6,7 +6,7 @@
 //! directories when the peer negotiated `BUCKETS`), takes the peer's replies
 //! ([`Descent::accept`]), compares ([`Descent::step`]) and says which of our directories the
 //! peer lacks entirely, whose entry paths it then takes ([`Descent::add_ours`]). It does no I/O;
-//! [`differing_paths`] drives it over the control stream and the replica.
+//! `differing_paths` drives it over the control stream and the replica.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
