@@ -1,8 +1,8 @@
 //! The daemon's file-system watcher: `notify` events, filtered to what may be a local change,
 //! passed on to the scheduler, which debounces them into a rescan.
 //!
-//! Events inside `.botsync/` (the index writes there all the time) and on apply's temporary
-//! files are dropped here, on the watcher's thread. A lost-events signal from the kernel (inotify
+//! `.botsync/` is not watched (the index writes there all the time); events inside it and on
+//! apply's temporary files are dropped here, on the watcher's thread. A lost-events signal from the kernel (inotify
 //! queue overflow) becomes [`FsSignal::Overflow`]: the scheduler answers it with a full rescan.
 
 use std::path::Path;
@@ -109,6 +109,11 @@ impl Watcher {
                     root.display()
                 )
             })?;
+        // The index and the chunk store write under `.botsync/` all the time (a sync stages
+        // every chunk it receives there): unwatched, the kernel queues none of those events and
+        // this thread never wakes for them. A directory created there later is not watched
+        // either (its parent is not). `relevant` still drops any that arrive.
+        let _ = inner.unwatch(&root.join(STATE_DIR));
         Ok(Watcher { _inner: inner })
     }
 }
