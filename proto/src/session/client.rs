@@ -13,7 +13,7 @@ use super::{
     SessionReport, blocking, chunks, delta, descent, entries, mesh, state,
 };
 use crate::budget::Phase;
-use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode};
+use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode, WireReport};
 use crate::replica::{Replica, ReplicaError, Snapshot};
 
 /// Run one session as the initiator over `conn` with the peer `peer`.
@@ -285,6 +285,7 @@ async fn push<R: Replica + ?Sized>(
     .await?;
     ctl.counters.round_trips += 1;
     let mut out = Vec::new();
+    let mut answered = std::collections::HashSet::new();
     loop {
         let (items, last) = match ctl.recv().await {
             Ok(Message::OfferResult { items, last }) => (items, last),
@@ -295,6 +296,7 @@ async fn push<R: Replica + ?Sized>(
             Err(e) => return Err(e),
             Ok(_) => return Err(SessionError::Protocol("expected offer result".into())),
         };
+        check_results(&offered, &mut answered, &items).map_err(SessionError::Protocol)?;
         out.extend(items.into_iter().map(ItemReport::from));
         if last {
             break;
@@ -304,6 +306,25 @@ async fn push<R: Replica + ?Sized>(
         settle_conflicts(replica, &out, &offered, &theirs).await?;
     }
     Ok(out)
+}
+
+/// A result is for a path we offered, once: anything else is not an answer to this offer
+/// (docs/PROTOCOL.md, `OfferResult`).
+fn check_results(
+    offered: &std::collections::HashMap<botsync_engine::RelPath, FileEntry>,
+    answered: &mut std::collections::HashSet<botsync_engine::RelPath>,
+    items: &[WireReport],
+) -> Result<(), String> {
+    match items
+        .iter()
+        .find(|i| !offered.contains_key(&i.path) || !answered.insert(i.path.clone()))
+    {
+        Some(item) => Err(format!(
+            "an offer result for {}, which was not offered or was already answered",
+            item.path
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The peer took our version of a conflict: its vector is now the merge of both histories.
@@ -380,5 +401,57 @@ pub(crate) fn dry_report(i: &PlanItem) -> ItemReport {
         conflict_copy: None,
         changed_by: Some(i.remote.changed_by.clone()),
         mtime_ns: i.remote.mtime_ns,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use botsync_engine::plan::{Action, Outcome};
+    use botsync_engine::{Hash, RelPath};
+
+    use super::*;
+
+    fn result(path: &str) -> WireReport {
+        WireReport::from(ItemReport {
+            path: RelPath::new(path).unwrap(),
+            action: Action::Take,
+            outcome: Outcome::Done,
+            size: 1,
+            bytes_fetched: 1,
+            conflict_copy: None,
+            changed_by: None,
+            mtime_ns: 0,
+        })
+    }
+
+    #[test]
+    fn offer_results_answer_only_offered_paths_once() {
+        let entry = FileEntry {
+            path: RelPath::new("memory/a.md").unwrap(),
+            kind: botsync_engine::EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            mode: botsync_engine::entry::Mode::default(),
+            content: Hash::of(b"a"),
+            chunks: Vec::new(),
+            chunker: botsync_engine::ChunkerParams::DEFAULT,
+            version: botsync_engine::VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
+            parent: None,
+            changed_by: botsync_engine::Attribution {
+                peer: PeerId([1; 32]),
+                agent: botsync_engine::AgentLabel::new("test"),
+            },
+        };
+        let offered: HashMap<RelPath, FileEntry> = HashMap::from([(entry.path.clone(), entry)]);
+        let mut answered = HashSet::new();
+        assert!(check_results(&offered, &mut answered, &[result("memory/a.md")]).is_ok());
+        let again = check_results(&offered, &mut answered, &[result("memory/a.md")]);
+        assert!(again.unwrap_err().contains("already answered"));
+        let mut answered = HashSet::new();
+        let never = check_results(&offered, &mut answered, &[result("USER.md")]);
+        assert!(never.unwrap_err().contains("USER.md"));
     }
 }
