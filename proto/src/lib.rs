@@ -24,4 +24,6 @@ pub mod memory;
 pub mod messages;
 pub mod replica;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod tls;

@@ -21,6 +21,12 @@ use super::{Hello, Message};
 use crate::codec::CodecError;
 use crate::limits::*;
 
+/// A directory's listing in `Nodes` or `Buckets`: bounded, each child a valid name.
+fn validate_children(children: &[NodeChild]) -> Result<(), CodecError> {
+    CodecError::check_limit("children of a directory", children.len(), MAX_NODE_CHILDREN)?;
+    children.iter().try_for_each(validate_child)
+}
+
 /// An item report carries two free-form strings: bound them like error messages.
 fn validate_item(item: &super::WireReport) -> Result<(), CodecError> {
     if let super::WireOutcome::Failed { reason } = &item.outcome {
@@ -51,15 +57,9 @@ impl Message {
                     nodes.len(),
                     MAX_NODES_PER_REPLY,
                 )?;
-                for node in nodes {
-                    CodecError::check_limit(
-                        "children of a directory",
-                        node.children.len(),
-                        MAX_NODE_CHILDREN,
-                    )?;
-                    node.children.iter().try_for_each(validate_child)?;
-                }
-                Ok(())
+                nodes
+                    .iter()
+                    .try_for_each(|n| validate_children(&n.children))
             }
             Message::GetBuckets { dirs } => {
                 CodecError::check_limit(
@@ -99,12 +99,7 @@ impl Message {
                             node.path
                         )));
                     }
-                    CodecError::check_limit(
-                        "children of a directory",
-                        node.children.len(),
-                        MAX_NODE_CHILDREN,
-                    )?;
-                    node.children.iter().try_for_each(validate_child)?;
+                    validate_children(&node.children)?;
                 }
                 Ok(())
             }

@@ -409,8 +409,8 @@ pub(crate) fn dry_report(i: &PlanItem) -> ItemReport {
 mod tests {
     use std::collections::{HashMap, HashSet};
 
+    use botsync_engine::RelPath;
     use botsync_engine::plan::{Action, Outcome};
-    use botsync_engine::{Hash, RelPath};
 
     use super::*;
 
@@ -429,22 +429,7 @@ mod tests {
 
     #[test]
     fn offer_results_answer_only_offered_paths_once() {
-        let entry = FileEntry {
-            path: RelPath::new("memory/a.md").unwrap(),
-            kind: botsync_engine::EntryKind::File,
-            size: 1,
-            mtime_ns: 0,
-            mode: botsync_engine::entry::Mode::default(),
-            content: Hash::of(b"a"),
-            chunks: Vec::new(),
-            chunker: botsync_engine::ChunkerParams::DEFAULT,
-            version: botsync_engine::VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
-            parent: None,
-            changed_by: botsync_engine::Attribution {
-                peer: PeerId([1; 32]),
-                agent: botsync_engine::AgentLabel::new("test"),
-            },
-        };
+        let entry = crate::testing::file_entry("memory/a.md", b"a", false);
         let offered: HashMap<RelPath, FileEntry> = HashMap::from([(entry.path.clone(), entry)]);
         let mut answered = HashSet::new();
         assert!(check_results(&offered, &mut answered, &[result("memory/a.md")]).is_ok());

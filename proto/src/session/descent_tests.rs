@@ -5,44 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use botsync_engine::chunk::ChunkerParams;
-use botsync_engine::entry::Mode;
 use botsync_engine::merkle::MerkleTree;
-use botsync_engine::{
-    AgentLabel, Attribution, EntryKind, FileEntry, Hash, PeerId, RelPath, VersionVector,
-};
+use botsync_engine::{EntryKind, FileEntry, Hash, RelPath};
 use proptest::prelude::*;
 
 use super::*;
 use crate::messages::NodeReply;
 use crate::messages::buckets::answer;
-
-fn entry(path: &str, content: &[u8], tombstone: bool) -> FileEntry {
-    FileEntry {
-        path: RelPath::new(path).unwrap(),
-        kind: if tombstone {
-            EntryKind::Tombstone
-        } else {
-            EntryKind::File
-        },
-        size: if tombstone { 0 } else { content.len() as u64 },
-        mtime_ns: 1_700_000_000_000_000_000,
-        mode: Mode::default(),
-        content: if tombstone {
-            Hash::ZERO
-        } else {
-            Hash::of(content)
-        },
-        chunks: Vec::new(),
-        chunker: ChunkerParams::DEFAULT,
-        version: VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
-        parent: None,
-        changed_by: Attribution {
-            peer: PeerId([1; 32]),
-            agent: AgentLabel::new("test"),
-        },
-    }
-}
+use crate::testing::file_entry as entry;
 
 fn children(tree: &MerkleTree, dir: &RelPath) -> Vec<NodeChild> {
     tree.children(dir)

@@ -281,30 +281,11 @@ pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
-    use botsync_engine::chunk::ChunkerParams;
-    use botsync_engine::entry::Mode;
-    use botsync_engine::{AgentLabel, Attribution, EntryKind, VersionVector};
-
     use super::*;
+    use crate::testing::file_entry;
 
     fn entry(path: &str) -> WireEntry {
-        let file = FileEntry {
-            path: RelPath::new(path).unwrap(),
-            kind: EntryKind::File,
-            size: 1,
-            mtime_ns: 0,
-            mode: Mode::default(),
-            content: Hash::of(path.as_bytes()),
-            chunks: Vec::new(),
-            chunker: ChunkerParams::DEFAULT,
-            version: VersionVector::from_pairs([(PeerId([1; 32]), 1)]),
-            parent: None,
-            changed_by: Attribution {
-                peer: PeerId([1; 32]),
-                agent: AgentLabel::new("test"),
-            },
-        };
-        WireEntry::new(file, MAX_INLINE_CHUNKS)
+        WireEntry::new(file_entry(path, path.as_bytes(), false), MAX_INLINE_CHUNKS)
     }
 
     fn paths(n: usize) -> Vec<RelPath> {
