@@ -298,6 +298,13 @@ impl ChunkStore {
             refresh_age(target);
             return Ok(false);
         }
+        // A fault point (tests only): the store's disk fails this write.
+        fail::fail_point!("chunkstore::write", |arg| Err(IoError {
+            action: "writing chunk",
+            path: target.to_path_buf(),
+            source: crate::error::injected(arg),
+        }
+        .into()));
         let (tmp_path, mut tmp) = create_temp(&self.dir, TEMP_PREFIX)?;
         let written = tmp
             .write_all(bytes)

@@ -7,7 +7,11 @@
 //! bytes or its new ones; no temporary file is left; the next scan finds no local change that
 //! did not happen (so no false conflict); and once the fault is gone the same sync completes.
 //!
-//! Fault points are process-wide: this binary holds one test, which walks the faults in turn.
+//! The same for a local version the scanner keeps (issue 11): a copy that the disk refuses is
+//! logged, never fails the scan, and later versions are kept again once the disk works.
+//!
+//! Fault points are process-wide: each test holds `fail::FailScenario`, which runs them one at
+//! a time.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -33,6 +37,7 @@ const FAULTS: &[(&str, &str, &str)] = &[
 
 #[test]
 fn a_disk_that_fails_at_any_step_of_a_sync_loses_nothing_and_the_sync_completes_once_it_works() {
+    let scenario = fail::FailScenario::setup();
     for &(point, action, says) in FAULTS {
         let fault = format!("{point} {action}");
         let tmp = tempfile::tempdir().unwrap();
@@ -120,4 +125,41 @@ fn a_disk_that_fails_at_any_step_of_a_sync_loses_nothing_and_the_sync_completes_
             "{fault}: trees differ"
         );
     }
+    scenario.teardown();
+}
+
+#[test]
+fn a_local_version_the_disk_refuses_to_keep_never_fails_the_scan() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    let plan = dir.path().join("memory/plan.md");
+    let path = botsync_engine::RelPath::new("memory/plan.md").unwrap();
+    fs::create_dir_all(plan.parent().unwrap()).unwrap();
+    const MINUTE: i64 = 60 * 1_000_000_000;
+    let now = wall_clock_ns();
+
+    // The chunk store's disk is full while the first version is scanned.
+    fs::write(&plan, "v1\n").unwrap();
+    fail::cfg("chunkstore::write", "return(ENOSPC)").unwrap();
+    let refresh = ws.refresh(now).unwrap();
+    fail::remove("chunkstore::write");
+    assert_eq!(
+        refresh.scan.added, 1,
+        "the scan went on: {:?}",
+        refresh.scan
+    );
+    assert_eq!(ws.snapshot().1, 1, "the file is in the index");
+
+    // v1 was never kept, so with v2 in place there is nothing older to restore.
+    fs::write(&plan, "v2\n").unwrap();
+    ws.refresh(now + 2 * MINUTE).unwrap();
+    assert!(ws.restore(&path, None, false, now + 3 * MINUTE).is_err());
+
+    // The disk works: v2 was kept, and comes back after an overwrite.
+    fs::write(&plan, "v3\n").unwrap();
+    ws.refresh(now + 4 * MINUTE).unwrap();
+    ws.restore(&path, None, false, now + 5 * MINUTE).unwrap();
+    assert_eq!(fs::read_to_string(&plan).unwrap(), "v2\n");
+    scenario.teardown();
 }
