@@ -78,6 +78,9 @@ pub fn bucket_of(name: &str, count: usize) -> u16 {
 /// first 16 bytes of BLAKE3 under the `botsync/dir-bucket/v1\0` domain over its children in
 /// order, each as the directory hash covers it (name length as u64 LE, name, kind byte, hash).
 pub fn digests(children: &[NodeChild], count: usize) -> Vec<BucketDigest> {
+    if count == 0 {
+        return Vec::new();
+    }
     let mut bufs = vec![Vec::new(); count];
     for c in children {
         let buf = &mut bufs[usize::from(bucket_of(&c.name, count))];
@@ -104,6 +107,14 @@ pub fn digests(children: &[NodeChild], count: usize) -> Vec<BucketDigest> {
 /// checks it).
 pub fn answer(ask: &BucketAsk, ours: Vec<NodeChild>) -> BucketReply {
     let count = ask.digests.len();
+    if count == 0 {
+        // No bucket to compare (the decoder refuses this; a direct caller gets an empty answer).
+        return BucketReply {
+            path: ask.path.clone(),
+            differ: Vec::new(),
+            children: Vec::new(),
+        };
+    }
     let mine = digests(&ours, count);
     let differ: Vec<u16> = mine
         .iter()
@@ -191,6 +202,20 @@ mod tests {
         let empty = digests(&[], count)[0];
         let nonempty = ask.digests.iter().filter(|d| **d != empty).count();
         assert_eq!(none.differ.len(), nonempty);
+    }
+
+    #[test]
+    fn no_buckets_never_panics() {
+        let children = notes(3);
+        assert!(digests(&children, 0).is_empty());
+        let ask = BucketAsk {
+            path: RelPath::root(),
+            digests: Vec::new(),
+        };
+        let reply = answer(&ask, children);
+        assert!(reply.differ.is_empty() && reply.children.is_empty());
+        // A count that is not a power of two still indexes within it.
+        assert_eq!(digests(&notes(40), 17).len(), 17);
     }
 
     #[test]
