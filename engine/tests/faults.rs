@@ -163,3 +163,34 @@ fn a_local_version_the_disk_refuses_to_keep_never_fails_the_scan() {
     assert_eq!(fs::read_to_string(&plan).unwrap(), "v2\n");
     scenario.teardown();
 }
+
+/// The versions a large first scan deferred, kept while the store's disk is full: the copies
+/// fail, stay deferred, and are kept by the next run once the disk works.
+#[test]
+fn deferred_local_versions_the_disk_refused_are_kept_by_a_later_run() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path(), 1);
+    let total = botsync_engine::workspace::INLINE_KEEP + 20;
+    for i in 0..total {
+        let p = dir.path().join(format!("memory/n{i:04}.md"));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, format!("note {i}\n")).unwrap();
+    }
+    ws.refresh(wall_clock_ns()).unwrap();
+    assert!(ws.has_deferred_versions());
+
+    fail::cfg("chunkstore::write", "return(ENOSPC)").unwrap();
+    let refused = ws.keep_deferred_versions(|| false);
+    fail::remove("chunkstore::write");
+    assert_eq!((refused.kept, refused.failed), (0, 20), "{refused:?}");
+    assert!(
+        ws.has_deferred_versions(),
+        "what the disk refused stays deferred"
+    );
+
+    let kept = ws.keep_deferred_versions(|| false);
+    assert_eq!((kept.kept, kept.failed), (20, 0), "{kept:?}");
+    assert!(!ws.has_deferred_versions());
+    scenario.teardown();
+}

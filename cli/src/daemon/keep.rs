@@ -15,6 +15,10 @@ use super::DaemonState;
 /// How often the daemon looks for deferred versions.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long the daemon waits after the disk refused copies (full, failing) before it tries
+/// again: retrying every two seconds would only repeat the warning.
+pub const AFTER_FAILURE: Duration = Duration::from_secs(60);
+
 /// Run until the daemon stops (`stop` set, or the task aborted): keep what scans deferred.
 pub async fn run(state: Arc<DaemonState>, stop: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(INTERVAL);
@@ -31,6 +35,14 @@ pub async fn run(state: Arc<DaemonState>, stop: Arc<AtomicBool>) {
                 .keep_deferred_versions(|| stop.load(Ordering::Relaxed))
         });
         match keeping.await {
+            Ok(done) if done.failed > 0 => {
+                warn!(
+                    kept = done.kept,
+                    failed = done.failed,
+                    "the disk refused some deferred local versions; trying again in a minute"
+                );
+                tokio::time::sleep(AFTER_FAILURE).await;
+            }
             Ok(done) => info!(
                 kept = done.kept,
                 skipped = done.skipped,

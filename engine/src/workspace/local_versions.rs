@@ -38,8 +38,11 @@ const DEFERRED: &str = "deferred";
 pub struct DeferredKept {
     /// Versions copied into the store.
     pub kept: u64,
-    /// Versions that could not be copied (changed since the scan, unreadable, a full disk).
+    /// Versions not copied because the file changed since the scan or could not be read: the
+    /// next scan sees the new version.
     pub skipped: u64,
+    /// Copies the store's disk refused (full, failing): they stay deferred, for a later run.
+    pub failed: u64,
 }
 
 impl Workspace {
@@ -127,7 +130,7 @@ impl Workspace {
     /// file within `local_versions` whose version is not in the store yet. No history record
     /// is written for them: the edit that later replaces one records it as the version it
     /// replaced. Does nothing when no scan deferred any. `stop` is asked before each copy: when
-    /// it says true the rest stays deferred for the next run.
+    /// it says true the rest stays deferred for the next run, as do copies the disk refused.
     pub fn keep_deferred_versions(&self, stop: impl Fn() -> bool) -> DeferredKept {
         let mut done = DeferredKept::default();
         if !self.has_deferred_versions() {
@@ -155,10 +158,14 @@ impl Workspace {
                 Ok(kept) if kept.matches_entry => done.kept += 1,
                 Ok(_) => done.skipped += 1,
                 Err(e) => {
-                    done.skipped += 1;
-                    tracing::warn!(path = %entry.path, error = %e, "could not keep a local version for restore");
+                    done.failed += 1;
+                    tracing::warn!(path = %entry.path, error = %e, "could not keep a local version for restore; tried again later");
                 }
             }
+        }
+        if done.failed > 0 {
+            // What the disk refused stays deferred: the next run tries again.
+            self.set_deferred(true);
         }
         done
     }
