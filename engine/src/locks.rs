@@ -131,16 +131,64 @@ pub enum Answer {
 
 /// The table: every lock held now (expired ones stay until replaced or released), and the
 /// token counter.
+///
+/// A table decoded from a peer (a Raft snapshot) is checked as it decodes: every lock is filed
+/// under its own valid name, no token is above the counter, no lease ends before it began.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawTable")]
 pub struct LockTable {
     /// By `project/name` (names hold no `/`: [`check_name`]).
     locks: BTreeMap<String, Lock>,
     last_token: u64,
 }
 
+/// A table as it decodes, before [`LockTable::try_from`] checks it.
+#[derive(Deserialize)]
+struct RawTable {
+    locks: BTreeMap<String, Lock>,
+    last_token: u64,
+}
+
+impl TryFrom<RawTable> for LockTable {
+    type Error = String;
+
+    fn try_from(raw: RawTable) -> Result<LockTable, String> {
+        for (k, lock) in &raw.locks {
+            check_name("lock name", &lock.name, false)?;
+            check_name("project", &lock.project, true)?;
+            if *k != key(&lock.project, &lock.name) {
+                return Err(format!("lock {k:?} is filed under another lock's key"));
+            }
+            if lock.token > raw.last_token {
+                return Err(format!(
+                    "lock {k:?} has token {} above the table's last token {}",
+                    lock.token, raw.last_token
+                ));
+            }
+            if lock.expires_ms < lock.acquired_ms {
+                return Err(format!("lock {k:?} expires before it was acquired"));
+            }
+        }
+        Ok(LockTable {
+            locks: raw.locks,
+            last_token: raw.last_token,
+        })
+    }
+}
+
 impl LockTable {
-    /// Apply one command.
+    /// Apply one command. A command naming a lock or project [`check_name`] refuses is
+    /// `Invalid` (the proposer checks names; a command from the log is checked again, so two
+    /// names can never share a key).
     pub fn apply(&mut self, cmd: &Command) -> Answer {
+        let (Command::Acquire { name, project, .. }
+        | Command::Renew { name, project, .. }
+        | Command::Release { name, project, .. }) = cmd;
+        if let Err(why) =
+            check_name("lock name", name, false).and_then(|()| check_name("project", project, true))
+        {
+            return Answer::Invalid(why);
+        }
         match cmd {
             Command::Acquire {
                 name,
@@ -160,8 +208,12 @@ impl LockTable {
                 {
                     return Answer::Blocked(held.clone());
                 }
-                // Free, expired, or re-acquired by its holder: a new grant, a new token.
-                self.last_token = self.last_token.saturating_add(1);
+                // Free, expired, or re-acquired by its holder: a new grant, a new token (never
+                // the same one twice: a table whose counter is spent grants nothing).
+                let Some(token) = self.last_token.checked_add(1) else {
+                    return Answer::Invalid("the table's fencing tokens are spent".into());
+                };
+                self.last_token = token;
                 let lock = Lock {
                     name: name.clone(),
                     project: project.clone(),
@@ -281,6 +333,7 @@ fn check_ttl(ttl_ms: u64) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
     use super::*;
     use proptest::prelude::*;
 
@@ -341,6 +394,55 @@ mod tests {
         assert_eq!(t.held(10_000).len(), 1);
         assert!(t.held(70_000).is_empty());
         assert!(matches!(t.apply(&acquire("x", 0, 10)), Answer::Invalid(_)));
+    }
+
+    #[test]
+    fn names_that_could_share_a_key_are_invalid_even_from_the_log() {
+        let mut t = LockTable::default();
+        for (project, name) in [("a/b", "c"), ("a", "b/c"), ("", ""), ("p", "x y")] {
+            let cmd = Command::Acquire {
+                name: name.into(),
+                project: project.into(),
+                holder: who("a"),
+                reason: String::new(),
+                ttl_ms: 5_000,
+                now_ms: 1,
+            };
+            assert!(
+                matches!(t.apply(&cmd), Answer::Invalid(_)),
+                "{project}/{name}"
+            );
+        }
+        assert_eq!(t, LockTable::default());
+    }
+
+    #[test]
+    fn a_table_from_a_peer_is_checked_as_it_decodes() {
+        let mut t = LockTable::default();
+        t.apply(&acquire("a", 10, 5_000));
+        let good = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<LockTable>(&good).unwrap(), t);
+        for (from, to) in [
+            ("\"site/github-push\"", "\"other/github-push\""),
+            ("\"last_token\":1", "\"last_token\":0"),
+            ("\"expires_ms\":5010", "\"expires_ms\":9"),
+            ("\"name\":\"github-push\"", "\"name\":\"git/push\""),
+        ] {
+            assert!(good.contains(from), "{from} in {good}");
+            let bad = good.replace(from, to);
+            assert!(serde_json::from_str::<LockTable>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_spent_token_counter_grants_nothing() {
+        let raw = r#"{"locks":{},"last_token":18446744073709551615}"#;
+        let mut t: LockTable = serde_json::from_str(raw).unwrap();
+        assert!(matches!(
+            t.apply(&acquire("a", 1, 5_000)),
+            Answer::Invalid(_)
+        ));
+        assert!(t.held(1).is_empty());
     }
 
     proptest! {

@@ -4,6 +4,8 @@
 //! bodies being JSON documents of the coordination protocol. This module moves the bodies; what
 //! they mean is the handler's business ([`Handler`], implemented by the daemon).
 
+pub mod rpc;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

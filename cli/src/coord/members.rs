@@ -17,7 +17,9 @@ use std::time::Duration;
 use openraft::{BasicNode, Raft};
 use tracing::{debug, info};
 
-use super::{LockRaft, NodeId, Voters};
+use botsync_proto::coordination::rpc::{LockRaft, NodeId};
+
+use super::Voters;
 
 /// How often a leader compares the table's voters with the configured ones.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);

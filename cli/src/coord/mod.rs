@@ -16,45 +16,23 @@ mod network;
 mod store;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use botsync_engine::PeerId;
 use botsync_engine::locks::{Answer, Command, LockTable};
+use botsync_proto::coordination::rpc::{self, LockRaft, NodeId, Rpc, RpcReply, node_id};
 use botsync_proto::coordination::{Answer as Reply, Handler};
 use botsync_proto::endpoint::Endpoint;
-use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use self::network::Net;
 use self::store::{LogStore, StateMachine};
 use crate::node::Node;
 use crate::node::peers::Peer;
-
-/// A Raft node id: the first 8 bytes of the peer id.
-pub type NodeId = u64;
-
-openraft::declare_raft_types!(
-    /// The lock table's Raft types.
-    pub LockRaft:
-        D = Command,
-        R = Answer,
-);
-
-/// The node id of `peer`.
-pub fn node_id(peer: &PeerId) -> NodeId {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&peer.as_bytes()[..8]);
-    u64::from_le_bytes(b)
-}
 
 /// How long a write may wait for a leader and a majority.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(8);
@@ -65,42 +43,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a voter about to form the table waits for the others to say whether they have.
 const FORMED_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A request between coordinators (the body of a `Coordinate` message, JSON).
-#[derive(Debug, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)] // one request per stream; boxing buys nothing here
-pub enum Rpc {
-    /// Raft: a vote request.
-    Vote(VoteRequest<NodeId>),
-    /// Raft: entries to append (or a heartbeat).
-    Append(AppendEntriesRequest<LockRaft>),
-    /// Raft: a snapshot chunk.
-    Snapshot(InstallSnapshotRequest<LockRaft>),
-    /// A lock command to propose (sent to the leader, or by a non-voter to a voter).
-    Write(Command),
-    /// The lock table as the answering voter has applied it.
-    Status,
-    /// Whether the answering peer's copy of the table has formed (a new voter asks before it
-    /// forms one of its own; see `members`).
-    Formed,
-}
-
-/// The answer to an [`Rpc`] (the body of a `Coordinated` message, JSON).
-#[derive(Debug, Serialize, Deserialize)]
-pub enum RpcReply {
-    /// To [`Rpc::Vote`].
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    /// To [`Rpc::Append`].
-    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    /// To [`Rpc::Snapshot`].
-    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
-    /// To [`Rpc::Write`]: the command's answer, or why it could not be committed.
-    Write(Result<Answer, String>),
-    /// To [`Rpc::Status`].
-    Status(Result<LockTable, String>),
-    /// To [`Rpc::Formed`].
-    Formed(bool),
-}
 
 /// Where the lock table is, seen from one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,10 +389,9 @@ impl Coordinator {
 impl Handler for Coordinator {
     fn handle(self: Arc<Self>, _peer: PeerId, body: Vec<u8>) -> Reply {
         Box::pin(async move {
-            let rpc = serde_json::from_slice::<Rpc>(&body)
-                .map_err(|e| format!("not a coordination request: {e}"))?;
+            let rpc = rpc::decode_request(&body).map_err(|e| e.to_string())?;
             let reply = self.answer(rpc).await;
-            serde_json::to_vec(&reply).map_err(|e| e.to_string())
+            rpc::encode(&reply).map_err(|e| e.to_string())
         })
     }
 }
@@ -500,6 +441,3 @@ fn voters(node: &Node) -> Result<Voters> {
     }
     Ok(Voters { members, names })
 }
-
-#[cfg(test)]
-mod tests;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use botsync_engine::PeerId;
 use botsync_proto::coordination;
+use botsync_proto::coordination::rpc::{self, LockRaft, NodeId, Rpc, RpcReply, node_id};
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::tls::COORD_ALPN;
 use openraft::BasicNode;
@@ -24,7 +25,6 @@ use openraft::raft::{
 };
 use tokio::sync::Mutex;
 
-use super::{LockRaft, NodeId, Rpc, RpcReply, node_id};
 use crate::node::Node;
 use crate::node::peers::Peer;
 
@@ -123,9 +123,9 @@ impl Net {
             message,
         };
         let conn = self.connection(peer).await.map_err(failed)?;
-        let body = serde_json::to_vec(rpc).map_err(|e| failed(e.to_string()))?;
+        let body = rpc::encode(rpc).map_err(|e| failed(e.to_string()))?;
         match coordination::call(&conn, body).await {
-            Ok(reply) => serde_json::from_slice(&reply).map_err(|e| NetError::BadReply {
+            Ok(reply) => rpc::decode_reply(&reply).map_err(|e| NetError::BadReply {
                 peer: peer.name.clone(),
                 message: e.to_string(),
             }),

@@ -17,7 +17,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{LockRaft, NodeId};
+use botsync_proto::coordination::rpc::{self, LockRaft, NodeId};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
@@ -249,7 +249,7 @@ impl RaftStateMachine<LockRaft> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let table: LockTable = serde_json::from_slice(&data).map_err(read_err)?;
+        let table: LockTable = rpc::decode_table(&data).map_err(read_err)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
