@@ -18,8 +18,8 @@ use botsync_engine::chunktree::content_hash;
 use botsync_engine::plan::{Outcome, PlanItem};
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode,
-    PeerId, RelPath, VersionVector,
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
+    MachineName, Mode, PeerId, RelPath, VersionVector,
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tempfile::TempDir;
@@ -89,6 +89,7 @@ impl Fixture {
         let local = Attribution {
             peer: RECEIVER,
             agent: AgentLabel::new("bench"),
+            machine: MachineName::default(),
         };
         let (ws, _) = Workspace::open(dir.path(), local).expect("open the workspace");
         let chunker = Chunker::new(ChunkerParams::DEFAULT);
@@ -147,6 +148,7 @@ fn entry(path: &str, size: u64, chunks: Vec<ChunkRef>) -> FileEntry {
         changed_by: Attribution {
             peer: SENDER,
             agent: AgentLabel::new("laptop"),
+            machine: MachineName::default(),
         },
     }
 }

@@ -41,7 +41,9 @@ use botsync_engine::config::SyncConfig;
 use botsync_engine::rules::Selection;
 use botsync_engine::scan::{ScanContext, ScanReport, scan};
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, ChunkerParams, LocalEntry, PeerId, RelPath};
+use botsync_engine::{
+    AgentLabel, Attribution, ChunkerParams, LocalEntry, MachineName, PeerId, RelPath,
+};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
@@ -74,6 +76,7 @@ fn bench_scan(c: &mut Criterion) {
         local: Attribution {
             peer: PeerId([1; 32]),
             agent: AgentLabel::new("bench"),
+            machine: MachineName::default(),
         },
         now_ns: wall_clock_ns() + 60_000_000_000,
         chunker: ChunkerParams::DEFAULT,

@@ -399,3 +399,48 @@ fn status_shows_per_peer_what_last_came_in_and_went_out_and_who_made_it() {
         "{out}"
     );
 }
+
+#[test]
+fn a_change_names_the_machine_it_was_made_on_even_where_that_machine_is_not_configured() {
+    // gamma and alpha never met: beta carries gamma's change to alpha. Codex runs gamma's
+    // daemon, so what its watcher finds is codex's.
+    let (alpha, beta, gamma) = (Peer::new("alpha"), Peer::new("beta"), Peer::new("gamma"));
+    let beta_server = beta.serve();
+    let mut cmd = gamma.cmd();
+    cmd.env("BOTSYNC_AGENT", "codex");
+    let gamma_server = Server::spawn(cmd, "127.0.0.1:0");
+    alpha.add(&beta, beta_server.port);
+    beta.add(&alpha, 7474);
+    beta.add(&gamma, gamma_server.port);
+    gamma.add(&beta, beta_server.port);
+
+    gamma.write("memory/plan.md", "the plan, by codex on gamma\n");
+    gamma.ok(&["scan"]);
+    beta.ok(&["pull", "gamma"]);
+
+    // Before alpha pulls, `check` names who made what is waiting on beta.
+    let (code, out, _) = human(&alpha, &["check"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("@codex on gamma changed 1 file you have not pulled from beta"),
+        "{out}"
+    );
+
+    alpha.ok(&["pull"]);
+    let doc = alpha.ok(&["history", "memory/plan.md"]);
+    let change = &doc["files"][0];
+    assert_eq!(change["machine"], "gamma", "{doc}");
+    assert_eq!(change["agent"], "codex", "{doc}");
+    // alpha has no name of its own for gamma: only the id it has never configured.
+    assert_ne!(change["peer_name"], "gamma", "{doc}");
+    let (code, out, _) = human(&alpha, &["history", "memory/plan.md"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("by gamma/codex"), "{out}");
+
+    // An edit here is alpha's own, on alpha.
+    alpha.write("memory/plan.md", "the plan, revised on alpha\n");
+    as_agent(&alpha, "milo", &["scan"]);
+    let doc = alpha.ok(&["history", "memory/plan.md"]);
+    assert_eq!(doc["files"][0]["machine"], "alpha", "{doc}");
+    assert_eq!(doc["files"][0]["agent"], "milo", "{doc}");
+}

@@ -334,7 +334,7 @@ mod tests {
     use crate::chunk::{Chunker, ChunkerParams};
     use crate::chunkstore::system_time_ns;
     use crate::entry::{EntryKind, Mode, StatSig};
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use crate::vector::VersionVector;
     use proptest::prelude::*;
 
@@ -410,6 +410,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([9; 32]),
                 agent: AgentLabel::new("remote"),
+                machine: MachineName::default(),
             },
         };
         (entry, source)

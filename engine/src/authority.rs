@@ -108,7 +108,7 @@ mod tests {
     use crate::chunk::ChunkerParams;
     use crate::entry::{EntryKind, Mode};
     use crate::hash::Hash;
-    use crate::peer::{AgentLabel, Attribution};
+    use crate::peer::{AgentLabel, Attribution, MachineName};
     use crate::plan::{Action, decide, merged_version};
     use crate::vector::VersionVector;
     use proptest::prelude::*;
@@ -131,6 +131,7 @@ mod tests {
             changed_by: Attribution {
                 peer: by,
                 agent: AgentLabel::new(""),
+                machine: MachineName::default(),
             },
         }
     }

@@ -492,7 +492,7 @@ pub(crate) fn duration_ns(d: Duration) -> i64 {
 pub(crate) mod tests {
     use super::*;
     use crate::entry::{EntryKind, Mode};
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use crate::{ChunkerParams, VersionVector};
     use proptest::prelude::*;
 
@@ -577,6 +577,7 @@ pub(crate) mod tests {
             changed_by: Attribution {
                 peer: PeerId([0; 32]),
                 agent: AgentLabel::default(),
+                machine: MachineName::default(),
             },
         };
         let kept = cs.put_file_version(&file, &entry).unwrap();

@@ -88,6 +88,9 @@ pub struct VersionFacts {
     pub peer: String,
     /// The agent label recorded with it (empty when none was given).
     pub agent: String,
+    /// The machine it was made on, as that machine names itself (empty when not carried).
+    #[serde(default)]
+    pub machine: String,
     /// Its competing time (ns since the epoch).
     pub mtime_ns: i64,
 }
@@ -106,6 +109,7 @@ impl VersionFacts {
                 .collect(),
             peer: entry.changed_by.peer.to_copy_safe(),
             agent: entry.changed_by.agent.as_str().to_owned(),
+            machine: entry.changed_by.machine.as_str().to_owned(),
             mtime_ns: entry.mtime_ns,
         }
     }
@@ -425,7 +429,7 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::{EntryKind, Mode};
-    use crate::peer::{AgentLabel, Attribution};
+    use crate::peer::{AgentLabel, Attribution, MachineName};
     use crate::vector::VersionVector;
 
     fn entry(path: &str, bytes: &[u8], peer: u8, agent: &str) -> FileEntry {
@@ -443,6 +447,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([peer; 32]),
                 agent: AgentLabel::new(agent),
+                machine: MachineName::default(),
             },
         }
     }

@@ -116,7 +116,7 @@ mod tests {
         use crate::chunk::ChunkerParams;
         use crate::entry::{EntryKind, FileEntry, Mode};
         use crate::path::RelPath;
-        use crate::peer::{AgentLabel, Attribution, PeerId};
+        use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
         use crate::plan::Base;
         use crate::vector::VersionVector;
         let tomb = action == Action::Delete;
@@ -142,6 +142,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([1; 32]),
                 agent: AgentLabel::new(""),
+                machine: MachineName::default(),
             },
         };
         PlanItem {

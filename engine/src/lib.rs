@@ -49,5 +49,5 @@ pub use chunk::{ChunkRef, Chunker, ChunkerParams};
 pub use entry::{EntryKind, FileEntry, LocalEntry, Mode, StatSig};
 pub use hash::Hash;
 pub use path::RelPath;
-pub use peer::{AgentLabel, Attribution, PeerId};
+pub use peer::{AgentLabel, Attribution, MachineName, PeerId};
 pub use vector::{Causality, VersionVector};

@@ -367,7 +367,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::Mode;
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use crate::vector::VersionVector;
     use proptest::prelude::*;
 
@@ -389,6 +389,7 @@ pub(crate) mod tests {
             changed_by: Attribution {
                 peer: PeerId([peer; 32]),
                 agent: AgentLabel::new("test"),
+                machine: MachineName::default(),
             },
         }
     }

@@ -149,11 +149,7 @@ impl AgentLabel {
     /// Make a label, trimming whitespace and cutting it to [`Self::MAX_LEN`] bytes on a char
     /// boundary; control characters are dropped.
     pub fn new(label: &str) -> AgentLabel {
-        let mut s: String = label.trim().chars().filter(|c| !c.is_control()).collect();
-        while s.len() > Self::MAX_LEN {
-            s.pop();
-        }
-        AgentLabel(s)
+        AgentLabel(sanitize(label, Self::MAX_LEN))
     }
 
     /// The label text (may be empty: no agent given).
@@ -174,13 +170,58 @@ impl fmt::Debug for AgentLabel {
     }
 }
 
-/// Who made a change: the peer and, when known, the agent on it.
+/// The name a peer gives itself (its workspace's `name`, `botsync init --name`): the machine a
+/// change was made on, as that machine calls itself, carried with the change so every peer
+/// shows the same name even for a peer it has never met.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct MachineName(String);
+
+impl MachineName {
+    /// Longest name accepted, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Make a name, trimming whitespace and cutting it to [`Self::MAX_LEN`] bytes on a char
+    /// boundary; control characters are dropped.
+    pub fn new(name: &str) -> MachineName {
+        MachineName(sanitize(name, Self::MAX_LEN))
+    }
+
+    /// The name (empty: not known, for versions recorded before names were carried).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MachineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MachineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MachineName({:?})", self.0)
+    }
+}
+
+fn sanitize(text: &str, max: usize) -> String {
+    let mut s: String = text.trim().chars().filter(|c| !c.is_control()).collect();
+    while s.len() > max {
+        s.pop();
+    }
+    s
+}
+
+/// Who made a change: the peer, the machine as it names itself, and the agent on it.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Attribution {
     /// The peer whose scanner or apply recorded the change.
     pub peer: PeerId,
     /// The agent label given on that peer.
     pub agent: AgentLabel,
+    /// The machine's own name for itself (may be empty: a version recorded before machine
+    /// names were carried).
+    pub machine: MachineName,
 }
 
 #[cfg(test)]

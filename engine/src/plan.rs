@@ -318,7 +318,7 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkerParams;
     use crate::entry::{EntryKind, Mode};
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use proptest::prelude::*;
 
     fn entry(content: u8, tomb: bool, mtime: i64, peer: u8, vv: &[(u8, u64)]) -> FileEntry {
@@ -344,6 +344,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([peer; 32]),
                 agent: AgentLabel::new(""),
+                machine: MachineName::default(),
             },
         }
     }

@@ -11,7 +11,8 @@
 //!   sync log ([`SessionRecord`]s, namespace `sessions`);
 //! - `meta`: the schema version, the local peer id and the last scan time.
 //!
-//! The index is a cache: if sled cannot open it, a record of the schema is missing or wrong, the
+//! The index is a cache: an index of an older schema `migrate` knows is brought up to date in
+//! place; if sled cannot open it, or a record of the schema is missing or unknown, the
 //! directory is moved aside (never deleted) and a fresh index is created; [`Store::open`] reports
 //! [`OpenOutcome::Rebuilt`] and the caller rescans. A record that fails to decode is skipped and
 //! reported through [`Store::take_corruption`], never a panic.
@@ -24,6 +25,7 @@ mod history;
 mod intents;
 mod kv;
 mod local;
+mod migrate;
 mod peers;
 mod raft;
 mod sessions;
@@ -47,9 +49,10 @@ pub use sessions::{PATHS_KEPT, SESSIONS_KEPT, SessionRecord};
 pub use state::StateTaken;
 
 /// The schema of the index. Bump it when a key layout or value type changes incompatibly: an
-/// index with another version is moved aside and rebuilt from the files. 3: `Mode` holds the
-/// nine permission bits instead of the executable bit.
-pub const SCHEMA_VERSION: u32 = 3;
+/// index of a schema `migrate` knows is brought up to date in place, any other is moved aside
+/// and rebuilt from the files. 3: `Mode` holds the nine permission bits instead of the
+/// executable bit. 4: an attribution and a history record carry the machine's name.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The sled page cache bound; botsync's whole process targets at most 64 MiB.
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
@@ -173,6 +176,10 @@ impl Store {
                 SchemaState::Fresh => {
                     store.write_schema()?;
                     Ok((store, OpenOutcome::Created))
+                }
+                SchemaState::Older(from) => {
+                    store.migrate(from)?;
+                    Ok((store, OpenOutcome::Opened))
                 }
                 SchemaState::Unusable(why) => {
                     drop(store);
@@ -363,6 +370,12 @@ impl Store {
         match self.meta.get(META_SCHEMA) {
             Ok(Some(v)) => match <[u8; 4]>::try_from(v.as_ref()) {
                 Ok(b) if u32::from_be_bytes(b) == SCHEMA_VERSION => SchemaState::Current,
+                Ok(b)
+                    if (migrate::OLDEST_MIGRATED..SCHEMA_VERSION)
+                        .contains(&u32::from_be_bytes(b)) =>
+                {
+                    SchemaState::Older(u32::from_be_bytes(b))
+                }
                 Ok(b) => SchemaState::Unusable(format!(
                     "schema version {} found, {SCHEMA_VERSION} expected",
                     u32::from_be_bytes(b)
@@ -413,7 +426,7 @@ impl Store {
                 }
                 Ok((store, OpenOutcome::Rebuilt { reason }))
             }
-            Ok((_, SchemaState::Current | SchemaState::Unusable(_)))
+            Ok((_, SchemaState::Current | SchemaState::Older(_) | SchemaState::Unusable(_)))
             | Err(OpenFailure::Unusable(_)) => Err(StoreError::Io(IoError {
                 action: "creating a fresh index",
                 path: dir.to_path_buf(),
@@ -437,6 +450,8 @@ enum OpenFailure {
 /// What the `meta` tree says about the schema.
 enum SchemaState {
     Current,
+    /// An older schema that `migrate` brings up to date.
+    Older(u32),
     Fresh,
     Unusable(String),
 }

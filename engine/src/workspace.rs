@@ -23,7 +23,7 @@ use crate::hash::Hash;
 use crate::layout::{Layout, SUBDIRS};
 use crate::merkle::MerkleChild;
 use crate::path::RelPath;
-use crate::peer::{Attribution, PeerId};
+use crate::peer::{Attribution, MachineName, PeerId};
 use crate::reconcile::Policies;
 use crate::rules::{Decision, RulesError, Selection};
 use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
@@ -140,10 +140,12 @@ impl Workspace {
         Ok(fresh)
     }
 
-    /// Open an existing workspace as `local` (this peer and the agent making changes).
+    /// Open an existing workspace as `local` (this peer and the agent making changes). An empty
+    /// `local.machine` becomes the workspace's own name: the config's `name`, or the name of
+    /// the root directory.
     pub fn open(
         root: &Path,
-        local: Attribution,
+        mut local: Attribution,
     ) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
         let layout = Layout::new(root);
         let state = layout.state().to_path_buf();
@@ -151,6 +153,11 @@ impl Workspace {
             return Err(WorkspaceError::NotAWorkspace(root.to_path_buf()));
         }
         let config = SyncConfig::load(&layout.config())?;
+        if local.machine.as_str().is_empty() {
+            let dir_name = root.file_name().map(|n| n.to_string_lossy());
+            local.machine =
+                MachineName::new(config.name.as_deref().or(dir_name.as_deref()).unwrap_or(""));
+        }
         let selection = Selection::new(&config)?;
         let policies = Policies::new(&config.merge).map_err(|problem| ConfigError::Invalid {
             path: layout.config(),

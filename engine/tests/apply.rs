@@ -20,7 +20,7 @@ use botsync_engine::store::{HistoryAction, LocalUpdate, Store};
 use botsync_engine::workspace::Workspace as Replica;
 use botsync_engine::{
     AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
-    LocalEntry, Mode, PeerId, RelPath, StatSig, VersionVector,
+    LocalEntry, MachineName, Mode, PeerId, RelPath, StatSig, VersionVector,
 };
 
 const ME: PeerId = PeerId([1; 32]);
@@ -151,6 +151,7 @@ fn version(path: &str, bytes: &[u8], by: PeerId) -> (FileEntry, HashMap<Hash, Ve
         changed_by: Attribution {
             peer: by,
             agent: AgentLabel::new("laptop-agent"),
+            machine: MachineName::default(),
         },
     };
     (entry, source)
@@ -677,6 +678,7 @@ fn open_replica(root: &Path) -> Replica {
     let me = Attribution {
         peer: ME,
         agent: AgentLabel::new("desk-agent"),
+        machine: MachineName::default(),
     };
     Replica::open(root, me).unwrap().0
 }

@@ -105,6 +105,7 @@ fn a_sync_killed_at_any_crash_point_leaves_old_or_new_files_and_completes_when_r
             botsync_engine::Attribution {
                 peer: botsync_engine::PeerId([1; 32]),
                 agent: botsync_engine::AgentLabel::new("t"),
+                machine: botsync_engine::MachineName::default(),
             },
         )
         .unwrap()

@@ -16,8 +16,8 @@ use botsync_engine::entry::EntryKind;
 use botsync_engine::store::ApplyIntent;
 use botsync_engine::workspace::Workspace;
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, ChunkerParams, FileEntry, Hash, Mode, PeerId, RelPath,
-    VersionVector,
+    AgentLabel, Attribution, ChunkRef, ChunkerParams, FileEntry, Hash, MachineName, Mode, PeerId,
+    RelPath, VersionVector,
 };
 use common::{open_workspace, wall_clock_ns};
 
@@ -27,6 +27,7 @@ fn me() -> Attribution {
     Attribution {
         peer: PeerId([1; 32]),
         agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
     }
 }
 
@@ -78,6 +79,7 @@ fn peer_version(base: &FileEntry, bytes: &[u8]) -> FileEntry {
         changed_by: Attribution {
             peer: PeerId([2; 32]),
             agent: AgentLabel::new("laptop"),
+            machine: MachineName::default(),
         },
     }
 }

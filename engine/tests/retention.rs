@@ -7,7 +7,7 @@ use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use botsync_engine::workspace::{GC_INTERVAL_NS, Workspace};
-use botsync_engine::{AgentLabel, Attribution, Hash, PeerId};
+use botsync_engine::{AgentLabel, Attribution, Hash, MachineName, PeerId};
 
 const DAY_NS: i64 = 24 * 60 * 60 * 1_000_000_000;
 
@@ -20,6 +20,7 @@ fn open(dir: &std::path::Path, retention_days: Option<u32>) -> Workspace {
     let local = Attribution {
         peer: PeerId([1; 32]),
         agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
     };
     Workspace::open(dir, local).unwrap().0
 }

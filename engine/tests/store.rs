@@ -11,8 +11,8 @@ use botsync_engine::store::{
     HistoryAction, HistoryRecord, LocalUpdate, OpenOutcome, PeerMeta, Store,
 };
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, EntryKind, FileEntry, Hash, LocalEntry, Mode, PeerId,
-    RelPath, StatSig, VersionVector,
+    AgentLabel, Attribution, ChunkRef, EntryKind, FileEntry, Hash, LocalEntry, MachineName, Mode,
+    PeerId, RelPath, StatSig, VersionVector,
 };
 
 const ME: PeerId = PeerId([1; 32]);
@@ -62,6 +62,7 @@ fn file(path: &str, parts: &[&[u8]]) -> LocalEntry {
             changed_by: Attribution {
                 peer: ME,
                 agent: AgentLabel::new("claude"),
+                machine: MachineName::default(),
             },
         },
         stat: Some(StatSig {
@@ -108,6 +109,7 @@ fn everything_recorded_survives_a_restart() {
             action: HistoryAction::Created,
             from_peer: LAPTOP,
             agent: AgentLabel::new("claude"),
+            machine: MachineName::new("laptop"),
             old_content: None,
             new_content: Some(notes.entry.content),
             bytes: notes.entry.size,

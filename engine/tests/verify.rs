@@ -14,13 +14,14 @@ use botsync_engine::config::SyncConfig;
 use botsync_engine::plan::Action;
 use botsync_engine::store::LocalUpdate;
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath, StatSig};
+use botsync_engine::{AgentLabel, Attribution, MachineName, PeerId, RelPath, StatSig};
 use common::{open_workspace, open_workspace_with, wall_clock_ns};
 
 fn me() -> Attribution {
     Attribution {
         peer: PeerId([1; 32]),
         agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use botsync_engine::plan::Action;
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution, PeerId, RelPath};
+use botsync_engine::{AgentLabel, Attribution, MachineName, PeerId, RelPath};
 
 fn open(dir: &Path) -> Workspace {
     common::open_workspace(dir, 1)
@@ -56,6 +56,7 @@ fn incoming_versions_are_planned_under_our_own_rules() {
     let local = Attribution {
         peer: PeerId([2; 32]),
         agent: AgentLabel::new("a"),
+        machine: MachineName::default(),
     };
     drop(a);
     let a = Workspace::open(a_dir.path(), local).unwrap().0;
@@ -103,6 +104,7 @@ fn a_corrupt_index_is_rebuilt_from_a_rescan_with_the_same_content() {
     let local = Attribution {
         peer: PeerId([1; 32]),
         agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
     };
     let (ws, outcome) = Workspace::open(dir.path(), local).unwrap();
     assert!(

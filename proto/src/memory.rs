@@ -15,8 +15,8 @@ use botsync_engine::guard::{self, MassDelete};
 use botsync_engine::merkle::MerkleTree;
 use botsync_engine::plan::{self, Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode,
-    PeerId, RelPath,
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
+    MachineName, Mode, PeerId, RelPath,
 };
 
 use botsync_engine::mesh;
@@ -61,6 +61,7 @@ impl MemoryReplica {
             local: Attribution {
                 peer,
                 agent: AgentLabel::new("memory"),
+                machine: MachineName::default(),
             },
             state: Mutex::new(State {
                 clock: 1_000_000_000,

@@ -5,7 +5,8 @@
 use botsync_engine::chunk::ChunkerParams;
 use botsync_engine::entry::Mode;
 use botsync_engine::{
-    AgentLabel, Attribution, EntryKind, FileEntry, Hash, PeerId, RelPath, VersionVector,
+    AgentLabel, Attribution, EntryKind, FileEntry, Hash, MachineName, PeerId, RelPath,
+    VersionVector,
 };
 
 /// A one-change file entry of `path` with `content`'s hash, by peer `[1; 32]`; a tombstone if
@@ -33,6 +34,7 @@ pub(crate) fn file_entry(path: &str, content: &[u8], tombstone: bool) -> FileEnt
         changed_by: Attribution {
             peer: PeerId([1; 32]),
             agent: AgentLabel::new("test"),
+            machine: MachineName::default(),
         },
     }
 }

@@ -11,8 +11,8 @@
 
 use botsync_engine::chunk::ChunkerKind;
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId,
-    RelPath, VersionVector,
+    AgentLabel, Attribution, ChunkRef, ChunkerParams, EntryKind, FileEntry, Hash, MachineName,
+    Mode, PeerId, RelPath, VersionVector,
 };
 use botsync_proto::codec::{CodecError, decode, encode};
 use botsync_proto::frame::{FrameDecoder, encode_frame};
@@ -45,6 +45,7 @@ fn sample_entry() -> FileEntry {
         changed_by: Attribution {
             peer: PeerId([0x66; 32]),
             agent: AgentLabel::new("claude"),
+            machine: MachineName::new("laptop"),
         },
     }
 }
@@ -68,8 +69,8 @@ fn samples() -> Vec<(&'static str, Message)> {
         (
             "hello",
             Message::Hello(Hello {
-                protocol_min: 2,
-                protocol_max: 2,
+                protocol_min: 3,
+                protocol_max: 3,
                 features: Features::ZSTD.union(Features::CHUNK_TREE),
                 peer_name: "mini".into(),
                 agent: AgentLabel::new("claude"),

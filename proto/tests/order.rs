@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId, RelPath,
-    VersionVector,
+    AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, MachineName, Mode, PeerId,
+    RelPath, VersionVector,
 };
 use botsync_proto::frame::{FrameDecoder, encode_frame};
 use botsync_proto::messages::{Features, Message, SessionMode, WireEntry};
@@ -168,6 +168,7 @@ fn tombstone(path: &str) -> WireEntry {
         changed_by: Attribution {
             peer: PeerId([7; 32]),
             agent: AgentLabel::new("test"),
+            machine: MachineName::default(),
         },
     })
 }

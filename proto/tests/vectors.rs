@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use botsync_engine::chunktree::content_hash;
 use botsync_engine::merkle::{MerkleTree, leaf_hash};
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash, Mode,
-    PeerId, RelPath, VersionVector,
+    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
+    MachineName, Mode, PeerId, RelPath, VersionVector,
 };
 use botsync_proto::codec::encode;
 use botsync_proto::frame::encode_frame;
@@ -70,6 +70,7 @@ fn entry(
         changed_by: Attribution {
             peer: PEER_A,
             agent: AgentLabel::default(),
+            machine: MachineName::default(),
         },
     }
 }

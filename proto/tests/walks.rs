@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use botsync_engine::chunktree::{ChunkTree, Rebuild};
-use botsync_engine::{ChunkRef, Hash, RelPath};
+use botsync_engine::{ChunkRef, Hash, MachineName, RelPath};
 use botsync_proto::frame::{FrameDecoder, encode_frame};
 use botsync_proto::messages::buckets::{answer, digests};
 use botsync_proto::messages::{
@@ -88,6 +88,7 @@ fn seeds() -> Vec<(&'static str, u8, Vec<Message>)> {
             changed_by: botsync_engine::Attribution {
                 peer: botsync_engine::PeerId([1; 32]),
                 agent: botsync_engine::AgentLabel::new("seed"),
+                machine: MachineName::default(),
             },
         };
         WireEntry::new(file, 1024)

@@ -123,7 +123,10 @@ fn authors(pulled: &[ItemReport], names: &PeerNames) -> Vec<Author> {
     let mut newest_ns: BTreeMap<(String, String), i64> = BTreeMap::new();
     for item in pulled.iter().filter(|i| is_change(&i.action)) {
         let (machine, agent) = match &item.changed_by {
-            Some(a) => (names.name(&a.peer), a.agent.as_str().to_owned()),
+            Some(a) => (
+                names.machine(&a.peer, &a.machine),
+                a.agent.as_str().to_owned(),
+            ),
             None => ("?".to_owned(), String::new()),
         };
         let key = (machine.clone(), agent.clone());

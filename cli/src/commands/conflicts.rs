@@ -346,7 +346,11 @@ fn keep_name(k: KeepArg) -> &'static str {
 /// One line about a record: which version lost, whose, and where it is kept.
 fn describe(r: &ConflictRecord, names: &PeerNames) -> String {
     let who = |v: &botsync_engine::conflicts::VersionFacts| {
-        let mut s = names.name_of(&v.peer);
+        let mut s = if v.machine.is_empty() {
+            names.name_of(&v.peer)
+        } else {
+            v.machine.clone()
+        };
         if !v.agent.is_empty() {
             s.push_str(&format!("/{}", v.agent));
         }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use botsync_engine::PeerId;
 use botsync_engine::plan::{ItemReport, Outcome};
 use botsync_engine::store::{HistoryAction, HistoryRecord, SessionRecord};
 use botsync_engine::workspace::{ReviewError, Workspace, WorkspaceError};
+use botsync_engine::{MachineName, PeerId};
 use botsync_proto::messages::SessionMode;
 use botsync_proto::session::SessionReport;
 use botsync_proto::session::server::ServeReport;
@@ -52,6 +52,9 @@ struct FileView {
     peer: String,
     /// Its name, when it is this workspace or a configured peer.
     peer_name: String,
+    /// The machine the version was made on, as that machine names itself (`peer_name` for a
+    /// change recorded before names were carried).
+    machine: String,
     agent: String,
     size: u64,
     /// The version now in place after the change (absent after a deletion).
@@ -75,6 +78,7 @@ impl FileView {
             },
             peer: r.from_peer.short(),
             peer_name: names.name(&r.from_peer),
+            machine: names.machine(&r.from_peer, &r.machine),
             agent: r.agent.as_str().to_owned(),
             size: r.bytes,
             hash: r.new_content.map(|h| h.short()),
@@ -135,7 +139,7 @@ pub fn history(ctx: &Ctx, typed: Option<&str>, limit: usize) -> Result<Reply> {
             f.time,
             f.action,
             f.path,
-            f.peer_name,
+            f.machine,
             if f.agent.is_empty() {
                 String::new()
             } else {
@@ -227,6 +231,16 @@ impl PeerNames {
     /// The name of `id`, or its short form.
     pub fn name(&self, id: &PeerId) -> String {
         self.0.get(id).cloned().unwrap_or_else(|| id.short())
+    }
+
+    /// The machine a change was made on: the name it carries, or (for a change recorded before
+    /// names were carried) the name this workspace knows its peer by.
+    pub fn machine(&self, peer: &PeerId, machine: &MachineName) -> String {
+        if machine.as_str().is_empty() {
+            self.name(peer)
+        } else {
+            machine.as_str().to_owned()
+        }
     }
 
     /// The name of a copy-safe id as a record holds it.
@@ -335,7 +349,7 @@ fn paths(items: &[ItemReport]) -> Vec<String> {
 fn authors(items: &[ItemReport], names: &PeerNames) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for by in moved(items).filter_map(|i| i.changed_by.as_ref()) {
-        let peer = names.name(&by.peer);
+        let peer = names.machine(&by.peer, &by.machine);
         let who = if by.agent.as_str().is_empty() {
             peer
         } else {

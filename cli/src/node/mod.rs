@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use botsync_engine::layout::Layout;
 use botsync_engine::workspace::Workspace;
-use botsync_engine::{AgentLabel, Attribution};
+use botsync_engine::{AgentLabel, Attribution, MachineName};
 use botsync_proto::endpoint::{Endpoint, EndpointOptions};
 use botsync_proto::identity::Identity;
 use botsync_proto::tls::AllowedPeers;
@@ -70,6 +70,7 @@ impl Node {
         let local = Attribution {
             peer: identity.peer_id(),
             agent,
+            machine: MachineName::default(),
         };
         let (ws, outcome) = Workspace::open(root, local).map_err(|e| match e {
             botsync_engine::workspace::WorkspaceError::Config(_)
@@ -81,11 +82,7 @@ impl Node {
         if let botsync_engine::store::OpenOutcome::Rebuilt { reason } = outcome {
             tracing::warn!(%reason, "index was rebuilt from a rescan");
         }
-        let name = ws.config().name.clone().unwrap_or_else(|| {
-            root.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+        let name = ws.local().machine.as_str().to_owned();
         Ok(Node {
             root: root.to_path_buf(),
             identity: Arc::new(identity),

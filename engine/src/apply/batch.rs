@@ -642,6 +642,7 @@ fn history(
         action,
         from_peer: target.changed_by.peer,
         agent: target.changed_by.agent.clone(),
+        machine: target.changed_by.machine.clone(),
         old_content,
         new_content: live.then_some(target.content),
         bytes: if live { target.size } else { 0 },

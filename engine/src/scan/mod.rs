@@ -480,7 +480,7 @@ mod tests {
     use super::*;
     use crate::config::SyncConfig;
     use crate::entry::StatSig;
-    use crate::peer::{AgentLabel, PeerId};
+    use crate::peer::{AgentLabel, MachineName, PeerId};
     use crate::secrets::SecretKind;
 
     const NOW: i64 = 1_800_000_000_000_000_000;
@@ -492,6 +492,7 @@ mod tests {
             local: Attribution {
                 peer: PeerId([7; 32]),
                 agent: AgentLabel::new("unit"),
+                machine: MachineName::default(),
             },
             now_ns,
             chunker: ChunkerParams::DEFAULT,

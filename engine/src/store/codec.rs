@@ -33,6 +33,16 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("undecodable value: {e}"))
 }
 
+/// Decode a value that must use every byte (telling records of an older schema, which postcard
+/// may otherwise read as a prefix of the current one, from the current ones).
+pub(super) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} bytes left over", rest.len())),
+        Err(e) => Err(format!("undecodable value: {e}")),
+    }
+}
+
 /// Key of a chunk location: chunk id, path, NUL, offset (big-endian, so a file's locations sort
 /// by offset).
 pub(super) fn chunk_key(id: &Hash, path: &RelPath, offset: u64) -> Vec<u8> {
@@ -96,7 +106,7 @@ pub(super) fn printable_key(key: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::entry::{EntryKind, FileEntry, LocalEntry, Mode, StatSig};
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use crate::vector::VersionVector;
     use crate::{ChunkRef, ChunkerParams};
     use proptest::prelude::*;
@@ -123,6 +133,7 @@ mod tests {
                 changed_by: Attribution {
                     peer: PeerId([1; 32]),
                     agent: AgentLabel::new("a"),
+                    machine: MachineName::default(),
                 },
             },
             stat: Some(StatSig {

@@ -13,7 +13,7 @@ use super::codec::{self, encode, history_path_key, history_path_prefix};
 use super::{Store, StoreError};
 use crate::hash::Hash;
 use crate::path::RelPath;
-use crate::peer::{AgentLabel, PeerId};
+use crate::peer::{AgentLabel, MachineName, PeerId};
 
 /// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,9 @@ pub struct HistoryRecord {
     pub from_peer: PeerId,
     /// The agent label recorded with that version.
     pub agent: AgentLabel,
+    /// The name of the machine that made that version, as it names itself (empty for records
+    /// of an older index).
+    pub machine: MachineName,
     /// Content hash of the version replaced or deleted (`None` if there was none); its chunks
     /// are in the chunk store for the retention period.
     pub old_content: Option<Hash>,
@@ -181,6 +184,7 @@ mod tests {
             action,
             from_peer: PeerId([3; 32]),
             agent: AgentLabel::new("claude"),
+            machine: MachineName::new("laptop"),
             old_content: None,
             new_content: Some(Hash::of(path.as_bytes())),
             bytes: 10,

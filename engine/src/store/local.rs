@@ -224,7 +224,7 @@ fn location_keys(entry: &FileEntry) -> impl Iterator<Item = Vec<u8>> + '_ {
 mod tests {
     use super::*;
     use crate::entry::{EntryKind, Mode, StatSig};
-    use crate::peer::{AgentLabel, Attribution, PeerId};
+    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
     use crate::{ChunkRef, ChunkerParams, VersionVector};
     use proptest::prelude::*;
 
@@ -251,6 +251,7 @@ mod tests {
                 changed_by: Attribution {
                     peer: PeerId([1; 32]),
                     agent: AgentLabel::default(),
+                    machine: MachineName::default(),
                 },
             },
             stat: Some(StatSig {

@@ -139,7 +139,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::entry::{EntryKind, Mode};
-    use crate::peer::{AgentLabel, Attribution};
+    use crate::peer::{AgentLabel, Attribution, MachineName};
     use crate::{ChunkerParams, VersionVector};
 
     fn tombstone(path: &str, by: PeerId) -> FileEntry {
@@ -159,6 +159,7 @@ mod tests {
             changed_by: Attribution {
                 peer: by,
                 agent: AgentLabel::new("x"),
+                machine: MachineName::default(),
             },
         }
     }

@@ -205,6 +205,7 @@ impl Workspace {
             action,
             from_peer: self.local.peer,
             agent: self.local.agent.clone(),
+            machine: self.local.machine.clone(),
             old_content: replaced,
             new_content: live.then_some(entry.content),
             bytes: if live { entry.size } else { 0 },

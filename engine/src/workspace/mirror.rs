@@ -68,7 +68,7 @@ mod tests {
 
     use super::*;
     use crate::peer::AgentLabel;
-    use crate::peer::{Attribution, PeerId};
+    use crate::peer::{Attribution, MachineName, PeerId};
     use crate::workspace::Workspace;
 
     fn local_entry(path: &str, content: &[u8]) -> LocalEntry {
@@ -113,6 +113,7 @@ mod tests {
         let local = Attribution {
             peer: PeerId([3; 32]),
             agent: AgentLabel::new("unit"),
+            machine: MachineName::default(),
         };
         let (ws, _) = Workspace::open(dir.path(), local).unwrap();
         for now_ns in [1_000, 2_000] {

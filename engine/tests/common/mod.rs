@@ -15,7 +15,9 @@ use botsync_engine::chunktree::content_hash;
 use botsync_engine::config::SyncConfig;
 use botsync_engine::rules::Selection;
 use botsync_engine::scan::{ChangeKind, ScanContext, ScanReport, scan};
-use botsync_engine::{AgentLabel, Attribution, ChunkerParams, Hash, LocalEntry, PeerId, RelPath};
+use botsync_engine::{
+    AgentLabel, Attribution, ChunkerParams, Hash, LocalEntry, MachineName, PeerId, RelPath,
+};
 
 pub mod round;
 
@@ -48,6 +50,7 @@ impl Workspace {
             local: Attribution {
                 peer: PeerId([1; 32]),
                 agent: AgentLabel::new("tester"),
+                machine: MachineName::default(),
             },
             clock_ns: wall_clock_ns(),
         }
@@ -175,6 +178,7 @@ pub fn open_workspace(dir: &Path, peer: u8) -> botsync_engine::workspace::Worksp
     let local = Attribution {
         peer: PeerId([peer; 32]),
         agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
     };
     botsync_engine::workspace::Workspace::open(dir, local)
         .unwrap()

@@ -10,8 +10,8 @@
 use botsync_engine::chunk::ChunkerKind;
 use botsync_engine::entry::{EntryKind, Mode};
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, ChunkerParams, FileEntry, Hash, PeerId, RelPath,
-    VersionVector,
+    AgentLabel, Attribution, ChunkRef, ChunkerParams, FileEntry, Hash, MachineName, PeerId,
+    RelPath, VersionVector,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,9 @@ pub struct WireFile {
     pub changed_by: PeerId,
     /// The agent on that peer (may be empty).
     pub agent: AgentLabel,
+    /// The name that peer gives itself (may be empty: a version recorded before names were
+    /// carried). Self-declared, like the agent label.
+    pub machine: MachineName,
 }
 
 /// File or tombstone.
@@ -185,6 +188,7 @@ impl From<FileEntry> for WireFile {
             parent: e.parent,
             changed_by: e.changed_by.peer,
             agent: e.changed_by.agent,
+            machine: e.changed_by.machine,
         }
     }
 }
@@ -217,6 +221,7 @@ impl From<WireFile> for FileEntry {
             changed_by: Attribution {
                 peer: w.changed_by,
                 agent: w.agent,
+                machine: w.machine,
             },
         }
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this implementation speaks. 2: `FileEntry.mode` carries the nine
 /// permission bits (version 1 carried only the executable bit; it is no longer spoken).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A set of optional protocol features, as bits. Unknown bits are accepted and ignored: a newer
 /// peer may advertise features this version does not know; negotiation drops them.

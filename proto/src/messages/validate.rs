@@ -12,7 +12,7 @@
 use botsync_engine::entry::Mode;
 use botsync_engine::path::MAX_COMPONENT_BYTES;
 use botsync_engine::vector::MAX_VERSION_COUNTER;
-use botsync_engine::{AgentLabel, ChunkerParams, VersionVector};
+use botsync_engine::{AgentLabel, ChunkerParams, MachineName, VersionVector};
 
 use super::entry::{ChunkListing, WireEntry};
 use super::hello::sanitize_name;
@@ -218,6 +218,17 @@ fn validate_agent(agent: &AgentLabel) -> Result<(), CodecError> {
     Ok(())
 }
 
+fn validate_machine(machine: &MachineName) -> Result<(), CodecError> {
+    CodecError::check_limit("machine name bytes", machine.as_str().len(), MAX_PEER_NAME)?;
+    if MachineName::new(machine.as_str()) != *machine {
+        return Err(CodecError::Malformed(format!(
+            "machine name {:?} has control characters or surrounding spaces",
+            machine.as_str()
+        )));
+    }
+    Ok(())
+}
+
 fn validate_child(child: &NodeChild) -> Result<(), CodecError> {
     let name = child.name.as_str();
     CodecError::check_limit("file name bytes", name.len(), MAX_COMPONENT_BYTES)?;
@@ -274,7 +285,8 @@ fn validate_entry(wire: &WireEntry) -> Result<(), CodecError> {
         )));
     }
     validate_vector(&entry.version)?;
-    validate_agent(&entry.agent)
+    validate_agent(&entry.agent)?;
+    validate_machine(&entry.machine)
 }
 
 /// Work per file is bounded by its size: the declared chunker minimum is at least
@@ -373,7 +385,9 @@ fn validate_tree_node(node: &TreeNodeReply) -> Result<(), CodecError> {
 mod tests {
     use super::*;
     use crate::messages::{ChunkData, Compression, SubtreeRef, TreeAddr};
-    use botsync_engine::{Attribution, ChunkRef, EntryKind, FileEntry, Hash, PeerId, RelPath};
+    use botsync_engine::{
+        Attribution, ChunkRef, EntryKind, FileEntry, Hash, MachineName, PeerId, RelPath,
+    };
 
     fn entry(chunks: usize) -> FileEntry {
         FileEntry {
@@ -397,6 +411,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([1; 32]),
                 agent: AgentLabel::new("claude"),
+                machine: MachineName::default(),
             },
         }
     }

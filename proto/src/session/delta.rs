@@ -72,8 +72,8 @@ fn offsets(chunks: &[ChunkRef]) -> Vec<u64> {
 mod tests {
     use botsync_engine::plan::Action;
     use botsync_engine::{
-        AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId,
-        VersionVector,
+        AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, MachineName, Mode,
+        PeerId, VersionVector,
     };
 
     use super::*;
@@ -100,6 +100,7 @@ mod tests {
             changed_by: Attribution {
                 peer: PeerId([0; 32]),
                 agent: AgentLabel::default(),
+                machine: MachineName::default(),
             },
         };
         PlanItem {

@@ -8,8 +8,8 @@ const GOLDEN: &[(&str, &str)] = &[
         "hello",
         "00 00 00 10             // frame length 16
          00                      // tag 0 Hello
-         02                      // protocol_min 2
-         02                      // protocol_max 2
+         03                      // protocol_min 3
+         03                      // protocol_max 3
          03                      // features ZSTD | CHUNK_TREE
          04 6d 69 6e 69          // peer_name: length 4, \"mini\"
          06 63 6c 61 75 64 65    // agent: length 6, \"claude\"",
@@ -54,7 +54,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "entries",
-        "00 00 01 6e             // frame length 366
+        "00 00 01 7c             // frame length 380
          05                      // tag 5 Entries
          02                      // 2 entries
          09 4d 45 4d 4f 52 59 2e 6d 64   // entry 1: path \"MEMORY.md\"
@@ -74,6 +74,7 @@ const GOLDEN: &[(&str, &str)] = &[
          00                      // parent None
          66*32                   // changed_by.peer
          06 63 6c 61 75 64 65    // changed_by.agent \"claude\"
+         06 6c 61 70 74 6f 70    // machine \"laptop\"
          00                      // listing Inline
          10 6d 65 6d 6f 72 79 2f 6c 6f 67 2e 6a 73 6f 6e 6c  // entry 2: \"memory/log.jsonl\"
          00                      // kind File
@@ -87,6 +88,7 @@ const GOLDEN: &[(&str, &str)] = &[
          01 88*32                // parent Some(hash)
          66*32                   // changed_by.peer
          06 63 6c 61 75 64 65    // changed_by.agent \"claude\"
+         06 6c 61 70 74 6f 70    // machine \"laptop\"
          01 fb 00 20             // listing Elided, chunk_count 8192
          01                      // last true",
     ),

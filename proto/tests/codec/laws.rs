@@ -72,6 +72,7 @@ fn entry() -> impl Strategy<Value = WireEntry> {
                     changed_by: Attribution {
                         peer: PeerId(peer),
                         agent,
+                        machine: MachineName::default(),
                     },
                 };
                 let listing = match elided {

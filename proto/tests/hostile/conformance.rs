@@ -186,14 +186,15 @@ async fn an_elided_chunk_list_without_chunk_tree_is_refused() {
 async fn a_varint_longer_than_needed_is_refused() {
     let s = listen_memory().await;
     let mut script = s.script().await;
-    // Hello with protocol_min 2 spelled `fb 02 00` instead of `02`.
+    // Hello with protocol_min spelled `fb NN 00` instead of `NN`.
     let mut payload = encode(&Message::Hello(botsync_proto::messages::Hello::current(
         "script",
         Default::default(),
     )))
     .unwrap();
-    assert_eq!(payload[1], 2);
-    payload.splice(1..2, [0xfb, 0x02, 0x00]);
+    let version = botsync_proto::messages::PROTOCOL_VERSION;
+    assert_eq!(u16::from(payload[1]), version);
+    payload.splice(1..2, [0xfb, version as u8, 0x00]);
     assert!(matches!(
         decode(&payload),
         Err(CodecError::NonCanonical { kind: "hello" })

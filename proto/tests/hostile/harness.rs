@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, Mode, PeerId, RelPath,
-    VersionVector,
+    AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, MachineName, Mode, PeerId,
+    RelPath, VersionVector,
 };
 use botsync_proto::budget::{Budget, Limits};
 use botsync_proto::close::CloseCode;
@@ -290,6 +290,7 @@ pub fn tombstone(path: &str, author: PeerId, version: &[(PeerId, u64)]) -> WireE
         changed_by: Attribution {
             peer: author,
             agent: AgentLabel::new("script"),
+            machine: MachineName::default(),
         },
     })
 }
