@@ -1,5 +1,6 @@
-//! Syncs killed with SIGKILL at random moments, as a power cut or the OOM killer would: a
-//! pulling client, and a daemon receiving a push. Whatever the moment, the next clean sync
+//! Syncs killed with SIGKILL at random moments, as a power cut or the OOM killer would: on the
+//! receiving side a pulling client and a daemon receiving a push, on the sending side a pushing
+//! client and a daemon serving a pull. Whatever the moment, the next clean sync
 //! finishes with both sides equal, every file whole, no temporary file left anywhere, and no
 //! conflict that never happened (issue 17's findings: 3,584 stale temp files and thousands of
 //! false conflicts after about 90 kills). A longer run is `benches/crash-loop.sh`.
@@ -191,4 +192,86 @@ fn a_daemon_killed_while_receiving_a_push_recovers_without_false_conflicts() {
     );
     assert_eq!(conflict_copies(&b), 0);
     assert_index_matches_disk(&b);
+}
+
+#[test]
+fn a_push_killed_at_random_moments_recovers_without_false_conflicts() {
+    // The sending side dies: the daemon receiving the push is left with whatever arrived.
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    corpus(&a);
+    let server = b.serve();
+    a.add(&b, server.port);
+    b.add(&a, 7474);
+
+    for (round, delay) in delays(8).into_iter().enumerate() {
+        let mut push = a
+            .cmd()
+            .args(["push", "beta"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = push.kill();
+        let _ = push.wait();
+        if round % 3 == 2 {
+            edit_some(&a, round);
+        }
+    }
+    let (code, json, stderr) = a.run(&["push", "beta"]);
+    assert_eq!(code, 0, "clean push after the kills: {json}\n{stderr}");
+    assert_eq!(counter(&json, "conflicts"), 0, "{json}");
+    server.terminate();
+    assert!(a.tree() == b.tree(), "both sides hold the same files");
+    let temps = temp_files(b.root());
+    assert!(
+        temps.is_empty(),
+        "{} temp files left: {temps:?}",
+        temps.len()
+    );
+    assert_eq!(conflict_copies(&b), 0, "false conflicts on the receiver");
+    assert_eq!(conflict_copies(&a), 0, "false conflicts on the sender");
+    assert_index_matches_disk(&b);
+    assert_index_matches_disk(&a);
+}
+
+#[test]
+fn a_daemon_killed_while_serving_a_pull_recovers_without_false_conflicts() {
+    // The sending side dies again, this time a daemon: the pulling client sees its peer vanish.
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    corpus(&a);
+    let mut server = Some(a.serve());
+    let port = server.as_ref().unwrap().port;
+    b.add(&a, port);
+    a.add(&b, 7474);
+
+    for (round, delay) in delays(6).into_iter().enumerate() {
+        let mut pull = b
+            .cmd()
+            .args(["pull", "alpha"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        server.take().unwrap().kill();
+        server = Some(a.serve_on(&format!("127.0.0.1:{port}")));
+        // The client notices on its own that its peer died (the idle timeout is 5 s): it is
+        // not killed, and it ends.
+        let ended = common::eventually(20, || pull.try_wait().unwrap().is_some());
+        assert!(ended, "the pull still waits 20 s after its peer died");
+        if round % 3 == 2 {
+            edit_some(&a, round);
+        }
+    }
+    assert_recovered(&a, &b, "pull", "alpha");
+    server.take().unwrap().terminate();
+    let temps = temp_files(a.root());
+    assert!(
+        temps.is_empty(),
+        "{} temp files left on the sender: {temps:?}",
+        temps.len()
+    );
+    assert_eq!(conflict_copies(&a), 0, "false conflicts on the sender");
+    assert_index_matches_disk(&a);
 }
