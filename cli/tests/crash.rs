@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::{Peer, noise};
@@ -55,6 +55,27 @@ fn delays(n: usize) -> Vec<Duration> {
             Duration::from_millis(30 + x % 1170)
         })
         .collect()
+}
+
+/// `p` runs `verb peer` in the background, its output dropped.
+fn start(p: &Peer, verb: &str, peer: &str) -> Child {
+    p.cmd()
+        .args([verb, peer])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `n` rounds (or `BOTSYNC_CRASH_ROUNDS`) of `round(delay)`, which kills something after
+/// `delay`; every third round `source` edits some notes, so later rounds carry new versions.
+fn crash_rounds(n: usize, source: &Peer, mut round: impl FnMut(Duration)) {
+    for (i, delay) in delays(n).into_iter().enumerate() {
+        round(delay);
+        if i % 3 == 2 {
+            edit_some(source, i);
+        }
+    }
 }
 
 /// Every `.botsync-tmp-*` file under `dir`.
@@ -132,21 +153,12 @@ fn a_pull_killed_at_random_moments_recovers_without_false_conflicts() {
     b.add(&a, server.port);
     a.add(&b, 7474);
 
-    for (round, delay) in delays(10).into_iter().enumerate() {
-        let mut pull = b
-            .cmd()
-            .args(["pull", "alpha"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    crash_rounds(10, &a, |delay| {
+        let mut pull = start(&b, "pull", "alpha");
         std::thread::sleep(delay);
         let _ = pull.kill();
         let _ = pull.wait();
-        if round % 3 == 2 {
-            edit_some(&a, round);
-        }
-    }
+    });
     assert_recovered(&a, &b, "pull", "alpha");
 }
 
@@ -159,24 +171,15 @@ fn a_daemon_killed_while_receiving_a_push_recovers_without_false_conflicts() {
     a.add(&b, port);
     b.add(&a, 7474);
 
-    for (round, delay) in delays(8).into_iter().enumerate() {
-        let mut push = a
-            .cmd()
-            .args(["push", "beta"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    crash_rounds(8, &a, |delay| {
+        let mut push = start(&a, "push", "beta");
         std::thread::sleep(delay);
         server.take().unwrap().kill();
         let _ = push.kill();
         let _ = push.wait();
         // Restarted on the same port, as a service manager would.
         server = Some(b.serve_on(&format!("127.0.0.1:{port}")));
-        if round % 3 == 2 {
-            edit_some(&a, round);
-        }
-    }
+    });
     let (code, json, stderr) = a.run(&["push", "beta"]);
     assert_eq!(code, 0, "clean push after the kills: {json}\n{stderr}");
     assert_eq!(counter(&json, "conflicts"), 0, "{json}");
@@ -203,21 +206,12 @@ fn a_push_killed_at_random_moments_recovers_without_false_conflicts() {
     a.add(&b, server.port);
     b.add(&a, 7474);
 
-    for (round, delay) in delays(8).into_iter().enumerate() {
-        let mut push = a
-            .cmd()
-            .args(["push", "beta"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    crash_rounds(8, &a, |delay| {
+        let mut push = start(&a, "push", "beta");
         std::thread::sleep(delay);
         let _ = push.kill();
         let _ = push.wait();
-        if round % 3 == 2 {
-            edit_some(&a, round);
-        }
-    }
+    });
     let (code, json, stderr) = a.run(&["push", "beta"]);
     assert_eq!(code, 0, "clean push after the kills: {json}\n{stderr}");
     assert_eq!(counter(&json, "conflicts"), 0, "{json}");
@@ -245,14 +239,8 @@ fn a_daemon_killed_while_serving_a_pull_recovers_without_false_conflicts() {
     b.add(&a, port);
     a.add(&b, 7474);
 
-    for (round, delay) in delays(6).into_iter().enumerate() {
-        let mut pull = b
-            .cmd()
-            .args(["pull", "alpha"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    crash_rounds(6, &a, |delay| {
+        let mut pull = start(&b, "pull", "alpha");
         std::thread::sleep(delay);
         server.take().unwrap().kill();
         server = Some(a.serve_on(&format!("127.0.0.1:{port}")));
@@ -260,10 +248,7 @@ fn a_daemon_killed_while_serving_a_pull_recovers_without_false_conflicts() {
         // not killed, and it ends.
         let ended = common::eventually(20, || pull.try_wait().unwrap().is_some());
         assert!(ended, "the pull still waits 20 s after its peer died");
-        if round % 3 == 2 {
-            edit_some(&a, round);
-        }
-    }
+    });
     assert_recovered(&a, &b, "pull", "alpha");
     server.take().unwrap().terminate();
     let temps = temp_files(a.root());
