@@ -209,24 +209,30 @@ fn validate_hello(hello: &Hello) -> Result<(), CodecError> {
 
 fn validate_agent(agent: &AgentLabel) -> Result<(), CodecError> {
     CodecError::check_limit("agent label bytes", agent.as_str().len(), MAX_AGENT_LABEL)?;
-    if AgentLabel::new(agent.as_str()) != *agent {
-        return Err(CodecError::Malformed(format!(
-            "agent label {:?} has control characters or surrounding spaces",
-            agent.as_str()
-        )));
-    }
-    Ok(())
+    canonical(
+        "agent label",
+        agent.as_str(),
+        AgentLabel::new(agent.as_str()) == *agent,
+    )
 }
 
 fn validate_machine(machine: &MachineName) -> Result<(), CodecError> {
     CodecError::check_limit("machine name bytes", machine.as_str().len(), MAX_PEER_NAME)?;
-    if MachineName::new(machine.as_str()) != *machine {
-        return Err(CodecError::Malformed(format!(
-            "machine name {:?} has control characters or surrounding spaces",
-            machine.as_str()
-        )));
+    canonical(
+        "machine name",
+        machine.as_str(),
+        MachineName::new(machine.as_str()) == *machine,
+    )
+}
+
+/// A label is refused unless it is already what its constructor makes of it.
+fn canonical(what: &str, text: &str, is_canonical: bool) -> Result<(), CodecError> {
+    if is_canonical {
+        return Ok(());
     }
-    Ok(())
+    Err(CodecError::Malformed(format!(
+        "{what} {text:?} has control characters or surrounding spaces"
+    )))
 }
 
 fn validate_child(child: &NodeChild) -> Result<(), CodecError> {
@@ -454,6 +460,34 @@ mod tests {
         assert!(matches!(
             entries(vec![wire]).validate(),
             Err(CodecError::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn a_machine_name_from_a_peer_must_be_short_and_clean() {
+        let named = |json: &str| {
+            let mut wire = WireEntry::new(entry(1), MAX_INLINE_CHUNKS);
+            wire.file.machine = serde_json::from_str(json).unwrap();
+            entries(vec![wire]).validate()
+        };
+        assert_eq!(named(r#""laptop""#), Ok(()));
+        assert_eq!(
+            named(r#""""#),
+            Ok(()),
+            "a version from before names were carried"
+        );
+        assert!(matches!(
+            named(r#""evil\nname""#),
+            Err(CodecError::Malformed(m)) if m.contains("machine name")
+        ));
+        assert!(named(r#"" padded""#).is_err());
+        let long = format!("\"{}\"", "m".repeat(MAX_PEER_NAME + 1));
+        assert!(matches!(
+            named(&long),
+            Err(CodecError::LimitExceeded {
+                what: "machine name bytes",
+                ..
+            })
         ));
     }
 
