@@ -26,7 +26,12 @@ PORT=${PORT:-7631}
 stop_daemon() {
     pkill -f -- "-w $DST serve" 2>/dev/null || true
     while pgrep -f -- "-w $DST serve" >/dev/null; do sleep 0.2; done
-    if mountpoint -q "$DST"; then umount "$DST"; fi
+    # A process that just exited may hold the mount for a moment more: retry, then detach.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        mountpoint -q "$DST" || break
+        umount "$DST" 2>/dev/null || sleep 0.5
+    done
+    if mountpoint -q "$DST"; then umount -l "$DST"; fi
 }
 trap stop_daemon EXIT
 

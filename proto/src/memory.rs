@@ -23,7 +23,7 @@ use botsync_engine::mesh;
 use botsync_engine::secrets::SecretRules;
 
 use crate::messages::{MeshFile, NodeChild, Policy, WireState};
-use crate::replica::{MeshChange, Replica, ReplicaError, Snapshot, StateApplied};
+use crate::replica::{HeldChunks, MeshChange, Replica, ReplicaError, Snapshot, StateApplied};
 
 /// An in-memory workspace.
 #[derive(Debug)]
@@ -412,9 +412,16 @@ impl Replica for MemoryReplica {
         Ok(())
     }
 
-    fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
+    fn apply(
+        &self,
+        items: Vec<PlanItem>,
+        _peer: PeerId,
+        held: HeldChunks,
+    ) -> Result<Vec<ItemReport>, ReplicaError> {
         let mut st = self.lock();
         st.tree = None;
+        // Like a workspace, a memory replica keeps what it wrote: held chunks join its store.
+        st.chunks.extend(held);
         let mut out = Vec::new();
         for item in items {
             let local = st.entries.get(&item.remote.path).cloned();

@@ -5,11 +5,18 @@
 //! are needed, read and keep chunks, and carry out a plan. `botsync`'s CLI implements it over the
 //! engine's workspace; [`crate::memory::MemoryReplica`] implements it in memory for tests.
 
+use std::collections::HashMap;
+
 use botsync_engine::guard::MassDelete;
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
 use crate::messages::{MeshFile, NodeChild, Policy, WireState};
+
+/// Verified chunks a session received and holds in memory for the apply that follows, instead
+/// of keeping them with [`Replica::put_chunk`]: the single-chunk files of a group, which a
+/// session lost before its apply simply fetches again.
+pub type HeldChunks = HashMap<Hash, Vec<u8>>;
 
 /// The state of a replica after a refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,8 +182,14 @@ pub trait Replica: Send + Sync + 'static {
     /// session finds it here and does not fetch it again.
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError>;
 
-    /// Carry out planned items received from `peer`, in order; report each.
-    fn apply(&self, items: Vec<PlanItem>, peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError>;
+    /// Carry out planned items received from `peer`, in order; report each. Chunks the items
+    /// need that are neither in local files nor kept ([`Self::put_chunk`]) come from `held`.
+    fn apply(
+        &self,
+        items: Vec<PlanItem>,
+        peer: PeerId,
+        held: HeldChunks,
+    ) -> Result<Vec<ItemReport>, ReplicaError>;
 
     /// Remember what `peer` had after a session (its entries seen and its root).
     fn record_peer(

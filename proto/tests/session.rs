@@ -565,8 +565,9 @@ impl Replica for Corrupting {
         &self,
         i: Vec<botsync_engine::plan::PlanItem>,
         p: PeerId,
+        h: botsync_proto::replica::HeldChunks,
     ) -> Result<Vec<botsync_engine::plan::ItemReport>, ReplicaError> {
-        self.0.apply(i, p)
+        self.0.apply(i, p, h)
     }
     fn record_peer(
         &self,

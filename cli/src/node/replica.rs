@@ -10,7 +10,9 @@ use botsync_engine::plan::{ItemReport, Outcome, PlanItem};
 use botsync_engine::workspace::{Refresh, RepairReport, VerifyReport, Workspace, WorkspaceError};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use botsync_proto::messages::{MeshFile, NodeChild, Policy, WireState};
-use botsync_proto::replica::{MeshChange, Replica, ReplicaError, Snapshot, StateApplied};
+use botsync_proto::replica::{
+    HeldChunks, MeshChange, Replica, ReplicaError, Snapshot, StateApplied,
+};
 
 use super::mesh_config::MeshConfigs;
 use super::own_writes::OwnWrites;
@@ -352,11 +354,16 @@ impl Replica for LiveReplica {
         Ok(())
     }
 
-    fn apply(&self, items: Vec<PlanItem>, _peer: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
+    fn apply(
+        &self,
+        items: Vec<PlanItem>,
+        _peer: PeerId,
+        mut held: HeldChunks,
+    ) -> Result<Vec<ItemReport>, ReplicaError> {
         let _turn = self.turn();
         // Noted before the files change: their watcher events may arrive before we return.
         self.own.applying(items.iter().map(|i| i.path().as_str()));
-        let reports = self.ws.apply(items, now_ns());
+        let reports = self.ws.apply_with(items, now_ns(), &mut held);
         let reports = match reports {
             Ok(r) => r,
             Err(e) => {

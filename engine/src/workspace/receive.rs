@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{NoSource, Workspace, WorkspaceError, is_disk_full};
-use crate::apply::{self, ApplyContext, ApplyOutcome};
+use crate::apply::{self, ApplyContext, ApplyOutcome, ChunkSource};
 use crate::chunk::ChunkRef;
 use crate::conflicts::{ConflictKind, NewConflict, Side};
 use crate::entry::{FileEntry, LocalEntry};
@@ -119,6 +119,18 @@ impl Workspace {
         items: Vec<PlanItem>,
         now_ns: i64,
     ) -> Result<Vec<ItemReport>, WorkspaceError> {
+        self.apply_with(items, now_ns, &mut NoSource)
+    }
+
+    /// [`Self::apply`], taking the chunks it finds neither in local files nor in the chunk
+    /// store from `source` (chunks a session received and holds in memory instead of staging
+    /// them).
+    pub fn apply_with(
+        &self,
+        items: Vec<PlanItem>,
+        now_ns: i64,
+        source: &mut dyn ChunkSource,
+    ) -> Result<Vec<ItemReport>, WorkspaceError> {
         let ctx = ApplyContext {
             root: &self.root,
             store: &self.store,
@@ -130,9 +142,9 @@ impl Workspace {
         // (report index, version to apply, local entry it replaces) waiting for the batch.
         let mut batch: Vec<(usize, FileEntry, Option<LocalEntry>)> = Vec::new();
         let mut waiting: HashSet<RelPath> = HashSet::new();
-        let flush = |batch: &mut Vec<(usize, FileEntry, Option<LocalEntry>)>,
-                     waiting: &mut HashSet<RelPath>,
-                     reports: &mut [ItemReport]| {
+        let mut flush = |batch: &mut Vec<(usize, FileEntry, Option<LocalEntry>)>,
+                         waiting: &mut HashSet<RelPath>,
+                         reports: &mut [ItemReport]| {
             let apply_items: Vec<apply::ApplyItem<'_>> = batch
                 .iter()
                 .map(|(at, target, local)| apply::ApplyItem {
@@ -141,7 +153,7 @@ impl Workspace {
                     merged: matches!(reports[*at].action, Action::Merge { .. }),
                 })
                 .collect();
-            let results = apply::apply_batch(&ctx, &apply_items, &mut NoSource);
+            let results = apply::apply_batch(&ctx, &apply_items, &mut *source);
             // The batch is durable: the chunks of files now on disk need no staged copy.
             let applied = batch.iter().zip(&results).filter(|(_, r)| {
                 matches!(

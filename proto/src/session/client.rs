@@ -14,7 +14,7 @@ use super::{
 };
 use crate::budget::Phase;
 use crate::messages::{ErrorCode, Features, Hello, Message, SessionMode, WireReport};
-use crate::replica::{Replica, ReplicaError, Snapshot};
+use crate::replica::{HeldChunks, Replica, ReplicaError, Snapshot};
 
 /// Run one session as the initiator over `conn` with the peer `peer`.
 pub async fn run<R: Replica + ?Sized>(
@@ -381,7 +381,7 @@ async fn settle_conflicts<R: Replica + ?Sized>(
             }
         })
         .collect();
-    blocking(replica, move |r| r.apply(merges, peer))
+    blocking(replica, move |r| r.apply(merges, peer, HeldChunks::new()))
         .await
         .map(|_| ())
 }

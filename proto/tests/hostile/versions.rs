@@ -163,8 +163,13 @@ impl Replica for Forging {
     fn put_chunk(&self, id: &Hash, b: &[u8]) -> Result<(), ReplicaError> {
         self.inner.put_chunk(id, b)
     }
-    fn apply(&self, i: Vec<PlanItem>, p: PeerId) -> Result<Vec<ItemReport>, ReplicaError> {
-        self.inner.apply(i, p)
+    fn apply(
+        &self,
+        i: Vec<PlanItem>,
+        p: PeerId,
+        h: botsync_proto::replica::HeldChunks,
+    ) -> Result<Vec<ItemReport>, ReplicaError> {
+        self.inner.apply(i, p, h)
     }
     fn record_peer(&self, p: PeerId, r: Hash, e: &[FileEntry]) -> Result<(), ReplicaError> {
         self.inner.record_peer(p, r, e)
