@@ -305,7 +305,8 @@ impl ChunkStore {
             source: crate::error::injected(arg),
         }
         .into()));
-        let (tmp_path, mut tmp) = create_temp(&self.dir, TEMP_PREFIX)?;
+        // Owner-only: a chunk may be of a private file.
+        let (tmp_path, mut tmp) = create_temp(&self.dir, TEMP_PREFIX, 0o600)?;
         let written = tmp
             .write_all(bytes)
             .io_context("writing chunk", &tmp_path)
@@ -342,7 +343,7 @@ fn rename_into(tmp: &Path, target: &Path, root: &Path) -> Result<(), IoError> {
 
 /// Create a new file named `<prefix><random>` in `dir`, exclusively and without following a
 /// symlink. Used for chunk files and by apply for workspace temp files.
-pub(crate) fn create_temp(dir: &Path, prefix: &str) -> Result<(PathBuf, File), IoError> {
+pub(crate) fn create_temp(dir: &Path, prefix: &str, mode: u32) -> Result<(PathBuf, File), IoError> {
     let mut last = None;
     for _ in 0..16 {
         let path = dir.join(format!("{prefix}{:016x}", random_u64()));
@@ -350,6 +351,7 @@ pub(crate) fn create_temp(dir: &Path, prefix: &str) -> Result<(PathBuf, File), I
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path);
         match opened {
@@ -506,6 +508,23 @@ pub(crate) mod tests {
     /// The wall clock in ns, as gc compares it with file ages.
     pub(crate) fn now_ns() -> i64 {
         system_time_ns(SystemTime::now())
+    }
+
+    #[test]
+    fn stored_chunks_and_temp_files_are_never_wider_than_asked() {
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, cs) = store();
+        let mode_of = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // A chunk may be of a private file: the store keeps it owner-only.
+        let id = cs.put(b"a private note").unwrap();
+        let hex = id.to_hex();
+        let stored = tmp.path().join("store").join(&hex[..2]).join(&hex[2..]);
+        assert_eq!(mode_of(&stored), 0o600);
+        // A temp file gets at most the bits asked for (the umask may narrow them).
+        for mode in [0o600, 0o644, 0o000] {
+            let (path, _file) = create_temp(tmp.path(), "t-", mode).unwrap();
+            assert_eq!(mode_of(&path) & !mode, 0, "{mode:o}");
+        }
     }
 
     #[test]

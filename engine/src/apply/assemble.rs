@@ -72,6 +72,8 @@ pub(super) fn assemble(
     let mut holes: HashSet<Hash> = HashSet::new();
     let mut reader = LocalReader::new(ctx.root);
     let mut offset = 0u64;
+    // True while the bytes written so far end in a hole (a seek, not a write).
+    let mut tail_hole = false;
     for c in &target.chunks {
         let writing = out.missing.is_empty();
         // A chunk of zeros seen before is a hole again: nothing to read back (a hole at the end
@@ -80,6 +82,7 @@ pub(super) fn assemble(
             if writing {
                 skip_hole(&mut temp.file, c.len)
                     .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+                tail_hole = true;
                 out.from_local += u64::from(c.len);
                 offset += u64::from(c.len);
             }
@@ -141,6 +144,7 @@ pub(super) fn assemble(
             // without holes reads them back as the same zeros).
             skip_hole(&mut temp.file, c.len).map_err(|e| io_err(path, "writing", &temp.path, e))?;
             holes.insert(c.id);
+            tail_hole = true;
         } else {
             // A fault point (tests only): the disk fails this write.
             fail::fail_point!("apply::write", |arg| Err(io_err(
@@ -152,6 +156,7 @@ pub(super) fn assemble(
             temp.file
                 .write_all(&bytes)
                 .map_err(|e| io_err(path, "writing", &temp.path, e))?;
+            tail_hole = false;
             written.entry(c.id).or_insert(offset);
         }
         match origin {
@@ -161,7 +166,7 @@ pub(super) fn assemble(
         }
         offset += u64::from(c.len);
     }
-    if out.missing.is_empty() {
+    if out.missing.is_empty() && tail_hole {
         // A file that ends in a hole: the seek past it does not extend the file by itself.
         temp.file
             .set_len(offset)

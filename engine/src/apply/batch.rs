@@ -236,8 +236,12 @@ fn stage<'a>(
     old: Option<&fs::Metadata>,
 ) -> Result<Step<'a>, ApplyError> {
     let path = &target.path;
-    let (tmp_path, file) =
-        create_temp(&dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
+    // Created with the target's bits (the umask may only narrow them): a private file's bytes
+    // are never readable by others, not even in the temp file, and the usual 0644 needs no
+    // chmod afterwards.
+    let mode = target.mode.file_permissions();
+    let (tmp_path, file) = create_temp(&dir, TEMP_PREFIX, mode)
+        .map_err(|e| io_err(path, e.action, e.path, e.source))?;
     let mut temp = TempFile {
         path: tmp_path,
         file,
@@ -262,11 +266,13 @@ fn stage<'a>(
             format!("assembled {len} bytes, entry says {}", target.size),
         ));
     }
-    // Exactly the source's bits: never wider than the file we were sent.
-    let mode = target.mode.file_permissions();
-    temp.file
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| io_err(path, "setting permissions of", t, e))?;
+    // Exactly the source's bits: never wider than the file we were sent (the umask may have
+    // narrowed them at creation).
+    if written.permissions().mode() & 0o7777 != mode {
+        temp.file
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err(path, "setting permissions of", t, e))?;
+    }
     temp.file
         .set_modified(time_from_ns(target.mtime_ns))
         .map_err(|e| io_err(path, "setting mtime of", t, e))?;
@@ -470,8 +476,8 @@ fn written_since(held: &File, checked: &fs::Metadata) -> bool {
 fn rescue(path: &RelPath, r: &Replaced) -> Result<(), ApplyError> {
     let mut held = &r.held;
     tracing::warn!(path = %path, "the file was written to while a peer's version replaced it; the local bytes are put back and merged at the next sync");
-    let (tmp_path, mut file) =
-        create_temp(&r.dir, TEMP_PREFIX).map_err(|e| io_err(path, e.action, e.path, e.source))?;
+    let (tmp_path, mut file) = create_temp(&r.dir, TEMP_PREFIX, 0o600)
+        .map_err(|e| io_err(path, e.action, e.path, e.source))?;
     let mut temp = TempFile {
         path: tmp_path,
         file: file
