@@ -38,6 +38,26 @@ impl Store {
         Ok(old.is_some())
     }
 
+    /// Remove the first keys of namespace `ns` (in key order) beyond the last `keep`; returns how
+    /// many went. Reads keys only: a bounded log trimmed after every append (the sync log) does
+    /// not copy its values each time.
+    pub fn kv_trim(&self, ns: &str, keep: usize) -> Result<usize, StoreError> {
+        let prefix = kv_key(ns, "")?;
+        let keys = self
+            .kv
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.db_err(format!("listing namespace {ns}"), e))?;
+        let over = keys.len().saturating_sub(keep);
+        for k in &keys[..over] {
+            self.kv
+                .remove(k)
+                .map_err(|e| self.db_err(format!("trimming namespace {ns}"), e))?;
+        }
+        Ok(over)
+    }
+
     /// Every (key, value) of namespace `ns`, in key order. Keys that are not UTF-8 (never
     /// written by this API) are reported as corruption and skipped.
     pub fn kv_list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -89,6 +109,26 @@ fn kv_key(ns: &str, key: &str) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimming_drops_the_oldest_keys_of_one_namespace_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        for i in 0..5 {
+            store.kv_put("log", &format!("{i:03}"), b"x").unwrap();
+            store.kv_put("log2", &format!("{i:03}"), b"y").unwrap();
+        }
+        assert_eq!(store.kv_trim("log", 2).unwrap(), 3);
+        let kept: Vec<String> = store
+            .kv_list("log")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kept, ["003", "004"]);
+        assert_eq!(store.kv_list("log2").unwrap().len(), 5);
+        assert_eq!(store.kv_trim("log", 2).unwrap(), 0);
+    }
 
     #[test]
     fn namespaces_are_isolated() {

@@ -87,10 +87,7 @@ impl Store {
     pub fn session_append(&self, record: &SessionRecord) -> Result<(), StoreError> {
         let key = format!("{:020}", record.at_ns.max(0));
         self.kv_put(NAMESPACE, &key, &encode("session record", record)?)?;
-        let all = self.kv_list(NAMESPACE)?;
-        for (old, _) in all.iter().take(all.len().saturating_sub(SESSIONS_KEPT)) {
-            self.kv_del(NAMESPACE, old)?;
-        }
+        self.kv_trim(NAMESPACE, SESSIONS_KEPT)?;
         Ok(())
     }
 
