@@ -261,7 +261,10 @@ pub fn missing_chunks(
         if !seen.insert(c.id) || chunks.has(&c.id) {
             continue;
         }
-        if !store.locate_chunk(&c.id)?.iter().any(|l| l.len == c.len) {
+        if store
+            .find_chunk(&c.id, |l| (l.len == c.len).then_some(()))?
+            .is_none()
+        {
             out.push(*c);
         }
     }

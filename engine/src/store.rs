@@ -1,7 +1,7 @@
-//! [`Store`]: the sled index, a rebuildable cache of what the workspace, the chunk store and the
-//! peers already know.
-//!
-//! This module owns every line of sled code in botsync. It holds:
+//! [`Store`]: the index, a rebuildable cache of what the workspace, the chunk store and the
+//! peers already know, typed over a [`Backend`] of ordered trees: sled on disk
+//! ([`Store::open`], every line of sled code is in `sled_backend.rs`) or memory
+//! ([`Store::in_memory`]). It holds:
 //! - `local`: [`RelPath`](crate::RelPath) → [`LocalEntry`](crate::LocalEntry), the current version of each path plus its stat cache;
 //! - `chunks`: the chunk-location index, chunk id → [`ChunkLocation`]s (where on disk a chunk's
 //!   bytes can be read), kept consistent with `local` in the same transaction;
@@ -20,22 +20,28 @@
 //! It does not read or write workspace files, chunk files ([`crate::chunkstore`]) or decide
 //! anything about sync: callers give it values and read them back.
 
+pub mod backend;
 mod codec;
 mod history;
 mod intents;
 mod kv;
+#[cfg(test)]
+mod laws;
 mod local;
 mod migrate;
 mod peers;
 mod raft;
 mod sessions;
+mod sled_backend;
 mod state;
 
 use std::fs;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use backend::{Backend, BackendError, MemoryBackend, Order, Span, Tree, Write};
+use sled_backend::{OpenFailure, SledBackend};
 
 use crate::error::{IoContext, IoError};
 use crate::peer::PeerId;
@@ -54,27 +60,19 @@ pub use state::StateTaken;
 /// executable bit. 4: an attribution and a history record carry the machine's name.
 pub const SCHEMA_VERSION: u32 = 4;
 
-/// The sled page cache bound; botsync's whole process targets at most 64 MiB.
-const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
-
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_LOCAL_PEER: &[u8] = b"local_peer";
 const META_LAST_SCAN: &[u8] = b"last_scan_ns";
 
-/// The sled index of one workspace.
+/// The index of one workspace.
 #[derive(Debug)]
 pub struct Store {
+    /// The index directory (a label for an index in memory), named in errors.
     dir: PathBuf,
-    db: sled::Db,
-    local: sled::Tree,
-    chunks: sled::Tree,
-    peers: sled::Tree,
-    peer_meta: sled::Tree,
-    history: sled::Tree,
-    history_by_path: sled::Tree,
-    kv: sled::Tree,
-    meta: sled::Tree,
-    intents: sled::Tree,
+    backend: Arc<dyn Backend>,
+    /// Held by every write: a write that reads first (a commit replacing chunk locations, a
+    /// compare-and-swap) sees no other write land between its reads and its batch.
+    writer: Arc<Mutex<()>>,
     corruption: Mutex<Vec<Corruption>>,
 }
 
@@ -115,16 +113,16 @@ pub enum StoreError {
         /// The index directory.
         path: PathBuf,
     },
-    /// A sled operation failed.
+    /// A storage operation failed.
     #[error("index {path}: {action} failed: {source}")]
     Db {
         /// The index directory.
         path: PathBuf,
         /// What was being done ("reading local entry", ...).
         action: String,
-        /// The sled error.
+        /// The backend's error.
         #[source]
-        source: sled::Error,
+        source: BackendError,
     },
     /// Moving a broken index aside or creating the directory failed.
     #[error(transparent)]
@@ -193,19 +191,87 @@ impl Store {
         }
     }
 
+    /// An empty index held in memory: nothing is kept after it is dropped. For replicas that
+    /// need no persistence (tests, test peers); the same records and checks as on disk.
+    pub fn in_memory() -> Store {
+        let store = Store::over(Path::new("(in memory)"), Arc::new(MemoryBackend::new()));
+        // Written like a fresh index on disk, so every reader sees the same meta records.
+        if let Err(e) = store.write_schema() {
+            tracing::warn!(error = %e, "an index in memory refused a write");
+        }
+        store
+    }
+
+    fn over(dir: &Path, backend: Arc<dyn Backend>) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            backend,
+            writer: Arc::new(Mutex::new(())),
+            corruption: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The index directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The write turn (see `writer`).
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value of `key` in `tree`; `action` names the read in an error.
+    fn get(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        action: impl FnOnce() -> String,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend
+            .get(tree, key)
+            .map_err(|e| self.db_err(action(), e))
+    }
+
+    /// `f(key, value)` for each record of `tree` in `span`, in `order`, until it returns false.
+    fn scan(
+        &self,
+        tree: Tree,
+        span: &Span,
+        order: Order,
+        action: impl FnOnce() -> String,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .visit(tree, span, order, &mut f)
+            .map_err(|e| self.db_err(action(), e))
+    }
+
+    /// Apply `batch` atomically, in the write turn the caller holds (or takes here).
+    fn write(&self, batch: Vec<Write>, action: impl FnOnce() -> String) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.backend
+            .write(batch)
+            .map_err(|e| self.db_err(action(), e))
+    }
+
+    /// Take the write turn and apply `batch`.
+    fn write_now(
+        &self,
+        batch: Vec<Write>,
+        action: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let _turn = self.turn();
+        self.write(batch, action)
+    }
+
     /// This workspace's peer id, if recorded.
     pub fn local_peer(&self) -> Result<Option<PeerId>, StoreError> {
-        let raw = self
-            .meta
-            .get(META_LOCAL_PEER)
-            .map_err(|e| self.db_err("reading local peer", e))?;
+        let raw = self.get(Tree::Meta, META_LOCAL_PEER, || "reading local peer".into())?;
         Ok(raw.and_then(|v| {
-            let bytes: Result<[u8; 32], _> = v.as_ref().try_into();
+            let bytes: Result<[u8; 32], _> = v.as_slice().try_into();
             match bytes {
                 Ok(b) => Some(PeerId(b)),
                 Err(_) => {
@@ -218,19 +284,20 @@ impl Store {
 
     /// Record this workspace's peer id.
     pub fn set_local_peer(&self, peer: PeerId) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_LOCAL_PEER, &peer.0[..])
-            .map_err(|e| self.db_err("writing local peer", e))?;
-        Ok(())
+        self.write_now(
+            vec![Write::Put(
+                Tree::Meta,
+                META_LOCAL_PEER.to_vec(),
+                peer.0.to_vec(),
+            )],
+            || "writing local peer".into(),
+        )
     }
 
     /// When the last complete scan started (ns since the epoch), if any.
     pub fn last_scan_ns(&self) -> Result<Option<i64>, StoreError> {
-        let raw = self
-            .meta
-            .get(META_LAST_SCAN)
-            .map_err(|e| self.db_err("reading last scan", e))?;
-        Ok(raw.and_then(|v| match <[u8; 8]>::try_from(v.as_ref()) {
+        let raw = self.get(Tree::Meta, META_LAST_SCAN, || "reading last scan".into())?;
+        Ok(raw.and_then(|v| match <[u8; 8]>::try_from(v.as_slice()) {
             Ok(b) => Some(i64::from_be_bytes(b)),
             Err(_) => {
                 self.report("meta", META_LAST_SCAN, "last scan time is not 8 bytes");
@@ -241,17 +308,20 @@ impl Store {
 
     /// Record when the last complete scan started.
     pub fn set_last_scan_ns(&self, at_ns: i64) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_LAST_SCAN, &at_ns.to_be_bytes()[..])
-            .map_err(|e| self.db_err("writing last scan", e))?;
-        Ok(())
+        self.write_now(
+            vec![Write::Put(
+                Tree::Meta,
+                META_LAST_SCAN.to_vec(),
+                at_ns.to_be_bytes().to_vec(),
+            )],
+            || "writing last scan".into(),
+        )
     }
 
     /// Write everything to disk. sled also flushes in the background every half second; call this
     /// before reporting a sync as complete.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| self.db_err("flushing", e))?;
-        Ok(())
+        self.backend.flush().map_err(|e| self.db_err("flushing", e))
     }
 
     /// The records skipped as undecodable since the last call (each is also logged).
@@ -293,7 +363,7 @@ impl Store {
         }
     }
 
-    fn db_err(&self, action: impl Into<String>, source: sled::Error) -> StoreError {
+    fn db_err(&self, action: impl Into<String>, source: BackendError) -> StoreError {
         StoreError::Db {
             path: self.dir.clone(),
             action: action.into(),
@@ -302,44 +372,8 @@ impl Store {
     }
 
     fn try_open(dir: &Path) -> Result<(Store, SchemaState), OpenFailure> {
-        // sled treats an unreadable data file as an empty log; remember whether there was one so
-        // that an index which lost everything is reported rather than silently recreated.
-        let had_files =
-            dir.join("conf").exists() || fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY_BYTES);
-        // sled may panic instead of returning an error on some corrupt files; the index is a
-        // cache, so any failure to open it means "rebuild", never a crash.
-        let opened = catch_unwind(AssertUnwindSafe(|| config.open()));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) if is_lock_error(&e) => return Err(OpenFailure::Locked),
-            Ok(Err(e)) => {
-                return Err(OpenFailure::Unusable(format!(
-                    "sled could not open it: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(OpenFailure::Unusable(
-                    "sled panicked while opening it".into(),
-                ));
-            }
-        };
-        let trees = catch_unwind(AssertUnwindSafe(|| Store::from_db(dir, db)));
-        let store = match trees {
-            Ok(Ok(store)) => store,
-            Ok(Err(e)) => {
-                return Err(OpenFailure::Unusable(format!(
-                    "sled could not open a tree: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(OpenFailure::Unusable(
-                    "sled panicked while opening a tree".into(),
-                ));
-            }
-        };
+        let (backend, had_files) = SledBackend::open(dir)?;
+        let store = Store::over(dir, Arc::new(backend));
         let state = match store.schema_state() {
             SchemaState::Fresh if had_files => SchemaState::Unusable(
                 "its files hold no readable data (sled found nothing valid in them)".into(),
@@ -349,26 +383,9 @@ impl Store {
         Ok((store, state))
     }
 
-    fn from_db(dir: &Path, db: sled::Db) -> sled::Result<Store> {
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            local: db.open_tree("local")?,
-            chunks: db.open_tree("chunks")?,
-            peers: db.open_tree("peers")?,
-            peer_meta: db.open_tree("peer_meta")?,
-            history: db.open_tree("history")?,
-            history_by_path: db.open_tree("history_by_path")?,
-            kv: db.open_tree("kv")?,
-            meta: db.open_tree("meta")?,
-            intents: db.open_tree("intents")?,
-            db,
-            corruption: Mutex::new(Vec::new()),
-        })
-    }
-
     fn schema_state(&self) -> SchemaState {
-        match self.meta.get(META_SCHEMA) {
-            Ok(Some(v)) => match <[u8; 4]>::try_from(v.as_ref()) {
+        match self.backend.get(Tree::Meta, META_SCHEMA) {
+            Ok(Some(v)) => match <[u8; 4]>::try_from(v.as_slice()) {
                 Ok(b) if u32::from_be_bytes(b) == SCHEMA_VERSION => SchemaState::Current,
                 Ok(b)
                     if (migrate::OLDEST_MIGRATED..SCHEMA_VERSION)
@@ -382,31 +399,21 @@ impl Store {
                 )),
                 Err(_) => SchemaState::Unusable("schema version record is malformed".into()),
             },
-            Ok(None) if self.is_empty() => SchemaState::Fresh,
+            Ok(None) if self.backend.is_empty().unwrap_or(false) => SchemaState::Fresh,
             Ok(None) => SchemaState::Unusable("schema version record is missing".into()),
             Err(e) => SchemaState::Unusable(format!("reading the schema version failed: {e}")),
         }
     }
 
-    fn is_empty(&self) -> bool {
-        [
-            &self.local,
-            &self.chunks,
-            &self.peers,
-            &self.peer_meta,
-            &self.history,
-            &self.kv,
-            &self.meta,
-            &self.intents,
-        ]
-        .iter()
-        .all(|t| t.is_empty())
-    }
-
     fn write_schema(&self) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])
-            .map_err(|e| self.db_err("writing schema version", e))?;
+        self.write_now(
+            vec![Write::Put(
+                Tree::Meta,
+                META_SCHEMA.to_vec(),
+                SCHEMA_VERSION.to_be_bytes().to_vec(),
+            )],
+            || "writing schema version".into(),
+        )?;
         self.flush()
     }
 
@@ -441,12 +448,6 @@ impl Store {
     }
 }
 
-/// Why an existing index cannot be opened as is.
-enum OpenFailure {
-    Locked,
-    Unusable(String),
-}
-
 /// What the `meta` tree says about the schema.
 enum SchemaState {
     Current,
@@ -456,8 +457,6 @@ enum SchemaState {
     Unusable(String),
 }
 
-/// sled 0.34 reports a held file lock as an `Other` I/O error with this message; it must not be
-/// mistaken for corruption (the daemon holds the index while it runs).
 /// The pauses [`Store::open`] makes between attempts to take the index lock before reporting
 /// it taken: 5 ms doubling to 100 ms, 955 ms in all. sled 0.34 releases the lock from a
 /// background thread shortly after the last handle of a database is dropped (sled issues
@@ -487,10 +486,6 @@ fn wait_for_lock<T>(
     }
 }
 
-fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
-}
-
 fn free_aside_name(dir: &Path) -> PathBuf {
     let name = dir
         .file_name()
@@ -503,6 +498,29 @@ fn free_aside_name(dir: &Path) -> PathBuf {
             return candidate;
         }
         n = n.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Every raw record of `tree` (tests look under the typed API).
+    pub(crate) fn rows(&self, tree: Tree) -> backend::Rows {
+        let mut out = Vec::new();
+        self.scan(tree, &Span::all(), Order::Ascending, String::new, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        out
+    }
+
+    /// Write one raw record (tests forge what an older or broken writer left).
+    pub(crate) fn put_raw(&self, tree: Tree, key: &[u8], value: &[u8]) {
+        self.write_now(
+            vec![Write::Put(tree, key.to_vec(), value.to_vec())],
+            String::new,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -590,8 +608,14 @@ mod tests {
         let dir = tmp.path().join("db");
         let (store, _) = Store::open(&dir).unwrap();
         store
-            .meta
-            .insert(META_SCHEMA, &999u32.to_be_bytes()[..])
+            .write_now(
+                vec![Write::Put(
+                    Tree::Meta,
+                    META_SCHEMA.to_vec(),
+                    999u32.to_be_bytes().to_vec(),
+                )],
+                String::new,
+            )
             .unwrap();
         store.flush().unwrap();
         drop(store);

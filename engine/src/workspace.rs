@@ -107,6 +107,19 @@ pub struct Workspace {
     mirror: Mutex<Mirror>,
 }
 
+/// Where a workspace keeps its index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexKind {
+    /// `.botsync/db` on disk: what the workspace knows (version vectors, what each peer had,
+    /// history) survives a restart.
+    #[default]
+    OnDisk,
+    /// In memory: the index starts empty at every open and is lost with the process, so the
+    /// first refresh records every file as a local change. For replicas that live as long as
+    /// one process (test peers); the files, the chunk store and every rule are as on disk.
+    InMemory,
+}
+
 /// What a refresh found.
 #[derive(Debug, Clone)]
 pub struct Refresh {
@@ -145,7 +158,16 @@ impl Workspace {
     /// the root directory.
     pub fn open(
         root: &Path,
+        local: Attribution,
+    ) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
+        Workspace::open_with(root, local, IndexKind::OnDisk)
+    }
+
+    /// [`Workspace::open`] with its index where `index` says.
+    pub fn open_with(
+        root: &Path,
         mut local: Attribution,
+        index: IndexKind,
     ) -> Result<(Workspace, OpenOutcome), WorkspaceError> {
         let layout = Layout::new(root);
         let state = layout.state().to_path_buf();
@@ -173,7 +195,10 @@ impl Workspace {
             let dir = state.join(sub);
             fs::create_dir_all(&dir).io_context("creating", &dir)?;
         }
-        let (store, outcome) = Store::open(&layout.db())?;
+        let (store, outcome) = match index {
+            IndexKind::OnDisk => Store::open(&layout.db())?,
+            IndexKind::InMemory => (Store::in_memory(), OpenOutcome::Created),
+        };
         store.set_local_peer(local.peer)?;
         let chunks = ChunkStore::open(&layout.store())?;
         // Before the index is read: an apply killed between its renames and its index commit
@@ -358,30 +383,24 @@ impl Workspace {
     /// A chunk of a file we currently advertise, read from that file and verified. `None` if no
     /// indexed file holds it any more (it changed since the scan).
     pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
-        for loc in self.store.locate_chunk(id)? {
+        Ok(self.store.find_chunk(id, |loc| {
             let current = self.lock().index.get(&loc.path).map(|l| l.entry.content);
             if current != Some(loc.content)
                 || self.selection.decide(&loc.path, false) != Decision::Synced
             {
-                continue;
+                return None;
             }
             let fs_path = loc.path.on_disk(&self.root);
-            let Ok(mut f) = fs::OpenOptions::new()
+            let mut f = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&fs_path)
-            else {
-                continue;
-            };
+                .ok()?;
             let mut buf = vec![0u8; loc.len as usize];
-            if f.seek(SeekFrom::Start(loc.offset)).is_err() || f.read_exact(&mut buf).is_err() {
-                continue;
-            }
-            if Hash::of(&buf) == *id {
-                return Ok(Some(buf));
-            }
-        }
-        Ok(None)
+            f.seek(SeekFrom::Start(loc.offset)).ok()?;
+            f.read_exact(&mut buf).ok()?;
+            (Hash::of(&buf) == *id).then_some(buf)
+        })?)
     }
 
     /// A chunk from the chunk store (kept versions, merge bases, staged chunks), verified; `None`

@@ -136,3 +136,58 @@ fn a_corrupt_index_is_rebuilt_from_a_rescan_with_the_same_content() {
     }
     assert_eq!(before.files, after.files);
 }
+
+#[test]
+fn a_workspace_whose_index_is_in_memory_takes_the_laptops_rounds_as_one_on_disk_does() {
+    use botsync_engine::workspace::IndexKind;
+    use common::round;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let [laptop, on_disk, in_memory] =
+        ["laptop", "on_disk", "in_memory"].map(|n| tmp.path().join(n));
+    let laptop_ws = common::open_workspace(&laptop, 1);
+    let disk_ws = common::open_workspace(&on_disk, 2);
+    Workspace::init(&in_memory, Some("test")).unwrap();
+    let local = Attribution {
+        peer: PeerId([3; 32]),
+        agent: AgentLabel::new("t"),
+        machine: MachineName::default(),
+    };
+    let (memory_ws, _) = Workspace::open_with(&in_memory, local, IndexKind::InMemory).unwrap();
+
+    round::write_all(&laptop, round::FIRST);
+    for here in [&disk_ws, &memory_ws] {
+        round::pull(here, &laptop_ws);
+    }
+    round::second_round(&laptop);
+    let reports = [&disk_ws, &memory_ws].map(|here| {
+        round::pull_reports(here, &laptop_ws)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.path, r.action, r.outcome))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(reports[0], reports[1], "the same decisions and outcomes");
+    assert_eq!(round::contents(&on_disk), round::contents(&laptop));
+    assert_eq!(round::contents(&in_memory), round::contents(&laptop));
+    assert_eq!(
+        disk_ws.snapshot(),
+        memory_ws.snapshot(),
+        "the same Merkle root"
+    );
+    let history = |ws: &Workspace| {
+        let records = ws.store().history_recent(100).unwrap();
+        records
+            .into_iter()
+            .map(|r| (r.path, r.action))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history(&disk_ws), history(&memory_ws));
+    let entries = |dir: &Path| fs::read_dir(dir).map_or(0, |d| d.count());
+    assert!(entries(&on_disk.join(".botsync/db")) > 0);
+    assert_eq!(
+        entries(&in_memory.join(".botsync/db")),
+        0,
+        "an index in memory leaves nothing on disk"
+    );
+}

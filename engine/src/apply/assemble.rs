@@ -249,9 +249,9 @@ impl<'a> LocalReader<'a> {
 
     /// The verified bytes of `c` from some local file, if any location still holds them.
     fn find(&mut self, store: &Store, c: &ChunkRef) -> Result<Option<Vec<u8>>, StoreError> {
-        for loc in store.locate_chunk(&c.id)? {
+        store.find_chunk(&c.id, |loc| {
             if loc.len != c.len {
-                continue;
+                return None;
             }
             if self.open.as_ref().is_none_or(|(p, _)| *p != loc.path) {
                 let file = OpenOptions::new()
@@ -259,19 +259,13 @@ impl<'a> LocalReader<'a> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(loc.path.on_disk(self.root));
                 // A location whose file is gone or unreadable is stale: try the next one.
-                let Ok(file) = file else { continue };
-                self.open = Some((loc.path.clone(), file));
+                self.open = Some((loc.path.clone(), file.ok()?));
             }
-            let Some((_, file)) = &self.open else {
-                continue;
-            };
-            if let Ok(bytes) = read_at(file, loc.offset, c.len)
-                && Hash::of(&bytes) == c.id
-            {
-                return Ok(Some(bytes));
-            }
-        }
-        Ok(None)
+            let (_, file) = self.open.as_ref()?;
+            read_at(file, loc.offset, c.len)
+                .ok()
+                .filter(|bytes| Hash::of(bytes) == c.id)
+        })
     }
 }
 

@@ -1,14 +1,13 @@
 //! The `history` and `history_by_path` trees: an append-only log of changes made to the workspace
 //! by sync (and later by restore and merges), for `botsync history`.
 //!
-//! `history` maps a sequence number (big-endian, from sled's monotonic id generator, so newer
-//! records sort later) to a [`HistoryRecord`]; `history_by_path` maps `path NUL seq` to nothing,
-//! so a path's history is one prefix scan. Both rows are written in one transaction.
+//! `history` maps a sequence number (big-endian, from the backend's monotonic id generator, so
+//! newer records sort later) to a [`HistoryRecord`]; `history_by_path` maps `path NUL seq` to
+//! nothing, so a path's history is one prefix scan. Both rows are written in one batch.
 
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::backend::{Order, Span, Tree, Write};
 use super::codec::{self, encode, history_path_key, history_path_prefix};
 use super::{Store, StoreError};
 use crate::hash::Hash;
@@ -55,9 +54,9 @@ pub struct HistoryRecord {
     pub bytes: u64,
 }
 
-/// Records appended per transaction. A sled transaction holds a copy of every tree node it
-/// touches until it commits: the first scan of a 20,000-file workspace, appended in one, peaked
-/// at 140 MB (heaptrack); groups keep that to a few hundred kilobytes.
+/// Records appended per batch. A sled transaction holds a copy of every tree node it touches
+/// until it commits: the first scan of a 20,000-file workspace, appended in one, peaked at
+/// 140 MB (heaptrack); groups keep that to a few hundred kilobytes.
 const HISTORY_GROUP: usize = 256;
 
 impl Store {
@@ -66,7 +65,7 @@ impl Store {
         self.history_append_many(std::slice::from_ref(record))
     }
 
-    /// Append several records, 256 per transaction (`HISTORY_GROUP`): a record and its path index
+    /// Append several records, 256 per batch (`HISTORY_GROUP`): a record and its path index
     /// entry are written together, and a failure leaves the groups before it appended.
     pub fn history_append_many(&self, records: &[HistoryRecord]) -> Result<(), StoreError> {
         records
@@ -78,30 +77,24 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(records.len());
+        let mut batch = Vec::with_capacity(records.len() * 2);
         for r in records {
             let seq = self
-                .db
-                .generate_id()
+                .backend
+                .next_id()
                 .map_err(|e| self.db_err("numbering a history record", e))?;
-            rows.push((
-                seq.to_be_bytes(),
+            batch.push(Write::Put(
+                Tree::History,
+                seq.to_be_bytes().to_vec(),
                 encode("history record", r)?,
+            ));
+            batch.push(Write::Put(
+                Tree::HistoryByPath,
                 history_path_key(&r.path, seq),
+                Vec::new(),
             ));
         }
-        let result = (&self.history, &self.history_by_path).transaction(|(history, index)| {
-            for (seq, value, by_path) in &rows {
-                history.insert(&seq[..], value.as_slice())?;
-                index.insert(by_path.as_slice(), &[][..])?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(self.db_err("appending history", e)),
-        }
+        self.write_now(batch, || "appending history".into())
     }
 
     /// The newest `limit` records of `path`, newest first.
@@ -111,19 +104,25 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, StoreError> {
         let prefix = history_path_prefix(path);
+        let mut keys = Vec::new();
+        if limit > 0 {
+            self.scan(
+                Tree::HistoryByPath,
+                &Span::prefix(&prefix),
+                Order::Descending,
+                || format!("listing history of {path}"),
+                |k, _| {
+                    keys.push(k.to_vec());
+                    keys.len() < limit
+                },
+            )?;
+        }
         let mut out = Vec::new();
-        for item in self.history_by_path.scan_prefix(&prefix).keys().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let k = item.map_err(|e| self.db_err(format!("listing history of {path}"), e))?;
+        for k in keys {
             let Some(seq) = k.get(prefix.len()..) else {
                 continue;
             };
-            let raw = self
-                .history
-                .get(seq)
-                .map_err(|e| self.db_err(format!("reading history of {path}"), e))?;
+            let raw = self.get(Tree::History, seq, || format!("reading history of {path}"))?;
             match raw {
                 Some(v) => out.extend(self.decode_or_report::<HistoryRecord>("history", seq, &v)),
                 None => self.report("history_by_path", &k, "indexed record is missing"),
@@ -135,13 +134,19 @@ impl Store {
     /// The newest `limit` records overall, newest first.
     pub fn history_recent(&self, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.history.iter().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.db_err("listing recent history", e))?;
-            out.extend(self.decode_or_report::<HistoryRecord>("history", &k, &v));
+        if limit == 0 {
+            return Ok(out);
         }
+        self.scan(
+            Tree::History,
+            &Span::all(),
+            Order::Descending,
+            || "listing recent history".into(),
+            |k, v| {
+                out.extend(self.decode_or_report::<HistoryRecord>("history", k, v));
+                out.len() < limit
+            },
+        )?;
         Ok(out)
     }
 
@@ -150,28 +155,46 @@ impl Store {
     /// newer one.
     pub fn history_prune(&self, before_ns: i64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for item in self.history.iter() {
-            let (k, v) = item.map_err(|e| self.db_err("pruning history", e))?;
-            let record: Option<HistoryRecord> = codec::decode(&v).ok();
-            if let Some(r) = &record
-                && r.at_ns >= before_ns
-            {
-                break;
+        loop {
+            let _turn = self.turn();
+            let mut batch = Vec::new();
+            let mut newer_seen = false;
+            self.scan(
+                Tree::History,
+                &Span::all(),
+                Order::Ascending,
+                || "pruning history".into(),
+                |k, v| {
+                    let record: Option<HistoryRecord> = codec::decode(v).ok();
+                    if let Some(r) = &record
+                        && r.at_ns >= before_ns
+                    {
+                        newer_seen = true;
+                        return false;
+                    }
+                    if let (Some(r), Ok(seq)) = (&record, <[u8; 8]>::try_from(k)) {
+                        let key = history_path_key(&r.path, u64::from_be_bytes(seq));
+                        batch.push(Write::Remove(Tree::HistoryByPath, key));
+                    }
+                    batch.push(Write::Remove(Tree::History, k.to_vec()));
+                    batch.len() < PRUNE_BATCH
+                },
+            )?;
+            let n = batch
+                .iter()
+                .filter(|w| matches!(w, Write::Remove(Tree::History, _)))
+                .count();
+            self.write(batch, || "pruning history".into())?;
+            removed += n;
+            if n == 0 || newer_seen {
+                return Ok(removed);
             }
-            if let (Some(r), Ok(seq)) = (&record, <[u8; 8]>::try_from(k.as_ref())) {
-                let key = history_path_key(&r.path, u64::from_be_bytes(seq));
-                self.history_by_path
-                    .remove(key)
-                    .map_err(|e| self.db_err("pruning history index", e))?;
-            }
-            self.history
-                .remove(&k)
-                .map_err(|e| self.db_err("pruning history", e))?;
-            removed += 1;
         }
-        Ok(removed)
     }
 }
+
+/// Rows removed per batch when pruning.
+const PRUNE_BATCH: usize = 1024;
 
 #[cfg(test)]
 mod tests {

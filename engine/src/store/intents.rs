@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Order, Span, Tree, Write};
 use super::codec::{decode, encode};
 use super::{HistoryRecord, Store, StoreError};
 use crate::entry::FileEntry;
@@ -35,16 +36,15 @@ impl Store {
         if intents.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::with_capacity(intents.len());
         for intent in intents {
-            batch.insert(
-                intent.target.path.as_str().as_bytes(),
+            batch.push(Write::Put(
+                Tree::Intents,
+                intent.target.path.as_str().as_bytes().to_vec(),
                 encode("apply intent", intent)?,
-            );
+            ));
         }
-        self.intents
-            .apply_batch(batch)
-            .map_err(|e| self.db_err("recording apply intents", e))?;
+        self.write_now(batch, || "recording apply intents".into())?;
         self.flush()
     }
 
@@ -54,31 +54,35 @@ impl Store {
         &self,
         paths: impl IntoIterator<Item = &'a RelPath>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for p in paths {
-            batch.remove(p.as_str().as_bytes());
-        }
-        self.intents
-            .apply_batch(batch)
-            .map_err(|e| self.db_err("removing apply intents", e))
+        let batch = paths
+            .into_iter()
+            .map(|p| Write::Remove(Tree::Intents, p.as_str().as_bytes().to_vec()))
+            .collect();
+        self.write_now(batch, || "removing apply intents".into())
     }
 
     /// Every intent left behind, in path order. Undecodable rows are reported as corruption,
     /// removed and skipped (the scan then treats their files as it finds them).
     pub fn intents(&self) -> Result<Vec<ApplyIntent>, StoreError> {
         let mut out = Vec::new();
-        for row in self.intents.iter() {
-            let (k, v) = row.map_err(|e| self.db_err("reading apply intents", e))?;
-            match decode::<ApplyIntent>(&v) {
-                Ok(intent) => out.push(intent),
-                Err(reason) => {
-                    self.report("intents", &k, &reason);
-                    self.intents
-                        .remove(&k)
-                        .map_err(|e| self.db_err("removing a corrupt apply intent", e))?;
+        let mut corrupt = Vec::new();
+        self.scan(
+            Tree::Intents,
+            &Span::all(),
+            Order::Ascending,
+            || "reading apply intents".into(),
+            |k, v| {
+                match decode::<ApplyIntent>(v) {
+                    Ok(intent) => out.push(intent),
+                    Err(reason) => {
+                        self.report("intents", k, &reason);
+                        corrupt.push(Write::Remove(Tree::Intents, k.to_vec()));
+                    }
                 }
-            }
-        }
+                true
+            },
+        )?;
+        self.write_now(corrupt, || "removing a corrupt apply intent".into())?;
         Ok(out)
     }
 }

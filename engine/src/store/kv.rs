@@ -5,6 +5,7 @@
 //! is a non-empty string without NUL, so one namespace's prefix never matches another's. Writes
 //! are single-key atomic; [`Store::kv_compare_and_swap`] gives the compare-and-set a lock needs.
 
+use super::backend::{Order, Span, Tree, Write};
 use super::codec::SEP;
 use super::{Store, StoreError};
 
@@ -12,29 +13,27 @@ impl Store {
     /// The value of `key` in namespace `ns`.
     pub fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let k = kv_key(ns, key)?;
-        let v = self
-            .kv
-            .get(k)
-            .map_err(|e| self.db_err(format!("reading {ns}/{key}"), e))?;
-        Ok(v.map(|v| v.to_vec()))
+        self.get(Tree::Kv, &k, || format!("reading {ns}/{key}"))
     }
 
     /// Set `key` in namespace `ns` to `value`.
     pub fn kv_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let k = kv_key(ns, key)?;
-        self.kv
-            .insert(k, value)
-            .map_err(|e| self.db_err(format!("writing {ns}/{key}"), e))?;
-        Ok(())
+        self.write_now(vec![Write::Put(Tree::Kv, k, value.to_vec())], || {
+            format!("writing {ns}/{key}")
+        })
     }
 
     /// Remove `key` from namespace `ns`; returns true if it was present.
     pub fn kv_del(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
         let k = kv_key(ns, key)?;
-        let old = self
-            .kv
-            .remove(k)
-            .map_err(|e| self.db_err(format!("removing {ns}/{key}"), e))?;
+        let _turn = self.turn();
+        let old = self.get(Tree::Kv, &k, || format!("removing {ns}/{key}"))?;
+        if old.is_some() {
+            self.write(vec![Write::Remove(Tree::Kv, k)], || {
+                format!("removing {ns}/{key}")
+            })?;
+        }
         Ok(old.is_some())
     }
 
@@ -43,18 +42,25 @@ impl Store {
     /// not copy its values each time.
     pub fn kv_trim(&self, ns: &str, keep: usize) -> Result<usize, StoreError> {
         let prefix = kv_key(ns, "")?;
-        let keys = self
-            .kv
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.db_err(format!("listing namespace {ns}"), e))?;
+        let _turn = self.turn();
+        let mut keys = Vec::new();
+        self.scan(
+            Tree::Kv,
+            &Span::prefix(&prefix),
+            Order::Ascending,
+            || format!("listing namespace {ns}"),
+            |k, _| {
+                keys.push(k.to_vec());
+                true
+            },
+        )?;
         let over = keys.len().saturating_sub(keep);
-        for k in &keys[..over] {
-            self.kv
-                .remove(k)
-                .map_err(|e| self.db_err(format!("trimming namespace {ns}"), e))?;
-        }
+        keys.truncate(over);
+        let batch = keys
+            .into_iter()
+            .map(|k| Write::Remove(Tree::Kv, k))
+            .collect();
+        self.write(batch, || format!("trimming namespace {ns}"))?;
         Ok(over)
     }
 
@@ -63,13 +69,19 @@ impl Store {
     pub fn kv_list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let prefix = kv_key(ns, "")?;
         let mut out = Vec::new();
-        for item in self.kv.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(|e| self.db_err(format!("listing namespace {ns}"), e))?;
-            match std::str::from_utf8(&k[prefix.len()..]) {
-                Ok(key) => out.push((key.to_owned(), v.to_vec())),
-                Err(_) => self.report("kv", &k, "key is not UTF-8"),
-            }
-        }
+        self.scan(
+            Tree::Kv,
+            &Span::prefix(&prefix),
+            Order::Ascending,
+            || format!("listing namespace {ns}"),
+            |k, v| {
+                match std::str::from_utf8(&k[prefix.len()..]) {
+                    Ok(key) => out.push((key.to_owned(), v.to_vec())),
+                    Err(_) => self.report("kv", k, "key is not UTF-8"),
+                }
+                true
+            },
+        )?;
         Ok(out)
     }
 
@@ -83,11 +95,17 @@ impl Store {
         new: Option<&[u8]>,
     ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
         let k = kv_key(ns, key)?;
-        let r = self
-            .kv
-            .compare_and_swap(k, expected, new)
-            .map_err(|e| self.db_err(format!("compare-and-swap {ns}/{key}"), e))?;
-        Ok(r.map_err(|e| e.current.map(|c| c.to_vec())))
+        let _turn = self.turn();
+        let current = self.get(Tree::Kv, &k, || format!("compare-and-swap {ns}/{key}"))?;
+        if current.as_deref() != expected {
+            return Ok(Err(current));
+        }
+        let write = match new {
+            Some(v) => Write::Put(Tree::Kv, k, v.to_vec()),
+            None => Write::Remove(Tree::Kv, k),
+        };
+        self.write(vec![write], || format!("compare-and-swap {ns}/{key}"))?;
+        Ok(Ok(()))
     }
 }
 

@@ -7,18 +7,15 @@
 //! below (the fields as they were) and are rewritten with the name empty, which `history` and
 //! `conflicts` show as the author's peer name or short id, as they did before.
 //!
-//! The rewrite goes in transactions of [`BATCH`] records, each also recording in `meta` the last
+//! The rewrite goes in atomic batches of [`BATCH`] records, each also recording in `meta` the last
 //! key it rewrote, so a process killed mid-way resumes after that key and never decodes a
 //! rewritten record as an old one. The schema number changes only once every tree is done. A
 //! record that does not decode as schema 3 is left as it is: reading it later reports it as
 //! corrupt, as any undecodable record is.
 
-use std::convert::Infallible;
-
 use serde::Deserialize;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::backend::{Order, Span, Tree, Write};
 use super::codec::{self, encode};
 use super::{ApplyIntent, HistoryAction, HistoryRecord, SCHEMA_VERSION, Store, StoreError};
 use crate::chunk::{ChunkRef, ChunkerParams};
@@ -160,84 +157,74 @@ impl Store {
     /// Bring an index of schema `from` (≥ [`OLDEST_MIGRATED`]) up to [`SCHEMA_VERSION`].
     pub(super) fn migrate(&self, from: u32) -> Result<(), StoreError> {
         if from == 3 {
-            let trees: [(&str, &sled::Tree, Rewrite); 4] = [
-                ("local", &self.local, rewrite::<LocalEntryV3, LocalEntry>),
-                ("peers", &self.peers, rewrite::<FileEntryV3, FileEntry>),
-                (
-                    "history",
-                    &self.history,
-                    rewrite::<HistoryRecordV3, HistoryRecord>,
-                ),
-                (
-                    "intents",
-                    &self.intents,
-                    rewrite::<ApplyIntentV3, ApplyIntent>,
-                ),
+            let trees: [(Tree, Rewrite); 4] = [
+                (Tree::Local, rewrite::<LocalEntryV3, LocalEntry>),
+                (Tree::Peers, rewrite::<FileEntryV3, FileEntry>),
+                (Tree::History, rewrite::<HistoryRecordV3, HistoryRecord>),
+                (Tree::Intents, rewrite::<ApplyIntentV3, ApplyIntent>),
             ];
-            for (name, tree, rewrite) in trees {
-                self.migrate_tree(name, tree, rewrite)?;
+            for (tree, rewrite) in trees {
+                self.migrate_tree(tree, rewrite)?;
             }
         }
         self.write_schema()?;
-        for name in ["local", "peers", "history", "intents"] {
-            self.meta
-                .remove(marker(name))
-                .map_err(|e| self.db_err("clearing a migration marker", e))?;
-        }
+        let markers = MIGRATED
+            .iter()
+            .map(|t| Write::Remove(Tree::Meta, marker(t.name())))
+            .collect();
+        self.write_now(markers, || "clearing a migration marker".into())?;
         tracing::info!(from, to = SCHEMA_VERSION, "index brought up to date");
         Ok(())
     }
 
-    fn migrate_tree(
-        &self,
-        name: &str,
-        tree: &sled::Tree,
-        rewrite: Rewrite,
-    ) -> Result<(), StoreError> {
-        let marker = marker(name);
-        let mut after = self
-            .meta
-            .get(&marker)
-            .map_err(|e| self.db_err("reading a migration marker", e))?
-            .map(|k| k.to_vec());
+    fn migrate_tree(&self, tree: Tree, rewrite: Rewrite) -> Result<(), StoreError> {
+        let marker = marker(tree.name());
+        let mut after = self.get(Tree::Meta, &marker, || "reading a migration marker".into())?;
         loop {
-            let range = match &after {
-                Some(k) => tree.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(k.as_slice()),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => tree.iter(),
+            let span = match &after {
+                Some(k) => Span::after(k),
+                None => Span::all(),
             };
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Vec::with_capacity(BATCH + 1);
             let mut last = None;
-            for row in range.take(BATCH) {
-                let (k, v) = row.map_err(|e| self.db_err("reading the index to migrate it", e))?;
-                if let Some(new) = rewrite(&v) {
-                    batch.push((k.to_vec(), new?));
-                }
-                last = Some(k.to_vec());
+            let mut seen = 0;
+            let mut failed = None;
+            self.scan(
+                tree,
+                &span,
+                Order::Ascending,
+                || "reading the index to migrate it".into(),
+                |k, v| {
+                    match rewrite(v) {
+                        Some(Ok(new)) => batch.push(Write::Put(tree, k.to_vec(), new)),
+                        Some(Err(e)) => {
+                            failed = Some(e);
+                            return false;
+                        }
+                        None => {}
+                    }
+                    last = Some(k.to_vec());
+                    seen += 1;
+                    seen < BATCH
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(e);
             }
             let Some(last) = last else {
                 return Ok(());
             };
-            (tree, &self.meta)
-                .transaction(|(t, m)| {
-                    for (k, v) in &batch {
-                        t.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    m.insert(marker.as_slice(), last.as_slice())?;
-                    Ok::<_, ConflictableTransactionError<Infallible>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Storage(e) => {
-                        self.db_err("rewriting index records of the older schema", e)
-                    }
-                    TransactionError::Abort(never) => match never {},
-                })?;
+            batch.push(Write::Put(Tree::Meta, marker.clone(), last.clone()));
+            self.write_now(batch, || {
+                "rewriting index records of the older schema".into()
+            })?;
             after = Some(last);
         }
     }
 }
+
+/// The trees a migration rewrites, each with its resume marker.
+const MIGRATED: [Tree; 4] = [Tree::Local, Tree::Peers, Tree::History, Tree::Intents];
 
 fn marker(tree: &str) -> Vec<u8> {
     format!("migrating_{tree}").into_bytes()
@@ -339,14 +326,13 @@ mod tests {
 
     /// Rewrite every record of `tree` as schema 3 wrote it.
     fn downgrade<T: for<'de> Deserialize<'de>, O: serde::Serialize>(
-        tree: &sled::Tree,
+        store: &Store,
+        tree: Tree,
         old: impl Fn(&T) -> O,
     ) {
-        for row in tree.iter() {
-            let (k, v) = row.unwrap();
+        for (k, v) in store.rows(tree) {
             let current: T = codec::decode(&v).unwrap();
-            tree.insert(k, encode("v3", &old(&current)).unwrap())
-                .unwrap();
+            store.put_raw(tree, &k, &encode("v3", &old(&current)).unwrap());
         }
     }
 
@@ -372,22 +358,19 @@ mod tests {
                 at_ns: 11,
             }])
             .unwrap();
-        downgrade(&store.local, |e: &LocalEntry| LocalEntryV3 {
+        downgrade(&store, Tree::Local, |e: &LocalEntry| LocalEntryV3 {
             entry: v3(&e.entry),
             stat: e.stat,
             recorded_at_ns: e.recorded_at_ns,
         });
-        downgrade(&store.peers, v3);
-        downgrade(&store.history, v3_record);
-        downgrade(&store.intents, |i: &ApplyIntent| ApplyIntentV3 {
+        downgrade(&store, Tree::Peers, v3);
+        downgrade(&store, Tree::History, v3_record);
+        downgrade(&store, Tree::Intents, |i: &ApplyIntent| ApplyIntentV3 {
             target: v3(&i.target),
             history: i.history.as_ref().map(v3_record),
             at_ns: i.at_ns,
         });
-        store
-            .meta
-            .insert(META_SCHEMA, &3u32.to_be_bytes()[..])
-            .unwrap();
+        store.put_raw(Tree::Meta, META_SCHEMA, &3u32.to_be_bytes());
         store.flush().unwrap();
     }
 
@@ -410,10 +393,11 @@ mod tests {
         assert_eq!(intents.len(), 1);
         assert_eq!(intents[0].target, without_machine(entry(paths[0], "")));
         assert!(store.take_corruption().is_empty());
-        let schema = store.meta.get(META_SCHEMA).unwrap().unwrap();
-        assert_eq!(schema.as_ref(), &SCHEMA_VERSION.to_be_bytes()[..]);
-        for name in ["local", "peers", "history", "intents"] {
-            assert!(store.meta.get(marker(name)).unwrap().is_none(), "{name}");
+        let schema = store.backend.get(Tree::Meta, META_SCHEMA).unwrap().unwrap();
+        assert_eq!(schema.as_slice(), &SCHEMA_VERSION.to_be_bytes()[..]);
+        for t in MIGRATED {
+            let marker = store.backend.get(Tree::Meta, &marker(t.name())).unwrap();
+            assert!(marker.is_none(), "{}", t.name());
         }
     }
 
@@ -443,10 +427,10 @@ mod tests {
             let Ok((store, _)) = Store::try_open(&dir) else {
                 panic!("the index opens")
             };
-            let (first, old) = store.local.iter().next().unwrap().unwrap();
+            let (first, old) = store.rows(Tree::Local).into_iter().next().unwrap();
             let new = rewrite::<LocalEntryV3, LocalEntry>(&old).unwrap().unwrap();
-            store.local.insert(&first, new).unwrap();
-            store.meta.insert(marker("local"), &*first).unwrap();
+            store.put_raw(Tree::Local, &first, &new);
+            store.put_raw(Tree::Meta, &marker("local"), &first);
             store.flush().unwrap();
         }
         let (store, _) = Store::open(&dir).unwrap();

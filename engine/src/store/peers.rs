@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Order, Span, Tree, Write};
 use super::codec::{self, encode, peer_key};
 use super::{Store, StoreError};
 use crate::entry::FileEntry;
@@ -39,72 +40,80 @@ impl Store {
         peer: &PeerId,
         entries: impl IntoIterator<Item = &'a FileEntry>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         for e in entries {
-            batch.insert(peer_key(&peer.0, &e.path), encode("peer entry", e)?);
+            batch.push(Write::Put(
+                Tree::Peers,
+                peer_key(&peer.0, &e.path),
+                encode("peer entry", e)?,
+            ));
         }
-        self.peers
-            .apply_batch(batch)
-            .map_err(|e| self.db_err(format!("recording entries of peer {peer}"), e))
+        self.write_now(batch, || format!("recording entries of peer {peer}"))
     }
 
     /// What `peer` had at `path`, if known.
     pub fn peer_get(&self, peer: &PeerId, path: &RelPath) -> Result<Option<FileEntry>, StoreError> {
         let key = peer_key(&peer.0, path);
-        let raw = self
-            .peers
-            .get(&key)
-            .map_err(|e| self.db_err(format!("reading {path} of peer {peer}"), e))?;
+        let raw = self.get(Tree::Peers, &key, || {
+            format!("reading {path} of peer {peer}")
+        })?;
         Ok(raw.and_then(|v| self.decode_or_report("peers", &key, &v)))
     }
 
     /// Everything known about `peer`, by path. Undecodable records are skipped and reported.
     pub fn peer_all(&self, peer: &PeerId) -> Result<BTreeMap<RelPath, FileEntry>, StoreError> {
         let mut out = BTreeMap::new();
-        for item in self.peers.scan_prefix(peer.0) {
-            let (k, v) = item.map_err(|e| self.db_err(format!("listing peer {peer}"), e))?;
-            let Some(entry) = self.decode_or_report::<FileEntry>("peers", &k, &v) else {
-                continue;
-            };
-            match codec::parse_path(&k[32..]) {
-                Ok(path) if path == entry.path => {
-                    out.insert(path, entry);
+        self.scan(
+            Tree::Peers,
+            &Span::prefix(&peer.0),
+            Order::Ascending,
+            || format!("listing peer {peer}"),
+            |k, v| {
+                let Some(entry) = self.decode_or_report::<FileEntry>("peers", k, v) else {
+                    return true;
+                };
+                match codec::parse_path(&k[32..]) {
+                    Ok(path) if path == entry.path => {
+                        out.insert(path, entry);
+                    }
+                    _ => self.report("peers", k, "entry path does not match its key"),
                 }
-                _ => self.report("peers", &k, "entry path does not match its key"),
-            }
-        }
+                true
+            },
+        )?;
         Ok(out)
     }
 
     /// Forget one path of `peer`.
     pub fn peer_remove(&self, peer: &PeerId, path: &RelPath) -> Result<(), StoreError> {
-        self.peers
-            .remove(peer_key(&peer.0, path))
-            .map_err(|e| self.db_err(format!("forgetting {path} of peer {peer}"), e))?;
-        Ok(())
+        self.write_now(
+            vec![Write::Remove(Tree::Peers, peer_key(&peer.0, path))],
+            || format!("forgetting {path} of peer {peer}"),
+        )
     }
 
     /// Forget everything about `peer` (entries and metadata), e.g. when it is removed.
     pub fn peer_forget(&self, peer: &PeerId) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for item in self.peers.scan_prefix(peer.0).keys() {
-            batch.remove(item.map_err(|e| self.db_err(format!("listing peer {peer}"), e))?);
-        }
-        self.peers
-            .apply_batch(batch)
-            .map_err(|e| self.db_err(format!("forgetting peer {peer}"), e))?;
-        self.peer_meta
-            .remove(peer.0)
-            .map_err(|e| self.db_err(format!("forgetting metadata of peer {peer}"), e))?;
-        Ok(())
+        let _turn = self.turn();
+        let mut batch = vec![Write::Remove(Tree::PeerMeta, peer.0.to_vec())];
+        self.scan(
+            Tree::Peers,
+            &Span::prefix(&peer.0),
+            Order::Ascending,
+            || format!("listing peer {peer}"),
+            |k, _| {
+                batch.push(Write::Remove(Tree::Peers, k.to_vec()));
+                true
+            },
+        )?;
+        self.write(batch, || format!("forgetting peer {peer}"))
     }
 
     /// The recorded facts about `peer` (defaults if none, or if the record is corrupt).
     pub fn peer_meta_get(&self, peer: &PeerId) -> Result<PeerMeta, StoreError> {
-        let raw = self
-            .peer_meta
-            .get(peer.0)
-            .map_err(|e| self.db_err(format!("reading metadata of peer {peer}"), e))?;
+        let raw = self.get(Tree::PeerMeta, &peer.0, || {
+            format!("reading metadata of peer {peer}")
+        })?;
         Ok(raw
             .and_then(|v| self.decode_or_report("peer_meta", &peer.0, &v))
             .unwrap_or_default())
@@ -112,25 +121,32 @@ impl Store {
 
     /// Record facts about `peer`.
     pub fn peer_meta_put(&self, peer: &PeerId, meta: &PeerMeta) -> Result<(), StoreError> {
-        self.peer_meta
-            .insert(peer.0, encode("peer metadata", meta)?)
-            .map_err(|e| self.db_err(format!("writing metadata of peer {peer}"), e))?;
-        Ok(())
+        let value = encode("peer metadata", meta)?;
+        self.write_now(
+            vec![Write::Put(Tree::PeerMeta, peer.0.to_vec(), value)],
+            || format!("writing metadata of peer {peer}"),
+        )
     }
 
     /// Every peer with recorded metadata.
     pub fn peer_meta_all(&self) -> Result<BTreeMap<PeerId, PeerMeta>, StoreError> {
         let mut out = BTreeMap::new();
-        for item in self.peer_meta.iter() {
-            let (k, v) = item.map_err(|e| self.db_err("listing peer metadata", e))?;
-            let Ok(id) = <[u8; 32]>::try_from(k.as_ref()) else {
-                self.report("peer_meta", &k, "key is not a peer id");
-                continue;
-            };
-            if let Some(meta) = self.decode_or_report("peer_meta", &k, &v) {
-                out.insert(PeerId(id), meta);
-            }
-        }
+        self.scan(
+            Tree::PeerMeta,
+            &Span::all(),
+            Order::Ascending,
+            || "listing peer metadata".into(),
+            |k, v| {
+                let Ok(id) = <[u8; 32]>::try_from(k) else {
+                    self.report("peer_meta", k, "key is not a peer id");
+                    return true;
+                };
+                if let Some(meta) = self.decode_or_report("peer_meta", k, v) {
+                    out.insert(PeerId(id), meta);
+                }
+                true
+            },
+        )?;
         Ok(out)
     }
 }

@@ -7,16 +7,19 @@
 //! returns: a node that acknowledged an entry still has it after a crash.
 
 use std::ops::RangeBounds;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use super::backend::{Backend, BackendError, Order, Span, Tree, Write};
 use super::{Store, StoreError};
 
 /// Handle on the Raft trees of an open index; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct RaftLog {
-    store_dir: std::path::PathBuf,
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+    store_dir: PathBuf,
+    backend: Arc<dyn Backend>,
+    /// The store's write turn, shared.
+    writer: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -28,21 +31,12 @@ impl std::fmt::Debug for RaftLog {
 }
 
 impl Store {
-    /// The Raft trees of this index (created empty the first time).
+    /// The Raft trees of this index.
     pub fn raft_log(&self) -> Result<RaftLog, StoreError> {
-        let log = self
-            .db
-            .open_tree("raft_log")
-            .map_err(|e| self.db_err("opening the lock log", e))?;
-        let meta = self
-            .db
-            .open_tree("raft_meta")
-            .map_err(|e| self.db_err("opening the lock log", e))?;
         Ok(RaftLog {
             store_dir: self.dir.clone(),
-            db: self.db.clone(),
-            log,
-            meta,
+            backend: Arc::clone(&self.backend),
+            writer: Arc::clone(&self.writer),
         })
     }
 }
@@ -50,19 +44,21 @@ impl Store {
 impl RaftLog {
     /// The value stored under `name` (`vote`, `committed`, `purged`, `snapshot`...).
     pub fn value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let v = self
-            .meta
-            .get(name.as_bytes())
-            .map_err(|e| self.err(format!("reading the lock log's {name}"), e))?;
-        Ok(v.map(|v| v.to_vec()))
+        self.backend
+            .get(Tree::RaftMeta, name.as_bytes())
+            .map_err(|e| self.err(format!("reading the lock log's {name}"), e))
     }
 
     /// Store `bytes` under `name`, durably.
     pub fn set_value(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.meta
-            .insert(name.as_bytes(), bytes)
-            .map_err(|e| self.err(format!("writing the lock log's {name}"), e))?;
-        self.flush()
+        self.write(
+            vec![Write::Put(
+                Tree::RaftMeta,
+                name.as_bytes().to_vec(),
+                bytes.to_vec(),
+            )],
+            format!("writing the lock log's {name}"),
+        )
     }
 
     /// Append entries `(index, bytes)`, durably; an existing index is overwritten.
@@ -70,14 +66,11 @@ impl RaftLog {
         &self,
         entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (index, bytes) in entries {
-            batch.insert(&index.to_be_bytes(), bytes);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| self.err("appending to the lock log".into(), e))?;
-        self.flush()
+        let batch = entries
+            .into_iter()
+            .map(|(index, bytes)| Write::Put(Tree::RaftLog, index.to_be_bytes().to_vec(), bytes))
+            .collect();
+        self.write(batch, "appending to the lock log".into())
     }
 
     /// The entries whose index is in `range`, in order.
@@ -92,24 +85,39 @@ impl RaftLog {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for row in self.log.range(start.to_be_bytes()..) {
-            let (k, v) = row.map_err(|e| self.err("reading the lock log".into(), e))?;
-            let index = index_of(&k);
-            if !range.contains(&index) {
-                break;
-            }
-            out.push((index, v.to_vec()));
-        }
+        self.backend
+            .visit(
+                Tree::RaftLog,
+                &Span::from(&start.to_be_bytes()),
+                Order::Ascending,
+                &mut |k, v| {
+                    let index = index_of(k);
+                    if !range.contains(&index) {
+                        return false;
+                    }
+                    out.push((index, v.to_vec()));
+                    true
+                },
+            )
+            .map_err(|e| self.err("reading the lock log".into(), e))?;
         Ok(out)
     }
 
     /// The last entry, if any.
     pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let row = self
-            .log
-            .last()
+        let mut last = None;
+        self.backend
+            .visit(
+                Tree::RaftLog,
+                &Span::all(),
+                Order::Descending,
+                &mut |k, v| {
+                    last = Some((index_of(k), v.to_vec()));
+                    false
+                },
+            )
             .map_err(|e| self.err("reading the lock log".into(), e))?;
-        Ok(row.map(|(k, v)| (index_of(&k), v.to_vec())))
+        Ok(last)
     }
 
     /// Remove every entry at or after `index` (a conflicting suffix), durably.
@@ -123,24 +131,27 @@ impl RaftLog {
     }
 
     fn remove(&self, rows: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (index, _) in rows {
-            batch.remove(&index.to_be_bytes());
+        let batch = rows
+            .into_iter()
+            .map(|(index, _)| Write::Remove(Tree::RaftLog, index.to_be_bytes().to_vec()))
+            .collect();
+        self.write(batch, "trimming the lock log".into())
+    }
+
+    /// Apply `batch` in the store's write turn, then flush: Raft must not lose what it wrote.
+    fn write(&self, batch: Vec<Write>, action: String) -> Result<(), StoreError> {
+        {
+            let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            self.backend
+                .write(batch)
+                .map_err(|e| self.err(action.clone(), e))?;
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| self.err("trimming the lock log".into(), e))?;
-        self.flush()
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db
+        self.backend
             .flush()
-            .map(|_| ())
-            .map_err(|e| self.err("flushing the lock log".into(), e))
+            .map_err(|e| self.err(format!("{action}: flushing"), e))
     }
 
-    fn err(&self, action: String, source: sled::Error) -> StoreError {
+    fn err(&self, action: String, source: BackendError) -> StoreError {
         StoreError::Db {
             path: self.store_dir.clone(),
             action,

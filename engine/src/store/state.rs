@@ -2,10 +2,11 @@
 //! [`StateRecord`] per key, postcard-encoded. Writes are compare-and-swap loops, so concurrent
 //! writers in one process never lose an increment of a key's version vector.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
+use super::backend::{Tree, Write};
 use super::codec::{SEP, decode, encode};
+use super::sled_backend::SledBackend;
 use super::{Store, StoreError};
 use crate::peer::PeerId;
 use crate::state::{CONFLICT_NAMESPACE, NAMESPACE, Patterns, StateRecord};
@@ -175,37 +176,39 @@ impl Store {
     /// keeping rows already here: the index is a cache, but state is not. Returns how many rows
     /// were copied; an aside index sled cannot open yields none (its rows stay in `aside`).
     pub(super) fn salvage_state(&self, aside: &Path) -> usize {
-        let copy = || -> Result<usize, sled::Error> {
-            let old = sled::Config::new().path(aside).open()?;
-            let kv = old.open_tree("kv")?;
-            let mut n = 0;
-            for ns in [NAMESPACE, CONFLICT_NAMESPACE] {
-                let mut prefix = ns.as_bytes().to_vec();
-                prefix.push(SEP);
-                for row in kv.scan_prefix(&prefix) {
-                    let (k, v) = row?;
-                    if self
-                        .kv
-                        .compare_and_swap(&k, None::<&[u8]>, Some(v))?
-                        .is_ok()
-                    {
-                        n += 1;
+        let mut n = 0;
+        for ns in [NAMESPACE, CONFLICT_NAMESPACE] {
+            let mut prefix = ns.as_bytes().to_vec();
+            prefix.push(SEP);
+            let rows = match SledBackend::read_aside(aside, Tree::Kv, &prefix) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(aside = %aside.display(), error = %e, "could not copy skill state from the old index");
+                    return n;
+                }
+            };
+            for (k, v) in rows {
+                let _turn = self.turn();
+                match self.get(Tree::Kv, &k, || "copying skill state".into()) {
+                    Ok(None) => {
+                        if self
+                            .write(vec![Write::Put(Tree::Kv, k, v)], || {
+                                "copying skill state".into()
+                            })
+                            .is_ok()
+                        {
+                            n += 1;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not copy skill state from the old index");
+                        return n;
                     }
                 }
             }
-            Ok(n)
-        };
-        match catch_unwind(AssertUnwindSafe(copy)) {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::warn!(aside = %aside.display(), error = %e, "could not copy skill state from the old index");
-                0
-            }
-            Err(_) => {
-                tracing::warn!(aside = %aside.display(), "sled panicked reading skill state from the old index");
-                0
-            }
         }
+        n
     }
 }
 
@@ -290,10 +293,7 @@ mod tests {
             .state_write("memory:a", b"kept".to_vec(), false, p, "bot", 1)
             .unwrap();
         store.kv_put("locks", "x", b"cache only").unwrap();
-        store
-            .meta
-            .insert(super::super::META_SCHEMA, &999u32.to_be_bytes()[..])
-            .unwrap();
+        store.put_raw(Tree::Meta, super::super::META_SCHEMA, &999u32.to_be_bytes());
         store.flush().unwrap();
         drop(store);
         let (store, outcome) = Store::open(&dir).unwrap();
