@@ -150,3 +150,24 @@ fn two_spellings_of_one_name_are_left_to_the_full_rescan() {
     assert_eq!(r.scan.added, 1, "the NFD-only name syncs as its NFC path");
     assert_eq!(changes(&ws.refresh(4_000).unwrap()), 0);
 }
+
+#[test]
+fn more_reported_paths_than_a_partial_rescan_takes_are_one_full_rescan() {
+    use botsync_engine::scan::MAX_PARTIAL_SCOPES;
+    let (dir, ws) = seeded();
+    let many: Vec<String> = (0..=MAX_PARTIAL_SCOPES)
+        .map(|i| format!("memory/gen/{i}.md"))
+        .collect();
+    for p in &many {
+        write(dir.path(), p, "generated\n");
+    }
+    write(dir.path(), "memory/c/0.md", "edited, not reported\n");
+    let reported: Vec<&str> = many.iter().map(String::as_str).collect();
+    let r = ws.refresh_under(&paths(&reported), 2_000).unwrap();
+    assert_eq!(r.scan.added, many.len() as u64);
+    assert_eq!(
+        r.scan.modified, 1,
+        "the full rescan also found the unreported edit"
+    );
+    assert_eq!(changes(&ws.refresh(3_000).unwrap()), 0);
+}

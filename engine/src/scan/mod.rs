@@ -40,7 +40,7 @@ use crate::rules::{Decision, Selection};
 use crate::secrets::{Finding, SecretRules};
 use crate::vector::CounterExhausted;
 
-pub use self::partial::scan_under;
+pub use self::partial::{MAX_PARTIAL_SCOPES, scan_under};
 pub use self::report::{Change, ChangeKind, ScanReport, ScanSummary, SkipReason, Skipped};
 
 use self::hashing::{Digest, ReadFailure};

@@ -8,10 +8,18 @@ use super::{STATE_DIR, ScanContext, ScanError, ScanReport, compare, walk};
 use crate::entry::LocalEntry;
 use crate::path::RelPath;
 
+/// Scopes beyond which a partial rescan gives way to the full one. Each scope lists its parent
+/// directories to check its spelling, so thousands of files in one directory (a checkout, a
+/// generator's output) made the partial rescan quadratic: 12,288 scopes under one directory
+/// took minutes, where one full walk (the stat cache skips what did not change) takes a
+/// fraction of a second.
+pub const MAX_PARTIAL_SCOPES: usize = 256;
+
 /// Scan only what is at each of `scopes` (directories, walked with what is below them, or single
 /// files) and compare it with the entries of `prev` there. `Ok(None)` when some scope cannot be
-/// walked on its own (see `walk::walk_under`): the caller scans everything instead. The
-/// report holds the scopes' changes in path order, as [`super::scan`]'s does.
+/// walked on its own (see `walk::walk_under`) or there are more than [`MAX_PARTIAL_SCOPES`]:
+/// the caller scans everything instead. The report holds the scopes' changes in path order, as
+/// [`super::scan`]'s does.
 pub fn scan_under(
     ctx: &ScanContext<'_>,
     prev: &BTreeMap<RelPath, LocalEntry>,
@@ -22,8 +30,11 @@ pub fn scan_under(
             root: ctx.root.to_path_buf(),
         });
     }
+    let Some(scopes) = outermost(scopes) else {
+        return Ok(None);
+    };
     let mut report = ScanReport::default();
-    for scope in outermost(scopes) {
+    for scope in scopes {
         let walked = match walk::walk_under(ctx.root, ctx.selection, scope) {
             Ok(Some(w)) => w,
             Ok(None) | Err(_) => return Ok(None),
@@ -35,18 +46,22 @@ pub fn scan_under(
     Ok(Some(report))
 }
 
-/// The scopes that are not below another one, each once.
-fn outermost(scopes: &[RelPath]) -> Vec<&RelPath> {
+/// The scopes that are not below another one, each once; `None` if there are more than
+/// [`MAX_PARTIAL_SCOPES`] distinct ones.
+fn outermost(scopes: &[RelPath]) -> Option<Vec<&RelPath>> {
     let mut sorted: Vec<&RelPath> = scopes.iter().collect();
     sorted.sort();
     sorted.dedup();
+    if sorted.len() > MAX_PARTIAL_SCOPES {
+        return None;
+    }
     let mut out: Vec<&RelPath> = Vec::with_capacity(sorted.len());
     for s in sorted {
         if !out.iter().any(|o| is_within(s, o)) {
             out.push(s);
         }
     }
-    out
+    Some(out)
 }
 
 /// True if `path` is `scope` or below it.
