@@ -2,7 +2,8 @@
 //! session state machine.
 //!
 //! No file-system code lives here: a session drives a workspace through the [`replica::Replica`]
-//! trait, and [`memory::MemoryReplica`] implements it in memory for tests.
+//! trait, which the CLI implements over the engine's workspace (and proto's tests over a
+//! workspace in a temporary directory whose index is in memory).
 //!
 //! ```
 //! use botsync_proto::codec::{decode, encode};
@@ -20,7 +21,6 @@ pub mod endpoint;
 pub mod frame;
 pub mod identity;
 pub mod limits;
-pub mod memory;
 pub mod messages;
 pub mod replica;
 pub mod session;

@@ -3,7 +3,8 @@
 //! A session never touches files. It drives a replica through this narrow trait: bring the
 //! index up to date, show Merkle nodes and entries, decide on incoming versions, say which chunks
 //! are needed, read and keep chunks, and carry out a plan. `botsync`'s CLI implements it over the
-//! engine's workspace; [`crate::memory::MemoryReplica`] implements it in memory for tests.
+//! engine's workspace, and so does the test replica of proto's own tests (`tests/common/
+//! replica.rs`: a workspace in a temporary directory with its index in memory).
 
 use std::collections::HashMap;
 
@@ -12,6 +13,10 @@ use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 
 use crate::messages::{MeshFile, NodeChild, Policy, WireState};
+
+mod state;
+
+pub use state::{state_records, take_state};
 
 /// Verified chunks a session received and holds in memory for the apply that follows, instead
 /// of keeping them with [`Replica::put_chunk`]: the single-chunk files of a group, which a

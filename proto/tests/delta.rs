@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use botsync_engine::PeerId;
 use botsync_proto::endpoint::Endpoint;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{Features, SessionMode};
 use botsync_proto::session::{SessionOptions, SessionReport};
+use common::TestReplica;
 
 /// The client's and the listener's replicas, and a session runner.
 struct Peers {
     dialer: Endpoint,
     addr: SocketAddr,
     server_id: PeerId,
-    client: Arc<MemoryReplica>,
-    server: Arc<MemoryReplica>,
+    client: Arc<TestReplica>,
+    server: Arc<TestReplica>,
 }
 
 impl Peers {
@@ -33,8 +33,8 @@ impl Peers {
             client: dialer,
             client_id,
         } = common::endpoints();
-        let server = Arc::new(MemoryReplica::new(server_id));
-        let client = Arc::new(MemoryReplica::new(client_id));
+        let server = Arc::new(TestReplica::new(server_id));
+        let client = Arc::new(TestReplica::new(client_id));
         common::serve_forever_offering(listener, Arc::clone(&server), server_features, |_| {});
         Peers {
             dialer,

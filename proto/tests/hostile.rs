@@ -7,6 +7,7 @@
 
 #[path = "hostile/amplification.rs"]
 mod amplification;
+mod common;
 #[path = "hostile/conformance.rs"]
 mod conformance;
 #[path = "hostile/dead_peer.rs"]

@@ -3,25 +3,27 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use botsync_engine::Hash;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::identity::Identity;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::SessionMode;
 use botsync_proto::session::link::{LinkEvent, notify_changed, serve_connection};
 use botsync_proto::session::server::ServeOptions;
 use botsync_proto::session::{NoProgress, SessionOptions, client};
 use botsync_proto::tls::AllowedPeers;
+use common::TestReplica;
 use tokio::sync::mpsc;
 
 struct Kept {
     conn: quinn::Connection,
     server_id: botsync_engine::PeerId,
-    client: Arc<MemoryReplica>,
-    server: Arc<MemoryReplica>,
+    client: Arc<TestReplica>,
+    server: Arc<TestReplica>,
     events: mpsc::UnboundedReceiver<LinkEvent>,
     _endpoints: (Endpoint, Arc<Endpoint>),
 }
@@ -45,7 +47,7 @@ async fn kept_connection() -> Kept {
         AllowedPeers::new(),
     )
     .unwrap();
-    let server = Arc::new(MemoryReplica::new(server_id));
+    let server = Arc::new(TestReplica::new(server_id));
     let (tx, events) = mpsc::unbounded_channel();
     let (ep, replica) = (Arc::clone(&server_ep), Arc::clone(&server));
     tokio::spawn(async move {
@@ -63,7 +65,7 @@ async fn kept_connection() -> Kept {
     Kept {
         conn: conn.quinn().clone(),
         server_id,
-        client: Arc::new(MemoryReplica::new(client_id)),
+        client: Arc::new(TestReplica::new(client_id)),
         server,
         events,
         _endpoints: (client_ep, server_ep),

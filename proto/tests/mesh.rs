@@ -1,6 +1,6 @@
-//! Mesh config and parity over a real QUIC session between two in-memory replicas: what travels
-//! is stripped, each side keeps its own secrets, the session mode decides the direction, and a
-//! parity check returns the peer's root, rules and stripped config.
+//! Mesh config and parity over a real QUIC session between two test replicas (`common/replica.rs`):
+//! what travels is stripped, each side keeps its own secrets, the session mode decides the
+//! direction, and a parity check returns the peer's root, rules and stripped config.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use botsync_engine::PeerId;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode};
 use botsync_proto::replica::Replica;
 use botsync_proto::session::{SessionOptions, SessionReport};
+use common::TestReplica;
 use serde_json::{Value, json};
 
 const PATH: &str = ".secrets/mesh-config.json";
@@ -26,8 +26,8 @@ struct Pair {
     addr: SocketAddr,
     server_id: PeerId,
     client: Endpoint,
-    ours: Arc<MemoryReplica>,
-    theirs: Arc<MemoryReplica>,
+    ours: Arc<TestReplica>,
+    theirs: Arc<TestReplica>,
 }
 
 async fn pair() -> Pair {
@@ -38,13 +38,13 @@ async fn pair() -> Pair {
         client,
         client_id,
     } = common::endpoints();
-    let theirs = Arc::new(MemoryReplica::new(server_id));
+    let theirs = Arc::new(TestReplica::new(server_id));
     common::serve_forever(listener, Arc::clone(&theirs), |_| {});
     Pair {
         addr,
         server_id,
         client,
-        ours: Arc::new(MemoryReplica::new(client_id)),
+        ours: Arc::new(TestReplica::new(client_id)),
         theirs,
     }
 }
@@ -68,7 +68,7 @@ fn config(token: &str, agents: Value) -> Vec<u8> {
     .unwrap()
 }
 
-fn read(r: &MemoryReplica) -> Value {
+fn read(r: &TestReplica) -> Value {
     serde_json::from_slice(&r.read_mesh(PATH).unwrap()).unwrap()
 }
 

@@ -1,7 +1,10 @@
-//! Sessions between two in-memory replicas over real QUIC on 127.0.0.1: the message order of
-//! docs/PROTOCOL.md, and every hostile or broken input refused while the listener keeps serving.
+//! Sessions between two test replicas (`common/replica.rs`) over real QUIC on 127.0.0.1: the
+//! message order of docs/PROTOCOL.md, and every hostile or broken input refused while the listener
+//! keeps serving.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,19 +14,19 @@ use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::identity::Identity;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Features, Hello, Message, SessionMode};
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
 use botsync_proto::tls::AllowedPeers;
+use common::TestReplica;
 
 /// A listening peer ("server") and a dialing peer ("client"), each with a replica.
 struct Pair {
     server_addr: SocketAddr,
     server_id: PeerId,
     client: Endpoint,
-    client_replica: Arc<MemoryReplica>,
+    client_replica: Arc<TestReplica>,
     server_replica: Arc<dyn ReplicaDyn>,
     served: tokio::sync::mpsc::UnboundedReceiver<Result<usize, String>>,
 }
@@ -32,22 +35,26 @@ struct Pair {
 trait ReplicaDyn: Send + Sync {
     fn read(&self, path: &str) -> Option<Vec<u8>>;
     fn write(&self, path: &str, bytes: &[u8]);
+    fn write_many(&self, files: &[(String, Vec<u8>)]);
     fn delete(&self, path: &str);
     fn root(&self) -> botsync_engine::Hash;
 }
 
-impl ReplicaDyn for MemoryReplica {
+impl ReplicaDyn for TestReplica {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        MemoryReplica::read(self, path)
+        TestReplica::read(self, path)
     }
     fn write(&self, path: &str, bytes: &[u8]) {
-        MemoryReplica::write(self, path, bytes)
+        TestReplica::write(self, path, bytes)
+    }
+    fn write_many(&self, files: &[(String, Vec<u8>)]) {
+        TestReplica::write_many(self, files)
     }
     fn delete(&self, path: &str) {
-        MemoryReplica::delete(self, path)
+        TestReplica::delete(self, path)
     }
     fn root(&self) -> botsync_engine::Hash {
-        MemoryReplica::root(self)
+        TestReplica::root(self)
     }
 }
 
@@ -57,6 +64,9 @@ impl ReplicaDyn for Corrupting {
     }
     fn write(&self, path: &str, bytes: &[u8]) {
         self.0.write(path, bytes)
+    }
+    fn write_many(&self, files: &[(String, Vec<u8>)]) {
+        self.0.write_many(files)
     }
     fn delete(&self, path: &str) {
         self.0.delete(path)
@@ -106,14 +116,14 @@ async fn pair_with<R: Replica + ReplicaDyn>(server_replica: Arc<R>) -> Pair {
         server_addr,
         server_id,
         client,
-        client_replica: Arc::new(MemoryReplica::new(client_id)),
+        client_replica: Arc::new(TestReplica::new(client_id)),
         server_replica,
         served,
     }
 }
 
 async fn pair() -> Pair {
-    pair_with(Arc::new(MemoryReplica::new(PeerId([0xee; 32])))).await
+    pair_with(Arc::new(TestReplica::new(PeerId([0xee; 32])))).await
 }
 
 impl Pair {
@@ -314,20 +324,19 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
     let p = pair().await;
     let long = "x".repeat(150);
     let path = |i: usize| format!("memory/{long}-{i:05}/{long}/note.md");
-    for i in 0..FILES {
-        p.client_replica
-            .write(&path(i), format!("first {i}").as_bytes());
-    }
+    let round = |word: &str| -> Vec<(String, Vec<u8>)> {
+        (0..FILES)
+            .map(|i| (path(i), format!("{word} {i}").into_bytes()))
+            .collect()
+    };
+    p.client_replica.write_many(&round("first"));
     let deadline = std::time::Duration::from_secs(120);
     tokio::time::timeout(deadline, p.sync())
         .await
         .expect("the first sync stalled");
     // Every file changes on the client: both sides descend through every directory and the
     // client asks for every entry.
-    for i in 0..FILES {
-        p.client_replica
-            .write(&path(i), format!("second {i}").as_bytes());
-    }
+    p.client_replica.write_many(&round("second"));
     let report = tokio::time::timeout(deadline, p.sync())
         .await
         .expect("the second sync stalled");
@@ -347,11 +356,10 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
 async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
     let p = pair().await;
     let path = |d: usize, f: usize| format!("memory/d{d:02}/{f:0>200}");
-    for d in 0..24 {
-        for f in 0..1000 {
-            p.server_replica.write(&path(d, f), b"same\n");
-        }
-    }
+    let files: Vec<(String, Vec<u8>)> = (0..24)
+        .flat_map(|d| (0..1000).map(move |f| (path(d, f), b"same\n".to_vec())))
+        .collect();
+    p.server_replica.write_many(&files);
     let deadline = std::time::Duration::from_secs(120);
     let report = tokio::time::timeout(deadline, p.session(SessionMode::Pull, false))
         .await
@@ -497,7 +505,7 @@ async fn an_interrupted_pull_resumes_without_refetching() {
 
 /// A replica that misbehaves when asked for chunks: it corrupts them (a hostile peer), or no
 /// longer has some (their file changed on disk while being sent).
-struct Corrupting(MemoryReplica, Misbehaviour);
+struct Corrupting(TestReplica, Misbehaviour);
 
 #[derive(Clone, Copy)]
 enum Misbehaviour {
@@ -582,7 +590,7 @@ impl Replica for Corrupting {
 #[tokio::test]
 async fn a_chunk_that_does_not_match_its_id_is_refused_and_nothing_is_written() {
     let p = pair_with(Arc::new(Corrupting(
-        MemoryReplica::new(PeerId([0xdd; 32])),
+        TestReplica::new(PeerId([0xdd; 32])),
         Misbehaviour::Corrupt,
     )))
     .await;
@@ -687,7 +695,7 @@ async fn a_file_that_changed_on_the_sender_is_skipped_and_reported_not_torn() {
     let changing = b"being rewritten while sent".to_vec();
     let gone = botsync_engine::Hash::of(&changing);
     let p = pair_with(Arc::new(Corrupting(
-        MemoryReplica::new(PeerId([0xcc; 32])),
+        TestReplica::new(PeerId([0xcc; 32])),
         Misbehaviour::Vanish(gone),
     )))
     .await;

@@ -1,7 +1,7 @@
-//! The state phase of a session (feature STATE, issue 14) between two in-memory replicas over
-//! real QUIC on 127.0.0.1: records travel for the keys both sides share, concurrent writes
-//! converge with the loser kept on both sides, tombstones travel, the session mode is obeyed,
-//! and forged claims are refused.
+//! The state phase of a session (feature STATE, issue 14) between two test replicas
+//! (`common/replica.rs`) over real QUIC on 127.0.0.1: records travel for the keys both sides share,
+//! concurrent writes converge with the loser kept on both sides, tombstones travel, the session
+//! mode is obeyed, and forged claims are refused.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -13,18 +13,18 @@ use std::sync::Arc;
 use botsync_engine::{Hash, PeerId, VersionVector};
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireState};
 use botsync_proto::replica::{Replica, StateApplied};
 use botsync_proto::session::{SessionOptions, SessionReport};
+use common::TestReplica;
 
 /// A listening replica ("server") and a dialing one ("client").
 struct Pair {
     addr: SocketAddr,
     server_id: PeerId,
     endpoint: Endpoint,
-    client: Arc<MemoryReplica>,
-    server: Arc<MemoryReplica>,
+    client: Arc<TestReplica>,
+    server: Arc<TestReplica>,
     served: tokio::sync::mpsc::UnboundedReceiver<StateApplied>,
 }
 
@@ -36,12 +36,12 @@ async fn pair() -> Pair {
         client: endpoint,
         client_id,
     } = common::endpoints();
-    let server = Arc::new(MemoryReplica::new(server_id));
+    let server = Arc::new(TestReplica::new(server_id));
     let (tx, served) = tokio::sync::mpsc::unbounded_channel();
     common::serve_forever(listener, Arc::clone(&server), move |report| {
         let _ = tx.send(report.state);
     });
-    let client = Arc::new(MemoryReplica::new(client_id));
+    let client = Arc::new(TestReplica::new(client_id));
     for r in [&client, &server] {
         r.set_state_sync(&["memory:*", "notes:*"]);
     }
@@ -109,7 +109,7 @@ async fn next(recv: &mut quinn::RecvStream) -> Message {
     read_frame(recv).await.unwrap().unwrap()
 }
 
-fn value(r: &MemoryReplica, key: &str) -> Option<Vec<u8>> {
+fn value(r: &TestReplica, key: &str) -> Option<Vec<u8>> {
     r.state(key).filter(|r| !r.deleted).map(|r| r.value)
 }
 

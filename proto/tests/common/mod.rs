@@ -1,5 +1,6 @@
 //! Shared set-up of the session tests: two endpoints on 127.0.0.1 that trust each other, and a
-//! listener answering one session per connection against an in-memory replica.
+//! listener answering one session per connection against a test replica (`replica.rs`: a
+//! workspace in a temporary directory, its index in memory).
 
 #![allow(dead_code)] // each test crate uses what it needs
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -10,10 +11,13 @@ use std::sync::Arc;
 use botsync_engine::PeerId;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::identity::Identity;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::Features;
 use botsync_proto::session::server::{ServeOptions, ServeReport, serve};
 use botsync_proto::tls::AllowedPeers;
+
+pub mod replica;
+
+pub use replica::TestReplica;
 
 /// A listener that trusts the dialer, and the dialer.
 pub struct Endpoints {
@@ -60,7 +64,7 @@ pub fn endpoints() -> Endpoints {
 /// session that ended well goes to `on_report`.
 pub fn serve_forever(
     listener: Endpoint,
-    replica: Arc<MemoryReplica>,
+    replica: Arc<TestReplica>,
     on_report: impl Fn(ServeReport) + Send + 'static,
 ) {
     serve_forever_offering(listener, replica, Features::SUPPORTED, on_report);
@@ -69,7 +73,7 @@ pub fn serve_forever(
 /// [`serve_forever`], offering only `features` in the listener's `Hello` (an older peer).
 pub fn serve_forever_offering(
     listener: Endpoint,
-    replica: Arc<MemoryReplica>,
+    replica: Arc<TestReplica>,
     features: Features,
     on_report: impl Fn(ServeReport) + Send + 'static,
 ) {
@@ -94,7 +98,7 @@ pub async fn run_session(
     client: &Endpoint,
     addr: SocketAddr,
     server_id: PeerId,
-    replica: &Arc<MemoryReplica>,
+    replica: &Arc<TestReplica>,
     opts: &botsync_proto::session::SessionOptions,
 ) -> botsync_proto::session::SessionReport {
     let conn = client.connect(addr, server_id).await.unwrap();

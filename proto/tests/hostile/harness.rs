@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::common::TestReplica;
 use botsync_engine::{
     AgentLabel, Attribution, ChunkerParams, EntryKind, FileEntry, Hash, MachineName, Mode, PeerId,
     RelPath, VersionVector,
@@ -14,7 +15,6 @@ use botsync_proto::codec::encode_unchecked;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
 use botsync_proto::identity::Identity;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{Features, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
 use botsync_proto::session::server::{ServeOptions, serve};
@@ -29,18 +29,18 @@ pub struct Server<R> {
     pub id: PeerId,
     pub client_id: PeerId,
     pub client: Endpoint,
-    pub client_replica: Arc<MemoryReplica>,
+    pub client_replica: Arc<TestReplica>,
     /// The listener's budget, shared by every connection it serves.
     pub budget: Budget,
     /// A second dialer, another allowed peer with a replica of its own: the honest peer that
     /// must still sync while the first one attacks.
     pub other: Endpoint,
-    pub other_replica: Arc<MemoryReplica>,
+    pub other_replica: Arc<TestReplica>,
     served: tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>,
 }
 
 /// Listen with `make(server id, dialer id)` as the replica; the dialer's replica is a fresh
-/// [`MemoryReplica`]. Connections are served one after another, under the default limits.
+/// [`TestReplica`]. Connections are served one after another, under the default limits.
 pub async fn listen<R: Replica>(make: impl FnOnce(PeerId, PeerId) -> Arc<R>) -> Server<R> {
     listen_with(Limits::DEFAULT, false, make).await
 }
@@ -108,17 +108,17 @@ pub async fn listen_with<R: Replica>(
         id,
         client_id,
         client,
-        client_replica: Arc::new(MemoryReplica::new(client_id)),
+        client_replica: Arc::new(TestReplica::new(client_id)),
         budget,
         other,
-        other_replica: Arc::new(MemoryReplica::new(other_id)),
+        other_replica: Arc::new(TestReplica::new(other_id)),
         served,
     }
 }
 
-/// A listener over a plain in-memory replica.
-pub async fn listen_memory() -> Server<MemoryReplica> {
-    listen(|id, _| Arc::new(MemoryReplica::new(id))).await
+/// A listener over a plain test replica.
+pub async fn listen_memory() -> Server<TestReplica> {
+    listen(|id, _| Arc::new(TestReplica::new(id))).await
 }
 
 impl<R> Server<R> {
@@ -153,7 +153,7 @@ async fn session_of(
     endpoint: &Endpoint,
     addr: SocketAddr,
     id: PeerId,
-    replica: &Arc<MemoryReplica>,
+    replica: &Arc<TestReplica>,
     mode: SessionMode,
 ) -> Result<SessionReport, SessionError> {
     let conn = endpoint.connect(addr, id).await.unwrap();

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::TestReplica;
 use botsync_engine::AgentLabel;
 use botsync_engine::{Hash, RelPath};
 use botsync_proto::budget::{BudgetStats, Deadlines, Limits};
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::ConnectError;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
 
@@ -29,8 +29,8 @@ const SHORT: Deadlines = Deadlines {
 
 /// A listener serving connections concurrently under `limits`, holding `memory/big.bin`
 /// (1 MiB of incompressible bytes, about 16 chunks).
-async fn listener(limits: Limits) -> Server<MemoryReplica> {
-    let s = listen_with(limits, true, |id, _| Arc::new(MemoryReplica::new(id))).await;
+async fn listener(limits: Limits) -> Server<TestReplica> {
+    let s = listen_with(limits, true, |id, _| Arc::new(TestReplica::new(id))).await;
     s.replica.write("memory/big.bin", &noise(1 << 20));
     s
 }
@@ -68,7 +68,7 @@ async fn chunk_ids(script: &mut Script, path: &str) -> Vec<Hash> {
 }
 
 /// Wait until `check` holds on the listener's budget (at most 5 s).
-async fn until(s: &Server<MemoryReplica>, check: impl Fn(&BudgetStats) -> bool) -> BudgetStats {
+async fn until(s: &Server<TestReplica>, check: impl Fn(&BudgetStats) -> bool) -> BudgetStats {
     let start = Instant::now();
     loop {
         let stats = s.budget.stats();
@@ -242,9 +242,9 @@ async fn a_session_past_the_session_budget_is_answered_busy() {
 /// Run `stall` on a fresh connection of a listener with [`SHORT`] deadlines, and check that
 /// the listener closes it with `timeout` within `deadline` (plus a margin for the close to
 /// travel) and gives back its connection and session.
-async fn stalled_is_timed_out<F>(deadline: Duration, stall: impl FnOnce(Server<MemoryReplica>) -> F)
+async fn stalled_is_timed_out<F>(deadline: Duration, stall: impl FnOnce(Server<TestReplica>) -> F)
 where
-    F: std::future::Future<Output = (Server<MemoryReplica>, quinn::Connection, Option<Script>)>,
+    F: std::future::Future<Output = (Server<TestReplica>, quinn::Connection, Option<Script>)>,
 {
     let limits = Limits {
         deadlines: SHORT,
@@ -318,7 +318,7 @@ async fn a_peer_that_trickles_one_byte_at_a_time_is_timed_out() {
 async fn a_push_that_never_answers_get_chunks_is_timed_out() {
     stalled_is_timed_out(SHORT.chunk_batch + Duration::from_secs(1), |s| async move {
         // A valid version of a new file by the dialer, whose chunks it then never serves.
-        let source = MemoryReplica::new(s.client_id);
+        let source = TestReplica::new(s.client_id);
         source.write("notes/new.md", &noise(200 * 1024));
         let entry = source
             .entries(&[RelPath::new("notes/new.md").unwrap()])
@@ -374,7 +374,7 @@ async fn an_initiator_gives_up_on_a_responder_that_never_answers_its_summary() {
     let mut opts = SessionOptions::new(SessionMode::Pull, "client");
     opts.deadlines = SHORT;
     let started = Instant::now();
-    let replica = Arc::new(MemoryReplica::new(did));
+    let replica = Arc::new(TestReplica::new(did));
     let err = client::run(&conn, lid, replica, &opts, Arc::new(NoProgress))
         .await
         .unwrap_err();

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use crate::common::TestReplica;
 use botsync_engine::authority::MAX_OWN_COUNTER_LEAD;
 use botsync_engine::plan::{Action, ItemReport, Outcome, PlanItem};
 use botsync_engine::vector::MAX_VERSION_COUNTER;
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use botsync_proto::close::CloseCode;
-use botsync_proto::memory::MemoryReplica;
 use botsync_proto::messages::{Message, NodeChild, SessionMode, WireEntry};
 use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 
@@ -118,7 +118,7 @@ async fn a_version_authored_in_our_name_without_counting_us_is_refused() {
 
 /// A replica whose entries claim `counter` changes by `victim` (a hostile responder).
 struct Forging {
-    inner: MemoryReplica,
+    inner: TestReplica,
     victim: PeerId,
     counter: u64,
 }
@@ -180,7 +180,7 @@ impl Replica for Forging {
 async fn a_pulled_version_counting_our_changes_far_beyond_ours_is_refused() {
     let s = listen(|id, client| {
         Arc::new(Forging {
-            inner: MemoryReplica::new(id),
+            inner: TestReplica::new(id),
             victim: client,
             counter: MAX_VERSION_COUNTER,
         })
