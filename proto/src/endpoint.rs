@@ -104,6 +104,16 @@ pub struct EndpointOptions {
     /// kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped request is not an
     /// error.
     pub socket_buffer: usize,
+    /// The round-trip time assumed before the first sample, towards a peer that is not on
+    /// loopback. It sets how soon a lost handshake packet is sent again (about three times
+    /// this, doubling each time). QUIC's default of 333 ms sends the fourth copy of a lost
+    /// handshake flight only after 7 s, past `idle_timeout`: over a link losing packets in
+    /// bursts, the listener gave up on handshakes its dialer would still have finished. At
+    /// 100 ms, four copies go out within 4.5 s; a tailnet path slower than that costs one
+    /// early copy of a ~1 KB packet.
+    pub initial_rtt: Duration,
+    /// The same towards a loopback peer (the same machine: microseconds).
+    pub loopback_initial_rtt: Duration,
 }
 
 impl Default for EndpointOptions {
@@ -121,6 +131,8 @@ impl Default for EndpointOptions {
             send_window: 4 << 20,
             max_streams: 32,
             socket_buffer: 4 << 20,
+            initial_rtt: Duration::from_millis(100),
+            loopback_initial_rtt: Duration::from_millis(10),
         }
     }
 }
@@ -130,6 +142,7 @@ impl EndpointOptions {
     /// may cross a Tailscale tunnel).
     pub fn transport_config(&self) -> TransportConfig {
         let mut t = self.transport_with_mtu(self.initial_mtu, self.max_mtu);
+        t.initial_rtt(self.initial_rtt);
         // BBR, not the default Cubic: across a tunnel with a little random loss (Wi-Fi, a busy
         // uplink), Cubic halves its window at each loss and a 100 ms path at 1 % loss crawls
         // (docs/BENCHMARKS.md, benches/netem.sh); BBR paces at the measured bottleneck rate.
@@ -150,6 +163,7 @@ impl EndpointOptions {
 
     fn loopback_transport_config(&self) -> TransportConfig {
         let mut t = self.transport_with_mtu(self.loopback_initial_mtu, self.loopback_max_mtu);
+        t.initial_rtt(self.loopback_initial_rtt);
         let largest = self.loopback_initial_mtu.max(self.loopback_max_mtu);
         if exceeds_gso_batch(largest) {
             t.enable_segmentation_offload(false);
@@ -646,6 +660,11 @@ mod tests {
         assert_eq!(o.initial_mtu, 1200);
         assert!(o.max_mtu <= 1280 - 40 - 8);
         assert!(o.keep_alive < o.idle_timeout);
+        // A handshake flight is sent four times before the listener's idle timeout: at about
+        // 3, 9, 21 and 45 times the initial RTT (RFC 9002's probe timeout, doubling).
+        for rtt in [o.initial_rtt, o.loopback_initial_rtt] {
+            assert!(rtt * 45 < o.idle_timeout, "{rtt:?}");
+        }
         // 100 Mbit/s × 100 ms = 1.25 MB must fit in the connection window.
         assert!(u64::from(o.connection_window) >= 100_000_000 / 8 / 10);
         // A session's control stream, its 6 request streams and the next session's Hello.
