@@ -132,6 +132,18 @@ impl Span {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (as_ref(&self.lo), as_ref(&self.hi))
     }
+
+    /// True if no key lies in the span (its start is after its end): a `BTreeMap` range and a
+    /// sled range panic on such bounds.
+    pub fn is_empty(&self) -> bool {
+        let (lo, hi) = self.bounds();
+        match (lo, hi) {
+            (Bound::Included(l), Bound::Included(h)) => l > h,
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h))
+            | (Bound::Excluded(l), Bound::Included(h)) => l >= h,
+            _ => false,
+        }
+    }
 }
 
 fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
@@ -232,25 +244,12 @@ impl MemoryBackend {
     fn page(&self, tree: Tree, lo: Bound<&[u8]>, hi: Bound<&[u8]>, order: Order) -> Rows {
         let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
         let t = &trees[tree.index()];
-        if range_is_empty(lo, hi) {
-            return Vec::new();
-        }
         let range = t.range::<[u8], _>((lo, hi));
         let copy = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
         match order {
             Order::Ascending => range.take(VISIT_PAGE).map(copy).collect(),
             Order::Descending => range.rev().take(VISIT_PAGE).map(copy).collect(),
         }
-    }
-}
-
-/// True if `lo..hi` holds no key (a `BTreeMap` range panics on such bounds).
-fn range_is_empty(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
-    match (lo, hi) {
-        (Bound::Included(l), Bound::Included(h)) => l > h,
-        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h))
-        | (Bound::Excluded(l), Bound::Included(h)) => l >= h,
-        _ => false,
     }
 }
 
@@ -267,6 +266,9 @@ impl Backend for MemoryBackend {
         order: Order,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), BackendError> {
+        if span.is_empty() {
+            return Ok(());
+        }
         let mut span = span.clone();
         loop {
             let (lo, hi) = span.bounds();

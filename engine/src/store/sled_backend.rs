@@ -113,7 +113,7 @@ impl Backend for SledBackend {
         order: Order,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), BackendError> {
-        if empty_span(span) {
+        if span.is_empty() {
             return Ok(());
         }
         let range = self
@@ -203,15 +203,5 @@ impl Backend for SledBackend {
 
     fn is_empty(&self) -> Result<bool, BackendError> {
         Ok(self.trees.iter().all(sled::Tree::is_empty))
-    }
-}
-
-/// True if `span` holds no key (sled panics on a range whose start is after its end).
-fn empty_span(span: &Span) -> bool {
-    use std::ops::Bound::{Excluded, Included};
-    match (&span.lo, &span.hi) {
-        (Included(l), Included(h)) => l > h,
-        (Included(l) | Excluded(l), Excluded(h)) | (Excluded(l), Included(h)) => l >= h,
-        _ => false,
     }
 }
