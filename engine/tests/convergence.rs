@@ -6,7 +6,8 @@
 //! - every version a scan ever saw of a `newest` file is current, kept in `conflicts/`, or
 //!   restorable from some replica's history.
 //!
-//! `BOTSYNC_SIM_STEPS` and `BOTSYNC_SIM_SEED` make longer or other runs.
+//! Each replica's index is in memory (`IndexKind::InMemory`): the files, chunk store and every
+//! rule are as on disk. `BOTSYNC_SIM_STEPS` and `BOTSYNC_SIM_SEED` make longer or other runs.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -17,10 +18,10 @@ use std::fs;
 use std::path::Path;
 
 use botsync_engine::hash::Hash;
-use botsync_engine::workspace::Workspace;
+use botsync_engine::workspace::{IndexKind, Workspace};
 use botsync_engine::{FileEntry, RelPath};
 
-use common::{content_of, open_workspace, wall_clock_ns};
+use common::{content_of, open_workspace_indexed, wall_clock_ns};
 
 const PEERS: usize = 4;
 const LOG: &str = "memory/log.jsonl";
@@ -194,7 +195,7 @@ fn four_replicas_converge_without_losing_a_line_or_a_version() {
     let replicas: Vec<Replica> = (0..PEERS)
         .map(|i| {
             let dir = tempfile::tempdir_in(&base).unwrap();
-            let ws = open_workspace(dir.path(), i as u8 + 1);
+            let ws = open_workspace_indexed(dir.path(), i as u8 + 1, IndexKind::InMemory);
             Replica { dir, ws }
         })
         .collect();

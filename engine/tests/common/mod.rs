@@ -174,13 +174,22 @@ impl Workspace {
 /// Nanoseconds since the epoch now.
 /// Create and open a real engine workspace at `dir`, changes attributed to peer `[peer; 32]`.
 pub fn open_workspace(dir: &Path, peer: u8) -> botsync_engine::workspace::Workspace {
+    open_workspace_indexed(dir, peer, botsync_engine::workspace::IndexKind::OnDisk)
+}
+
+/// [`open_workspace`], with its index where `index` says.
+pub fn open_workspace_indexed(
+    dir: &Path,
+    peer: u8,
+    index: botsync_engine::workspace::IndexKind,
+) -> botsync_engine::workspace::Workspace {
     botsync_engine::workspace::Workspace::init(dir, Some("test")).unwrap();
     let local = Attribution {
         peer: PeerId([peer; 32]),
         agent: AgentLabel::new("t"),
         machine: MachineName::default(),
     };
-    botsync_engine::workspace::Workspace::open(dir, local)
+    botsync_engine::workspace::Workspace::open_with(dir, local, index)
         .unwrap()
         .0
 }
