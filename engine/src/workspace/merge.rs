@@ -131,12 +131,16 @@ impl Workspace {
             chunker: theirs.chunker,
             version: plan::merged_version(Some(ours), theirs),
             parent: Some(ours.content),
-            changed_by: if merged.bytes == *w {
-                winner.changed_by.clone()
-            } else if merged.bytes == *l {
+            // A merge is no new change by this peer (its counter is not raised, so that both
+            // sides merging the same pair write the same entry): it is attributed to the
+            // version the merge kept whole, else to the winner, whose author the merged
+            // version counts. Attributed to this peer, a relay that never wrote the path
+            // made a version every other peer refused ("changed by X, but the version counts
+            // no change by X").
+            changed_by: if merged.bytes == *l {
                 loser.changed_by.clone()
             } else {
-                self.local.clone()
+                winner.changed_by.clone()
             },
         }))
     }
