@@ -424,7 +424,10 @@ mod tests {
         schema_3_store(&dir, &paths);
         {
             // The first transaction of the local tree committed, then the process died.
-            let Ok((store, _)) = Store::try_open(&dir) else {
+            // sled lets go of the lock of the index just closed a moment later: wait for it.
+            let opened =
+                crate::store::wait_for_lock(crate::store::lock_pauses(), || Store::try_open(&dir));
+            let Ok((store, _)) = opened else {
                 panic!("the index opens")
             };
             let (first, old) = store.rows(Tree::Local).into_iter().next().unwrap();
