@@ -2,9 +2,9 @@
 //!
 //! [`Store`](super::Store) knows what its records mean; a backend only keeps bytes in named
 //! trees, in key order, and writes a batch of changes over several trees atomically. Two
-//! implement it: [`SledBackend`](super::sled_backend::SledBackend), the workspace's index on
-//! disk, and [`MemoryBackend`], the same index held in memory (tests and replicas that need
-//! no persistence). Every record layout, check and migration lives above this seam, once.
+//! implement it: `SledBackend` (`store/sled_backend.rs`), the workspace's index on disk, and
+//! [`MemoryBackend`], the same index held in memory (tests and replicas that need no
+//! persistence). Every record layout, check and migration lives above this seam, once.
 
 use std::collections::BTreeMap;
 use std::fmt;
