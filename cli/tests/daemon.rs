@@ -279,6 +279,40 @@ fn a_change_made_while_watch_events_are_lost_is_found_by_the_overflow_rescan() {
 }
 
 #[test]
+fn a_file_written_just_before_a_push_is_pushed_even_while_its_events_wait_in_the_queue() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    a.write("memory/before.md", "already here\n");
+    // Alpha's watcher handles each event 150 ms late, as on a loaded machine: the write below
+    // is still queued in the kernel when the push reaches the daemon.
+    let da = {
+        let mut cmd = a.cmd();
+        cmd.env("BOTSYNC_TEST_DELAY_WATCH_EVENTS_MS", "150");
+        common::Server::spawn(cmd, "127.0.0.1:0")
+    };
+    let db = b.serve();
+    a.add(&b, db.port);
+    b.add(&a, da.port);
+    a.ok(&["push", "beta"]);
+    assert_eq!(b.read("memory/before.md").unwrap(), b"already here\n");
+    a.write("memory/late.md", "written a moment before the push\n");
+    let doc = a.ok(&["push", "beta"]);
+    assert_eq!(
+        b.read("memory/late.md").as_deref(),
+        Some(&b"written a moment before the push\n"[..]),
+        "the push said: {doc}"
+    );
+    // A cookie lives only while a refresh waits for it (the daemon's own rescans make some).
+    let cookies = || {
+        std::fs::read_dir(a.root())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".botsync-tmp-"))
+            .count()
+    };
+    assert!(eventually(10, || cookies() == 0), "a cookie was left");
+}
+
+#[test]
 fn verbs_run_at_once_without_a_daemon_take_turns_and_never_say_locked() {
     let (a, b, _server) = common::pair();
     for i in 0..20 {

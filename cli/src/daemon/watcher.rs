@@ -2,7 +2,8 @@
 //! passed on to the scheduler, which debounces them into a rescan.
 //!
 //! `.botsync/` is not watched (the index writes there all the time); events inside it and on
-//! apply's temporary files are dropped here, on the watcher's thread. A lost-events signal from the kernel (inotify
+//! apply's temporary files are dropped here, on the watcher's thread. A refresh's cookie
+//! (`node/cookie.rs`) in the workspace root is reported to the replica, not as a change. A lost-events signal from the kernel (inotify
 //! queue overflow) becomes [`FsSignal::Overflow`]: the scheduler answers it with a full rescan.
 
 use std::path::Path;
@@ -23,6 +24,10 @@ use crate::node::replica::LiveReplica;
 /// when its queue fills (the watcher test cannot fill a real queue reliably on a shared
 /// machine). Only the overflow's full rescan can then find the change.
 pub const DROP_EVENTS_ENV: &str = "BOTSYNC_TEST_DROP_WATCH_EVENTS";
+
+/// Test hook: the watcher sleeps this many milliseconds before handling each event, so events
+/// wait in the kernel's queue as they do on a loaded machine (the barrier test, `cookie.rs`).
+pub const DELAY_EVENTS_ENV: &str = "BOTSYNC_TEST_DELAY_WATCH_EVENTS_MS";
 
 /// What the watcher saw (our own applies filtered out).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +59,24 @@ impl Watcher {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let delay = std::env::var(DELAY_EVENTS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
         let seen = AtomicU64::new(0);
         let handler = move |res: notify::Result<Event>| {
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            if let Ok(ev) = &res
+                && ev
+                    .paths
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(&root_owned).ok()?.to_str())
+                    .any(|rel| replica.note_cookie(rel))
+            {
+                return;
+            }
             let signal = match res {
                 Ok(ev) if ev.need_rescan() => Some(FsSignal::Overflow),
                 // Reads (ours included: the scanner opens every changed file) change nothing.

@@ -1,6 +1,7 @@
 //! This machine's side of botsync: the opened workspace, its identity and peers, and a QUIC
 //! endpoint; shared by `sync`, `diff`, `serve` and `demo`.
 
+pub mod cookie;
 pub mod feed;
 pub mod identity;
 pub mod last_sync;

@@ -14,6 +14,7 @@ use botsync_proto::replica::{
     HeldChunks, MeshChange, Replica, ReplicaError, Snapshot, StateApplied,
 };
 
+use super::cookie::{BARRIER_TIMEOUT, Cookies};
 use super::mesh_config::MeshConfigs;
 use super::own_writes::OwnWrites;
 use super::pending::{Pending, PendingScan};
@@ -36,6 +37,8 @@ pub struct LiveReplica {
     watched: AtomicBool,
     /// What may have changed since the last rescan (meaningful only when `watched`).
     pending: PendingScan,
+    /// The barrier a refresh passes before it trusts `pending` (see `cookie.rs`).
+    cookies: Cookies,
     /// Files this process wrote by applying remote versions: their file-system events are our
     /// own doing, not local changes.
     own: OwnWrites,
@@ -73,6 +76,7 @@ impl LiveReplica {
             writer: Mutex::new(()),
             watched: AtomicBool::new(false),
             pending: PendingScan::default(),
+            cookies: Cookies::default(),
             own,
             root: tokio::sync::watch::Sender::new(RootChange { root, local: false }),
             rescans: AtomicU64::new(0),
@@ -101,6 +105,18 @@ impl LiveReplica {
     /// refresh rescans them, not the whole workspace.
     pub fn note_changed<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
         self.pending.paths(paths);
+    }
+
+    /// The watcher saw the file `name` in the workspace root: true if it is one of our cookies
+    /// (then it is no change, and the refresh waiting for it goes on).
+    pub fn note_cookie(&self, name: &str) -> bool {
+        match Cookies::parse(name) {
+            Some(n) => {
+                self.cookies.seen(n);
+                true
+            }
+            None => false,
+        }
     }
 
     /// True if the file-system event on `rel` is our own apply's doing.
@@ -244,6 +260,13 @@ impl Replica for LiveReplica {
 
     fn refresh(&self) -> Result<Snapshot, ReplicaError> {
         let _turn = self.turn();
+        // What the watcher noted is complete only once it has read every event queued so far:
+        // a file written a moment ago may still wait in the kernel's queue.
+        if self.watched.load(Ordering::SeqCst)
+            && !self.cookies.barrier(self.ws.root(), BARRIER_TIMEOUT)
+        {
+            self.pending.everything();
+        }
         let pending = self.pending.take();
         let scopes: Option<Vec<RelPath>> = match pending {
             _ if !self.watched.load(Ordering::SeqCst) => None,
