@@ -235,6 +235,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
     use super::*;
+    use crate::store::backend::BackendError;
     use crate::store::{LocalUpdate, META_SCHEMA, OpenOutcome};
 
     const LAPTOP: PeerId = PeerId([7; 32]);
@@ -437,6 +438,80 @@ mod tests {
             store.flush().unwrap();
         }
         let (store, _) = Store::open(&dir).unwrap();
+        assert_current(&store, &paths);
+    }
+
+    /// A backend whose disk refuses every batch after the first `allowed`.
+    #[derive(Debug)]
+    struct FailingDisk {
+        inner: crate::store::sled_backend::SledBackend,
+        allowed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::store::backend::Backend for FailingDisk {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.inner.get(tree, key)
+        }
+        fn visit(
+            &self,
+            tree: Tree,
+            span: &Span,
+            order: Order,
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), BackendError> {
+            self.inner.visit(tree, span, order, f)
+        }
+        fn write(&self, batch: Vec<Write>) -> Result<(), BackendError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.allowed.load(SeqCst);
+            if left == 0 {
+                return Err(BackendError::new(std::io::Error::from_raw_os_error(28)));
+            }
+            self.allowed.store(left - 1, SeqCst);
+            self.inner.write(batch)
+        }
+        fn next_id(&self) -> Result<u64, BackendError> {
+            self.inner.next_id()
+        }
+        fn flush(&self) -> Result<(), BackendError> {
+            self.inner.flush()
+        }
+        fn is_empty(&self) -> Result<bool, BackendError> {
+            self.inner.is_empty()
+        }
+    }
+
+    #[test]
+    fn a_migration_the_disk_refuses_fails_in_one_line_and_the_next_open_finishes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let paths = ["a.md", "b.md", "c.md"];
+        schema_3_store(&dir, &paths);
+        {
+            let opened = crate::store::wait_for_lock(crate::store::lock_pauses(), || {
+                crate::store::sled_backend::SledBackend::open(&dir)
+            });
+            let Ok((inner, _)) = opened else {
+                panic!("the index opens")
+            };
+            // The first batch (the local tree's records) is written, then the disk is full.
+            let disk = FailingDisk {
+                inner,
+                allowed: std::sync::atomic::AtomicUsize::new(1),
+            };
+            let store = Store::over(&dir, std::sync::Arc::new(disk));
+            let err = store.migrate(3).unwrap_err();
+            let line = err.to_string();
+            assert!(matches!(err, StoreError::Db { .. }), "{line}");
+            assert!(
+                line.contains("rewriting index records of the older schema")
+                    && line.contains("No space left on device")
+                    && !line.contains('\n'),
+                "{line}"
+            );
+        }
+        let (store, outcome) = Store::open(&dir).unwrap();
+        assert!(matches!(outcome, OpenOutcome::Opened), "{outcome:?}");
         assert_current(&store, &paths);
     }
 
