@@ -3,8 +3,9 @@
 //!
 //! `.botsync/` is not watched (the index writes there all the time); events inside it and on
 //! apply's temporary files are dropped here, on the watcher's thread. A refresh's cookie
-//! (`node/cookie.rs`) in the workspace root is reported to the replica, not as a change. A lost-events signal from the kernel (inotify
-//! queue overflow) becomes [`FsSignal::Overflow`]: the scheduler answers it with a full rescan.
+//! (`node/cookie.rs`) in the workspace root is reported to the replica, not as a change. A
+//! lost-events signal from the kernel (inotify queue overflow) becomes [`FsSignal::Overflow`]:
+//! the scheduler answers it with a full rescan.
 
 use std::path::Path;
 use std::sync::Arc;
