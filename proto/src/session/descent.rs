@@ -6,53 +6,14 @@
 //! directories when the peer negotiated `BUCKETS`), takes the peer's replies
 //! ([`Descent::accept`]), compares ([`Descent::step`]) and says which of our directories the
 //! peer lacks entirely, whose entry paths it then takes ([`Descent::add_ours`]). It does no I/O;
-//! `differing_paths` drives it over the control stream and the replica.
+//! the initiator's machine ([`super::initiator`]) drives it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use botsync_engine::RelPath;
 
-use super::{Control, SessionError, blocking};
-use crate::messages::buckets::{BUCKET_FROM_CHILDREN, bucket_count_for, bucket_of, digests};
+use crate::messages::buckets::{bucket_count_for, bucket_of, digests};
 use crate::messages::{BucketAsk, ChildKind, Message, NodeChild, bucket_requests, path_requests};
-use crate::replica::Replica;
-
-/// Walk both Merkle trees from the root and return every file path (ours or theirs) whose
-/// leaf differs. The caller knows the roots differ. With `buckets` (the feature was negotiated)
-/// large directories are compared by buckets of their children.
-pub(crate) async fn differing_paths<R: Replica + ?Sized>(
-    ctl: &mut Control,
-    replica: &Arc<R>,
-    buckets: bool,
-) -> Result<BTreeSet<RelPath>, SessionError> {
-    let mut walk = if buckets {
-        Descent::with_buckets(BUCKET_FROM_CHILDREN)
-    } else {
-        Descent::new()
-    };
-    while !walk.is_done() {
-        ctl.counters.round_trips += 1;
-        let dirs = walk.frontier().to_vec();
-        let ours: Vec<Vec<NodeChild>> = blocking(replica, move |r| {
-            dirs.iter()
-                .map(|d| r.children(d).map(Option::unwrap_or_default))
-                .collect()
-        })
-        .await?;
-        let requests = walk.requests(ours).map_err(SessionError::Protocol)?;
-        ctl.exchange(&requests, |reply| {
-            walk.accept(reply).map_err(SessionError::Protocol)
-        })
-        .await?;
-        let only_ours = walk.step().map_err(SessionError::Protocol)?;
-        if !only_ours.is_empty() {
-            let found = blocking(replica, move |r| r.paths_under(&only_ours)).await?;
-            walk.add_ours(found);
-        }
-    }
-    Ok(walk.finish())
-}
 
 /// The peer's answer for one directory.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::messages::NodeReply;
+use crate::messages::buckets::BUCKET_FROM_CHILDREN;
 use crate::messages::buckets::answer;
 use crate::testing::file_entry as entry;
 

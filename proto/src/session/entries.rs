@@ -1,48 +1,23 @@
-//! Entry exchange: asking for and answering `GetEntries`, and completing entries whose chunk
-//! list was elided by walking the peer's chunk tree (only the nodes we do not already have).
+//! Entry exchange: the initiator's `GetEntries` and the peer's answers ([`EntriesAsked`]), entry
+//! batches as they are sent (`outgoing`), and completing entries whose chunk list was elided
+//! by walking the peer's chunk tree (only the nodes we do not already have).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use botsync_engine::authority::check_claims;
 use botsync_engine::chunktree::{ChunkTree, Rebuild};
-use botsync_engine::plan::{Action, ItemReport, Outcome};
-use botsync_engine::{FileEntry, Hash, PeerId, RelPath};
-use tracing::warn;
+use botsync_engine::{FileEntry, Hash, RelPath};
 
-use super::{Advertised, Control, SessionError, blocking, within};
+use super::work::Io;
+use super::{SessionError, blocking, within};
 use crate::budget::Phase;
-use crate::codec::CodecError;
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::limits::{
     MAX_ENTRIES_PER_BATCH, MAX_INLINE_CHUNKS, MAX_PATHS_PER_REQUEST, MAX_TREE_NODES_PER_REQUEST,
 };
 use crate::messages::{ChunkListing, Message, TreeAddr, WireEntry, flagged_batches};
 use crate::replica::Replica;
-
-/// Ask the peer for its entries of `paths` (pipelined: one round trip) and complete elided
-/// chunk lists.
-pub(crate) async fn request<R: Replica + ?Sized>(
-    ctl: &mut Control,
-    conn: &quinn::Connection,
-    replica: &Arc<R>,
-    paths: &[RelPath],
-    chunk_tree: bool,
-) -> Result<Vec<FileEntry>, SessionError> {
-    if paths.is_empty() {
-        return Ok(Vec::new());
-    }
-    ctl.counters.round_trips += 1;
-    // Pipelined batches, replies read while sending (see `Control::exchange`).
-    let (mut phase, requests) = EntriesAsked::new(paths);
-    ctl.exchange(&requests, |reply| {
-        phase.accept(reply).map_err(SessionError::Protocol)
-    })
-    .await?;
-    let deadline = ctl.deadlines.chunk_batch;
-    complete(conn, replica, phase.finish(), chunk_tree, deadline).await
-}
 
 /// The entries exchange of the initiator as a pure state machine: the `GetEntries` requests for
 /// some paths, then the peer's `Entries` batches, each request answered up to a batch marked
@@ -101,26 +76,15 @@ impl EntriesAsked {
     }
 }
 
-/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones. An elided
-/// list without the CHUNK_TREE feature (`chunk_tree` false) is `bad-message`, before any request.
-/// Each `GetTreeNodes` must be answered within `deadline`.
+/// Turn wire entries into full entries, fetching the chunk-tree nodes of elided ones over
+/// `conn` (the machines refuse elided lists without CHUNK_TREE before they ask for this). Each
+/// `GetTreeNodes` must be answered within `deadline`.
 pub(crate) async fn complete<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
     wire: Vec<WireEntry>,
-    chunk_tree: bool,
     deadline: Duration,
 ) -> Result<Vec<FileEntry>, SessionError> {
-    if let Some(w) = wire
-        .iter()
-        .find(|w| !chunk_tree && matches!(w.listing, ChunkListing::Elided { .. }))
-    {
-        return Err(FrameError::from(CodecError::Malformed(format!(
-            "entry {} has an elided chunk list, but CHUNK_TREE was not negotiated",
-            w.file.path
-        )))
-        .into());
-    }
     let mut out = Vec::with_capacity(wire.len());
     for w in wire {
         match w.listing {
@@ -143,47 +107,6 @@ pub(crate) async fn complete<R: Replica + ?Sized>(
         }
     }
     Ok(out)
-}
-
-/// Refuse the incoming versions whose claims about us we cannot believe
-/// ([`check_claims`]: our own counter far ahead of ours, an author the version does not count).
-/// Returns the accepted entries, and for each refused one a report with action `Nothing` and
-/// outcome `Failed`, so that the refusal is seen on both sides.
-pub(crate) async fn screen<R: Replica + ?Sized>(
-    replica: &Arc<R>,
-    sender: PeerId,
-    incoming: Vec<FileEntry>,
-) -> Result<(Vec<FileEntry>, Vec<ItemReport>), SessionError> {
-    if incoming.is_empty() {
-        return Ok((incoming, Vec::new()));
-    }
-    let paths: Vec<RelPath> = incoming.iter().map(|e| e.path.clone()).collect();
-    let (receiver, ours) =
-        blocking(replica, move |r| Ok((r.local_peer(), r.entries(&paths)?))).await?;
-    let ours = by_path(ours);
-    let mut accepted = Vec::with_capacity(incoming.len());
-    let mut refused = Vec::new();
-    for remote in incoming {
-        match check_claims(ours.get(&remote.path), &remote, receiver) {
-            Ok(()) => accepted.push(remote),
-            Err(refusal) => {
-                warn!(peer = %sender, %refusal, "version refused");
-                refused.push(ItemReport {
-                    path: remote.path.clone(),
-                    action: Action::Nothing,
-                    outcome: Outcome::Failed {
-                        reason: refusal.to_string(),
-                    },
-                    size: remote.size,
-                    bytes_fetched: 0,
-                    conflict_copy: None,
-                    changed_by: Some(remote.changed_by.clone()),
-                    mtime_ns: remote.mtime_ns,
-                });
-            }
-        }
-    }
-    Ok((accepted, refused))
 }
 
 /// Drive the engine's [`Rebuild`] of the chunk list of `content`: ask the peer for the nodes it
@@ -233,26 +156,11 @@ async fn rebuild(
     }
 }
 
-/// Answer a `GetEntries`: our entries of `paths` in batches, chunk lists of large files elided
-/// and remembered for the tree-node service.
-pub(crate) async fn answer<R: Replica + ?Sized>(
-    ctl: &mut Control,
-    replica: &Arc<R>,
-    advertised: &Advertised,
-    paths: Vec<RelPath>,
-) -> Result<(), SessionError> {
-    let entries = blocking(replica, move |r| r.entries(&paths)).await?;
-    send_batches(ctl, advertised, entries, |entries, last| Message::Entries {
-        entries,
-        last,
-    })
-    .await
-}
-
-/// Send entries as wire batches built by `make`; the last batch has `last = true`.
-pub(crate) async fn send_batches(
-    ctl: &mut Control,
-    advertised: &Advertised,
+/// Queue `entries` as wire batches built by `make` (the last with `last = true`), bounded by
+/// count and by exact encoded size; the chunk trees of lists elided from them are advertised
+/// first, so the peer may ask for their nodes as soon as it reads the batch.
+pub(crate) fn outgoing(
+    out: &mut VecDeque<Io>,
     entries: Vec<FileEntry>,
     make: impl Fn(Vec<WireEntry>, bool) -> Message,
 ) -> Result<(), SessionError> {
@@ -260,22 +168,14 @@ pub(crate) async fn send_batches(
         .into_iter()
         .map(|e| {
             if e.chunks.len() > MAX_INLINE_CHUNKS {
-                advertised.add(e.content, &e.chunks);
+                out.push_back(Io::Advertise(e.content, e.chunks.clone()));
             }
             WireEntry::new(e, MAX_INLINE_CHUNKS)
         })
         .collect();
-    // Batches bounded by count and by exact encoded size.
     let batches = flagged_batches(wire, MAX_ENTRIES_PER_BATCH, make).map_err(FrameError::from)?;
-    for batch in &batches {
-        ctl.send(batch).await?;
-    }
+    out.extend(batches.into_iter().map(Io::Send));
     Ok(())
-}
-
-/// Entries by path, for planning.
-pub(crate) fn by_path(entries: Vec<FileEntry>) -> HashMap<RelPath, FileEntry> {
-    entries.into_iter().map(|e| (e.path.clone(), e)).collect()
 }
 
 #[cfg(test)]

@@ -14,12 +14,16 @@ pub mod client;
 mod delta;
 pub mod descent;
 pub mod entries;
+pub mod initiator;
 pub mod link;
 pub mod mesh;
 pub mod order;
+pub mod pair;
+pub mod responder;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod work;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -294,18 +298,20 @@ impl Control {
         Ok(())
     }
 
-    /// The next message; a clean end of stream is a protocol error here.
-    pub(crate) async fn recv(&mut self) -> Result<Message, SessionError> {
-        let m = next_reply(&mut self.recv).await;
-        self.count(m)
-    }
-
-    /// [`Control::recv`], unless `phase` passes its deadline first.
-    pub(crate) async fn recv_within(&mut self, phase: Phase) -> Result<Message, SessionError> {
-        let after = self.deadlines.of(phase);
-        let m = within(phase, after, next_reply(&mut self.recv))
-            .await
-            .and_then(|m| m);
+    /// The next message, an `Error` message included, within the deadline of `phase` if one is
+    /// given (else only the connection's idle timeout bounds the wait).
+    pub(crate) async fn recv_any(&mut self, phase: Option<Phase>) -> Result<Message, SessionError> {
+        let read = async {
+            read_frame(&mut self.recv)
+                .await?
+                .ok_or_else(|| SessionError::Protocol("control stream ended unexpectedly".into()))
+        };
+        let m = match phase {
+            Some(phase) => within(phase, self.deadlines.of(phase), read)
+                .await
+                .and_then(|m| m),
+            None => read.await,
+        };
         self.count(m)
     }
 

@@ -1,28 +1,27 @@
-//! The answering side of a session (`botsync serve`): answer the initiator's requests and take
-//! its offered versions under our own rules.
+//! The answering side of a session (`botsync serve`): the tokio driver of the [`Responder`]
+//! machine over a quinn connection, with what only a connection has (admission under the
+//! budget, the request deadline counted from the peer's activity, the refusal's `Error` and
+//! close).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use botsync_engine::plan::{Action, ItemReport};
-use botsync_engine::{PeerId, RelPath};
-use tracing::{Instrument, debug, info_span};
+use botsync_engine::PeerId;
+use tracing::{Instrument, info_span};
 
-use super::client::{PendingRefresh, dry_report};
-use super::order::{ResponderOrder, Step};
+use super::client::PendingRefresh;
+use super::responder::Responder;
+pub use super::responder::ServeReport;
 use super::service::{self, Service, ServiceSlot};
+use super::work::{self, Answer, Io, Need, Transfer, Transferred};
 use super::{
     AbortOnDrop, Activity, Advertised, Control, NoProgress, SessionError, blocking, chunks,
-    entries, mesh, refuse, state, within,
+    entries, refuse, within,
 };
 use crate::budget::{Admission, Budget, Phase};
 use crate::close::CloseCode;
-use crate::codec::CodecError;
 use crate::frame::read_frame;
-use crate::messages::{
-    ErrorCode, Features, Hello, Message, NodeReply, bucket_batches, buckets, node_batches,
-    result_batches,
-};
+use crate::messages::{ErrorCode, Features, Message};
 use crate::replica::Replica;
 
 /// How the answering side introduces itself.
@@ -48,19 +47,6 @@ impl ServeOptions {
             features: Features::SUPPORTED,
         }
     }
-}
-
-/// What an answered session did.
-#[derive(Debug, Clone, Default)]
-pub struct ServeReport {
-    /// Items the initiator pushed to us, as carried out.
-    pub applied: Vec<ItemReport>,
-    /// True if the initiator only compared roots.
-    pub in_sync: bool,
-    /// Mesh config files the initiator's push changed here.
-    pub mesh: Vec<crate::replica::MeshChange>,
-    /// What taking the initiator's pushed state records did (feature STATE).
-    pub state: crate::replica::StateApplied,
 }
 
 /// Answer the session the peer `peer` opens on `conn`, until it says goodbye or closes. A
@@ -146,83 +132,72 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
             features: Features::NONE,
             deadlines: *opts.budget.deadlines(),
         };
-        let Some(Message::Hello(theirs)) = first else {
+        let mut machine = Responder::new(peer, &opts.name, opts.features);
+        let Some(first) = first else {
+            let why = "the session did not start with hello: the control stream ended first";
             refuse(
                 conn,
                 &mut ctl.send,
                 ErrorCode::UnexpectedMessage,
                 CloseCode::ProtocolError,
-                "a session starts with hello",
+                why,
             )
             .await;
-            return Err(SessionError::Protocol(
-                "session did not start with hello".into(),
-            ));
+            return Err(SessionError::Protocol(why.into()));
         };
-        let _session = match admission.session() {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                tracing::warn!(peer = %peer, "session refused: {refusal}");
-                refuse(
-                    conn,
-                    &mut ctl.send,
-                    ErrorCode::Busy,
-                    CloseCode::Busy,
-                    &refusal.to_string(),
-                )
-                .await;
-                return Err(SessionError::Busy(refusal));
-            }
-        };
-        // Rescan while the initiator rescans; the answer to its Summary waits for it.
-        let pending = super::client::start_refresh(&replica);
-        let mut hello = Hello::current(&opts.name, botsync_engine::AgentLabel::default());
-        hello.features = hello.features.intersection(opts.features);
-        ctl.send(&Message::Hello(hello.clone())).await?;
-        let negotiated = match hello.negotiate(&theirs) {
-            Ok(n) => n,
-            Err(e) => {
-                refuse(
-                    conn,
-                    &mut ctl.send,
-                    ErrorCode::VersionMismatch,
-                    CloseCode::VersionMismatch,
-                    &e.to_string(),
-                )
-                .await;
-                return Err(SessionError::Version(e.to_string()));
-            }
-        };
-        ctl.features = negotiated.features;
+        ctl.counters.messages_received += 1;
+        machine.on_message(first)?;
+        let mut _session = None;
+        let mut pending = None;
         let advertised = Advertised::default();
         let activity = Activity::default();
-        slot.set(Service {
-            conn: conn.clone(),
-            replica: Arc::clone(&replica),
-            advertised: advertised.clone(),
-            zstd: negotiated.features.contains(Features::ZSTD),
-            delta: super::delta::negotiated(negotiated.features),
-            bytes_served: Arc::new(AtomicU64::new(0)),
-            progress: Arc::new(NoProgress),
-            budget: Some(admission.budget().clone()),
-            deadlines: ctl.deadlines,
-            activity: activity.clone(),
-        });
-        let session = Responder {
+        if machine.hello_taken() {
+            _session = match admission.session() {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    tracing::warn!(peer = %peer, "session refused: {refusal}");
+                    refuse(
+                        conn,
+                        &mut ctl.send,
+                        ErrorCode::Busy,
+                        CloseCode::Busy,
+                        &refusal.to_string(),
+                    )
+                    .await;
+                    return Err(SessionError::Busy(refusal));
+                }
+            };
+            // Rescan while the initiator rescans; the answer to its Summary waits for it.
+            pending = Some(super::client::start_refresh(&replica));
+            let features = machine.features();
+            ctl.features = features;
+            slot.set(Service {
+                conn: conn.clone(),
+                replica: Arc::clone(&replica),
+                advertised: advertised.clone(),
+                zstd: features.contains(Features::ZSTD),
+                delta: super::delta::negotiated(features),
+                bytes_served: Arc::new(AtomicU64::new(0)),
+                progress: Arc::new(NoProgress),
+                budget: Some(admission.budget().clone()),
+                deadlines: ctl.deadlines,
+                activity: activity.clone(),
+            });
+        }
+        let driver = Driver {
             conn,
             peer,
             replica: &replica,
             opts,
             advertised: &advertised,
-            features: negotiated.features,
             activity: &activity,
         };
-        let result = session
-            .control_loop(&mut ctl, Some(pending))
+        let driven = driver
+            .drive(&mut machine, &mut ctl, pending)
             .await
             .map_err(|e| e.on(conn));
         slot.clear();
-        match &result {
+        match &driven {
             // Our own failure: the initiator is told what it was (a full disk by name), not
             // just "internal error".
             Err(SessionError::Replica(e)) => {
@@ -244,185 +219,102 @@ pub(crate) async fn respond<R: Replica + ?Sized>(
                 .await;
             }
             Err(e) => e.close_code().close(conn),
-            Ok(_) => {}
+            Ok(()) => {}
         }
-        result
+        driven?;
+        machine.finish()
     }
     .instrument(span)
     .await
 }
 
-/// What the control loop of one answered session works with.
-struct Responder<'a, R: Replica + ?Sized> {
+/// What the driver of one answered session works with.
+struct Driver<'a, R: Replica + ?Sized> {
     conn: &'a quinn::Connection,
     peer: PeerId,
     replica: &'a Arc<R>,
     opts: &'a ServeOptions,
     advertised: &'a Advertised,
-    features: Features,
     activity: &'a Activity,
 }
 
-impl<R: Replica + ?Sized> Responder<'_, R> {
-    async fn control_loop(
+impl<R: Replica + ?Sized> Driver<'_, R> {
+    /// Carry out what the machine asks until it is done or the initiator closes.
+    async fn drive(
         &self,
+        machine: &mut Responder,
         ctl: &mut Control,
         mut pending: Option<PendingRefresh>,
-    ) -> Result<ServeReport, SessionError> {
-        let mut report = ServeReport::default();
-        let mut offered = Vec::new();
-        // Which message may come next (the pure rules of `order.rs`).
-        let mut order = ResponderOrder::new(self.features);
-        // Our state as told in our Summary (a parity report repeats it).
-        let mut ours = None;
-        loop {
-            let phase = match order.mode() {
-                None => Phase::Summary,
-                Some(_) => Phase::Request,
-            };
-            let msg = match self.next_message(ctl, phase).await? {
-                Ok(Some(m)) => m,
-                // The initiator may close right after its goodbye.
-                Ok(None) => return Ok(report),
-                Err(e) if is_closed(&e) => return Ok(report),
-                Err(e) => return Err(e.into()),
-            };
-            ctl.counters.messages_received += 1;
-            let step = match order.accept(&msg) {
-                Ok(step) => step,
-                Err(why) => return Err(self.refuse(ctl, why).await),
-            };
-            match (step, msg) {
-                (Step::Summary(theirs), Message::Summary { root, .. }) => {
-                    // Fresh state: the rescan (stat cache) started at Hello must finish first.
+    ) -> Result<(), SessionError> {
+        while let Some(io) = machine.poll() {
+            match io {
+                Io::Send(m) => ctl.send(&m).await?,
+                Io::Recv(phase) => {
+                    let phase = phase.unwrap_or(Phase::Request);
+                    match self.next_message(ctl, phase).await? {
+                        Ok(Some(m)) => {
+                            ctl.counters.messages_received += 1;
+                            machine.on_message(m)?;
+                        }
+                        // The initiator may close right after its goodbye.
+                        Ok(None) => return Ok(()),
+                        Err(e) if is_closed(&e) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Io::Need(Need::Snapshot) if pending.is_some() => {
                     let snap = match pending.take() {
                         Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
                         None => blocking(self.replica, |r| r.refresh()).await?,
                     };
-                    report.in_sync = snap.root == root;
-                    if !snap.skipped.is_empty() {
-                        tracing::warn!(skipped = ?snap.skipped, "files not read by the rescan; not synced this session");
-                    }
-                    ctl.send(&Message::Summary {
-                        root: snap.root,
-                        files: snap.files,
-                        mode: theirs,
-                        skipped: snap.skipped.len() as u64,
-                    })
+                    machine.on_answer(Answer::Snapshot(snap))?;
+                }
+                Io::Need(need) => {
+                    let answer = blocking(self.replica, move |r| work::execute(r, need)).await?;
+                    machine.on_answer(answer)?;
+                }
+                Io::Transfer(Transfer::Complete(wire)) => {
+                    let deadline = self.opts.budget.deadlines().chunk_batch;
+                    let full = entries::complete(self.conn, self.replica, wire, deadline).await?;
+                    machine.on_transfer(Transferred::Completed(full))?;
+                }
+                Io::Transfer(Transfer::FetchAndApply(items)) => {
+                    let features = machine.features();
+                    let fetch = chunks::Fetch {
+                        streams: self.opts.streams,
+                        zstd: features.contains(Features::ZSTD),
+                        delta: super::delta::negotiated(features),
+                        deadline: self.opts.budget.deadlines().chunk_batch,
+                    };
+                    let (applied, fetched) = chunks::fetch_and_apply(
+                        self.conn,
+                        self.replica,
+                        self.peer,
+                        items,
+                        fetch,
+                        Arc::new(NoProgress),
+                    )
                     .await?;
-                    if mesh::volunteered(self.features, theirs) {
-                        mesh::send_ours(ctl, self.replica).await?;
-                    }
-                    ours = Some(snap);
+                    machine.on_transfer(Transferred::Applied(applied, fetched.counters))?;
                 }
-                (Step::Mesh, Message::GetParity) => {
-                    if let Some(snap) = ours.as_ref() {
-                        mesh::answer_parity(ctl, self.replica, snap).await?;
-                    }
+                Io::Advertise(content, list) => self.advertised.add(content, &list),
+                Io::Progress(_) => {}
+                Io::Refuse {
+                    code,
+                    close,
+                    message,
+                } => {
+                    refuse(self.conn, &mut ctl.send, code, close, &message).await;
+                    return Ok(());
                 }
-                (Step::Mesh, Message::GetMeshConfig) => mesh::send_ours(ctl, self.replica).await?,
-                (Step::Mesh, Message::MeshConfig { files }) => {
-                    let changes = mesh::take_pushed(ctl, self.replica, self.peer, files).await?;
-                    report.mesh.extend(changes);
-                }
-                (Step::Nodes, Message::GetNodes { paths }) => {
-                    let nodes = blocking(self.replica, move |r| {
-                        paths
-                            .into_iter()
-                            .map(|p| {
-                                Ok(NodeReply {
-                                    children: r.children(&p)?.unwrap_or_default(),
-                                    path: p,
-                                })
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .await?;
-                    self.send_nodes(ctl, nodes).await?;
-                }
-                (Step::Nodes, Message::GetBuckets { dirs }) => {
-                    let nodes = blocking(self.replica, move |r| {
-                        dirs.iter()
-                            .map(|ask| {
-                                Ok(buckets::answer(
-                                    ask,
-                                    r.children(&ask.path)?.unwrap_or_default(),
-                                ))
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .await?;
-                    let sizes: Vec<(RelPath, usize)> = nodes
-                        .iter()
-                        .map(|n| (n.path.clone(), n.children.len()))
-                        .collect();
-                    self.send_replies(ctl, &sizes, bucket_batches(nodes))
-                        .await?;
-                }
-                (Step::Entries, Message::GetEntries { paths }) => {
-                    entries::answer(ctl, self.replica, self.advertised, paths).await?;
-                }
-                (
-                    Step::Offer { last },
-                    Message::Offer {
-                        entries: batch,
-                        dry_run,
-                        force,
-                        ..
-                    },
-                ) => {
-                    offered.extend(batch);
-                    if last {
-                        let wire = std::mem::take(&mut offered);
-                        match self.take_offer(wire, dry_run, force).await {
-                            Ok(items) => {
-                                if !dry_run {
-                                    report.applied.extend(items.iter().cloned());
-                                }
-                                send_results(ctl, items).await?;
-                            }
-                            // Refused before anything was fetched or written: the initiator is
-                            // told why in one line, and this side goes on serving.
-                            Err(SessionError::MassDelete(m)) => {
-                                tracing::warn!(peer = %self.peer, deletes = m.deletes, "push refused by the delete guard");
-                                ctl.send(&Message::Error {
-                                    code: ErrorCode::Refused,
-                                    message: format!("this push {m}"),
-                                })
-                                .await?;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                (Step::StateAsked, Message::GetState { patterns, digest }) => {
-                    state::answer(ctl, self.replica, patterns, digest).await?;
-                }
-                (Step::StatePushed { last }, Message::State { records, .. }) => {
-                    if !records.is_empty() {
-                        let peer = self.peer;
-                        let applied =
-                            blocking(self.replica, move |r| r.apply_state(records, peer)).await?;
-                        report.state.extend(applied);
-                    }
-                    if last {
-                        // Taken: the initiator may end the session now.
-                        ctl.send(&Message::State {
-                            records: Vec::new(),
-                            last: true,
-                        })
-                        .await?;
-                    }
-                }
-                (Step::Goodbye, _) => return Ok(report),
-                (step, other) => {
-                    // The order accepted a message its step does not describe: a bug here,
-                    // not the peer's fault, but still no reason to act on it.
-                    let why = format!("{} taken as {step:?}", other.kind());
-                    return Err(self.refuse(ctl, why).await);
+                Io::Exchange(_) => {
+                    return Err(SessionError::Task(
+                        "the responder asked to pipeline requests".into(),
+                    ));
                 }
             }
         }
+        Ok(())
     }
 
     /// The initiator's next control message, unless `phase` passes its deadline first. The
@@ -450,128 +342,6 @@ impl<R: Replica + ?Sized> Responder<'_, R> {
             }
         }
     }
-
-    /// Answer one `GetNodes` with as many `Nodes` messages as its replies need frames.
-    async fn send_nodes(
-        &self,
-        ctl: &mut Control,
-        nodes: Vec<NodeReply>,
-    ) -> Result<(), SessionError> {
-        let sizes: Vec<(RelPath, usize)> = nodes
-            .iter()
-            .map(|n| (n.path.clone(), n.children.len()))
-            .collect();
-        self.send_replies(ctl, &sizes, node_batches(nodes)).await
-    }
-
-    /// Send the `batches` of one `GetNodes` or `GetBuckets` answer (`sizes`: each directory and
-    /// the children it lists). A directory whose listing alone exceeds a frame cannot be sent:
-    /// the initiator is told so in `Error(Internal)` and the session ends with `internal`.
-    async fn send_replies(
-        &self,
-        ctl: &mut Control,
-        sizes: &[(RelPath, usize)],
-        batches: Result<Vec<Message>, CodecError>,
-    ) -> Result<(), SessionError> {
-        match batches {
-            Ok(batches) => {
-                for batch in &batches {
-                    ctl.send(batch).await?;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let (path, children) = sizes
-                    .iter()
-                    .max_by_key(|(_, n)| *n)
-                    .cloned()
-                    .unwrap_or((RelPath::root(), 0));
-                let why = format!(
-                    "directory \"{path}\" has {children} entries, more than one frame can list ({e}); split it into subdirectories"
-                );
-                refuse(
-                    self.conn,
-                    &mut ctl.send,
-                    ErrorCode::Internal,
-                    CloseCode::Internal,
-                    &why,
-                )
-                .await;
-                Err(SessionError::Replica(crate::replica::ReplicaError::other(
-                    why,
-                )))
-            }
-        }
-    }
-
-    /// `Error(UnexpectedMessage)` to the initiator, then the `protocol-error` close.
-    async fn refuse(&self, ctl: &mut Control, why: String) -> SessionError {
-        refuse(
-            self.conn,
-            &mut ctl.send,
-            ErrorCode::UnexpectedMessage,
-            CloseCode::ProtocolError,
-            &why,
-        )
-        .await;
-        SessionError::Protocol(why)
-    }
-
-    async fn take_offer(
-        &self,
-        wire: Vec<crate::messages::WireEntry>,
-        dry_run: bool,
-        force: bool,
-    ) -> Result<Vec<ItemReport>, SessionError> {
-        let (conn, replica, peer) = (self.conn, self.replica, self.peer);
-        let chunk_tree = self.features.contains(Features::CHUNK_TREE);
-        let deadline = self.opts.budget.deadlines().chunk_batch;
-        let incoming = entries::complete(conn, replica, wire, chunk_tree, deadline).await?;
-        let (incoming, refused) = entries::screen(replica, peer, incoming).await?;
-        let items = blocking(replica, move |r| r.plan(incoming)).await?;
-        let items: Vec<_> = items
-            .into_iter()
-            .filter(|i| i.action != Action::Nothing)
-            .collect();
-        if dry_run {
-            return Ok(refused
-                .into_iter()
-                .chain(items.iter().map(dry_report))
-                .collect());
-        }
-        if !force {
-            let planned = items.clone();
-            blocking(replica, move |r| Ok(r.check_deletes(&planned)))
-                .await?
-                .map_err(SessionError::MassDelete)?;
-        }
-        let fetch = chunks::Fetch {
-            streams: self.opts.streams,
-            zstd: self.features.contains(Features::ZSTD),
-            delta: super::delta::negotiated(self.features),
-            deadline,
-        };
-        let (applied, fetched) =
-            chunks::fetch_and_apply(conn, replica, peer, items, fetch, Arc::new(NoProgress))
-                .await?;
-        debug!(
-            chunks = fetched.counters.chunks_received,
-            missing = fetched.missing.len(),
-            "pushed chunks fetched"
-        );
-        Ok(refused.into_iter().chain(applied).collect())
-    }
-}
-
-/// Why an `Offer` batch is out of order, if it is: offers belong to sessions whose initiator
-/// pushes (mode `Sync` or `Push`; `DryRun` only with `dry_run`), and carry only paths the
-/// initiator asked entries for (after the descent that found them differing).
-async fn send_results(ctl: &mut Control, items: Vec<ItemReport>) -> Result<(), SessionError> {
-    let batches = result_batches(items).map_err(crate::frame::FrameError::from)?;
-    for batch in &batches {
-        ctl.send(batch).await?;
-    }
-    Ok(())
 }
 
 fn is_closed(e: &crate::frame::FrameError) -> bool {

@@ -13,22 +13,14 @@
 //! from before the pull lets both sides see the same pair of versions of a key written on both:
 //! each decides the conflict by the same rule and keeps the same losing value. An initiator
 //! without `state_sync` skips the phase. The receiver of a record decides what to do with it
-//! (its replica: own patterns, claims, merge); this module only moves records and counts them.
+//! (its replica: own patterns, claims, merge). The steps are the machines' ([`super::initiator`],
+//! [`super::responder`]); this module holds the phase's report and its record cap.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
-use botsync_engine::vector::Causality;
-use botsync_engine::{Hash, PeerId};
 use serde::Serialize;
 
-use super::{Control, SessionError, blocking};
-use crate::budget::Phase;
-use crate::frame::FrameError;
+use super::SessionError;
 use crate::limits::MAX_STATE_RECORDS_PER_SESSION;
-use crate::messages::state::digest as state_digest;
-use crate::messages::{Message, SessionMode, WireState, state_batches};
-use crate::replica::{Replica, StateApplied};
+use crate::replica::StateApplied;
 
 /// What the state phase did, from the initiator's side.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -41,146 +33,6 @@ pub struct StateReport {
     pub pulled: StateApplied,
     /// Records sent to the peer.
     pub pushed: u64,
-}
-
-/// Run the state phase as the initiator of a session in `mode` with `peer`.
-pub(crate) async fn initiate<R: Replica + ?Sized>(
-    ctl: &mut Control,
-    replica: &Arc<R>,
-    peer: PeerId,
-    mode: SessionMode,
-) -> Result<StateReport, SessionError> {
-    let mut report = StateReport::default();
-    let ours = blocking(replica, |r| Ok(r.state_patterns())).await?;
-    if ours.is_empty() {
-        return Ok(report);
-    }
-    report.exchanged = true;
-    let asked = ours.clone();
-    let own = blocking(replica, move |r| r.state_records(&asked)).await?;
-    let digest = state_digest(&own).map_err(FrameError::from)?;
-    drop(own);
-    ctl.send(&Message::GetState {
-        patterns: ours,
-        digest,
-    })
-    .await?;
-    ctl.counters.round_trips += 1;
-    let (theirs, their_digest) = match ctl.recv_within(Phase::Reply).await? {
-        Message::GetState { patterns, digest } => (patterns, digest),
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected get-state, got {}",
-                other.kind()
-            )));
-        }
-    };
-    // Ours as they are before anything of the peer's is taken (see the module documentation).
-    let mine = blocking(replica, move |r| r.state_records(&theirs)).await?;
-    // The responder holds exactly our shared records: nothing to push.
-    let in_step = state_digest(&mine).map_err(FrameError::from)? == their_digest;
-    let pull = matches!(mode, SessionMode::Sync | SessionMode::Pull);
-    // Our versions by key, and the keys the responder already holds as new as ours: only those
-    // are remembered from its records, so the memory spent here is bounded by our own state.
-    let ours: HashMap<&str, &WireState> = mine.iter().map(|w| (w.key.as_str(), w)).collect();
-    let mut covered: HashSet<String> = HashSet::new();
-    let mut count = Counter::default();
-    loop {
-        let (records, last) = match ctl.recv_within(Phase::Reply).await? {
-            Message::State { records, last } => (records, last),
-            other => {
-                return Err(SessionError::Protocol(format!(
-                    "expected state, got {}",
-                    other.kind()
-                )));
-            }
-        };
-        count.add(records.len())?;
-        report.received += records.len() as u64;
-        covered.extend(
-            records
-                .iter()
-                .filter(|r| {
-                    // An equal vector over another value (a lost index) is not covered: both
-                    // sides must see the pair to decide it alike.
-                    ours.get(r.key.as_str())
-                        .is_some_and(|w| match w.version.compare(&r.version) {
-                            Causality::DominatedBy => true,
-                            Causality::Equal => *w == *r,
-                            _ => false,
-                        })
-                })
-                .map(|r| r.key.clone()),
-        );
-        if pull && !records.is_empty() {
-            let applied = blocking(replica, move |r| r.apply_state(records, peer)).await?;
-            report.pulled.extend(applied);
-        }
-        if last {
-            break;
-        }
-    }
-    if matches!(mode, SessionMode::Sync | SessionMode::Push) && !in_step {
-        let offer: Vec<WireState> = mine
-            .into_iter()
-            .filter(|w| !covered.contains(&w.key))
-            .collect();
-        report.pushed = offer.len() as u64;
-        send(ctl, offer).await?;
-        // The responder confirms with an empty `State` once it has taken them: closing before
-        // would discard what is still in flight.
-        match ctl.recv_within(Phase::Reply).await? {
-            Message::State {
-                records,
-                last: true,
-            } if records.is_empty() => {}
-            other => {
-                return Err(SessionError::Protocol(format!(
-                    "expected an empty state confirming the push, got {other}"
-                )));
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// Answer the initiator's `GetState` with its `theirs` patterns and `their_digest`: our patterns
-/// and the digest of our records of the keys matching both, then those records (none if the
-/// digests are equal: the initiator holds them all already).
-pub(crate) async fn answer<R: Replica + ?Sized>(
-    ctl: &mut Control,
-    replica: &Arc<R>,
-    theirs: Vec<String>,
-    their_digest: Hash,
-) -> Result<(), SessionError> {
-    let (ours, records) = blocking(replica, move |r| {
-        let ours = r.state_patterns();
-        let records = if ours.is_empty() {
-            Vec::new()
-        } else {
-            r.state_records(&theirs)?
-        };
-        Ok((ours, records))
-    })
-    .await?;
-    let digest = state_digest(&records).map_err(FrameError::from)?;
-    ctl.send(&Message::GetState {
-        patterns: ours,
-        digest,
-    })
-    .await?;
-    if digest == their_digest {
-        return send(ctl, Vec::new()).await;
-    }
-    send(ctl, records).await
-}
-
-async fn send(ctl: &mut Control, records: Vec<WireState>) -> Result<(), SessionError> {
-    let batches = state_batches(records).map_err(FrameError::from)?;
-    for batch in &batches {
-        ctl.send(batch).await?;
-    }
-    Ok(())
 }
 
 /// Records received in one session, against [`MAX_STATE_RECORDS_PER_SESSION`].
