@@ -10,8 +10,7 @@ mod common;
 use botsync_engine::PeerId;
 use botsync_proto::messages::{ErrorCode, Features, Message, SessionMode};
 use botsync_proto::session::pair::{Pair, Side};
-use botsync_proto::session::responder::{Responder, ServeReport};
-use botsync_proto::session::work::Io;
+use botsync_proto::session::responder::ServeReport;
 use botsync_proto::session::{SessionError, SessionOptions, SessionReport};
 use common::TestReplica;
 
@@ -265,61 +264,49 @@ fn a_push_that_would_delete_most_files_is_refused_and_the_responder_goes_on() {
     assert_eq!(m.server.files().len(), 20, "nothing deleted on the server");
 }
 
-/// A hostile initiator, scripted against the responder machine alone: an offer in a session
-/// whose summary said pull ends it with `Error(UnexpectedMessage)` and a `protocol-error` close,
-/// before the replica is asked anything about the offer.
+/// The initiator's side of recorded sessions is the seed corpus of the `responder_machine` fuzz
+/// target (two bytes of features, then the frames; written with `BOTSYNC_BLESS=1`): each seed
+/// must still decode to the messages a session of today sends.
 #[test]
-fn an_offer_in_a_pull_session_is_refused_by_the_responder_machine() {
-    let server = TestReplica::new(PeerId([0x5e; 32]));
-    let mut r = Responder::new(PeerId([0x1a; 32]), "server", Features::SUPPORTED);
-    let hello = botsync_proto::messages::Hello::current("evil", Default::default());
-    r.on_message(Message::Hello(hello)).unwrap();
-    assert!(matches!(r.poll(), Some(Io::Send(Message::Hello(_)))));
-    assert!(matches!(r.poll(), Some(Io::Recv(_))));
-    r.on_message(Message::Summary {
-        root: botsync_engine::Hash::ZERO,
-        files: 0,
-        mode: SessionMode::Pull,
-        skipped: 0,
-    })
-    .unwrap();
-    let Some(Io::Need(need)) = r.poll() else {
-        panic!("the summary needs our rescan")
-    };
-    let answer = botsync_proto::session::work::execute(&server, need).unwrap();
-    r.on_answer(answer).unwrap();
-    // Our summary, then (a pull) our mesh config volunteered, then the next request is read.
-    let mut sent = Vec::new();
-    while let Some(io) = r.poll() {
-        match io {
-            Io::Send(msg) => sent.push(msg.kind()),
-            Io::Need(need) => {
-                let answer = botsync_proto::session::work::execute(&server, need).unwrap();
-                r.on_answer(answer).unwrap();
-            }
-            Io::Recv(_) => break,
-            other => panic!("unexpected {other:?}"),
-        }
+fn recorded_sessions_are_the_fuzz_seeds_and_replay() {
+    let m = machines();
+    for r in [&m.laptop, &m.server] {
+        r.set_state_sync(&["memory:*"]);
     }
-    assert_eq!(sent, vec!["summary", "mesh-config"]);
-    r.on_message(Message::Offer {
-        entries: Vec::new(),
-        dry_run: false,
-        last: true,
-        force: false,
-    })
-    .unwrap();
-    let Some(Io::Refuse {
-        code,
-        close,
-        message,
-    }) = r.poll()
-    else {
-        panic!("the offer must be refused")
-    };
-    assert_eq!(code, ErrorCode::UnexpectedMessage);
-    assert_eq!(close, botsync_proto::close::CloseCode::ProtocolError);
-    assert!(message.contains("Pull"), "{message}");
-    assert!(r.poll().is_none() && r.is_done());
-    assert!(matches!(r.finish(), Err(SessionError::Protocol(_))));
+    m.laptop.write("memory/a.md", b"a\n");
+    m.server.write("memory/b.md", b"b\n");
+    m.laptop.state_set("memory:focus", b"fuzz");
+    let mut seeds = vec![("first-sync", m.sync(SessionMode::Sync).2)];
+    m.laptop.write("memory/a.md", b"a, edited\n");
+    m.laptop.delete("memory/b.md");
+    seeds.push(("push-edit-delete", m.sync(SessionMode::Push).2));
+    seeds.push(("in-sync", m.sync(SessionMode::Sync).2));
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/responder_machine");
+    let bits = u16::try_from(Features::SUPPORTED.bits()).unwrap();
+    for (name, transcript) in seeds {
+        let sent: Vec<&Message> = transcript
+            .iter()
+            .filter(|(side, _)| *side == Side::Initiator)
+            .map(|(_, msg)| msg)
+            .collect();
+        let mut bytes = bits.to_le_bytes().to_vec();
+        for msg in &sent {
+            bytes.extend(botsync_proto::frame::encode_frame(msg).unwrap());
+        }
+        if std::env::var_os("BOTSYNC_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), &bytes).unwrap();
+        }
+        let seed = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}; run with BOTSYNC_BLESS=1 to write it"));
+        let mut decoder = botsync_proto::frame::FrameDecoder::new();
+        decoder.push(&seed[2..]);
+        let mut replayed = Vec::new();
+        while let Some(msg) = decoder.pop().unwrap() {
+            replayed.push(msg.kind());
+        }
+        let kinds: Vec<&str> = sent.iter().map(|msg| msg.kind()).collect();
+        assert_eq!(replayed, kinds, "{name}: the seed is stale; bless it again");
+    }
 }

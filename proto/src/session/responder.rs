@@ -133,10 +133,10 @@ impl Responder {
         self.out.pop_front()
     }
 
-    /// True once the initiator's `Hello` was taken (the driver admits the session then, before
-    /// our `Hello` goes out).
+    /// True once the initiator's `Hello` was taken and not refused (the driver admits the
+    /// session then, before our `Hello` goes out).
     pub fn hello_taken(&self) -> bool {
-        self.expect != Expect::Hello
+        self.expect != Expect::Hello && self.refused.is_none()
     }
 
     /// The features both sides negotiated (none before `Hello`).
