@@ -12,7 +12,7 @@ use botsync_proto::messages::{ErrorCode, Features, Message, SessionMode};
 use botsync_proto::session::pair::{Pair, Side};
 use botsync_proto::session::responder::ServeReport;
 use botsync_proto::session::{SessionError, SessionOptions, SessionReport};
-use common::TestReplica;
+use common::{TestReplica, pseudo_random};
 
 /// The laptop (which opens sessions) and the server (which answers them).
 struct Machines {
@@ -46,18 +46,6 @@ impl Machines {
 
 fn kinds(t: &Transcript) -> Vec<(Side, &'static str)> {
     t.iter().map(|(side, m)| (*side, m.kind())).collect()
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 #[test]

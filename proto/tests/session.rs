@@ -19,7 +19,7 @@ use botsync_proto::replica::{Replica, ReplicaError, Snapshot};
 use botsync_proto::session::server::{ServeOptions, serve};
 use botsync_proto::session::{NoProgress, SessionError, SessionOptions, SessionReport, client};
 use botsync_proto::tls::AllowedPeers;
-use common::TestReplica;
+use common::{TestReplica, pseudo_random};
 
 /// A listening peer ("server") and a dialing peer ("client"), each with a replica.
 struct Pair {
@@ -177,18 +177,6 @@ impl Pair {
     async fn served(&mut self) -> Result<usize, String> {
         self.served.recv().await.unwrap()
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -20,7 +20,9 @@ use tracing::debug;
 use super::descent::Descent;
 use super::entries::{EntriesAsked, outgoing};
 use super::state::Counter;
-use super::work::{Answer, Io, Need, Settle, Transfer, Transferred, by_path, dry_report};
+use super::work::{
+    Answer, Io, Need, Settle, Transfer, Transferred, by_path, dry_report, out_of_turn,
+};
 use super::{ProgressEvent, SessionError, SessionOptions, SessionReport, mesh};
 use crate::budget::Phase;
 use crate::codec::CodecError;
@@ -480,11 +482,7 @@ impl Initiator {
                 self.report.state.pulled.extend(applied);
                 self.after_state_batch(last)?;
             }
-            (expect, answer) => {
-                return Err(SessionError::Task(format!(
-                    "the replica answered {answer:?} while the session waited for {expect:?}"
-                )));
-            }
+            (expect, answer) => return Err(out_of_turn(&answer, &expect)),
         }
         Ok(())
     }
@@ -515,11 +513,7 @@ impl Initiator {
                 self.report.pulled.extend(reports);
                 self.push();
             }
-            (expect, t) => {
-                return Err(SessionError::Task(format!(
-                    "a transfer finished ({t:?}) while the session waited for {expect:?}"
-                )));
-            }
+            (expect, t) => return Err(out_of_turn(&t, &expect)),
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{Hash, PeerId, RelPath};
 
 use super::order::{ResponderOrder, Step};
-use super::work::{Answer, Io, Need, Transfer, Transferred, dry_report};
+use super::work::{Answer, Io, Need, Transfer, Transferred, dry_report, out_of_turn};
 use super::{SessionError, entries, initiator, mesh};
 use crate::budget::Phase;
 use crate::close::CloseCode;
@@ -276,18 +276,12 @@ impl Responder {
                 self.next();
             }
             (Expect::Nodes, Answer::Nodes(nodes)) => {
-                let sizes: Vec<(RelPath, usize)> = nodes
-                    .iter()
-                    .map(|n| (n.path.clone(), n.children.len()))
-                    .collect();
-                self.replies(&sizes, node_batches(nodes));
+                let largest = largest(nodes.iter().map(|n| (&n.path, n.children.len())));
+                self.replies(largest, node_batches(nodes));
             }
             (Expect::Buckets, Answer::Buckets(nodes)) => {
-                let sizes: Vec<(RelPath, usize)> = nodes
-                    .iter()
-                    .map(|n| (n.path.clone(), n.children.len()))
-                    .collect();
-                self.replies(&sizes, bucket_batches(nodes));
+                let largest = largest(nodes.iter().map(|n| (&n.path, n.children.len())));
+                self.replies(largest, bucket_batches(nodes));
             }
             (Expect::Entries, Answer::Entries(ours)) => {
                 entries::outgoing(&mut self.out, ours, |entries, last| Message::Entries {
@@ -348,11 +342,7 @@ impl Responder {
                 self.report.state.extend(applied);
                 self.state_taken(last);
             }
-            (expect, answer) => {
-                return Err(SessionError::Task(format!(
-                    "the replica answered {answer:?} while the session waited for {expect:?}"
-                )));
-            }
+            (expect, answer) => return Err(out_of_turn(&answer, &expect)),
         }
         Ok(())
     }
@@ -371,11 +361,7 @@ impl Responder {
                 self.report.applied.extend(items.iter().cloned());
                 self.results(items)?;
             }
-            (expect, t) => {
-                return Err(SessionError::Task(format!(
-                    "a transfer finished ({t:?}) while the session waited for {expect:?}"
-                )));
-            }
+            (expect, t) => return Err(out_of_turn(&t, &expect)),
         }
         Ok(())
     }
@@ -434,21 +420,17 @@ impl Responder {
         Ok(())
     }
 
-    /// Queue the replies of one `GetNodes` or `GetBuckets` (`sizes`: each directory and the
-    /// children it lists). A directory whose listing alone exceeds a frame cannot be sent: the
-    /// initiator is told so in `Error(Internal)` and the session ends with `internal`.
-    fn replies(&mut self, sizes: &[(RelPath, usize)], batches: Result<Vec<Message>, CodecError>) {
+    /// Queue the replies of one `GetNodes` or `GetBuckets` (`largest`: the directory listing the
+    /// most children, and how many). A directory whose listing alone exceeds a frame cannot be
+    /// sent: the initiator is told so in `Error(Internal)` and the session ends with `internal`.
+    fn replies(&mut self, largest: (RelPath, usize), batches: Result<Vec<Message>, CodecError>) {
         match batches {
             Ok(batches) => {
                 self.out.extend(batches.into_iter().map(Io::Send));
                 self.next();
             }
             Err(e) => {
-                let (path, children) = sizes
-                    .iter()
-                    .max_by_key(|(_, n)| *n)
-                    .cloned()
-                    .unwrap_or((RelPath::root(), 0));
+                let (path, children) = largest;
                 let why = format!(
                     "directory \"{path}\" has {children} entries, more than one frame can list ({e}); split it into subdirectories"
                 );
@@ -499,4 +481,11 @@ impl Responder {
             message,
         });
     }
+}
+
+/// The directory of a reply listing the most children, and how many (the root if none).
+fn largest<'a>(dirs: impl Iterator<Item = (&'a RelPath, usize)>) -> (RelPath, usize) {
+    dirs.max_by_key(|(_, n)| *n)
+        .map(|(path, n)| (path.clone(), n))
+        .unwrap_or((RelPath::root(), 0))
 }

@@ -18,7 +18,7 @@ use botsync_engine::reconcile::MergePolicy;
 use botsync_engine::{ChunkRef, FileEntry, Hash, PeerId, RelPath};
 use tracing::warn;
 
-use super::{Counters, ProgressEvent};
+use super::{Counters, ProgressEvent, SessionError};
 use crate::budget::Phase;
 use crate::messages::{
     BucketAsk, BucketReply, MeshFile, Message, NodeReply, ParityInfo, WireEntry,
@@ -369,6 +369,17 @@ fn settle<R: Replica + ?Sized>(replica: &R, s: Settle) -> Result<(), ReplicaErro
         })
         .collect();
     replica.apply(merges, peer, HeldChunks::new()).map(|_| ())
+}
+
+/// A replica answer or a transfer result the machine did not ask for (`what`, while it waited
+/// for `expected`): a bug in the driver, never the peer's doing.
+pub(crate) fn out_of_turn(
+    what: &dyn std::fmt::Debug,
+    expected: &dyn std::fmt::Debug,
+) -> SessionError {
+    SessionError::Task(format!(
+        "{what:?} came while the session waited for {expected:?}"
+    ))
 }
 
 /// Entries by path.

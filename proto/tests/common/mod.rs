@@ -114,3 +114,17 @@ pub async fn run_session(
     conn.close(botsync_proto::close::CloseCode::Done);
     report
 }
+
+/// `len` bytes of a fixed pseudo-random sequence (xorshift from `seed`): the same for a seed on
+/// every run, and incompressible enough that zstd does not shrink them.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}

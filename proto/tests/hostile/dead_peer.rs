@@ -75,15 +75,7 @@ async fn relay(server: SocketAddr, pace: Option<u64>) -> Relay {
 }
 
 fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    crate::common::pseudo_random(len, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
