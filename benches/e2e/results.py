@@ -175,7 +175,7 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 
 
 def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
-    """One row per case, a column group per variant, ratios against rsync."""
+    """One row per case, a column group per variant, ratios against rsync (and Unison)."""
     by_key: dict[tuple[str, str], dict[str, CaseResult]] = {}
     for res in results:
         by_key.setdefault((res.dataset, res.case), {})[res.variant] = res
@@ -184,6 +184,9 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
     for v in others:
         head += [f"{v} time (min)", f"{v} bytes", f"{v} CPU c/s", f"{v} RSS c/s"]
     head += [f"{v} / rsync (time, bytes)" for v in others]
+    # botsync's variants against Unison too, when it ran beside them.
+    against_unison = [v for v in others if v != "unison"] if "unison" in others else []
+    head += [f"{v} / unison (time, bytes)" for v in against_unison]
     head += ["PRODUCT.md anchor (full datasets) / target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: dict[str, str] = {}
@@ -224,6 +227,15 @@ def markdown_table(results: list[CaseResult], variants: list[str]) -> str:
                 f"{fmt_ratio(s['wire_bytes_median'], bsum.get('wire_bytes_median'))}"
             )
         row += ratios
+        uni = group.get("unison")
+        usum = uni.summary() if uni and uni.runs else {}
+        for v in against_unison:
+            res = group.get(v)
+            s = res.summary() if res and res.runs else {}
+            row.append(
+                f"{fmt_ratio(s.get('wall_s_median'), usum.get('wall_s_median'))}, "
+                f"{fmt_ratio(s.get('wire_bytes_median'), usum.get('wire_bytes_median'))}"
+            )
         row.append(TARGETS.get((dataset, case), ""))
         lines.append("| " + " | ".join(row) + " |")
     if notes:

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: botsync against ``rsync -a --delete`` over SSH, side by side.
+"""End-to-end benchmark: botsync against ``rsync -a --delete`` and Unison over SSH, side by side.
 
 For each dataset (agent workspace, 20,000 small files, one large file) and
 each case (initial sync, no-op re-sync, edit session, 1 MiB log append,
 1 byte inserted mid-file) it measures wall time, bytes on the wire and peak
-memory of both sides, for rsync and for botsync (cold process and against a
-running daemon), in the same run, and writes a markdown table plus the raw
+memory of both sides, for rsync, Unison and botsync (cold process and
+against a running daemon), in the same run, and writes a markdown table plus the raw
 JSON to ``benches/e2e/results/``.
 
 This file owns the order of runs only: datasets and mutations live in
-``gen_dataset.py``, the tools in ``rsync_tool.py`` / ``botsync_tool.py``,
+``gen_dataset.py``, the tools in ``rsync_tool.py`` / ``unison_tool.py`` /
+``botsync_tool.py``,
 measurement in ``measure.py`` / ``wire.py``, the report in ``results.py``.
 
 How runs are ordered (and why):
@@ -49,6 +50,7 @@ from botsync_tool import BotsyncConfig, BotsyncTool
 from measure import flush, median, run, timed
 from results import CaseResult, Run, fmt_bytes, fmt_time, markdown_table, write_json
 from rsync_tool import RsyncTool
+from unison_tool import UnisonTool
 from wire import CounterError, WireCounter
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     for tool in (
         RsyncTool(bench_root, src_root, dst_root, counter, args.ssh_port),
+        UnisonTool(bench_root, src_root, dst_root, counter, args.ssh_port),
         BotsyncTool(cfg, bench_root, src_root, dst_root, counter),
     ):
         ok, reason = tool.available()
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = reason or "not selected (--tools)"
             print(reason if tool.name == "botsync" else f"{tool.name}: {reason}", file=sys.stderr)
             skipped.update({v: reason for v in tool.variants})
-    variants = [v for t in (RsyncTool, BotsyncTool) for v in t.variants]
+    variants = [v for t in (RsyncTool, UnisonTool, BotsyncTool) for v in t.variants]
 
     results: list[CaseResult] = []
     meta = machine(args, scale, reps, counter.method, cfg, mnt)
@@ -287,7 +290,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=0, help="runs per case (default 5, quick 1)")
     p.add_argument("--datasets", default=",".join(gen.DATASETS), help="comma list of agent,small,large")
     p.add_argument("--cases", default="initial,noop,edit,append,insert", help="comma list of cases")
-    p.add_argument("--tools", default="rsync,botsync", help="comma list of rsync,botsync")
+    p.add_argument("--tools", default="rsync,unison,botsync", help="comma list of rsync,unison,botsync")
     p.add_argument("--seed", type=int, default=gen.DEFAULT_SEED)
     p.add_argument("--bench-root", default=os.environ.get("BENCH_ROOT", "/var/tmp/botsync-bench"))
     p.add_argument("--ssh-port", type=int, default=2222)

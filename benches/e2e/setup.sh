@@ -2,7 +2,7 @@
 # Prepare the machine for the end-to-end benchmark. Idempotent: run it again
 # and it only does what is missing.
 #
-#   1. installs rsync, the OpenSSH server and client, GNU time and nftables;
+#   1. installs rsync, Unison, the OpenSSH server and client, GNU time and nftables;
 #   2. creates a 4 GiB ext4 image (journaled) and loop-mounts it, because the
 #      root file system here has no journal and small-file timings on it swing
 #      with recent deletes (PRODUCT.md section 7);
@@ -28,6 +28,7 @@ die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 # 1. Packages ---------------------------------------------------------------
 missing=()
 command -v rsync >/dev/null || missing+=(rsync)
+command -v unison >/dev/null || missing+=(unison)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null || missing+=(openssh-client)
 [ -x /usr/bin/time ] || missing+=(time)

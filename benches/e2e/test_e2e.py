@@ -28,6 +28,7 @@ from botsync_tool import BotsyncConfig, BotsyncTool, enable_skills
 from measure import cpu_seconds, read_time_file, timed
 from results import CaseResult, Run, fmt_bytes, load_json, markdown_table, write_json
 from rsync_tool import parse_stats
+from unison_tool import UnisonTool
 from wire import LoopbackCounter, Port
 
 #: A few files of each kind: enough to exercise every code path quickly.
@@ -169,6 +170,22 @@ class ReportTest(unittest.TestCase):
         self.assertIn("0.10x, 0.10x", row)
         self.assertIn("botsync-daemon: skipped: botsync: not built.", table)
 
+    def test_table_gives_botsync_against_unison_when_unison_ran_beside_it(self) -> None:
+        rsync = Run(1.0, 400, 100, 450, 90, 8000, 7000, ok=True, verified=True)
+        unison = Run(0.2, 200, 100, None, None, 9000, 9000, ok=True, verified=True)
+        daemon = Run(0.05, 60, 30, None, None, 9000, 9000, ok=True, verified=True)
+        results = [
+            CaseResult("agent", "edit", "rsync", [rsync]),
+            CaseResult("agent", "edit", "unison", [unison]),
+            CaseResult("agent", "edit", "botsync-daemon", [daemon]),
+        ]
+        table = markdown_table(results, ["rsync", "unison", "botsync-daemon"])
+        head, _, row = table.splitlines()[:3]
+        self.assertIn("botsync-daemon / unison (time, bytes)", head)
+        self.assertNotIn("unison / unison", head)
+        self.assertIn("0.20x, 0.60x", row, "unison against rsync")
+        self.assertIn("0.25x, 0.30x", row, "the daemon against unison")
+
     def test_table_says_failed_and_quotes_the_error(self) -> None:
         failed = Run(0.0, None, None, None, None, None, None, ok=False, error="CommandFailed: botsync init failed", verified=False)
         results = [CaseResult("agent", "initial", "rsync", []), CaseResult("agent", "initial", "botsync-cold", [failed])]
@@ -187,6 +204,40 @@ class ReportTest(unittest.TestCase):
         variants = ["rsync", "botsync-cold"]
         self.assertEqual(markdown_table(loaded, variants), markdown_table(results, variants))
         self.assertIn("0.60 s (0.50)", markdown_table(loaded, variants))
+
+
+class UnisonToolTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        root = Path(self.tmp.name)
+        self.tool = UnisonTool(root, root / "src", root / "dst", counter=None, ssh_port=2222)  # type: ignore[arg-type]
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def test_the_source_wins_over_ssh_and_the_server_is_timed_with_its_own_archives(self) -> None:
+        cmd = self.tool.command("agent")
+        src = str(self.tool.src_root / "agent")
+        self.assertEqual(cmd[1], src)
+        self.assertEqual(cmd[2], f"ssh://{self.tool.user}@127.0.0.1:2222/{self.tool.dst('agent')}")
+        self.assertTrue(cmd[2].split(":2222")[1].startswith("//"), "an absolute path on the server")
+        self.assertEqual(cmd[cmd.index("-force") + 1], src)
+        for flag in ("-batch", "-auto", "-confirmbigdel=false"):
+            self.assertIn(flag, cmd)
+        self.assertEqual(cmd[cmd.index("-ignore") + 1], "Path .botsync")
+        server = cmd[cmd.index("-servercmd") + 1]
+        self.assertIn(f"UNISON={self.tool.archive_dir('server', 'agent')}", server)
+        self.assertIn("/usr/bin/time -f '%M %U %S' -o", server)
+        self.assertTrue(server.endswith(" unison"), server)
+        self.assertEqual(self.tool.env("agent")["UNISON"], str(self.tool.archive_dir("client", "agent")))
+
+    def test_reset_empties_the_destination_and_forgets_both_archives(self) -> None:
+        for path in (self.tool.dst("small"), *(self.tool.archive_dir(s, "small") for s in ("client", "server"))):
+            path.mkdir(parents=True)
+            (path / "left-over").write_text("x")
+        self.tool.reset("small")
+        for path in (self.tool.dst("small"), *(self.tool.archive_dir(s, "small") for s in ("client", "server"))):
+            self.assertEqual(list(path.iterdir()), [], path)
 
 
 def free_udp_port() -> int:
