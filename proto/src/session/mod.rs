@@ -241,6 +241,11 @@ pub enum SessionError {
     /// Serving the peer would exceed a resource budget; the connection is closed with `busy`.
     #[error("busy: {0}")]
     Busy(#[from] Refusal),
+    /// The peer closed the connection as over its resource budget (close code `busy`).
+    #[error(
+        "the peer is busy (it serves too many connections or sessions now; those of a client killed moments ago count until they time out); retry later"
+    )]
+    PeerBusy,
 }
 
 impl SessionError {
@@ -262,7 +267,7 @@ impl SessionError {
             } => CloseCode::VersionMismatch,
             SessionError::Connection(e) => CloseCode::of_error(e).unwrap_or(CloseCode::Internal),
             SessionError::PeerVanished | SessionError::Deadline { .. } => CloseCode::Timeout,
-            SessionError::Busy(_) => CloseCode::Busy,
+            SessionError::Busy(_) | SessionError::PeerBusy => CloseCode::Busy,
             _ => CloseCode::Internal,
         }
     }
@@ -270,10 +275,25 @@ impl SessionError {
 
 impl SessionError {
     /// This error as seen on `conn`: whatever failed (a read, a write, a stream), if the
-    /// connection itself timed out the peer vanished, and that is the one thing to say.
+    /// connection itself timed out the peer vanished, and that is the one thing to say; if the
+    /// peer closed it, a stream that failed under the close says only that, and the close is
+    /// what to report (a `busy` close by name).
     pub(crate) fn on(self, conn: &quinn::Connection) -> SessionError {
+        let failed_under_close = matches!(
+            self,
+            SessionError::Frame(FrameError::Io { .. })
+                | SessionError::Write(_)
+                | SessionError::Connection(_)
+        );
         match conn.close_reason() {
             Some(quinn::ConnectionError::TimedOut) => SessionError::PeerVanished,
+            Some(reason @ quinn::ConnectionError::ApplicationClosed(_)) if failed_under_close => {
+                if CloseCode::of_error(&reason) == Some(CloseCode::Busy) {
+                    SessionError::PeerBusy
+                } else {
+                    SessionError::Connection(reason)
+                }
+            }
             _ => self,
         }
     }

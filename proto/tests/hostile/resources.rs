@@ -12,9 +12,12 @@ use botsync_engine::AgentLabel;
 use botsync_engine::{Hash, RelPath};
 use botsync_proto::budget::{BudgetStats, Deadlines, Limits};
 use botsync_proto::close::CloseCode;
-use botsync_proto::endpoint::ConnectError;
+use botsync_proto::endpoint::{ConnectError, Endpoint};
+use botsync_proto::identity::Identity;
 use botsync_proto::messages::{ErrorCode, Hello, Message, SessionMode, WireEntry};
 use botsync_proto::replica::Replica;
+use botsync_proto::session::{NoProgress, SessionError, SessionOptions, client};
+use botsync_proto::tls::AllowedPeers;
 
 use crate::harness::{Script, Server, closed_within, listen_with};
 
@@ -209,6 +212,45 @@ async fn connections_past_the_per_peer_budget_are_closed_busy_and_another_peer_s
     }
     let after = until(&s, |b| b.connections == 0 && b.sessions == 0).await;
     assert_eq!((after.connections, after.sessions), (0, 0));
+}
+
+#[tokio::test]
+async fn a_session_closed_busy_after_its_handshake_says_busy_not_bad_frame() {
+    // Found in CI: pushes killed in a loop left their connections counted until they timed
+    // out, and the next push, closed `busy` just after its handshake, failed with "bad frame
+    // from peer: stream i/o failed while writing a frame: ... busy, retry later (code 7)": a
+    // retry loop looking for "is busy" (and a user) could not tell it was told to retry. Here
+    // the listener refuses after the handshake on purpose, as the budget does under load.
+    let s = listener(Limits::DEFAULT).await;
+    let refuser = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity::generate().unwrap(),
+        [s.client_id].into_iter().collect::<AllowedPeers>(),
+    )
+    .unwrap();
+    let (addr, refuser_id) = (refuser.local_addr().unwrap(), refuser.peer_id());
+    tokio::spawn(async move {
+        while let Some(incoming) = refuser.accept().await {
+            if let Ok(conn) = incoming.accept().await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                CloseCode::Busy.close(conn.quinn());
+            }
+        }
+    });
+    let conn = s.client.connect(addr, refuser_id).await.unwrap();
+    assert_eq!(closed_within(conn.quinn(), 10).await, Some(CloseCode::Busy));
+    let opts = SessionOptions::new(SessionMode::Push, "client");
+    let replica = Arc::clone(&s.client_replica);
+    let err = client::run(&conn, refuser_id, replica, &opts, Arc::new(NoProgress))
+        .await
+        .expect_err("a session on a connection closed busy");
+    assert!(matches!(err, SessionError::PeerBusy), "{err}");
+    let said = err.to_string();
+    assert!(
+        said.contains("is busy") && said.contains("retry later"),
+        "{said}"
+    );
+    assert_eq!(err.close_code(), CloseCode::Busy);
 }
 
 #[tokio::test]
