@@ -24,6 +24,7 @@
 
 mod assemble;
 mod batch;
+mod copy;
 mod disk;
 mod durable;
 mod recover;
@@ -80,8 +81,11 @@ pub struct ApplyContext<'a> {
 pub enum ApplyOutcome {
     /// The new version is in place; the counts say where its bytes came from.
     Written {
-        /// Bytes read from files already in the workspace (renames, copies, unchanged parts).
+        /// Bytes taken from files already in the workspace (renames, copies, unchanged parts).
         bytes_from_local: u64,
+        /// Of `bytes_from_local`, the unchanged parts of the version being replaced, copied in
+        /// the kernel without being read or hashed again (`apply/copy.rs`).
+        bytes_copied: u64,
         /// Bytes read from the chunk store.
         bytes_from_store: u64,
         /// Bytes taken from the [`ChunkSource`].
@@ -429,7 +433,7 @@ mod tests {
             let fx = Fixture::new();
             let (entry, mut source) = version("notes/a.md", &data);
             let outcome = fx.apply(&entry, None, &mut source).unwrap();
-            let ApplyOutcome::Written { bytes_from_local, bytes_from_store, bytes_from_source } = outcome else {
+            let ApplyOutcome::Written { bytes_from_local, bytes_from_store, bytes_from_source, .. } = outcome else {
                 panic!("expected a write, got {outcome:?}");
             };
             prop_assert_eq!(bytes_from_local + bytes_from_store + bytes_from_source, data.len() as u64);

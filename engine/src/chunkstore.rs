@@ -18,6 +18,7 @@
 //! files other than reading the version being kept.
 
 mod gc;
+mod known;
 mod staging;
 mod verify;
 

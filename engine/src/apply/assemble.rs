@@ -1,7 +1,9 @@
-//! Assembling a file version from verified chunks: local files first (via the index's chunk
-//! locations), then the chunk store, then the caller's [`ChunkSource`].
+//! Assembling a file version from verified chunks: the unchanged parts of the version being
+//! replaced first (copied in the kernel, [`super::copy`]), then local files (via the index's
+//! chunk locations), then the chunk store, then the caller's [`ChunkSource`].
 //!
-//! Every chunk is checked against its id before a byte of it is written. This module writes only
+//! Every chunk read is checked against its id before a byte of it is written; the copied ones
+//! are vouched for by the old file's stat facts instead. This module writes only
 //! into apply's temporary file and, when chunks are missing, stages what the source sent in the
 //! chunk store; it never touches the target.
 
@@ -11,6 +13,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::copy::{Copies, OldVersion};
 use super::disk::TempFile;
 use super::{ApplyContext, ApplyError, io_err};
 use crate::chunk::ChunkRef;
@@ -54,6 +57,11 @@ pub(super) struct Assembled {
     /// (id, offset in the temp file, len) of chunks written from the source.
     pub(super) from_source: Vec<(Hash, u64, u32)>,
     pub(super) missing: Vec<Hash>,
+    /// The version being replaced was written to while its unchanged parts were copied: the
+    /// temp file must not be used.
+    pub(super) old_changed: bool,
+    /// Of `from_local`, the bytes copied from the version being replaced.
+    pub(super) copied: u64,
 }
 
 /// Write the target's chunks into the temp file, each verified. After the first missing chunk
@@ -63,10 +71,19 @@ pub(super) fn assemble(
     ctx: &ApplyContext<'_>,
     target: &FileEntry,
     source: &mut dyn ChunkSource,
+    old: Option<&OldVersion>,
     temp: &mut TempFile,
 ) -> Result<Assembled, ApplyError> {
     let path = &target.path;
     let mut out = Assembled::default();
+    let mut copies = Copies::default();
+    // Writes to the temp file go after what is queued for copying.
+    let flush = |copies: &mut Copies, temp: &TempFile| match old {
+        Some(old) => copies
+            .flush(old, &temp.file)
+            .map_err(|e| io_err(path, "copying the unchanged parts into", &temp.path, e)),
+        None => Ok(()),
+    };
     let mut written: HashMap<Hash, u64> = HashMap::new();
     let mut missing_seen = HashSet::new();
     let mut holes: HashSet<Hash> = HashSet::new();
@@ -80,6 +97,7 @@ pub(super) fn assemble(
         // is past the temp file's end until `set_len`).
         if holes.contains(&c.id) {
             if writing {
+                flush(&mut copies, temp)?;
                 skip_hole(&mut temp.file, c.len)
                     .map_err(|e| io_err(path, "writing", &temp.path, e))?;
                 tail_hole = true;
@@ -92,6 +110,17 @@ pub(super) fn assemble(
         // the store merely lists is still read (and verified) below: trusting its presence
         // would report one corrupt chunk per attempt instead of all of them at once.
         if !writing && (missing_seen.contains(&c.id) || written.contains_key(&c.id)) {
+            continue;
+        }
+        if let Some((old, at)) = old.and_then(|o| Some((o, o.find(c)?))) {
+            if writing {
+                copies
+                    .push(old, &temp.file, at, c.len)
+                    .map_err(|e| io_err(path, "copying the unchanged parts into", &temp.path, e))?;
+                tail_hole = false;
+                out.from_local += u64::from(c.len);
+                offset += u64::from(c.len);
+            }
             continue;
         }
         let (bytes, origin) = if let Some(&at) = written.get(&c.id) {
@@ -139,6 +168,7 @@ pub(super) fn assemble(
             }
             continue;
         }
+        flush(&mut copies, temp)?;
         if is_zero(&bytes) {
             // A run of zeros is left as a hole, so a sparse file stays sparse (a file system
             // without holes reads them back as the same zeros).
@@ -165,6 +195,12 @@ pub(super) fn assemble(
             Origin::Source => out.from_source.push((c.id, offset, c.len)),
         }
         offset += u64::from(c.len);
+    }
+    flush(&mut copies, temp)?;
+    out.copied = copies.copied;
+    if copies.copied > 0 && old.is_some_and(|o| !o.unchanged()) {
+        out.old_changed = true;
+        return Ok(out);
     }
     if out.missing.is_empty() && tail_hole {
         // A file that ends in a hole: the seek past it does not extend the file by itself.

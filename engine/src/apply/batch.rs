@@ -17,6 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::assemble::{assemble, stage_source_chunks};
+use super::copy::OldVersion;
 use super::disk::{LocalState, TempFile, local_state, prepare_parent, time_from_ns};
 use super::durable::{Durable, barrier};
 use super::{
@@ -74,8 +75,11 @@ struct Staged {
     /// True if a file was at the target when the temp file was made.
     old_present: bool,
     from_local: u64,
+    copied: u64,
     from_store: u64,
     from_source: u64,
+    /// The version being replaced, open and vouched for by its stat facts (`super::copy`).
+    old_version: Option<OldVersion>,
 }
 
 /// What to record once the change is durable.
@@ -223,7 +227,8 @@ fn prepare<'a>(
     {
         return Ok(Step::Record(current(ctx, target, Some(meta))));
     }
-    stage(ctx, target, source, fs_path, dir, meta.as_ref())
+    let old = meta.as_ref().and(item.expected);
+    stage(ctx, target, source, fs_path, dir, old)
 }
 
 /// Assemble `target` into a temp file next to it, with its size, mode and mtime checked and set.
@@ -233,7 +238,7 @@ fn stage<'a>(
     source: &mut dyn ChunkSource,
     fs_path: PathBuf,
     dir: PathBuf,
-    old: Option<&fs::Metadata>,
+    old: Option<&LocalEntry>,
 ) -> Result<Step<'a>, ApplyError> {
     let path = &target.path;
     // Created with the target's bits (the umask may only narrow them): a private file's bytes
@@ -247,7 +252,13 @@ fn stage<'a>(
         file,
         keep: false,
     };
-    let assembled = assemble(ctx, target, source, &mut temp)?;
+    let old_version = OldVersion::open(&fs_path, old);
+    let assembled = assemble(ctx, target, source, old_version.as_ref(), &mut temp)?;
+    if assembled.old_changed {
+        return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
+            path: path.clone(),
+        })));
+    }
     if !assembled.missing.is_empty() {
         stage_source_chunks(ctx, path, &temp, &assembled.from_source)?;
         return Ok(Step::Done(Ok(ApplyOutcome::MissingChunks {
@@ -283,12 +294,14 @@ fn stage<'a>(
         dev: written.dev(),
         old_present: old.is_some(),
         from_local: assembled.from_local,
+        copied: assembled.copied,
         from_store: assembled.from_store,
         from_source: assembled
             .from_source
             .iter()
             .map(|(_, _, len)| u64::from(*len))
             .sum(),
+        old_version,
     }))
 }
 
@@ -340,7 +353,7 @@ fn place<'a>(
             if let Some(old) = old
                 && old.entry.content != target.content
             {
-                keep_version(ctx, path, &s.fs_path, &old.entry)?;
+                keep_version(ctx, path, &s.fs_path, &old.entry, s.old_version.as_ref())?;
             }
             // The file about to be replaced, held open from before the last check: a write
             // that lands on it between that check and the rename (an agent appending to its
@@ -401,6 +414,7 @@ fn place<'a>(
             };
             let outcome = ApplyOutcome::Written {
                 bytes_from_local: s.from_local,
+                bytes_copied: s.copied,
                 bytes_from_store: s.from_store,
                 bytes_from_source: s.from_source,
             };
@@ -427,7 +441,7 @@ fn place<'a>(
             dev,
             old,
         } => {
-            keep_version(ctx, path, &fs_path, &old.entry)?;
+            keep_version(ctx, path, &fs_path, &old.entry, None)?;
             if let LocalState::Changed = local_state(path, &fs_path, item.expected)? {
                 return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
                     path: path.clone(),
@@ -655,12 +669,29 @@ fn history(
     }
 }
 
+/// Keep the version being replaced in the chunk store. When it is still the open file apply
+/// vouched for, its known chunk boundaries spare re-chunking it (only chunks the store lacks
+/// are read); otherwise the file is read and chunked whole.
 fn keep_version(
     ctx: &ApplyContext<'_>,
     path: &RelPath,
     fs_path: &Path,
     old: &FileEntry,
+    open: Option<&OldVersion>,
 ) -> Result<(), ApplyError> {
+    let store_err = |source| ApplyError::ChunkStore {
+        path: path.clone(),
+        source,
+    };
+    if let Some(open) = open.filter(|o| o.unchanged())
+        && let Some(kept) = ctx
+            .chunks
+            .put_known_version(open.file(), fs_path, old)
+            .map_err(store_err)?
+    {
+        tracing::debug!(%path, content = %kept.content, new_bytes = kept.new_bytes, "kept the replaced version");
+        return Ok(());
+    }
     let kept = ctx
         .chunks
         .put_file_version(fs_path, old)
