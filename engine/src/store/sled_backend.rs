@@ -92,8 +92,17 @@ impl SledBackend {
 }
 
 fn err(e: sled::Error) -> BackendError {
-    BackendError::new(e)
+    match e {
+        sled::Error::Io(io) => BackendError::new(StorageIo(io)),
+        other => BackendError::new(other),
+    }
 }
+
+/// An I/O failure under sled, with the `io::Error` kept as its source: sled's own error has
+/// none, so a full disk under the index read as an internal error to the peer that pushed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StorageIo(#[source] std::io::Error);
 
 /// sled 0.34 reports a held file lock as an `Other` I/O error with this message; it must not be
 /// mistaken for corruption (the daemon holds the index while it runs).
@@ -203,5 +212,33 @@ impl Backend for SledBackend {
 
     fn is_empty(&self) -> Result<bool, BackendError> {
         Ok(self.trees.iter().all(sled::Tree::is_empty))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_under_sled_stays_a_full_disk_in_the_error_chain() {
+        // Seen in a benchmark run: "peer reported internal: ... index ...: flushing failed: IO
+        // error: Os { code: 28, kind: StorageFull, .. }" where the peer should have said "disk
+        // full": the io::Error was not in the chain the session classifies.
+        let e = err(sled::Error::Io(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+        let mut kinds = Vec::new();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                kinds.push(io.kind());
+            }
+            cur = err.source();
+        }
+        assert_eq!(kinds, [std::io::ErrorKind::StorageFull]);
+        assert_eq!(
+            e.to_string(),
+            std::io::Error::from_raw_os_error(libc::ENOSPC).to_string()
+        );
     }
 }
