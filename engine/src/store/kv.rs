@@ -24,6 +24,15 @@ impl Store {
         })
     }
 
+    /// Set each `(key, value)` of `rows` in namespace `ns`, in one atomic write.
+    pub fn kv_put_many(&self, ns: &str, rows: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let batch = rows
+            .iter()
+            .map(|(key, value)| Ok(Write::Put(Tree::Kv, kv_key(ns, key)?, value.clone())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_now(batch, || format!("writing {} rows of {ns}", rows.len()))
+    }
+
     /// Remove `key` from namespace `ns`; returns true if it was present.
     pub fn kv_del(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
         let k = kv_key(ns, key)?;

@@ -166,9 +166,7 @@ impl Workspace {
             let (bases, plain): (Vec<_>, Vec<_>) = applied.partition(|((_, target, _), _)| {
                 !target.is_tombstone() && self.policy_of(&target.path).merges()
             });
-            for ((_, target, _), _) in bases {
-                self.keep_merge_base(target);
-            }
+            self.keep_merge_bases(bases.into_iter().map(|((_, target, _), _)| target));
             let unstaged = self.chunks.unstage(
                 plain
                     .into_iter()
