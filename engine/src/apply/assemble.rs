@@ -30,6 +30,12 @@ pub trait ChunkSource {
     /// The bytes of chunk `id` (of length `len`), or `None` if this source does not have it.
     /// The bytes are verified by the caller.
     fn fetch(&mut self, id: &Hash, len: u32) -> Result<Option<Vec<u8>>, SourceError>;
+
+    /// True if this source has chunk `id` at hand (in memory): assembly then takes it from
+    /// here first, without looking it up in the workspace's files or the chunk store.
+    fn holds(&self, _id: &Hash) -> bool {
+        false
+    }
 }
 
 /// A source that has no chunks: apply uses only what is already local (renames, restores).
@@ -46,6 +52,10 @@ impl ChunkSource for NoSource {
 impl ChunkSource for HashMap<Hash, Vec<u8>> {
     fn fetch(&mut self, id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(self.get(id).cloned())
+    }
+
+    fn holds(&self, id: &Hash) -> bool {
+        self.contains_key(id)
     }
 }
 
@@ -137,6 +147,10 @@ pub(super) fn assemble(
             })?
         {
             (b, Origin::Local)
+        } else if let Some(b) = held(path, source, c)? {
+            // At hand in memory (a small file's chunk, fetched for this apply): the chunk
+            // store is not searched for it.
+            (b, Origin::Source)
         } else if let Some(b) = ctx
             .chunks
             .get(&c.id)
@@ -224,6 +238,19 @@ enum Origin {
     Local,
     Store,
     Source,
+}
+
+/// The verified bytes of `c` if `source` holds it in memory.
+fn held(
+    path: &RelPath,
+    source: &mut dyn ChunkSource,
+    c: &ChunkRef,
+) -> Result<Option<Vec<u8>>, ApplyError> {
+    if source.holds(&c.id) {
+        fetch_verified(path, source, c)
+    } else {
+        Ok(None)
+    }
 }
 
 fn fetch_verified(

@@ -167,10 +167,12 @@ impl Workspace {
                 !target.is_tombstone() && self.policy_of(&target.path).merges()
             });
             self.keep_merge_bases(bases.into_iter().map(|((_, target, _), _)| target));
+            // Chunks the source held in memory were never staged: nothing to remove.
             let unstaged = self.chunks.unstage(
                 plain
                     .into_iter()
-                    .flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id)),
+                    .flat_map(|((_, target, _), _)| target.chunks.iter().map(|c| &c.id))
+                    .filter(|id| !source.holds(id)),
             );
             tracing::debug!(unstaged, "staged chunks of applied files removed");
             for ((at, _, _), result) in batch.iter().zip(results) {
