@@ -7,9 +7,19 @@
 //! the resident set grew by about 1 KiB per edit while the live heap stayed flat (a heap
 //! profile). A fixed threshold keeps such buffers in their own mappings, which go back to the
 //! system when freed; smaller allocations are unaffected.
+//!
+//! Small blocks still come from the arenas, and what a large sync freed stays mapped there: after
+//! a push of 20,000 small files the receiving daemon sat at 92 MiB with 19 MiB of it free memory
+//! (measured with `malloc_trim` called from a debugger). [`give_back_periodically`] hands the
+//! free pages back to the system every few seconds, so the daemon at rest holds what it uses.
+
+use std::time::Duration;
 
 /// Blocks this large or larger get their own mapping (glibc's initial default, made fixed).
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// How often the daemon gives freed memory back to the system.
+pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(10);
 
 /// Fix the mmap threshold at [`MMAP_THRESHOLD`]; returns false if the allocator refused (on a
 /// C library other than glibc this does nothing and returns true).
@@ -29,7 +39,32 @@ pub fn tune() -> bool {
     }
 }
 
+/// Give the free pages of every malloc arena back to the system (glibc's `malloc_trim`). Takes
+/// a few milliseconds on a heap of tens of MiB; does nothing on another C library.
+pub fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the
+        // system, under the allocator's locks; it takes no pointers.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// [`give_back`] every [`GIVE_BACK_EVERY`], on a blocking thread, for as long as the daemon runs.
+pub async fn give_back_periodically() {
+    let mut tick = tokio::time::interval(GIVE_BACK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _ = tokio::task::spawn_blocking(give_back).await;
+    }
+}
+
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -57,5 +92,35 @@ mod tests {
             grew >= SIZE
         });
         assert!(kept_own_mapping, "a 1 MiB buffer came from a heap arena");
+    }
+
+    /// Resident anonymous memory of this process, in bytes.
+    fn rss_anon() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    fn memory_a_burst_freed_goes_back_to_the_system() {
+        // A sync's many small blocks, freed but for one in 64 that keeps each stretch of the
+        // arena in use, as a daemon's long-lived state does.
+        const BLOCKS: usize = 400_000;
+        let mut blocks: Vec<Vec<u8>> = (0..BLOCKS).map(|i| vec![(i % 251) as u8; 480]).collect();
+        let kept: Vec<Vec<u8>> = blocks.iter_mut().step_by(64).map(std::mem::take).collect();
+        drop(blocks);
+        let before = rss_anon();
+        give_back();
+        let after = rss_anon();
+        drop(kept);
+        // About 190 MiB were freed; other tests of this process allocate meanwhile.
+        assert!(
+            before.saturating_sub(after) > 64 << 20,
+            "gave back only {} KiB ({} -> {} KiB)",
+            before.saturating_sub(after) >> 10,
+            before >> 10,
+            after >> 10
+        );
     }
 }

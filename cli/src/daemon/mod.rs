@@ -202,6 +202,7 @@ pub fn run(
             tokio::spawn(schedule(Arc::clone(&state), fs_rx, link_rx, wakes)),
             tokio::spawn(regenerate::run(Arc::clone(&state))),
             tokio::spawn(keep::run(Arc::clone(&state), Arc::clone(&stop_keeping))),
+            tokio::spawn(malloc::give_back_periodically()),
         ];
         state.reload_peers();
         info!(%listening, pid = state.pid, auto = state.auto(), "daemon started");
