@@ -78,8 +78,6 @@ struct Staged {
     copied: u64,
     from_store: u64,
     from_source: u64,
-    /// The version being replaced, open and vouched for by its stat facts (`super::copy`).
-    old_version: Option<OldVersion>,
 }
 
 /// What to record once the change is durable.
@@ -254,6 +252,7 @@ fn stage<'a>(
     };
     let old_version = OldVersion::open(&fs_path, old);
     let assembled = assemble(ctx, target, source, old_version.as_ref(), &mut temp)?;
+    drop(old_version);
     if assembled.old_changed {
         return Ok(Step::Done(Ok(ApplyOutcome::LocalChanged {
             path: path.clone(),
@@ -301,7 +300,6 @@ fn stage<'a>(
             .iter()
             .map(|(_, _, len)| u64::from(*len))
             .sum(),
-        old_version,
     }))
 }
 
@@ -353,7 +351,10 @@ fn place<'a>(
             if let Some(old) = old
                 && old.entry.content != target.content
             {
-                keep_version(ctx, path, &s.fs_path, &old.entry, s.old_version.as_ref())?;
+                // Opened again, not held since assembly: a batch already holds a temp file and
+                // a replaced file open per entry.
+                let vouched = OldVersion::open(&s.fs_path, Some(old));
+                keep_version(ctx, path, &s.fs_path, &old.entry, vouched.as_ref())?;
             }
             // The file about to be replaced, held open from before the last check: a write
             // that lands on it between that check and the rename (an agent appending to its
@@ -669,9 +670,9 @@ fn history(
     }
 }
 
-/// Keep the version being replaced in the chunk store. When it is still the open file apply
-/// vouched for, its known chunk boundaries spare re-chunking it (only chunks the store lacks
-/// are read); otherwise the file is read and chunked whole.
+/// Keep the version being replaced in the chunk store. When its stat facts vouch for it
+/// (`open`), its known chunk boundaries spare re-chunking it (only chunks the store lacks are
+/// read); otherwise the file is read and chunked whole.
 fn keep_version(
     ctx: &ApplyContext<'_>,
     path: &RelPath,
@@ -683,7 +684,7 @@ fn keep_version(
         path: path.clone(),
         source,
     };
-    if let Some(open) = open.filter(|o| o.unchanged())
+    if let Some(open) = open
         && let Some(kept) = ctx
             .chunks
             .put_known_version(open.file(), fs_path, old)
