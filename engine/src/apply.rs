@@ -57,11 +57,31 @@ pub const GENERATOR_TEMP_PREFIX: &str = ".botsync-tmp-gen-";
 /// make us allocate.
 pub const MAX_CHUNK_LEN: u32 = 16 * 1024 * 1024;
 
-/// Entries of a batch processed together: [`apply_batch`] makes this many durable with one pair of
-/// barriers, so callers applying many files gather them in batches of this size. Each holds an
-/// open temp file until it is renamed, which bounds it well under the usual limit of 1,024 open
-/// files.
+/// Entries of a batch processed together at most: [`apply_batch`] makes a batch durable with one
+/// pair of barriers, so callers applying many files gather them in batches of
+/// [`batch_files`] entries (this, or fewer under a low open-files limit: each entry holds open
+/// files until it is renamed).
 pub const BATCH_FILES: usize = 512;
+
+/// Open files an entry of a batch may hold at once: its temp file and, while it is renamed,
+/// the file it replaces (plus one opened and closed at a time to read the old version).
+const FILES_PER_ENTRY: u64 = 3;
+
+/// Open files left to the rest of the process (index, sockets, watcher, logs).
+const FILES_KEPT_FREE: u64 = 128;
+
+/// Entries per batch: [`BATCH_FILES`], or fewer where the open-files limit (`RLIMIT_NOFILE`)
+/// would not let a whole batch hold its files: a daemon started under the common soft limit
+/// of 1,024 failed 18 of 1,200 edited notes with "Too many open files" before.
+pub fn batch_files() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let fit = limit.saturating_sub(FILES_KEPT_FREE) / FILES_PER_ENTRY;
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .clamp(1, BATCH_FILES)
+}
 
 /// Where apply works and what it updates.
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +263,7 @@ pub fn apply_batch(
 ) -> Vec<Result<ApplyOutcome, ApplyError>> {
     // Each staged entry holds an open temp file: bound how many are open at once.
     items
-        .chunks(BATCH_FILES)
+        .chunks(batch_files())
         .flat_map(|group| batch::run(ctx, group, source))
         .collect()
 }

@@ -111,7 +111,7 @@ impl Workspace {
     /// Carry out planned items received from a peer; one report per item, in item order.
     ///
     /// Index-only actions and conflict copies happen item by item; files to write or delete
-    /// are gathered and applied [`apply::BATCH_FILES`] at a time through [`apply::apply_batch`],
+    /// are gathered and applied [`apply::batch_files`] at a time through [`apply::apply_batch`],
     /// so a batch costs two file-system syncs and one index commit. An item whose path is
     /// already waiting in the batch first flushes it, so it sees the earlier item's result.
     pub fn apply(
@@ -215,7 +215,7 @@ impl Workspace {
                 batch.push((reports.len(), target, local));
             }
             reports.push(report);
-            if batch.len() >= apply::BATCH_FILES {
+            if batch.len() >= apply::batch_files() {
                 flush(&mut batch, &mut waiting, &mut reports);
             }
         }
