@@ -3,6 +3,8 @@
 // Test helpers unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -10,178 +12,16 @@ use std::path::{Path, PathBuf};
 
 use botsync_engine::apply::{
     ApplyContext, ApplyError, ApplyItem, ApplyOutcome, BATCH_FILES, ChunkSource, NoSource,
-    SourceError, TEMP_PREFIX, apply_batch, apply_entry, missing_chunks,
+    SourceError, TEMP_PREFIX, apply_batch, missing_chunks,
 };
-use botsync_engine::chunk::ChunkerKind;
-use botsync_engine::chunkstore::ChunkStore;
-use botsync_engine::chunktree::content_hash;
 use botsync_engine::plan::{Action, Outcome};
-use botsync_engine::store::{HistoryAction, LocalUpdate, Store};
+use botsync_engine::store::HistoryAction;
 use botsync_engine::workspace::Workspace as Replica;
 use botsync_engine::{
-    AgentLabel, Attribution, ChunkRef, Chunker, ChunkerParams, EntryKind, FileEntry, Hash,
-    LocalEntry, MachineName, Mode, PeerId, RelPath, StatSig, VersionVector,
+    AgentLabel, Attribution, EntryKind, FileEntry, Hash, LocalEntry, MachineName, RelPath,
 };
-
-const ME: PeerId = PeerId([1; 32]);
-const LAPTOP: PeerId = PeerId([2; 32]);
-/// Small chunks, so that notes of a few kilobytes have many.
-const SMALL: ChunkerParams = ChunkerParams {
-    kind: ChunkerKind::FastCdc2020,
-    min: 64,
-    avg: 256,
-    max: 1024,
-};
-const NOW: i64 = 1_800_000_000_000_000_000;
-
-/// An agent workspace with its index and chunk store.
-struct Workspace {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    store: Store,
-    chunks: ChunkStore,
-}
-
-impl Workspace {
-    fn new() -> Workspace {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("agent");
-        fs::create_dir_all(root.join(".botsync")).unwrap();
-        let (store, _) = Store::open(&root.join(".botsync/db")).unwrap();
-        let chunks = ChunkStore::open(&root.join(".botsync/store")).unwrap();
-        Workspace {
-            _tmp: tmp,
-            root,
-            store,
-            chunks,
-        }
-    }
-
-    /// The agent writes a file, and the scanner records it.
-    fn write_and_scan(&self, path: &str, bytes: &[u8]) -> LocalEntry {
-        let on_disk = self.root.join(path);
-        fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
-        fs::write(&on_disk, bytes).unwrap();
-        let meta = fs::metadata(&on_disk).unwrap();
-        let (mut entry, _) = version(path, bytes, ME);
-        entry.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let local = LocalEntry {
-            entry,
-            stat: Some(StatSig {
-                size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-                ino: meta.ino(),
-                dev: meta.dev(),
-            }),
-            recorded_at_ns: NOW - 1,
-        };
-        self.store
-            .commit_local([LocalUpdate::Put(local.clone())])
-            .unwrap();
-        local
-    }
-
-    /// The index learns the stat facts of `path` again (its bytes are still `local`'s).
-    fn write_and_scan_sparse(&self, local: &LocalEntry, path: &Path) -> LocalEntry {
-        let meta = fs::metadata(path).unwrap();
-        let local = LocalEntry {
-            stat: Some(StatSig::of(&meta)),
-            ..local.clone()
-        };
-        self.store
-            .commit_local([LocalUpdate::Put(local.clone())])
-            .unwrap();
-        local
-    }
-
-    fn apply(
-        &self,
-        target: &FileEntry,
-        expected: Option<&LocalEntry>,
-        source: &mut dyn ChunkSource,
-    ) -> Result<ApplyOutcome, ApplyError> {
-        let ctx = ApplyContext {
-            root: &self.root,
-            store: &self.store,
-            chunks: &self.chunks,
-            now_ns: NOW,
-        };
-        apply_entry(&ctx, target, expected, source)
-    }
-
-    fn read(&self, path: &str) -> Vec<u8> {
-        fs::read(self.root.join(path)).unwrap()
-    }
-
-    /// Every apply temp file left anywhere in the workspace.
-    fn temp_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    out.push(p.clone());
-                }
-                if e.file_type().unwrap().is_dir() {
-                    walk(&p, out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root, &mut out);
-        out
-    }
-}
-
-/// A version of `path` with content `bytes` made by `by`, and a source holding its chunks (what
-/// the peer would send).
-fn version(path: &str, bytes: &[u8], by: PeerId) -> (FileEntry, HashMap<Hash, Vec<u8>>) {
-    let mut source = HashMap::new();
-    let mut chunks = Vec::new();
-    Chunker::new(SMALL)
-        .for_each_chunk(bytes, |b| {
-            source.insert(Hash::of(b), b.to_vec());
-            chunks.push(ChunkRef {
-                id: Hash::of(b),
-                len: b.len() as u32,
-            });
-            Ok(())
-        })
-        .unwrap();
-    let mut vector = VersionVector::new();
-    vector.increment(by).unwrap();
-    let entry = FileEntry {
-        path: RelPath::new(path).unwrap(),
-        kind: EntryKind::File,
-        size: bytes.len() as u64,
-        mtime_ns: 1_700_000_000_000_000_000,
-        mode: Mode::default(),
-        content: content_hash(&chunks),
-        chunks,
-        chunker: SMALL,
-        version: vector,
-        parent: None,
-        changed_by: Attribution {
-            peer: by,
-            agent: AgentLabel::new("laptop-agent"),
-            machine: MachineName::default(),
-        },
-    };
-    (entry, source)
-}
-
-/// Notes of `lines` numbered lines: text that chunks into many pieces.
-fn notes(lines: usize, tag: &str) -> Vec<u8> {
-    (0..lines)
-        .map(|i| {
-            format!(
-                "- {tag} observation {i}: the user prefers short answers ({})\n",
-                i * 7919
-            )
-        })
-        .collect::<String>()
-        .into_bytes()
-}
+use common::applying::{LAPTOP, ME, NOW, Workspace, notes, version};
+use common::wall_clock_ns;
 
 #[test]
 fn a_new_note_from_a_peer_appears_whole() {
@@ -247,130 +87,6 @@ fn a_modified_note_replaces_the_old_which_stays_restorable() {
         .flat_map(|c| ws.chunks.get(&c.id).unwrap().unwrap())
         .collect();
     assert_eq!(restored, old_text);
-}
-
-/// `len` bytes of a fixed pseudo-random sequence (no two chunks alike).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// The record of `local` as if its scan had run at `at_ns` (to make it racy or not).
-fn recorded_at(ws: &Workspace, local: &LocalEntry, at_ns: i64) -> LocalEntry {
-    let local = LocalEntry {
-        recorded_at_ns: at_ns,
-        ..local.clone()
-    };
-    ws.store
-        .commit_local([LocalUpdate::Put(local.clone())])
-        .unwrap();
-    local
-}
-
-#[test]
-fn a_byte_inserted_mid_file_is_rebuilt_by_copying_the_unchanged_parts_unread() {
-    // Issue 13: a large file with one byte inserted in the middle took as long as rsync's
-    // full rewrite, because every unchanged chunk was read back from the old file, hashed and
-    // written again. They are now copied in the kernel from the old file, which the index
-    // vouches for by its stat facts, as the scan trusts it.
-    let ws = Workspace::new();
-    let old_bytes = noise(512 * 1024, 13);
-    let local = ws.write_and_scan("data/model.bin", &old_bytes);
-    let mut new_bytes = old_bytes.clone();
-    new_bytes.insert(old_bytes.len() / 2, b'!');
-    let (entry, mut laptop) = version("data/model.bin", &new_bytes, LAPTOP);
-
-    let outcome = ws.apply(&entry, Some(&local), &mut laptop).unwrap();
-
-    let ApplyOutcome::Written {
-        bytes_from_local,
-        bytes_copied,
-        bytes_from_source,
-        ..
-    } = outcome
-    else {
-        panic!("expected a write, got {outcome:?}");
-    };
-    assert_eq!(ws.read("data/model.bin"), new_bytes);
-    assert_eq!(bytes_copied, bytes_from_local, "{outcome:?}");
-    assert_eq!(bytes_from_local + bytes_from_source, new_bytes.len() as u64);
-    // Only the chunks around the insertion travel (SMALL chunks are at most 1 KiB).
-    assert!(bytes_from_source <= 4 * 1024, "{outcome:?}");
-    assert!(ws.temp_files().is_empty());
-}
-
-#[test]
-fn an_old_file_the_stat_cache_cannot_vouch_for_is_read_and_verified_not_copied() {
-    // Written in the same instant its scan ran ("racy", as git says): equal stat facts do not
-    // prove equal bytes, so its chunks are read and checked against their ids.
-    let ws = Workspace::new();
-    let old_bytes = noise(64 * 1024, 7);
-    let local = ws.write_and_scan("data/racy.bin", &old_bytes);
-    let mtime_ns = local.stat.unwrap().mtime_ns;
-    let local = recorded_at(&ws, &local, mtime_ns + 1_000_000);
-    let mut new_bytes = old_bytes.clone();
-    new_bytes.extend_from_slice(b"appended");
-    let (entry, mut laptop) = version("data/racy.bin", &new_bytes, LAPTOP);
-
-    let outcome = ws.apply(&entry, Some(&local), &mut laptop).unwrap();
-
-    let ApplyOutcome::Written {
-        bytes_from_local,
-        bytes_copied,
-        ..
-    } = outcome
-    else {
-        panic!("expected a write, got {outcome:?}");
-    };
-    assert_eq!(bytes_copied, 0, "{outcome:?}");
-    assert!(
-        bytes_from_local > 0,
-        "the unchanged chunks still came from the old file"
-    );
-    assert_eq!(ws.read("data/racy.bin"), new_bytes);
-}
-
-#[test]
-fn a_sparse_old_file_is_not_copied_so_its_holes_stay_holes() {
-    let ws = Workspace::new();
-    let path = ws.root.join("data/disk.img");
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut old_bytes = vec![0u8; 4 << 20];
-    old_bytes[..4096].copy_from_slice(&noise(4096, 3));
-    let local = ws.write_and_scan("data/disk.img", &old_bytes);
-    // Punch the zeros out: the file as a sparse-aware tool would have left it.
-    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.set_len(4096).unwrap();
-    file.set_len(4 << 20).unwrap();
-    drop(file);
-    let local = ws.write_and_scan_sparse(&local, &path);
-    if fs::metadata(&path).unwrap().blocks() * 512 >= 4 << 20 {
-        eprintln!("this file system keeps no holes: nothing to check");
-        return;
-    }
-    let mut new_bytes = old_bytes.clone();
-    new_bytes[0] ^= 1;
-    let (entry, mut laptop) = version("data/disk.img", &new_bytes, LAPTOP);
-
-    let outcome = ws.apply(&entry, Some(&local), &mut laptop).unwrap();
-
-    let ApplyOutcome::Written { bytes_copied, .. } = outcome else {
-        panic!("expected a write, got {outcome:?}");
-    };
-    assert_eq!(bytes_copied, 0, "{outcome:?}");
-    assert_eq!(ws.read("data/disk.img"), new_bytes);
-    let allocated = fs::metadata(&path).unwrap().blocks() * 512;
-    assert!(
-        allocated < 1 << 20,
-        "the holes were filled: {allocated} bytes allocated"
-    );
 }
 
 #[test]
@@ -926,11 +642,4 @@ fn a_note_edited_during_a_batched_sync_is_kept_and_the_rest_are_written() {
             assert_eq!(on_disk, theirs[i].1);
         }
     }
-}
-
-fn wall_clock_ns() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    i64::try_from(since.as_nanos()).unwrap()
 }

@@ -19,6 +19,7 @@ use botsync_engine::{
     AgentLabel, Attribution, ChunkerParams, Hash, LocalEntry, MachineName, PeerId, RelPath,
 };
 
+pub mod applying;
 pub mod round;
 
 /// How far the test clock moves per scan: far more than the racy window, so files written
