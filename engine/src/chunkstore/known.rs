@@ -84,10 +84,8 @@ mod tests {
     use super::*;
     use crate::chunk::{ChunkRef, Chunker, ChunkerParams};
     use crate::chunktree::content_hash;
-    use crate::entry::{EntryKind, Mode};
-    use crate::path::RelPath;
-    use crate::peer::{AgentLabel, Attribution, MachineName, PeerId};
 
+    /// The entry of `bytes` as the scanner would record it (default chunker).
     fn entry_of(bytes: &[u8]) -> FileEntry {
         let mut chunks = Vec::new();
         Chunker::new(ChunkerParams::DEFAULT)
@@ -99,23 +97,10 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        FileEntry {
-            path: RelPath::new("data/a.bin").unwrap(),
-            kind: EntryKind::File,
-            size: bytes.len() as u64,
-            mtime_ns: 0,
-            mode: Mode::default(),
-            content: content_hash(&chunks),
-            chunks,
-            chunker: ChunkerParams::DEFAULT,
-            version: Default::default(),
-            parent: None,
-            changed_by: Attribution {
-                peer: PeerId([1; 32]),
-                agent: AgentLabel::new("test"),
-                machine: MachineName::default(),
-            },
-        }
+        let mut entry = crate::merkle::tests::entry("data/a.bin", bytes, 1);
+        entry.content = content_hash(&chunks);
+        entry.chunks = chunks;
+        entry
     }
 
     fn noise(len: usize) -> Vec<u8> {

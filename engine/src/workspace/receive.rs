@@ -122,9 +122,9 @@ impl Workspace {
         self.apply_with(items, now_ns, &mut NoSource)
     }
 
-    /// [`Self::apply`], taking the chunks it finds neither in local files nor in the chunk
-    /// store from `source` (chunks a session received and holds in memory instead of staging
-    /// them).
+    /// [`Self::apply`], taking chunks from `source` too (chunks a session received and holds
+    /// in memory instead of staging them): a chunk not in a local file is taken from there
+    /// before the chunk store is searched.
     pub fn apply_with(
         &self,
         items: Vec<PlanItem>,
@@ -138,6 +138,8 @@ impl Workspace {
             now_ns,
         };
         let paths: Vec<RelPath> = items.iter().map(|i| i.remote.path.clone()).collect();
+        // Read once: the open-files limit does not change during a sync.
+        let batch_files = apply::batch_files();
         let mut reports: Vec<ItemReport> = Vec::with_capacity(items.len());
         // (report index, version to apply, local entry it replaces) waiting for the batch.
         let mut batch: Vec<(usize, FileEntry, Option<LocalEntry>)> = Vec::new();
@@ -215,7 +217,7 @@ impl Workspace {
                 batch.push((reports.len(), target, local));
             }
             reports.push(report);
-            if batch.len() >= apply::batch_files() {
+            if batch.len() >= batch_files {
                 flush(&mut batch, &mut waiting, &mut reports);
             }
         }
