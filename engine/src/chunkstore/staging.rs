@@ -28,25 +28,33 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Keep the version made of `chunks` (content hash `content`) as a kept version: its
-    /// staged chunks are moved into the store and its manifest written. Best effort and not
-    /// made durable: it serves as the common ancestor of later merges (a lost one only means
-    /// the next merge of that path falls back to `newest`). Returns false if a chunk is in
-    /// neither place, so the version cannot be read back whole.
-    pub fn keep_staged(&self, content: &Hash, chunks: &[ChunkRef]) -> bool {
-        let mut whole = true;
-        for c in chunks {
+    /// Keep the version made of `chunks` (content hash `content`) as a kept version: each chunk
+    /// the store keeps already has its age refreshed, a staged one is moved in, any other is
+    /// asked of `held` (bytes the caller has in memory, checked against the id here), and the
+    /// manifest is written. Best effort and not made durable: it serves as the common ancestor
+    /// of later merges (a lost one only means the next merge of that path falls back to
+    /// `newest`) and as a version `restore` can bring back. Returns false if a chunk is in none
+    /// of these places, so the version cannot be read back whole.
+    pub fn keep_version_from(
+        &self,
+        content: &Hash,
+        chunks: &[ChunkRef],
+        held: &mut dyn FnMut(&Hash, u32) -> Option<Vec<u8>>,
+    ) -> bool {
+        let whole = chunks.iter().all(|c| {
             let kept = self.chunk_path(&c.id);
-            if kept.is_file() {
-                continue;
+            if fs::symlink_metadata(&kept).is_ok_and(|m| m.len() == u64::from(c.len)) {
+                super::refresh_age(&kept);
+                return true;
             }
             let staged = self.staged_path(&c.id);
-            let moved = kept
-                .parent()
-                .is_some_and(|dir| fs::create_dir_all(dir).is_ok())
-                && fs::rename(&staged, &kept).is_ok();
-            whole &= moved;
-        }
+            if fs::symlink_metadata(&staged).is_ok() {
+                return super::rename_into(&staged, &kept, &self.dir).is_ok();
+            }
+            held(&c.id, c.len).is_some_and(|bytes| {
+                Hash::of(&bytes) == c.id && self.write_object(&kept, &bytes).is_ok()
+            })
+        });
         whole && self.put_manifest(content, chunks).is_ok()
     }
 

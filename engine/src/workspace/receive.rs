@@ -168,7 +168,10 @@ impl Workspace {
             let (bases, plain): (Vec<_>, Vec<_>) = applied.partition(|((_, target, _), _)| {
                 !target.is_tombstone() && self.policy_of(&target.path).merges()
             });
-            self.keep_merge_bases(bases.into_iter().map(|((_, target, _), _)| target));
+            self.keep_merge_bases(
+                bases.into_iter().map(|((_, target, _), _)| target),
+                &mut *source,
+            );
             // Chunks the source held in memory were never staged: nothing to remove.
             let unstaged = self.chunks.unstage(
                 plain

@@ -13,8 +13,11 @@
 //! ([`Compression::ZstdDelta`]). An edited note of 1-30 KB is one chunk; against the version the
 //! receiver has, it travels as a few hundred bytes instead of whole.
 
+use std::cell::RefCell;
+
 use botsync_engine::Hash;
 use serde::{Deserialize, Serialize};
+use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
 use crate::codec::CodecError;
@@ -63,7 +66,7 @@ impl ChunkData {
     /// negotiated `ZSTD` feature) and it saves at least 5 %, else raw.
     pub fn compress(id: Hash, raw: Vec<u8>, allow_zstd: bool) -> ChunkData {
         if allow_zstd
-            && let Ok(packed) = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+            && let Some(packed) = zstd_compress(&raw)
             && packed.len() * 100 <= raw.len() * 95
         {
             return ChunkData {
@@ -108,14 +111,10 @@ impl ChunkData {
         let id = self.id;
         let raw = match self.compression {
             Compression::None => self.data,
-            Compression::Zstd => {
-                zstd::bulk::decompress(&self.data, MAX_CHUNK_LEN).map_err(|_| {
-                    CodecError::BadChunk {
-                        id,
-                        reason: "zstd payload is corrupt or exceeds the chunk size limit",
-                    }
-                })?
-            }
+            Compression::Zstd => zstd_decompress(&self.data).ok_or(CodecError::BadChunk {
+                id,
+                reason: "zstd payload is corrupt or exceeds the chunk size limit",
+            })?,
             Compression::ZstdDelta => {
                 let base = base.ok_or(CodecError::BadChunk {
                     id,
@@ -143,6 +142,54 @@ impl ChunkData {
     }
 }
 
+thread_local! {
+    /// Each thread's zstd contexts, made once and reused: making them per chunk (as
+    /// `zstd::bulk::compress` and `decompress` do) cost the receiver of an agent workspace's
+    /// initial sync an allocation of a few hundred KiB per chunk, mapped and unmapped each
+    /// time, about a tenth of its CPU.
+    static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `raw` as one zstd frame of level [`ZSTD_LEVEL`] (with its content size in the header).
+fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        if slot.is_none() {
+            *slot = Compressor::new(ZSTD_LEVEL).ok();
+        }
+        slot.as_mut()?.compress(raw).ok()
+    })
+}
+
+/// Decode one zstd frame; never writes more than [`MAX_CHUNK_LEN`] bytes (a larger frame is an
+/// error, not an allocation). The output is sized by the content size the frame declares when
+/// that is within the cap: a frame that lies about it fails to decode.
+fn zstd_decompress(data: &[u8]) -> Option<Vec<u8>> {
+    let capacity = output_capacity(data)?;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        if slot.is_none() {
+            *slot = Decompressor::new().ok();
+        }
+        let mut out = Vec::with_capacity(capacity);
+        slot.as_mut()?.decompress_to_buffer(data, &mut out).ok()?;
+        Some(out)
+    })
+}
+
+/// The output buffer for decoding the frame `data`: its declared content size when that is
+/// within [`MAX_CHUNK_LEN`], else the cap. `None` if the header does not parse.
+fn output_capacity(data: &[u8]) -> Option<usize> {
+    let declared = zstd::zstd_safe::get_frame_content_size(data).ok()?;
+    Some(
+        declared
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n <= MAX_CHUNK_LEN)
+            .unwrap_or(MAX_CHUNK_LEN),
+    )
+}
+
 /// `raw` as one zstd frame (level [`ZSTD_LEVEL`]) with `base` as its raw-content prefix.
 fn delta_compress(raw: &[u8], base: &[u8]) -> Option<Vec<u8>> {
     let mut cctx = CCtx::try_create()?;
@@ -159,7 +206,7 @@ fn delta_compress(raw: &[u8], base: &[u8]) -> Option<Vec<u8>> {
 fn delta_decompress(data: &[u8], base: &[u8]) -> Option<Vec<u8>> {
     let mut dctx = DCtx::try_create()?;
     dctx.ref_prefix(base).ok()?;
-    let mut out = Vec::with_capacity(MAX_CHUNK_LEN);
+    let mut out = Vec::with_capacity(output_capacity(data)?);
     dctx.decompress(&mut out, data).ok()?;
     Some(out)
 }
@@ -236,6 +283,46 @@ mod tests {
             c.into_verified_bytes(),
             Err(CodecError::BadChunk { .. })
         ));
+    }
+
+    #[test]
+    fn a_frame_that_understates_its_size_is_a_bad_chunk_and_one_without_a_size_decodes() {
+        let raw = text(100);
+        let id = Hash::of(&raw);
+        let mut lying = zstd_compress(&raw).unwrap();
+        // Frame header: magic (4 bytes), descriptor, then (single segment, under 256 bytes)
+        // the content size in one byte.
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&lying).ok(),
+            Some(Some(100))
+        );
+        lying[5] = 50;
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&lying).ok(),
+            Some(Some(50))
+        );
+        let c = ChunkData {
+            id,
+            compression: Compression::Zstd,
+            data: lying,
+        };
+        let err = c.into_verified_bytes().unwrap_err();
+        assert!(matches!(err, CodecError::BadChunk { .. }), "{err}");
+        // A streamed frame declares no size: decoded into the cap, as before.
+        let mut unsized_frame = Vec::new();
+        let mut encoder = zstd::stream::Encoder::new(&mut unsized_frame, ZSTD_LEVEL).unwrap();
+        std::io::Write::write_all(&mut encoder, &raw).unwrap();
+        encoder.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&unsized_frame).ok(),
+            Some(None)
+        );
+        let c = ChunkData {
+            id,
+            compression: Compression::Zstd,
+            data: unsized_frame,
+        };
+        assert_eq!(c.into_verified_bytes().unwrap(), raw);
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! Merge bases kept by an apply: the version of a note a session just applied becomes the common
+//! ancestor of the next merge of that note, taken from the chunks the session holds in memory
+//! or has staged (not read back from the file and chunked again: on an initial sync of an agent
+//! workspace that was about a tenth of the receiver's CPU).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+
+use botsync_engine::apply::{ChunkSource, SourceError};
+use botsync_engine::plan::{Action, Outcome};
+use botsync_engine::workspace::Workspace;
+use botsync_engine::{Hash, RelPath};
+
+use common::open_workspace;
+
+const NOW: i64 = 1_800_000_000_000_000_000;
+const SECOND: i64 = 1_000_000_000;
+const NOTE: &str = "memory/plan.md";
+
+fn lines(edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<String> = (0..12).map(|i| format!("- step {i} of the plan")).collect();
+    for (at, text) in edits {
+        lines[*at] = (*text).to_owned();
+    }
+    lines.join("\n") + "\n"
+}
+
+fn write(ws: &Workspace, text: &str, now: i64) {
+    let p = ws.root().join(NOTE);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    ws.refresh(now).unwrap();
+}
+
+/// Chunks a session holds in memory, counting how often the apply asks for one.
+#[derive(Default)]
+struct Held {
+    chunks: HashMap<Hash, Vec<u8>>,
+    asked: usize,
+}
+
+impl ChunkSource for Held {
+    fn fetch(&mut self, id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+        self.asked += 1;
+        Ok(self.chunks.get(id).cloned())
+    }
+
+    fn holds(&self, id: &Hash) -> bool {
+        self.chunks.contains_key(id)
+    }
+}
+
+/// Send `from`'s version of the note to `to` the way a session does: the chunks of a plain take
+/// are held in memory and applied from there, those of a merge are staged (the merge reads
+/// them from the store). Returns what was held.
+fn send(from: &Workspace, to: &Workspace, now: i64) -> Held {
+    let paths = [RelPath::new(NOTE).unwrap()];
+    let plan = to.plan(from.entries(&paths).unwrap()).unwrap();
+    let mut held = Held::default();
+    for c in to.chunks_needed(&plan).unwrap() {
+        let bytes = from.read_chunk(&c.id).unwrap().unwrap();
+        if plan[0].action == Action::Take {
+            held.chunks.insert(c.id, bytes);
+        } else {
+            to.put_chunk(&c.id, &bytes).unwrap();
+        }
+    }
+    let reports = to.apply_with(plan, now, &mut held).unwrap();
+    assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+    held
+}
+
+#[test]
+fn a_note_applied_from_memory_is_the_ancestor_of_the_next_merge() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alpha, beta) = (open_workspace(da.path(), 1), open_workspace(db.path(), 2));
+    write(&alpha, &lines(&[]), NOW);
+    let held = send(&alpha, &beta, NOW);
+    assert_eq!(
+        held.asked, 2,
+        "the session's copy of the note is asked twice: to write the file, to keep its base"
+    );
+
+    // Both edit the note, different lines, before the next sync: only a common ancestor lets
+    // the text policy merge them cleanly.
+    write(
+        &alpha,
+        &lines(&[(2, "- step 2, done by alpha")]),
+        NOW + SECOND,
+    );
+    write(
+        &beta,
+        &lines(&[(9, "- step 9, done by beta")]),
+        NOW + 2 * SECOND,
+    );
+    send(&alpha, &beta, NOW + 3 * SECOND);
+    assert_eq!(
+        fs::read_to_string(db.path().join(NOTE)).unwrap(),
+        lines(&[
+            (2, "- step 2, done by alpha"),
+            (9, "- step 9, done by beta")
+        ])
+    );
+}
+
+#[test]
+fn a_note_applied_from_staged_chunks_is_the_ancestor_of_the_next_merge() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alpha, beta) = (open_workspace(da.path(), 1), open_workspace(db.path(), 2));
+    write(&alpha, &lines(&[]), NOW);
+    // Nothing held in memory: the chunks are staged, the way a session that fetched them
+    // before an interruption leaves them; the apply moves them into the store as the base.
+    let paths = [RelPath::new(NOTE).unwrap()];
+    let plan = beta.plan(alpha.entries(&paths).unwrap()).unwrap();
+    for c in beta.chunks_needed(&plan).unwrap() {
+        beta.put_chunk(&c.id, &alpha.read_chunk(&c.id).unwrap().unwrap())
+            .unwrap();
+    }
+    beta.apply(plan, NOW).unwrap();
+    write(&alpha, &lines(&[(0, "- step 0, by alpha")]), NOW + SECOND);
+    write(
+        &beta,
+        &lines(&[(11, "- step 11, by beta")]),
+        NOW + 2 * SECOND,
+    );
+    send(&alpha, &beta, NOW + 3 * SECOND);
+    assert_eq!(
+        fs::read_to_string(db.path().join(NOTE)).unwrap(),
+        lines(&[(0, "- step 0, by alpha"), (11, "- step 11, by beta")])
+    );
+}
