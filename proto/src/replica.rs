@@ -187,6 +187,13 @@ pub trait Replica: Send + Sync + 'static {
     /// session finds it here and does not fetch it again.
     fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), ReplicaError>;
 
+    /// The disk is full: give back every chunk kept by [`Self::put_chunk`] and not yet applied
+    /// (a cache of what an interrupted session would not fetch again), so the retry after the
+    /// user frees space fits. Called once a fetch that failed for a full disk has stopped:
+    /// streams still reading when one failed may have kept chunks after `put_chunk` itself
+    /// released them. A replica that keeps nothing ignores it.
+    fn release_kept_chunks(&self) {}
+
     /// Carry out planned items received from `peer`, in order; report each. Chunks the items
     /// need that are neither in local files nor kept ([`Self::put_chunk`]) come from `held`.
     fn apply(

@@ -341,6 +341,29 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
 /// about 5.6 MB of children in the answer to one `GetNodes`. The responder splits it into
 /// several `Nodes` messages, and the initiator reads the directory replies across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_group_is_fetched_while_one_is_applied() {
+    // 20 MiB of 8 KiB notes: several groups of single-chunk files (a few MiB held each).
+    let p = pair().await;
+    let files: Vec<(String, Vec<u8>)> = (0..2_560u64)
+        .map(|i| (format!("memory/n{i:04}.md"), pseudo_random(8192, i)))
+        .collect();
+    p.server_replica.write_many(&files);
+    // The first group's apply waits until the second group's chunks are asked for: with
+    // fetch and apply taking turns that never happens, and the gate gives up after 10 s.
+    p.client_replica.gate_next_apply();
+    let report = p.session(SessionMode::Pull, false).await.unwrap();
+    assert!(
+        p.client_replica.overlap_seen(),
+        "the next group was fetched while the first was applied"
+    );
+    assert_eq!(report.pulled.len(), files.len());
+    for (path, bytes) in files.iter().step_by(97) {
+        assert_eq!(p.client_replica.read(path).as_ref(), Some(bytes), "{path}");
+    }
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
     let p = pair().await;
     let path = |d: usize, f: usize| format!("memory/d{d:02}/{f:0>200}");

@@ -436,6 +436,10 @@ impl Replica for LiveReplica {
         self.ws.record_merge_bases(paths);
     }
 
+    fn release_kept_chunks(&self) {
+        self.ws.release_staged_chunks();
+    }
+
     fn mesh_config(&self) -> Result<Vec<MeshFile>, ReplicaError> {
         Ok(self.mesh()?.stripped())
     }

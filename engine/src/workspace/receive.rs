@@ -108,6 +108,12 @@ impl Workspace {
         Ok(put?)
     }
 
+    /// Give back every staged chunk (the disk is full; see [`Workspace::put_chunk`]); returns
+    /// the bytes freed.
+    pub fn release_staged_chunks(&self) -> u64 {
+        self.chunks.clear_staging()
+    }
+
     /// Carry out planned items received from a peer; one report per item, in item order.
     ///
     /// Index-only actions and conflict copies happen item by item; files to write or delete

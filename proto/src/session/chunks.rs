@@ -2,7 +2,7 @@
 //! verified against its id and kept by the replica before anything is applied, except the
 //! chunks of single-chunk files, which the group holds in memory for its apply and keeps only if
 //! the fetch fails (so a lost link re-sends nothing verified; a killed process re-fetches at
-//! most one group of small files). A chunk the peer cannot provide (its file changed while
+//! most two groups of small files). A chunk the peer cannot provide (its file changed while
 //! being sent) is reported missing, not fatal.
 //! With the `delta` feature a batch whose chunks have delta bases (module `session::delta`) is asked
 //! for with `GetChunksAgainst`, naming only bases this side could read, which it keeps in memory
@@ -121,6 +121,19 @@ async fn fetch<R: Replica + ?Sized>(
         }
     }
     match failed {
+        Some(e) if is_disk_full(&e) => {
+            // Never hold the disk full with a cache: what the other streams kept after the
+            // failing one released the staged chunks goes too, and nothing held is kept.
+            let released = blocking(replica, |r| {
+                r.release_kept_chunks();
+                Ok(())
+            })
+            .await;
+            if let Err(k) = released {
+                tracing::warn!(error = %k, "could not release the chunks kept for the apply");
+            }
+            Err(e)
+        }
         Some(e) => {
             // The session is lost before its apply: keep what was held after all, so the
             // next one does not fetch it again (a link that died is not a reason to re-send).
@@ -134,14 +147,16 @@ async fn fetch<R: Replica + ?Sized>(
     }
 }
 
-/// Bytes of new files fetched before they are applied: what a sync holds in the chunk store on
-/// top of the files it writes. Bounds the disk a sync needs to its incoming data plus this (or
-/// plus its largest file, when that is larger).
+/// Bytes of new files fetched before they are applied. One group is applied while the next is
+/// fetched, so what a sync holds in the chunk store on top of the files it writes is at most two
+/// groups: the disk a sync needs is its incoming data plus twice this (or plus its two largest
+/// files, when those are larger).
 pub(crate) const APPLY_GROUP_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Fetch what `items` need and apply them, in groups of about [`APPLY_GROUP_BYTES`] of new
 /// files, so staged chunks are released group by group instead of all being held until the end
-/// (a receiver once needed twice the incoming data free). Items that still find a chunk missing
+/// (a receiver once needed twice the incoming data free); the next group is fetched while one
+/// is applied. Items that still find a chunk missing
 /// when applied (a chunk-store file found corrupt and dropped, a local copy that changed since
 /// the plan) get one more round in the same session: their chunks are fetched again and they
 /// are applied again, so one sync repairs every chunk it lacks instead of one per run. What is
@@ -163,19 +178,43 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
     });
     let mut reports = Vec::with_capacity(items.len());
     let mut fetched = Fetched::default();
-    for group in apply_groups(items) {
-        let (r, f) = group_round(conn, replica, peer, group, how, &progress).await?;
-        reports.extend(r);
-        fetched.add(f);
+    let mut groups = apply_groups(items).into_iter();
+    let Some(first) = groups.next() else {
+        return Ok((reports, fetched));
+    };
+    let mut current = prefetch(conn, replica, first, how, &progress).await?;
+    loop {
+        // The next group is fetched while this one is applied: the apply runs on a blocking
+        // thread, the fetch on the runtime (the peer reading and compressing, the network,
+        // decompressing and verifying here), so the two overlap instead of taking turns.
+        let (done, next) = match groups.next() {
+            Some(group) => {
+                let (done, next) = tokio::join!(
+                    finish(conn, replica, peer, current, how, &progress),
+                    prefetch(conn, replica, group, how, &progress),
+                );
+                (done?, Some(next?))
+            }
+            None => (
+                finish(conn, replica, peer, current, how, &progress).await?,
+                None,
+            ),
+        };
+        reports.extend(done.0);
+        fetched.add(done.1);
+        match next {
+            Some(n) => current = n,
+            None => return Ok((reports, fetched)),
+        }
     }
-    Ok((reports, fetched))
 }
 
 /// Bytes of single-chunk files a group holds in memory between its fetch and its apply
 /// instead of keeping them in the chunk store: keeping cost each such file a create, a rename
 /// and an unlink more on the receiver (issue 13; the receiving daemon of a 20,000-file push
-/// spent 20 % less CPU without them). A fetch that fails keeps what it held.
-pub(crate) const HELD_GROUP_BYTES: u64 = 8 * 1024 * 1024;
+/// spent 20 % less CPU without them). A fetch that fails keeps what it held. Two groups are in
+/// memory at once (one applied, the next fetched), so a session holds at most twice this.
+pub(crate) const HELD_GROUP_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What a group holds: the chunks that are a whole file each of the files `items` take. Only a
 /// plain take reads its chunks through the apply's source; a merge or a review copy reads the
@@ -231,20 +270,27 @@ fn apply_groups(items: Vec<PlanItem>) -> Vec<Vec<PlanItem>> {
     groups
 }
 
-/// Fetch and apply one group, with the repair round.
-async fn group_round<R: Replica + ?Sized>(
+/// A group whose chunks are fetched: its items, the chunks it holds in memory and what the
+/// fetch brought.
+struct Prefetched {
+    items: Vec<PlanItem>,
+    hold: Arc<HashSet<Hash>>,
+    fetched: Fetched,
+}
+
+/// Fetch what one group lacks.
+async fn prefetch<R: Replica + ?Sized>(
     conn: &quinn::Connection,
     replica: &Arc<R>,
-    peer: PeerId,
     items: Vec<PlanItem>,
     how: Fetch,
     progress: &Arc<dyn Progress>,
-) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
+) -> Result<Prefetched, SessionError> {
     let planned = items.clone();
     let needed = blocking(replica, move |r| r.chunks_needed(&planned)).await?;
     let bases = delta_bases(replica, &items, &needed, how).await?;
     let hold = Arc::new(single_chunks(&items));
-    let mut fetched = fetch(
+    let fetched = fetch(
         conn,
         replica,
         needed,
@@ -254,6 +300,27 @@ async fn group_round<R: Replica + ?Sized>(
         Arc::clone(progress),
     )
     .await?;
+    Ok(Prefetched {
+        items,
+        hold,
+        fetched,
+    })
+}
+
+/// Apply a fetched group, with the repair round.
+async fn finish<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    peer: PeerId,
+    group: Prefetched,
+    how: Fetch,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
+    let Prefetched {
+        items,
+        hold,
+        mut fetched,
+    } = group;
     let again = items.clone();
     let held = std::mem::take(&mut fetched.held);
     let mut reports = blocking(replica, move |r| r.apply(items, peer, held)).await?;
@@ -296,6 +363,11 @@ async fn group_round<R: Replica + ?Sized>(
         reports[i] = report;
     }
     Ok((reports, fetched))
+}
+
+/// True if `e` is this side's disk being full.
+fn is_disk_full(e: &SessionError) -> bool {
+    matches!(e, SessionError::Replica(r) if r.is_disk_full())
 }
 
 /// The delta bases of `needed` for `items` (none unless `how.delta`).
@@ -580,15 +652,15 @@ mod tests {
 
     #[test]
     fn small_files_are_held_in_groups_of_bounded_memory() {
-        // 5,000 notes of 4 KiB: 20 MB, held 8 MiB at a time.
+        // 5,000 notes of 4 KiB: 20 MB, held 4 MiB at a time.
         let notes: Vec<PlanItem> = (0..5_000)
             .map(|i| take(&format!("notes/n{i}.md"), 4096, 1))
             .collect();
         let groups = apply_groups(notes);
         assert_eq!(
             groups.len(),
-            3,
-            "20 MB of single-chunk files in 8 MiB groups"
+            5,
+            "20 MB of single-chunk files in 4 MiB groups"
         );
         for g in &groups {
             let held: u64 = g.iter().map(|i| i.remote.size).sum();

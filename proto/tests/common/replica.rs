@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use botsync_engine::config::SyncConfig;
 use botsync_engine::guard::MassDelete;
@@ -41,6 +41,12 @@ pub struct TestReplica {
     /// The selection rules reported to parity checks.
     policy: Mutex<Vec<String>>,
     mesh: Mutex<Mesh>,
+    /// Calls of `chunks_needed` so far.
+    needed_calls: AtomicU64,
+    /// Set by [`TestReplica::gate_next_apply`]: the next apply waits for a `chunks_needed`
+    /// call made while it runs; whether one came is recorded in `overlap_seen`.
+    apply_gate: AtomicBool,
+    overlap_seen: AtomicBool,
 }
 
 /// Designated mesh config files, with their secrets (outside the synced selection), and the
@@ -85,7 +91,22 @@ impl TestReplica {
             state_patterns: Mutex::new(Vec::new()),
             policy: Mutex::new(Vec::new()),
             mesh: Mutex::new(Mesh::default()),
+            needed_calls: AtomicU64::new(0),
+            apply_gate: AtomicBool::new(false),
+            overlap_seen: AtomicBool::new(false),
         }
+    }
+
+    /// Make the next apply wait (up to 10 s) until the session asks for the chunks of
+    /// something else while it runs: the proof that fetching overlaps applying. Whether that
+    /// happened is [`TestReplica::overlap_seen`].
+    pub fn gate_next_apply(&self) {
+        self.apply_gate.store(true, Ordering::SeqCst);
+    }
+
+    /// True once a gated apply saw a `chunks_needed` call made while it waited.
+    pub fn overlap_seen(&self) -> bool {
+        self.overlap_seen.load(Ordering::SeqCst)
     }
 
     /// A local edit: write `bytes` at `path` and record it, as a watcher-driven daemon would.
@@ -313,6 +334,7 @@ impl Replica for TestReplica {
     }
 
     fn chunks_needed(&self, items: &[PlanItem]) -> Result<Vec<ChunkRef>, ReplicaError> {
+        self.needed_calls.fetch_add(1, Ordering::SeqCst);
         self.ws.chunks_needed(items).map_err(err)
     }
 
@@ -351,6 +373,17 @@ impl Replica for TestReplica {
         _peer: PeerId,
         mut held: HeldChunks,
     ) -> Result<Vec<ItemReport>, ReplicaError> {
+        if self.apply_gate.swap(false, Ordering::SeqCst) {
+            let before = self.needed_calls.load(Ordering::SeqCst);
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if self.needed_calls.load(Ordering::SeqCst) > before {
+                    self.overlap_seen.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _turn = lock(&self.writer);
         self.ws.apply_with(items, now_ns(), &mut held).map_err(err)
     }
@@ -366,6 +399,10 @@ impl Replica for TestReplica {
 
     fn record_merge_bases(&self, paths: &[RelPath]) {
         self.ws.record_merge_bases(paths);
+    }
+
+    fn release_kept_chunks(&self) {
+        self.ws.release_staged_chunks();
     }
 
     fn mesh_config(&self) -> Result<Vec<MeshFile>, ReplicaError> {
