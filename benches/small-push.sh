@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The receiver's cost of a 20,000-file initial sync, without the full e2e harness: one
-# `botsync push` of the harness's `small` dataset (20,000 files of 4 KiB in 100 directories)
+# `botsync push` of the harness's `small` dataset (20,000 files of 4 KiB in 100 directories;
+# DATASET=agent pushes the agent workspace instead, skills enabled as in the harness)
 # into a destination daemon whose workspace is a fresh ext4 loop image each round (so no file
 # system state of an earlier round, such as recently freed inodes, weighs on the next).
 # Prints, per round, the client's wall time, CPU and peak RSS and the receiving daemon's CPU
@@ -18,7 +19,8 @@ BINS=("$@")
 [ ${#BINS[@]} -eq 0 ] && BINS=("$(cd "$(dirname "$0")/.." && pwd)/target/release/botsync")
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-/var/tmp/small-push}
-SRC=$WORK/src/small
+DATASET=${DATASET:-small}
+SRC=$WORK/src/$DATASET
 DST=$WORK/dst
 IMG=$WORK/dst.img
 PORT=${PORT:-7631}
@@ -37,7 +39,7 @@ trap stop_daemon EXIT
 
 mkdir -p "$WORK" "$DST"
 if [ ! -d "$SRC" ]; then
-    python3 "$REPO/benches/e2e/gen_dataset.py" generate --datasets small "$WORK/src" >/dev/null
+    python3 "$REPO/benches/e2e/gen_dataset.py" generate --datasets "$DATASET" "$WORK/src" >/dev/null
 fi
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -49,6 +51,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
         rm -rf "$SRC/.botsync"
         "$BIN" -w "$SRC" init --name src >/dev/null
         "$BIN" -w "$DST" init --name dst >/dev/null
+        for ws in "$SRC" "$DST"; do
+            python3 -c 'import json, sys
+p = sys.argv[1] + "/.botsync/config.json"
+c = json.load(open(p)); c["sync_skills"] = True; json.dump(c, open(p, "w"), indent=2)' "$ws"
+        done
         "$BIN" -w "$SRC" add dst "127.0.0.1:$PORT" --id "$("$BIN" -w "$DST" id | awk '{print $NF}')" >/dev/null
         "$BIN" -w "$DST" add src 127.0.0.1:1 --id "$("$BIN" -w "$SRC" id | awk '{print $NF}')" >/dev/null
         "$BIN" -w "$SRC" scan >/dev/null 2>&1

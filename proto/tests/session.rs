@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use botsync_engine::PeerId;
+use botsync_engine::plan::Outcome;
 use botsync_proto::close::CloseCode;
 use botsync_proto::endpoint::Endpoint;
 use botsync_proto::frame::{read_frame, write_frame};
@@ -337,9 +338,34 @@ async fn thousands_of_differing_paths_sync_without_stalling() {
     );
 }
 
-/// A `Nodes` reply larger than a frame: 24 directories of 1000 files with 200-byte names list
-/// about 5.6 MB of children in the answer to one `GetNodes`. The responder splits it into
-/// several `Nodes` messages, and the initiator reads the directory replies across them.
+/// Found by the scaling run: a push of more than 1,024 files (more than one `Offer` batch)
+/// reported nothing pushed ("0 out"), though every file arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_more_files_than_one_offer_batch_reports_every_file() {
+    let p = pair().await;
+    let files: Vec<(String, Vec<u8>)> = (0..1_100)
+        .map(|i| {
+            (
+                format!("memory/n{i:04}.md"),
+                format!("note {i}\n").into_bytes(),
+            )
+        })
+        .collect();
+    p.client_replica.write_many(&files);
+    let report = p.session(SessionMode::Push, false).await.unwrap();
+    assert_eq!(
+        report.pushed.len(),
+        files.len(),
+        "every pushed file is reported"
+    );
+    assert!(
+        report.pushed.iter().all(|r| r.outcome == Outcome::Done),
+        "{:?}",
+        report.pushed.iter().find(|r| r.outcome != Outcome::Done)
+    );
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_group_is_fetched_while_one_is_applied() {
     // 20 MiB of 8 KiB notes: several groups of single-chunk files (a few MiB held each).
@@ -363,6 +389,9 @@ async fn the_next_group_is_fetched_while_one_is_applied() {
     assert_eq!(p.client_replica.root(), p.server_replica.root());
 }
 
+/// A `Nodes` reply larger than a frame: 24 directories of 1000 files with 200-byte names list
+/// about 5.6 MB of children in the answer to one `GetNodes`. The responder splits it into
+/// several `Nodes` messages, and the initiator reads the directory replies across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_reply_larger_than_a_frame_is_split_and_syncs() {
     let p = pair().await;

@@ -121,19 +121,9 @@ async fn fetch<R: Replica + ?Sized>(
         }
     }
     match failed {
-        Some(e) if is_disk_full(&e) => {
-            // Never hold the disk full with a cache: what the other streams kept after the
-            // failing one released the staged chunks goes too, and nothing held is kept.
-            let released = blocking(replica, |r| {
-                r.release_kept_chunks();
-                Ok(())
-            })
-            .await;
-            if let Err(k) = released {
-                tracing::warn!(error = %k, "could not release the chunks kept for the apply");
-            }
-            Err(e)
-        }
+        // Never hold the disk full with a cache: nothing held is kept (and `fetch_and_apply`
+        // releases what was, once nothing of the session is fetching any more).
+        Some(e) if is_disk_full(&e) => Err(e),
         Some(e) => {
             // The session is lost before its apply: keep what was held after all, so the
             // next one does not fetch it again (a link that died is not a reason to re-send).
@@ -176,13 +166,43 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
         files: items.iter().filter(|i| i.action.writes_file()).count() as u64,
         bytes: needed.iter().map(|c| u64::from(c.len)).sum(),
     });
-    let mut reports = Vec::with_capacity(items.len());
-    let mut fetched = Fetched::default();
     let mut groups = apply_groups(items).into_iter();
     let Some(first) = groups.next() else {
-        return Ok((reports, fetched));
+        return Ok((Vec::new(), Fetched::default()));
     };
-    let mut current = prefetch(conn, replica, first, how, &progress).await?;
+    match fetch_and_apply_groups(conn, replica, peer, first, groups, how, &progress).await {
+        Err(e) if is_disk_full(&e) => {
+            // Never hold the disk full with a cache. Released only now that neither the apply
+            // nor the next group's fetch runs: streams still reading when one hit the full disk
+            // (and a repair round of the group being applied) keep chunks after `put_chunk`
+            // itself released the staged ones.
+            let released = blocking(replica, |r| {
+                r.release_kept_chunks();
+                Ok(())
+            })
+            .await;
+            if let Err(k) = released {
+                tracing::warn!(error = %k, "could not release the chunks kept for the apply");
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The groups of [`fetch_and_apply`], from the first: each applied while the next is fetched.
+async fn fetch_and_apply_groups<R: Replica + ?Sized>(
+    conn: &quinn::Connection,
+    replica: &Arc<R>,
+    peer: PeerId,
+    first: Vec<PlanItem>,
+    mut groups: impl Iterator<Item = Vec<PlanItem>>,
+    how: Fetch,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Vec<ItemReport>, Fetched), SessionError> {
+    let mut reports = Vec::new();
+    let mut fetched = Fetched::default();
+    let mut current = prefetch(conn, replica, first, how, progress).await?;
     loop {
         // The next group is fetched while this one is applied: the apply runs on a blocking
         // thread, the fetch on the runtime (the peer reading and compressing, the network,
@@ -190,13 +210,13 @@ pub(crate) async fn fetch_and_apply<R: Replica + ?Sized>(
         let (done, next) = match groups.next() {
             Some(group) => {
                 let (done, next) = tokio::join!(
-                    finish(conn, replica, peer, current, how, &progress),
-                    prefetch(conn, replica, group, how, &progress),
+                    finish(conn, replica, peer, current, how, progress),
+                    prefetch(conn, replica, group, how, progress),
                 );
                 (done?, Some(next?))
             }
             None => (
-                finish(conn, replica, peer, current, how, &progress).await?,
+                finish(conn, replica, peer, current, how, progress).await?,
                 None,
             ),
         };

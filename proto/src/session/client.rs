@@ -160,6 +160,12 @@ async fn run_inner<R: Replica + ?Sized>(
             ))));
         }
     }
+    if !machine.is_done() {
+        // The machine asked for nothing more before its goodbye: a bug here, never a success.
+        return Err(SessionError::Task(
+            "the session stopped before its end; this is a bug in botsync, please report it".into(),
+        ));
+    }
     let _ = ctl.send.finish();
     let mut report = machine.finish();
     report.counters.messages_sent = ctl.counters.messages_sent;

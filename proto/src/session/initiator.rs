@@ -304,7 +304,11 @@ impl Initiator {
                 offer
                     .results
                     .extend(items.into_iter().map(ItemReport::from));
-                if last {
+                if !last {
+                    // More batches follow (a push of more than one batch of files): without
+                    // asking for the next, the session ended here reporting nothing pushed.
+                    self.recv(Expect::OfferResults, None);
+                } else {
                     self.report.pushed = self.offer.results.clone();
                     if self.opts.dry_run {
                         self.after_files();
