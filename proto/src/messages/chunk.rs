@@ -13,7 +13,7 @@
 //! ([`Compression::ZstdDelta`]). An edited note of 1-30 KB is one chunk; against the version the
 //! receiver has, it travels as a few hundred bytes instead of whole.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use botsync_engine::Hash;
 use serde::{Deserialize, Serialize};
@@ -142,24 +142,45 @@ impl ChunkData {
     }
 }
 
-thread_local! {
-    /// Each thread's zstd contexts, made once and reused: making them per chunk (as
-    /// `zstd::bulk::compress` and `decompress` do) cost the receiver of an agent workspace's
-    /// initial sync an allocation of a few hundred KiB per chunk, mapped and unmapped each
-    /// time, about a tenth of its CPU.
-    static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+/// zstd contexts kept for reuse: making them per chunk (as `zstd::bulk::compress` and
+/// `decompress` do) cost the receiver of an agent workspace's initial sync an allocation of a
+/// few hundred KiB per chunk, mapped and unmapped each time, about a tenth of its CPU. At most
+/// [`KEPT_CONTEXTS`] of each kind are kept (a context per blocking thread would hold a few MiB
+/// for each of the many threads a sync uses); a busier moment makes more and drops them after.
+static COMPRESSORS: Mutex<Vec<Compressor<'static>>> = Mutex::new(Vec::new());
+static DECOMPRESSORS: Mutex<Vec<Decompressor<'static>>> = Mutex::new(Vec::new());
+
+/// How many contexts of each kind [`COMPRESSORS`] and [`DECOMPRESSORS`] keep.
+const KEPT_CONTEXTS: usize = 4;
+
+/// Run `f` with a context from `pool` (or a new one from `make`), then keep the context for
+/// the next call unless the pool is full.
+fn with_context<C, T>(
+    pool: &Mutex<Vec<C>>,
+    make: impl FnOnce() -> Option<C>,
+    f: impl FnOnce(&mut C) -> Option<T>,
+) -> Option<T> {
+    let kept = pool.lock().ok().and_then(|mut p| p.pop());
+    let mut context = match kept {
+        Some(c) => c,
+        None => make()?,
+    };
+    let result = f(&mut context);
+    if let Ok(mut p) = pool.lock()
+        && p.len() < KEPT_CONTEXTS
+    {
+        p.push(context);
+    }
+    result
 }
 
 /// `raw` as one zstd frame of level [`ZSTD_LEVEL`] (with its content size in the header).
 fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        if slot.is_none() {
-            *slot = Compressor::new(ZSTD_LEVEL).ok();
-        }
-        slot.as_mut()?.compress(raw).ok()
-    })
+    with_context(
+        &COMPRESSORS,
+        || Compressor::new(ZSTD_LEVEL).ok(),
+        |c| c.compress(raw).ok(),
+    )
 }
 
 /// Decode one zstd frame; never writes more than [`MAX_CHUNK_LEN`] bytes (a larger frame is an
@@ -167,15 +188,15 @@ fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
 /// that is within the cap: a frame that lies about it fails to decode.
 fn zstd_decompress(data: &[u8]) -> Option<Vec<u8>> {
     let capacity = output_capacity(data)?;
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        if slot.is_none() {
-            *slot = Decompressor::new().ok();
-        }
-        let mut out = Vec::with_capacity(capacity);
-        slot.as_mut()?.decompress_to_buffer(data, &mut out).ok()?;
-        Some(out)
-    })
+    with_context(
+        &DECOMPRESSORS,
+        || Decompressor::new().ok(),
+        |d| {
+            let mut out = Vec::with_capacity(capacity);
+            d.decompress_to_buffer(data, &mut out).ok()?;
+            Some(out)
+        },
+    )
 }
 
 /// The output buffer for decoding the frame `data`: its declared content size when that is
@@ -323,6 +344,22 @@ mod tests {
             data: unsized_frame,
         };
         assert_eq!(c.into_verified_bytes().unwrap(), raw);
+    }
+
+    #[test]
+    fn at_most_a_few_contexts_are_kept_however_many_threads_compress() {
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let packed = zstd_compress(&text(4096 + i)).unwrap();
+                        assert_eq!(zstd_decompress(&packed).unwrap(), text(4096 + i));
+                    }
+                });
+            }
+        });
+        assert!(COMPRESSORS.lock().unwrap().len() <= KEPT_CONTEXTS);
+        assert!(DECOMPRESSORS.lock().unwrap().len() <= KEPT_CONTEXTS);
     }
 
     #[test]
