@@ -18,8 +18,11 @@
 #   10-file edit (1) 10 notes rewritten, then `sync b` at once (includes the daemon's refresh);
 #                (2) 10 more, `scan` through the daemon, then `sync b`, each timed; then
 #                `diff -r --exclude=.botsync a b`
-#   daemon RSS   VmRSS and VmHWM (peak) of both daemons at rest (15 s after the last sync: the
-#                daemon trims freed memory every 10 s) and how long they took to get there
+#   daemon RSS   VmRSS and VmHWM (peak) of both daemons 15 s after the last sync (the daemon
+#                trims freed memory every 10 s), then at rest: once both say their index left
+#                memory (`status`: daemon.index_in_memory false; config daemon.unload_index_secs,
+#                60 s: after 60-120 s unused), and after RUNS more no-op syncs at rest, each
+#                timed (a no-op needs only the roots: the index stays out of memory)
 # Usage: [BOTSYNC=path/to/botsync] [RUNS=20] [INITIAL_MAX=1000000] [DATA=/var/tmp/botsync-scale]
 #        [LOGS=dir to keep the daemons' logs in] [KEEP_VERSIONS=0: local_versions off]
 #        benches/scale.sh [SIZES...]
@@ -60,6 +63,9 @@ res() { echo "[$n] $*"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 timed() { # out-file botsync-args... : GNU time's "seconds KiB" into out-file, stdout in .out
     /usr/bin/time -f '%e %M' -o "$1" "$BOTSYNC" "${@:2}" >"$1.out"
+}
+in_memory() { # ws: the daemon's daemon.index_in_memory from `status --json`
+    bs -w "$1" --json status | python3 -c "import json, sys; print(json.load(sys.stdin)['daemon']['index_in_memory'])"
 }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -155,7 +161,17 @@ for n in "${sizes[@]}"; do
     else res "diff -r a b: DIFFERENT"; diff -rq --exclude=.botsync a b | head -5; fi
     sleep 15
     ra=$(status_kib "$pa" VmRSS) ha=$(status_kib "$pa" VmHWM) rb_=$(status_kib "$pb" VmRSS) hb=$(status_kib "$pb" VmHWM)
-    res "daemon a at rest: VmRSS $((ra / 1024)) MiB, VmHWM $((ha / 1024)) MiB; b: VmRSS $((rb_ / 1024)) MiB, VmHWM $((hb / 1024)) MiB"
+    res "daemons 15 s after the last sync: a VmRSS $((ra / 1024)) MiB, VmHWM $((ha / 1024)) MiB; b: VmRSS $((rb_ / 1024)) MiB, VmHWM $((hb / 1024)) MiB"
+    t0=$(now); i=0
+    until [ "$(in_memory a)" = False ] && [ "$(in_memory b)" = False ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && { res "WARNING: an index still in memory after 300 s"; break; }
+        sleep 1
+    done
+    sleep 1
+    ra=$(status_kib "$pa" VmRSS) rb_=$(status_kib "$pb" VmRSS)
+    res "at rest (both indexes out of memory after $(ms "$t0" "$(now)") ms more): a VmRSS $((ra / 1024)) MiB, b VmRSS $((rb_ / 1024)) MiB"
+    read -r umed umin umax < <($GEN time "$RUNS" "$BOTSYNC" -w a sync b)
+    res "no-op sync at rest x$RUNS: median $umed ms (min $umin, max $umax); index in memory after: a $(in_memory a), b $(in_memory b); VmRSS a $(($(status_kib "$pa" VmRSS) / 1024)) MiB, b $(($(status_kib "$pb" VmRSS) / 1024)) MiB"
     tot=$(du -sb a/.botsync | cut -f1) db=$(du -sb a/.botsync/db | cut -f1) st=$(du -sb a/.botsync/store | cut -f1)
     res "a/.botsync at rest: $(mib "$tot") MiB ($((tot / n)) B/file): db $(mib "$db") MiB ($((db / n)) B/file), store $(mib "$st") MiB, $(find a/.botsync/store -type f | wc -l) store files; b/.botsync $(mib "$(du -sb b/.botsync | cut -f1)") MiB"
     res "what is in .botsync: a: $(cd a/.botsync && du -sb -- * | awk '$1 > 65536 { printf "%s %d MiB, ", $2, $1 / 1048576 }')b: $(cd b/.botsync && du -sb -- * | awk '$1 > 65536 { printf "%s %d MiB, ", $2, $1 / 1048576 }')"

@@ -108,6 +108,48 @@ fn a_sync_with_nothing_new_rescans_nothing_through_the_daemon() {
 }
 
 #[test]
+fn a_daemon_at_rest_lets_go_of_its_index_and_takes_it_back_when_a_sync_needs_it() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    for p in [&a, &b] {
+        p.configure(serde_json::json!({"daemon": {"unload_index_secs": 1}}));
+    }
+    for i in 0..50 {
+        a.write(&format!("memory/n{i}.md"), format!("note {i}\n"));
+    }
+    let (da, db) = (a.serve(), b.serve());
+    a.add(&b, db.port);
+    b.add(&a, da.port);
+    a.ok(&["sync"]);
+    let in_memory = |p: &Peer| status(p)["daemon"]["index_in_memory"].as_bool().unwrap();
+    let at_rest = |p: &Peer| eventually(20, || !in_memory(p));
+    assert!(
+        at_rest(&a) && at_rest(&b),
+        "an unused index stayed in memory"
+    );
+
+    // A sync with nothing new, on either side, needs no more than the roots.
+    let noop = a.ok(&["sync"]);
+    assert_eq!(noop["peers"][0]["in_sync"], true);
+    assert!(
+        !in_memory(&a) && !in_memory(&b),
+        "a no-op sync loaded the index"
+    );
+
+    // An edit of a file both know, made at rest: a fast-forward, not a conflict, so the
+    // versions read back from disk are the ones the index had.
+    b.write("memory/n7.md", "edited on beta\n");
+    b.write("memory/new.md", "new on beta\n");
+    b.ok(&["sync"]);
+    assert_eq!(a.read("memory/n7.md").unwrap(), b"edited on beta\n");
+    assert_eq!(a.read("memory/new.md").unwrap(), b"new on beta\n");
+    assert_eq!(a.ok(&["conflicts", "list"])["open"], 0);
+    for p in [&a, &b] {
+        assert_eq!(status(p)["files_indexed"], 51);
+    }
+    assert!(at_rest(&a), "the index came back and never left again");
+}
+
+#[test]
 fn a_file_written_in_one_workspace_appears_in_the_other_with_no_command() {
     let (a, _da, b, _db) = two_daemons();
     a.ok(&["auto", "on"]);

@@ -113,6 +113,11 @@ pub struct DaemonConfig {
     /// Milliseconds of quiet after a file-system event before the daemon rescans (a burst of
     /// writes is one rescan).
     pub debounce_ms: u64,
+    /// Seconds between the daemon's looks at its in-memory index: an index nothing used
+    /// between two looks (no rescan, no sync that changed anything) leaves memory, keeping only
+    /// the root and file count a no-op sync needs, and is read back from disk on its next use.
+    /// 0 keeps it in memory always.
+    pub unload_index_secs: u64,
 }
 
 /// The mass-delete guard: a sync stops when it would delete more than `files` files or more
@@ -365,6 +370,7 @@ impl Default for DaemonConfig {
             heartbeat_secs: 60,
             rescan_secs: 600,
             debounce_ms: 300,
+            unload_index_secs: 60,
         }
     }
 }

@@ -244,7 +244,7 @@ impl Workspace {
     pub fn refresh(&self, now_ns: i64) -> Result<Refresh, WorkspaceError> {
         self.settle_intents()?;
         // A snapshot, not a copy: other sessions read the mirror while the scan hashes.
-        let prev = self.lock().snapshot();
+        let prev = self.lock()?.snapshot();
         let report = scan::scan(&self.scan_context(now_ns), &prev)?;
         // Released before the mirror is updated, so the update is in place (no copy).
         drop(prev);
@@ -262,7 +262,7 @@ impl Workspace {
         now_ns: i64,
     ) -> Result<Refresh, WorkspaceError> {
         self.settle_intents()?;
-        let prev = self.lock().snapshot();
+        let prev = self.lock()?.snapshot();
         let report = scan::scan_under(&self.scan_context(now_ns), &prev, scopes)?;
         drop(prev);
         match report {
@@ -302,7 +302,10 @@ impl Workspace {
         // The entries move on into the updates (then the mirror): a first scan of a large
         // workspace must not hold two copies of every entry.
         let (summary, changes, refreshed) = report.into_parts();
-        let (kept, deferred) = self.keep_scanned_versions(&changes, now_ns);
+        let before = self.lock()?.snapshot();
+        let (kept, deferred) = self.keep_scanned_versions(&before, &changes, now_ns);
+        // Released before the mirror is updated, so the update is in place (no copy).
+        drop(before);
         let updates: Vec<LocalUpdate> = changes
             .into_iter()
             .map(|c| match c.kind {
@@ -329,7 +332,7 @@ impl Workspace {
             tracing::warn!(error = %e, "could not record the local versions kept for restore");
         }
         let (root, files) = {
-            let mut m = self.lock();
+            let mut m = self.lock()?;
             for u in updates {
                 match u {
                     LocalUpdate::Put(e) => m.put(e),
@@ -348,30 +351,32 @@ impl Workspace {
         })
     }
 
-    /// The Merkle root and file count of the index as it is (no rescan).
+    /// The Merkle root and file count of the index as it is (no rescan; the index is not
+    /// loaded into memory for it).
     pub fn snapshot(&self) -> (Hash, u64) {
-        let m = self.lock();
-        (m.tree.root(), m.tree.file_count())
+        let s = self.lock_as_is().summary();
+        (s.root, s.files)
     }
 
     /// Children of a directory in the Merkle tree.
-    pub fn children(&self, dir: &RelPath) -> Option<Vec<MerkleChild>> {
-        self.lock().tree.children(dir)
+    pub fn children(&self, dir: &RelPath) -> Result<Option<Vec<MerkleChild>>, WorkspaceError> {
+        Ok(self.lock()?.tree.children(dir))
     }
 
     /// Every entry path (files and tombstones) at or below each of `dirs` in the Merkle tree.
-    pub fn paths_under(&self, dirs: &[RelPath]) -> Vec<RelPath> {
-        let m = self.lock();
-        dirs.iter()
+    pub fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, WorkspaceError> {
+        let m = self.lock()?;
+        Ok(dirs
+            .iter()
             .flat_map(|d| m.tree.entry_paths_under(d))
-            .collect()
+            .collect())
     }
 
     /// The current entries of `paths` (files and tombstones) as peers may see them; unknown
     /// paths are skipped, and so are files damaged on disk awaiting a peer's copy (their entry
     /// has an empty version vector: it claims nothing, see `workspace/verify.rs`).
     pub fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, WorkspaceError> {
-        let m = self.lock();
+        let m = self.lock()?;
         Ok(paths
             .iter()
             .filter_map(|p| m.index.get(p))
@@ -383,8 +388,15 @@ impl Workspace {
     /// A chunk of a file we currently advertise, read from that file and verified. `None` if no
     /// indexed file holds it any more (it changed since the scan).
     pub fn read_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, WorkspaceError> {
+        // Loaded here, so that an index that cannot be read is an error, not a missing chunk.
+        drop(self.lock()?);
         Ok(self.store.find_chunk(id, |loc| {
-            let current = self.lock().index.get(&loc.path).map(|l| l.entry.content);
+            let current = self
+                .lock()
+                .ok()?
+                .index
+                .get(&loc.path)
+                .map(|l| l.entry.content);
             if current != Some(loc.content)
                 || self.selection.decide(&loc.path, false) != Decision::Synced
             {
@@ -451,7 +463,7 @@ impl Workspace {
             .iter()
             .map(|p| Ok((p.clone(), self.store.local_get(p)?)))
             .collect::<Result<_, StoreError>>()?;
-        let mut m = self.lock();
+        let mut m = self.lock()?;
         for (path, entry) in fresh {
             match entry {
                 Some(e) => m.put(e),
@@ -461,10 +473,31 @@ impl Workspace {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Mirror> {
+    /// The mirror, loaded back into memory first if it was unloaded.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Mirror>, WorkspaceError> {
+        let mut m = self.lock_as_is();
+        m.ensure_loaded(&self.store)?;
+        Ok(m)
+    }
+
+    /// The mirror as it is, loaded or not: for its summary and for unloading it.
+    fn lock_as_is(&self) -> std::sync::MutexGuard<'_, Mirror> {
         // A panic while holding the lock leaves the mirror at worst stale, never torn: each
         // update is one map insert and one tree insert.
         self.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Let go of the in-memory index and Merkle tree if nothing used them since the last call
+    /// (a daemon at rest calls this now and then); the root and the file count stay, so a
+    /// no-op sync does not load them again. The next scan, plan or descent decodes the index
+    /// from disk again. Returns how many entries were dropped (0: kept).
+    pub fn unload_index_if_unused(&self) -> usize {
+        self.lock_as_is().unload_if_unused()
+    }
+
+    /// True while the local index is in memory (see [`Workspace::unload_index_if_unused`]).
+    pub fn index_in_memory(&self) -> bool {
+        self.lock_as_is().is_loaded()
     }
 }
 

@@ -73,6 +73,9 @@ pub struct DaemonView {
     pub rescans: u64,
     /// Of those, the ones that walked only the paths the watcher reported.
     pub partial_rescans: u64,
+    /// Whether the local index is in memory now: it leaves after `daemon.unload_index_secs`
+    /// to twice that unused, and is read back from disk on its next use.
+    pub index_in_memory: bool,
     /// Its links.
     pub peers: Vec<LinkView>,
 }
@@ -97,6 +100,7 @@ impl DaemonState {
             auto: self.auto.load(Ordering::SeqCst),
             rescans,
             partial_rescans,
+            index_in_memory: self.node.replica.workspace().index_in_memory(),
             peers: self.links.views(),
         }
     }
@@ -305,6 +309,9 @@ async fn schedule(
     let debounce = Duration::from_millis(config.debounce_ms);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.heartbeat_secs));
     let mut full_rescan = tokio::time::interval(Duration::from_secs(config.rescan_secs));
+    let unload_every = config.unload_index_secs;
+    let mut unload = tokio::time::interval(Duration::from_secs(unload_every.max(1)));
+    unload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Both fire at once: the first full rescan is the start-up scan, the first heartbeat the
     // start-up sync.
     let mut roots = replica.subscribe();
@@ -345,6 +352,7 @@ async fn schedule(
                 replica.mark_dirty();
                 refresh(&replica).await;
             }
+            _ = unload.tick(), if unload_every > 0 => unload_index(&replica).await,
             _ = heartbeat.tick() => {
                 if state.auto() {
                     sync_all(&state, "heartbeat");
@@ -398,6 +406,25 @@ async fn refresh(replica: &Arc<crate::node::replica::LiveReplica>) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "rescan failed; retried at the next change"),
         Err(e) => warn!(error = %e, "rescan task failed"),
+    }
+}
+
+/// Let the index leave memory if nothing used it since the last look; the entries are freed
+/// (a million take a while) and the pages given back on a blocking thread.
+async fn unload_index(replica: &Arc<crate::node::replica::LiveReplica>) {
+    let r = Arc::clone(replica);
+    let unloaded = tokio::task::spawn_blocking(move || {
+        let dropped = r.workspace().unload_index_if_unused();
+        if dropped > 0 {
+            malloc::give_back();
+        }
+        dropped
+    })
+    .await;
+    if let Ok(entries) = unloaded
+        && entries > 0
+    {
+        info!(entries, "index unused: left memory until its next use");
     }
 }
 

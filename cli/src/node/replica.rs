@@ -301,11 +301,12 @@ impl Replica for LiveReplica {
         Ok(self
             .ws
             .children(dir)
+            .map_err(err)?
             .map(|children| children.into_iter().map(NodeChild::from).collect()))
     }
 
     fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError> {
-        Ok(self.ws.paths_under(dirs))
+        self.ws.paths_under(dirs).map_err(err)
     }
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {

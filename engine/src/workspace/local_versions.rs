@@ -26,6 +26,7 @@ use crate::scan::{Change, ChangeKind};
 use crate::store::{HistoryAction, HistoryRecord};
 
 use super::Workspace;
+use super::mirror::Index;
 
 /// Most versions one scan copies into the store itself; the rest are deferred.
 pub const INLINE_KEEP: usize = 256;
@@ -53,6 +54,7 @@ impl Workspace {
     /// keeper reads the mirror, and must not find the note before the versions).
     pub(super) fn keep_scanned_versions(
         &self,
+        before: &Index,
         changes: &[Change],
         now_ns: i64,
     ) -> (Vec<HistoryRecord>, bool) {
@@ -61,7 +63,6 @@ impl Workspace {
             return (Vec::new(), false);
         }
         let every_ns = duration_ns(Duration::from_secs(rules.every_secs));
-        let before = self.lock().snapshot();
         let mut records = Vec::new();
         let mut copies = 0usize;
         let mut deferred = false;
@@ -139,7 +140,14 @@ impl Workspace {
         // Cleared first: a scan that defers again while this runs sets it again.
         self.set_deferred(false);
         let rules = self.config.local_versions;
-        let index = self.lock().snapshot();
+        let index = match self.lock() {
+            Ok(m) => m.snapshot(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the index; the deferred local versions are kept next time");
+                self.set_deferred(true);
+                return done;
+            }
+        };
         for local in index.values() {
             if stop() {
                 self.set_deferred(true);

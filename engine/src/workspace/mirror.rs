@@ -1,13 +1,18 @@
 //! The workspace's in-memory mirror of the local index and the Merkle tree over it.
 //!
-//! This module owns how the mirror is shared: the index is copy-on-write, so a rescan compares
-//! against a snapshot without copying 20,000 entries or holding the lock. It does not read or
-//! write the sled index (the workspace commits first, then updates the mirror).
+//! This module owns how the mirror is shared and when it is in memory at all: the index is
+//! copy-on-write, so a rescan compares against a snapshot without copying 20,000 entries or
+//! holding the lock; and a long-running holder (the daemon) can let go of it while nothing uses
+//! it ([`Mirror::unload_if_unused`]), keeping only the root and the file count that a no-op
+//! sync asks for: at a million files the mirror is over a GiB. It is decoded again from the
+//! index on its next use. The module does not write the sled index (the workspace commits
+//! first, then updates the mirror).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::entry::LocalEntry;
+use crate::hash::Hash;
 use crate::merkle::MerkleTree;
 use crate::path::RelPath;
 use crate::store::Store;
@@ -25,6 +30,19 @@ use super::WorkspaceError;
 pub(super) struct Mirror {
     pub(super) index: Arc<Index>,
     pub(super) tree: MerkleTree,
+    /// `Some` while the mirror is not in memory (`index` and `tree` are empty then): the root
+    /// and file count it had.
+    unloaded: Option<Summary>,
+    /// Set by every [`Mirror::ensure_loaded`], cleared by [`Mirror::unload_if_unused`]: a
+    /// second chance, so that only a mirror nobody used between two calls is dropped.
+    used: bool,
+}
+
+/// What is kept of an unloaded mirror: what a no-op sync and the mass-delete guard ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Summary {
+    pub(super) root: Hash,
+    pub(super) files: u64,
 }
 
 /// The local index: files and tombstones by path.
@@ -38,7 +56,57 @@ impl Mirror {
         Ok(Mirror {
             index: Arc::new(index),
             tree,
+            unloaded: None,
+            used: true,
         })
+    }
+
+    /// Decode the mirror again if it was unloaded, and note the use. Every reader of `index`
+    /// or `tree` goes through this first (the workspace's `lock`).
+    pub(super) fn ensure_loaded(&mut self, store: &Store) -> Result<(), WorkspaceError> {
+        if self.unloaded.is_some() {
+            let loaded = Mirror::load(store)?;
+            tracing::debug!(
+                entries = loaded.index.len(),
+                "index loaded back into memory"
+            );
+            *self = loaded;
+        }
+        self.used = true;
+        Ok(())
+    }
+
+    /// The root and the file count, loaded or not.
+    pub(super) fn summary(&self) -> Summary {
+        self.unloaded.unwrap_or_else(|| Summary {
+            root: self.tree.root(),
+            files: self.tree.file_count(),
+        })
+    }
+
+    /// True while the index is in memory.
+    pub(super) fn is_loaded(&self) -> bool {
+        self.unloaded.is_none()
+    }
+
+    /// Let go of the index and the tree if nothing used them since the last call and no scan
+    /// holds a snapshot; returns the number of entries dropped (0 if it kept them). A commit
+    /// made while unloaded loads the mirror again first: the index on disk is always whole.
+    pub(super) fn unload_if_unused(&mut self) -> usize {
+        if self.unloaded.is_some() || std::mem::take(&mut self.used) {
+            return 0;
+        }
+        if Arc::strong_count(&self.index) > 1 {
+            // A scan compares against it; the commit that follows will use it.
+            return 0;
+        }
+        let summary = self.summary();
+        let dropped = self.index.len();
+        *self = Mirror {
+            unloaded: Some(summary),
+            ..Mirror::default()
+        };
+        dropped
     }
 
     /// The index as it is now, for a scan to compare against without holding the lock.
@@ -120,7 +188,94 @@ mod tests {
             let refresh = ws.refresh(now_ns).unwrap();
             assert_eq!(refresh.files, 1);
             // Held by the mirror alone: the next update (an apply) needs no copy.
-            assert_eq!(Arc::strong_count(&ws.lock().index), 1);
+            assert_eq!(Arc::strong_count(&ws.lock().unwrap().index), 1);
         }
+    }
+
+    fn workspace_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Workspace) {
+        let dir = tempfile::tempdir().unwrap();
+        Workspace::init(dir.path(), None).unwrap();
+        for (path, bytes) in files {
+            let p = dir.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, bytes).unwrap();
+        }
+        let local = Attribution {
+            peer: PeerId([3; 32]),
+            agent: AgentLabel::new("unit"),
+            machine: MachineName::default(),
+        };
+        let (ws, _) = Workspace::open(dir.path(), local).unwrap();
+        ws.refresh(1_000).unwrap();
+        (dir, ws)
+    }
+
+    #[test]
+    fn an_index_unused_between_two_calls_leaves_memory_and_comes_back_on_use() {
+        let (_dir, ws) = workspace_with(&[("memory/a.md", b"a"), ("memory/b.md", b"b")]);
+        let (root, files) = ws.snapshot();
+        let paths = [RelPath::new("memory/a.md").unwrap()];
+        let before = ws.entries(&paths).unwrap();
+
+        // The refresh and the entries used it: the first call only takes note.
+        assert_eq!(ws.unload_index_if_unused(), 0);
+        assert!(ws.index_in_memory());
+        assert_eq!(ws.unload_index_if_unused(), 2, "two entries dropped");
+        assert!(!ws.index_in_memory());
+        assert_eq!(ws.unload_index_if_unused(), 0, "already out");
+
+        // What a no-op sync asks does not bring it back.
+        assert_eq!(ws.snapshot(), (root, files));
+        assert!(!ws.index_in_memory());
+
+        // A reader does, and sees what it saw before.
+        assert_eq!(ws.entries(&paths).unwrap(), before);
+        assert!(ws.index_in_memory());
+        assert_eq!(ws.snapshot(), (root, files));
+        assert_eq!(
+            ws.children(&RelPath::new("memory").unwrap())
+                .unwrap()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_rescan_after_an_unload_starts_from_the_whole_index() {
+        let (dir, ws) = workspace_with(&[("memory/a.md", b"a"), ("memory/b.md", b"b")]);
+        ws.unload_index_if_unused();
+        assert_eq!(ws.unload_index_if_unused(), 2);
+
+        fs::write(dir.path().join("memory/c.md"), b"c").unwrap();
+        let refresh = ws.refresh(2_000).unwrap();
+        // Only the new file is a change: a and b were found in the index loaded back.
+        let s = &refresh.scan;
+        assert_eq!((s.added, s.modified, s.deleted), (1, 0, 0));
+        assert_eq!(refresh.files, 3);
+
+        // The same root as a process that opens the workspace afresh.
+        let root = refresh.root;
+        drop(ws);
+        let local = Attribution {
+            peer: PeerId([3; 32]),
+            agent: AgentLabel::new("unit"),
+            machine: MachineName::default(),
+        };
+        let (again, _) = Workspace::open(dir.path(), local).unwrap();
+        assert_eq!(again.snapshot(), (root, 3));
+    }
+
+    #[test]
+    fn an_index_a_scan_compares_against_stays_in_memory() {
+        let mut mirror = Mirror::default();
+        mirror.put(local_entry("memory/a.md", b"a"));
+        let scan = mirror.snapshot();
+        assert_eq!(mirror.unload_if_unused(), 0);
+        assert_eq!(mirror.unload_if_unused(), 0, "the scan still holds it");
+        assert!(mirror.is_loaded());
+        drop(scan);
+        assert_eq!(mirror.unload_if_unused(), 1);
+        assert!(!mirror.is_loaded());
     }
 }

@@ -21,7 +21,7 @@ impl Workspace {
     /// Decide what to do with each incoming version, under our own selection rules. No clock
     /// takes part: the decision depends on the entries alone (docs/CONFLICTS.md).
     pub fn plan(&self, incoming: Vec<FileEntry>) -> Result<Vec<PlanItem>, WorkspaceError> {
-        let m = self.lock();
+        let m = self.lock()?;
         let all = &m.index;
         // Our files the same offer deletes cannot collide: a rename that only changes letter
         // case (or a `conflicts resolve` on the other side) replaces one name by the other.
@@ -79,7 +79,7 @@ impl Workspace {
     /// Refuse `items` if carrying them out would delete more files than `delete_threshold`
     /// allows (docs/CONFLICTS.md, *Deletes*). Callers skip it for `--force` and dry runs.
     pub fn check_deletes(&self, items: &[PlanItem]) -> Result<(), MassDelete> {
-        let synced = self.lock().tree.file_count();
+        let synced = self.snapshot().1;
         guard::check(&self.config.delete_threshold, synced, items)
     }
 

@@ -167,7 +167,7 @@ impl Workspace {
     pub fn conflicts(&self) -> Result<Vec<ConflictRecord>, WorkspaceError> {
         let mut open = Vec::new();
         for r in self.conflicts.list()? {
-            if self.case_collision_ended(&r) {
+            if self.case_collision_ended(&r)? {
                 self.conflicts.close(&r)?;
             } else {
                 open.push(r);
@@ -490,11 +490,11 @@ impl Workspace {
 
     /// True if a case collision no longer stands: our path is not a live file any more, or our
     /// entry of the peer's path is live or supersedes the peer's version (`--keep local`).
-    fn case_collision_ended(&self, r: &ConflictRecord) -> bool {
+    fn case_collision_ended(&self, r: &ConflictRecord) -> Result<bool, WorkspaceError> {
         let ConflictKind::CaseCollision { local_path } = &r.kind else {
-            return false;
+            return Ok(false);
         };
-        let m = self.lock();
+        let m = self.lock()?;
         let live = |p: &RelPath| m.index.get(p).is_some_and(|l| !l.entry.is_tombstone());
         let superseded = m.index.get(&r.path).is_some_and(|l| {
             parse_vector(&r.remote.vector).is_some_and(|v| {
@@ -504,7 +504,7 @@ impl Workspace {
                 )
             })
         });
-        !live(local_path) || live(&r.path) || superseded
+        Ok(!live(local_path) || live(&r.path) || superseded)
     }
 
     /// Write the record's kept copy at `to` as a new local version.

@@ -100,7 +100,7 @@ impl Workspace {
     /// Re-hash every synced file against the index and every stored chunk against its id.
     /// Reads everything; changes nothing but the removal of corrupt chunk-store files.
     pub fn verify(&self) -> Result<VerifyReport, WorkspaceError> {
-        let index = self.lock().snapshot();
+        let index = self.lock()?.snapshot();
         let mut report = VerifyReport::default();
         for (path, local) in index.iter() {
             if local.entry.is_tombstone() || self.selection.decide(path, false) != Decision::Synced
@@ -142,7 +142,7 @@ impl Workspace {
         let mut report = RepairReport::default();
         let mut touched = Vec::new();
         for path in paths {
-            let Some(local) = self.lock().index.get(path).cloned() else {
+            let Some(local) = self.lock()?.index.get(path).cloned() else {
                 report.left.push((path.clone(), "not in the index".into()));
                 continue;
             };

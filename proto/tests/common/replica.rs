@@ -314,11 +314,12 @@ impl Replica for TestReplica {
         Ok(self
             .ws
             .children(dir)
+            .map_err(err)?
             .map(|cs| cs.into_iter().map(NodeChild::from).collect()))
     }
 
     fn paths_under(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, ReplicaError> {
-        Ok(self.ws.paths_under(dirs))
+        self.ws.paths_under(dirs).map_err(err)
     }
 
     fn entries(&self, paths: &[RelPath]) -> Result<Vec<FileEntry>, ReplicaError> {
