@@ -18,20 +18,45 @@
 //! What this module does not own: framing ([`crate::frame`]) and the message types
 //! ([`crate::messages`]).
 
-use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian, NoLimit, Varint};
 use botsync_engine::Hash;
 
 use crate::limits::MAX_FRAME;
 use crate::messages::Message;
 
-/// The bincode configuration of protocol version 1.
-type WireConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME>>;
+/// How much a decoded message may claim, as bincode counts it: the in-memory width of every
+/// value it decodes (8 bytes for a `u64` or a length, 4 for an enum variant), not the bytes it
+/// read. A varint of one byte can claim 8, so a valid frame of at most [`MAX_FRAME`] bytes claims
+/// at most 8 times that (the protocol has no 128-bit integers); every such frame must decode
+/// (docs/PROTOCOL.md: the frame is the only size limit). What stays bounded is what a lying
+/// length field can make the decoder allocate before the bytes run out.
+///
+/// The first limit was [`MAX_FRAME`] itself, so messages packed to the frame by their wire size
+/// were refused when they decoded larger: `Nodes` replies of directories of 1,000 short names
+/// (44 bytes each on the wire, about 60 decoded), found by the scaling run at 10^6 files.
+/// Senders still keep the decoded size within [`MAX_FRAME`] ([`claimed_len`]), so that peers
+/// running a botsync with that first limit decode what they receive.
+const DECODE_LIMIT: usize = 8 * MAX_FRAME;
+
+/// The bincode configuration of protocol version 1 (encoding; decoding adds [`DECODE_LIMIT`]).
+type WireConfig = Configuration<LittleEndian, Varint, NoLimit>;
 
 const fn config() -> WireConfig {
     bincode::config::standard()
         .with_little_endian()
         .with_variable_int_encoding()
-        .with_limit::<MAX_FRAME>()
+}
+
+const fn decode_config() -> Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>> {
+    config().with_limit::<DECODE_LIMIT>()
+}
+
+/// Fixed-width integers: the width bincode's decoder claims for each value (see
+/// [`DECODE_LIMIT`]). Only ever used to measure, never on the wire.
+const fn claim_config() -> Configuration<LittleEndian, Fixint, NoLimit> {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
 }
 
 /// Everything that can be wrong with a message's bytes.
@@ -195,7 +220,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
         return Err(CodecError::UnknownTag { tag });
     }
     let (message, used): (Message, usize) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(map_decode_error)?;
+        bincode::serde::decode_from_slice(bytes, decode_config()).map_err(map_decode_error)?;
     if let Some(name) = message.reserved_name() {
         return Err(CodecError::Unsupported {
             tag: message.tag(),
@@ -246,6 +271,17 @@ pub fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> 
     Ok(counter.bytes_written)
 }
 
+/// What decoding `value` claims against a decoder's limit (bincode counts the in-memory width
+/// of each integer and length, not its varint bytes): its size with fixed-width integers.
+/// Batches are packed so that this too stays within [`MAX_FRAME`], which older peers require
+/// (see [`DECODE_LIMIT`]).
+pub fn claimed_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut counter, claim_config())
+        .map_err(|e| CodecError::Malformed(format!("cannot measure a value: {e}")))?;
+    Ok(counter.bytes_written)
+}
+
 /// Read the leading varint (the enum tag) without decoding the rest.
 fn read_tag(bytes: &[u8]) -> Result<u64, CodecError> {
     let (&first, rest) = bytes.split_first().ok_or(CodecError::Truncated)?;
@@ -273,7 +309,7 @@ fn map_decode_error(e: bincode::error::DecodeError) -> CodecError {
         D::UnexpectedEnd { .. } => CodecError::Truncated,
         // A length field inside the message claims more than a whole frame can hold.
         D::LimitExceeded => CodecError::Malformed(format!(
-            "a length inside the message exceeds the {MAX_FRAME}-byte frame limit"
+            "a length inside the message claims more than a {MAX_FRAME}-byte frame can hold"
         )),
         other => CodecError::Malformed(other.to_string()),
     }
@@ -353,6 +389,48 @@ mod tests {
             decode(&[250, 1, 2, 3]),
             Err(CodecError::UnknownTag { tag: 250 })
         );
+    }
+
+    #[test]
+    fn every_frame_within_the_limit_decodes_however_large_it_is_in_memory() {
+        use crate::messages::{ChildKind, NodeChild, NodeReply};
+        use botsync_engine::RelPath;
+        let dir = |d: usize| NodeReply {
+            path: RelPath::new(&format!("d{d}")).unwrap(),
+            children: (0..50_000)
+                .map(|c| NodeChild {
+                    name: format!("{c:05}"),
+                    kind: ChildKind::File,
+                    hash: Hash::of(&[d as u8]),
+                })
+                .collect(),
+        };
+        let message = Message::Nodes {
+            nodes: vec![dir(0), dir(1)],
+        };
+        let bytes = encode(&message).unwrap();
+        let claimed = claimed_len(&message).unwrap();
+        assert!(
+            bytes.len() <= MAX_FRAME && claimed > MAX_FRAME,
+            "{} {claimed}",
+            bytes.len()
+        );
+        assert_eq!(decode(&bytes).unwrap(), message);
+    }
+
+    #[test]
+    fn a_length_that_claims_more_than_any_frame_is_refused_before_it_is_allocated() {
+        // A `GetNodes` naming one path of 2^40 bytes, in a frame of a few bytes.
+        let mut bytes = encode(&Message::GetNodes {
+            paths: vec![botsync_engine::RelPath::new("a").unwrap()],
+        })
+        .unwrap();
+        let one = bytes.iter().rposition(|b| *b == 1).unwrap(); // the path's length, 1
+        bytes.truncate(one);
+        bytes.push(253); // a u64 varint follows
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("claims more than"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use botsync_engine::plan::ItemReport;
 use super::WireReport;
 
 use super::{BucketAsk, BucketReply, Message, NodeReply, WireEntry};
-use crate::codec::{CodecError, encoded_len};
+use crate::codec::{CodecError, claimed_len, encoded_len};
 use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST};
 
 /// Bytes kept free in every batch for the tag, list length and flags.
@@ -138,7 +138,8 @@ fn pack<T: serde::Serialize>(
     let mut groups = vec![Vec::new()];
     let mut bytes = 0;
     for item in items {
-        let len = encoded_len(&item)?;
+        // The wire bytes, or what the receiver's decoder counts if that is more.
+        let len = encoded_len(&item)?.max(claimed_len(&item)?);
         CodecError::check_limit("one batch item in bytes", len, budget)?;
         let full = groups
             .last()
@@ -216,6 +217,38 @@ mod tests {
         for b in batches {
             assert!(encode(&b).is_ok());
             let Message::Nodes { nodes } = b else {
+                panic!("not nodes: {b}")
+            };
+            back.extend(nodes);
+        }
+        assert_eq!(back, nodes);
+    }
+
+    #[test]
+    fn nodes_replies_of_many_small_children_decode_on_the_other_side() {
+        // The shape of a workspace of 10^6 notes, 1,000 per directory: names of 10 bytes take
+        // 44 bytes on the wire and more once decoded (a 1-byte length is a `usize`, a 1-byte
+        // variant a `u32`). Found by the scaling run: batches packed to the frame by wire size
+        // were refused by the receiver's decoder ("a length inside the message exceeds the
+        // 4194304-byte frame limit").
+        let nodes: Vec<NodeReply> = (0..200)
+            .map(|i| NodeReply {
+                path: RelPath::new(&format!("memory/d{i:04}")).unwrap(),
+                children: (0..1000)
+                    .map(|c| crate::messages::NodeChild {
+                        name: format!("n{c:05}.md"),
+                        kind: crate::messages::ChildKind::File,
+                        hash: botsync_engine::Hash::of(&[c as u8]),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let batches = node_batches(nodes.clone()).unwrap();
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        let mut back = Vec::new();
+        for b in batches {
+            let bytes = encode(&b).unwrap();
+            let Message::Nodes { nodes } = crate::codec::decode(&bytes).unwrap() else {
                 panic!("not nodes: {b}")
             };
             back.extend(nodes);
