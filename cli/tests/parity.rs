@@ -145,3 +145,25 @@ fn parity_with_a_stopped_peer_exits_1_with_one_clear_line() {
     assert_eq!(peer(&doc, "gamma")["state"], "unreachable");
     drop(c);
 }
+
+#[test]
+fn a_peer_with_more_selection_rules_than_one_parity_report_holds_still_answers() {
+    let (a, b) = (Peer::new("alpha"), Peer::new("beta"));
+    let config = b.path(".botsync/config.json");
+    let mut rules: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let many: Vec<String> = (0..300).map(|i| format!("*.tmp{i}.md")).collect();
+    rules["exclude"] = json!(many);
+    std::fs::write(&config, serde_json::to_vec_pretty(&rules).unwrap()).unwrap();
+    let sb = b.serve();
+    a.add(&b, sb.port);
+    b.add(&a, 7474);
+    a.write("memory/kept.md", "kept\n");
+    a.ok(&["push", "beta"]);
+
+    let (code, doc, _) = a.run(&["parity"]);
+    assert_eq!(code, 3, "{doc}");
+    let beta = peer(&doc, "beta");
+    assert_eq!(beta["state"], "differs_by_policy", "{beta}");
+    let theirs = beta["policy"]["only_theirs"].as_array().unwrap();
+    assert!(theirs.iter().any(|r| r == "exclude *.tmp0.md"), "{beta}");
+}

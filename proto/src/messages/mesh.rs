@@ -24,7 +24,8 @@ pub struct MeshFile {
     pub content: Vec<u8>,
 }
 
-/// A peer's selection rules: what it syncs, as a digest and as the rules in order.
+/// A peer's selection rules: what it syncs, as a digest and as the rules in order (as many as
+/// one report holds: see [`Policy::of`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// BLAKE3 of the rules joined by newlines: equal digests mean the same selection.
@@ -34,13 +35,38 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy made of `rules`, with its digest.
+    /// The policy made of `rules`, with its digest over all of them. The list is fitted to what
+    /// a peer accepts: a rule longer than [`MAX_POLICY_RULE_BYTES`] is cut and ends in `…`, and
+    /// past [`MAX_POLICY_RULES`] the last place says how many more rules the digest covers.
+    /// (A config with 300 excludes made every parity check and status of its peer fail: the
+    /// report did not encode, and the session closed as `bad message`.)
     pub fn of(rules: Vec<String>) -> Policy {
         Policy {
             digest: Hash::of(rules.join("\n").as_bytes()),
-            rules,
+            rules: fitted(rules),
         }
     }
+}
+
+fn fitted(mut rules: Vec<String>) -> Vec<String> {
+    const MORE: &str = "…";
+    for rule in &mut rules {
+        if rule.len() > MAX_POLICY_RULE_BYTES {
+            let mut end = MAX_POLICY_RULE_BYTES - MORE.len();
+            while !rule.is_char_boundary(end) {
+                end -= 1;
+            }
+            rule.truncate(end);
+            rule.push_str(MORE);
+        }
+    }
+    if rules.len() > MAX_POLICY_RULES {
+        let kept = MAX_POLICY_RULES - 1;
+        let more = rules.len() - kept;
+        rules.truncate(kept);
+        rules.push(format!("{MORE} and {more} more rules"));
+    }
+    rules
 }
 
 /// What a peer reports about itself for a parity check.
@@ -106,6 +132,38 @@ mod tests {
         let b = Policy::of(vec!["exclude *.tmp".into(), "include /memory/".into()]);
         assert_ne!(a.digest, b.digest);
         assert_eq!(a, Policy::of(a.rules.clone()));
+    }
+
+    #[test]
+    fn a_policy_of_many_or_long_rules_fits_one_report_and_its_digest_covers_them_all() {
+        let many: Vec<String> = (0..300).map(|i| format!("exclude *.tmp{i}.md")).collect();
+        let long = format!("exclude {}", "é".repeat(MAX_POLICY_RULE_BYTES));
+        let policy = Policy::of(many.iter().cloned().chain([long]).collect());
+        assert_eq!(policy.rules.len(), MAX_POLICY_RULES);
+        assert_eq!(
+            policy.rules[..MAX_POLICY_RULES - 1],
+            many[..MAX_POLICY_RULES - 1]
+        );
+        assert_eq!(policy.rules[MAX_POLICY_RULES - 1], "… and 46 more rules");
+        assert_ne!(
+            policy.digest,
+            Policy::of(many.clone()).digest,
+            "the cut rules count"
+        );
+        let info = ParityInfo {
+            root: Hash::ZERO,
+            files: 1,
+            policy,
+            mesh: vec![],
+        };
+        let bytes = encode(&Message::Parity(info.clone())).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), Message::Parity(info));
+
+        let cut = Policy::of(vec![format!(
+            "exclude {}",
+            "é".repeat(MAX_POLICY_RULE_BYTES)
+        )]);
+        assert!(cut.rules[0].len() <= MAX_POLICY_RULE_BYTES && cut.rules[0].ends_with('…'));
     }
 
     #[test]
