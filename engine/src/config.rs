@@ -320,6 +320,13 @@ impl SyncConfig {
         Policies::new(&self.merge)?;
         self.secret_rules()?;
         self.mesh_config_paths()?;
+        if self.state_sync.len() > crate::state::MAX_PATTERNS {
+            return Err(format!(
+                "state_sync has {} patterns, at most {} are allowed (a peer refuses more); merge some into wider ones",
+                self.state_sync.len(),
+                crate::state::MAX_PATTERNS
+            ));
+        }
         for p in &self.state_sync {
             crate::state::validate_pattern(p).map_err(|e| format!("state_sync: {e}"))?;
         }
@@ -458,6 +465,15 @@ mod tests {
         assert_eq!(c.state_sync, ["memory:*", "notes:*"]);
         assert!(c.generate_before_sync);
         assert!(SyncConfig::default().state_sync.is_empty());
+        let many: Vec<String> = (0..65).map(|i| format!("k{i}:*")).collect();
+        let text = serde_json::json!({ "state_sync": many }).to_string();
+        let err = SyncConfig::parse(Path::new("c.json"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state_sync has 65 patterns, at most 64"),
+            "{err}"
+        );
         let bad = r#"{ "state_sync": ["memory:["] }"#;
         let err = SyncConfig::parse(Path::new("c.json"), bad).unwrap_err();
         assert!(

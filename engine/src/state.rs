@@ -32,6 +32,10 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The longest key: 256 bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Most `state_sync` patterns a workspace may have: all of them travel in one request, which a
+/// peer refuses past this.
+pub const MAX_PATTERNS: usize = 64;
+
 /// Why a key, value or pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {

@@ -62,7 +62,10 @@ pub async fn serve(conn: quinn::Connection, peer: PeerId, handler: Arc<dyn Handl
                         Ok(body) => Message::Coordinated { body },
                         Err(message) => Message::Error {
                             code: ErrorCode::Refused,
-                            message: truncate(message),
+                            message: crate::limits::fit_text(
+                                message,
+                                crate::limits::MAX_ERROR_MESSAGE,
+                            ),
                         },
                     }
                 }
@@ -139,16 +142,4 @@ pub enum CallError {
     /// No answer within [`REQUEST_DEADLINE`].
     #[error("no answer within {} s", REQUEST_DEADLINE.as_secs())]
     Timeout,
-}
-
-fn truncate(mut s: String) -> String {
-    let max = crate::limits::MAX_ERROR_MESSAGE;
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }

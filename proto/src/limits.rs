@@ -65,7 +65,7 @@ pub const MAX_TREE_NODE_CHILDREN: usize = FANOUT;
 pub const MAX_VECTOR_PEERS: usize = 1024;
 
 /// Most patterns in one `GetState`.
-pub const MAX_STATE_PATTERNS: usize = 64;
+pub const MAX_STATE_PATTERNS: usize = botsync_engine::state::MAX_PATTERNS;
 
 /// Most records in one `State` batch (batches are also split to fit [`MAX_FRAME`]).
 pub const MAX_STATE_RECORDS_PER_BATCH: usize = 256;
@@ -121,6 +121,25 @@ const _: () = assert!(MAX_INLINE_CHUNKS * 37 < MAX_FRAME / 16);
 
 // One state record of the largest value (with its key, vector and label) always fits a frame.
 const _: () = assert!(MAX_STATE_VALUE + 64 * 1024 < MAX_FRAME);
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when it was cut: what
+/// a sender does with free-form text (a failure reason, a path in a report, a selection rule)
+/// before it meets a cap the receiver checks, so that the message still encodes and decodes.
+pub fn fit_text(mut text: String, max: usize) -> String {
+    const CUT: &str = "…";
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(CUT.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if max >= CUT.len() {
+        text.push_str(CUT);
+    }
+    text
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test

@@ -13,7 +13,9 @@ use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
-use crate::limits::{MAX_MESH_FILE_BYTES, MAX_MESH_FILES, MAX_POLICY_RULE_BYTES, MAX_POLICY_RULES};
+use crate::limits::{
+    MAX_MESH_FILE_BYTES, MAX_MESH_FILES, MAX_POLICY_RULE_BYTES, MAX_POLICY_RULES, fit_text,
+};
 
 /// One designated mesh config file, stripped of its secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,23 +50,16 @@ impl Policy {
     }
 }
 
-fn fitted(mut rules: Vec<String>) -> Vec<String> {
-    const MORE: &str = "…";
-    for rule in &mut rules {
-        if rule.len() > MAX_POLICY_RULE_BYTES {
-            let mut end = MAX_POLICY_RULE_BYTES - MORE.len();
-            while !rule.is_char_boundary(end) {
-                end -= 1;
-            }
-            rule.truncate(end);
-            rule.push_str(MORE);
-        }
-    }
+fn fitted(rules: Vec<String>) -> Vec<String> {
+    let mut rules: Vec<String> = rules
+        .into_iter()
+        .map(|r| fit_text(r, MAX_POLICY_RULE_BYTES))
+        .collect();
     if rules.len() > MAX_POLICY_RULES {
         let kept = MAX_POLICY_RULES - 1;
         let more = rules.len() - kept;
         rules.truncate(kept);
-        rules.push(format!("{MORE} and {more} more rules"));
+        rules.push(format!("… and {more} more rules"));
     }
     rules
 }

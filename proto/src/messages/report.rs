@@ -9,6 +9,8 @@ use botsync_engine::plan::{Action, ItemReport, Outcome};
 use botsync_engine::reconcile::MergePolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_ERROR_MESSAGE, fit_text};
+
 /// One offered path and what the receiver did (or would do) with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireReport {
@@ -171,7 +173,10 @@ impl From<Outcome> for WireOutcome {
             Outcome::Unchanged => WireOutcome::Unchanged,
             Outcome::LocalChanged => WireOutcome::LocalChanged,
             Outcome::MissingChunks => WireOutcome::MissingChunks,
-            Outcome::Failed { reason } => WireOutcome::Failed { reason },
+            // A reason may name a long path (up to 4 KiB): cut to what the peer accepts.
+            Outcome::Failed { reason } => WireOutcome::Failed {
+                reason: fit_text(reason, MAX_ERROR_MESSAGE),
+            },
         }
     }
 }
@@ -196,7 +201,7 @@ impl From<ItemReport> for WireReport {
             outcome: r.outcome.into(),
             size: r.size,
             bytes_fetched: r.bytes_fetched,
-            conflict_copy: r.conflict_copy,
+            conflict_copy: r.conflict_copy.map(|c| fit_text(c, MAX_ERROR_MESSAGE)),
         }
     }
 }
@@ -262,5 +267,42 @@ mod tests {
             let back: Action = a.clone().into();
             assert_eq!(WireAction::from(back), a);
         }
+    }
+
+    #[test]
+    fn a_failure_naming_a_long_path_is_cut_to_what_the_peer_accepts() {
+        // Paths go up to 4 KiB; an I/O error naming one is longer than a report string may be.
+        let path = format!("memory/{}{}/note.md", "d".repeat(240), "/e".repeat(600));
+        let item = ItemReport {
+            path: RelPath::new("memory/note.md").unwrap_or_else(|_| RelPath::root()),
+            action: Action::Take,
+            outcome: Outcome::Failed {
+                reason: format!("writing {path}: Permission denied (os error 13)"),
+            },
+            size: 5,
+            bytes_fetched: 0,
+            conflict_copy: Some(format!(".botsync/conflicts/{path}")),
+            changed_by: None,
+            mtime_ns: 0,
+        };
+        let batches = crate::messages::result_batches([item]).unwrap_or_default();
+        let bytes = codec::encode(&batches[0]).unwrap_or_default();
+        let Ok(crate::messages::Message::OfferResult { items, .. }) = codec::decode(&bytes) else {
+            panic!("the report does not decode");
+        };
+        let WireOutcome::Failed { reason } = &items[0].outcome else {
+            panic!("{:?}", items[0]);
+        };
+        assert!(
+            reason.starts_with("writing memory/ddd") && reason.ends_with('…'),
+            "{reason}"
+        );
+        assert!(reason.len() <= MAX_ERROR_MESSAGE);
+        assert!(
+            items[0]
+                .conflict_copy
+                .as_ref()
+                .is_some_and(|c| c.len() <= MAX_ERROR_MESSAGE)
+        );
     }
 }

@@ -455,10 +455,7 @@ pub(crate) async fn refuse(
     close: CloseCode,
     message: &str,
 ) {
-    let mut message = message.to_owned();
-    while message.len() > crate::limits::MAX_ERROR_MESSAGE {
-        message.pop();
-    }
+    let message = crate::limits::fit_text(message.to_owned(), crate::limits::MAX_ERROR_MESSAGE);
     // A peer that does not read gets no more time than the grace.
     let error = Message::Error { code, message };
     let _ = tokio::time::timeout(ERROR_GRACE, write_frame(&mut *send, &error)).await;
