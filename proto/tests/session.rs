@@ -769,3 +769,26 @@ async fn a_file_that_changed_on_the_sender_is_skipped_and_reported_not_torn() {
         "never written torn"
     );
 }
+
+/// One directory of 70,000 files: more children than one `Nodes` listing may hold (65,536),
+/// though their short names fit a frame. The listing used to be sent anyway and the asker
+/// refused it: the session closed with "bad message". Now the responder says which directory
+/// and what to do, and the pull fails with that line (one listing per directory is a limit of
+/// protocol version 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_more_entries_than_one_listing_holds_is_named_not_a_bad_message() {
+    let p = pair().await;
+    let files: Vec<(String, Vec<u8>)> = (0..70_000)
+        .map(|f| (format!("memory/big/n{f:05}.md"), b"same\n".to_vec()))
+        .collect();
+    p.server_replica.write_many(&files);
+    let err = p
+        .session(SessionMode::Pull, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("directory \"memory/big\" has 70000 entries") && err.contains("split it"),
+        "{err}"
+    );
+}

@@ -13,7 +13,9 @@ use super::WireReport;
 
 use super::{BucketAsk, BucketReply, Message, NodeReply, WireEntry};
 use crate::codec::{CodecError, claimed_len, encoded_len};
-use crate::limits::{MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST};
+use crate::limits::{
+    MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODE_CHILDREN, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST,
+};
 
 /// Bytes kept free in every batch for the tag, list length and flags.
 const HEADROOM: usize = 64;
@@ -70,11 +72,19 @@ pub fn result_batches(
 
 /// Split the answer to one `GetNodes` into `Nodes` messages, each holding whole directory
 /// replies in the order asked (the requester reads messages until it has one reply per path).
-/// A single directory whose children do not fit one frame is an error: its listing cannot be
-/// sent.
+/// A single directory whose children do not fit one frame, or are more than
+/// [`MAX_NODE_CHILDREN`] (which the asker refuses), is an error: its listing cannot be sent.
 pub fn node_batches(
     nodes: impl IntoIterator<Item = NodeReply>,
 ) -> Result<Vec<Message>, CodecError> {
+    let nodes: Vec<NodeReply> = nodes.into_iter().collect();
+    for n in &nodes {
+        CodecError::check_limit(
+            "children of a directory",
+            n.children.len(),
+            MAX_NODE_CHILDREN,
+        )?;
+    }
     let groups = pack(nodes, MAX_NODES_PER_REPLY)?;
     Ok(groups
         .into_iter()
@@ -86,6 +96,14 @@ pub fn node_batches(
 pub fn bucket_batches(
     nodes: impl IntoIterator<Item = BucketReply>,
 ) -> Result<Vec<Message>, CodecError> {
+    let nodes: Vec<BucketReply> = nodes.into_iter().collect();
+    for n in &nodes {
+        CodecError::check_limit(
+            "children of a directory",
+            n.children.len(),
+            MAX_NODE_CHILDREN,
+        )?;
+    }
     let groups = pack(nodes, MAX_NODES_PER_REPLY)?;
     Ok(groups
         .into_iter()
