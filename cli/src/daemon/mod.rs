@@ -309,9 +309,11 @@ async fn schedule(
     let debounce = Duration::from_millis(config.debounce_ms);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.heartbeat_secs));
     let mut full_rescan = tokio::time::interval(Duration::from_secs(config.rescan_secs));
-    let unload_every = config.unload_index_secs;
-    let mut unload = tokio::time::interval(Duration::from_secs(unload_every.max(1)));
-    unload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The tidy-up: expired notes of our own writes, and the index if unused (when allowed).
+    let unload = config.unload_index_secs > 0;
+    let tidy_secs = if unload { config.unload_index_secs } else { 60 };
+    let mut tidy = tokio::time::interval(Duration::from_secs(tidy_secs));
+    tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Both fire at once: the first full rescan is the start-up scan, the first heartbeat the
     // start-up sync.
     let mut roots = replica.subscribe();
@@ -352,7 +354,7 @@ async fn schedule(
                 replica.mark_dirty();
                 refresh(&replica).await;
             }
-            _ = unload.tick(), if unload_every > 0 => unload_index(&replica).await,
+            _ = tidy.tick() => tidy_up(&replica, unload).await,
             _ = heartbeat.tick() => {
                 if state.auto() {
                     sync_all(&state, "heartbeat");
@@ -409,15 +411,19 @@ async fn refresh(replica: &Arc<crate::node::replica::LiveReplica>) {
     }
 }
 
-/// Let the index leave memory if nothing used it since the last look; the entries are freed
-/// (a million take a while) and the pages given back on a blocking thread.
-async fn unload_index(replica: &Arc<crate::node::replica::LiveReplica>) {
+/// Forget the expired notes of our own writes and, with `unload`, let the index leave memory
+/// if nothing used it since the last look; on a blocking thread (a million entries take a while
+/// to free), the pages then given back.
+async fn tidy_up(replica: &Arc<crate::node::replica::LiveReplica>, unload: bool) {
     let r = Arc::clone(replica);
     let unloaded = tokio::task::spawn_blocking(move || {
-        let dropped = r.workspace().unload_index_if_unused();
-        if dropped > 0 {
-            malloc::give_back();
-        }
+        r.forget_old_writes();
+        let dropped = if unload {
+            r.workspace().unload_index_if_unused()
+        } else {
+            0
+        };
+        malloc::give_back();
         dropped
     })
     .await;

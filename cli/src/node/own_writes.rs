@@ -104,6 +104,15 @@ impl OwnWrites {
         notes.under.contains_key(rel)
     }
 
+    /// Drop the notes that expired, and give back the memory of the tables they grew: after
+    /// an apply of 10^6 files the notes of its last seconds stay until the next event, and
+    /// emptied tables keep their capacity. The daemon calls this now and then.
+    pub fn expire(&self) {
+        let mut notes = self.lock();
+        notes.expire(Instant::now());
+        notes.shrink();
+    }
+
     fn stat(&self, rel: &str) -> Option<Written> {
         let m = std::fs::symlink_metadata(self.root.join(rel)).ok()?;
         Some(Written {
@@ -142,6 +151,19 @@ impl Notes {
                     self.under.remove(dir);
                 }
             }
+        }
+    }
+
+    /// Let go of the capacity the tables no longer need (at most twice what they hold).
+    fn shrink(&mut self) {
+        if self.by_path.capacity() > 2 * self.by_path.len() + 64 {
+            self.by_path.shrink_to(2 * self.by_path.len());
+        }
+        if self.made.capacity() > 2 * self.made.len() + 64 {
+            self.made.shrink_to(2 * self.made.len());
+        }
+        if self.under.capacity() > 2 * self.under.len() + 64 {
+            self.under.shrink_to(2 * self.under.len());
         }
     }
 
@@ -224,6 +246,40 @@ mod tests {
         assert!(notes.by_path.is_empty());
         assert!(notes.under.is_empty());
         assert!(notes.made.is_empty());
+    }
+
+    #[test]
+    fn the_tables_of_a_large_apply_give_their_memory_back_once_its_notes_expired() {
+        let mut notes = Notes::default();
+        let t0 = Instant::now();
+        for i in 0..20_000 {
+            notes.insert(
+                &format!("memory/d{}/n{i}.md", i % 20),
+                Note {
+                    at: t0,
+                    written: None,
+                },
+            );
+        }
+        notes.insert(
+            "memory/late.md",
+            Note {
+                at: t0 + QUIET,
+                written: None,
+            },
+        );
+        assert!(notes.by_path.capacity() >= 20_000 && notes.made.capacity() >= 20_000);
+        notes.expire(t0 + QUIET);
+        notes.shrink();
+        assert_eq!(notes.by_path.len(), 1, "the late note stands");
+        assert!(
+            notes.by_path.capacity() < 200,
+            "{}",
+            notes.by_path.capacity()
+        );
+        assert!(notes.made.capacity() < 200, "{}", notes.made.capacity());
+        assert!(notes.under.capacity() < 200, "{}", notes.under.capacity());
+        assert!(notes.under.contains_key("memory"));
     }
 
     #[test]

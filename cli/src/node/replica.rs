@@ -119,6 +119,12 @@ impl LiveReplica {
         }
     }
 
+    /// Forget the expired notes of our own writes and the memory they took (the daemon's
+    /// periodic tidy-up: without events nothing else expires them).
+    pub fn forget_old_writes(&self) {
+        self.own.expire();
+    }
+
     /// True if the file-system event on `rel` is our own apply's doing.
     pub fn is_own_write(&self, rel: &str) -> bool {
         self.own.is_ours(rel)
