@@ -31,6 +31,10 @@ pub const MAX_NODES_PER_REPLY: usize = MAX_PATHS_PER_REQUEST;
 /// Most children of one directory node in a `Nodes` reply.
 pub const MAX_NODE_CHILDREN: usize = 65_536;
 
+/// Most children of one directory an asker takes across its `NodesPart` messages and its reply
+/// (feature `LONG_LISTS`): what it holds of one directory at once.
+pub const MAX_LISTED_CHILDREN: usize = 1 << 20;
+
 /// Most file entries in one `Entries` batch.
 pub const MAX_ENTRIES_PER_BATCH: usize = 1024;
 

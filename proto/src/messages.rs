@@ -33,8 +33,8 @@ use botsync_engine::{Hash, RelPath};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{
-    bucket_batches, bucket_requests, entry_batches, flagged_batches, node_batches, path_requests,
-    result_batches, state_batches,
+    bucket_batches, bucket_requests, entry_batches, flagged_batches, long_bucket_batches,
+    long_node_batches, node_batches, path_requests, result_batches, state_batches,
 };
 pub use buckets::{BucketAsk, BucketDigest, BucketReply};
 pub use chunk::{ChunkData, ChunkWant, Compression};
@@ -217,11 +217,20 @@ pub enum Message {
         /// One reply per asked directory.
         nodes: Vec<BucketReply>,
     },
+    /// Tag 32 (feature `LONG_LISTS`). The first children of the next directory to be answered
+    /// (in a `Nodes` or `Buckets` reply), whose listing does not fit one reply: the asker
+    /// keeps them, and the directory's reply, when it comes, carries the rest.
+    NodesPart {
+        /// The directory (the next one the asker waits for).
+        path: RelPath,
+        /// Children, sorted as in `Nodes`, all before the ones of later parts and of the reply.
+        children: Vec<NodeChild>,
+    },
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 32;
+    pub const TAG_COUNT: u32 = 33;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -258,6 +267,7 @@ impl Message {
             Message::GetChunksAgainst { .. } => 29,
             Message::GetBuckets { .. } => 30,
             Message::Buckets { .. } => 31,
+            Message::NodesPart { .. } => 32,
         }
     }
 
@@ -276,6 +286,7 @@ impl Message {
             Message::GetChunksAgainst { .. } => "get-chunks-against",
             Message::GetBuckets { .. } => "get-buckets",
             Message::Buckets { .. } => "buckets",
+            Message::NodesPart { .. } => "nodes-part",
             Message::ChunkData(_) => "chunk-data",
             Message::Changed { .. } => "changed",
             Message::Error { .. } => "error",
@@ -370,6 +381,9 @@ impl fmt::Display for Message {
             Message::Nodes { nodes } => write!(f, "nodes ({} directories)", nodes.len()),
             Message::GetBuckets { dirs } => write!(f, "get-buckets ({} directories)", dirs.len()),
             Message::Buckets { nodes } => write!(f, "buckets ({} directories)", nodes.len()),
+            Message::NodesPart { path, children } => {
+                write!(f, "nodes-part ({path}, {} children)", children.len())
+            }
             Message::Entries { entries, last } => {
                 write!(f, "entries ({} entries, last={last})", entries.len())
             }

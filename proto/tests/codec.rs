@@ -322,6 +322,17 @@ fn samples() -> Vec<(&'static str, Message)> {
                 }],
             },
         ),
+        (
+            "nodes-part",
+            Message::NodesPart {
+                path: RelPath::new("memory").unwrap(),
+                children: vec![NodeChild {
+                    name: "a.md".into(),
+                    kind: ChildKind::File,
+                    hash: Hash([0x22; 32]),
+                }],
+            },
+        ),
     ]
 }
 

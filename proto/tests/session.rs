@@ -770,25 +770,28 @@ async fn a_file_that_changed_on_the_sender_is_skipped_and_reported_not_torn() {
     );
 }
 
-/// One directory of 70,000 files: more children than one `Nodes` listing may hold (65,536),
-/// though their short names fit a frame. The listing used to be sent anyway and the asker
-/// refused it: the session closed with "bad message". Now the responder says which directory
-/// and what to do, and the pull fails with that line (one listing per directory is a limit of
-/// protocol version 1).
+/// One directory of 15,000 files with 240-byte names: its listing (about 4.3 MB) does not fit
+/// one frame. With `LONG_LISTS` the responder sends it in parts and the pull takes every file;
+/// a client without the feature (an older botsync) gets one line naming the directory. (The
+/// count cap, 65,536 children, is split the same way: `messages/batch.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_directory_of_more_entries_than_one_listing_holds_is_named_not_a_bad_message() {
+async fn a_directory_longer_than_one_listing_syncs_in_parts() {
     let p = pair().await;
-    let files: Vec<(String, Vec<u8>)> = (0..70_000)
-        .map(|f| (format!("memory/big/n{f:05}.md"), b"same\n".to_vec()))
-        .collect();
+    let name = |f: usize| format!("memory/big/{f:0>240}.md");
+    let files: Vec<(String, Vec<u8>)> =
+        (0..15_000).map(|f| (name(f), b"same\n".to_vec())).collect();
     p.server_replica.write_many(&files);
-    let err = p
-        .session(SessionMode::Pull, false)
-        .await
-        .unwrap_err()
-        .to_string();
+
+    let mut old = SessionOptions::new(SessionMode::Pull, "client");
+    old.features = Features::from_bits(Features::SUPPORTED.bits() & !Features::LONG_LISTS.bits());
+    let err = p.session_with(old).await.unwrap_err().to_string();
     assert!(
-        err.contains("directory \"memory/big\" has 70000 entries") && err.contains("split it"),
+        err.contains("directory \"memory/big\" has 15000 entries") && err.contains("split it"),
         "{err}"
     );
+
+    let report = p.session(SessionMode::Pull, false).await.unwrap();
+    assert_eq!(report.pulled.len(), 15_000);
+    assert_eq!(p.client_replica.root(), p.server_replica.root());
+    assert_eq!(p.client_replica.read(&name(14_999)).unwrap(), b"same\n");
 }

@@ -11,10 +11,11 @@ use botsync_engine::plan::ItemReport;
 
 use super::WireReport;
 
-use super::{BucketAsk, BucketReply, Message, NodeReply, WireEntry};
+use super::{BucketAsk, BucketReply, Message, NodeChild, NodeReply, WireEntry};
 use crate::codec::{CodecError, claimed_len, encoded_len};
 use crate::limits::{
-    MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_NODE_CHILDREN, MAX_NODES_PER_REPLY, MAX_PATHS_PER_REQUEST,
+    MAX_ENTRIES_PER_BATCH, MAX_FRAME, MAX_LISTED_CHILDREN, MAX_NODE_CHILDREN, MAX_NODES_PER_REPLY,
+    MAX_PATHS_PER_REQUEST,
 };
 
 /// Bytes kept free in every batch for the tag, list length and flags.
@@ -92,6 +93,83 @@ pub fn node_batches(
         .collect())
 }
 
+/// [`node_batches`] for a peer that negotiated `LONG_LISTS`: a directory whose listing does not
+/// fit one reply (more than [`MAX_NODE_CHILDREN`] children, or more bytes than a frame) goes
+/// first as `NodesPart` messages of its first children, and its reply carries the rest. Only a
+/// directory of more than [`MAX_LISTED_CHILDREN`] children is an error.
+pub fn long_node_batches(
+    nodes: impl IntoIterator<Item = NodeReply>,
+) -> Result<Vec<Message>, CodecError> {
+    long_batches(
+        nodes,
+        |n| (&n.path, &mut n.children, 0),
+        |nodes| Message::Nodes { nodes },
+    )
+}
+
+/// [`bucket_batches`] for a peer that negotiated `LONG_LISTS`, as [`long_node_batches`].
+pub fn long_bucket_batches(
+    nodes: impl IntoIterator<Item = BucketReply>,
+) -> Result<Vec<Message>, CodecError> {
+    long_batches(
+        nodes,
+        |n| {
+            let differ = claimed_len(&n.differ).unwrap_or(usize::MAX / 4);
+            (&n.path, &mut n.children, differ)
+        },
+        |nodes| Message::Buckets { nodes },
+    )
+}
+
+/// Replies packed as [`pack`] does, with every listing too long for one reply split: its first
+/// children in `NodesPart` messages right before the message that holds the reply (the asker
+/// prepends them to the next directory it waits for). `parts` gives a reply's path, its
+/// children and the bytes of its other fields.
+fn long_batches<T: serde::Serialize>(
+    nodes: impl IntoIterator<Item = T>,
+    parts: impl Fn(&mut T) -> (&RelPath, &mut Vec<NodeChild>, usize),
+    make: impl Fn(Vec<T>) -> Message,
+) -> Result<Vec<Message>, CodecError> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    for mut node in nodes {
+        let whole = encoded_len(&node)?.max(claimed_len(&node)?);
+        let (path, children, other) = parts(&mut node);
+        if children.len() <= MAX_NODE_CHILDREN && whole <= MAX_FRAME - HEADROOM {
+            run.push(node);
+            continue;
+        }
+        CodecError::check_limit(
+            "children of a directory",
+            children.len(),
+            MAX_LISTED_CHILDREN,
+        )?;
+        // What each part holds besides its children: the path, and in the reply the other
+        // fields (the differing buckets).
+        let reserve = claimed_len(path)?.max(encoded_len(path)?) + other + HEADROOM;
+        let budget = (MAX_FRAME - HEADROOM).saturating_sub(reserve);
+        let mut groups = pack_within(std::mem::take(children), MAX_NODE_CHILDREN, budget)?;
+        let rest = groups.pop().unwrap_or_default();
+        if !run.is_empty() {
+            out.extend(
+                pack(std::mem::take(&mut run), MAX_NODES_PER_REPLY)?
+                    .into_iter()
+                    .map(&make),
+            );
+        }
+        out.extend(groups.into_iter().map(|children| Message::NodesPart {
+            path: path.clone(),
+            children,
+        }));
+        *children = rest;
+        run.push(node);
+    }
+    if !run.is_empty() {
+        out.extend(pack(run, MAX_NODES_PER_REPLY)?.into_iter().map(&make));
+    }
+    Ok(out)
+}
+
 /// Split the answer to one `GetBuckets` into `Buckets` messages, as [`node_batches`] does.
 pub fn bucket_batches(
     nodes: impl IntoIterator<Item = BucketReply>,
@@ -152,7 +230,15 @@ fn pack<T: serde::Serialize>(
     items: impl IntoIterator<Item = T>,
     max_items: usize,
 ) -> Result<Vec<Vec<T>>, CodecError> {
-    let budget = MAX_FRAME - HEADROOM;
+    pack_within(items, max_items, MAX_FRAME - HEADROOM)
+}
+
+/// [`pack`] with groups of at most `budget` bytes.
+fn pack_within<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+    max_items: usize,
+    budget: usize,
+) -> Result<Vec<Vec<T>>, CodecError> {
     let mut groups = vec![Vec::new()];
     let mut bytes = 0;
     for item in items {

@@ -41,6 +41,9 @@ impl Features {
     /// Bit 8: large directories may be compared by buckets of their children (`GetBuckets` /
     /// `Buckets`).
     pub const BUCKETS: Features = Features(1 << 8);
+    /// Bit 9: a directory whose listing does not fit one `Nodes` or `Buckets` reply (more than
+    /// 65,536 children, or more bytes than a frame) is sent in parts (`NodesPart`).
+    pub const LONG_LISTS: Features = Features(1 << 9);
 
     /// Every feature this implementation supports.
     pub const SUPPORTED: Features = Features(
@@ -50,7 +53,8 @@ impl Features {
             | Self::MESH_CONFIG.0
             | Self::PARITY.0
             | Self::DELTA.0
-            | Self::BUCKETS.0,
+            | Self::BUCKETS.0
+            | Self::LONG_LISTS.0,
     );
 
     /// From raw bits (any bits allowed).
@@ -88,6 +92,9 @@ impl fmt::Debug for Features {
         if self.contains(Features::CHUNK_TREE) {
             names.push("chunk-tree".to_owned());
         }
+        if self.contains(Features::STATE) {
+            names.push("state".to_owned());
+        }
         if self.contains(Features::MESH_CONFIG) {
             names.push("mesh-config".to_owned());
         }
@@ -96,6 +103,12 @@ impl fmt::Debug for Features {
         }
         if self.contains(Features::DELTA) {
             names.push("delta".to_owned());
+        }
+        if self.contains(Features::BUCKETS) {
+            names.push("buckets".to_owned());
+        }
+        if self.contains(Features::LONG_LISTS) {
+            names.push("long-lists".to_owned());
         }
         let unknown = self.0 & !Features::SUPPORTED.0;
         if unknown != 0 {

@@ -103,6 +103,7 @@ impl Message {
                 }
                 Ok(())
             }
+            Message::NodesPart { children, .. } => validate_children(children),
             Message::Entries { entries, .. } => {
                 CodecError::check_limit(
                     "entries in a batch",

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use botsync_engine::RelPath;
 
+use crate::limits::MAX_LISTED_CHILDREN;
 use crate::messages::buckets::{bucket_count_for, bucket_of, digests};
 use crate::messages::{BucketAsk, ChildKind, Message, NodeChild, bucket_requests, path_requests};
 
@@ -41,6 +42,10 @@ pub struct Descent {
     asked: Vec<Option<usize>>,
     /// The peer's answers so far, in frontier order.
     theirs: Vec<Theirs>,
+    /// True if the peer may send a long listing in parts (`LONG_LISTS`).
+    long_lists: bool,
+    /// The children the peer sent in `NodesPart`s for the next directory to be answered.
+    pending: Vec<NodeChild>,
     /// Paths found to differ.
     out: BTreeSet<RelPath>,
 }
@@ -60,7 +65,17 @@ impl Descent {
             ours: Vec::new(),
             asked: Vec::new(),
             theirs: Vec::new(),
+            long_lists: false,
+            pending: Vec::new(),
             out: BTreeSet::new(),
+        }
+    }
+
+    /// Take long listings in parts (`NodesPart`): the peer negotiated `LONG_LISTS`.
+    pub fn with_long_lists(self) -> Descent {
+        Descent {
+            long_lists: true,
+            ..self
         }
     }
 
@@ -141,6 +156,25 @@ impl Descent {
             Ok(())
         };
         match reply {
+            Message::NodesPart { path, children } => {
+                let next = self.frontier.get(self.theirs.len());
+                if !self.long_lists {
+                    return Err("nodes-part without the negotiated feature long-lists".into());
+                }
+                if next != Some(&path) {
+                    return Err(format!(
+                        "a nodes part for {path} when {} is the next directory to be answered",
+                        next.map_or("none", RelPath::as_str)
+                    ));
+                }
+                if self.pending.len() + children.len() > MAX_LISTED_CHILDREN {
+                    return Err(format!(
+                        "{path} listed with more than {MAX_LISTED_CHILDREN} children"
+                    ));
+                }
+                self.pending.extend(children);
+                return Ok(false);
+            }
             Message::Nodes { nodes } => {
                 fits("nodes", nodes.len())?;
                 for node in nodes {
@@ -150,7 +184,8 @@ impl Descent {
                     {
                         return Err("nodes reply does not match the request".into());
                     }
-                    self.theirs.push(Theirs::Whole(node.children));
+                    let children = self.with_parts(node.children)?;
+                    self.theirs.push(Theirs::Whole(children));
                 }
             }
             Message::Buckets { nodes } => {
@@ -166,6 +201,7 @@ impl Descent {
                     else {
                         return Err("buckets reply does not match the request".into());
                     };
+                    let children = self.with_parts(node.children)?;
                     let mut differ = vec![false; count];
                     for &b in &node.differ {
                         let slot = differ
@@ -173,8 +209,7 @@ impl Descent {
                             .ok_or_else(|| format!("bucket {b} of {count} in {}", node.path))?;
                         *slot = true;
                     }
-                    if let Some(c) = node
-                        .children
+                    if let Some(c) = children
                         .iter()
                         .find(|c| !differ[usize::from(bucket_of(&c.name, count))])
                     {
@@ -183,15 +218,27 @@ impl Descent {
                             node.path, c.name
                         ));
                     }
-                    self.theirs.push(Theirs::Buckets {
-                        differ,
-                        children: node.children,
-                    });
+                    self.theirs.push(Theirs::Buckets { differ, children });
                 }
             }
             other => return Err(format!("expected nodes, got {}", other.kind())),
         }
         Ok(self.theirs.len() == self.frontier.len())
+    }
+
+    /// The children of a directory's reply after those its `NodesPart`s sent (none without).
+    fn with_parts(&mut self, children: Vec<NodeChild>) -> Result<Vec<NodeChild>, String> {
+        if self.pending.is_empty() {
+            return Ok(children);
+        }
+        if self.pending.len() + children.len() > MAX_LISTED_CHILDREN {
+            return Err(format!(
+                "a directory listed with more than {MAX_LISTED_CHILDREN} children"
+            ));
+        }
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend(children);
+        Ok(all)
     }
 
     /// Compare the level once every reply is in. Moves to the next level and returns our

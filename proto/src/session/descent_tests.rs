@@ -217,3 +217,87 @@ proptest! {
         prop_assert_eq!(&found, &want);
     }
 }
+
+/// The walk against a peer that negotiated `LONG_LISTS`: its replies are packed as the
+/// responder packs them (`long_node_batches`, `long_bucket_batches`), listings too long for one
+/// reply split into `NodesPart`s. Returns the paths and the messages received.
+fn descend_long(ours: &MerkleTree, theirs: &MerkleTree) -> (BTreeSet<RelPath>, Vec<String>) {
+    use crate::messages::{long_bucket_batches, long_node_batches};
+    let mut walk = Descent::with_buckets(BUCKET_FROM_CHILDREN).with_long_lists();
+    let mut seen = Vec::new();
+    while !walk.is_done() {
+        let mine = walk.frontier().iter().map(|d| children(ours, d)).collect();
+        let mut replies = Vec::new();
+        for request in walk.requests(mine).unwrap() {
+            replies.extend(match request {
+                Message::GetNodes { paths } => {
+                    long_node_batches(paths.iter().map(|dir| NodeReply {
+                        path: dir.clone(),
+                        children: children(theirs, dir),
+                    }))
+                    .unwrap()
+                }
+                Message::GetBuckets { dirs } => long_bucket_batches(
+                    dirs.iter()
+                        .map(|ask| answer(ask, children(theirs, &ask.path))),
+                )
+                .unwrap(),
+                other => panic!("asked {other:?}"),
+            });
+        }
+        let count = replies.len();
+        for (i, reply) in replies.into_iter().enumerate() {
+            let bytes = crate::codec::encode(&reply).unwrap();
+            let reply = crate::codec::decode(&bytes).unwrap();
+            seen.push(reply.kind().to_owned());
+            assert_eq!(walk.accept(reply).unwrap(), i + 1 == count);
+        }
+        let only_ours = walk.step().unwrap();
+        let found: Vec<RelPath> = only_ours
+            .iter()
+            .flat_map(|d| ours.entry_paths_under(d))
+            .collect();
+        walk.add_ours(found);
+    }
+    (walk.finish(), seen)
+}
+
+/// A directory of 70,000 notes, more children than one reply may list: listed whole to a peer
+/// that has none of them, then by buckets to one that has 300; both find exactly what differs.
+#[test]
+fn a_directory_of_more_children_than_one_reply_is_listed_in_parts() {
+    let note = |i: usize| entry(&format!("logs/n{i:05}.md"), b"x", false);
+    let mut theirs: Vec<FileEntry> = (0..70_000).map(note).collect();
+    theirs.push(entry("MEMORY.md", b"m", false));
+    theirs.push(entry("zz/last.md", b"z", false));
+    let tree = MerkleTree::build(&theirs);
+
+    let ours = vec![entry("MEMORY.md", b"m", false)];
+    let (paths, seen) = descend_long(&MerkleTree::build(&ours), &tree);
+    assert_eq!(paths, naive(&ours, &theirs));
+    assert!(seen.iter().any(|k| k == "nodes-part"), "{seen:?}");
+
+    let ours: Vec<FileEntry> = (0..300).map(|i| note(i * 7)).collect();
+    let (paths, seen) = descend_long(&MerkleTree::build(&ours), &tree);
+    assert_eq!(paths, naive(&ours, &theirs));
+    assert!(seen.iter().any(|k| k == "nodes-part"), "{seen:?}");
+    assert!(seen.iter().any(|k| k == "buckets"), "{seen:?}");
+}
+
+#[test]
+fn a_nodes_part_without_the_feature_or_for_another_directory_is_refused() {
+    let part = |dir: &str| Message::NodesPart {
+        path: RelPath::new(dir).unwrap_or_else(|_| RelPath::root()),
+        children: Vec::new(),
+    };
+    let mut walk = Descent::new();
+    walk.requests(vec![Vec::new()]).unwrap();
+    let err = walk.accept(part("")).unwrap_err();
+    assert!(err.contains("without the negotiated feature"), "{err}");
+
+    let mut walk = Descent::new().with_long_lists();
+    walk.requests(vec![Vec::new()]).unwrap();
+    let err = walk.accept(part("memory")).unwrap_err();
+    assert!(err.contains("nodes part for memory"), "{err}");
+    assert_eq!(walk.accept(part("")), Ok(false), "a part is not the answer");
+}

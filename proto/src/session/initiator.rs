@@ -565,10 +565,15 @@ impl Initiator {
             self.mesh();
             return;
         }
-        self.descent = Some(if self.features.contains(Features::BUCKETS) {
+        let descent = if self.features.contains(Features::BUCKETS) {
             Descent::with_buckets(BUCKET_FROM_CHILDREN)
         } else {
             Descent::new()
+        };
+        self.descent = Some(if self.features.contains(Features::LONG_LISTS) {
+            descent.with_long_lists()
+        } else {
+            descent
         });
         self.descend();
     }

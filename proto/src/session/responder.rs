@@ -26,7 +26,7 @@ use crate::frame::FrameError;
 use crate::messages::state::digest as state_digest;
 use crate::messages::{
     ChunkListing, ErrorCode, Features, Hello, Message, SessionMode, WireEntry, bucket_batches,
-    node_batches, result_batches, state_batches,
+    long_bucket_batches, long_node_batches, node_batches, result_batches, state_batches,
 };
 use crate::replica::{MeshChange, Snapshot, StateApplied};
 
@@ -277,11 +277,21 @@ impl Responder {
             }
             (Expect::Nodes, Answer::Nodes(nodes)) => {
                 let largest = largest(nodes.iter().map(|n| (&n.path, n.children.len())));
-                self.replies(largest, node_batches(nodes));
+                let batches = if self.features.contains(Features::LONG_LISTS) {
+                    long_node_batches(nodes)
+                } else {
+                    node_batches(nodes)
+                };
+                self.replies(largest, batches);
             }
             (Expect::Buckets, Answer::Buckets(nodes)) => {
                 let largest = largest(nodes.iter().map(|n| (&n.path, n.children.len())));
-                self.replies(largest, bucket_batches(nodes));
+                let batches = if self.features.contains(Features::LONG_LISTS) {
+                    long_bucket_batches(nodes)
+                } else {
+                    bucket_batches(nodes)
+                };
+                self.replies(largest, batches);
             }
             (Expect::Entries, Answer::Entries(ours)) => {
                 entries::outgoing(&mut self.out, ours, |entries, last| Message::Entries {

@@ -282,6 +282,16 @@ const GOLDEN: &[(&str, &str)] = &[
          01                      //   kind File
          22*32                   //   hash",
     ),
+    (
+        "nodes-part",
+        "00 00 00 2f             // frame length 47
+         20                      // tag 32 NodesPart
+         06 6d 65 6d 6f 72 79    // path \"memory\"
+         01                      // 1 child
+         04 61 2e 6d 64          //   name \"a.md\"
+         01                      //   kind File
+         22*32                   //   hash",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -343,7 +353,8 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::Parity(_)
         | Message::GetChunksAgainst { .. }
         | Message::GetBuckets { .. }
-        | Message::Buckets { .. } => Some(m.tag()),
+        | Message::Buckets { .. }
+        | Message::NodesPart { .. } => Some(m.tag()),
         Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
@@ -378,7 +389,7 @@ fn goldens_cover_every_implemented_tag() {
         .collect();
     tags.sort_unstable();
     tags.dedup(); // `ChunkData` has a sample per kind of payload
-    let implemented: Vec<u32> = (0..=14).chain(21..=31).collect();
+    let implemented: Vec<u32> = (0..=14).chain(21..=32).collect();
     assert_eq!(tags, implemented);
 }
 
@@ -414,11 +425,16 @@ fn hostile_fields_are_refused() {
     // GetChunks announcing 2^32 ids in a few bytes: fails on the missing bytes, allocates nothing.
     let err = decode(&[0x08, 0xfc, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
     assert_eq!(err, CodecError::Truncated);
-    // A path claiming 5 MiB: refused on the claim, before allocating or reading.
+    // A path claiming 40 MiB, more than any frame's worth of decoded values (8 x 4 MiB):
+    // refused on the claim, before allocating or reading.
     let mut huge = vec![0x02, 0x01, 0xfc];
-    huge.extend((5u32 << 20).to_le_bytes());
+    huge.extend((40u32 << 20).to_le_bytes());
     let err = decode(&huge).unwrap_err();
-    assert!(err.to_string().contains("exceeds"), "{err}");
+    assert!(err.to_string().contains("claims more than"), "{err}");
+    // One claiming 5 MiB fails on the missing bytes (its zeroed buffer is never touched).
+    let mut long = vec![0x02, 0x01, 0xfc];
+    long.extend((5u32 << 20).to_le_bytes());
+    assert_eq!(decode(&long).unwrap_err(), CodecError::Truncated);
     // A boolean that is neither 0 nor 1 (Entries.last).
     assert!(matches!(
         decode(&[0x05, 0x00, 0x02]),
