@@ -193,6 +193,10 @@ mod tests {
     }
 
     fn workspace_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Workspace) {
+        workspace_of(3, files)
+    }
+
+    fn workspace_of(peer: u8, files: &[(&str, &[u8])]) -> (tempfile::TempDir, Workspace) {
         let dir = tempfile::tempdir().unwrap();
         Workspace::init(dir.path(), None).unwrap();
         for (path, bytes) in files {
@@ -201,13 +205,53 @@ mod tests {
             fs::write(p, bytes).unwrap();
         }
         let local = Attribution {
-            peer: PeerId([3; 32]),
+            peer: PeerId([peer; 32]),
             agent: AgentLabel::new("unit"),
             machine: MachineName::default(),
         };
         let (ws, _) = Workspace::open(dir.path(), local).unwrap();
         ws.refresh(1_000).unwrap();
         (dir, ws)
+    }
+
+    #[test]
+    fn an_apply_keeps_the_index_in_memory_while_it_writes() {
+        use crate::apply::{ChunkSource, SourceError};
+        use crate::hash::Hash;
+        /// Fetches from `from`, and tries to unload `to`'s index (twice: a second chance
+        /// would drop it) each time.
+        struct Unloading<'a> {
+            from: &'a Workspace,
+            to: &'a Workspace,
+            dropped: usize,
+        }
+        impl ChunkSource for Unloading<'_> {
+            fn fetch(&mut self, id: &Hash, _len: u32) -> Result<Option<Vec<u8>>, SourceError> {
+                self.dropped += self.to.unload_index_if_unused();
+                self.dropped += self.to.unload_index_if_unused();
+                Ok(self.from.read_chunk(id).unwrap())
+            }
+        }
+        let (_da, alpha) = workspace_of(1, &[("memory/a.md", b"from alpha")]);
+        let (_db, beta) = workspace_of(2, &[("memory/b.md", b"beta's own")]);
+        let paths = [RelPath::new("memory/a.md").unwrap()];
+        let plan = beta.plan(alpha.entries(&paths).unwrap()).unwrap();
+        let mut source = Unloading {
+            from: &alpha,
+            to: &beta,
+            dropped: 0,
+        };
+        let reports = beta.apply_with(plan, 5_000, &mut source).unwrap();
+        assert_eq!(
+            reports[0].outcome,
+            crate::plan::Outcome::Done,
+            "{reports:?}"
+        );
+        assert_eq!(source.dropped, 0, "unloaded in the middle of the apply");
+        assert_eq!(beta.snapshot().1, 2);
+        // Once it is over, an unused index leaves as before.
+        beta.unload_index_if_unused();
+        assert_eq!(beta.unload_index_if_unused(), 2);
     }
 
     #[test]

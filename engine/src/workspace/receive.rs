@@ -146,6 +146,10 @@ impl Workspace {
             now_ns,
         };
         let paths: Vec<RelPath> = items.iter().map(|i| i.remote.path.clone()).collect();
+        // Held while the files are written (nothing else commits meanwhile: the caller's turn):
+        // an apply of 10^6 files runs for minutes without reading the index, and a daemon at
+        // its tidy-up would unload it, only for the reload below to decode it again.
+        let hold = self.lock()?.snapshot();
         // Read once: the open-files limit does not change during a sync.
         let batch_files = apply::batch_files();
         let mut reports: Vec<ItemReport> = Vec::with_capacity(items.len());
@@ -236,6 +240,8 @@ impl Workspace {
             flush(&mut batch, &mut waiting, &mut reports);
         }
         self.store.flush()?;
+        // Let go first, so the reload updates the map in place (no copy).
+        drop(hold);
         self.reload(&paths)?;
         // Same content on both sides: that version is common ground for the next merge.
         let agreed: Vec<RelPath> = reports
