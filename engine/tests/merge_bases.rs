@@ -133,3 +133,41 @@ fn a_note_applied_from_staged_chunks_is_the_ancestor_of_the_next_merge() {
         lines(&[(0, "- step 0, by alpha"), (11, "- step 11, by beta")])
     );
 }
+
+/// A session of 1,100 notes: more bases than one index write records (they are written a slice
+/// at a time, so a sync of 20,000 notes does not hold one 65 MiB batch). Every note has its
+/// base on both sides, the receiver's kept by the apply, the sender's by `record_merge_bases`.
+#[test]
+fn every_base_of_a_large_session_is_recorded_on_both_sides() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alpha, beta) = (open_workspace(da.path(), 1), open_workspace(db.path(), 2));
+    let paths: Vec<RelPath> = (0..1_100)
+        .map(|i| RelPath::new(&format!("memory/n{i:04}.md")).unwrap())
+        .collect();
+    fs::create_dir_all(da.path().join("memory")).unwrap();
+    for p in &paths {
+        fs::write(p.on_disk(da.path()), format!("note {p}\n")).unwrap();
+    }
+    alpha.refresh(NOW).unwrap();
+    let plan = beta.plan(alpha.entries(&paths).unwrap()).unwrap();
+    let mut held = Held::default();
+    for c in beta.chunks_needed(&plan).unwrap() {
+        held.chunks
+            .insert(c.id, alpha.read_chunk(&c.id).unwrap().unwrap());
+    }
+    let reports = beta.apply_with(plan, NOW, &mut held).unwrap();
+    assert!(reports.iter().all(|r| r.outcome == Outcome::Done));
+    alpha.record_merge_bases(&paths);
+    for ws in [&alpha, &beta] {
+        let missing = paths
+            .iter()
+            .filter(|p| {
+                ws.store()
+                    .kv_get("merge-base", p.as_str())
+                    .unwrap()
+                    .is_none()
+            })
+            .count();
+        assert_eq!(missing, 0, "bases not recorded in {}", ws.root().display());
+    }
+}
