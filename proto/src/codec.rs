@@ -274,7 +274,7 @@ pub fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> 
 /// What decoding `value` claims against a decoder's limit (bincode counts the in-memory width
 /// of each integer and length, not its varint bytes): its size with fixed-width integers.
 /// Batches are packed so that this too stays within [`MAX_FRAME`], which older peers require
-/// (see [`DECODE_LIMIT`]).
+/// (see `DECODE_LIMIT`).
 pub fn claimed_len<T: serde::Serialize>(value: &T) -> Result<usize, CodecError> {
     let mut counter = bincode::enc::write::SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut counter, claim_config())
