@@ -171,3 +171,73 @@ fn every_base_of_a_large_session_is_recorded_on_both_sides() {
         assert_eq!(missing, 0, "bases not recorded in {}", ws.root().display());
     }
 }
+
+/// Two workspaces that hold the same notes, made identical without botsync (a copy, a restore)
+/// and each scanned on its own, settled by a sync: every note is a merged version vector and an
+/// agreed merge base. Copying each base into the store within the session made settling 10^5
+/// notes take minutes on both sides; past the first 256 they are recorded at once and copied
+/// by the keeper, and a deferred base is then the ancestor of a merge like any other.
+#[test]
+fn settling_identical_workspaces_defers_most_base_copies_to_the_keeper() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config = botsync_engine::config::SyncConfig::default();
+    config.local_versions.max_bytes = 0; // no local versions: the store holds only bases
+    let alpha = common::open_workspace_with(da.path(), 1, &config);
+    let beta = common::open_workspace_with(db.path(), 2, &config);
+    let paths: Vec<RelPath> = (0..300)
+        .map(|i| RelPath::new(&format!("memory/n{i:04}.md")).unwrap())
+        .collect();
+    for dir in [da.path(), db.path()] {
+        fs::create_dir_all(dir.join("memory")).unwrap();
+        for p in &paths {
+            fs::write(p.on_disk(dir), lines(&[(0, p.as_str())])).unwrap();
+        }
+    }
+    alpha.refresh(NOW).unwrap();
+    beta.refresh(NOW).unwrap();
+
+    // Both directions, as a sync does: each side records the merged vectors.
+    for (to, from) in [(&beta, &alpha), (&alpha, &beta)] {
+        let plan = to.plan(from.entries(&paths).unwrap()).unwrap();
+        assert!(plan.iter().all(|i| i.action == Action::MergeVersion));
+        let reports = to.apply(plan, NOW + SECOND).unwrap();
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Unchanged));
+        assert!(to.has_deferred_versions(), "bases past the first 256 wait");
+    }
+    for ws in [&alpha, &beta] {
+        let kept = ws.keep_deferred_versions(|| false);
+        assert_eq!((kept.kept, kept.skipped, kept.failed), (300 - 256, 0, 0));
+        assert!(!ws.has_deferred_versions());
+        assert_eq!(ws.keep_deferred_versions(|| false).kept, 0, "nothing twice");
+    }
+
+    // The last note's base was deferred: both edit it, different lines, and it merges.
+    let last = paths.last().unwrap();
+    let base = lines(&[(0, last.as_str())]);
+    let ours: Vec<String> = base.lines().map(str::to_owned).collect();
+    let edit = |ws: &Workspace, at: usize, text: &str, now: i64| {
+        let mut l = ours.clone();
+        l[at] = text.to_owned();
+        fs::write(last.on_disk(ws.root()), l.join("\n") + "\n").unwrap();
+        ws.refresh(now).unwrap();
+    };
+    edit(&alpha, 3, "- step 3, by alpha", NOW + 2 * SECOND);
+    edit(&beta, 8, "- step 8, by beta", NOW + 3 * SECOND);
+    let plan = beta
+        .plan(alpha.entries(std::slice::from_ref(last)).unwrap())
+        .unwrap();
+    for c in beta.chunks_needed(&plan).unwrap() {
+        beta.put_chunk(&c.id, &alpha.read_chunk(&c.id).unwrap().unwrap())
+            .unwrap();
+    }
+    let reports = beta.apply(plan, NOW + 4 * SECOND).unwrap();
+    assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+    assert_eq!(reports[0].conflict_copy, None, "merged, not a conflict");
+    let mut both = ours.clone();
+    both[3] = "- step 3, by alpha".into();
+    both[8] = "- step 8, by beta".into();
+    assert_eq!(
+        fs::read_to_string(last.on_disk(db.path())).unwrap(),
+        both.join("\n") + "\n"
+    );
+}

@@ -2,7 +2,9 @@
 //! at most `INLINE_KEEP` versions into the store itself, so that the first scan of a large
 //! workspace is not slowed by thousands of copies; the daemon keeps the rest here, in the
 //! background, a few seconds later. A one-shot verb defers the same way; the next daemon that
-//! holds the workspace keeps them (the deferral is noted in the index).
+//! holds the workspace keeps them (the deferral is noted in the index). The merge bases a
+//! session recorded without copying (a sync that found thousands of identical versions on both
+//! sides) are kept the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,7 +14,8 @@
 //! store; docs/BENCHMARKS.md, *First scan*): past that count the rest is deferred, noted in the
 //! index, and kept by [`Workspace::keep_deferred_versions`], which the daemon runs in the
 //! background. A deferred version that changes before it is kept is lost to restore, as an edit
-//! made between two scans is.
+//! made between two scans is. The same keeper copies the merge bases a session recorded
+//! without copying them (`merge.rs`).
 
 use std::time::Duration;
 
@@ -128,7 +129,9 @@ impl Workspace {
     }
 
     /// Keep the versions in the index that a scan deferred (see the module docs): every live
-    /// file within `local_versions` whose version is not in the store yet. No history record
+    /// file within `local_versions` whose version is not in the store yet, and every file
+    /// whose version is its path's merge base but was only recorded, not copied (a session
+    /// that agreed on many versions defers them: [`Workspace::record_merge_bases`]). No history record
     /// is written for them: the edit that later replaces one records it as the version it
     /// replaced. Does nothing when no scan deferred any. `stop` is asked before each copy: when
     /// it says true the rest stays deferred for the next run, as do copies the disk refused.
@@ -154,11 +157,11 @@ impl Workspace {
                 break;
             }
             let entry = &local.entry;
-            if entry.is_tombstone()
-                || entry.size > rules.max_bytes
-                || self.policy_of(&entry.path) == MergePolicy::Union
-                || self.is_kept(&entry.content)
-            {
+            let as_version = !entry.is_tombstone()
+                && entry.size <= rules.max_bytes
+                && self.policy_of(&entry.path) != MergePolicy::Union
+                && !self.is_kept(&entry.content);
+            if !as_version && !self.is_deferred_base(entry) {
                 continue;
             }
             let on_disk = entry.path.on_disk(&self.root);

@@ -25,6 +25,20 @@ const MERGE_BASES: &str = "merge-base";
 /// Merge bases recorded per index write: the batch a write holds in memory stays small.
 const BASES_PER_WRITE: usize = 512;
 
+/// Merge bases of agreed versions (already on disk on both sides) that one call of
+/// [`Workspace::record_merge_bases`] copies into the store itself; the rest are deferred.
+pub const INLINE_BASES: usize = 256;
+
+/// The index record of `entry` as its path's merge base, unless it cannot be one (a tombstone,
+/// or too large to merge).
+fn base_record(entry: &FileEntry) -> Option<(String, Vec<u8>)> {
+    if entry.is_tombstone() || entry.size > MERGE_LIMIT {
+        return None;
+    }
+    let record = postcard::to_allocvec(&(entry.content, &entry.version)).ok()?;
+    Some((entry.path.as_str().to_owned(), record))
+}
+
 /// A version read for a merge, or why it could not be.
 enum Read3 {
     Bytes(Vec<u8>),
@@ -237,7 +251,17 @@ impl Workspace {
     /// merging policy): each becomes the common ancestor of the next merge of its path. Chunks
     /// staged for it are kept in the store; a version not found whole there is read from disk.
     /// Best effort: a failure is logged and only means a later merge lacks its ancestor.
+    ///
+    /// These versions are on disk on both sides (the same bytes), so only the first
+    /// [`INLINE_BASES`] are copied into the store here; the others are recorded at once and
+    /// copied later by [`Workspace::keep_deferred_versions`] (the daemon's keeper, a few seconds
+    /// after the session). Settling two identical workspaces of 10^5 notes copied every one of
+    /// them within the session, on both sides, one after the other. A deferred base whose file
+    /// changes before it is copied is lost, as a base that was never recorded: that merge has
+    /// no ancestor.
     pub fn record_merge_bases(&self, paths: &[RelPath]) {
+        let mut inline = INLINE_BASES;
+        let mut deferred = false;
         // A slice at a time: a session of 20,000 notes must not hold all their entries.
         for slice in paths.chunks(BASES_PER_WRITE) {
             let current: Vec<FileEntry> = slice
@@ -246,8 +270,32 @@ impl Workspace {
                 .filter_map(|p| self.store.local_get(p).ok().flatten())
                 .map(|local| local.entry)
                 .collect();
-            self.keep_merge_bases(current.iter(), &mut NoSource);
+            let (now, later) = current.split_at(inline.min(current.len()));
+            inline -= now.len();
+            self.keep_merge_bases(now.iter(), &mut NoSource);
+            let mut records: Vec<(String, Vec<u8>)> =
+                later.iter().filter_map(base_record).collect();
+            deferred |= !records.is_empty();
+            self.record_bases(&mut records);
         }
+        if deferred {
+            self.set_deferred(true);
+        }
+    }
+
+    /// True if `entry` is its path's recorded merge base but the store does not hold it yet
+    /// (a base [`Workspace::record_merge_bases`] deferred).
+    pub(super) fn is_deferred_base(&self, entry: &FileEntry) -> bool {
+        if base_record(entry).is_none() || !self.policy_of(&entry.path).merges() {
+            return false;
+        }
+        let Ok(Some(raw)) = self.store.kv_get(MERGE_BASES, entry.path.as_str()) else {
+            return false;
+        };
+        matches!(
+            postcard::from_bytes::<(Hash, VersionVector)>(&raw),
+            Ok((content, _)) if content == entry.content
+        ) && !self.is_kept(&entry.content)
     }
 
     /// Keep `entries` (versions just applied or agreed, of paths with a merging policy) as their
@@ -272,7 +320,7 @@ impl Workspace {
     ) {
         let mut records = Vec::new();
         for entry in entries {
-            if entry.is_tombstone() || entry.size > MERGE_LIMIT {
+            if base_record(entry).is_none() {
                 continue;
             }
             let mut held = |id: &Hash, len: u32| {
@@ -292,9 +340,7 @@ impl Workspace {
                 tracing::debug!(path = %entry.path, "merge base not kept");
                 continue;
             }
-            let record =
-                postcard::to_allocvec(&(entry.content, &entry.version)).unwrap_or_default();
-            records.push((entry.path.as_str().to_owned(), record));
+            records.extend(base_record(entry));
             if records.len() == BASES_PER_WRITE {
                 self.record_bases(&mut records);
             }
