@@ -46,6 +46,11 @@ pub struct Deadlines {
     /// For one frame this side writes to be taken by the peer's flow control (a peer that stops
     /// reading our replies).
     pub write: Duration,
+    /// Not a deadline of the peer's but a promise of ours: how often this side, busy with
+    /// local work (an apply, a rescan) while the peer waits for its next message, tells it so
+    /// (`Working`, feature `STILL_WORKING`). Well under the peer's `summary` and `request`
+    /// deadlines, whatever they are.
+    pub keep_alive: Duration,
 }
 
 impl Deadlines {
@@ -59,6 +64,7 @@ impl Deadlines {
         request: Duration::from_secs(600),
         chunk_batch: Duration::from_secs(30),
         write: Duration::from_secs(30),
+        keep_alive: Duration::from_secs(20),
     };
 }
 

@@ -226,11 +226,15 @@ pub enum Message {
         /// Children, sorted as in `Nodes`, all before the ones of later parts and of the reply.
         children: Vec<NodeChild>,
     },
+    /// Tag 33 (feature `STILL_WORKING`). Sent on the control stream by a side busy with local
+    /// work (an apply, a rescan) while the peer waits for its next message: the peer restarts
+    /// the deadline it waits under. No reply.
+    Working,
 }
 
 impl Message {
     /// Number of tags defined (including reserved ones); tags at or above are unknown.
-    pub const TAG_COUNT: u32 = 33;
+    pub const TAG_COUNT: u32 = 34;
 
     /// The wire tag (the variant index).
     pub fn tag(&self) -> u32 {
@@ -268,6 +272,7 @@ impl Message {
             Message::GetBuckets { .. } => 30,
             Message::Buckets { .. } => 31,
             Message::NodesPart { .. } => 32,
+            Message::Working => 33,
         }
     }
 
@@ -287,6 +292,7 @@ impl Message {
             Message::GetBuckets { .. } => "get-buckets",
             Message::Buckets { .. } => "buckets",
             Message::NodesPart { .. } => "nodes-part",
+            Message::Working => "working",
             Message::ChunkData(_) => "chunk-data",
             Message::Changed { .. } => "changed",
             Message::Error { .. } => "error",

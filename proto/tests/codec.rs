@@ -333,6 +333,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 }],
             },
         ),
+        ("working", Message::Working),
     ]
 }
 

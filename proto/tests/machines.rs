@@ -247,6 +247,26 @@ fn an_offer_in_a_pull_session_is_refused_by_the_responder() {
     assert!(matches!(r.finish(), Err(SessionError::Protocol(_))));
 }
 
+/// `Working` is taken (and dropped) by the drivers only when both sides negotiated
+/// `still-working`; one that reaches a machine is out of order, from any peer.
+#[test]
+fn a_working_the_driver_did_not_take_is_an_unexpected_message() {
+    let mut r = Responder::new(LAPTOP, "server", Features::SUPPORTED);
+    let hello = Hello::current("old", Default::default());
+    r.on_message(Message::Hello(hello)).unwrap();
+    assert!(matches!(r.poll(), Some(Io::Send(Message::Hello(_)))));
+    assert!(matches!(r.poll(), Some(Io::Recv(_))));
+    r.on_message(Message::Working).unwrap();
+    assert!(matches!(
+        r.poll(),
+        Some(Io::Refuse {
+            code: ErrorCode::UnexpectedMessage,
+            close: CloseCode::ProtocolError,
+            ..
+        })
+    ));
+}
+
 /// A session that does not start with `Hello` is refused at once, with nothing sent before the
 /// refusal; a `Hello` of no common version gets our `Hello` (so the peer sees our range), then
 /// `Error(VersionMismatch)`.

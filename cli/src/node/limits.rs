@@ -48,12 +48,19 @@ pub fn limits(config: &ServeLimits) -> Result<Limits> {
 pub fn deadlines(config: &ServeLimits) -> Deadlines {
     let d = Deadlines::DEFAULT;
     let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    let (summary, request) = (
+        secs(config.summary_secs, d.summary),
+        secs(config.request_secs, d.request),
+    );
     Deadlines {
         hello: secs(config.hello_secs, d.hello),
-        summary: secs(config.summary_secs, d.summary),
-        request: secs(config.request_secs, d.request),
+        summary,
+        request,
         chunk_batch: secs(config.chunk_batch_secs, d.chunk_batch),
         write: secs(config.write_secs, d.write),
+        // A mesh shares its config: peers whose deadlines were shortened hear from a busy
+        // peer four times within them.
+        keep_alive: d.keep_alive.min(summary / 4).min(request / 4),
     }
 }
 
@@ -66,6 +73,16 @@ mod tests {
         let l = limits(&ServeLimits::default()).unwrap();
         assert_eq!(l.connections, Limits::DEFAULT.connections);
         assert_eq!(l.deadlines.summary, Deadlines::DEFAULT.summary);
+        assert_eq!(l.deadlines.keep_alive, Deadlines::DEFAULT.keep_alive);
+    }
+
+    #[test]
+    fn a_short_request_deadline_shortens_the_keep_alive_within_it() {
+        let d = deadlines(&ServeLimits {
+            request_secs: Some(40),
+            ..ServeLimits::default()
+        });
+        assert_eq!(d.keep_alive, Duration::from_secs(10));
     }
 
     #[test]

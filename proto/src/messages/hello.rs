@@ -44,6 +44,10 @@ impl Features {
     /// Bit 9: a directory whose listing does not fit one `Nodes` or `Buckets` reply (more than
     /// 65,536 children, or more bytes than a frame) is sent in parts (`NodesPart`).
     pub const LONG_LISTS: Features = Features(1 << 9);
+    /// Bit 10: a side busy with local work while the peer waits says so every
+    /// [`crate::budget::Deadlines::keep_alive`] (`Working`), so a long apply is not taken for a
+    /// dead peer.
+    pub const STILL_WORKING: Features = Features(1 << 10);
 
     /// Every feature this implementation supports.
     pub const SUPPORTED: Features = Features(
@@ -54,7 +58,8 @@ impl Features {
             | Self::PARITY.0
             | Self::DELTA.0
             | Self::BUCKETS.0
-            | Self::LONG_LISTS.0,
+            | Self::LONG_LISTS.0
+            | Self::STILL_WORKING.0,
     );
 
     /// From raw bits (any bits allowed).
@@ -109,6 +114,9 @@ impl fmt::Debug for Features {
         }
         if self.contains(Features::LONG_LISTS) {
             names.push("long-lists".to_owned());
+        }
+        if self.contains(Features::STILL_WORKING) {
+            names.push("still-working".to_owned());
         }
         let unknown = self.0 & !Features::SUPPORTED.0;
         if unknown != 0 {

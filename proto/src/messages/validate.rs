@@ -182,6 +182,7 @@ impl Message {
             Message::Summary { .. }
             | Message::Changed { .. }
             | Message::Goodbye
+            | Message::Working
             | Message::GetMeshConfig
             | Message::GetParity => Ok(()),
             Message::ReservedLockStatus

@@ -92,14 +92,18 @@ async fn run_inner<R: Replica + ?Sized>(
                 machine.on_message(m)?;
             }
             Io::Need(Need::Snapshot) if pending.is_some() => {
-                let snap = match pending.take() {
-                    Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
-                    None => blocking(&replica, |r| r.refresh()).await?,
+                let refresh = async {
+                    match pending.take() {
+                        Some(p) => Ok(p.await.map_err(|e| SessionError::Task(e.to_string()))??),
+                        None => blocking(&replica, |r| r.refresh()).await,
+                    }
                 };
+                let snap = ctl.while_working(refresh).await?;
                 machine.on_answer(Answer::Snapshot(snap))?;
             }
             Io::Need(need) => {
-                let answer = blocking(&replica, move |r| work::execute(r, need)).await?;
+                let work = blocking(&replica, move |r| work::execute(r, need));
+                let answer = ctl.while_working(work).await?;
                 machine.on_answer(answer)?;
             }
             Io::Transfer(Transfer::Complete(wire)) => {
@@ -115,15 +119,16 @@ async fn run_inner<R: Replica + ?Sized>(
                     delta: delta::negotiated(features),
                     deadline: opts.deadlines.chunk_batch,
                 };
-                let (reports, fetched) = chunks::fetch_and_apply(
-                    conn,
-                    &replica,
-                    peer,
-                    items,
-                    how,
-                    Arc::clone(&progress),
-                )
-                .await?;
+                let (reports, fetched) = ctl
+                    .while_working(chunks::fetch_and_apply(
+                        conn,
+                        &replica,
+                        peer,
+                        items,
+                        how,
+                        Arc::clone(&progress),
+                    ))
+                    .await?;
                 machine.on_transfer(Transferred::Applied(reports, fetched.counters))?;
             }
             Io::Advertise(content, list) => advertised.add(content, &list),

@@ -319,20 +319,58 @@ impl Control {
     }
 
     /// The next message, an `Error` message included, within the deadline of `phase` if one is
-    /// given (else only the connection's idle timeout bounds the wait).
+    /// given (else only the connection's idle timeout bounds the wait). A `Working` from a
+    /// peer that negotiated it restarts the deadline and is not returned.
     pub(crate) async fn recv_any(&mut self, phase: Option<Phase>) -> Result<Message, SessionError> {
-        let read = async {
-            read_frame(&mut self.recv)
-                .await?
-                .ok_or_else(|| SessionError::Protocol("control stream ended unexpectedly".into()))
-        };
-        let m = match phase {
-            Some(phase) => within(phase, self.deadlines.of(phase), read)
-                .await
-                .and_then(|m| m),
-            None => read.await,
-        };
-        self.count(m)
+        loop {
+            let read = async {
+                read_frame(&mut self.recv).await?.ok_or_else(|| {
+                    SessionError::Protocol("control stream ended unexpectedly".into())
+                })
+            };
+            let m = match phase {
+                Some(phase) => within(phase, self.deadlines.of(phase), read)
+                    .await
+                    .and_then(|m| m),
+                None => read.await,
+            };
+            let m = self.count(m)?;
+            if !self.is_keep_alive(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// True if `m` is a `Working` the peer may send (feature `STILL_WORKING` negotiated): the
+    /// peer is busy, not stalled.
+    pub(crate) fn is_keep_alive(&self, m: &Message) -> bool {
+        matches!(m, Message::Working) && self.features.contains(Features::STILL_WORKING)
+    }
+
+    /// Run `work` (a local step the peer waits for: an apply, a rescan), telling the peer every
+    /// [`Deadlines::keep_alive`](crate::budget::Deadlines::keep_alive) that we are still at it,
+    /// if it negotiated `STILL_WORKING`. An apply of 10^6 entries ran past the peer's 600 s
+    /// request deadline, which then closed a session that was making progress.
+    pub(crate) async fn while_working<T>(
+        &mut self,
+        work: impl std::future::Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, SessionError> {
+        if !self.features.contains(Features::STILL_WORKING) {
+            return work.await;
+        }
+        let every = self.deadlines.keep_alive;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => {
+                    tracing::debug!("still working: telling the peer");
+                    self.send(&Message::Working).await?;
+                }
+            }
+        }
     }
 
     fn count(&mut self, m: Result<Message, SessionError>) -> Result<Message, SessionError> {
@@ -363,8 +401,9 @@ impl Control {
             recv,
             counters,
             deadlines,
-            ..
+            features,
         } = self;
+        let keep_alive = features.contains(Features::STILL_WORKING);
         let (write, reply) = (deadlines.write, deadlines.request);
         let sending = async {
             for m in requests {
@@ -381,7 +420,11 @@ impl Control {
                 if reply.is_ok() || matches!(reply, Err(SessionError::Remote { .. })) {
                     received += 1;
                 }
-                if on_reply(reply?)? {
+                let reply = reply?;
+                if keep_alive && matches!(reply, Message::Working) {
+                    continue;
+                }
+                if on_reply(reply)? {
                     return Ok::<u64, SessionError>(received);
                 }
             }

@@ -263,14 +263,20 @@ impl<R: Replica + ?Sized> Driver<'_, R> {
                     }
                 }
                 Io::Need(Need::Snapshot) if pending.is_some() => {
-                    let snap = match pending.take() {
-                        Some(p) => p.await.map_err(|e| SessionError::Task(e.to_string()))??,
-                        None => blocking(self.replica, |r| r.refresh()).await?,
+                    let refresh = async {
+                        match pending.take() {
+                            Some(p) => {
+                                Ok(p.await.map_err(|e| SessionError::Task(e.to_string()))??)
+                            }
+                            None => blocking(self.replica, |r| r.refresh()).await,
+                        }
                     };
+                    let snap = ctl.while_working(refresh).await?;
                     machine.on_answer(Answer::Snapshot(snap))?;
                 }
                 Io::Need(need) => {
-                    let answer = blocking(self.replica, move |r| work::execute(r, need)).await?;
+                    let work = blocking(self.replica, move |r| work::execute(r, need));
+                    let answer = ctl.while_working(work).await?;
                     machine.on_answer(answer)?;
                 }
                 Io::Transfer(Transfer::Complete(wire)) => {
@@ -286,15 +292,16 @@ impl<R: Replica + ?Sized> Driver<'_, R> {
                         delta: super::delta::negotiated(features),
                         deadline: self.opts.budget.deadlines().chunk_batch,
                     };
-                    let (applied, fetched) = chunks::fetch_and_apply(
-                        self.conn,
-                        self.replica,
-                        self.peer,
-                        items,
-                        fetch,
-                        Arc::new(NoProgress),
-                    )
-                    .await?;
+                    let (applied, fetched) = ctl
+                        .while_working(chunks::fetch_and_apply(
+                            self.conn,
+                            self.replica,
+                            self.peer,
+                            items,
+                            fetch,
+                            Arc::new(NoProgress),
+                        ))
+                        .await?;
                     machine.on_transfer(Transferred::Applied(applied, fetched.counters))?;
                 }
                 Io::Advertise(content, list) => self.advertised.add(content, &list),
@@ -320,7 +327,8 @@ impl<R: Replica + ?Sized> Driver<'_, R> {
     /// The initiator's next control message, unless `phase` passes its deadline first. The
     /// request deadline counts from our last reply or the last request the initiator made on
     /// the session's request streams, whichever is later: an initiator fetching chunks from us
-    /// is busy, not stalled.
+    /// is busy, not stalled. A `Working` (feature `STILL_WORKING`) restarts the deadline of any
+    /// phase and is not returned: the initiator is applying or rescanning.
     async fn next_message(
         &self,
         ctl: &mut Control,
@@ -328,17 +336,28 @@ impl<R: Replica + ?Sized> Driver<'_, R> {
     ) -> Result<Result<Option<Message>, crate::frame::FrameError>, SessionError> {
         let after = ctl.deadlines.of(phase);
         self.activity.touch();
-        let read = read_frame(&mut ctl.recv);
-        tokio::pin!(read);
         loop {
-            let since = self.activity.last();
-            tokio::select! {
-                r = &mut read => return Ok(r),
-                () = tokio::time::sleep_until(since + after) => {
-                    if phase != Phase::Request || self.activity.last() == since {
-                        return Err(SessionError::Deadline { phase, after });
+            let r = {
+                let read = read_frame(&mut ctl.recv);
+                tokio::pin!(read);
+                loop {
+                    let since = self.activity.last();
+                    tokio::select! {
+                        r = &mut read => break r,
+                        () = tokio::time::sleep_until(since + after) => {
+                            if phase != Phase::Request || self.activity.last() == since {
+                                return Err(SessionError::Deadline { phase, after });
+                            }
+                        }
                     }
                 }
+            };
+            match r {
+                Ok(Some(m)) if ctl.is_keep_alive(&m) => {
+                    ctl.counters.messages_received += 1;
+                    self.activity.touch();
+                }
+                other => return Ok(other),
             }
         }
     }

@@ -292,6 +292,11 @@ const GOLDEN: &[(&str, &str)] = &[
          01                      //   kind File
          22*32                   //   hash",
     ),
+    (
+        "working",
+        "00 00 00 01             // frame length 1
+         21                      // tag 33 Working (no fields)",
+    ),
 ];
 
 /// Parse an annotated dump: hex bytes, `xx*N` repeats, `//` comments.
@@ -354,7 +359,8 @@ fn covered_tag(m: &Message) -> Option<u32> {
         | Message::GetChunksAgainst { .. }
         | Message::GetBuckets { .. }
         | Message::Buckets { .. }
-        | Message::NodesPart { .. } => Some(m.tag()),
+        | Message::NodesPart { .. }
+        | Message::Working => Some(m.tag()),
         Message::ReservedLockStatus
         | Message::ReservedChatSay
         | Message::ReservedChatFeed
@@ -389,7 +395,7 @@ fn goldens_cover_every_implemented_tag() {
         .collect();
     tags.sort_unstable();
     tags.dedup(); // `ChunkData` has a sample per kind of payload
-    let implemented: Vec<u32> = (0..=14).chain(21..=32).collect();
+    let implemented: Vec<u32> = (0..=14).chain(21..=33).collect();
     assert_eq!(tags, implemented);
 }
 

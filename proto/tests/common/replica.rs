@@ -47,6 +47,8 @@ pub struct TestReplica {
     /// call made while it runs; whether one came is recorded in `overlap_seen`.
     apply_gate: AtomicBool,
     overlap_seen: AtomicBool,
+    /// Set by [`TestReplica::slow_next_apply`]: how long the next apply sleeps first.
+    apply_delay: Mutex<Duration>,
 }
 
 /// Designated mesh config files, with their secrets (outside the synced selection), and the
@@ -94,6 +96,7 @@ impl TestReplica {
             needed_calls: AtomicU64::new(0),
             apply_gate: AtomicBool::new(false),
             overlap_seen: AtomicBool::new(false),
+            apply_delay: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -102,6 +105,11 @@ impl TestReplica {
     /// happened is [`TestReplica::overlap_seen`].
     pub fn gate_next_apply(&self) {
         self.apply_gate.store(true, Ordering::SeqCst);
+    }
+
+    /// Make the next apply take `delay` longer, as an apply of 10^6 entries on a slow disk does.
+    pub fn slow_next_apply(&self, delay: Duration) {
+        *lock(&self.apply_delay) = delay;
     }
 
     /// True once a gated apply saw a `chunks_needed` call made while it waited.
@@ -385,6 +393,8 @@ impl Replica for TestReplica {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        let delay = std::mem::take(&mut *lock(&self.apply_delay));
+        std::thread::sleep(delay);
         let _turn = lock(&self.writer);
         self.ws.apply_with(items, now_ns(), &mut held).map_err(err)
     }

@@ -28,6 +28,7 @@ const SHORT: Deadlines = Deadlines {
     request: Duration::from_millis(1500),
     chunk_batch: Duration::from_millis(1500),
     write: Duration::from_millis(1500),
+    keep_alive: Deadlines::DEFAULT.keep_alive,
 };
 
 /// A listener serving connections concurrently under `limits`, holding `memory/big.bin`
