@@ -3,9 +3,12 @@
 # 1,000 per directory), no root needed: workspaces a and b under DATA, a daemon on each, one
 # `botsync -w a sync b` through a's daemon, then the wall time and both daemons' VmHWM (peak)
 # and VmRSS. With HEAPTRACK=1 the sending daemon runs under heaptrack (DATA/a.heap.zst is kept
-# and its path printed). Local versions off, as in benches/scale.sh. Not in CI.
+# and its path printed). With SETTLE=1, b starts as hard links to a's notes, scanned on its own,
+# and the sync settles the two (every version vector merged: benches/scale.sh's settling sync).
+# Local versions off, as in benches/scale.sh. Not in CI.
 #
-#   [BOTSYNC=target/release/botsync] [DATA=/var/tmp/botsync-peak] [HEAPTRACK=1] benches/peak.sh [N]
+#   [BOTSYNC=target/release/botsync] [DATA=/var/tmp/botsync-peak] [HEAPTRACK=1] [SETTLE=1]
+#   benches/peak.sh [N]
 #
 # Default N: 20,000. Ports 127.0.0.1:47620 (a) and :47621 (b).
 set -euo pipefail
@@ -27,6 +30,7 @@ mkdir -p "$DATA" && cd "$DATA"
 bs() { "$BOTSYNC" "$@"; }
 python3 "$here/scale_gen.py" gen a "$N" >/dev/null
 mkdir b
+[ -n "${SETTLE:-}" ] && cp -al a/memory b/
 bs -w a init --name a >/dev/null && bs -w b init --name b >/dev/null
 for w in a b; do
     python3 -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['local_versions'] = {'max_bytes': 0}; json.dump(c, open(p, 'w'))" $w/.botsync/config.json
@@ -34,6 +38,7 @@ done
 bs -w a add b 127.0.0.1:47621 --id "$(bs -w b id)" >/dev/null
 bs -w b add a 127.0.0.1:47620 --id "$(bs -w a id)" >/dev/null
 sleep 4 && bs -w a scan >/dev/null
+[ -n "${SETTLE:-}" ] && bs -w b scan >/dev/null
 wrap=()
 [ -n "${HEAPTRACK:-}" ] && wrap=(heaptrack -o "$DATA/a.heap")
 "${wrap[@]}" "$BOTSYNC" -w a serve --listen 127.0.0.1:47620 >a.out 2>a.log &
@@ -48,7 +53,7 @@ t0=$(date +%s.%N)
 bs -w a sync b >/dev/null
 t1=$(date +%s.%N)
 kib() { awk -v k="$2:" '$1 == k { printf "%d MiB", $2 / 1024 }' "/proc/$1/status"; }
-echo "binary $BOTSYNC; $N notes; sync $(python3 -c "print(round($t1 - $t0, 2))") s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "binary $BOTSYNC; $N notes${SETTLE:+ (settled: b identical, scanned alone)}; sync $(python3 -c "print(round($t1 - $t0, 2))") s; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "sender a: peak $(kib "$pa" VmHWM), now $(kib "$pa" VmRSS); receiver b: peak $(kib "$pb" VmHWM), now $(kib "$pb" VmRSS)"
 [ -n "${HEAPTRACK:-}" ] && echo "heap profile of a: $DATA/a.heap.zst (after the daemons stop)"
 if diff -r --exclude=.botsync a b >/dev/null; then echo "diff -r a b: identical"; else echo "diff -r a b: DIFFERENT"; exit 1; fi

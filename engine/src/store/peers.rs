@@ -16,6 +16,9 @@ use crate::hash::Hash;
 use crate::path::RelPath;
 use crate::peer::PeerId;
 
+/// Entries of a peer recorded per index write by [`Store::peer_put_many`].
+pub const PEER_ENTRIES_PER_WRITE: usize = 512;
+
 /// Per-peer facts kept between syncs. New fields must have defaults so old records decode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -34,19 +37,30 @@ impl Store {
         self.peer_put_many(peer, std::slice::from_ref(entry))
     }
 
-    /// Record several entries of `peer` in one atomic batch.
+    /// Record several entries of `peer`, [`PEER_ENTRIES_PER_WRITE`] to an index write. A cache,
+    /// so not one atomic batch: a crash between two writes leaves some entries of the older
+    /// session, which costs a comparison, never data. (One batch of a session that settled
+    /// 10^6 files held gigabytes in sled at once: the initiator peaked at 14.5 GiB.)
     pub fn peer_put_many<'a>(
         &self,
         peer: &PeerId,
         entries: impl IntoIterator<Item = &'a FileEntry>,
     ) -> Result<(), StoreError> {
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(PEER_ENTRIES_PER_WRITE);
         for e in entries {
             batch.push(Write::Put(
                 Tree::Peers,
                 peer_key(&peer.0, &e.path),
                 encode("peer entry", e)?,
             ));
+            if batch.len() == PEER_ENTRIES_PER_WRITE {
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(PEER_ENTRIES_PER_WRITE));
+                self.write_now(full, || format!("recording entries of peer {peer}"))?;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
         }
         self.write_now(batch, || format!("recording entries of peer {peer}"))
     }
@@ -209,5 +223,22 @@ mod tests {
         assert!(store.peer_all(&p).unwrap().is_empty());
         assert!(store.peer_meta_all().unwrap().is_empty());
         assert_eq!(store.peer_all(&q).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_session_larger_than_one_write_is_recorded_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&tmp.path().join("db")).unwrap();
+        let p = PeerId([1; 32]);
+        let n = 2 * PEER_ENTRIES_PER_WRITE + 7;
+        let entries: Vec<FileEntry> = (0..n)
+            .map(|i| tombstone(&format!("memory/n{i:05}.md"), p))
+            .collect();
+        store.peer_put_many(&p, &entries).unwrap();
+        let all = store.peer_all(&p).unwrap();
+        assert_eq!(all.len(), n);
+        assert!(entries.iter().all(|e| all.get(&e.path) == Some(e)));
+        store.peer_put_many(&p, &[]).unwrap();
+        assert_eq!(store.peer_all(&p).unwrap().len(), n);
     }
 }
