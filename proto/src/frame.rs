@@ -62,6 +62,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     message: &Message,
 ) -> Result<(), FrameError> {
     let frame = encode_frame(message)?;
+    tracing::trace!(kind = message.kind(), bytes = frame.len(), "frame written");
     w.write_all(&frame).await.map_err(|source| FrameError::Io {
         action: "writing",
         source,
