@@ -209,6 +209,21 @@ fn config_validate_passes_a_good_config_and_names_the_line_and_field_of_a_bad_on
         err.contains("config.json line 3, field \"delete_threshold.percent\""),
         "{err}"
     );
+
+    // More state_sync patterns than a peer takes: refused here, by name, not at sync time.
+    let patterns: Vec<String> = (0..65).map(|i| format!("\"state/k{i}/*\"")).collect();
+    write_config(
+        &p,
+        &format!("{{\n  \"state_sync\": [{}]\n}}\n", patterns.join(", ")),
+    );
+    let out = p.cmd().args(["config", "validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("state_sync has 65 patterns, at most 64"),
+        "{err}"
+    );
 }
 
 #[test]
