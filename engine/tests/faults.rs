@@ -194,3 +194,64 @@ fn deferred_local_versions_the_disk_refused_are_kept_by_a_later_run() {
     assert!(!ws.has_deferred_versions());
     scenario.teardown();
 }
+
+/// Settling identical notes records merged version vectors in index writes of several items:
+/// when such a write fails, each of its items reports the failure (nothing on disk changes) and
+/// the next sync records them.
+#[test]
+fn settled_versions_whose_index_write_fails_are_each_reported_and_recorded_next_time() {
+    use botsync_engine::plan::Action;
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let names: Vec<String> = (0..600).map(|i| format!("memory/n{i:04}.md")).collect();
+    for dir in [&a_dir, &b_dir] {
+        fs::create_dir_all(dir.join("memory")).unwrap();
+        for n in &names {
+            fs::write(dir.join(n), format!("the same note {n}\n")).unwrap();
+        }
+    }
+    let (a, b) = (open_workspace(&a_dir, 1), open_workspace(&b_dir, 2));
+    let now = wall_clock_ns();
+    a.refresh(now).unwrap();
+    b.refresh(now).unwrap();
+    let paths: Vec<botsync_engine::RelPath> = names
+        .iter()
+        .map(|n| botsync_engine::RelPath::new(n).unwrap())
+        .collect();
+    let notes = |dir: &std::path::Path| -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .map(|n| fs::read(dir.join(n)).unwrap())
+            .collect()
+    };
+    let before = notes(&b_dir);
+
+    let items = b.plan(a.entries(&paths).unwrap()).unwrap();
+    assert!(items.iter().all(|i| i.action == Action::MergeVersion));
+    fail::cfg("store::commit", "return(EIO)").unwrap();
+    let reports = b.apply(items, now).unwrap();
+    fail::remove("store::commit");
+    assert_eq!(reports.len(), 600);
+    for r in &reports {
+        assert!(
+            matches!(&r.outcome, Outcome::Failed { reason } if reason.contains("Input/output error")),
+            "{}: {:?}",
+            r.path,
+            r.outcome
+        );
+    }
+    assert_eq!(notes(&b_dir), before, "no file touched");
+    assert!(temp_files(&b_dir).is_empty());
+
+    let items = b.plan(a.entries(&paths).unwrap()).unwrap();
+    assert!(items.iter().all(|i| i.action == Action::MergeVersion));
+    let reports = b.apply(items, now).unwrap();
+    assert!(reports.iter().all(|r| r.outcome == Outcome::Unchanged));
+    let again = b.plan(a.entries(&paths).unwrap()).unwrap();
+    assert!(
+        again.iter().all(|i| i.action == Action::Nothing),
+        "recorded: b's vectors now dominate a's"
+    );
+    scenario.teardown();
+}
