@@ -17,7 +17,7 @@ use crate::path::RelPath;
 use crate::peer::PeerId;
 
 /// Entries of a peer recorded per index write by [`Store::peer_put_many`].
-pub const PEER_ENTRIES_PER_WRITE: usize = 512;
+const PEER_ENTRIES_PER_WRITE: usize = 512;
 
 /// Per-peer facts kept between syncs. New fields must have defaults so old records decode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ impl Store {
         self.peer_put_many(peer, std::slice::from_ref(entry))
     }
 
-    /// Record several entries of `peer`, [`PEER_ENTRIES_PER_WRITE`] to an index write. A cache,
+    /// Record several entries of `peer`, 512 to an index write. A cache,
     /// so not one atomic batch: a crash between two writes leaves some entries of the older
     /// session, which costs a comparison, never data. (One batch of a session that settled
     /// 10^6 files held gigabytes in sled at once: the initiator peaked at 14.5 GiB.)

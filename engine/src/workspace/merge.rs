@@ -27,7 +27,7 @@ const BASES_PER_WRITE: usize = 512;
 
 /// Merge bases of agreed versions (already on disk on both sides) that one call of
 /// [`Workspace::record_merge_bases`] copies into the store itself; the rest are deferred.
-pub const INLINE_BASES: usize = 256;
+const INLINE_BASES: usize = 256;
 
 /// The index record of `entry` as its path's merge base, unless it cannot be one (a tombstone,
 /// or too large to merge).
@@ -253,7 +253,7 @@ impl Workspace {
     /// Best effort: a failure is logged and only means a later merge lacks its ancestor.
     ///
     /// These versions are on disk on both sides (the same bytes), so only the first
-    /// [`INLINE_BASES`] are copied into the store here; the others are recorded at once and
+    /// 256 are copied into the store here; the others are recorded at once and
     /// copied later by [`Workspace::keep_deferred_versions`] (the daemon's keeper, a few seconds
     /// after the session). Settling two identical workspaces of 10^5 notes copied every one of
     /// them within the session, on both sides, one after the other. A deferred base whose file

@@ -1,6 +1,6 @@
 //! Receiving a peer's versions: deciding each under its merge policy ([`Workspace::plan`]),
 //! what must be fetched, staging what arrives, and carrying the plan out ([`Workspace::apply`]):
-//! index-only actions, conflict copies and merges item by item, files in durable batches.
+//! conflict copies and merges item by item, index-only updates and files in batches.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -118,10 +118,12 @@ impl Workspace {
 
     /// Carry out planned items received from a peer; one report per item, in item order.
     ///
-    /// Index-only actions and conflict copies happen item by item; files to write or delete
-    /// are gathered and applied [`apply::batch_files`] at a time through [`apply::apply_batch`],
-    /// so a batch costs two file-system syncs and one index commit. An item whose path is
-    /// already waiting in the batch first flushes it, so it sees the earlier item's result.
+    /// Conflict copies and merges happen item by item; index-only updates (a merged vector, a
+    /// tombstone recorded) are committed 512 at a time; files to write or
+    /// delete are gathered and applied [`apply::batch_files`] at a time through
+    /// [`apply::apply_batch`], so a batch costs two file-system syncs and one index commit. An
+    /// item whose path is already waiting in either first flushes it, so it sees the earlier
+    /// item's result.
     pub fn apply(
         &self,
         items: Vec<PlanItem>,
