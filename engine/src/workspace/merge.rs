@@ -29,10 +29,14 @@ const BASES_PER_WRITE: usize = 512;
 /// [`Workspace::record_merge_bases`] copies into the store itself; the rest are deferred.
 const INLINE_BASES: usize = 256;
 
-/// The index record of `entry` as its path's merge base, unless it cannot be one (a tombstone,
-/// or too large to merge).
+/// True if `entry` can be a merge base: not a tombstone, not too large to merge.
+fn can_be_base(entry: &FileEntry) -> bool {
+    !entry.is_tombstone() && entry.size <= MERGE_LIMIT
+}
+
+/// The index record of `entry` as its path's merge base, unless it cannot be one.
 fn base_record(entry: &FileEntry) -> Option<(String, Vec<u8>)> {
-    if entry.is_tombstone() || entry.size > MERGE_LIMIT {
+    if !can_be_base(entry) {
         return None;
     }
     let record = postcard::to_allocvec(&(entry.content, &entry.version)).ok()?;
@@ -286,7 +290,7 @@ impl Workspace {
     /// True if `entry` is its path's recorded merge base but the store does not hold it yet
     /// (a base [`Workspace::record_merge_bases`] deferred).
     pub(super) fn is_deferred_base(&self, entry: &FileEntry) -> bool {
-        if base_record(entry).is_none() || !self.policy_of(&entry.path).merges() {
+        if !can_be_base(entry) || !self.policy_of(&entry.path).merges() {
             return false;
         }
         let Ok(Some(raw)) = self.store.kv_get(MERGE_BASES, entry.path.as_str()) else {
@@ -320,7 +324,7 @@ impl Workspace {
     ) {
         let mut records = Vec::new();
         for entry in entries {
-            if base_record(entry).is_none() {
+            if !can_be_base(entry) {
                 continue;
             }
             let mut held = |id: &Hash, len: u32| {
