@@ -101,11 +101,12 @@ impl MerkleTree {
     }
 
     /// Add or replace the entry at `entry.path`. The workspace root itself is not an entry and is
-    /// ignored.
-    pub fn insert(&mut self, entry: &FileEntry) {
+    /// ignored. Returns true if the tree changed: the path's leaf is new or has another hash (a
+    /// new stat record of the same version is no change).
+    pub fn insert(&mut self, entry: &FileEntry) -> bool {
         let hash = leaf_hash(entry);
         let Some((dirs, name)) = split(&entry.path) else {
-            return;
+            return false;
         };
         let mut dir = &mut self.root;
         dir.changed();
@@ -117,11 +118,11 @@ impl MerkleTree {
             dir = match node {
                 Node::Dir(d) => d,
                 // Keys with kind `Dir` always hold a `Node::Dir`.
-                Node::File { .. } => return,
+                Node::File { .. } => return false,
             };
             dir.changed();
         }
-        dir.children.insert(
+        let before = dir.children.insert(
             (name.to_owned(), ChildKind::File),
             Node::File {
                 path: entry.path.clone(),
@@ -129,6 +130,7 @@ impl MerkleTree {
                 tombstone: entry.is_tombstone(),
             },
         );
+        !matches!(before, Some(Node::File { hash: old, .. }) if old == hash)
     }
 
     /// Remove the entry at `path`, and the directories it leaves empty. Returns true if there was

@@ -30,6 +30,7 @@ use crate::scan::{self, ChangeKind, ScanContext, ScanError, ScanSummary};
 use crate::secrets::SecretRules;
 use crate::store::{LocalUpdate, OpenOutcome, Store, StoreError};
 
+mod journal;
 mod local_versions;
 mod merge;
 mod mirror;
@@ -339,7 +340,8 @@ impl Workspace {
                     LocalUpdate::Remove(p) => m.remove(&p),
                 }
             }
-            (m.tree.root(), m.tree.file_count())
+            let s = m.noted_summary();
+            (s.root, s.files)
         };
         if deferred {
             self.set_deferred(true);
@@ -354,8 +356,17 @@ impl Workspace {
     /// The Merkle root and file count of the index as it is (no rescan; the index is not
     /// loaded into memory for it).
     pub fn snapshot(&self) -> (Hash, u64) {
-        let s = self.lock_as_is().summary();
+        let s = self.lock_as_is().noted_summary();
         (s.root, s.files)
+    }
+
+    /// The paths whose entries changed here (or left the tree) since our tree last had `root`,
+    /// each once, if we remember that root (one of our last 64, in this process or the index
+    /// it opened) and every change since: a peer whose root is `root` holds exactly the
+    /// entries we held then, so it differs from us at most there. `None` if not known; the
+    /// session then walks the tree.
+    pub fn changed_since(&self, root: Hash) -> Result<Option<Vec<RelPath>>, WorkspaceError> {
+        Ok(self.lock()?.changed_since(root))
     }
 
     /// Children of a directory in the Merkle tree.

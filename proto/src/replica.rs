@@ -140,6 +140,15 @@ pub trait Replica: Send + Sync + 'static {
     /// Bring the index up to date with the files (a stat-cache rescan) and return the root.
     fn refresh(&self) -> Result<Snapshot, ReplicaError>;
 
+    /// The paths whose entries changed here since our tree last had `root`, each once, if this
+    /// replica remembers that root and every change since (`None` otherwise: the session walks
+    /// the tree). A peer whose root is `root` holds the entries we held then, so it differs from
+    /// us at most at these paths (feature `direct-offer`).
+    fn changed_since(&self, root: Hash) -> Result<Option<Vec<RelPath>>, ReplicaError> {
+        let _ = root;
+        Ok(None)
+    }
+
     /// The children of a directory of the current Merkle tree (`None`: no such directory).
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError>;
 

@@ -175,8 +175,9 @@ fn tombstone(path: &str) -> WireEntry {
 
 #[test]
 fn an_offer_may_name_only_paths_whose_entries_were_asked_for() {
+    let without = Features::from_bits(Features::SUPPORTED.bits() & !Features::DIRECT_OFFER.bits());
     for asked in [false, true] {
-        let mut o = ResponderOrder::new(Features::SUPPORTED);
+        let mut o = ResponderOrder::new(without);
         o.accept(&summary(SessionMode::Push)).unwrap();
         if asked {
             o.accept(&Message::GetEntries {
@@ -192,4 +193,27 @@ fn an_offer_may_name_only_paths_whose_entries_were_asked_for() {
         });
         assert_eq!(offered.is_ok(), asked, "{offered:?}");
     }
+}
+
+#[test]
+fn with_direct_offer_an_offer_may_name_paths_never_asked_for() {
+    let mut o = ResponderOrder::new(Features::SUPPORTED);
+    o.accept(&summary(SessionMode::Push)).unwrap();
+    let offered = o.accept(&Message::Offer {
+        entries: vec![tombstone("memory/a.md")],
+        dry_run: false,
+        last: true,
+        force: false,
+    });
+    assert!(offered.is_ok(), "{offered:?}");
+    // The mode still has to send.
+    let mut pull = ResponderOrder::new(Features::SUPPORTED);
+    pull.accept(&summary(SessionMode::Pull)).unwrap();
+    let offered = pull.accept(&Message::Offer {
+        entries: vec![tombstone("memory/a.md")],
+        dry_run: false,
+        last: true,
+        force: false,
+    });
+    assert!(offered.is_err(), "{offered:?}");
 }

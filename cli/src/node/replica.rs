@@ -303,6 +303,10 @@ impl Replica for LiveReplica {
         })
     }
 
+    fn changed_since(&self, root: Hash) -> Result<Option<Vec<RelPath>>, ReplicaError> {
+        self.ws.changed_since(root).map_err(err)
+    }
+
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
         Ok(self
             .ws

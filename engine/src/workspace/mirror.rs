@@ -18,6 +18,7 @@ use crate::path::RelPath;
 use crate::store::Store;
 
 use super::WorkspaceError;
+use super::journal::Journal;
 
 /// The in-memory copy of the local index and the tree over it.
 ///
@@ -36,6 +37,9 @@ pub(super) struct Mirror {
     /// Set by every [`Mirror::ensure_loaded`], cleared by [`Mirror::unload_if_unused`]: a
     /// second chance, so that only a mirror nobody used between two calls is dropped.
     used: bool,
+    /// The paths the tree changed at since each of its recent roots; kept while unloaded (the
+    /// tree decoded again is the same tree).
+    journal: Journal,
 }
 
 /// What is kept of an unloaded mirror: what a no-op sync and the mass-delete guard ask.
@@ -53,23 +57,33 @@ impl Mirror {
     pub(super) fn load(store: &Store) -> Result<Mirror, WorkspaceError> {
         let index = store.local_all()?;
         let tree = MerkleTree::build(index.values().map(|l| &l.entry));
+        let mut journal = Journal::default();
+        // The tree as the index holds it: a peer synced with the process that wrote it may be
+        // at this root.
+        journal.at_root(tree.root());
         Ok(Mirror {
             index: Arc::new(index),
             tree,
             unloaded: None,
             used: true,
+            journal,
         })
     }
 
     /// Decode the mirror again if it was unloaded, and note the use. Every reader of `index`
     /// or `tree` goes through this first (the workspace's `lock`).
     pub(super) fn ensure_loaded(&mut self, store: &Store) -> Result<(), WorkspaceError> {
-        if self.unloaded.is_some() {
-            let loaded = Mirror::load(store)?;
+        if let Some(was) = self.unloaded {
+            let mut loaded = Mirror::load(store)?;
             tracing::debug!(
                 entries = loaded.index.len(),
                 "index loaded back into memory"
             );
+            loaded.journal = std::mem::take(&mut self.journal);
+            if loaded.tree.root() != was.root {
+                // Not the tree that was unloaded: its changes were not noted.
+                loaded.journal.forget();
+            }
             *self = loaded;
         }
         self.used = true;
@@ -104,6 +118,7 @@ impl Mirror {
         let dropped = self.index.len();
         *self = Mirror {
             unloaded: Some(summary),
+            journal: std::mem::take(&mut self.journal),
             ..Mirror::default()
         };
         dropped
@@ -116,16 +131,36 @@ impl Mirror {
 
     /// Record `entry` (committed to the index already) in the map and the tree.
     pub(super) fn put(&mut self, entry: LocalEntry) {
-        self.tree.insert(&entry.entry);
+        if self.tree.insert(&entry.entry) {
+            self.journal.changed(&entry.entry.path);
+        }
         Arc::make_mut(&mut self.index).insert(entry.entry.path.clone(), entry);
     }
 
     /// Forget `path` (removed from the index already).
     pub(super) fn remove(&mut self, path: &RelPath) {
-        self.tree.remove(path);
+        if self.tree.remove(path) {
+            self.journal.changed(path);
+        }
         if self.index.contains_key(path) {
             Arc::make_mut(&mut self.index).remove(path);
         }
+    }
+
+    /// The root and the file count, loaded or not; a root computed from the tree is noted in
+    /// the journal (a peer may hold it later).
+    pub(super) fn noted_summary(&mut self) -> Summary {
+        let summary = self.summary();
+        if self.unloaded.is_none() {
+            self.journal.at_root(summary.root);
+        }
+        summary
+    }
+
+    /// The paths changed since the tree had `root` (some may be gone from it: removed by a
+    /// selection change or a purge), if the journal knows that root.
+    pub(super) fn changed_since(&self, root: Hash) -> Option<Vec<RelPath>> {
+        self.journal.since(root)
     }
 }
 
@@ -308,6 +343,67 @@ mod tests {
         };
         let (again, _) = Workspace::open(dir.path(), local).unwrap();
         assert_eq!(again.snapshot(), (root, 3));
+    }
+
+    #[test]
+    fn the_paths_changed_since_an_earlier_root_are_known_across_an_unload() {
+        let (dir, ws) = workspace_with(&[("memory/a.md", b"a"), ("memory/b.md", b"b")]);
+        let (root, _) = ws.snapshot();
+        ws.unload_index_if_unused();
+        assert_eq!(ws.unload_index_if_unused(), 2);
+
+        fs::write(dir.path().join("memory/a.md"), b"a, edited").unwrap();
+        fs::write(dir.path().join("memory/c.md"), b"c").unwrap();
+        let now = ws.refresh(2_000).unwrap().root;
+        let since = ws.changed_since(root).unwrap().unwrap();
+        assert_eq!(
+            since.iter().map(RelPath::as_str).collect::<Vec<_>>(),
+            ["memory/a.md", "memory/c.md"]
+        );
+        assert_eq!(ws.changed_since(now).unwrap(), Some(Vec::new()));
+        assert_eq!(ws.changed_since(Hash([9; 32])).unwrap(), None, "never ours");
+    }
+
+    #[test]
+    fn a_workspace_opened_again_knows_the_root_its_index_was_left_at() {
+        let (dir, ws) = workspace_with(&[("memory/a.md", b"a")]);
+        let (left_at, _) = ws.snapshot();
+        drop(ws);
+        let local = Attribution {
+            peer: PeerId([3; 32]),
+            agent: AgentLabel::new("unit"),
+            machine: MachineName::default(),
+        };
+        let (again, _) = Workspace::open(dir.path(), local).unwrap();
+        fs::write(dir.path().join("memory/b.md"), b"b").unwrap();
+        again.refresh(2_000).unwrap();
+        assert_eq!(
+            again.changed_since(left_at).unwrap(),
+            Some(vec![RelPath::new("memory/b.md").unwrap()])
+        );
+    }
+
+    #[test]
+    fn a_path_gone_from_the_tree_is_a_change_and_a_same_version_is_not() {
+        let a = RelPath::new("memory/a.md").unwrap();
+        let mut mirror = Mirror::default();
+        mirror.put(local_entry("memory/a.md", b"a"));
+        let root = mirror.noted_summary().root;
+        // A new stat record of the same version changes nothing a peer could see.
+        mirror.put(local_entry("memory/a.md", b"a"));
+        assert_eq!(mirror.changed_since(root), Some(Vec::new()));
+        mirror.put(local_entry("memory/b.md", b"b"));
+        assert_eq!(
+            mirror.changed_since(root),
+            Some(vec![RelPath::new("memory/b.md").unwrap()])
+        );
+        // Removed entirely (a selection change, a purge): still a path where a peer at that
+        // root differs.
+        mirror.remove(&a);
+        assert_eq!(
+            mirror.changed_since(root),
+            Some(vec![a, RelPath::new("memory/b.md").unwrap()])
+        );
     }
 
     #[test]

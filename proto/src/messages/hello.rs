@@ -48,6 +48,11 @@ impl Features {
     /// [`crate::budget::Deadlines::keep_alive`] (`Working`), so a long apply is not taken for a
     /// dead peer.
     pub const STILL_WORKING: Features = Features(1 << 10);
+    /// Bit 11: the initiator may `Offer` paths it did not ask entries for. When the responder's
+    /// root is one its own tree had lately, the paths changed here since are the differing
+    /// paths, found without the descent (and offered without the responder's entries in a
+    /// push).
+    pub const DIRECT_OFFER: Features = Features(1 << 11);
 
     /// Every feature this implementation supports.
     pub const SUPPORTED: Features = Features(
@@ -59,7 +64,8 @@ impl Features {
             | Self::DELTA.0
             | Self::BUCKETS.0
             | Self::LONG_LISTS.0
-            | Self::STILL_WORKING.0,
+            | Self::STILL_WORKING.0
+            | Self::DIRECT_OFFER.0,
     );
 
     /// From raw bits (any bits allowed).
@@ -117,6 +123,9 @@ impl fmt::Debug for Features {
         }
         if self.contains(Features::STILL_WORKING) {
             names.push("still-working".to_owned());
+        }
+        if self.contains(Features::DIRECT_OFFER) {
+            names.push("direct-offer".to_owned());
         }
         let unknown = self.0 & !Features::SUPPORTED.0;
         if unknown != 0 {

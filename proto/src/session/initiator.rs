@@ -47,6 +47,8 @@ enum Expect {
     VolunteeredMesh,
     /// The parity report.
     Parity,
+    /// Our paths changed since our tree had the peer's root, if we know them.
+    ChangedSince,
     /// Our children of the descent's frontier.
     Children,
     /// The peer's `Nodes` / `Buckets` replies of one level.
@@ -389,6 +391,26 @@ impl Initiator {
                 self.report.counters.round_trips += 1;
                 self.recv(Expect::Hello, Some(Phase::Summary));
             }
+            (Expect::ChangedSince, Answer::Changed(known)) => match known {
+                Some(paths) if !paths.is_empty() => {
+                    // The peer holds what we held at its root, so it differs from us at most at
+                    // these paths: what a descent would find, found without one.
+                    debug!(
+                        paths = paths.len(),
+                        "the peer's root is an earlier one of ours"
+                    );
+                    self.report.direct_offer = true;
+                    self.paths = paths;
+                    if self.pulls() {
+                        // Its versions there are not always older than ours (a repair moves
+                        // ours back so that the peer's wins): ask for them as after a descent.
+                        self.ask_entries();
+                    } else {
+                        self.push();
+                    }
+                }
+                _ => self.walk(),
+            },
             (Expect::Children, Answer::Children(ours)) => {
                 let walk = self.descent()?;
                 let requests = walk.requests(ours).map_err(SessionError::Protocol)?;
@@ -557,7 +579,9 @@ impl Initiator {
         }
     }
 
-    /// Equal roots: nothing to walk. Otherwise the descent starts.
+    /// Equal roots: nothing to walk. A root we had lately (feature `direct-offer`): what
+    /// changed here since differs, without a descent (offered at once in a push). Otherwise
+    /// the descent starts.
     fn compare(&mut self) {
         if self.their_root == self.report.root {
             // Equal roots, but a file either side could not read may hold changes.
@@ -565,6 +589,15 @@ impl Initiator {
             self.mesh();
             return;
         }
+        if self.features.contains(Features::DIRECT_OFFER) {
+            self.need(Expect::ChangedSince, Need::ChangedSince(self.their_root));
+        } else {
+            self.walk();
+        }
+    }
+
+    /// Start the Merkle descent.
+    fn walk(&mut self) {
         let descent = if self.features.contains(Features::BUCKETS) {
             Descent::with_buckets(BUCKET_FROM_CHILDREN)
         } else {
@@ -597,13 +630,18 @@ impl Initiator {
                     self.push();
                     return;
                 }
-                let (asked, requests) = EntriesAsked::new(&self.paths);
-                self.asked = Some(asked);
-                self.report.counters.round_trips += 1;
-                self.expect = Expect::Entries;
-                self.out.push_back(Io::Exchange(requests));
+                self.ask_entries();
             }
         }
+    }
+
+    /// Ask the peer's entries of the differing paths.
+    fn ask_entries(&mut self) {
+        let (asked, requests) = EntriesAsked::new(&self.paths);
+        self.asked = Some(asked);
+        self.report.counters.round_trips += 1;
+        self.expect = Expect::Entries;
+        self.out.push_back(Io::Exchange(requests));
     }
 
     fn fetch(&mut self, items: Vec<PlanItem>) {

@@ -126,6 +126,10 @@ pub struct SessionReport {
     pub skipped: Vec<String>,
     /// How many selected files the peer's rescan could not read (from its `Summary`).
     pub peer_skipped: u64,
+    /// True if the peer's root was one our tree had lately, so the session offered what
+    /// changed here since instead of walking the tree (feature `direct-offer`).
+    #[serde(skip)]
+    pub direct_offer: bool,
     /// Our root at the start of the session.
     #[serde(skip)]
     pub root: botsync_engine::Hash,

@@ -10,8 +10,9 @@
 //! - the first message is the initiator's `Summary`, once; nothing else comes before it;
 //! - then, in any order: `GetNodes`, `GetEntries`, `Offer` batches, the mesh messages (with their
 //!   feature), `GetState` once (with STATE), then the pushed `State` batches up to `last`;
-//! - an `Offer` needs a mode that sends (Sync, Push, or DryRun with `dry_run` set) and may name
-//!   only paths whose entries the initiator asked for in this session;
+//! - an `Offer` needs a mode that sends (Sync, Push, or DryRun with `dry_run` set) and, unless
+//!   `direct-offer` was negotiated, may name only paths whose entries the initiator asked for
+//!   in this session;
 //! - `Goodbye` ends the session; after it, or after any refusal, nothing is accepted.
 
 use std::collections::HashSet;
@@ -151,7 +152,11 @@ impl ResponderOrder {
                     SessionMode::DryRun if *dry_run => {}
                     m => return Err(format!("offer in a session whose summary said {m:?}")),
                 }
-                if let Some(w) = entries.iter().find(|w| !self.asked.contains(&w.file.path)) {
+                let direct = self.features.contains(Features::DIRECT_OFFER);
+                if let Some(w) = entries
+                    .iter()
+                    .find(|w| !direct && !self.asked.contains(&w.file.path))
+                {
                     return Err(format!(
                         "offer of {}, whose entries were never asked for in this session",
                         w.file.path

@@ -65,6 +65,8 @@ pub enum Io {
 pub enum Need {
     /// Bring the index up to date ([`Answer::Snapshot`]).
     Snapshot,
+    /// The paths changed here since our tree had this root, if known ([`Answer::Changed`]).
+    ChangedSince(Hash),
     /// Our children of each directory, in order, none for a directory we lack
     /// ([`Answer::Children`]).
     Children(Vec<RelPath>),
@@ -139,6 +141,8 @@ pub enum Need {
 pub enum Answer {
     /// To [`Need::Snapshot`].
     Snapshot(Snapshot),
+    /// To [`Need::ChangedSince`].
+    Changed(Option<Vec<RelPath>>),
     /// To [`Need::Children`].
     Children(Vec<Vec<crate::messages::NodeChild>>),
     /// To [`Need::Nodes`].
@@ -213,6 +217,7 @@ pub struct Settle {
 pub fn execute<R: Replica + ?Sized>(replica: &R, need: Need) -> Result<Answer, ReplicaError> {
     Ok(match need {
         Need::Snapshot => Answer::Snapshot(replica.refresh()?),
+        Need::ChangedSince(root) => Answer::Changed(replica.changed_since(root)?),
         Need::Children(dirs) => Answer::Children(
             dirs.iter()
                 .map(|d| replica.children(d).map(Option::unwrap_or_default))

@@ -318,6 +318,10 @@ impl Replica for TestReplica {
         })
     }
 
+    fn changed_since(&self, root: Hash) -> Result<Option<Vec<RelPath>>, ReplicaError> {
+        self.ws.changed_since(root).map_err(err)
+    }
+
     fn children(&self, dir: &RelPath) -> Result<Option<Vec<NodeChild>>, ReplicaError> {
         Ok(self
             .ws

@@ -129,7 +129,8 @@ async fn an_offer_in_a_pull_session_is_refused() {
 async fn an_offer_of_paths_never_asked_for_is_refused() {
     let mut s = listen_memory().await;
     let mut script = s.script().await;
-    script.open(SessionMode::Push).await;
+    let without = Features::from_bits(Features::SUPPORTED.bits() & !Features::DIRECT_OFFER.bits());
+    script.open_with(without, SessionMode::Push).await;
     offer(
         &mut script,
         vec![file("memory/a.md", s.client_id, b"pushed")],
@@ -140,6 +141,47 @@ async fn an_offer_of_paths_never_asked_for_is_refused() {
     assert_eq!(script.closed().await, Some(CloseCode::ProtocolError));
     assert!(s.served().await.unwrap_err().contains("never asked"));
     assert_eq!(s.replica.read("memory/a.md"), None);
+}
+
+/// With `direct-offer` the initiator may offer what it changed since the responder's root was
+/// one of its own: the responder plans the offer against its own versions like any other.
+#[tokio::test]
+async fn with_direct_offer_an_offer_without_the_descent_is_taken() {
+    let s = listen_memory().await;
+    let mut script = s.script().await;
+    script.open(SessionMode::Push).await;
+    offer(
+        &mut script,
+        vec![file("memory/a.md", s.client_id, b"pushed")],
+    )
+    .await;
+    // The responder fetches the pushed chunk from us.
+    let (mut send, mut recv) = script.conn.accept_bi().await.unwrap();
+    let request = read_frame(&mut recv).await.unwrap();
+    assert!(
+        matches!(request, Some(Message::GetChunks { .. })),
+        "{request:?}"
+    );
+    write_frame(
+        &mut send,
+        &Message::ChunkData(ChunkData::compress(
+            Hash::of(b"pushed"),
+            b"pushed".to_vec(),
+            false,
+        )),
+    )
+    .await
+    .unwrap();
+    let _ = send.finish();
+    let reply = script.recv().await;
+    assert!(
+        matches!(&reply, Some(Message::OfferResult { items, last: true }) if items.len() == 1),
+        "{reply:?}"
+    );
+    assert_eq!(
+        s.replica.read("memory/a.md").as_deref(),
+        Some(&b"pushed"[..])
+    );
 }
 
 #[tokio::test]
