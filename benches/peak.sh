@@ -5,9 +5,10 @@
 # and VmRSS. With HEAPTRACK=1 the sending daemon runs under heaptrack (DATA/a.heap.zst is kept
 # and its path printed). With SETTLE=1, b starts as hard links to a's notes, scanned on its own,
 # and the sync settles the two (every version vector merged: benches/scale.sh's settling sync).
-# Local versions off, as in benches/scale.sh. Not in CI.
+# With REST=1 it then waits until both daemons let go of their index and reads what they hold at
+# rest. Local versions off, as in benches/scale.sh. Not in CI.
 #
-#   [BOTSYNC=target/release/botsync] [DATA=/var/tmp/botsync-peak] [HEAPTRACK=1] [SETTLE=1]
+#   [BOTSYNC=target/release/botsync] [DATA=/var/tmp/botsync-peak] [HEAPTRACK=1] [SETTLE=1] [REST=1]
 #   benches/peak.sh [N]
 #
 # Default N: 20,000. Ports 127.0.0.1:47620 (a) and :47621 (b).
@@ -57,3 +58,15 @@ echo "binary $BOTSYNC; $N notes${SETTLE:+ (settled: b identical, scanned alone)}
 echo "sender a: peak $(kib "$pa" VmHWM), now $(kib "$pa" VmRSS); receiver b: peak $(kib "$pb" VmHWM), now $(kib "$pb" VmRSS)"
 [ -n "${HEAPTRACK:-}" ] && echo "heap profile of a: $DATA/a.heap.zst (after the daemons stop)"
 if diff -r --exclude=.botsync a b >/dev/null; then echo "diff -r a b: identical"; else echo "diff -r a b: DIFFERENT"; exit 1; fi
+if [ -n "${REST:-}" ]; then
+    # Until both daemons let go of their index (daemon.unload_index_secs unused, 60-120 s),
+    # at most 600 s; then what they hold at rest.
+    in_memory() { "$BOTSYNC" -w "$1" --json status | python3 -c 'import json, sys; print(json.load(sys.stdin)["daemon"]["index_in_memory"])'; }
+    t2=$(date +%s)
+    while [ "$(in_memory a)" != False ] || [ "$(in_memory b)" != False ]; do
+        [ $(( $(date +%s) - t2 )) -lt 600 ] || { echo "index still in memory after 600 s"; break; }
+        sleep 5
+    done
+    sleep 12 # a give-back tick of the allocator (cli/src/daemon/malloc.rs)
+    echo "at rest ($(( $(date +%s) - t2 )) s after the sync): sender a $(kib "$pa" VmRSS), receiver b $(kib "$pb" VmRSS)"
+fi
