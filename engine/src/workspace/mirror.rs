@@ -213,18 +213,23 @@ mod tests {
         Workspace::init(dir.path(), None).unwrap();
         fs::create_dir(dir.path().join("memory")).unwrap();
         fs::write(dir.path().join("memory/a.md"), b"a").unwrap();
-        let local = Attribution {
-            peer: PeerId([3; 32]),
-            agent: AgentLabel::new("unit"),
-            machine: MachineName::default(),
-        };
-        let (ws, _) = Workspace::open(dir.path(), local).unwrap();
+        let ws = open_as(3, dir.path());
         for now_ns in [1_000, 2_000] {
             let refresh = ws.refresh(now_ns).unwrap();
             assert_eq!(refresh.files, 1);
             // Held by the mirror alone: the next update (an apply) needs no copy.
             assert_eq!(Arc::strong_count(&ws.lock().unwrap().index), 1);
         }
+    }
+
+    /// The workspace at `dir`, opened as the peer `[peer; 32]`.
+    fn open_as(peer: u8, dir: &std::path::Path) -> Workspace {
+        let local = Attribution {
+            peer: PeerId([peer; 32]),
+            agent: AgentLabel::new("unit"),
+            machine: MachineName::default(),
+        };
+        Workspace::open(dir, local).unwrap().0
     }
 
     fn workspace_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Workspace) {
@@ -239,12 +244,7 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, bytes).unwrap();
         }
-        let local = Attribution {
-            peer: PeerId([peer; 32]),
-            agent: AgentLabel::new("unit"),
-            machine: MachineName::default(),
-        };
-        let (ws, _) = Workspace::open(dir.path(), local).unwrap();
+        let ws = open_as(peer, dir.path());
         ws.refresh(1_000).unwrap();
         (dir, ws)
     }
@@ -336,12 +336,7 @@ mod tests {
         // The same root as a process that opens the workspace afresh.
         let root = refresh.root;
         drop(ws);
-        let local = Attribution {
-            peer: PeerId([3; 32]),
-            agent: AgentLabel::new("unit"),
-            machine: MachineName::default(),
-        };
-        let (again, _) = Workspace::open(dir.path(), local).unwrap();
+        let again = open_as(3, dir.path());
         assert_eq!(again.snapshot(), (root, 3));
     }
 
@@ -369,12 +364,7 @@ mod tests {
         let (dir, ws) = workspace_with(&[("memory/a.md", b"a")]);
         let (left_at, _) = ws.snapshot();
         drop(ws);
-        let local = Attribution {
-            peer: PeerId([3; 32]),
-            agent: AgentLabel::new("unit"),
-            machine: MachineName::default(),
-        };
-        let (again, _) = Workspace::open(dir.path(), local).unwrap();
+        let again = open_as(3, dir.path());
         fs::write(dir.path().join("memory/b.md"), b"b").unwrap();
         again.refresh(2_000).unwrap();
         assert_eq!(
