@@ -225,22 +225,24 @@ pub fn run(ctx: &Ctx, peer: Option<&str>, mode: Mode, how: How, itemize: bool) -
             .iter()
             .flat_map(|(_, r)| r.skipped.iter().map(|l| SkippedView::parse(l))),
     );
-    let doc = serde_json::json!({
-        "ok": !failed,
-        "exit_code": code,
-        "dry_run": how.dry_run,
-        "peers": results,
-        "skipped": skipped,
-    });
-    let human = human(&reports, mode.wire(), how.dry_run, itemize, &skipped);
-    let mut reply = Reply::ok(doc, human)?;
-    reply.exit_code = code;
     // One line per failed peer on stderr, also with --json (where it is in the document too).
-    reply.warnings = results
+    let warnings = results
         .iter()
         .filter(|r| !r.ok)
         .map(|r| r.error.clone().unwrap_or_else(|| "unknown failure".into()))
         .collect();
+    let human = human(&reports, mode.wire(), how.dry_run, itemize, &skipped);
+    // Built field by field so that each part is moved in, not copied (`json!` copies a value
+    // it is given): the views of a large sync are let go as soon as they are a document.
+    let mut doc = serde_json::Map::new();
+    doc.insert("ok".into(), (!failed).into());
+    doc.insert("exit_code".into(), code.into());
+    doc.insert("dry_run".into(), how.dry_run.into());
+    doc.insert("peers".into(), serde_json::to_value(results)?);
+    doc.insert("skipped".into(), serde_json::to_value(skipped)?);
+    let mut reply = Reply::ok_doc(doc.into(), human);
+    reply.exit_code = code;
+    reply.warnings = warnings;
     // The seed's "notify the chatroom" step: in a workspace whose agents use the feed (it
     // exists), a push or two-way sync that moved files says so there, and sends that line to
     // the same peers at once so a finished sync leaves everyone in sync. A pull changes

@@ -310,21 +310,21 @@ impl Initiator {
                     // More batches follow (a push of more than one batch of files): without
                     // asking for the next, the session ended here reporting nothing pushed.
                     self.recv(Expect::OfferResults, None);
+                } else if self.opts.dry_run {
+                    self.report.pushed = std::mem::take(&mut self.offer.results);
+                    self.after_files();
                 } else {
-                    self.report.pushed = self.offer.results.clone();
-                    if self.opts.dry_run {
-                        self.after_files();
-                    } else {
-                        let offer = std::mem::take(&mut self.offer);
-                        self.need(
-                            Expect::Settled,
-                            Need::Settle(Settle {
-                                results: offer.results,
-                                offered: offer.offered,
-                                theirs: offer.theirs,
-                            }),
-                        );
-                    }
+                    // The results go to settle and come back for the report (a push of 10^5
+                    // files made them worth not copying).
+                    let offer = std::mem::take(&mut self.offer);
+                    self.need(
+                        Expect::Settled,
+                        Need::Settle(Settle {
+                            results: offer.results,
+                            offered: offer.offered,
+                            theirs: offer.theirs,
+                        }),
+                    );
                 }
             }
             Expect::MeshAfter => {
@@ -448,7 +448,10 @@ impl Initiator {
                 self.fetch(items);
             }
             (Expect::OurEntries, Answer::Entries(ours)) => self.offer(ours)?,
-            (Expect::Settled, Answer::Done) => self.after_files(),
+            (Expect::Settled, Answer::Settled(results)) => {
+                self.report.pushed = results;
+                self.after_files();
+            }
             (Expect::Recorded, Answer::Done) => self.mesh(),
             (Expect::MeshTaken, Answer::MeshChanges(changes)) => {
                 self.report.mesh = changes;

@@ -89,7 +89,8 @@ pub enum Need {
     Plan(Vec<FileEntry>),
     /// Check the delete guard for a plan ([`Answer::Guard`]).
     CheckDeletes(Vec<PlanItem>),
-    /// After an offer: record what the peer took ([`Answer::Done`]); see [`Settle`].
+    /// After an offer: record what the peer took ([`Answer::Settled`], which hands the results
+    /// back for the report); see [`Settle`].
     Settle(Settle),
     /// Remember the peer's root and versions after a session ([`Answer::Done`]).
     RecordPeer {
@@ -159,8 +160,10 @@ pub enum Answer {
     Planned(Vec<PlanItem>),
     /// To [`Need::CheckDeletes`].
     Guard(Result<(), MassDelete>),
-    /// To [`Need::Settle`] and [`Need::RecordPeer`].
+    /// To [`Need::RecordPeer`].
     Done,
+    /// To [`Need::Settle`]: the peer's results, as they came.
+    Settled(Vec<ItemReport>),
     /// To [`Need::MeshConfig`].
     Mesh(Vec<MeshFile>),
     /// To [`Need::TakeMesh`].
@@ -256,10 +259,7 @@ pub fn execute<R: Replica + ?Sized>(replica: &R, need: Need) -> Result<Answer, R
                 .collect(),
         ),
         Need::CheckDeletes(items) => Answer::Guard(replica.check_deletes(&items)),
-        Need::Settle(s) => {
-            settle(replica, s)?;
-            Answer::Done
-        }
+        Need::Settle(s) => Answer::Settled(settle(replica, s)?),
         Need::RecordPeer { peer, root, remote } => {
             replica.record_peer(peer, root, &remote)?;
             Answer::Done
@@ -335,7 +335,7 @@ fn screen<R: Replica + ?Sized>(
 }
 
 /// See [`Settle`].
-fn settle<R: Replica + ?Sized>(replica: &R, s: Settle) -> Result<(), ReplicaError> {
+fn settle<R: Replica + ?Sized>(replica: &R, s: Settle) -> Result<Vec<ItemReport>, ReplicaError> {
     let done = |r: &&ItemReport| r.outcome == Outcome::Done;
     let agreed: Vec<RelPath> = s
         .results
@@ -356,7 +356,7 @@ fn settle<R: Replica + ?Sized>(replica: &R, s: Settle) -> Result<(), ReplicaErro
         .filter_map(|r| Some((s.theirs.get(&r.path)?, s.offered.get(&r.path)?)))
         .collect();
     let Some(peer) = pairs.first().map(|(t, _)| t.changed_by.peer) else {
-        return Ok(());
+        return Ok(s.results);
     };
     let merges: Vec<PlanItem> = pairs
         .into_iter()
@@ -373,7 +373,8 @@ fn settle<R: Replica + ?Sized>(replica: &R, s: Settle) -> Result<(), ReplicaErro
             }
         })
         .collect();
-    replica.apply(merges, peer, HeldChunks::new()).map(|_| ())
+    replica.apply(merges, peer, HeldChunks::new())?;
+    Ok(s.results)
 }
 
 /// A replica answer or a transfer result the machine did not ask for (`what`, while it waited
