@@ -1,7 +1,9 @@
-//! Message sequences against the responder's order rules (`session::order`): the first byte
-//! picks the negotiated features, the rest is a stream of frames. Whatever arrives, the machine
+//! Message sequences against the responder's order rules (`session::order`): the first two
+//! bytes (little-endian) pick the negotiated features (bits 0-15: every feature up to
+//! `direct-offer`, bit 11), the rest is a stream of frames. Whatever arrives, the machine
 //! must not panic, and what it accepts must follow the rules a model checks here: nothing after
-//! an end, one summary first, offers only of asked paths, state pushed only after it was asked.
+//! an end, one summary first, offers only of asked paths (any path with `direct-offer`), state
+//! pushed only after it was asked.
 #![no_main]
 
 use std::collections::HashSet;
@@ -12,10 +14,12 @@ use botsync_proto::session::order::{Phase, ResponderOrder, Step};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&bits, stream)) = data.split_first() else {
+    let Some((bits, stream)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let mut order = ResponderOrder::new(Features::from_bits(u64::from(bits)));
+    let features = Features::from_bits(u64::from(u16::from_le_bytes(*bits)));
+    let direct = features.contains(Features::DIRECT_OFFER);
+    let mut order = ResponderOrder::new(features);
     let mut decoder = FrameDecoder::new();
     decoder.push(stream);
     let (mut ended, mut summarized, mut state_asked) = (false, false, false);
@@ -42,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
                         asked.extend(paths.iter().cloned());
                     }
                     (Step::Offer { .. }, Message::Offer { entries, .. }) => {
-                        assert!(entries.iter().all(|w| asked.contains(&w.file.path)));
+                        assert!(direct || entries.iter().all(|w| asked.contains(&w.file.path)));
                     }
                     (Step::StateAsked, _) => state_asked = true,
                     (Step::StatePushed { .. }, _) => assert!(state_asked),

@@ -64,6 +64,21 @@ fn sessions() -> Vec<(&'static str, Vec<Message>)> {
             ],
         ),
         (
+            // With `direct-offer`: the offer of what changed since the responder's root was
+            // the initiator's, with no descent and no entries asked.
+            "push-direct",
+            vec![
+                summary(SessionMode::Push),
+                Message::Offer {
+                    entries: vec![tombstone("memory/b.md")],
+                    dry_run: false,
+                    last: true,
+                    force: false,
+                },
+                Message::Goodbye,
+            ],
+        ),
+        (
             "sync-with-state",
             vec![
                 summary(SessionMode::Sync),
@@ -113,7 +128,11 @@ fn the_fuzz_seeds_replay() {
     if std::env::var_os("BOTSYNC_BLESS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();
         for (name, msgs) in sessions() {
-            let mut bytes = vec![Features::SUPPORTED.bits() as u8];
+            // The features as the target reads them: two bytes, little-endian.
+            let mut bytes = u16::try_from(Features::SUPPORTED.bits())
+                .unwrap()
+                .to_le_bytes()
+                .to_vec();
             for m in &msgs {
                 bytes.extend(encode_frame(m).unwrap());
             }
@@ -123,10 +142,11 @@ fn the_fuzz_seeds_replay() {
     let mut seeds = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
-        let Some((&bits, stream)) = data.split_first() else {
+        let Some((bits, stream)) = data.split_first_chunk::<2>() else {
             continue;
         };
-        let mut o = ResponderOrder::new(Features::from_bits(u64::from(bits)));
+        let features = u64::from(u16::from_le_bytes(*bits));
+        let mut o = ResponderOrder::new(Features::from_bits(features));
         let mut d = FrameDecoder::new();
         d.push(stream);
         let mut ended = false;
