@@ -156,8 +156,12 @@ pub fn history(ctx: &Ctx, typed: Option<&str>, limit: usize) -> Result<Reply> {
         }
         human.push('\n');
     }
-    let doc = serde_json::json!({ "ok": true, "sessions": sessions, "files": files });
-    Reply::ok(doc, human)
+    // Moved in, not copied: a long history is a large document.
+    let mut doc = serde_json::Map::new();
+    doc.insert("ok".into(), true.into());
+    doc.insert("sessions".into(), serde_json::to_value(sessions)?);
+    doc.insert("files".into(), serde_json::to_value(files)?);
+    Ok(Reply::ok_doc(doc.into(), human))
 }
 
 /// `botsync restore PATH[@VERSION]`.
