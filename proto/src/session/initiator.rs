@@ -13,13 +13,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+mod state_phase;
+
 use botsync_engine::plan::{ItemReport, PlanItem};
 use botsync_engine::{FileEntry, Hash, PeerId, RelPath};
 use tracing::debug;
 
+use self::state_phase::StatePhase;
 use super::descent::Descent;
 use super::entries::{EntriesAsked, outgoing};
-use super::state::Counter;
 use super::work::{
     Answer, Io, Need, Settle, Transfer, Transferred, by_path, dry_report, out_of_turn,
 };
@@ -29,10 +31,7 @@ use crate::codec::CodecError;
 use crate::frame::FrameError;
 use crate::messages::buckets::BUCKET_FROM_CHILDREN;
 use crate::messages::state::digest as state_digest;
-use crate::messages::{
-    ChunkListing, ErrorCode, Features, Hello, MeshFile, Message, SessionMode, WireState,
-    state_batches,
-};
+use crate::messages::{ChunkListing, ErrorCode, Features, Hello, MeshFile, Message, SessionMode};
 
 /// What the machine waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,18 +109,6 @@ struct Offer {
     theirs: HashMap<RelPath, FileEntry>,
     answered: HashSet<RelPath>,
     results: Vec<ItemReport>,
-}
-
-/// The state phase in flight.
-#[derive(Debug, Default)]
-struct StatePhase {
-    their_digest: Hash,
-    /// Our records of the keys both share, before anything of the peer's is taken.
-    mine: Vec<WireState>,
-    in_step: bool,
-    /// Keys the responder already holds as new as ours.
-    covered: HashSet<String>,
-    count: Counter,
 }
 
 /// The initiator of one session; see the module docs.
@@ -751,79 +738,6 @@ impl Initiator {
         self.out.push_back(Io::Send(Message::MeshConfig { files }));
         self.report.counters.round_trips += 1;
         self.recv(Expect::MeshAfter, None);
-    }
-
-    /// The state phase (see `state.rs`), when STATE was negotiated and this is no dry run.
-    fn state_phase(&mut self) {
-        if self.features.contains(Features::STATE)
-            && !self.opts.dry_run
-            && self.opts.mode != SessionMode::DryRun
-        {
-            self.need(Expect::StatePatterns, Need::StatePatterns);
-        } else {
-            self.goodbye();
-        }
-    }
-
-    fn take_state_batch(
-        &mut self,
-        records: Vec<WireState>,
-        last: bool,
-    ) -> Result<(), SessionError> {
-        self.state.count.add(records.len())?;
-        self.report.state.received += records.len() as u64;
-        let ours: HashMap<&str, &WireState> = self
-            .state
-            .mine
-            .iter()
-            .map(|w| (w.key.as_str(), w))
-            .collect();
-        let covered = records.iter().filter(|r| {
-            // An equal vector over another value (a lost index) is not covered: both sides
-            // must see the pair to decide it alike.
-            ours.get(r.key.as_str())
-                .is_some_and(|w| match w.version.compare(&r.version) {
-                    botsync_engine::vector::Causality::DominatedBy => true,
-                    botsync_engine::vector::Causality::Equal => **w == **r,
-                    _ => false,
-                })
-        });
-        let covered: Vec<String> = covered.map(|r| r.key.clone()).collect();
-        self.state.covered.extend(covered);
-        if self.pulls() && !records.is_empty() {
-            let peer = self.peer;
-            self.need(
-                Expect::StateApplied { last },
-                Need::ApplyState { records, peer },
-            );
-            return Ok(());
-        }
-        self.after_state_batch(last)
-    }
-
-    fn after_state_batch(&mut self, last: bool) -> Result<(), SessionError> {
-        if !last {
-            self.recv(Expect::StateBatches, Some(Phase::Reply));
-            return Ok(());
-        }
-        if !self.pushes() || self.state.in_step {
-            self.goodbye();
-            return Ok(());
-        }
-        let state = std::mem::take(&mut self.state);
-        let offer: Vec<WireState> = state
-            .mine
-            .into_iter()
-            .filter(|w| !state.covered.contains(&w.key))
-            .collect();
-        self.report.state.pushed = offer.len() as u64;
-        for batch in state_batches(offer).map_err(FrameError::from)? {
-            self.out.push_back(Io::Send(batch));
-        }
-        // The responder confirms once it has taken them: closing before would discard what is
-        // still in flight.
-        self.recv(Expect::StateConfirm, Some(Phase::Reply));
-        Ok(())
     }
 
     fn goodbye(&mut self) {
